@@ -1,0 +1,31 @@
+"""Experiment configuration: schema, YAML loading, command-line overrides."""
+
+from __future__ import annotations
+
+from clot_hpo.config.loader import load_config, read_yaml, save_resolved
+from clot_hpo.config.schema import (
+    BACKBONES,
+    BudgetConfig,
+    DataConfig,
+    EvaluationConfig,
+    ExperimentConfig,
+    SearchConfig,
+    SyntheticConfig,
+    TrackingConfig,
+    TrainingConfig,
+)
+
+__all__ = [
+    "BACKBONES",
+    "BudgetConfig",
+    "DataConfig",
+    "EvaluationConfig",
+    "ExperimentConfig",
+    "SearchConfig",
+    "SyntheticConfig",
+    "TrackingConfig",
+    "TrainingConfig",
+    "load_config",
+    "read_yaml",
+    "save_resolved",
+]

@@ -1,0 +1,46 @@
+"""Error kinds of clot-hpo and the exit codes they map to.
+
+This module imports nothing else of the package so every layer can raise these.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class ClotHpoError(Exception):
+    """Base class of every error clot-hpo raises on purpose."""
+
+    exit_code = EXIT_UNEXPECTED
+
+
+class ConfigError(ClotHpoError):
+    """A config, search space or command-line value is invalid (exit code 2).
+
+    The message names the file and key path and states the rule that was broken.
+    """
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class DataError(ClotHpoError):
+    """The dataset is unusable as given (exit code 2); the message names the entries."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class TrackingUnavailable(ClotHpoError):
+    """The tracking server cannot be reached before any work starts (exit code 2)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class TrialFailed(ClotHpoError):
+    """One trial failed; the study records the reason and goes on."""
+
+
+class FatalError(ClotHpoError):
+    """The study cannot go on (for example too many consecutive failures)."""

@@ -1,0 +1,124 @@
+"""The tracking seam: what the search tells a tracker, and a tracker that does nothing.
+
+The study process owns run lifecycles (it opens the study's parent run and every trial's
+child run, and closes each with its final state, even when the trial's process crashed);
+the trial's own process attaches to the child run to log what only it has: per-epoch
+metrics, the evaluation, figures and the model.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+# Final trial states as Optuna names them; trackers map them to their own run statuses.
+TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL")
+
+
+class Tracker(ABC):
+    """Records a study and its trials somewhere a person can compare them."""
+
+    # ----- study process -------------------------------------------------------------
+    @abstractmethod
+    def check_available(self) -> None:
+        """Fail fast (``TrackingUnavailable``) when the backend cannot be reached."""
+
+    @abstractmethod
+    def start_study(self, study_name: str, *, tags: dict[str, str] | None = None) -> str:
+        """Open (or reopen, on resume) the study's parent run; return its id."""
+
+    @abstractmethod
+    def log_study_inputs(
+        self,
+        *,
+        config: dict[str, Any],
+        search_spaces: dict[str, Any],
+        manifest_path: Path | None,
+        dataset_digest: str | None,
+    ) -> None:
+        """Log the resolved config, search spaces, split manifest and dataset digest."""
+
+    @abstractmethod
+    def start_trial(self, trial_number: int, *, tags: dict[str, str] | None = None) -> str:
+        """Open the trial's child run under the study run; return its id."""
+
+    @abstractmethod
+    def end_trial(
+        self,
+        run_id: str,
+        state: str,
+        *,
+        reason: str | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> None:
+        """Close a trial's run with its final Optuna ``state`` and why it ended so."""
+
+    @abstractmethod
+    def log_study_summary(self, trials_csv: Path, figures: dict[str, Any]) -> None:
+        """Attach the all-trials CSV and study-level figures (matplotlib) to the parent run."""
+
+    @abstractmethod
+    def end_study(self, status: str = "FINISHED") -> None:
+        """Close the study's parent run."""
+
+    # ----- trial process ------------------------------------------------------------
+    @abstractmethod
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Log the trial's hyperparameters."""
+
+    @abstractmethod
+    def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
+        """Log one epoch's metrics in one batched call."""
+
+    @abstractmethod
+    def log_evaluation(
+        self,
+        run_id: str,
+        *,
+        metrics: dict[str, float],
+        artifacts: dict[str, Any],
+        figures: dict[str, Any],
+    ) -> None:
+        """Log evaluation metrics, JSON artifacts (``name.json`` -> dict) and figures."""
+
+    @abstractmethod
+    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> None:
+        """Log the trained Keras model (raw [0, 255] float32 pixels in) and its weights."""
+
+
+class NullTracker(Tracker):
+    """A tracker that records nothing: for tests and for measuring tracking overhead."""
+
+    def check_available(self) -> None:  # noqa: D102
+        return None
+
+    def start_study(self, study_name: str, *, tags: dict[str, str] | None = None) -> str:  # noqa: D102
+        return ""
+
+    def log_study_inputs(self, **kwargs: Any) -> None:  # noqa: D102
+        return None
+
+    def start_trial(self, trial_number: int, *, tags: dict[str, str] | None = None) -> str:  # noqa: D102
+        return ""
+
+    def end_trial(self, run_id: str, state: str, **kwargs: Any) -> None:  # noqa: D102
+        return None
+
+    def log_study_summary(self, trials_csv: Path, figures: dict[str, Any]) -> None:  # noqa: D102
+        return None
+
+    def end_study(self, status: str = "FINISHED") -> None:  # noqa: D102
+        return None
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:  # noqa: D102
+        return None
+
+    def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, float]) -> None:  # noqa: D102
+        return None
+
+    def log_evaluation(self, run_id: str, **kwargs: Any) -> None:  # noqa: D102
+        return None
+
+    def log_model(self, run_id: str, model: Any, **kwargs: Any) -> None:  # noqa: D102
+        return None
