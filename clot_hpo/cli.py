@@ -1,0 +1,184 @@
+"""The ``clot-hpo`` command line.
+
+This is the only module that reads argv, sets up logging and maps errors to exit codes:
+0 success, 2 bad input or config, 1 unexpected, 130 interrupted. Each command's work lives
+in the package (``<concern>/commands.py`` or the concern's module); heavy libraries are
+imported inside the commands so ``clot-hpo --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from clot_hpo.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClotHpoError
+
+log = logging.getLogger("clot_hpo")
+
+
+def _quiet_libraries() -> None:
+    """Keep TensorFlow's C++ banner and MLflow's telemetry out of the user's terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+# ----- commands ---------------------------------------------------------------------------
+def _cmd_make_synthetic(args: argparse.Namespace) -> int:
+    from clot_hpo.data.commands import make_synthetic_command
+
+    return make_synthetic_command(args)
+
+
+def _cmd_validate_data(args: argparse.Namespace) -> int:
+    from clot_hpo.data.commands import validate_data_command
+
+    return validate_data_command(args)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from clot_hpo.search.commands import search_command
+
+    return search_command(args)
+
+
+def _cmd_estimate_vram(args: argparse.Namespace) -> int:
+    from clot_hpo.budget.commands import estimate_vram_command
+
+    return estimate_vram_command(args)
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from clot_hpo.registry import promote_command
+
+    return promote_command(args)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from clot_hpo.registry import predict_command
+
+    return predict_command(args)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from clot_hpo.registry import evaluate_command
+
+    return evaluate_command(args)
+
+
+# ----- parser -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every ``clot-hpo`` command."""
+    parser = argparse.ArgumentParser(
+        prog="clot-hpo",
+        description="Hyperparameter search and experiment tracking for blood-clot classifiers.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("make-synthetic", _cmd_make_synthetic, "write a deterministic synthetic clot dataset")
+    p.add_argument("out", help="output folder (Kaggle layout: positive/, negative/, metadata.csv)")
+    p.add_argument("--n-per-class", type=int, default=200)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add("validate-data", _cmd_validate_data, "check a dataset, split it and report leakage")
+    p.add_argument("data", help="data folder (class folders or metadata CSV)")
+    p.add_argument("--config", help="experiment YAML whose `data` section applies")
+    p.add_argument("--layout", choices=["auto", "folders", "metadata"])
+    p.add_argument("--metadata-csv", help="metadata CSV name or path (metadata layout)")
+    p.add_argument("--group-column", help="column naming the patient/source image")
+    p.add_argument("--skip-corrupt", action="store_true", default=None,
+                   help="skip unreadable images (each is listed) instead of refusing")
+    p.add_argument("--fail-on-leakage", action="store_true", default=None,
+                   help="exit 2 when duplicates cross splits")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="folder for the split manifest and report (default: DATA/.clot-hpo)")
+
+    p = add("search", _cmd_search, "launch or resume an Optuna study")
+    p.add_argument("config", help="experiment YAML (experiments/*.yaml)")
+    p.add_argument("--n-trials", type=int)
+    p.add_argument("--timeout", type=float, help="wall-clock budget in seconds")
+    p.add_argument("--max-total-epochs", type=int, help="budget of epochs over all trials")
+    p.add_argument("--study-name")
+    p.add_argument("--storage", help="Optuna storage URL (sqlite:///..., postgresql+psycopg2://...)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (sqlite:///... or http://...)")
+    p.add_argument("--no-tracking", action="store_true", help="use the no-op tracker")
+    p.add_argument("--data", help="data folder (overrides data.path)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, help="epochs per trial (overrides training.epochs)")
+    p.add_argument("--vram-gb", type=float, help="VRAM budget in GiB (overrides budget.vram_gb)")
+
+    p = add("estimate-vram", _cmd_estimate_vram, "estimate a training configuration's GPU memory")
+    p.add_argument("--backbone", required=True, choices=["efficientnet_b1", "resnet50", "tiny_cnn"])
+    p.add_argument("--image-size", type=int, required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--trainable", choices=["all", "head"], default="all")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
+    p.add_argument("--vram-gb", type=float)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = add("promote", _cmd_promote, "register the best trial's model and move the alias if it wins")
+    p.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db")
+    p.add_argument("--experiment", required=True, help="MLflow experiment (the study name)")
+    p.add_argument("--model-name", default="blood-clot-detector")
+    p.add_argument("--alias", default="champion")
+    p.add_argument("--metric", default="val_auc")
+
+    p = add("predict", _cmd_predict, "classify images with a registered model")
+    p.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db")
+    p.add_argument("--model", default="models:/blood-clot-detector@champion")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+
+    p = add("evaluate", _cmd_evaluate, "the product's metrics table for a model on a dataset")
+    p.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db")
+    p.add_argument("--model", default="models:/blood-clot-detector@champion")
+    p.add_argument("--data", required=True)
+    p.add_argument("--config", help="experiment YAML whose `data` section applies")
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``clot-hpo`` console script; returns the exit code."""
+    _quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug else "%(message)s",
+    )
+    for noisy in ("alembic", "mlflow", "urllib3", "absl", "tensorflow", "optuna"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except ClotHpoError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"clot-hpo: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("clot-hpo: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        if debug:
+            traceback.print_exc()
+        print(f"clot-hpo: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
