@@ -1,0 +1,270 @@
+"""Binary-classification metrics with confidence intervals, and the decision threshold.
+
+Conventions (the same everywhere in clot-hpo):
+
+* A score ``p >= threshold`` is predicted positive (a clot).
+* Proportions (accuracy, precision, recall = sensitivity, specificity) carry Wilson score
+  intervals from statsmodels' ``proportion_confint(method="wilson")``.
+* AUC (ROC), PR AUC (average precision) and F1 carry percentile bootstrap intervals: pairs
+  ``(label, score)`` are resampled with replacement; resamples holding a single class are
+  skipped (AUC is undefined on them). Should a percentile interval exclude its point
+  estimate (possible on tiny, skewed samples), it is widened to include it.
+* Degenerate cases never produce NaN (MLflow and JSON readers choke on it):
+
+  - a proportion whose denominator is 0 (precision with no positive prediction,
+    sensitivity with no positive label, specificity with no negative label) is ``0.0``
+    with the uninformative interval ``[0, 1]``; F1 with ``2tp + fp + fn == 0`` is ``0.0``;
+  - with a single class in ``y_true``, AUC is ``0.5`` (chance) and PR AUC is the
+    prevalence (its chance level), each with the interval ``[0, 1]``;
+  - the threshold falls back to ``0.5`` when it cannot be chosen (single class).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
+from statsmodels.stats.proportion import proportion_confint
+
+from clot_hpo.errors import ConfigError
+
+THRESHOLD_METHODS = ("youden", "target_sensitivity")
+PROPORTIONS = ("accuracy", "precision", "recall", "sensitivity", "specificity")
+BOOTSTRAPPED = ("auc", "pr_auc", "f1")
+METRIC_NAMES = ("accuracy", "precision", "recall", "sensitivity", "specificity", "f1", "auc",
+                "pr_auc", "brier", "ece")
+FALLBACK_THRESHOLD = 0.5
+ECE_BINS = 10
+
+
+# ----- input checks -----------------------------------------------------------------------
+def _as_arrays(y_true: Any, y_prob: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as int 0/1 and scores as float64, both 1-D and of equal, non-zero length."""
+    y = np.asarray(y_true).reshape(-1)
+    p = np.asarray(y_prob, dtype=np.float64).reshape(-1)
+    if y.size == 0:
+        raise ValueError("metrics need at least one example, but got 0")
+    if y.size != p.size:
+        raise ValueError(f"`y_true` and `y_prob` must have the same length, but got {y.size} and {p.size}")
+    labels = set(np.unique(y).tolist())
+    if not labels <= {0, 1}:
+        raise ValueError(f"`y_true` must hold only 0 and 1, but got the values {sorted(labels)}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError(f"`y_prob` must be finite, but {int((~np.isfinite(p)).sum())} scores are not")
+    if p.min() < 0.0 or p.max() > 1.0:
+        raise ValueError(f"`y_prob` must lie in [0, 1], but got the range [{p.min()}, {p.max()}]")
+    return y.astype(np.int64), p
+
+
+def _single_class(y: np.ndarray) -> bool:
+    return bool(y.min() == y.max())
+
+
+# ----- threshold --------------------------------------------------------------------------
+def choose_threshold(
+    y_true: Any, y_prob: Any, *, method: str = "youden", target_sensitivity: float = 0.95
+) -> float:
+    """The decision threshold, chosen on the validation split only.
+
+    Args:
+        y_true: 0/1 labels of the validation split.
+        y_prob: predicted probabilities of the positive class.
+        method: ``"youden"`` maximises Youden's J = sensitivity + specificity - 1 (ties go
+            to the higher threshold, the more specific one); ``"target_sensitivity"`` takes
+            the highest threshold whose sensitivity reaches ``target_sensitivity``, which
+            maximises specificity under that constraint.
+        target_sensitivity: the sensitivity to reach with ``"target_sensitivity"``.
+
+    Returns:
+        A threshold in [0, 1]; one of the observed scores, so ``p >= threshold``
+        reproduces the chosen ROC point. ``0.5`` when ``y_true`` holds a single class.
+    """
+    if method not in THRESHOLD_METHODS:
+        raise ConfigError(f"threshold method must be one of {list(THRESHOLD_METHODS)}, but got {method!r}")
+    if not 0.0 < target_sensitivity <= 1.0:
+        raise ConfigError(f"`0 < target_sensitivity <= 1` must hold, but got {target_sensitivity}")
+    y, p = _as_arrays(y_true, y_prob)
+    if _single_class(y):
+        return FALLBACK_THRESHOLD
+    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
+    # thresholds[0] is +inf (nothing predicted positive): never a usable choice.
+    fpr, tpr, thresholds = fpr[1:], tpr[1:], thresholds[1:]
+    if method == "youden":
+        idx = int(np.argmax(tpr - fpr))  # first maximum = highest threshold among ties
+    else:
+        reached = np.flatnonzero(tpr >= target_sensitivity - 1e-12)
+        idx = int(reached[0])  # tpr reaches 1 at the last threshold, so this is never empty
+    return float(np.clip(thresholds[idx], 0.0, 1.0))
+
+
+# ----- counts and point metrics -----------------------------------------------------------
+def confusion_counts(y_true: Any, y_prob: Any, threshold: float) -> dict[str, Any]:
+    """``{"tn", "fp", "fn", "tp", "threshold"}`` for predictions ``p >= threshold``."""
+    y, p = _as_arrays(y_true, y_prob)
+    pred = p >= threshold
+    pos = y == 1
+    return {
+        "tn": int(np.sum(~pred & ~pos)),
+        "fp": int(np.sum(pred & ~pos)),
+        "fn": int(np.sum(~pred & pos)),
+        "tp": int(np.sum(pred & pos)),
+        "threshold": float(threshold),
+    }
+
+
+def wilson_interval(count: int, nobs: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of ``count / nobs``; ``(0, 1)`` when ``nobs == 0``."""
+    if nobs <= 0:
+        return 0.0, 1.0
+    low, high = proportion_confint(count, nobs, alpha=1.0 - confidence, method="wilson")
+    return float(max(0.0, low)), float(min(1.0, high))
+
+
+def _ratio(num: int, den: int) -> float:
+    return float(num / den) if den > 0 else 0.0
+
+
+def fast_roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC by the Mann-Whitney rank formula (ties count 1/2); equals sklearn's value."""
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return 0.5
+    ranks = rankdata(p)
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def fast_average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Average precision (step-wise PR AUC, tied scores form one step); equals sklearn's."""
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return 0.0
+    order = np.argsort(-p, kind="mergesort")
+    p_sorted, y_sorted = p[order], y[order]
+    tp = np.cumsum(y_sorted)
+    # Keep the last index of each run of tied scores: one point per distinct threshold.
+    last = np.r_[np.flatnonzero(np.diff(p_sorted)), p_sorted.size - 1]
+    tp = tp[last]
+    precision = tp / (last + 1)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def expected_calibration_error(y_true: Any, y_prob: Any, n_bins: int = ECE_BINS) -> float:
+    """ECE over ``n_bins`` equal-width bins: sum of |accuracy - confidence| weighted by bin size.
+
+    "Accuracy" here is the observed positive rate of the bin and "confidence" its mean
+    predicted probability (the reliability-diagram definition for a binary classifier).
+    """
+    y, p = _as_arrays(y_true, y_prob)
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)  # p == 1.0 goes in the last bin
+    ece = 0.0
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            ece += mask.mean() * abs(y[mask].mean() - p[mask].mean())
+    return float(ece)
+
+
+def _f1(tp: int, fp: int, fn: int) -> float:
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def _bootstrap(
+    y: np.ndarray, p: np.ndarray, threshold: float, *, confidence: float, n_bootstrap: int, seed: int
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of AUC, PR AUC and F1 (paired resampling)."""
+    rng = np.random.default_rng(seed)
+    n = y.size
+    stats: dict[str, list[float]] = {name: [] for name in BOOTSTRAPPED}
+    for _ in range(n_bootstrap):
+        idx = rng.integers(0, n, size=n)
+        yb, pb = y[idx], p[idx]
+        if _single_class(yb):
+            continue
+        pred = pb >= threshold
+        tp = int(np.sum(pred & (yb == 1)))
+        fp = int(np.sum(pred & (yb == 0)))
+        fn = int(np.sum(~pred & (yb == 1)))
+        stats["auc"].append(fast_roc_auc(yb, pb))
+        stats["pr_auc"].append(fast_average_precision(yb, pb))
+        stats["f1"].append(_f1(tp, fp, fn))
+    alpha = 1.0 - confidence
+    out: dict[str, tuple[float, float]] = {}
+    for name, values in stats.items():
+        if len(values) < 2:
+            out[name] = (0.0, 1.0)
+        else:
+            low, high = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0])
+            out[name] = (float(low), float(high))
+    return out
+
+
+def binary_metrics(
+    y_true: Any,
+    y_prob: Any,
+    *,
+    threshold: float,
+    confidence: float = 0.95,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Every metric of one split, with intervals (see the module docstring for conventions).
+
+    Returns:
+        ``accuracy, precision, recall, sensitivity, specificity, f1, auc, pr_auc, brier, ece``
+        and ``<name>_ci_low`` / ``<name>_ci_high`` for the proportions, ``f1``, ``auc`` and
+        ``pr_auc``. Every value is a finite float.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"`0 < confidence < 1` must hold, but got {confidence}")
+    if n_bootstrap < 0:
+        raise ValueError(f"`n_bootstrap >= 0` must hold, but got {n_bootstrap}")
+    y, p = _as_arrays(y_true, y_prob)
+    c = confusion_counts(y, p, threshold)
+    tn, fp, fn, tp = c["tn"], c["fp"], c["fn"], c["tp"]
+    fractions = {
+        "accuracy": (tp + tn, y.size),
+        "precision": (tp, tp + fp),
+        "recall": (tp, tp + fn),
+        "sensitivity": (tp, tp + fn),
+        "specificity": (tn, tn + fp),
+    }
+    out: dict[str, float] = {}
+    for name, (num, den) in fractions.items():
+        out[name] = _ratio(num, den)
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = wilson_interval(num, den, confidence)
+    out["f1"] = _f1(tp, fp, fn)
+    single = _single_class(y)
+    out["auc"] = 0.5 if single else float(roc_auc_score(y, p))
+    out["pr_auc"] = float(y.mean()) if single else float(average_precision_score(y, p))
+    out["brier"] = float(brier_score_loss(y, p, labels=[0, 1]))
+    out["ece"] = expected_calibration_error(y, p)
+    intervals = (
+        {name: (0.0, 1.0) for name in BOOTSTRAPPED}
+        if single
+        else _bootstrap(y, p, threshold, confidence=confidence, n_bootstrap=n_bootstrap, seed=seed)
+    )
+    for name, (low, high) in intervals.items():
+        point = out[name]
+        out[f"{name}_ci_low"] = min(low, point)
+        out[f"{name}_ci_high"] = max(high, point)
+    return out
+
+
+def sensitivity_at_specificity(y_true: Any, y_prob: Any, specificity: float) -> float:
+    """The highest sensitivity among thresholds whose specificity is at least ``specificity``.
+
+    A search objective: "how many clots do we catch when at most ``1 - specificity`` of the
+    clean images raise an alarm". ``0.0`` when ``y_true`` holds a single class.
+    """
+    if not 0.0 <= specificity <= 1.0:
+        raise ValueError(f"`0 <= specificity <= 1` must hold, but got {specificity}")
+    y, p = _as_arrays(y_true, y_prob)
+    if _single_class(y):
+        return 0.0
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
+    ok = (1.0 - fpr) >= specificity - 1e-12
+    return float(tpr[ok].max())  # the first ROC point (nothing positive) always qualifies

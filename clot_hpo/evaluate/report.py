@@ -1,0 +1,166 @@
+"""Evaluation of one trial: threshold on validation, metrics of both splits, the product table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clot_hpo.config.schema import EvaluationConfig
+from clot_hpo.evaluate.figures import make_figures, sample_images_figure
+from clot_hpo.evaluate.metrics import _as_arrays, binary_metrics, choose_threshold, confusion_counts
+
+# The product's headline table: (column title, metric name).
+TABLE_COLUMNS = (
+    ("Accuracy", "accuracy"),
+    ("Precision", "precision"),
+    ("Recall", "recall"),
+    ("Sensitivity", "sensitivity"),
+    ("Specificity", "specificity"),
+    ("AUC", "auc"),
+)
+SPLIT_TITLES = {"val": "Validation", "test": "Test"}
+
+
+def format_cell(metrics: dict[str, float], name: str, prefix: str = "", digits: int = 3) -> str:
+    """``0.912 (0.871–0.941)``: a metric and its interval, or ``–`` when absent."""
+    key = f"{prefix}{name}"
+    if key not in metrics:
+        return "–"
+    cell = f"{metrics[key]:.{digits}f}"
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    if low is not None and high is not None:
+        cell += f" ({low:.{digits}f}–{high:.{digits}f})"
+    return cell
+
+
+def format_table(
+    rows: dict[str, dict[str, float]],
+    *,
+    prefixes: dict[str, str] | None = None,
+    counts: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """The product's table as Markdown: one row per split.
+
+    Args:
+        rows: row title -> metrics dict.
+        prefixes: row title -> key prefix inside that dict (``"val_"``), default none.
+        counts: row title -> confusion counts; adds an ``n`` column when given.
+    """
+    prefixes = prefixes or {}
+    head = ["Split", *(title for title, _ in TABLE_COLUMNS)]
+    if counts:
+        head.append("n")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for title, metrics in rows.items():
+        cells = [title, *(format_cell(metrics, name, prefixes.get(title, "")) for _, name in TABLE_COLUMNS)]
+        if counts:
+            c = counts.get(title) or {}
+            cells.append(str(sum(int(c.get(k, 0)) for k in ("tn", "fp", "fn", "tp"))))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class EvaluationReport:
+    """What the evaluation of one trial produced.
+
+    Attributes:
+        metrics: ``threshold`` and ``val_*`` / ``test_*`` metrics with their intervals.
+        artifacts: JSON artifacts by file name: ``confusion_matrix.json`` (the test split,
+            or the validation split when there is no test split) and
+            ``val_confusion_matrix.json``.
+        figures: matplotlib figures by file name (drawn on the test split when present).
+        method: how the threshold was chosen; confidence: the interval level;
+        n_bootstrap: resamples behind the bootstrap intervals.
+    """
+
+    metrics: dict[str, float]
+    artifacts: dict[str, dict[str, Any]]
+    figures: dict[str, Any] = field(default_factory=dict)
+    method: str = "youden"
+    confidence: float = 0.95
+    n_bootstrap: int = 1000
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold chosen on the validation split."""
+        return float(self.metrics["threshold"])
+
+    @property
+    def splits(self) -> list[str]:
+        """The evaluated splits, ``["val"]`` or ``["val", "test"]``."""
+        return [s for s in ("val", "test") if f"{s}_accuracy" in self.metrics]
+
+    def table(self) -> str:
+        """The product's table (Markdown) with a line on how it was computed."""
+        rows = {SPLIT_TITLES[s]: self.metrics for s in self.splits}
+        prefixes = {SPLIT_TITLES[s]: f"{s}_" for s in self.splits}
+        counts = {
+            SPLIT_TITLES[s]: self.artifacts.get(f"{s}_confusion_matrix.json")
+            or (self.artifacts.get("confusion_matrix.json") if s == "test" else None)
+            or {}
+            for s in self.splits
+        }
+        note = (
+            f"\n\nThreshold {self.threshold:.3f} chosen on the validation split ({self.method}). "
+            f"{self.confidence:.0%} intervals: Wilson for proportions, percentile bootstrap "
+            f"({self.n_bootstrap} resamples) for AUC."
+        )
+        return format_table(rows, prefixes=prefixes, counts=counts) + note
+
+    def as_dict(self) -> dict[str, Any]:
+        """Metrics and confusion counts, JSON-ready (figures left out)."""
+        return {"metrics": dict(self.metrics), "confusion_matrices": dict(self.artifacts)}
+
+
+def evaluate_trial(
+    y_val: Any,
+    p_val: Any,
+    y_test: Any | None,
+    p_test: Any | None,
+    cfg: EvaluationConfig,
+    *,
+    history: dict[str, list[float]] | None = None,
+    seed: int = 0,
+    sample_images: np.ndarray | None = None,
+) -> EvaluationReport:
+    """Evaluate one trial: the threshold comes from validation and is applied to test.
+
+    Args:
+        y_val, p_val: validation labels (0/1) and predicted probabilities.
+        y_test, p_test: the same for the test split, or None to evaluate validation only.
+        cfg: the experiment's ``evaluation`` section (threshold rule, confidence level,
+            bootstrap resamples, how many sample images to draw).
+        history: Keras ``History.history``, drawn as ``training_curves.png``.
+        seed: seeds the bootstrap, so a trial's intervals are reproducible.
+        sample_images: images of the figure split (test, else validation) in the order of
+            its labels; drawn as ``sample_images.png`` only when
+            ``cfg.log_sample_images > 0`` (patient images stay out of tracking otherwise).
+    """
+    if (y_test is None) != (p_test is None):
+        raise ValueError("`y_test` and `p_test` must both be given or both be None")
+    yv, pv = _as_arrays(y_val, p_val)
+    threshold = choose_threshold(yv, pv, method=cfg.threshold, target_sensitivity=cfg.target_sensitivity)
+    kwargs = dict(threshold=threshold, confidence=cfg.confidence_level, n_bootstrap=cfg.bootstrap_samples)
+    metrics: dict[str, float] = {"threshold": threshold}
+    metrics.update({f"val_{k}": v for k, v in binary_metrics(yv, pv, seed=seed, **kwargs).items()})
+    val_counts = confusion_counts(yv, pv, threshold)
+    artifacts: dict[str, dict[str, Any]] = {"val_confusion_matrix.json": {**val_counts, "split": "val"}}
+    fig_y, fig_p = yv, pv
+    if y_test is not None:
+        yt, pt = _as_arrays(y_test, p_test)
+        metrics.update({f"test_{k}": v for k, v in binary_metrics(yt, pt, seed=seed + 1, **kwargs).items()})
+        artifacts["confusion_matrix.json"] = {**confusion_counts(yt, pt, threshold), "split": "test"}
+        fig_y, fig_p = yt, pt
+    else:
+        artifacts["confusion_matrix.json"] = {**val_counts, "split": "val"}
+    figures = make_figures(fig_y, fig_p, threshold=threshold, history=history)
+    if cfg.log_sample_images > 0 and sample_images is not None and len(sample_images) > 0:
+        k = min(cfg.log_sample_images, len(sample_images), len(fig_y))
+        figures["sample_images.png"] = sample_images_figure(sample_images[:k], fig_y[:k], fig_p[:k], threshold)
+    return EvaluationReport(
+        metrics=metrics, artifacts=artifacts, figures=figures, method=cfg.threshold,
+        confidence=cfg.confidence_level, n_bootstrap=cfg.bootstrap_samples,
+    )

@@ -1,0 +1,1 @@
+"""The search: Optuna study, per-trial processes, objective, and the KerasTuner-style hyperparameter adapter."""

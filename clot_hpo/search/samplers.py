@@ -1,0 +1,55 @@
+"""Sampler registry: ``create_sampler`` and ``list_samplers``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import optuna
+
+from clot_hpo.errors import ConfigError
+
+# User attribute where each trial records its VRAM feasibility (<= 0 feasible, > 0 not).
+VRAM_CONSTRAINT_ATTR = "vram_constraint"
+
+
+def vram_constraints(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
+    """Optuna ``constraints_func``: the VRAM feasibility the trial recorded (0 when unknown)."""
+    return [float(trial.user_attrs.get(VRAM_CONSTRAINT_ATTR, 0.0))]
+
+
+def _tpe(seed: int | None, constraints: Callable | None) -> optuna.samplers.BaseSampler:
+    # multivariate + group model the conditional per-backbone spaces jointly.
+    return optuna.samplers.TPESampler(
+        seed=seed, multivariate=True, group=True, constraints_func=constraints,
+        n_startup_trials=5,
+    )
+
+
+def _random(seed: int | None, constraints: Callable | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _cmaes(seed: int | None, constraints: Callable | None) -> optuna.samplers.BaseSampler:
+    # CMA-ES handles the continuous parameters; categorical ones fall back to TPE.
+    return optuna.samplers.CmaEsSampler(
+        seed=seed, independent_sampler=optuna.samplers.TPESampler(seed=seed), warn_independent_sampling=False
+    )
+
+
+_SAMPLERS: dict[str, Callable[[int | None, Callable | None], optuna.samplers.BaseSampler]] = {
+    "tpe": _tpe,
+    "random": _random,
+    "cmaes": _cmaes,
+}
+
+
+def list_samplers() -> list[str]:
+    """Names accepted by :func:`create_sampler`."""
+    return sorted(_SAMPLERS)
+
+
+def create_sampler(name: str, *, seed: int | None, use_constraints: bool = True) -> optuna.samplers.BaseSampler:
+    """Build sampler ``name``; TPE learns VRAM feasibility through ``constraints_func``."""
+    if name not in _SAMPLERS:
+        raise ConfigError(f"search.sampler must be one of {list_samplers()}, but got {name!r}")
+    return _SAMPLERS[name](seed, vram_constraints if use_constraints else None)

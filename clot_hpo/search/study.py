@@ -1,0 +1,451 @@
+"""The study process: budgets, one child process per trial, resume, progress and summary.
+
+``run_search`` is the whole of ``clot-hpo search``: it validates everything cheap first
+(config, search spaces, tracking server, data), then asks Optuna for one trial at a time
+and runs each in a fresh child process (:mod:`clot_hpo.search.trial_process`). The budget
+counts COMPLETE and PRUNED trials over the whole study, so rerunning the same command
+resumes it and several workers on one storage share it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+
+from clot_hpo.config import ExperimentConfig, save_resolved
+from clot_hpo.errors import ConfigError, FatalError, TrialFailed
+from clot_hpo.search.objectives import Objective, get_objective
+from clot_hpo.search.progress import StudyProgress, print_top_trials
+from clot_hpo.search.pruners import create_pruner
+from clot_hpo.search.samplers import create_sampler
+from clot_hpo.search.storage import open_storage, retried_from
+from clot_hpo.search.task import TrialOutcome, TrialTask
+from clot_hpo.tracking.base import Tracker
+
+log = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+STUDIES_DIR = Path("mlruns") / "studies"
+# Retrying the storage for this long covers a database restart; then the study stops.
+STORAGE_RETRY_SECONDS = 60.0
+
+
+@dataclass
+class SearchOutcome:
+    """What a ``clot-hpo search`` run did, for the CLI's closing lines and for tests."""
+
+    study_name: str
+    storage: str
+    stop_reason: str
+    out_dir: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    best_value: float | None = None
+    best_trial: int | None = None
+    elapsed: float = 0.0
+
+
+def resolve_spaces(config: ExperimentConfig, *, base: Path | None = None) -> dict[str, str]:
+    """Search-space file per backbone: ``search.search_spaces`` or ``search_spaces/<name>.yaml``."""
+    from clot_hpo.search_space import default_search_space_path, load_search_space
+
+    unknown = set(config.search.search_spaces) - set(config.search.backbones)
+    if unknown:
+        raise ConfigError(
+            f"search.search_spaces: {sorted(unknown)} are not in search.backbones {config.search.backbones}"
+        )
+    spaces: dict[str, str] = {}
+    for name in config.search.backbones:
+        given = config.search.search_spaces.get(name)
+        path = Path(given) if given else default_search_space_path(name)
+        if given and not path.is_absolute() and base is not None and not path.exists():
+            path = base / path
+        space = load_search_space(path)  # validates: ConfigError names file and key
+        if space.backbone != name:
+            raise ConfigError(f"{path}: backbone must be {name!r} for search.search_spaces.{name}, "
+                              f"but got {space.backbone!r}")
+        spaces[name] = str(path.resolve())
+    return spaces
+
+
+class _Budget:
+    """The study's budgets: trials, wall clock and epochs; global over workers and resumes."""
+
+    def __init__(self, config: ExperimentConfig, started: float) -> None:
+        self.n_trials = config.search.n_trials
+        self.timeout = config.search.timeout
+        self.max_total_epochs = config.search.max_total_epochs
+        self.started = started
+
+    def epochs_spent(self, trials: list[optuna.trial.FrozenTrial]) -> int:
+        return sum(int(t.user_attrs.get("epochs_run", 0)) for t in trials)
+
+    def exhausted(self, trials: list[optuna.trial.FrozenTrial]) -> str | None:
+        """Why no new trial may start, or None."""
+        finished = sum(t.state in FINISHED for t in trials)
+        if self.n_trials is not None and finished >= self.n_trials:
+            return f"trial budget spent ({finished} of {self.n_trials} trials finished)"
+        if self.timeout is not None and time.monotonic() - self.started >= self.timeout:
+            return f"time budget spent ({self.timeout:g} s)"
+        if self.max_total_epochs is not None:
+            spent = self.epochs_spent(trials)
+            if spent >= self.max_total_epochs:
+                return f"epoch budget spent ({spent} of {self.max_total_epochs} epochs)"
+        return None
+
+    def taken_by_others(self, trials: list[optuna.trial.FrozenTrial]) -> bool:
+        """Whether the trials still owed are all running in other workers right now."""
+        if self.n_trials is None:
+            return False
+        finished = sum(t.state in FINISHED for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        return waiting == 0 and finished + running >= self.n_trials
+
+    def epochs_left(self, trials: list[optuna.trial.FrozenTrial], per_trial: int) -> int:
+        if self.max_total_epochs is None:
+            return per_trial
+        return max(1, min(per_trial, self.max_total_epochs - self.epochs_spent(trials)))
+
+
+class StudyRunner:
+    """Runs the trials of one study, each in its own child process."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        study: optuna.Study,
+        tracker: Tracker,
+        spaces: dict[str, str],
+        manifest_path: Path,
+        out_dir: Path,
+        console: Console,
+    ) -> None:
+        self.config = config
+        self.study = study
+        self.tracker = tracker
+        self.spaces = spaces
+        self.manifest_path = manifest_path
+        self.out_dir = out_dir
+        self.console = console
+        self.objective: Objective = get_objective(config.search.objective)
+        self.budget = _Budget(config, time.monotonic())
+        self.consecutive_failures = 0
+        self.progress: StudyProgress | None = None
+
+    # ----- the loop ---------------------------------------------------------------------------
+    def run(self) -> str:
+        """Run trials until a budget is spent; return which one."""
+        with StudyProgress(self.console, self.study, self.objective, self.budget.n_trials) as progress:
+            self.progress = progress
+            while True:
+                trials = self._storage_call(self._trials_after_stale_check)
+                progress.update(trials)
+                reason = self.budget.exhausted(trials)
+                if reason:
+                    return reason
+                if self.budget.taken_by_others(trials):
+                    # Stay until the other workers' last trials finish: if one dies, its
+                    # heartbeat goes stale and this worker retries its parameters.
+                    progress.note("waiting for trials running in other workers")
+                    time.sleep(max(1.0, self.config.search.heartbeat_interval / 2))
+                    continue
+                before = len(trials)
+                self._storage_call(
+                    lambda: self.study.optimize(self._objective, n_trials=1, catch=(TrialFailed,),
+                                                gc_after_trial=False, show_progress_bar=False)
+                )
+                self._count_failures(before)
+
+    def _trials_after_stale_check(self) -> list[optuna.trial.FrozenTrial]:
+        optuna.storages.fail_stale_trials(self.study)
+        return self.study.get_trials(deepcopy=False)
+
+    def _storage_call(self, func: Any) -> Any:
+        """Call ``func``, retrying with backoff while the storage is unreachable."""
+        import sqlalchemy.exc
+
+        deadline = time.monotonic() + STORAGE_RETRY_SECONDS
+        delay = 1.0
+        while True:
+            try:
+                return func()
+            except sqlalchemy.exc.OperationalError as exc:
+                if time.monotonic() >= deadline:
+                    raise FatalError(
+                        f"lost the Optuna storage for {STORAGE_RETRY_SECONDS:.0f} s "
+                        f"({str(exc.orig).strip().splitlines()[0]}); finished trials are safe in "
+                        "the storage: rerun the same command to resume"
+                    ) from exc
+                self.console.print(f"[yellow]storage unreachable, retrying in {delay:.0f} s[/]")
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _count_failures(self, before: int) -> None:
+        mine = [t for t in self.study.get_trials(deepcopy=False)[before:] if t.user_attrs.get("worker_pid") == os.getpid()]
+        for trial in mine:
+            if trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus"):
+                self.consecutive_failures += 1
+            elif trial.state in FINISHED:
+                self.consecutive_failures = 0
+        limit = self.config.search.max_consecutive_failures
+        if self.consecutive_failures >= limit:
+            last = mine[-1].user_attrs.get("fail_reason", "unknown") if mine else "unknown"
+            raise FatalError(
+                f"{self.consecutive_failures} trials failed in a row (search.max_consecutive_failures="
+                f"{limit}); last reason: {last}"
+            )
+
+    # ----- one trial (runs in this process, trains in a child) ---------------------------------
+    def _objective(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker_pid", os.getpid())
+        if self._is_surplus(trial):
+            trial.set_user_attr("surplus", True)
+            raise TrialFailed("not run: the trial budget was taken by other workers meanwhile")
+        source = retried_from(self.study._storage.get_trial(trial._trial_id))
+        tags = {"optuna.study": self.study.study_name, "optuna.trial_number": str(trial.number)}
+        if source is not None:
+            tags["optuna.retried_from"] = str(source)
+        run_id = self.tracker.start_trial(trial.number, tags=tags)
+        if run_id:
+            trial.set_user_attr("mlflow_run_id", run_id)
+        trials = self.study.get_trials(deepcopy=False)
+        task = TrialTask(
+            config=self.config.model_dump(mode="json"),
+            study_name=self.study.study_name,
+            storage=self.config.search.storage,
+            trial_id=trial._trial_id,
+            trial_number=trial.number,
+            run_id=run_id,
+            manifest_path=str(self.manifest_path),
+            spaces=self.spaces,
+            max_epochs=self.budget.epochs_left(trials, self.config.training.epochs),
+            result_path=str(self._trial_dir(trial.number) / "outcome.json"),
+        )
+        assert self.progress is not None
+        self.progress.start_trial(trial.number)
+        try:
+            outcome = self._run_child(task)
+            if outcome.state == "FAIL" and outcome.oom:
+                outcome = self._retry_after_oom(task, outcome, trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted by the user")
+            self.tracker.end_trial(run_id, "FAIL", reason="interrupted by the user", attrs={"interrupted": True})
+            raise
+        trial.set_user_attr("epochs_run", outcome.epochs_run)
+        for key, value in outcome.metrics.items():
+            trial.set_user_attr(key, value)
+        if outcome.state == "COMPLETE" and outcome.value is not None:
+            self.tracker.end_trial(run_id, "COMPLETE", attrs={"value": outcome.value})
+            return float(outcome.value)
+        reason = outcome.reason or "unknown"
+        if outcome.state == "PRUNED":
+            trial.set_user_attr("prune_reason", reason)
+            self.tracker.end_trial(run_id, "PRUNED", reason=reason)
+            raise optuna.TrialPruned(reason)
+        trial.set_user_attr("fail_reason", reason)
+        self.tracker.end_trial(run_id, "FAIL", reason=reason)
+        self.console.print(f"  [red]trial {trial.number} failed:[/] {reason}")
+        raise TrialFailed(reason)
+
+    def _is_surplus(self, trial: optuna.Trial) -> bool:
+        """Whether earlier-numbered trials already cover the budget (two workers asked at once)."""
+        if self.budget.n_trials is None or self.study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial") is not None:
+            return False
+        earlier = [t for t in self.study.get_trials(deepcopy=False) if t.number < trial.number]
+        live = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in earlier)
+        return live >= self.budget.n_trials
+
+    def _retry_after_oom(self, task: TrialTask, first: TrialOutcome, trial: optuna.Trial) -> TrialOutcome:
+        """Runtime OOM: retry once at half the batch with gradient accumulation, else fail."""
+        batch = first.batch_size or int(trial.params.get("batch_size", 0) or 0)
+        new_batch, accumulation = batch // 2, max(1, first.accumulation_steps) * 2
+        if new_batch < self.config.budget.min_batch_size:
+            first.reason = f"out of memory at batch {batch} and no smaller batch is allowed: {first.reason}"
+            return first
+        trial.set_user_attr("oom_retry", f"batch {batch} -> {new_batch} x{accumulation} accumulation")
+        self.console.print(f"  [yellow]trial {task.trial_number} ran out of memory; retrying at batch "
+                           f"{new_batch} with {accumulation} accumulation steps[/]")
+        task.attempt = 1
+        task.batch_override, task.accumulation_override = new_batch, accumulation
+        task.result_path = str(Path(task.result_path).with_name("outcome.retry.json"))
+        second = self._run_child(task)
+        if second.state == "FAIL" and second.oom:
+            second.reason = f"out of memory again at batch {new_batch} after the retry: {second.reason}"
+        return second
+
+    def _trial_dir(self, number: int) -> Path:
+        path = self.out_dir / "trials" / f"{number:04d}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _run_child(self, task: TrialTask) -> TrialOutcome:
+        """Run the task in a fresh interpreter; a dead child becomes a FAIL outcome."""
+        trial_dir = self._trial_dir(task.trial_number)
+        task_path = task.save(trial_dir / f"task.{task.attempt}.json")
+        Path(task.result_path).unlink(missing_ok=True)
+        stderr_path = trial_dir / f"stderr.{task.attempt}.log"
+        with open(stderr_path, "w", encoding="utf-8") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "clot_hpo.search.trial_process", str(task_path)],
+                stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1,
+            )
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    self.console.print(line.rstrip(), markup=False, highlight=False)
+                returncode = proc.wait()
+            except KeyboardInterrupt:
+                _stop(proc)
+                raise
+        outcome = TrialOutcome.load(task.result_path)
+        if outcome is not None:
+            return outcome
+        return TrialOutcome(
+            state="FAIL",
+            reason=f"trial process {_describe_exit(returncode)} (stderr: {stderr_path})",
+            # The kernel's OOM killer sends SIGKILL: treat it as running out of memory.
+            oom=returncode == -signal.SIGKILL,
+        )
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (killed: out of memory?)" if returncode == -signal.SIGKILL else ""
+        return f"died from {name}{hint}"
+    return f"exited with code {returncode} before reporting"
+
+
+def create_or_load_study(config: ExperimentConfig, storage: Any) -> optuna.Study:
+    """Create the study, or load it to resume; refuse a direction that changed."""
+    objective = get_objective(config.search.objective)
+    study = optuna.create_study(
+        study_name=config.study_name,
+        storage=storage,
+        sampler=create_sampler(config.search.sampler, seed=config.seed),
+        pruner=create_pruner(config.search.pruner, max_epochs=config.training.epochs),
+        direction=objective.direction,
+        load_if_exists=True,
+    )
+    recorded = study.user_attrs.get("objective")
+    if recorded is None:
+        study.set_user_attr("objective", objective.name)
+    elif recorded != objective.name:
+        raise ConfigError(
+            f"search.objective: study {config.study_name!r} optimizes {recorded!r}, but got "
+            f"{objective.name!r}; use another --study-name"
+        )
+    return study
+
+
+def run_search(
+    config: ExperimentConfig,
+    *,
+    tracking: bool = True,
+    console: Console | None = None,
+    base_dir: Path | None = None,
+) -> SearchOutcome:
+    """Launch or resume the study that ``config`` describes and run it to a budget."""
+    from clot_hpo.data.prepare import prepare_data
+    from clot_hpo.search.summary import summarize_study
+    from clot_hpo.search_space import load_search_space
+    from clot_hpo.tracking import tracker_from_config
+
+    console = console or Console(stderr=False)
+    started = time.monotonic()
+    study_name = config.study_name
+    out_dir = STUDIES_DIR / study_name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spaces = resolve_spaces(config, base=base_dir)
+    save_resolved(config, out_dir / "config.resolved.yaml")
+
+    experiment = config.tracking.experiment or study_name
+    tracker = tracker_from_config(config.tracking, experiment_name=experiment, enabled=tracking)
+    tracker.check_available()  # before any compute: an unreachable server is exit 2
+
+    prepared = prepare_data(config.data, seed=config.seed, out_dir=out_dir / "data")
+    manifest_path = out_dir / "trial_manifest.csv"
+    prepared.manifest[["path", "label", "split"]].to_csv(manifest_path, index=False)
+
+    storage = open_storage(
+        config.search.storage,
+        heartbeat_interval=config.search.heartbeat_interval,
+        grace_period=config.search.grace_period,
+        max_retry=config.search.max_retry,
+    )
+    study = create_or_load_study(config, storage)
+    resumed = len(study.trials)
+    console.print(
+        f"[bold]study[/] {study_name} · {config.search.sampler}/{config.search.pruner} · "
+        f"objective {config.search.objective} · backbones {', '.join(config.search.backbones)}"
+        + (f" · resuming with {resumed} trials on record" if resumed else "")
+    )
+    tracker.start_study(study_name, tags={"optuna.storage": _safe_url(config.search.storage)})
+    tracker.log_study_inputs(
+        config=config.model_dump(mode="json"),
+        search_spaces={name: load_search_space(path).to_dict() for name, path in spaces.items()},
+        manifest_path=prepared.manifest_path,
+        dataset_digest=prepared.digest,
+    )
+    runner = StudyRunner(config, study=study, tracker=tracker, spaces=spaces,
+                         manifest_path=manifest_path, out_dir=out_dir, console=console)
+    status = "FINISHED"
+    try:
+        stop_reason = runner.run()
+    except KeyboardInterrupt:
+        status, stop_reason = "KILLED", "interrupted by the user"
+        raise
+    except FatalError:
+        status = "FAILED"
+        raise
+    finally:
+        try:
+            summarize_study(study, tracker=tracker, out_dir=out_dir, console=console)
+        finally:
+            tracker.end_study(status)
+    console.print(f"[bold]stopped:[/] {stop_reason}")
+    print_top_trials(console, study, runner.objective)
+    counts = {s.name: sum(t.state == s for t in study.trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    best = _best(study)
+    return SearchOutcome(
+        study_name=study_name, storage=config.search.storage, stop_reason=stop_reason, out_dir=out_dir,
+        counts=counts, best_value=best.value if best else None, best_trial=best.number if best else None,
+        elapsed=time.monotonic() - started,
+    )
+
+
+def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def _safe_url(url: str) -> str:
+    from clot_hpo.search.storage import _redact
+
+    return _redact(url)

@@ -1,0 +1,76 @@
+"""What the study process hands a trial's child process, and what it gets back.
+
+Both travel as JSON files: the child is a fresh ``python -m clot_hpo.search.trial_process``
+process, so nothing but these files (and the shared Optuna storage) crosses the boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrialTask:
+    """Everything a child process needs to run one Optuna trial."""
+
+    config: dict[str, Any]
+    study_name: str
+    storage: str
+    trial_id: int
+    trial_number: int
+    run_id: str
+    manifest_path: str
+    spaces: dict[str, str]
+    max_epochs: int
+    result_path: str
+    attempt: int = 0
+    # Set on the runtime-OOM retry: the batch the child must use, with accumulation.
+    batch_override: int | None = None
+    accumulation_override: int | None = None
+
+    def save(self, path: Path) -> Path:
+        """Write the task as JSON."""
+        _atomic_write_json(path, asdict(self))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrialTask:
+        """Read a task written by :meth:`save`."""
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+@dataclass
+class TrialOutcome:
+    """How a trial ended, as the child saw it."""
+
+    state: str  # COMPLETE | PRUNED | FAIL
+    value: float | None = None
+    reason: str | None = None
+    epochs_run: int = 0
+    oom: bool = False
+    batch_size: int | None = None
+    accumulation_steps: int = 1
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        """Write the outcome as JSON (atomically: a crash never leaves half a file)."""
+        _atomic_write_json(Path(path), asdict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrialOutcome | None:
+        """Read an outcome, or None when the child died before writing one."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,27 @@
+"""YAML search spaces as typed specs (no Keras, TensorFlow or Optuna here).
+
+Format and rules: ``docs/search_spaces.md``.
+"""
+
+from __future__ import annotations
+
+from clot_hpo.search_space.loader import (
+    default_search_space_path,
+    list_search_spaces,
+    load_search_space,
+    parse_search_space,
+    search_space_dirs,
+)
+from clot_hpo.search_space.spec import PARAM_TYPES, Condition, ParamSpec, SearchSpace
+
+__all__ = [
+    "PARAM_TYPES",
+    "Condition",
+    "ParamSpec",
+    "SearchSpace",
+    "default_search_space_path",
+    "list_search_spaces",
+    "load_search_space",
+    "parse_search_space",
+    "search_space_dirs",
+]

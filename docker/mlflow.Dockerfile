@@ -1,0 +1,28 @@
+# The stack's MLflow tracking server: MLflow plus the PostgreSQL driver, nothing else
+# (the worker image carries TensorFlow; the server does not need it).
+# Keep both pins equal to requirements.txt: client and server of one MLflow version
+# (tests/integration/test_compose.py checks it).
+FROM python:3.11-slim
+
+ARG MLFLOW_VERSION=3.17.2
+ARG PSYCOPG2_VERSION=2.9.13
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    DO_NOT_TRACK=true
+
+RUN pip install "mlflow==${MLFLOW_VERSION}" "psycopg2-binary==${PSYCOPG2_VERSION}"
+
+# Non-root; /mlartifacts exists in the image owned by that user so a named volume mounted
+# there starts with the same owner.
+RUN useradd --create-home --uid 10001 mlflow \
+    && mkdir /mlartifacts \
+    && chown mlflow:mlflow /mlartifacts
+USER mlflow
+WORKDIR /home/mlflow
+EXPOSE 5000
+ENTRYPOINT ["mlflow"]
+CMD ["server", "--help"]

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The MLflow UI and REST API over the local store, on a loopback address (used by `make mlflow-server`).
+#
+#   scripts/mlflow_server.sh [HOST] [PORT]        (defaults: 127.0.0.1 5000)
+#
+# Backend store: sqlite:///mlruns/mlflow.db, artifacts under mlruns/artifacts (both relative to
+# the repository root, the same store `clot-hpo search` writes by default). Point studies at it
+# with `--tracking-uri http://HOST:PORT`.
+# Overridable through the environment: MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION.
+set -euo pipefail
+
+HOST="${1:-127.0.0.1}"
+PORT="${2:-5000}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+MLFLOW="$ROOT/.venv/bin/mlflow"
+if [ ! -x "$MLFLOW" ]; then
+    MLFLOW="$(command -v mlflow || true)"
+fi
+if [ -z "$MLFLOW" ]; then
+    echo "mlflow-server: mlflow is not installed; run \`make install\` first" >&2
+    exit 2
+fi
+
+BACKEND="${MLFLOW_BACKEND_STORE_URI:-sqlite:///mlruns/mlflow.db}"
+ARTIFACTS="${MLFLOW_ARTIFACTS_DESTINATION:-$ROOT/mlruns/artifacts}"
+mkdir -p "$ROOT/mlruns" "$ARTIFACTS"
+
+# Without job execution disabled and a single worker the server takes ~3.6 GB of RAM.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+# Nothing leaves the machine: no usage telemetry.
+export MLFLOW_DISABLE_TELEMETRY=true
+export DO_NOT_TRACK=true
+
+case "$HOST" in
+    127.*|localhost|::1) ;;
+    *) echo "mlflow-server: warning: binding to $HOST exposes the UI beyond this machine;" \
+            "the server has no authentication" >&2 ;;
+esac
+
+echo "mlflow-server: http://$HOST:$PORT  (store $BACKEND, artifacts $ARTIFACTS; Ctrl-C stops it)"
+exec "$MLFLOW" server \
+    --backend-store-uri "$BACKEND" \
+    --artifacts-destination "$ARTIFACTS" \
+    --host "$HOST" \
+    --port "$PORT" \
+    --workers 1

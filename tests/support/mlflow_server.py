@@ -1,0 +1,168 @@
+"""A real ``mlflow server`` process for tests, on a free loopback port.
+
+Use the ``mlflow_server`` fixture (session-scoped) or the :func:`running_mlflow_server`
+context manager. Test modules that need the server import the fixture::
+
+    from tests.support.mlflow_server import mlflow_server  # noqa: F401  (pytest fixture)
+
+Each module that imports it gets its own session-scoped fixture definition, so the process
+itself is shared through a reference count here: the first user starts it, the last
+finalizer stops it, by process id.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+STARTUP_TIMEOUT_S = 120.0
+
+
+@dataclass
+class MlflowServer:
+    """A started server: its tracking URI and where it keeps its data."""
+
+    uri: str
+    port: int
+    root: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _log_file: object = field(repr=False, default=None)
+
+    @property
+    def backend_store_uri(self) -> str:
+        """The server's own database (read it only through the server)."""
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def log_tail(self, n_chars: int = 4000) -> str:
+        """The end of the server's combined stdout/stderr, for failure messages."""
+        try:
+            return self.log_path.read_text(errors="replace")[-n_chars:]
+        except OSError:
+            return ""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _mlflow_executable() -> list[str]:
+    # The console script next to this interpreter, so the server runs the same MLflow.
+    script = Path(sys.executable).with_name("mlflow")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_mlflow_server(root: Path, *, port: int | None = None) -> MlflowServer:
+    """Start ``mlflow server`` over ``root/mlflow.db`` and ``root/artifacts``; wait for health."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    env.update(
+        # Without these the server starts job workers and takes ~3.6 GB of RAM.
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="true",
+    )
+    cmd = [
+        *_mlflow_executable(),
+        "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", "1",
+    ]
+    log_path = root / "server.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed in stop_mlflow_server
+    # A new session: the server's workers form one process group we can stop together.
+    process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                               cwd=root, start_new_session=True)
+    server = MlflowServer(uri=uri, port=port, root=root, process=process, log_path=log_path,
+                          _log_file=log_file)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stop_mlflow_server(server)
+            raise RuntimeError(f"mlflow server exited with {process.returncode}:\n{server.log_tail()}")
+        if _healthy(uri):
+            return server
+        time.sleep(0.5)
+    stop_mlflow_server(server)
+    raise RuntimeError(f"mlflow server not healthy after {STARTUP_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
+
+
+def stop_mlflow_server(server: MlflowServer, *, timeout: float = 15.0) -> None:
+    """Stop the server's process group (by the id we started), then reap it."""
+    proc = server.process
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # pgid == pid: started with start_new_session
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=timeout)
+    if server._log_file is not None:
+        server._log_file.close()  # type: ignore[attr-defined]
+        server._log_file = None
+
+
+@contextmanager
+def running_mlflow_server(root: Path | None = None) -> Iterator[MlflowServer]:
+    """Context manager: a server for the duration of the block."""
+    with tempfile.TemporaryDirectory(prefix="mlflow-server-") as tmp:
+        server = start_mlflow_server(Path(root) if root else Path(tmp))
+        try:
+            yield server
+        finally:
+            stop_mlflow_server(server)
+
+
+_shared: MlflowServer | None = None
+_users = 0
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """One ``mlflow server`` for the whole test session (shared by every module using it)."""
+    global _shared, _users
+    if _shared is None or _shared.process.poll() is not None:
+        _shared = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    _users += 1
+    try:
+        yield _shared
+    finally:
+        _users -= 1
+        if _users == 0 and _shared is not None:
+            stop_mlflow_server(_shared)
+            _shared = None
