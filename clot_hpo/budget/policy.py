@@ -206,12 +206,16 @@ def constraint_value(decision: BudgetDecision) -> float:
         needed = decision.min_estimate_bytes if decision.min_estimate_bytes is not None else decision.estimate_bytes
     else:
         needed = decision.estimate_bytes
-    if needed is None:  # after an OOM halving: it ran out of memory, so it was not feasible
-        return 0.0 if decision.action != "prune" else 1.0
+    if needed is None:  # after an OOM halving (not re-estimated): it runs, so it is feasible
+        return 0.0
     value = (needed - decision.budget_bytes) / decision.budget_bytes
     if decision.action == "prune":
         return max(value, 1e-9)  # pruned for memory is infeasible even on a rounding tie
     return min(value, 0.0)
+
+
+def _or_unknown(n: int | None) -> str:
+    return "not estimated" if n is None else format_bytes(n)
 
 
 def halve_for_oom(decision: BudgetDecision) -> BudgetDecision | None:
@@ -235,7 +239,7 @@ def halve_for_oom(decision: BudgetDecision) -> BudgetDecision | None:
         estimate_bytes=None,
         oom_retries=decision.oom_retries + 1,
         reason=(f"out of memory at batch {decision.batch_size} x {decision.accumulation_steps} "
-                f"(estimate {format_bytes(decision.estimate_bytes)}, budget "
+                f"(estimate {_or_unknown(decision.estimate_bytes)}, budget "
                 f"{format_bytes(decision.budget_bytes)}); retrying at batch {half} x {steps} "
                 f"accumulation steps (effective {half * steps})"),
     )

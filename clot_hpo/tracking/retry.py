@@ -1,0 +1,85 @@
+"""Retry with exponential backoff for tracking calls: failures are reported, never raised.
+
+A tracking hiccup (server restarting, SQLite locked by another process) must not cost a
+trial its result, so every MLflow call of the tracker goes through :func:`call_with_retry`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger("clot_hpo.tracking")
+
+# MLflow error codes that retrying cannot fix: the request itself is wrong.
+PERMANENT_ERROR_CODES = frozenset({
+    "INVALID_PARAMETER_VALUE",
+    "RESOURCE_ALREADY_EXISTS",
+    "RESOURCE_DOES_NOT_EXIST",
+    "INVALID_STATE",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "BAD_REQUEST",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "FEATURE_DISABLED",
+})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether trying again might succeed (connection errors, 5xx, a locked database)."""
+    code = getattr(exc, "error_code", None)
+    if isinstance(code, str):
+        return code not in PERMANENT_ERROR_CODES
+    # Bugs in the caller (wrong types, missing keys) do not heal by waiting.
+    return not isinstance(exc, (TypeError, ValueError, KeyError, AttributeError, NotImplementedError))
+
+
+def call_with_retry(
+    what: str,
+    fn: Callable[..., T],
+    *args: Any,
+    tries: int = 4,
+    backoff_s: float = 1.0,
+    default: Any = None,
+    where: str = "",
+    **kwargs: Any,
+) -> T | Any:
+    """Call ``fn(*args, **kwargs)``; on failure wait ``backoff_s * 2**k`` and try again.
+
+    Args:
+        what: what the call does, for the warning (``"log epoch 3 metrics"``).
+        fn: the call.
+        tries: attempts in all (transient errors only; a permanent error stops at once).
+        backoff_s: the first wait; each next wait doubles (with up to 25 % jitter).
+        default: returned when every attempt failed.
+        where: the tracking URI, named in the warning.
+
+    Returns:
+        ``fn``'s result, or ``default`` after a ``logging.warning`` naming the call, the
+        URI, the attempts and the last error.
+    """
+    delay = backoff_s
+    for attempt in range(1, max(1, tries) + 1):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - tracking must never break the caller
+            if attempt >= tries or not is_transient(exc):
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                log.warning(
+                    "tracking: could not %s%s after %d attempt%s: %s: %s",
+                    what, f" at {where}" if where else "", attempt, "" if attempt == 1 else "s",
+                    type(exc).__name__, message[:500],
+                )
+                log.debug("tracking failure detail", exc_info=True)
+                return default
+            log.debug("tracking: %s failed (attempt %d/%d), retrying in %.1f s: %s",
+                      what, attempt, tries, delay, exc)
+            time.sleep(delay * (1.0 + 0.25 * random.random()))
+            delay *= 2.0
+    return default  # pragma: no cover - the loop always returns

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings, make_optimizer
+from clot_hpo.search_space import load_search_space
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _space(tmp_path: Path, backbone: str, params: str) -> object:
+    path = tmp_path / f"{backbone}.yaml"
+    path.write_text(f"backbone: {backbone}\nparameters:\n{params}")
+    return load_search_space(path)
+
+
+def _data(n: int = 16, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 255, (n, size, size, 3)).astype("float32"), (np.arange(n) % 2).astype("float32")
+
+
+def test_builds_under_plain_keras_tuner_hyperparameters(tmp_path: Path) -> None:
+    space = _space(tmp_path, "tiny_cnn", "  image_size: {type: categorical, choices: [32]}\n"
+                   "  dropout: {type: float, low: 0.1, high: 0.5}\n  use_dense: {type: bool}\n")
+    hp = keras_tuner.HyperParameters()
+    model = ClotHyperModel({"tiny_cnn": space}, weights="none").build(hp)
+    assert model.input_shape == (None, 32, 32, 3)
+    assert model.output_shape == (None, 1)
+    assert model.get_layer("probability").dtype_policy.name == "float32"
+    assert {"dropout", "use_dense"} <= set(hp.values)
+
+
+def test_two_backbones_make_backbone_a_choice_with_prefixed_conditional_params(tmp_path: Path) -> None:
+    spaces = {
+        "tiny_cnn": _space(tmp_path, "tiny_cnn", "  dropout: {type: float, low: 0.1, high: 0.5}\n"),
+        "resnet50": _space(tmp_path, "resnet50", "  dropout: {type: float, low: 0.0, high: 0.2}\n"),
+    }
+    hp = keras_tuner.HyperParameters()
+    settings = ClotHyperModel(spaces, weights="none").settings(hp)
+    assert hp.values["backbone"] == settings.backbone
+    assert f"{settings.backbone}.dropout" in hp.values
+    assert settings["dropout"] == hp.values[f"{settings.backbone}.dropout"]
+
+
+def test_freeze_schedule_trains_head_first_then_unfreezes(tmp_path: Path) -> None:
+    space = _space(tmp_path, "tiny_cnn", "  image_size: {type: categorical, choices: [32]}\n"
+                   "  freeze_epochs: {type: int, low: 1, high: 1}\n"
+                   "  unfreeze_fraction: {type: float, low: 1.0, high: 1.0}\n")
+    hp = keras_tuner.HyperParameters()
+    hypermodel = ClotHyperModel({"tiny_cnn": space}, weights="none")
+    model = hypermodel.build(hp)
+    assert not model.get_layer("backbone").trainable
+    before = [w.copy() for w in model.get_layer("backbone").get_weights()]
+    x, y = _data()
+    history = hypermodel.fit(hp, model, x, y, epochs=2, batch_size=8, verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert model.get_layer("backbone").trainable
+    after = model.get_layer("backbone").get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+
+
+@pytest.mark.parametrize(("name", "cls"), [("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW),
+                                           ("sgd", keras.optimizers.SGD)])
+def test_optimizers_and_gradient_accumulation(name: str, cls: type) -> None:
+    s = TrialSettings("tiny_cnn", {"optimizer": name, "learning_rate": 0.01, "weight_decay": 1e-4, "momentum": 0.9})
+    opt = make_optimizer(s, accumulation_steps=4)
+    assert isinstance(opt, cls)
+    assert opt.gradient_accumulation_steps == 4
+    assert make_optimizer(s).gradient_accumulation_steps is None
