@@ -13,8 +13,8 @@ The estimate is the sum of five terms (see ``docs/vram.md``):
   per-layer output shapes times the batch size and the element size (2 bytes under mixed
   precision, 4 otherwise). Only layers that are trained through count: with a frozen
   backbone (``trainable="head"``) its activations are freed as the forward pass goes, so
-  only the largest layer's input+output (the transient peak), the feature map and the head
-  count;
+  only the transient peak (twice the largest layer call's input+output), the feature map
+  and the head count;
 * **workspace**: the CUDA/cuDNN runtime, convolution scratch space, the backward pass's
   transient gradients and allocator fragmentation (named constants below).
 
@@ -57,6 +57,10 @@ BACKWARD_TRANSIENT_TENSORS = 2
 # TensorFlow's BFC allocator rounds and splits chunks; a trained model's peak is 5-15 %
 # above the sum of live tensors. Applied to every other term except the runtime overhead.
 FRAGMENTATION_FRACTION = 0.10
+# A frozen backbone's forward pass frees each activation once consumed, but residual and
+# squeeze-excitation branches keep a block's input alive while its body runs: the live set
+# reaches about twice the largest single layer call's input+output.
+FROZEN_FORWARD_LIVENESS = 2
 # The classifier head assumed when the caller does not say: the widest optional dense layer.
 DEFAULT_HEAD_UNITS = 256
 
@@ -371,7 +375,8 @@ def estimate_vram(
     else:
         # Frozen backbone: nothing of it is kept for backward, but the forward pass still
         # holds one layer's input and output at a time, then the feature map feeds the head.
-        kept = profile.largest_step_elements + profile.feature_elements + head_activations
+        kept = (FROZEN_FORWARD_LIVENESS * profile.largest_step_elements + profile.feature_elements
+                + head_activations)
         activations = input_bytes + batch_size * kept * element
         backward_transient = 0
     conv_workspace = max(CONV_WORKSPACE_MIN_BYTES, largest_output)

@@ -113,7 +113,7 @@ def _kerastuner_grid(hp: kt_hp.Int | kt_hp.Float, is_int: bool) -> list[int | fl
     """KerasTuner's finite value set for log/reverse_log sampling with a (multiplicative) step."""
     lo, hi, step = hp.min_value, hp.max_value, hp.step
     n_values = int(math.log(hi / lo, step) + 1e-8) + 1  # as KerasTuner's Numerical._get_n_values
-    if n_values > 0:
+    if n_values > MAX_GRID_VALUES:
         raise ConfigError(
             f"hyperparameter {hp.name!r}: {hp.sampling} sampling with step={step} gives "
             f"{n_values} values between {lo} and {hi}; at most {MAX_GRID_VALUES} are allowed "
@@ -224,7 +224,11 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
                 value = _suggest(self._trial, hp.name, dist)
             except ValueError as exc:  # FixedTrial/FrozenTrial: value not among the choices
                 raise ConfigError(f"hyperparameter {hp.name!r}: {exc}") from exc
-        if isinstance(hp, (kt_hp.Int, kt_hp.Float)) and hp.sampling == "reverse_log" and hp.step is None:
+        if (
+            isinstance(hp, (kt_hp.Int, kt_hp.Float))
+            and hp.sampling == "reverse_log"
+            and hp.step is None
+        ):
             self._trial.set_user_attr(
                 f"hp_sampling:{hp.name}",
                 "reverse_log requested; sampled from a linear distribution over the same range "

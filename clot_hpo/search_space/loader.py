@@ -50,15 +50,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """A safe loader that rejects duplicate keys (PyYAML silently keeps the last one)."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+def _construct_mapping(
+    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -119,7 +119,9 @@ def parse_search_space(data: Any, source: str | Path | None = None) -> SearchSpa
     if "parameters" not in data:
         errors.append("parameters: missing required key")
     elif not isinstance(raw_params, dict):
-        errors.append(f"parameters: must be a mapping of name to spec, but got {type(raw_params).__name__}")
+        errors.append(
+            f"parameters: must be a mapping of name to spec, but got {type(raw_params).__name__}"
+        )
     elif not raw_params:
         errors.append("parameters: must define at least one parameter, but got none")
     else:
@@ -148,32 +150,46 @@ def _parse_param(
 ) -> ParamSpec:
     path = f"parameters.{name}"
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise _Invalid(path, "names must be identifiers (letters, digits, _; not starting with a digit)")
+        raise _Invalid(
+            path, "names must be identifiers (letters, digits, _; not starting with a digit)"
+        )
     if name == BACKBONE:
-        raise _Invalid(path, "'backbone' is reserved: the backbone is chosen by the experiment config")
+        raise _Invalid(
+            path, "'backbone' is reserved: the backbone is chosen by the experiment config"
+        )
     if not isinstance(raw, dict):
         raise _Invalid(path, f"must be a mapping with a `type`, but got {raw!r}")
     if "type" not in raw:
         raise _Invalid(path, f"missing required key `type` (one of {', '.join(PARAM_TYPES)})")
     ptype = raw["type"]
     if ptype not in PARAM_TYPES:
-        raise _Invalid(f"{path}.type", f"unknown type {ptype!r} (allowed: {', '.join(PARAM_TYPES)})")
+        raise _Invalid(
+            f"{path}.type", f"unknown type {ptype!r} (allowed: {', '.join(PARAM_TYPES)})"
+        )
     allowed = _TYPE_KEYS[ptype]
     for key in raw:
         if key != "type" and key not in allowed:
-            raise _Invalid(f"{path}.{key}", f"unknown key for type {ptype} (allowed: type, {', '.join(allowed)})")
+            raise _Invalid(
+                f"{path}.{key}",
+                f"unknown key for type {ptype} (allowed: type, {', '.join(allowed)})",
+            )
     for key in _REQUIRED_KEYS[ptype]:
         if key not in raw:
             raise _Invalid(path, f"missing required key `{key}` for type {ptype}")
 
-    when = _parse_when(path, raw["when"], name, declared, params, all_names) if "when" in raw else None
+    when = (
+        _parse_when(path, raw["when"], name, declared, params, all_names) if "when" in raw else None
+    )
     if ptype in ("float", "int"):
         spec = _parse_numeric(path, name, ptype, raw, when)
     elif ptype == "categorical":
         choices = _parse_choices(f"{path}.choices", raw["choices"])
         default = raw.get("default")
         if default is not None and not _in_values(default, choices):
-            raise _Invalid(f"{path}.default", f"must be one of the choices {list(choices)}, but got {default!r}")
+            raise _Invalid(
+                f"{path}.default",
+                f"must be one of the choices {list(choices)}, but got {default!r}",
+            )
         spec = ParamSpec(name, "categorical", choices=choices, default=default, when=when)
     elif ptype == "bool":
         default = raw.get("default")
@@ -183,7 +199,9 @@ def _parse_param(
     else:
         value = raw["value"]
         if not _is_scalar(value):
-            raise _Invalid(f"{path}.value", f"must be a number, text or true/false, but got {value!r}")
+            raise _Invalid(
+                f"{path}.value", f"must be a number, text or true/false, but got {value!r}"
+            )
         spec = ParamSpec(name, "fixed", value=value, when=when)
     return spec
 
@@ -213,7 +231,9 @@ def _parse_numeric(
     integer = ptype == "int"
     low = _number(path, "low", raw["low"], integer=integer)
     high = _number(path, "high", raw["high"], integer=integer)
-    step = _number(path, "step", raw["step"], integer=integer) if raw.get("step") is not None else None
+    step = (
+        _number(path, "step", raw["step"], integer=integer) if raw.get("step") is not None else None
+    )
     log = raw.get("log", False)
     if not isinstance(log, bool):
         raise _Invalid(f"{path}.log", f"must be true or false, but got {log!r}")
@@ -225,14 +245,19 @@ def _parse_numeric(
         raise _Invalid(path, f"log sampling needs low > 0, but got low={low}")
     if log and step is not None:
         raise _Invalid(
-            path, f"log sampling cannot be combined with step (Optuna forbids it), but got step={step}"
+            path,
+            f"log sampling cannot be combined with step (Optuna forbids it), but got step={step}",
         )
     default = raw.get("default")
     if default is not None:
         default = _number(path, "default", default, integer=integer)
         if not low <= default <= high:
-            raise _Invalid(f"{path}.default", f"must lie in [low, high] = [{low}, {high}], but got {default}")
-    return ParamSpec(name, ptype, low=low, high=high, step=step, log=log, default=default, when=when)  # type: ignore[arg-type]
+            raise _Invalid(
+                f"{path}.default", f"must lie in [low, high] = [{low}, {high}], but got {default}"
+            )
+    return ParamSpec(
+        name, ptype, low=low, high=high, step=step, log=log, default=default, when=when
+    )  # type: ignore[arg-type]
 
 
 def _is_scalar(value: Any) -> bool:
@@ -258,11 +283,16 @@ def _parse_choices(path: str, choices: Any) -> tuple[Any, ...]:
         raise _Invalid(path, "must list at least one value, but got []")
     for choice in choices:
         if not _is_scalar(choice):
-            raise _Invalid(path, f"values must be numbers, text or true/false (not null, lists or maps), but got {choice!r}")
+            raise _Invalid(
+                path,
+                f"values must be numbers, text or true/false (not null, lists or maps), but got {choice!r}",
+            )
     kinds = sorted({_kind(c) for c in choices})
     if len(kinds) > 1:
         # KerasTuner's Choice rejects mixed types; [1, 2.5] reads as int and float in YAML.
-        raise _Invalid(path, f"values must all have one type, but got {', '.join(kinds)} in {choices}")
+        raise _Invalid(
+            path, f"values must all have one type, but got {', '.join(kinds)} in {choices}"
+        )
     if len(set(choices)) != len(choices):
         raise _Invalid(path, f"values must not repeat, but got {choices}")
     return tuple(choices)
@@ -278,7 +308,9 @@ def _parse_when(
 ) -> Condition:
     wpath = f"{path}.when"
     if not isinstance(raw, dict) or len(raw) != 1:
-        raise _Invalid(wpath, f"must map one parent to its values ({{parent: [values]}}), but got {raw!r}")
+        raise _Invalid(
+            wpath, f"must map one parent to its values ({{parent: [values]}}), but got {raw!r}"
+        )
     ((parent, values),) = raw.items()
     values = values if isinstance(values, list) else [values]
     if not values:
@@ -288,28 +320,38 @@ def _parse_when(
     if parent == BACKBONE:
         for value in values:
             if not isinstance(value, str):
-                raise _Invalid(f"{wpath}.{parent}", f"values must be backbone names, but got {value!r}")
+                raise _Invalid(
+                    f"{wpath}.{parent}", f"values must be backbone names, but got {value!r}"
+                )
         return Condition(parent, tuple(values))
     if parent not in declared:
         raise _Invalid(
-            wpath, f"parent {parent!r} must be `backbone` or a parameter defined earlier in the file, but it is "
-            + ("defined later" if parent in all_names else "not defined")
+            wpath,
+            f"parent {parent!r} must be `backbone` or a parameter defined earlier in the file, but it is "
+            + ("defined later" if parent in all_names else "not defined"),
         )
     spec = params.get(parent)
     if spec is None:  # the parent itself is invalid and already reported
         return Condition(parent, tuple(values))
     for value in values:
         if not _is_scalar(value):
-            raise _Invalid(f"{wpath}.{parent}", f"values must be numbers, text or true/false, but got {value!r}")
+            raise _Invalid(
+                f"{wpath}.{parent}",
+                f"values must be numbers, text or true/false, but got {value!r}",
+            )
     possible = _possible_values(spec)
     if possible is not None:
         for value in values:
             if not _in_values(value, possible):
                 raise _Invalid(
-                    f"{wpath}.{parent}", f"{value!r} is not a value {parent!r} can take ({list(possible)})"
+                    f"{wpath}.{parent}",
+                    f"{value!r} is not a value {parent!r} can take ({list(possible)})",
                 )
     elif any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
-        raise _Invalid(f"{wpath}.{parent}", f"values must be numbers for a {spec.type} parent, but got {values}")
+        raise _Invalid(
+            f"{wpath}.{parent}",
+            f"values must be numbers for a {spec.type} parent, but got {values}",
+        )
     return Condition(parent, tuple(values))
 
 

@@ -165,8 +165,8 @@ def model_signature(image_size: int, output_shape: tuple[int, ...] = (-1, 1)) ->
     from mlflow.types.schema import Schema, TensorSpec
 
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(image_size), int(image_size), 3), "image")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), tuple(output_shape), "probability")]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(image_size), int(image_size), 3))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), tuple(output_shape))]),
     )
 
 
@@ -174,23 +174,29 @@ def model_signature(image_size: int, output_shape: tuple[int, ...] = (-1, 1)) ->
 def global_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's process-wide tracking and registry URIs at ``uri`` for a block.
 
-    ``Model.log`` and the model loaders resolve their client from these globals; we set them
-    for the call only and restore what was there before.
+    ``Model.log`` and the model loaders resolve their client from these globals (and from
+    the ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` variables the setters export);
+    both are restored afterwards so our URI is not left behind for unrelated code.
     """
     import mlflow.tracking._model_registry.utils as registry_utils
     import mlflow.tracking._tracking_service.utils as tracking_utils
 
-    prev_tracking = getattr(tracking_utils, "_tracking_uri", None)
-    prev_registry = getattr(registry_utils, "_registry_uri", None)
+    env_keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    prev_env = {k: os.environ.get(k) for k in env_keys}
+    prev_tracking = tracking_utils._tracking_uri
+    prev_registry = registry_utils._registry_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
-        # Restore the module state directly: passing None back through the setters is not
-        # supported, and we must not leave our URI behind for unrelated code.
-        tracking_utils._tracking_uri = prev_tracking
+        mlflow.set_tracking_uri(prev_tracking)  # None is accepted and unsets the variable
         registry_utils._registry_uri = prev_registry
+        for key, value in prev_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class MlflowTracker(Tracker):

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from clot_hpo.errors import ClotHpoError
+
 T = TypeVar("T")
 
 log = logging.getLogger("clot_hpo.tracking")
@@ -33,6 +35,8 @@ PERMANENT_ERROR_CODES = frozenset({
 
 def is_transient(exc: BaseException) -> bool:
     """Whether trying again might succeed (connection errors, 5xx, a locked database)."""
+    if isinstance(exc, ClotHpoError):  # our own rule violations (a deleted experiment, ...)
+        return False
     code = getattr(exc, "error_code", None)
     if isinstance(code, str):
         return code not in PERMANENT_ERROR_CODES

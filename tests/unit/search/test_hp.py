@@ -23,13 +23,15 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # --- KerasTuner-style builders of several shapes (tiny inputs, explicit layer names so that
 # two builds of the same values give identical configs) ---------------------------------------
 
+
 def build_layer_loop(hp: kt.HyperParameters) -> keras.Model:
     """A loop of hp.Int layers, a Choice, a Boolean and a log Float."""
     inputs = keras.Input(shape=(8,), name="x")
     x = inputs
     for i in range(hp.Int("num_layers", 1, 3)):
         x = keras.layers.Dense(
-            hp.Int(f"units_{i}", 4, 16, step=4), activation=hp.Choice("activation", ["relu", "tanh"]),
+            hp.Int(f"units_{i}", 4, 16, step=4),
+            activation=hp.Choice("activation", ["relu", "tanh"]),
             name=f"dense_{i}",
         )(x)
     if hp.Boolean("use_dropout"):
@@ -84,7 +86,9 @@ class FitOverridingHyperModel(kt.HyperModel):
         return model.fit(*args, batch_size=hp.Choice("batch_size", [4, 8]), **kwargs)
 
 
-def _run_study(objective: Callable[[optuna.Trial], float], n_trials: int = 3, enqueue=()) -> optuna.Study:
+def _run_study(
+    objective: Callable[[optuna.Trial], float], n_trials: int = 3, enqueue=()
+) -> optuna.Study:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7))
     for params in enqueue:
         study.enqueue_trial(params)
@@ -111,8 +115,11 @@ def test_layer_loop_distributions_values_and_rebuild() -> None:
     def objective(trial: optuna.Trial) -> float:
         hp = OptunaHyperParameters(trial)
         model = build_layer_loop(hp)
-        seen[trial.number] = {"values": dict(hp.values), "config": model.get_config(),
-                              "lr": float(model.optimizer.learning_rate.numpy())}
+        seen[trial.number] = {
+            "values": dict(hp.values),
+            "config": model.get_config(),
+            "lr": float(model.optimizer.learning_rate.numpy()),
+        }
         return 0.0
 
     study = _run_study(objective, enqueue=[{"num_layers": 3}])
@@ -123,7 +130,9 @@ def test_layer_loop_distributions_values_and_rebuild() -> None:
         assert d["activation"] == CategoricalDistribution(["relu", "tanh"])
         assert d["use_dropout"] == CategoricalDistribution([False, True])
         assert d["lr"] == FloatDistribution(1e-4, 1e-2, log=True)
-        assert {k for k in trial.params if k.startswith("units_")} == {f"units_{i}" for i in range(n)}
+        assert {k for k in trial.params if k.startswith("units_")} == {
+            f"units_{i}" for i in range(n)
+        }
         for i in range(n):
             assert d[f"units_{i}"] == IntDistribution(4, 16, step=4)
             assert trial.params[f"units_{i}"] in (4, 8, 12, 16)
@@ -174,8 +183,10 @@ def test_conditional_scope_matches_kerastuner_semantics() -> None:
         with pytest.raises(ValueError, match="inactive"):  # KerasTuner's behaviour for inactive hps
             hp.get(inactive)
         checks = {
-            "active_in": active in hp, "inactive_in": inactive in hp,
-            "is_active": hp.is_active(active), "is_inactive": hp.is_active(inactive),
+            "active_in": active in hp,
+            "inactive_in": inactive in hp,
+            "is_active": hp.is_active(active),
+            "is_inactive": hp.is_active(inactive),
             "getitem": hp[active],
         }
         records[trial.number] = (dict(hp.values), checks)
@@ -190,13 +201,20 @@ def test_conditional_scope_matches_kerastuner_semantics() -> None:
         active, inactive = ("mlp_units", "filters") if branch == "mlp" else ("filters", "mlp_units")
         assert values == trial.params
         assert active in trial.params and inactive not in trial.params
-        assert checks == {"active_in": True, "inactive_in": False, "is_active": True,
-                          "is_inactive": False, "getitem": trial.params[active]}
+        assert checks == {
+            "active_in": True,
+            "inactive_in": False,
+            "is_active": True,
+            "is_inactive": False,
+            "getitem": trial.params[active],
+        }
         expected = IntDistribution(4, 8) if branch == "mlp" else IntDistribution(2, 4)
         assert trial.distributions[active] == expected
         # Rebuilding needs no value for the inactive branch.
         rebuilt = build_conditional(OptunaHyperParameters.from_params(trial.params))
-        assert [layer.name for layer in rebuilt.layers][1] == ("flat" if branch == "mlp" else "conv")
+        assert [layer.name for layer in rebuilt.layers][1] == (
+            "flat" if branch == "mlp" else "conv"
+        )
     assert branches[:2] == ["mlp", "cnn"]
 
     # Plain KerasTuner agrees: the inactive hp returns None and stays out of values.
@@ -233,13 +251,25 @@ def test_hypermodel_subclass_with_fit_override() -> None:
         (lambda hp: hp.Int("n", 0, 10, step=3), IntDistribution(0, 9, step=3)),
         (lambda hp: hp.Float("f", 0.0, 1.0, step=0.3), FloatDistribution(0.0, 0.9, step=0.3)),
         (lambda hp: hp.Float("f", 0.1, 0.9), FloatDistribution(0.1, 0.9)),
-        (lambda hp: hp.Int("n", 2, 32, step=2, sampling="log"), CategoricalDistribution([2, 4, 8, 16, 32])),
-        (lambda hp: hp.Float("f", 1e-4, 1e-1, step=10, sampling="log"),
-         CategoricalDistribution([1e-4, 1e-3, 1e-2, 1e-1])),
+        (
+            lambda hp: hp.Int("n", 2, 32, step=2, sampling="log"),
+            CategoricalDistribution([2, 4, 8, 16, 32]),
+        ),
+        (
+            lambda hp: hp.Float("f", 1e-4, 1e-1, step=10, sampling="log"),
+            CategoricalDistribution([1e-4, 1e-3, 1e-2, 1e-1]),
+        ),
         (lambda hp: hp.Float("f", 1.0, 10.0, sampling="reverse_log"), FloatDistribution(1.0, 10.0)),
     ],
-    ids=["int-log", "int-step-uneven", "float-step-uneven", "float-linear", "int-log-step-grid",
-         "float-log-step-grid", "float-reverse-log"],
+    ids=[
+        "int-log",
+        "int-step-uneven",
+        "float-step-uneven",
+        "float-linear",
+        "int-log-step-grid",
+        "float-log-step-grid",
+        "float-reverse-log",
+    ],
 )
 def test_distribution_mapping(call: Callable[[Any], Any], expected: Any) -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
@@ -262,7 +292,9 @@ def test_log_step_grid_is_kerastuner_value_set() -> None:
         dist = optuna_distribution(hp_obj)
         expected = sorted(v if isinstance(v, int) else round(v, 9) for v in hp_obj.values)
         got = [c if isinstance(c, int) else round(c, 9) for c in dist.choices]
-        assert got == [int(v) if isinstance(hp_obj, kt.engine.hyperparameters.Int) else v for v in expected]
+        assert got == [
+            int(v) if isinstance(hp_obj, kt.engine.hyperparameters.Int) else v for v in expected
+        ]
 
 
 def test_reverse_log_is_noted_on_the_trial() -> None:
@@ -297,12 +329,23 @@ def test_fixed_boolean_default_and_name_scope() -> None:
 
 
 def test_from_params_returns_exactly_the_params_and_names_missing_ones() -> None:
-    params = {"num_layers": 2, "units_0": 12, "units_1": 4, "activation": "tanh",
-              "use_dropout": True, "lr": 0.00123, "unused": 1}
+    params = {
+        "num_layers": 2,
+        "units_0": 12,
+        "units_1": 4,
+        "activation": "tanh",
+        "use_dropout": True,
+        "lr": 0.00123,
+        "unused": 1,
+    }
     hp = OptunaHyperParameters.from_params(params)
     model = build_layer_loop(hp)
     assert hp.values == {k: v for k, v in params.items() if k != "unused"}
-    assert [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [12, 4, 1]
+    assert [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [
+        12,
+        4,
+        1,
+    ]
     assert math.isclose(float(model.optimizer.learning_rate.numpy()), 0.00123, rel_tol=1e-6)
 
     missing = dict(params)

@@ -1,0 +1,462 @@
+"""Scale-out with the real components, no Docker: PostgreSQL + MLflow server + worker processes.
+
+The same parts as the compose stack, started as processes: a throwaway PostgreSQL cluster
+(one database for Optuna, one per test for MLflow's backend store), a real ``mlflow server``
+on that PostgreSQL, and two ``clot-hpo search`` workers on one study, each started in its own
+session so ``kill -9`` of its process group takes its trial's child process with it.
+
+Tiny on purpose (tiny CNN, 32 px, 2 epochs, a few trials, heartbeat 1 s / grace 3 s): the
+file runs in a few minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.postgres import PostgresServer, postgres_session  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CLOT_HPO = str(BIN / "clot-hpo") if (BIN / "clot-hpo").exists() else "clot-hpo"
+MLFLOW = str(BIN / "mlflow") if (BIN / "mlflow").exists() else "mlflow"
+TINY_CONFIG = ROOT / "experiments" / "tiny.yaml"
+HEARTBEAT_INTERVAL, GRACE_PERIOD = 1, 3
+WORKER_TIMEOUT = 240.0
+
+
+# ----- processes ----------------------------------------------------------------------------
+def _child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc: no psutil needed)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # The command name is in parentheses and may hold spaces: split after the last ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)  # pgid == pid: started with start_new_session=True
+
+
+@dataclass
+class Worker:
+    """One ``clot-hpo search`` process (its own session and working directory)."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    cwd: Path
+    stdout_path: Path
+    stderr_path: Path
+
+    def running_trial(self) -> int | None:
+        """The trial number the worker's child process is training right now, if any."""
+        for child in _child_pids(self.proc.pid):
+            args = _cmdline(child)
+            if "clot_hpo.search.trial_process" in args:
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    return int(json.loads(Path(args[-1]).read_text())["trial_number"])
+        return None
+
+    def kill9(self) -> list[int]:
+        """SIGKILL the worker and its trial process (the whole process group, then stragglers)."""
+        children = _child_pids(self.proc.pid)
+        _kill_group(self.proc.pid)
+        for child in children:  # in case a child left the group
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        return children
+
+    def wait(self, timeout: float = WORKER_TIMEOUT) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            pytest.fail(f"worker {self.name} still running after {timeout:.0f} s\n{self.output()}")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def output(self, n_chars: int = 3000) -> str:
+        out = self.stdout_path.read_text(errors="replace")[-n_chars:]
+        return f"--- {self.name} stdout ---\n{out}\n--- {self.name} stderr ---\n{self.stderr()[-n_chars:]}"
+
+
+class PgMlflowServer:
+    """A real ``mlflow server`` with a PostgreSQL backend store; restartable on the same port."""
+
+    def __init__(self, backend_uri: str, root: Path) -> None:
+        from tests.support.mlflow_server import free_port
+
+        self.backend_uri = backend_uri
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = root / "server.log"
+
+    def start(self, timeout: float = 180.0) -> None:
+        import urllib.request
+
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+                   MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
+        cmd = [MLFLOW, "server", "--backend-store-uri", self.backend_uri,
+               "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts"),
+               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         cwd=self.root, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server not healthy after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        _kill_group(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.proc.pid)
+            self.proc.wait(timeout=20)
+
+    def log_tail(self, n_chars: int = 3000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-n_chars:]
+        return ""
+
+
+# ----- fixtures -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def worker_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """experiments/tiny.yaml with short heartbeats, no pruning and a single tiny image size."""
+    config = yaml.safe_load(TINY_CONFIG.read_text(encoding="utf-8"))
+    config["search"].update(
+        heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD, max_retry=1,
+        pruner="none", sampler="random",
+    )
+    config.setdefault("evaluation", {})["bootstrap_samples"] = 100
+    config.setdefault("training", {}).update(epochs=2, verbose=False)
+    path = tmp_path_factory.mktemp("scale-config") / "tiny-scale.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def optuna_url(postgres_session: PostgresServer) -> str:  # noqa: F811
+    return postgres_session.create_database("scale_optuna")
+
+
+@pytest.fixture(scope="module")
+def mlflow_pg(postgres_session: PostgresServer,  # noqa: F811
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgMlflowServer]:
+    server = PgMlflowServer(postgres_session.create_database("scale_mlflow"),
+                            tmp_path_factory.mktemp("mlflow-pg"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Cluster:
+    """Launches workers against one study and cleans up every process it started."""
+
+    config: Path
+    data: Path
+    storage: str
+    mlflow: PgMlflowServer
+    tmp: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def start_worker(self, study: str, n_trials: int, name: str | None = None) -> Worker:
+        name = name or f"w{len(self.workers)}"
+        cwd = self.tmp / name  # its own mlruns/studies/...: like one container each
+        cwd.mkdir(parents=True, exist_ok=True)
+        out, err = cwd / "stdout.log", cwd / "stderr.log"
+        cmd = [CLOT_HPO, "search", str(self.config), "--study-name", study,
+               "--storage", self.storage, "--tracking-uri", self.mlflow.uri,
+               "--n-trials", str(n_trials), "--data", str(self.data)]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MLFLOW_DISABLE_TELEMETRY="true",
+                   PYTHONUNBUFFERED="1", COLUMNS="200")
+        with open(out, "wb") as fout, open(err, "wb") as ferr:
+            proc = subprocess.Popen(cmd, cwd=cwd, stdout=fout, stderr=ferr, env=env,
+                                    start_new_session=True)
+        worker = Worker(name=name, proc=proc, cwd=cwd, stdout_path=out, stderr_path=err)
+        self.workers.append(worker)
+        return worker
+
+    def cleanup(self) -> None:
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                worker.kill9()
+
+
+@pytest.fixture
+def cluster(worker_config: Path, tiny_dataset: Path, optuna_url: str, mlflow_pg: PgMlflowServer,
+            tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(config=worker_config, data=tiny_dataset, storage=optuna_url, mlflow=mlflow_pg, tmp=tmp_path)
+    try:
+        yield c
+    finally:
+        c.cleanup()
+
+
+# ----- reading the results ------------------------------------------------------------------
+def _load_study(storage: str, study: str) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=study, storage=storage)
+
+
+def _trials(storage: str, study: str) -> list[Any]:
+    """The study's trials, or [] while the study does not exist yet or the database is away."""
+    try:
+        return _load_study(storage, study).get_trials(deepcopy=False)
+    except Exception:  # noqa: BLE001 - polling: the database may be stopped on purpose
+        return []
+
+
+def _wait_for(predicate: Callable[[], Any], timeout: float, what: str, workers: list[Worker]) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        for worker in workers:
+            if worker.proc.poll() is not None:
+                pytest.fail(f"worker {worker.name} exited {worker.proc.returncode} while waiting for "
+                            f"{what}\n{worker.output()}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n"
+                + "\n".join(w.output() for w in workers))
+
+
+def _count(trials: list[Any], *states: str) -> int:
+    return sum(t.state.name in states for t in trials)
+
+
+def _runs(tracking_uri: str, study: str) -> tuple[Any, list[Any]]:
+    """(parent runs, trial runs) of the study's MLflow experiment, every status."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(study)
+    assert experiment is not None, f"no MLflow experiment named {study!r}"
+    runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def _trial_number(run: Any) -> int:
+    return int(run.data.tags["optuna.trial_number"])
+
+
+def _has_model(tracking_uri: str, run: Any) -> bool:
+    """A model logged from this run (MLflow 3 logged model, or a model artifact folder)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    with contextlib.suppress(Exception):
+        models = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}'",
+        )
+        # A model whose upload finished: MLflow 3 marks it READY (PENDING/FAILED otherwise).
+        if any(str(getattr(m, "status", "READY")).endswith("READY") for m in models):
+            return True
+    with contextlib.suppress(Exception):
+        return any(a.path.startswith("model") for a in client.list_artifacts(run.info.run_id))
+    return False
+
+
+def _assert_tracking_complete(tracking_uri: str, study: str, trials: list[Any]) -> dict[int, Any]:
+    """Every COMPLETE trial has exactly one FINISHED run with metrics and a model; none RUNNING."""
+    parents, children = _runs(tracking_uri, study)
+    assert len(parents) == 1, f"one parent run per study expected, got {[p.info.run_name for p in parents]}"
+    parent_id = parents[0].info.run_id
+    still_running = [(r.info.run_name, r.info.status) for r in parents + children if r.info.status == "RUNNING"]
+    assert not still_running, f"runs left RUNNING: {still_running}"
+    by_number: dict[int, list[Any]] = {}
+    for run in children:
+        assert run.data.tags["mlflow.parentRunId"] == parent_id, "trial run outside the study's parent run"
+        by_number.setdefault(_trial_number(run), []).append(run)
+    finished: dict[int, Any] = {}
+    for trial in trials:
+        if trial.state.name != "COMPLETE":
+            continue
+        runs = by_number.get(trial.number, [])
+        done = [r for r in runs if r.info.status == "FINISHED"]
+        assert len(runs) == 1 and len(done) == 1, (
+            f"trial {trial.number}: one FINISHED run expected, got {[r.info.status for r in runs]}")
+        run = done[0]
+        assert "val_auc" in run.data.metrics and "test_auc" in run.data.metrics, (
+            f"trial {trial.number}: metrics missing, got {sorted(run.data.metrics)}")
+        assert _has_model(tracking_uri, run), f"trial {trial.number}: no model logged"
+        finished[trial.number] = run
+    return finished
+
+
+# ----- tests --------------------------------------------------------------------------------
+@pytest.mark.timeout(420)
+def test_two_workers_share_one_study(cluster: Cluster) -> None:
+    study, n_trials = "share", 4
+    workers = [cluster.start_worker(study, n_trials) for _ in range(2)]
+    codes = [w.wait() for w in workers]
+    assert codes == [0, 0], "\n".join(w.output() for w in workers)
+
+    trials = _trials(cluster.storage, study)
+    assert _count(trials, "COMPLETE", "PRUNED") == n_trials, "the budget is global over workers"
+    assert _count(trials, "RUNNING", "WAITING") == 0
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    pids = {t.user_attrs.get("worker_pid") for t in trials if t.state.name == "COMPLETE"}
+    assert len(pids) == 2, f"both workers should have run trials, got worker pids {pids}"
+
+    runs = _assert_tracking_complete(cluster.mlflow.uri, study, trials)
+    assert sorted(runs) == sorted(t.number for t in trials if t.state.name == "COMPLETE")
+    _, children = _runs(cluster.mlflow.uri, study)
+    run_numbers = [_trial_number(r) for r in children]
+    assert len(run_numbers) == len(set(run_numbers)), f"a trial number ran twice: {sorted(run_numbers)}"
+
+
+@pytest.mark.timeout(420)
+def test_killed_worker_trial_is_retried(cluster: Cluster) -> None:
+    study, n_trials = "kill", 3
+    workers = [cluster.start_worker(study, n_trials) for _ in range(2)]
+
+    def a_worker_mid_trial() -> tuple[Worker, int] | None:
+        trials = {t.number: t for t in _trials(cluster.storage, study)}
+        for worker in workers:
+            number = worker.running_trial()
+            # Mid-trial: the child trains and its run is open (params logged).
+            if number is not None and number in trials and trials[number].state.name == "RUNNING" \
+                    and "mlflow_run_id" in trials[number].user_attrs:
+                return worker, number
+        return None
+
+    victim, killed = _wait_for(a_worker_mid_trial, 180, "a trial in progress", workers)
+    time.sleep(1.0)  # well inside the trial: a tiny trial takes several seconds
+    children = victim.kill9()
+    assert children, "the killed worker had a trial child process"
+    time.sleep(0.2)
+    assert not any(_alive(c) for c in children), "the trial process must die with its worker"
+    survivor = next(w for w in workers if w is not victim)
+    assert survivor.wait() == 0, survivor.output()
+
+    trials = _trials(cluster.storage, study)
+    by_number = {t.number: t for t in trials}
+    assert by_number[killed].state.name == "FAIL", "the vanished worker's trial must be marked FAIL"
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE", (
+        f"one COMPLETE retry of trial {killed} expected, got {[(t.number, t.state.name) for t in retried]}")
+    assert retried[0].params == by_number[killed].params, "the retry must run the same parameters"
+    assert _count(trials, "COMPLETE", "PRUNED") == n_trials
+    assert _count(trials, "RUNNING", "WAITING") == 0
+
+    _assert_tracking_complete(cluster.mlflow.uri, study, trials)
+    _, runs = _runs(cluster.mlflow.uri, study)
+    killed_runs = [r for r in runs if _trial_number(r) == killed]
+    assert [r.info.status for r in killed_runs] in (["FAILED"], ["KILLED"]), (
+        f"the killed trial's run must be closed FAILED/KILLED, got {[r.info.status for r in killed_runs]}")
+
+
+_ONE_LINE_ERROR = re.compile(r"^clot-hpo: (error|unexpected error): .+$")
+
+
+@pytest.mark.timeout(480)
+def test_postgres_outage_does_not_corrupt_the_study(cluster: Cluster, postgres_session: PostgresServer,  # noqa: F811
+                                                    ) -> None:
+    study, n_trials = "pg-outage", 3
+    workers = [cluster.start_worker(study, n_trials) for _ in range(2)]
+    _wait_for(lambda: _count(_trials(cluster.storage, study), "COMPLETE") >= 1
+              and _count(_trials(cluster.storage, study), "RUNNING") >= 1,
+              240, "one finished trial and one running", workers)
+    postgres_session.stop(mode="fast")  # every connection is dropped
+    time.sleep(5.0)
+    postgres_session.start()
+
+    codes = [w.wait() for w in workers]
+    for worker, code in zip(workers, codes):
+        if code != 0:
+            # Stopping is allowed, but with a clear one-line message and no traceback.
+            lines = [ln for ln in worker.stderr().splitlines() if ln.strip()]
+            assert "Traceback" not in worker.stderr(), worker.output()
+            assert lines and _ONE_LINE_ERROR.match(lines[-1]), worker.output()
+
+    # Not corrupted: the study loads, its counts add up, and a rerun finishes the budget.
+    trials = _trials(cluster.storage, study)
+    assert trials, "the study must still load after the outage"
+    assert len({t.number for t in trials}) == len(trials)
+    rerun = cluster.start_worker(study, n_trials, name="rerun")
+    assert rerun.wait() == 0, rerun.output()
+    trials = _trials(cluster.storage, study)
+    assert _count(trials, "COMPLETE", "PRUNED") == n_trials
+    assert _count(trials, "RUNNING", "WAITING") == 0, "no trial may stay RUNNING after the rerun"
+    _assert_tracking_complete(cluster.mlflow.uri, study, trials)
+
+
+@pytest.mark.timeout(420)
+def test_mlflow_restart_loses_no_metrics(cluster: Cluster) -> None:
+    study, n_trials = "mlflow-restart", 3
+    workers = [cluster.start_worker(study, n_trials) for _ in range(2)]
+    _wait_for(lambda: _count(_trials(cluster.storage, study), "COMPLETE") >= 1
+              and _count(_trials(cluster.storage, study), "RUNNING") >= 1,
+              240, "one finished trial and one running", workers)
+    cluster.mlflow.stop()
+    time.sleep(3.0)
+    cluster.mlflow.start()
+
+    codes = [w.wait() for w in workers]
+    assert codes == [0, 0], "\n".join(w.output() for w in workers)
+    trials = _trials(cluster.storage, study)
+    assert _count(trials, "COMPLETE", "PRUNED") == n_trials
+    _assert_tracking_complete(cluster.mlflow.uri, study, trials)
