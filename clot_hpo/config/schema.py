@@ -20,31 +20,31 @@ class _Section(BaseModel):
 class SyntheticConfig(_Section):
     """How ``make demo`` generates the synthetic dataset when ``data.path`` is missing."""
 
-    n_per_class: int = Field(200, ge=4)
-    image_size: int = Field(64, ge=16, le=1024)
+    n_per_class: int = Field(200, ge=4, description="images per class")
+    image_size: int = Field(64, ge=16, le=1024, description="side of the generated images in pixels")
 
 
 class DataConfig(_Section):
     """Where the images are and how to split them."""
 
-    path: str = "data/synthetic"
-    layout: Literal["auto", "folders", "metadata"] = "auto"
-    positive_dir: str = "positive"
-    negative_dir: str = "negative"
-    metadata_csv: str = "metadata.csv"
-    image_column: str = "image"
-    label_column: str = "label"
-    group_column: str | None = "group"
-    positive_label: str = "positive"
-    negative_label: str = "negative"
-    val_fraction: float = Field(0.15, gt=0, lt=1)
-    test_fraction: float = Field(0.15, gt=0, lt=1)
-    skip_corrupt: bool = False
-    fail_on_leakage: bool = False
-    near_duplicate_max_distance: int = Field(4, ge=0, le=64)
-    cache: bool = True
+    path: str = Field("data/synthetic", description="data folder (class folders or metadata CSV)")
+    layout: Literal["auto", "folders", "metadata"] = Field("auto", description="auto: metadata CSV when present, else class folders")
+    positive_dir: str = Field("positive", description="folder of clot images (folders layout)")
+    negative_dir: str = Field("negative", description="folder of no-clot images (folders layout)")
+    metadata_csv: str = Field("metadata.csv", description="metadata CSV, relative to the data folder")
+    image_column: str = Field("image", description="CSV column: image path relative to the data folder")
+    label_column: str = Field("label", description="CSV column: label")
+    group_column: str | None = Field("group", description="CSV column: patient/source id for grouped splits (ignored when absent)")
+    positive_label: str = Field("positive", description="label value of a clot")
+    negative_label: str = Field("negative", description="label value of no clot")
+    val_fraction: float = Field(0.15, gt=0, lt=1, description="share of images for validation (threshold, pruning)")
+    test_fraction: float = Field(0.15, gt=0, lt=1, description="share of images held out for test metrics")
+    skip_corrupt: bool = Field(False, description="skip unreadable images (each listed) instead of refusing")
+    fail_on_leakage: bool = Field(False, description="refuse to train when duplicates cross splits")
+    near_duplicate_max_distance: int = Field(4, ge=0, le=64, description="perceptual-hash Hamming distance counted as a near duplicate")
+    cache: bool = Field(True, description="cache decoded images in memory in the tf.data pipeline")
     # Generate the synthetic set into `path` when it does not exist (demo only).
-    synthetic: SyntheticConfig | None = None
+    synthetic: SyntheticConfig | None = Field(None, description="generate a synthetic set at data.path when it is missing (demo)")
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -59,34 +59,37 @@ class DataConfig(_Section):
 class TrainingConfig(_Section):
     """Fixed training settings shared by every trial."""
 
-    epochs: int = Field(3, ge=1)
-    steps_per_epoch: int | None = Field(None, ge=1)
+    epochs: int = Field(3, ge=1, description="epochs per trial (the pruner's max resource)")
+    steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (None: the whole training split)")
     # Cap on training images per trial (None: all); keeps CPU demos short.
-    max_train_images: int | None = Field(None, ge=2)
-    weights: str = "imagenet"  # "imagenet", "none", or a path to a local weights file
-    verbose: bool = True
+    max_train_images: int | None = Field(None, ge=2, description="cap on training images per trial (None: all)")
+    weights: str = Field("imagenet", description="imagenet, none, or a local no-top weights file")
+    verbose: bool = Field(True, description="print one line per epoch")
 
 
 class SearchConfig(_Section):
     """The Optuna study: what is searched, how, and within which budgets."""
 
     backbones: list[Literal["efficientnet_b1", "resnet50", "tiny_cnn"]] = Field(
-        default_factory=lambda: ["efficientnet_b1", "resnet50"], min_length=1
+        default_factory=lambda: ["efficientnet_b1", "resnet50"], min_length=1,
+        description="backbones searched; with several, the backbone is itself a searched choice",
     )
-    search_spaces: dict[str, str] = Field(default_factory=dict)
-    study_name: str | None = None
-    storage: str = "sqlite:///mlruns/optuna.db"
-    sampler: Literal["tpe", "random", "cmaes"] = "tpe"
-    pruner: Literal["hyperband", "median", "none"] = "hyperband"
-    objective: Literal["val_auc", "val_accuracy", "val_loss", "sensitivity_at_specificity"] = "val_auc"
-    target_specificity: float = Field(0.95, gt=0, lt=1)
-    n_trials: int | None = Field(10, ge=1)
-    timeout: float | None = Field(None, gt=0)
-    max_total_epochs: int | None = Field(None, ge=1)
-    max_consecutive_failures: int = Field(3, ge=1)
-    heartbeat_interval: int = Field(10, ge=1)
-    grace_period: int | None = Field(None, ge=2)
-    max_retry: int = Field(1, ge=0)
+    search_spaces: dict[str, str] = Field(default_factory=dict, description="search-space YAML per backbone (default search_spaces/<backbone>.yaml)")
+    study_name: str | None = Field(None, description="Optuna study and MLflow experiment name (default: name)")
+    storage: str = Field("sqlite:///mlruns/optuna.db", description="Optuna storage URL (sqlite:/// or postgresql+psycopg2://)")
+    sampler: Literal["tpe", "random", "cmaes"] = Field("tpe", description="Optuna sampler (seeded)")
+    pruner: Literal["hyperband", "median", "none"] = Field("hyperband", description="pruner, reported once per epoch")
+    objective: Literal["val_auc", "val_accuracy", "val_loss", "sensitivity_at_specificity"] = Field(
+        "val_auc", description="validation metric the study optimizes"
+    )
+    target_specificity: float = Field(0.95, gt=0, lt=1, description="specificity for the sensitivity_at_specificity objective")
+    n_trials: int | None = Field(10, ge=1, description="finished (complete or pruned) trials the whole study should have")
+    timeout: float | None = Field(None, gt=0, description="seconds after which no new trial starts")
+    max_total_epochs: int | None = Field(None, ge=1, description="epochs over all trials of the study")
+    max_consecutive_failures: int = Field(3, ge=1, description="failed trials in a row that stop the study")
+    heartbeat_interval: int = Field(10, ge=1, description="seconds between a running trial's heartbeats")
+    grace_period: int | None = Field(None, ge=2, description="seconds without heartbeat before a trial counts as dead (default 3x interval)")
+    max_retry: int = Field(1, ge=0, description="times a dead trial's parameters are retried")
 
     @model_validator(mode="after")
     def _unique_backbones(self) -> SearchConfig:
@@ -98,38 +101,38 @@ class SearchConfig(_Section):
 class EvaluationConfig(_Section):
     """How the decision threshold is chosen and intervals computed."""
 
-    threshold: Literal["youden", "target_sensitivity"] = "youden"
-    target_sensitivity: float = Field(0.95, gt=0, lt=1)
-    confidence_level: float = Field(0.95, gt=0.5, lt=1)
-    bootstrap_samples: int = Field(1000, ge=100)
-    log_sample_images: int = Field(0, ge=0, le=16)
+    threshold: Literal["youden", "target_sensitivity"] = Field("youden", description="how the decision threshold is chosen on validation")
+    target_sensitivity: float = Field(0.95, gt=0, lt=1, description="sensitivity the target_sensitivity threshold reaches")
+    confidence_level: float = Field(0.95, gt=0.5, lt=1, description="level of every interval")
+    bootstrap_samples: int = Field(1000, ge=100, description="bootstrap resamples for AUC intervals")
+    log_sample_images: int = Field(0, ge=0, le=16, description="sample images logged to MLflow (0: no image leaves the machine)")
 
 
 class TrackingConfig(_Section):
     """Where MLflow runs go."""
 
-    uri: str = "sqlite:///mlruns/mlflow.db"
-    artifact_root: str = "mlruns/artifacts"
-    experiment: str | None = None  # default: the study name
-    log_model: bool = True
-    model_name: str = "blood-clot-detector"
+    uri: str = Field("sqlite:///mlruns/mlflow.db", description="MLflow tracking URI (database URI or http:// server)")
+    artifact_root: str = Field("mlruns/artifacts", description="artifact folder for database URIs")
+    experiment: str | None = Field(None, description="MLflow experiment (default: the study name)")
+    log_model: bool = Field(True, description="log each completed trial's Keras model")
+    model_name: str = Field("blood-clot-detector", description="registered model name")
 
 
 class BudgetConfig(_Section):
     """VRAM budget of the card trials run on."""
 
-    vram_gb: float | None = Field(None, gt=0)
-    safety_margin: float = Field(0.1, ge=0, lt=1)
-    mixed_precision: Literal["auto", "on", "off"] = "auto"
-    min_batch_size: int = Field(2, ge=1)
-    gpu_index: int = Field(0, ge=0)
+    vram_gb: float | None = Field(None, gt=0, description="card memory in GiB (else NVML free memory, else no limit)")
+    safety_margin: float = Field(0.1, ge=0, lt=1, description="share of the card kept free")
+    mixed_precision: Literal["auto", "on", "off"] = Field("auto", description="mixed_float16: auto uses it on cards that support it")
+    min_batch_size: int = Field(2, ge=1, description="smallest batch the budget may shrink to")
+    gpu_index: int = Field(0, ge=0, description="GPU whose memory NVML reads")
 
 
 class ExperimentConfig(_Section):
     """A whole experiment: one YAML file, overridable from the command line."""
 
-    name: str = "experiment"
-    seed: int = 42
+    name: str = Field("experiment", description="experiment name; default study name")
+    seed: int = Field(42, description="seeds splits, samplers and training")
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)

@@ -70,7 +70,7 @@ def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: search space file not found")
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -207,7 +207,7 @@ def _parse_param(
 
 
 def _number(path: str, key: str, value: Any, *, integer: bool) -> int | float:
-    """A finite number; numeric text such as ``1e-5`` (YAML 1.1 reads it as a string) is accepted."""
+    """A finite number; numeric text such as ``1e-5`` (a string to YAML 1.1) is accepted."""
     kind = "an integer" if integer else "a number"
     number: int | float
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -285,7 +285,8 @@ def _parse_choices(path: str, choices: Any) -> tuple[Any, ...]:
         if not _is_scalar(choice):
             raise _Invalid(
                 path,
-                f"values must be numbers, text or true/false (not null, lists or maps), but got {choice!r}",
+                "values must be numbers, text or true/false (not null, lists or maps), "
+                f"but got {choice!r}",
             )
     kinds = sorted({_kind(c) for c in choices})
     if len(kinds) > 1:
@@ -327,8 +328,8 @@ def _parse_when(
     if parent not in declared:
         raise _Invalid(
             wpath,
-            f"parent {parent!r} must be `backbone` or a parameter defined earlier in the file, but it is "
-            + ("defined later" if parent in all_names else "not defined"),
+            f"parent {parent!r} must be `backbone` or a parameter defined earlier in the file, "
+            "but it is " + ("defined later" if parent in all_names else "not defined"),
         )
     spec = params.get(parent)
     if spec is None:  # the parent itself is invalid and already reported

@@ -71,3 +71,11 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     again = ExperimentConfig.model_validate(yaml.safe_load(saved.read_text()))
     assert again == config
     assert again.study_name == "x"
+
+
+def test_configuration_reference_matches_the_schema() -> None:
+    from clot_hpo.config.reference import render
+
+    assert (REPO / "docs/configuration.md").read_text() == render(), (
+        "regenerate: python -m clot_hpo.config.reference > docs/configuration.md"
+    )

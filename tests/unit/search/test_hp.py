@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import keras_tuner as kt
@@ -165,7 +166,9 @@ def test_same_name_twice_returns_first_value_without_resuggesting() -> None:
         return 0.0
 
     study = _run_study(objective)
-    for trial, (first, again, other, choice, choice_again, caught) in zip(study.trials, results):
+    for trial, (first, again, other, choice, choice_again, caught) in zip(
+        study.trials, results, strict=True
+    ):
         assert first == again == other == trial.params["units"]
         assert choice == choice_again == trial.params["opt"]
         assert trial.distributions["units"] == IntDistribution(4, 64, step=4)
@@ -352,7 +355,7 @@ def test_from_params_returns_exactly_the_params_and_names_missing_ones() -> None
     del missing["units_1"]
     with pytest.raises(ConfigError, match="'units_1'"):
         build_layer_loop(OptunaHyperParameters.from_params(missing))
-    with pytest.raises(ConfigError, match="'activation'.*not in"):
+    with pytest.raises(ConfigError, match=r"'activation'.*not in"):
         build_layer_loop(OptunaHyperParameters.from_params({**params, "activation": "gelu"}))
     with pytest.raises(ConfigError, match="'num_layers'"):
         OptunaHyperParameters().Int("num_layers", 1, 3)

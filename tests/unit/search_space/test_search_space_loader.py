@@ -186,7 +186,8 @@ INVALID = [
     ),
     (
         "condition-two-parents",
-        "parameters:\n  a: {type: bool}\n  b: {type: bool}\n  c: {type: bool, when: {a: [true], b: [true]}}",
+        "parameters:\n  a: {type: bool}\n  b: {type: bool}\n"
+        "  c: {type: bool, when: {a: [true], b: [true]}}",
         "parameters.c.when",
         "must map one parent",
     ),
@@ -334,7 +335,7 @@ def test_file_level_errors(tmp_path: Path, text: str, fragment: str) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.yaml: search space file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: search space file not found"):
         load_search_space(tmp_path / "nope.yaml")
 
 
@@ -382,7 +383,8 @@ def test_search_space_package_does_not_import_keras_tensorflow_or_optuna() -> No
     code = (
         "import sys, clot_hpo.search_space as s; "
         "s.load_search_space(s.default_search_space_path('tiny_cnn')); "
-        "heavy = [m for m in ('keras', 'tensorflow', 'optuna', 'keras_tuner') if m in sys.modules]; "
+        "heavy = [m for m in ('keras', 'tensorflow', 'optuna', 'keras_tuner') "
+        "if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
     result = subprocess.run(
