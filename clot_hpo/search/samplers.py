@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import optuna
@@ -18,11 +19,13 @@ def vram_constraints(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
 
 
 def _tpe(seed: int | None, constraints: Callable | None) -> optuna.samplers.BaseSampler:
-    # multivariate + group model the conditional per-backbone spaces jointly.
-    return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, group=True, constraints_func=constraints,
-        n_startup_trials=5,
-    )
+    # multivariate + group model the conditional per-backbone spaces jointly; both are
+    # flagged experimental by Optuna, which we accept knowingly.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constraints_func=constraints, n_startup_trials=5,
+        )
 
 
 def _random(seed: int | None, constraints: Callable | None) -> optuna.samplers.BaseSampler:

@@ -141,7 +141,8 @@ def test_total_is_the_sum_of_the_terms_and_reports_are_readable() -> None:
         (dict(batch_size=-3), "-3"),
         (dict(trainable="some"), "some"),
         (dict(optimizer="rmsprop"), "rmsprop"),
-        (dict(backbone="efficientnet_b1", image_size=20), "20"),
+        (dict(backbone="resnet50", image_size=20), "20"),
+        (dict(image_size=8), "8"),
     ],
 )
 def test_bad_configurations_raise_config_error(kwargs: dict, needle: str) -> None:

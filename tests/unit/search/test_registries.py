@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from clot_hpo.errors import ConfigError
+from clot_hpo.search.objectives import get_objective, list_objectives
+from clot_hpo.search.pruners import create_pruner, list_pruners
+from clot_hpo.search.samplers import VRAM_CONSTRAINT_ATTR, create_sampler, list_samplers, vram_constraints
+
+
+def test_registries_list_what_the_config_schema_accepts() -> None:
+    from typing import get_args
+
+    from clot_hpo.config.schema import SearchConfig
+
+    def literal(name: str) -> list[str]:
+        return sorted(get_args(SearchConfig.model_fields[name].annotation))
+
+    assert list_samplers() == literal("sampler")
+    assert list_pruners() == literal("pruner")
+    assert list_objectives() == literal("objective")
+
+
+@pytest.mark.parametrize("name", list_samplers())
+def test_every_sampler_is_seeded(name: str) -> None:
+    def sample(seed: int) -> list[float]:
+        study = optuna.create_study(sampler=create_sampler(name, seed=seed))
+        study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=6)
+        return [t.params["x"] for t in study.trials]
+
+    assert sample(3) == sample(3)
+    assert sample(3) != sample(4)
+
+
+@pytest.mark.parametrize("name", list_pruners())
+def test_every_pruner_builds_for_the_epoch_budget(name: str) -> None:
+    assert isinstance(create_pruner(name, max_epochs=5), optuna.pruners.BasePruner)
+
+
+@pytest.mark.parametrize(("name", "direction"), [("val_auc", "maximize"), ("val_loss", "minimize")])
+def test_objective_direction(name: str, direction: str) -> None:
+    objective = get_objective(name)
+    assert objective.direction == direction
+    assert objective.better(0.9, 0.8) == (direction == "maximize")
+
+
+@pytest.mark.parametrize(("factory", "message"), [
+    (lambda: create_sampler("grid", seed=0), "search.sampler must be one of"),
+    (lambda: create_pruner("asha", max_epochs=3), "search.pruner must be one of"),
+    (lambda: get_objective("f2"), "search.objective must be one of"),
+])
+def test_unknown_names_are_config_errors(factory: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        factory()  # type: ignore[operator]
+
+
+def test_tpe_learns_from_recorded_vram_feasibility() -> None:
+    study = optuna.create_study(sampler=create_sampler("tpe", seed=0))
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.set_user_attr(VRAM_CONSTRAINT_ATTR, 0.5)
+    study.tell(trial, 1.0)
+    frozen = study.trials[0]
+    assert vram_constraints(frozen) == [0.5]
+    assert frozen.system_attrs["constraints"] == (0.5,)
