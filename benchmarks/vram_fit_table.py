@@ -5,6 +5,7 @@ estimator (no GPU needed; each backbone is built once per image size, with rando
 
     .venv/bin/python benchmarks/vram_fit_table.py            # 4 GiB, 10 % safety margin
     .venv/bin/python benchmarks/vram_fit_table.py --vram-gb 8 --json
+    .venv/bin/python benchmarks/vram_fit_table.py --write-readme   # refresh README.md's table
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ COLUMNS = (
     ("mixed precision, head only", True, "head"),
 )
 MAX_BATCH = 4096
+README = Path(__file__).resolve().parents[1] / "README.md"
+START, END = "<!-- vram-table:start -->", "<!-- vram-table:end -->"
+COMMAND = "benchmarks/vram_fit_table.py"
 
 
 def fit_table(vram_gb: float, margin: float, optimizer: str = "adam") -> list[dict[str, Any]]:
@@ -83,6 +87,22 @@ def to_markdown(rows: list[dict[str, Any]], vram_gb: float, margin: float, optim
     return "\n".join(lines)
 
 
+def readme_block(table: str) -> str:
+    """What goes between README.md's markers: the command, then the table."""
+    return (f"Produced by the estimator (`.venv/bin/python {COMMAND} --write-readme`; "
+            f"`clot-hpo estimate-vram` sizes any one configuration):\n\n{table}\n")
+
+
+def write_readme(block: str, path: Path = README) -> None:
+    """Replace the text between the vram-table markers of ``path``."""
+    text = path.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise SystemExit(f"{path} lacks the markers {START} ... {END}")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{START}\n{block}{END}{tail}", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the table (``--json``: the rows as JSON)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -90,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--safety-margin", type=float, default=DEFAULT_SAFETY_MARGIN)
     parser.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--write-readme", action="store_true", help="also put the table into README.md")
     args = parser.parse_args(argv)
     hide_gpus()
     started = time.perf_counter()
@@ -99,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
                           "optimizer": args.optimizer, "rows": rows,
                           "seconds": round(time.perf_counter() - started, 1)}))
     else:
-        print(to_markdown(rows, args.vram_gb, args.safety_margin, args.optimizer))
+        table = to_markdown(rows, args.vram_gb, args.safety_margin, args.optimizer)
+        print(table)
+        if args.write_readme:
+            write_readme(readme_block(table))
     return 0
 
 

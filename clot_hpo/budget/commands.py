@@ -91,8 +91,10 @@ def _print_table(report: dict[str, Any]) -> None:
 
 def estimate_vram_command(args: argparse.Namespace) -> int:
     """Print the estimate (``--json``: one JSON object); exit 0 whether or not it fits."""
-    hide_gpus()
     margin = getattr(args, "safety_margin", None)  # forward-compatible with a --safety-margin flag
+    if args.vram_gb is not None:  # fail fast, before TensorFlow is imported
+        VramBudget.from_gb(args.vram_gb, DEFAULT_SAFETY_MARGIN if margin is None else float(margin))
+    hide_gpus()
     report = estimate_report(
         backbone=args.backbone,
         image_size=args.image_size,

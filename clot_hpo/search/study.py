@@ -372,10 +372,12 @@ def run_search(
     """Launch or resume the study that ``config`` describes and run it to a budget."""
     from clot_hpo.data.prepare import prepare_data
     from clot_hpo.search.summary import summarize_study
-    from clot_hpo.search_space import load_search_space
     from clot_hpo.tracking import tracker_from_config
 
     console = console or Console(stderr=False)
+    # Optuna logs every trial's parameters at INFO; our progress bar and table say it better.
+    if not logging.getLogger("clot_hpo").isEnabledFor(logging.DEBUG):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.monotonic()
     study_name = config.study_name
     out_dir = STUDIES_DIR / study_name
@@ -407,7 +409,8 @@ def run_search(
     tracker.start_study(study_name, tags={"optuna.storage": _safe_url(config.search.storage)})
     tracker.log_study_inputs(
         config=config.model_dump(mode="json"),
-        search_spaces={name: load_search_space(path).to_dict() for name, path in spaces.items()},
+        # The files themselves: their key order carries meaning (a parent before its children).
+        search_spaces=dict(spaces),
         manifest_path=prepared.manifest_path,
         dataset_digest=prepared.digest,
     )

@@ -236,6 +236,7 @@ class MlflowTracker(Tracker):
         self.parent_run_id: str | None = None
         self.study_name: str | None = None
         self.dataset_digest: str | None = None
+        self._last_epoch: dict[str, int] = {}  # run id -> last epoch logged by this process
 
     # ----- plumbing -------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -560,6 +561,7 @@ class MlflowTracker(Tracker):
                 batch.append(Metric(str(key), number, ts, int(epoch)))
         if batch:
             self._call(f"log epoch {epoch} metrics", self.client.log_batch, run_id, metrics=batch)
+        self._last_epoch[run_id] = max(int(epoch), self._last_epoch.get(run_id, -1))
 
     def log_evaluation(
         self,
@@ -575,7 +577,8 @@ class MlflowTracker(Tracker):
                 _close(_as_figure(fig))
             return
         ts = _now_ms()
-        batch = [Metric(str(k), v, ts, 0) for k, v in ((k, _to_float(v)) for k, v in metrics.items())
+        step = self._evaluation_step(run_id, metrics)
+        batch = [Metric(str(k), v, ts, step) for k, v in ((k, _to_float(v)) for k, v in metrics.items())
                  if v is not None]
         if batch:
             self._call("log evaluation metrics", self.client.log_batch, run_id, metrics=batch)
@@ -585,6 +588,28 @@ class MlflowTracker(Tracker):
         for name, payload in (artifacts or {}).items():
             self._call(f"log {name}", self.client.log_dict, run_id, _plain(payload), str(name))
         self._log_figures(run_id, figures, folder="")
+
+    def _evaluation_step(self, run_id: str, metrics: dict[str, Any]) -> int:
+        """The step of the evaluation metrics: one past the last epoch.
+
+        Keras logs ``val_auc``/``val_accuracy`` per epoch under the same names as the
+        evaluation; MLflow shows a run's value at its highest step, so the evaluation (the
+        threshold-aware, full-split figure) must come after the last epoch to be the one shown
+        and compared (``clot-hpo promote``). Known in the trial process; otherwise it is read
+        back from the metric histories of the clashing names.
+        """
+        if run_id in self._last_epoch:
+            return self._last_epoch[run_id] + 1
+        run = self._call("read the run's metrics", self.client.get_run, run_id)
+        if run is None:
+            return 0
+        clashing = [k for k in metrics if k in run.data.metrics]
+        last = -1
+        for key in clashing[:8]:
+            history = self._call(f"read the history of {key}", self.client.get_metric_history, run_id, key,
+                                 default=[])
+            last = max([last, *(m.step for m in history)])
+        return last + 1
 
     def _log_figures(self, run_id: str | None, figures: dict[str, Any] | None, *, folder: str) -> None:
         for name, obj in (figures or {}).items():
@@ -635,6 +660,9 @@ class MlflowTracker(Tracker):
             model_type="keras-binary-classifier",
         )
         out_shape = tuple(-1 if d is None else int(d) for d in getattr(model, "output_shape", (None, 1)))
+        # The model's output step: the evaluation's step, so the UI links the evaluation
+        # metrics (not epoch 0's) to this model.
+        step = self._evaluation_step(run_id, {"val_auc": 0.0, "val_accuracy": 0.0, "val_loss": 0.0})
         with global_tracking_uri(self.tracking_uri):
             # Model.log (what mlflow.keras.log_model calls) takes `run_id` and `model_id`: the
             # model is attached to this run without any fluent active run.
@@ -650,6 +678,7 @@ class MlflowTracker(Tracker):
                 metadata={"image_size": image_size, "threshold": threshold,
                           "input": "raw RGB pixels in [0, 255], float32"},
                 await_registration_for=0,
+                step=step,
             )
         return logged.model_id
 

@@ -185,6 +185,13 @@ def test_worker_command_is_a_search_our_cli_accepts(raw: dict[str, Any], stack: 
     args = build_parser().parse_args(command)
     assert args.command == "search"
     assert args.config == env["STUDY_CONFIG"]
+    assert (ROOT / args.config).is_file(), f"STUDY_CONFIG in .env.example names a missing {args.config}"
+    from clot_hpo.config import load_config
+
+    resolved = load_config(ROOT / args.config, {"search.study_name": args.study_name,
+                                                 "search.storage": args.storage,
+                                                 "tracking.uri": args.tracking_uri, "data.path": args.data})
+    assert resolved.study_name == env["STUDY_NAME"]
     assert args.study_name == env["STUDY_NAME"]
     assert args.storage == (
         f"postgresql+psycopg2://{env['OPTUNA_DB']}:{env['OPTUNA_DB_PASSWORD']}"

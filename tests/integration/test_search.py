@@ -170,3 +170,25 @@ def test_killed_study_resumes_and_retries_the_stale_trial(sandbox: Path, tiny_da
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == trials[killed].params
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+
+
+def test_ctrl_c_records_the_trial_and_exits_130(sandbox: Path, tiny_dataset: Path) -> None:
+    storage = f"sqlite:///{sandbox}/optuna.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "clot_hpo.cli", "search", "experiments/tiny.yaml", "--data", str(tiny_dataset),
+           "--study-name", "t", "--storage", storage, "--no-tracking", "--n-trials", "3", "--epochs", "20"]
+    proc = subprocess.Popen(cmd, cwd=sandbox, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        trials = _trials(sandbox) if (sandbox / "optuna.db").exists() else []
+        if any(t.user_attrs.get("epochs_run") for t in trials):
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole group
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    (trial,) = _trials(sandbox)
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "interrupted by the user"

@@ -166,3 +166,33 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         if _users == 0 and _shared is not None:
             stop_mlflow_server(_shared)
             _shared = None
+
+
+# ----- helpers for tracking tests -----------------------------------------------------------
+def tiny_keras_model(image_size: int = 32, seed: int = 0) -> object:
+    """Input(H, W, 3) raw pixels -> Rescaling -> Conv2D -> GAP -> Dense(1, sigmoid); untrained."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((image_size, image_size, 3))
+    x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(x)
+    return keras.Model(inputs, outputs, name=f"tiny_{seed}")
+
+
+def write_images(folder: Path, n: int, *, image_size: int = 32, seed: int = 0) -> list[Path]:
+    """``n`` random RGB PNG files in ``folder`` (no patient data anywhere near the tests)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        pixels = rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
+        path = folder / f"img_{i:03d}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_bad_input_exits_2_with_one_line(flag: str, value: str, needle: str) -> 
     else:
         argv += [flag, value]
     proc = subprocess.run([str(CLI), *argv], capture_output=True, text=True, timeout=120,
-                          env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("clot-hpo")]
     assert len(errors) == 1 and needle in errors[0]

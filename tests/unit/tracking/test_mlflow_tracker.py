@@ -1,0 +1,226 @@
+"""The MLflow tracker against a SQLite store: runs, statuses, batching, artifacts, failures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
+
+from clot_hpo.errors import TrackingUnavailable
+from clot_hpo.tracking.mlflow_tracker import MlflowTracker
+from tests.support.mlflow_server import free_port
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One SQLite store per module (creating its schema takes seconds); tests use own experiments."""
+    root = tmp_path_factory.mktemp("mlruns")
+    uri = f"sqlite:///{root / 'db' / 'mlflow.db'}"
+    return {"uri": uri, "artifacts": str(root / "artifacts"), "client": None}
+
+
+def _tracker(store: dict[str, Any], name: str, **kwargs: Any) -> MlflowTracker:
+    tracker = MlflowTracker(store["uri"], experiment_name=name, artifact_root=store["artifacts"],
+                            tries=2, backoff_s=0.01, **kwargs)
+    tracker.check_available()
+    return tracker
+
+
+def _client(store: dict[str, Any]) -> MlflowClient:
+    return MlflowClient(store["uri"])
+
+
+def test_check_available_creates_the_sqlite_folder(store: dict[str, Any]) -> None:
+    _tracker(store, "exp-check")
+    assert Path(store["uri"].removeprefix("sqlite:///")).is_file()
+    assert Path(store["artifacts"]).is_dir()
+
+
+def test_dead_http_server_is_unavailable_within_seconds() -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(TrackingUnavailable) as err:
+        MlflowTracker(uri, experiment_name="e").check_available()
+    assert time.monotonic() - started < 7.0
+    assert uri in str(err.value)
+
+
+def test_study_and_trial_runs_with_their_states(store: dict[str, Any]) -> None:
+    tracker = _tracker(store, "exp-states")
+    parent = tracker.start_study("study-states", tags={"note": "hello"})
+    runs = {}
+    for number, state, reason in ((0, "COMPLETE", None), (1, "PRUNED", "pruned at epoch 2"),
+                                  (2, "FAIL", "OOM twice")):
+        runs[number] = tracker.start_trial(number, tags={"backbone": "tiny_cnn"})
+        tracker.end_trial(runs[number], state, reason=reason,
+                          attrs={"value": 0.7, "weights_used": "none"} if state == "COMPLETE" else None)
+    tracker.end_study()
+
+    client = _client(store)
+    exp = client.get_experiment_by_name("exp-states")
+    assert exp.artifact_location.startswith(Path(store["artifacts"]).resolve().as_uri())
+    p = client.get_run(parent)
+    assert p.info.status == "FINISHED" and p.info.run_name == "study-states"
+    assert p.data.tags["clot_hpo.role"] == "study" and p.data.tags["note"] == "hello"
+    expected = {0: ("FINISHED", "COMPLETE"), 1: ("KILLED", "PRUNED"), 2: ("FAILED", "FAIL")}
+    for number, run_id in runs.items():
+        run = client.get_run(run_id)
+        tags = run.data.tags
+        assert run.info.run_name == f"trial-{number}"
+        assert (run.info.status, tags["optuna.trial_state"]) == expected[number]
+        assert tags["mlflow.parentRunId"] == parent
+        assert tags["optuna.study"] == "study-states" and tags["optuna.trial_number"] == str(number)
+        assert tags["backbone"] == "tiny_cnn"
+    assert client.get_run(runs[1]).data.tags["fail_reason"] == "pruned at epoch 2"
+    assert client.get_run(runs[2]).data.tags["fail_reason"] == "OOM twice"
+    done = client.get_run(runs[0]).data
+    assert done.metrics["value"] == 0.7 and done.tags["weights_used"] == "none"
+    assert "fail_reason" not in done.tags
+    with pytest.raises(ValueError, match="RUNNING"):
+        tracker.end_trial(runs[0], "RUNNING")
+
+
+def test_resume_reopens_the_study_run_and_the_trial_run(store: dict[str, Any]) -> None:
+    first = _tracker(store, "exp-resume")
+    parent = first.start_study("study-resume")
+    trial0 = first.start_trial(0)
+    first.end_study("KILLED")  # interrupted, trial 0 left RUNNING by a crash
+
+    second = _tracker(store, "exp-resume")  # a new study process
+    assert second.start_study("study-resume") == parent
+    client = _client(store)
+    assert client.get_run(parent).info.status == "RUNNING"
+    assert second.start_trial(0) == trial0  # the same trial number maps to the same run
+    assert second.close_orphaned_trials(keep={5}) == [0]
+    assert client.get_run(trial0).info.status == "FAILED"
+    second.end_study()
+    assert len(client.search_runs([client.get_experiment_by_name("exp-resume").experiment_id])) == 2
+
+
+def test_epoch_metrics_are_one_batch_per_epoch(store: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    tracker = _tracker(store, "exp-epochs")
+    tracker.start_study("study-epochs")
+    run_id = tracker.start_trial(0)
+    calls: list[int] = []
+    real = tracker.client.log_batch
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(kwargs.get("metrics") or []))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracker.client, "log_batch", counting)
+    for epoch in range(3):
+        tracker.log_epoch(run_id, epoch, {"loss": 1.0 / (epoch + 1), "auc": np.float32(0.5 + 0.1 * epoch),
+                                          "val_loss": 1.2 / (epoch + 1), "val_auc": 0.5 + 0.05 * epoch})
+    assert calls == [4, 4, 4]
+    client = _client(store)
+    history = client.get_metric_history(run_id, "val_auc")
+    assert [m.step for m in history] == [0, 1, 2]
+    assert [m.value for m in history] == pytest.approx([0.5, 0.55, 0.6])
+
+
+def test_evaluation_comes_after_the_epochs_with_artifacts_and_figures(store: dict[str, Any]) -> None:
+    tracker = _tracker(store, "exp-eval")
+    tracker.start_study("study-eval")
+    run_id = tracker.start_trial(0)
+    tracker.log_params(run_id, {"learning_rate": 1e-3, "backbone": "tiny_cnn"})
+    for epoch in range(2):
+        tracker.log_epoch(run_id, epoch, {"val_auc": 0.6, "val_accuracy": 0.55})
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [0, 1])
+    tracker.log_evaluation(
+        run_id,
+        metrics={"val_auc": 0.81, "val_accuracy": 0.75, "test_auc": 0.79, "threshold": 0.42},
+        artifacts={"confusion_matrix.json": {"tn": 5, "fp": 1, "fn": 2, "tp": 7, "threshold": 0.42}},
+        figures={"roc_curve.png": fig},
+    )
+    client = _client(store)
+    run = client.get_run(run_id)
+    # The evaluation (not the last epoch) is the run's value of the clashing names.
+    assert run.data.metrics["val_auc"] == 0.81 and run.data.metrics["val_accuracy"] == 0.75
+    assert client.get_metric_history(run_id, "val_auc")[-1].step == 2
+    assert run.data.params == {"learning_rate": "0.001", "backbone": "tiny_cnn"}
+    assert run.data.tags["threshold"] == "0.42"
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert {"confusion_matrix.json", "roc_curve.png"} <= names
+    local = client.download_artifacts(run_id, "confusion_matrix.json")
+    assert json.loads(Path(local).read_text()) == {"tn": 5, "fp": 1, "fn": 2, "tp": 7, "threshold": 0.42}
+
+    # A fresh tracker (another process) finds the step from the stored histories.
+    other = _tracker(store, "exp-eval")
+    other.log_evaluation(run_id, metrics={"val_auc": 0.83}, artifacts={}, figures={})
+    assert client.get_metric_history(run_id, "val_auc")[-1].step == 3
+    assert client.get_run(run_id).data.metrics["val_auc"] == 0.83
+
+
+def test_study_inputs_and_summary(store: dict[str, Any], tmp_path: Path) -> None:
+    tracker = _tracker(store, "exp-inputs")
+    parent = tracker.start_study("study-inputs")
+    manifest = tmp_path / "split_manifest.csv"
+    pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": [0, 1, 1],
+                  "split": ["train", "val", "test"]}).to_csv(manifest, index=False)
+    space_file = tmp_path / "tiny_cnn.yaml"
+    space_file.write_text("learning_rate: {type: float, low: 0.0001, high: 0.01, log: true}\n")
+    digest = "sha256:" + "ab" * 32
+    tracker.log_study_inputs(
+        config={"name": "demo", "data": {"path": "data/synthetic"}, "seed": 1},
+        search_spaces={"efficientnet_b1": {"dropout": {"type": "float", "low": 0.1, "high": 0.5}},
+                       "tiny_cnn": space_file},
+        manifest_path=manifest,
+        dataset_digest=digest,
+    )
+    child = tracker.start_trial(0)
+    trials_csv = tmp_path / "trials.csv"
+    trials_csv.write_text("number,value,state\n0,0.7,COMPLETE\n")
+    fig = Figure()
+    ax = fig.add_subplot()
+    ax.plot([1, 2], [0.6, 0.7])
+    tracker.log_study_summary(trials_csv, {"optimization_history.png": ax, "param_importances": fig})
+
+    client = _client(store)
+    run = client.get_run(parent)
+    assert run.data.tags["clot_hpo.dataset_digest"] == digest
+    assert client.get_run(child).data.tags["clot_hpo.dataset_digest"] == digest
+    top = {a.path for a in client.list_artifacts(parent)}
+    assert {"config.yaml", "search_spaces", "data", "trials.csv", "optimization_history.png",
+            "param_importances.png"} <= top
+    assert {a.path for a in client.list_artifacts(parent, "search_spaces")} == {
+        "search_spaces/efficientnet_b1.yaml", "search_spaces/tiny_cnn.yaml"}
+    assert {a.path for a in client.list_artifacts(parent, "data")} == {"data/split_manifest.csv"}
+    [dataset_input] = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "synthetic"
+    assert dataset_input.dataset.digest == digest[:36]
+
+
+def test_tracking_failures_are_reported_never_raised(caplog: pytest.LogCaptureFixture) -> None:
+    tracker = MlflowTracker(f"http://127.0.0.1:{free_port()}", experiment_name="e", tries=2, backoff_s=0.01)
+    with caplog.at_level(logging.WARNING, logger="clot_hpo.tracking"):
+        assert tracker.start_study("s") == ""
+        assert tracker.start_trial(0) == ""
+        tracker.log_epoch("0123456789abcdef", 0, {"loss": 1.0})
+        tracker.log_evaluation("0123456789abcdef", metrics={"val_auc": 0.5}, artifacts={"x.json": {}},
+                               figures={"f.png": Figure()})
+        tracker.end_trial("0123456789abcdef", "COMPLETE")
+        tracker.end_study()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("start the study run" in w and tracker.tracking_uri in w for w in warnings)
+    assert any("log epoch 0 metrics" in w for w in warnings)
+    assert any("end run" in w for w in warnings)
+
+
+def test_tracker_pickles_for_spawned_children(store: dict[str, Any]) -> None:
+    tracker = _tracker(store, "exp-pickle")
+    tracker.start_study("study-pickle")
+    clone = pickle.loads(pickle.dumps(tracker))
+    assert clone.parent_run_id == tracker.parent_run_id and clone._client is None
+    run_id = clone.start_trial(3)
+    assert _client(store).get_run(run_id).data.tags["mlflow.parentRunId"] == tracker.parent_run_id
