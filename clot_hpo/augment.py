@@ -29,8 +29,11 @@ class AugmentationSpec:
                 raise ValueError(f"augmentation `{name}` must be in [0, 1], but got {value}")
 
 
-def build_augmentation(spec: AugmentationSpec, *, seed: int | None = None) -> keras.Sequential:
-    """A ``keras.Sequential`` of the augmentations ``spec`` turns on (pixels in [0, 255])."""
+def build_augmentation(spec: AugmentationSpec, *, seed: int | None = None) -> keras.layers.Layer:
+    """A ``keras.Sequential`` of the augmentations ``spec`` turns on (pixels in [0, 255]).
+
+    With every augmentation off it is an ``Identity`` layer (an empty Sequential cannot build).
+    """
     layers: list[keras.layers.Layer] = []
     if spec.flip:
         layers.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=seed))
@@ -43,4 +46,6 @@ def build_augmentation(spec: AugmentationSpec, *, seed: int | None = None) -> ke
         layers.append(keras.layers.RandomContrast(spec.contrast, seed=seed))
     if spec.brightness > 0:
         layers.append(keras.layers.RandomBrightness(spec.brightness, value_range=(0.0, 255.0), seed=seed))
+    if not layers:
+        return keras.layers.Identity(name="augmentation")
     return keras.Sequential(layers, name="augmentation")

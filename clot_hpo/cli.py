@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 
 from clot_hpo.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClotHpoError
@@ -126,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", action="store_true")
     p.add_argument("--trainable", choices=["all", "head"], default="all")
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
-    p.add_argument("--vram-gb", type=float)
+    p.add_argument("--vram-gb", type=float, help="card memory in GiB: also print whether it fits")
+    p.add_argument("--safety-margin", type=float, default=0.1, help="share of the card kept free")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = add("promote", _cmd_promote, "register the best trial's model and move the alias if it wins")
@@ -162,6 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("alembic", "mlflow", "urllib3", "absl", "tensorflow", "optuna"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    if not debug:
+        # Library deprecation/experimental warnings are for us, not for the user's terminal;
+        # the environment variable carries the choice into each trial's process.
+        warnings.simplefilter("ignore")
+        os.environ["PYTHONWARNINGS"] = "ignore"
+    else:
+        os.environ["CLOT_HPO_DEBUG"] = "1"
     try:
         return int(args.func(args) or 0)
     except ClotHpoError as exc:

@@ -53,7 +53,6 @@ DEFAULT_MODEL_NAME = "blood-clot-detector"
 DEFAULT_ALIAS = "champion"
 DEFAULT_METRIC = "val_auc"
 DEFAULT_THRESHOLD = 0.5
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 PREDICT_CHUNK = 256  # images loaded and predicted at a time (bounded memory on big folders)
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
 
@@ -348,6 +347,7 @@ class ResolvedModel:
     image_size: int
 
 
+_MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")  # a logged model's id, as in models:/<model_id>
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
 
 
@@ -382,7 +382,7 @@ def resolve_model(client: MlflowClient, tracking_uri: str, model_uri: str) -> Re
     version = None
     load_uri = model_uri
     match = _MODELS_URI.match(model_uri)
-    if match and match["name"].startswith("m-") and not match["alias"] and not match["version"]:
+    if match and _MODEL_ID.match(match["name"]) and not match["alias"] and not match["version"]:
         model_id = match["name"]
         try:
             run_id = client.get_logged_model(model_id).source_run_id
@@ -445,25 +445,6 @@ def load_keras_model(tracking_uri: str, resolved: ResolvedModel) -> Any:
         return mlflow.keras.load_model(resolved.load_uri)
 
 
-def _iter_images(paths: Sequence[str]) -> list[Path]:
-    """Image files named directly, or found (recursively, sorted) under folders."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_file():
-            files.append(path)
-        elif path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
-                raise DataError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-            files.extend(found)
-        else:
-            raise DataError(f"{path}: no such file or folder")
-    return files
-
-
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -487,7 +468,9 @@ def predict_command(args: argparse.Namespace) -> int:
     ``label`` is 1 (clot) when ``probability >= threshold`` (the model's stored threshold),
     else 0.
     """
-    files = _iter_images(args.paths)
+    from clot_hpo.data import list_images
+
+    files = list_images(args.paths)  # DataError (exit 2) names missing paths and non-images
     client = _client(args.tracking_uri)
     resolved = resolve_model(client, args.tracking_uri, args.model)
     model = load_keras_model(args.tracking_uri, resolved)
@@ -512,8 +495,6 @@ def evaluate_model(tracking_uri: str, model_uri: str, data: str, *, config_path:
         confidence, n_bootstrap = cfg.evaluation.confidence_level, cfg.evaluation.bootstrap_samples
     else:
         data_cfg = DataConfig(path=str(data))
-    if not Path(data).is_dir():
-        raise DataError(f"{data}: no such data folder")
     table = scan_dataset(data_cfg, root=Path(data))
     if len(table) == 0:
         raise DataError(f"{data}: no labelled images found")

@@ -8,7 +8,7 @@ Keras' ``gradient_accumulation_steps`` keeping the effective batch size. When no
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 from clot_hpo.budget.device import VramBudget
@@ -68,11 +68,29 @@ class BudgetDecision:
             "effective_batch_size": self.effective_batch_size,
             "estimate_bytes": self.estimate_bytes,
             "requested_estimate_bytes": self.requested_estimate_bytes,
+            "min_estimate_bytes": self.min_estimate_bytes,
             "budget_bytes": self.budget_bytes,
             "budget_source": self.budget_source,
+            "min_batch_size": self.min_batch_size,
             "oom_retries": self.oom_retries,
             "reason": self.reason,
         }
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any], prefix: str = "") -> BudgetDecision:
+        """Rebuild a decision from :meth:`to_attrs` output (keys optionally prefixed).
+
+        Lets the study process, which only sees the trial's recorded attributes, compute
+        :func:`halve_for_oom` without estimating again.
+        """
+        names = [f.name for f in fields(cls)]
+        values = {name: attrs[prefix + name] for name in names if prefix + name in attrs}
+        required = {"action", "batch_size", "accumulation_steps", "requested_batch_size",
+                    "estimate_bytes", "budget_bytes", "reason"}
+        missing = required - set(values)
+        if missing:
+            raise ConfigError(f"a budget decision needs {sorted(missing)}, but the attributes lack them")
+        return cls(**values)
 
 
 def _estimate(batch_size: int, accumulation_steps: int, **config: Any) -> VramEstimate:
@@ -194,7 +212,7 @@ def plan_trial(
 
 
 def constraint_value(decision: BudgetDecision) -> float:
-    """Optuna ``constraints_func`` value: ``<= 0`` feasible, ``> 0`` infeasible.
+    """The trial's Optuna constraint (``trial.set_constraint``): ``<= 0`` feasible, ``> 0`` not.
 
     The relative excess of the estimate over the budget: at the batch that runs for
     ``run``/``reshape`` (negative: the headroom), at the smallest batch for ``prune``.

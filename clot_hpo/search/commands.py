@@ -29,7 +29,7 @@ def search_command(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     from clot_hpo.search.study import run_search
 
-    console = Console()
+    console = Console(soft_wrap=True)
     outcome = run_search(config, tracking=not args.no_tracking, console=console,
                          base_dir=Path(args.config).resolve().parent)
     console.print(f"results: {outcome.out_dir} (resolved config, split manifest, trials.csv)")

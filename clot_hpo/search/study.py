@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
+from clot_hpo.budget.gpu import is_oom_exit
 from clot_hpo.config import ExperimentConfig, save_resolved
 from clot_hpo.errors import ConfigError, FatalError, TrialFailed
 from clot_hpo.search.objectives import Objective, get_objective
@@ -269,11 +270,19 @@ class StudyRunner:
 
     def _retry_after_oom(self, task: TrialTask, first: TrialOutcome, trial: optuna.Trial) -> TrialOutcome:
         """Runtime OOM: retry once at half the batch with gradient accumulation, else fail."""
-        batch = first.batch_size or int(trial.params.get("batch_size", 0) or 0)
-        new_batch, accumulation = batch // 2, max(1, first.accumulation_steps) * 2
-        if new_batch < self.config.budget.min_batch_size:
+        from clot_hpo.budget import BudgetDecision, halve_for_oom
+
+        try:
+            decision = BudgetDecision.from_attrs(
+                self.study._storage.get_trial(trial._trial_id).user_attrs, prefix="budget_")
+        except ConfigError:  # the child died before it planned: nothing to halve
+            return first
+        batch = first.batch_size or decision.batch_size
+        retry = halve_for_oom(decision)
+        if retry is None:
             first.reason = f"out of memory at batch {batch} and no smaller batch is allowed: {first.reason}"
             return first
+        new_batch, accumulation = retry.batch_size, retry.accumulation_steps
         trial.set_user_attr("oom_retry", f"batch {batch} -> {new_batch} x{accumulation} accumulation")
         self.console.print(f"  [yellow]trial {task.trial_number} ran out of memory; retrying at batch "
                            f"{new_batch} with {accumulation} accumulation steps[/]")
@@ -304,7 +313,7 @@ class StudyRunner:
             try:
                 assert proc.stdout is not None
                 for line in proc.stdout:
-                    self.console.print(line.rstrip(), markup=False, highlight=False)
+                    self.console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
                 returncode = proc.wait()
             except KeyboardInterrupt:
                 _stop(proc)
@@ -315,9 +324,14 @@ class StudyRunner:
         return TrialOutcome(
             state="FAIL",
             reason=f"trial process {_describe_exit(returncode)} (stderr: {stderr_path})",
-            # The kernel's OOM killer sends SIGKILL: treat it as running out of memory.
-            oom=returncode == -signal.SIGKILL,
+            # The kernel's OOM killer sends SIGKILL; TensorFlow may abort with an OOM message.
+            oom=is_oom_exit(returncode, _tail(stderr_path)),
         )
+
+
+def _tail(path: Path, size: int = 4000) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    return text[-size:]
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -374,10 +388,11 @@ def run_search(
     from clot_hpo.search.summary import summarize_study
     from clot_hpo.tracking import tracker_from_config
 
-    console = console or Console(stderr=False)
-    # Optuna logs every trial's parameters at INFO; our progress bar and table say it better.
+    console = console or Console(soft_wrap=True)
+    # Optuna logs every trial's parameters at INFO and a failed trial's traceback at WARNING;
+    # our progress bar, per-trial lines and `fail_reason` say it better (--debug shows all).
     if not logging.getLogger("clot_hpo").isEnabledFor(logging.DEBUG):
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
     started = time.monotonic()
     study_name = config.study_name
     out_dir = STUDIES_DIR / study_name

@@ -60,7 +60,7 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     from clot_hpo.search.hp import OptunaHyperParameters
     from clot_hpo.search.objectives import get_objective
     from clot_hpo.search.pruners import create_pruner
-    from clot_hpo.search.samplers import VRAM_CONSTRAINT_ATTR, create_sampler
+    from clot_hpo.search.samplers import VRAM_CONSTRAINT, create_sampler
     from clot_hpo.search.storage import open_storage
     from clot_hpo.search_space import load_search_space
     from clot_hpo.tracking import tracker_from_config
@@ -103,7 +103,7 @@ def run_trial(task: TrialTask) -> TrialOutcome:
         optimizer=str(settings["optimizer"]),
         min_batch_size=config.budget.min_batch_size,
     )
-    trial.set_user_attr(VRAM_CONSTRAINT_ATTR, float(constraint_value(decision)))
+    trial.set_constraint(VRAM_CONSTRAINT, float(constraint_value(decision)))
     for key, value in decision.to_attrs().items():
         trial.set_user_attr(f"budget_{key}", value)
     trial.set_user_attr("budget_source", budget.describe())

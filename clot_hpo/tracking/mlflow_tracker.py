@@ -36,10 +36,14 @@ from typing import Any
 # Set before MLflow is imported anywhere in this process: patient data stays on the machine.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
-# MLflow's HTTP client retries 7 times with a backoff reaching minutes; our own retry helper
-# does the retrying (and reports it), so keep MLflow's short. Users may still override these.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+# MLflow's HTTP client retries 7 times with a backoff reaching minutes and waits 120 s for a
+# silent server; our retry helper does the retrying (and reports it), so MLflow's own requests
+# fail fast. Users may still override these.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+# MLflow prints "View run ... at: URL" to stdout whenever a run ends on an http server; the
+# study's console output is ours (and predict's stdout is JSON lines).
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
@@ -47,7 +51,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag  # noq
 
 from clot_hpo.errors import ConfigError, TrackingUnavailable  # noqa: E402
 from clot_hpo.tracking.base import TRIAL_STATES, Tracker  # noqa: E402
-from clot_hpo.tracking.retry import call_with_retry  # noqa: E402
+from clot_hpo.tracking.retry import call_with_retry, is_transient  # noqa: E402
 
 log = logging.getLogger("clot_hpo.tracking")
 
@@ -67,6 +71,8 @@ TAG_FAIL_REASON = "fail_reason"
 TAG_THRESHOLD = "threshold"
 TAG_IMAGE_SIZE = "image_size"
 TAG_PARENT = "mlflow.parentRunId"
+# Without it MLflow 3's UI opens an experiment on its GenAI (traces) overview, not the runs.
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 
 MODEL_NAME_IN_RUN = "model"
 WEIGHTS_FILE = "model.weights.h5"
@@ -75,6 +81,9 @@ MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
 MAX_DIGEST_LENGTH = 36  # MLflow's limit on a dataset digest; the full one is in TAG_DIGEST
 HEALTH_TIMEOUT_S = 2.0
 HEALTH_BUDGET_S = 5.0
+# After a call gave up on a transient error, calls make one attempt each for this long, so an
+# outage costs a study one backoff sequence instead of one per logged value.
+DEGRADED_S = 60.0
 
 
 def _now_ms() -> int:
@@ -237,6 +246,7 @@ class MlflowTracker(Tracker):
         self.study_name: str | None = None
         self.dataset_digest: str | None = None
         self._last_epoch: dict[str, int] = {}  # run id -> last epoch logged by this process
+        self._degraded_until = 0.0
 
     # ----- plumbing -------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -253,8 +263,22 @@ class MlflowTracker(Tracker):
         return self._client
 
     def _call(self, what: str, fn: Any, *args: Any, default: Any = None, **kwargs: Any) -> Any:
-        return call_with_retry(what, fn, *args, tries=self.tries, backoff_s=self.backoff_s,
-                               default=default, where=self.tracking_uri, **kwargs)
+        """``fn(*args, **kwargs)`` with retries; ``default`` (and a warning) when it fails."""
+        failed = object()
+        degraded = time.monotonic() < self._degraded_until
+        out = call_with_retry(what, fn, *args, tries=1 if degraded else self.tries, backoff_s=self.backoff_s,
+                              default=failed, where=self.tracking_uri, on_give_up=self._gave_up, **kwargs)
+        if out is failed:
+            return default
+        self._degraded_until = 0.0
+        return out
+
+    def _gave_up(self, exc: BaseException) -> None:
+        if is_transient(exc):
+            if time.monotonic() >= self._degraded_until:
+                log.warning("tracking: %s looks unavailable; making one attempt per call for %.0f s",
+                            self.tracking_uri, DEGRADED_S)
+            self._degraded_until = time.monotonic() + DEGRADED_S
 
     def _artifact_location(self) -> str | None:
         if self.artifact_root is None or not _is_database(self.tracking_uri):
@@ -276,7 +300,7 @@ class MlflowTracker(Tracker):
             try:
                 exp_id = self.client.create_experiment(
                     self.experiment_name, artifact_location=self._artifact_location(),
-                    tags={"clot_hpo.experiment": "true"},
+                    tags={"clot_hpo.experiment": "true", EXPERIMENT_KIND_TAG[0]: EXPERIMENT_KIND_TAG[1]},
                 )
             except mlflow.exceptions.MlflowException as exc:
                 # Another worker of the same study created it first.
@@ -285,6 +309,8 @@ class MlflowTracker(Tracker):
                 exp_id = self.client.get_experiment_by_name(self.experiment_name).experiment_id
         else:
             exp_id = exp.experiment_id
+            if EXPERIMENT_KIND_TAG[0] not in (exp.tags or {}):
+                self.client.set_experiment_tag(exp_id, *EXPERIMENT_KIND_TAG)
         self._experiment_id = str(exp_id)
         return self._experiment_id
 

@@ -52,6 +52,7 @@ def call_with_retry(
     backoff_s: float = 1.0,
     default: Any = None,
     where: str = "",
+    on_give_up: Callable[[BaseException], None] | None = None,
     **kwargs: Any,
 ) -> T | Any:
     """Call ``fn(*args, **kwargs)``; on failure wait ``backoff_s * 2**k`` and try again.
@@ -63,6 +64,7 @@ def call_with_retry(
         backoff_s: the first wait; each next wait doubles (with up to 25 % jitter).
         default: returned when every attempt failed.
         where: the tracking URI, named in the warning.
+        on_give_up: called with the last error when every attempt failed.
 
     Returns:
         ``fn``'s result, or ``default`` after a ``logging.warning`` naming the call, the
@@ -81,6 +83,8 @@ def call_with_retry(
                     type(exc).__name__, message[:500],
                 )
                 log.debug("tracking failure detail", exc_info=True)
+                if on_give_up is not None:
+                    on_give_up(exc)
                 return default
             log.debug("tracking: %s failed (attempt %d/%d), retrying in %.1f s: %s",
                       what, attempt, tries, delay, exc)

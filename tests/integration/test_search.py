@@ -115,6 +115,7 @@ def test_runtime_oom_is_retried_once_at_half_the_batch(sandbox: Path, tiny_datas
     assert trial.state == TrialState.COMPLETE
     batch = trial.params["batch_size"]
     assert trial.user_attrs["oom_retry"] == f"batch {batch} -> {batch // 2} x2 accumulation"
+    assert trial.user_attrs["budget_batch_size"] == batch
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import pytest
 
 from clot_hpo.budget import VramBudget, constraint_value, estimate_vram, halve_for_oom, plan_trial
 from clot_hpo.budget.policy import BudgetDecision, largest_fitting_batch
+from clot_hpo.errors import ConfigError
 
 CFG = dict(backbone="tiny_cnn", image_size=32, mixed_precision=False)
 
@@ -108,6 +109,16 @@ def test_halve_for_oom_doubles_accumulation_until_the_minimum() -> None:
     assert halve_for_oom(small) is None
 
 
+def test_decision_round_trips_through_prefixed_attrs() -> None:
+    decision = plan_trial(**CFG, batch_size=8, budget=_budget(_estimate(4, steps=2)), min_batch_size=3)
+    attrs = {f"budget_{k}": v for k, v in json.loads(json.dumps(decision.to_attrs())).items()}
+    rebuilt = BudgetDecision.from_attrs(attrs, prefix="budget_")
+    assert rebuilt == decision
+    assert halve_for_oom(rebuilt) is None  # 4 // 2 = 2 is below min_batch_size 3
+    with pytest.raises(ConfigError, match="action"):
+        BudgetDecision.from_attrs({"batch_size": 4})
+
+
 def test_halve_for_oom_gives_up_on_a_pruned_trial() -> None:
     pruned = plan_trial(**CFG, batch_size=16, budget=_budget(1))
     assert pruned.action == "prune"
@@ -116,7 +127,5 @@ def test_halve_for_oom_gives_up_on_a_pruned_trial() -> None:
 
 @pytest.mark.parametrize("bad", [0, -1, True])
 def test_bad_min_batch_size_is_a_config_error(bad: int) -> None:
-    from clot_hpo.errors import ConfigError
-
     with pytest.raises(ConfigError, match="min_batch_size"):
         plan_trial(**CFG, batch_size=8, budget=_budget(10**12), min_batch_size=bad)

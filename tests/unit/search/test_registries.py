@@ -6,7 +6,7 @@ import pytest
 from clot_hpo.errors import ConfigError
 from clot_hpo.search.objectives import get_objective, list_objectives
 from clot_hpo.search.pruners import create_pruner, list_pruners
-from clot_hpo.search.samplers import VRAM_CONSTRAINT_ATTR, create_sampler, list_samplers, vram_constraints
+from clot_hpo.search.samplers import VRAM_CONSTRAINT, create_sampler, list_samplers
 
 
 def test_registries_list_what_the_config_schema_accepts() -> None:
@@ -55,12 +55,16 @@ def test_unknown_names_are_config_errors(factory: object, message: str) -> None:
         factory()  # type: ignore[operator]
 
 
-def test_tpe_learns_from_recorded_vram_feasibility() -> None:
-    study = optuna.create_study(sampler=create_sampler("tpe", seed=0))
-    trial = study.ask()
-    trial.suggest_float("x", 0, 1)
-    trial.set_user_attr(VRAM_CONSTRAINT_ATTR, 0.5)
-    study.tell(trial, 1.0)
-    frozen = study.trials[0]
-    assert vram_constraints(frozen) == [0.5]
-    assert frozen.system_attrs["constraints"] == (0.5,)
+def test_tpe_proposes_fewer_infeasible_configs_once_told_about_vram() -> None:
+    def late_infeasible(constrained: bool) -> int:
+        study = optuna.create_study(sampler=create_sampler("tpe", seed=0), direction="maximize")
+        for _ in range(40):
+            trial = study.ask()
+            x = trial.suggest_float("x", 0, 1)
+            if constrained:  # large x "does not fit in memory" but would score best
+                trial.set_constraint(VRAM_CONSTRAINT, x - 0.5)
+            study.tell(trial, x)
+        return sum(t.params["x"] > 0.5 for t in study.trials[20:])
+
+    with_budget, without = late_infeasible(True), late_infeasible(False)
+    assert with_budget <= without - 5, (with_budget, without)
