@@ -24,8 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Before MLflow is imported: no usage telemetry leaves the machine.
+# Before MLflow is imported: no usage telemetry leaves the machine, and no download progress
+# bars clutter predict's output.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
@@ -412,7 +414,11 @@ def resolve_model(client: MlflowClient, tracking_uri: str, model_uri: str) -> Re
         version_str, run_id, model_id = str(version.version), version.run_id, getattr(version, "model_id", None)
         load_uri = f"models:/{name}/{version_str}"
     elif model_uri.startswith("runs:/"):
-        run_id = model_uri.split("/", 2)[1] if model_uri.count("/") >= 2 else None
+        run_id = model_uri.split("/", 2)[1] if model_uri.count("/") >= 2 else ""
+        try:
+            client.get_run(run_id)
+        except MlflowException as exc:
+            raise ConfigError(f"run {run_id!r} of {model_uri!r} does not exist at {tracking_uri}") from exc
     sources = _tag_sources(client, version, run_id, model_id)
 
     def first(key: str) -> str | None:
@@ -466,7 +472,7 @@ def predict_command(args: argparse.Namespace) -> int:
     """``clot-hpo predict``: one JSON line per image, ``{"image", "probability", "label"}``.
 
     ``label`` is 1 (clot) when ``probability >= threshold`` (the model's stored threshold),
-    else 0.
+    else 0. Missing paths and non-images are a ``DataError`` (exit 2) naming them.
     """
     from clot_hpo.data import list_images
 

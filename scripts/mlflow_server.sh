@@ -40,6 +40,7 @@ case "$HOST" in
 esac
 
 echo "mlflow-server: http://$HOST:$PORT  (store $BACKEND, artifacts $ARTIFACTS; Ctrl-C stops it)"
+echo "mlflow-server: runs are under \"Model training\" (top left) in MLflow 3's UI; see docs/tracking.md"
 exec "$MLFLOW" server \
     --backend-store-uri "$BACKEND" \
     --artifacts-destination "$ARTIFACTS" \

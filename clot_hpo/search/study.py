@@ -245,6 +245,9 @@ class StudyRunner:
             self.tracker.end_trial(run_id, "FAIL", reason="interrupted by the user", attrs={"interrupted": True})
             raise
         trial.set_user_attr("epochs_run", outcome.epochs_run)
+        if outcome.batch_size is not None:
+            trial.set_user_attr("batch_size_run", outcome.batch_size)
+            trial.set_user_attr("accumulation_steps_run", outcome.accumulation_steps)
         for key, value in outcome.metrics.items():
             trial.set_user_attr(key, value)
         if outcome.state == "COMPLETE" and outcome.value is not None:

@@ -25,8 +25,8 @@ import re
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from functools import lru_cache
 from importlib import metadata
@@ -454,12 +454,16 @@ class MlflowTracker(Tracker):
         data_path = (config.get("data") or {}).get("path") if isinstance(config, dict) else None
         name = Path(str(data_path)).name if data_path else manifest.stem
         targets = "label" if "label" in df.columns else None
-        dataset = mlflow.data.from_pandas(
-            df, source=str(data_path or manifest), targets=targets, name=name,
-            digest=(digest or None) and digest[:MAX_DIGEST_LENGTH],
-        )
+        with warnings.catch_warnings():
+            # Schema hints about integer columns and source ambiguity: irrelevant for a manifest.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                df, source=str(data_path or manifest), targets=targets, name=name,
+                digest=(digest or None) and digest[:MAX_DIGEST_LENGTH],
+            )
+            entity = dataset._to_mlflow_entity()  # the schema is inferred here
         self.client.log_inputs(
-            run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])]
+            run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])]
         )
 
     def start_trial(self, trial_number: int, *, tags: dict[str, str] | None = None) -> str:

@@ -1,7 +1,8 @@
 """``clot-hpo make-synthetic`` and ``clot-hpo validate-data`` as a user runs them.
 
-Every bad input of issue 2 (item 3) must end with exit code 2, one line naming the offending
-entry on stderr, and no traceback.
+Every bad input of issue 2 (item 3) runs the real console script in a subprocess and must end
+with exit code 2, one line naming the offending entry on stderr, and no traceback. Successful
+runs go through ``clot_hpo.cli.main`` in-process (each subprocess costs seconds of imports).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from clot_hpo.cli import main
+
 CLI = Path(sys.executable).with_name("clot-hpo")
 
 
@@ -25,6 +28,15 @@ def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProce
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=300)
+
+
+def run_ok(capsys: pytest.CaptureFixture[str], *args: str | Path) -> str:
+    """Run a command in-process, assert exit code 0, return its stdout."""
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
 
 
 def assert_bad_input(result: subprocess.CompletedProcess[str], *names: str) -> None:
@@ -63,35 +75,33 @@ def metadata(root: Path, n_pos: int = 10, n_neg: int = 10, per_group: int = 2) -
     return root
 
 
-def test_make_synthetic_then_validate_grouped(tmp_path: Path) -> None:
+def test_make_synthetic_then_validate_grouped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "synthetic"
     made = run("make-synthetic", data, "--n-per-class", "24", "--image-size", "32", "--seed", "1")
     assert made.returncode == 0, made.stderr
     assert "synthetic" in made.stdout.lower() and "demonstration only" in made.stdout
     assert (data / "metadata.csv").is_file()
 
-    result = run("validate-data", data, "--seed", "3")
-    assert result.returncode == 0, result.stderr
-    assert "metadata layout, grouped split, seed 3" in result.stdout
+    out = run_ok(capsys, "validate-data", data, "--seed", "3")
+    assert "metadata layout, grouped split, seed 3" in out
     for word in ("train", "val", "test", "positive", "negative", "Manifest:", "Digest:", "Leakage:"):
-        assert word in result.stdout
+        assert word in out
     manifest = pd.read_csv(data / ".clot-hpo" / "split_manifest.csv")
     assert len(manifest) == 48 and set(manifest.split) == {"train", "val", "test"}
     assert (manifest.groupby("group")["split"].nunique() == 1).all()
 
-    ungrouped = run("validate-data", data, "--seed", "3", "--group-column", "", "--out", tmp_path / "u")
-    assert ungrouped.returncode == 0, ungrouped.stderr
-    assert "ungrouped split" in ungrouped.stdout
+    ungrouped = run_ok(capsys, "validate-data", data, "--seed", "3", "--group-column", "",
+                       "--out", tmp_path / "u")
+    assert "ungrouped split" in ungrouped
     assert "group" not in pd.read_csv(tmp_path / "u" / "split_manifest.csv").columns
 
 
-def test_folders_layout_and_split_determinism(tmp_path: Path) -> None:
+def test_folders_layout_and_split_determinism(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = folders(tmp_path / "d", 12, 12)
-    a = run("validate-data", data, "--seed", "5", "--out", tmp_path / "a")
-    b = run("validate-data", data, "--seed", "5", "--out", tmp_path / "b")
-    c = run("validate-data", data, "--seed", "6", "--out", tmp_path / "c")
-    assert a.returncode == b.returncode == c.returncode == 0, a.stderr
-    assert "folders layout, ungrouped split" in a.stdout
+    a = run_ok(capsys, "validate-data", data, "--seed", "5", "--out", tmp_path / "a")
+    run_ok(capsys, "validate-data", data, "--seed", "5", "--out", tmp_path / "b")
+    run_ok(capsys, "validate-data", data, "--seed", "6", "--out", tmp_path / "c")
+    assert "folders layout, ungrouped split" in a
     manifest = {k: (tmp_path / k / "split_manifest.csv").read_text() for k in "abc"}
     assert manifest["a"] == manifest["b"] != manifest["c"]
 
@@ -110,6 +120,7 @@ def test_truncated_image_is_named(tmp_path: Path) -> None:
 
 
 def test_skip_corrupt_lists_every_skipped_file(tmp_path: Path) -> None:
+    # A subprocess: the warnings on stderr are part of what the user sees.
     data = folders(tmp_path / "d", 12, 12)
     bad = [data / "negative" / "neg07.png", data / "positive" / "pos01.png"]
     bad[0].write_bytes(bad[0].read_bytes()[:-200])
@@ -119,6 +130,7 @@ def test_skip_corrupt_lists_every_skipped_file(tmp_path: Path) -> None:
     assert "Skipped 2 unusable image(s)" in result.stdout
     for path in bad:
         assert str(path.resolve()) in result.stdout
+        assert f"skipped {path.resolve()}" in result.stderr
     manifest = pd.read_csv(data / ".clot-hpo" / "split_manifest.csv")
     assert len(manifest) == 22 and "positive/pos01.png" not in set(manifest.relpath)
 
@@ -147,7 +159,7 @@ def test_too_few_images_for_the_split(tmp_path: Path) -> None:
     assert_bad_input(run("validate-data", data), "too few images", "at least 7 images", "positive: 4")
 
 
-def test_leakage_report_and_fail_on_leakage(tmp_path: Path) -> None:
+def test_leakage_report_and_fail_on_leakage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = metadata(tmp_path / "d", 20, 20, per_group=1)
     rows = list(csv.reader((data / "metadata.csv").open()))
     for i in range(8):  # planted exact and near copies, each in its own group
@@ -162,15 +174,14 @@ def test_leakage_report_and_fail_on_leakage(tmp_path: Path) -> None:
     with (data / "metadata.csv").open("w", newline="") as fh:
         csv.writer(fh).writerows(rows)
 
-    result = run("validate-data", data, "--seed", "0")
-    assert result.returncode == 0, result.stderr
+    out = run_ok(capsys, "validate-data", data, "--seed", "0")
     manifest = pd.read_csv(data / ".clot-hpo" / "split_manifest.csv").set_index("relpath")["split"]
     crossing = [i for i in range(8)
                 if manifest[f"images/{'near' if i % 2 else 'exact'}{i}.png"] != manifest[f"images/{i:03d}.png"]]
     assert crossing, "the seed put every copy next to its original; pick another seed"
     n_exact = sum(1 for i in crossing if i % 2 == 0)
     n_near = len(crossing) - n_exact
-    assert f"{n_exact} exact and {n_near} near-duplicate pair(s) cross splits" in result.stdout
+    assert f"{n_exact} exact and {n_near} near-duplicate pair(s) cross splits" in out
 
     failed = run("validate-data", data, "--seed", "0", "--fail-on-leakage")
     first = crossing[0]

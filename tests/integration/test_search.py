@@ -33,6 +33,15 @@ def _trials(sandbox: Path, study: str = "t") -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=study, storage=f"sqlite:///{sandbox}/optuna.db").trials
 
 
+def _poll_trials(sandbox: Path, study: str = "t") -> list[optuna.trial.FrozenTrial]:
+    """The trials so far, read without creating tables (the study process may be doing that)."""
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{sandbox}/optuna.db", skip_table_creation=True)
+        return optuna.load_study(study_name=study, storage=storage).trials
+    except Exception:  # noqa: BLE001 - not created yet
+        return []
+
+
 def _states(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
     return [t.state.name for t in trials]
 
@@ -149,7 +158,7 @@ def test_killed_study_resumes_and_retries_the_stale_trial(sandbox: Path, tiny_da
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            trials = _trials(sandbox) if (sandbox / "optuna.db").exists() else []
+            trials = _poll_trials(sandbox)
             done = [t for t in trials if t.state == TrialState.COMPLETE]
             running = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("epochs_run")]
             if done and running:
@@ -182,7 +191,7 @@ def test_ctrl_c_records_the_trial_and_exits_130(sandbox: Path, tiny_dataset: Pat
                             text=True, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        trials = _trials(sandbox) if (sandbox / "optuna.db").exists() else []
+        trials = _poll_trials(sandbox)
         if any(t.user_attrs.get("epochs_run") for t in trials):
             break
         time.sleep(0.5)

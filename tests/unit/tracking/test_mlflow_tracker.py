@@ -224,3 +224,39 @@ def test_tracker_pickles_for_spawned_children(store: dict[str, Any]) -> None:
     assert clone.parent_run_id == tracker.parent_run_id and clone._client is None
     run_id = clone.start_trial(3)
     assert _client(store).get_run(run_id).data.tags["mlflow.parentRunId"] == tracker.parent_run_id
+
+
+def test_an_outage_costs_one_backoff_sequence_not_one_per_call(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+
+    class DownClient:
+        def log_batch(self, run_id: str, **kwargs: Any) -> None:
+            calls.append(run_id)
+            raise ConnectionError("connection refused")
+
+    tracker = MlflowTracker("http://127.0.0.1:9", experiment_name="e", tries=3, backoff_s=0.001)
+    tracker._client = DownClient()  # type: ignore[assignment]
+    with caplog.at_level(logging.WARNING, logger="clot_hpo.tracking"):
+        tracker.log_epoch("run", 0, {"loss": 1.0})
+        assert len(calls) == 3  # the full retry sequence
+        tracker.log_epoch("run", 1, {"loss": 0.9})
+        tracker.log_epoch("run", 2, {"loss": 0.8})
+        assert len(calls) == 5  # then one attempt per call
+    assert sum("looks unavailable" in r.getMessage() for r in caplog.records) == 1
+
+    class UpClient(DownClient):
+        def log_batch(self, run_id: str, **kwargs: Any) -> None:
+            calls.append(run_id)
+
+    tracker._client = UpClient()  # type: ignore[assignment]
+    tracker.log_epoch("run", 3, {"loss": 0.7})
+    assert tracker._degraded_until == 0.0  # recovered: full retries again
+
+
+def test_a_deleted_experiment_is_reported_before_any_work(store: dict[str, Any]) -> None:
+    from clot_hpo.errors import ConfigError
+
+    client = _client(store)
+    client.delete_experiment(client.create_experiment("exp-deleted"))
+    with pytest.raises(ConfigError, match="'exp-deleted'.*deleted"):
+        _tracker(store, "exp-deleted")

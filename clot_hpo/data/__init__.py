@@ -1,0 +1,56 @@
+"""The data layer: scanning both layouts, validation, splits, leakage report, ``tf.data``.
+
+It neither augments nor logs to MLflow. Names are imported on first use (PEP 562), so
+``from clot_hpo.data.synthetic import make_synthetic`` or a command that fails early does not
+pay for pandas, scikit-learn and TensorFlow; TensorFlow itself loads only when a ``tf.data``
+pipeline is built.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clot_hpo.data.leakage import DuplicatePair, LeakageReport, find_leakage
+    from clot_hpo.data.pipeline import list_images, load_image_batch, make_dataset
+    from clot_hpo.data.prepare import PreparedData, dataset_digest, prepare_data
+    from clot_hpo.data.scan import scan_dataset
+    from clot_hpo.data.split import SPLITS, assign_splits, split_counts
+    from clot_hpo.data.synthetic import make_synthetic
+    from clot_hpo.data.validate import ImageInfo, ValidationResult, inspect_image, validate_images
+
+_WHERE = {
+    "DuplicatePair": "leakage",
+    "LeakageReport": "leakage",
+    "find_leakage": "leakage",
+    "list_images": "pipeline",
+    "load_image_batch": "pipeline",
+    "make_dataset": "pipeline",
+    "PreparedData": "prepare",
+    "dataset_digest": "prepare",
+    "prepare_data": "prepare",
+    "scan_dataset": "scan",
+    "SPLITS": "split",
+    "assign_splits": "split",
+    "split_counts": "split",
+    "make_synthetic": "synthetic",
+    "ImageInfo": "validate",
+    "ValidationResult": "validate",
+    "inspect_image": "validate",
+    "validate_images": "validate",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(import_module(f"clot_hpo.data.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'clot_hpo.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,227 @@
+"""One call that turns a data folder into a validated, split, leakage-checked dataset.
+
+``prepare_data`` runs scan -> validate -> split -> leakage and saves, in ``out_dir``:
+
+- ``split_manifest.csv``: ``relpath,label,split[,group]`` (label 1 = positive/clot);
+- ``data_report.json``: counts, digest, skipped files and the leakage report;
+- ``image_index.csv``: the hash cache that makes reruns cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clot_hpo.config.schema import DataConfig
+from clot_hpo.data.leakage import LeakageReport, find_leakage
+from clot_hpo.data.scan import check_classes, scan_dataset
+from clot_hpo.data.split import SPLITS, assign_splits, split_counts
+from clot_hpo.data.synthetic import make_synthetic
+from clot_hpo.data.validate import CACHE_NAME, validate_images
+from clot_hpo.errors import DataError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "split_manifest.csv"
+REPORT_NAME = "data_report.json"
+MANIFEST_COLUMNS = ["path", "relpath", "label", "group", "split"]
+_PROGRESS_MIN_IMAGES = 200
+
+
+@dataclass
+class PreparedData:
+    """A dataset ready for training: every trial of a study uses exactly this.
+
+    Attributes:
+        manifest: one row per usable image: ``path`` (absolute), ``relpath``, ``label``
+            (1 = positive/clot, 0 = negative), ``group`` (str or None), ``split``.
+        manifest_path: the saved ``split_manifest.csv``.
+        digest: sha256 over the sorted (relpath, file sha256, label) triples: the same
+            data gives the same digest, whatever the split.
+        counts: images per split and class name, e.g. ``counts["train"]["positive"]``.
+        leakage: duplicates that cross splits.
+        skipped: ``(path, reason)`` of every image left out by ``skip_corrupt``.
+        report_path: the saved ``data_report.json``.
+        root: the data folder.
+        layout: ``folders`` or ``metadata``.
+        grouped: whether the split kept groups together.
+    """
+
+    manifest: pd.DataFrame
+    manifest_path: Path
+    digest: str
+    counts: dict[str, dict[str, int]]
+    leakage: LeakageReport
+    skipped: list[tuple[str, str]]
+    report_path: Path
+    root: Path = field(default_factory=Path)
+    layout: str = "folders"
+    grouped: bool = False
+
+    def subset(self, split: str) -> pd.DataFrame:
+        """The manifest rows of one split (``train``, ``val`` or ``test``)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {list(SPLITS)}, but got {split!r}")
+        return self.manifest[self.manifest["split"] == split].reset_index(drop=True)
+
+    def paths(self, split: str) -> list[str]:
+        """Absolute image paths of one split, in manifest order."""
+        return self.subset(split)["path"].tolist()
+
+    def labels(self, split: str) -> np.ndarray:
+        """Labels (0/1, int) of one split, in manifest order."""
+        return self.subset(split)["label"].to_numpy(dtype=np.int64)
+
+
+def dataset_digest(frame: pd.DataFrame) -> str:
+    """sha256 over sorted ``relpath``, file ``sha256`` and ``label``."""
+    digest = hashlib.sha256()
+    for rel, sha, label in sorted(zip(frame["relpath"], frame["sha256"], frame["label"])):
+        digest.update(f"{rel}\t{sha}\t{int(label)}\n".encode())
+    return digest.hexdigest()
+
+
+def _ensure_data(cfg: DataConfig, seed: int) -> Path:
+    root = Path(cfg.path)
+    if root.exists():
+        return root
+    if cfg.synthetic is None:
+        raise DataError(
+            f"{root}: data folder not found (set data.path, or create a demo set with "
+            f"`clot-hpo make-synthetic {root}`)"
+        )
+    log.info(
+        "data folder %s not found: generating the synthetic demo dataset there "
+        "(%d images per class, %d px, seed %d; synthetic, for demonstration only)",
+        root, cfg.synthetic.n_per_class, cfg.synthetic.image_size, seed,
+    )
+    make_synthetic(root, n_per_class=cfg.synthetic.n_per_class,
+                   image_size=cfg.synthetic.image_size, seed=seed)
+    return root
+
+
+def prepare_data(
+    cfg: DataConfig, *, seed: int, out_dir: Path, progress: bool = True
+) -> PreparedData:
+    """Scan, validate, split and leakage-check a dataset, saving manifest and report.
+
+    Args:
+        cfg: the ``data`` section of the experiment config.
+        seed: the split's seed (same seed and data -> same split).
+        out_dir: where ``split_manifest.csv``, ``data_report.json`` and the hash cache go.
+        progress: show a progress bar while checking many images.
+
+    Raises:
+        DataError: the data is missing or unusable (see :mod:`clot_hpo.data.scan`,
+            :mod:`~clot_hpo.data.validate`, :mod:`~clot_hpo.data.split`), or duplicates cross
+            splits and ``cfg.fail_on_leakage`` is set.
+    """
+    root = _ensure_data(cfg, seed)
+    scanned = scan_dataset(cfg, root)
+    layout, source = scanned.attrs.get("layout", "folders"), scanned.attrs.get("source", str(root))
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(
+            f"{out_dir}: cannot create the output folder ({exc.strerror}); choose another with --out"
+        ) from exc
+
+    checked = validate_images(
+        scanned,
+        skip_corrupt=cfg.skip_corrupt,
+        cache_path=out_dir / CACHE_NAME,
+        progress=progress and len(scanned) >= _PROGRESS_MIN_IMAGES,
+    )
+    frame = checked.frame
+    if checked.skipped:
+        # Skipping may have emptied a class.
+        check_classes(frame, cfg, source, layout)
+
+    names = {1: cfg.positive_label, 0: cfg.negative_label}
+    split = assign_splits(
+        frame,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=seed,
+        class_names=names,
+        group_name=cfg.group_column or "group",
+    )
+    grouped = bool(split.attrs.get("grouped_split", False))
+    leakage = find_leakage(split, max_distance=cfg.near_duplicate_max_distance)
+    digest = dataset_digest(split)
+    counts = split_counts(split, names)
+
+    manifest = split[MANIFEST_COLUMNS].reset_index(drop=True)
+    manifest_path = out_dir / MANIFEST_NAME
+    columns = ["relpath", "label", "split"] + (["group"] if grouped else [])
+    manifest[columns].to_csv(manifest_path, index=False, lineterminator="\n")
+
+    report_path = out_dir / REPORT_NAME
+    report = _report(cfg, root, layout, source, seed, grouped, counts, digest, manifest_path,
+                     checked.skipped, leakage)
+    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    total = {s: sum(c.values()) for s, c in counts.items()}
+    log.info(
+        "data: %d images (train %d, val %d, test %d%s), digest %s, manifest %s",
+        len(manifest), total["train"], total["val"], total["test"],
+        ", grouped" if grouped else "", digest[:12], manifest_path,
+    )
+    if leakage.has_leakage:
+        if cfg.fail_on_leakage:
+            raise DataError(f"{leakage.error_message()}; report: {report_path}")
+        log.warning("leakage: %s", leakage.summary().splitlines()[0])
+    return PreparedData(
+        manifest=manifest,
+        manifest_path=manifest_path,
+        digest=digest,
+        counts=counts,
+        leakage=leakage,
+        skipped=checked.skipped,
+        report_path=report_path,
+        root=root,
+        layout=layout,
+        grouped=grouped,
+    )
+
+
+def _report(
+    cfg: DataConfig,
+    root: Path,
+    layout: str,
+    source: str,
+    seed: int,
+    grouped: bool,
+    counts: dict[str, dict[str, int]],
+    digest: str,
+    manifest_path: Path,
+    skipped: list[tuple[str, str]],
+    leakage: LeakageReport,
+) -> dict[str, Any]:
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data_path": str(root.resolve()),
+        "layout": layout,
+        "source": source,
+        "seed": seed,
+        "val_fraction": cfg.val_fraction,
+        "test_fraction": cfg.test_fraction,
+        "grouped": grouped,
+        "group_column": cfg.group_column if grouped else None,
+        "classes": {"1": cfg.positive_label, "0": cfg.negative_label},
+        "n_images": sum(sum(c.values()) for c in counts.values()),
+        "counts": counts,
+        "digest": digest,
+        "manifest": str(manifest_path),
+        "skipped": [{"path": p, "reason": r} for p, r in skipped],
+        "leakage": leakage.to_dict(),
+    }

@@ -1,0 +1,321 @@
+"""A deterministic synthetic blood-clot dataset for the demo and the tests.
+
+The images are synthetic and for demonstration only: they imitate the *structure* of the task
+(bright contrast-filled vessels on textured tissue; a clot shows as a dark filling defect
+*inside* a locally distended vessel, which is dimmer beyond it) so that the platform can be
+exercised end to end without the real Kaggle set, which cannot be downloaded here. They carry
+no medical meaning.
+
+The generator is tuned so that the task is learnable but not trivial:
+
+- every image gets a random brightness, contrast, noise level and tint, so mean intensity
+  carries no label signal (a logistic regression on it stays near chance);
+- both classes contain dark "distractor" blobs of the same size and darkness as a clot, but
+  outside the vessels, and the number of dark blobs has the same distribution in both
+  classes, so counting dark spots does not work either; only a dark blob *inside* a bright
+  vessel marks a positive;
+- images are grouped by "patient": the images of one patient share a vessel tree (jittered),
+  so near-duplicate images exist within a group and grouped splitting matters.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.progress import Progress
+from scipy import ndimage
+
+from clot_hpo.data._console import show_progress, stderr_console
+from clot_hpo.errors import DataError
+
+log = logging.getLogger(__name__)
+
+MARKER = ".synthetic.json"
+"""File written into a generated folder; lets a rerun recognise (and replace) its own output."""
+
+IMAGES_PER_PATIENT = 4
+_PROGRESS_MIN_IMAGES = 500
+_GENERATOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class _Vessel:
+    """A quadratic Bezier centreline in unit coordinates and its width (fraction of size)."""
+
+    p0: tuple[float, float]
+    p1: tuple[float, float]
+    p2: tuple[float, float]
+    width: float
+
+    def points(self, n: int, jitter: np.ndarray | None = None) -> np.ndarray:
+        ctrl = np.array([self.p0, self.p1, self.p2], dtype=np.float64)
+        if jitter is not None:
+            ctrl = ctrl + jitter
+        t = np.linspace(0.0, 1.0, n)[:, None]
+        return (1 - t) ** 2 * ctrl[0] + 2 * (1 - t) * t * ctrl[1] + t**2 * ctrl[2]
+
+
+def _edge_point(rng: np.random.Generator) -> tuple[float, float]:
+    """A point on (slightly outside) the image border, so vessels cross the field of view."""
+    side = rng.integers(4)
+    u = float(rng.uniform(0.05, 0.95))
+    return [(u, -0.05), (1.05, u), (u, 1.05), (-0.05, u)][side]
+
+
+def _patient_vessels(rng: np.random.Generator) -> list[_Vessel]:
+    """The vessel tree shared by every image of one synthetic patient."""
+    vessels = []
+    for i in range(int(rng.integers(2, 4))):
+        a = _edge_point(rng)
+        b = _edge_point(rng)
+        while math.dist(a, b) < 0.7:
+            b = _edge_point(rng)
+        mid = (
+            (a[0] + b[0]) / 2 + float(rng.normal(0, 0.2)),
+            (a[1] + b[1]) / 2 + float(rng.normal(0, 0.2)),
+        )
+        # The first vessel is the main trunk; the others are narrower.
+        width = float(rng.uniform(0.085, 0.11)) if i == 0 else float(rng.uniform(0.065, 0.09))
+        vessels.append(_Vessel(a, mid, b, width))
+    return vessels
+
+
+def _soft_blob(
+    yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float, angle: float
+) -> np.ndarray:
+    """An anti-aliased ellipse mask in [0, 1] (``rx`` along ``angle``)."""
+    c, s = math.cos(angle), math.sin(angle)
+    dx, dy = xx - cx, yy - cy
+    u = (dx * c + dy * s) / rx
+    v = (-dx * s + dy * c) / ry
+    r = np.sqrt(u * u + v * v)
+    return np.clip((1.25 - r) / 0.5, 0.0, 1.0)
+
+
+def _tube(size: int, pts: np.ndarray, width_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """A soft tube (values in [0, 1]) around a centreline, and the centreline's pixel mask."""
+    ij = np.round(pts).astype(int)
+    ok = (ij[:, 0] >= 0) & (ij[:, 0] < size) & (ij[:, 1] >= 0) & (ij[:, 1] < size)
+    mask = np.zeros((size, size), dtype=bool)
+    mask[ij[ok, 1], ij[ok, 0]] = True
+    if not mask.any():
+        return np.zeros((size, size)), mask
+    dist = ndimage.distance_transform_edt(~mask)
+    return np.clip(width_px / 2 + 0.5 - dist, 0.0, 1.0), mask
+
+
+def _render(
+    rng: np.random.Generator, size: int, vessels: list[_Vessel], positive: bool
+) -> np.ndarray:
+    """One RGB uint8 image of a patient's vessel tree, with a clot when ``positive``."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    n_pts = max(64, 4 * size)
+
+    # Tissue: smooth low-frequency texture.
+    coarse = rng.normal(0, 1, (6, 6))
+    texture = ndimage.zoom(coarse, size / 6, order=3)[:size, :size]
+    img = 12.0 * texture
+
+    centrelines = [
+        (v.points(n_pts, jitter=rng.normal(0, 0.02, (3, 2))) * (size - 1), v.width * size)
+        for v in vessels
+    ]
+    # Each vessel has its own opacification level in both classes, so a dim vessel alone
+    # is no cue.
+    levels = rng.uniform(0.75, 1.0, len(centrelines))
+    contrast = float(rng.uniform(60, 95))
+    # Dark blobs: same darkness for a clot and for distractors. The number of dark blobs has
+    # the same distribution in both classes (1 to 3), so counting them does not help.
+    n_dark = int(rng.integers(1, 4))
+    n_distractors = n_dark - 1 if positive else n_dark
+    darkness = float(rng.uniform(35, 55))
+
+    clot = None
+    if positive:
+        which = int(rng.integers(len(centrelines)))
+        pts, width = centrelines[which]
+        inside = np.flatnonzero(
+            (pts[:, 0] > 0.2 * size) & (pts[:, 0] < 0.8 * size)
+            & (pts[:, 1] > 0.2 * size) & (pts[:, 1] < 0.8 * size)
+        )
+        k = int(rng.choice(inside)) if inside.size else len(pts) // 2
+        k = min(max(k, 1), len(pts) - 2)
+        clot = (which, k, bool(rng.integers(2)))
+
+    # Vessels: soft tubes around the (jittered) centrelines. Past a clot the vessel carries
+    # less contrast agent (the occlusion slows the flow), so it is drawn dimmer.
+    lumen = np.zeros((size, size))
+    centre = np.zeros((size, size), dtype=bool)
+    for i, (pts, width) in enumerate(centrelines):
+        if clot is not None and clot[0] == i:
+            _, k, tail_is_distal = clot
+            proximal, distal = (pts[: k + 1], pts[k:]) if tail_is_distal else (pts[k:], pts[: k + 1])
+            parts = [(proximal, levels[i]), (distal, levels[i] * float(rng.uniform(0.4, 0.7)))]
+        else:
+            parts = [(pts, levels[i])]
+        for part, level in parts:
+            tube, mask = _tube(size, part, width)
+            centre |= mask
+            lumen = np.maximum(lumen, level * tube)
+
+    plug = None
+    if clot is not None:
+        which, k, _ = clot
+        pts, width = centrelines[which]
+        tangent = pts[k + 1] - pts[k - 1]
+        angle = math.atan2(tangent[1], tangent[0])
+        # A partially occlusive thrombus: the vessel is distended around it and contrast
+        # outlines the dark filling defect (the "polo mint" sign of CT angiography).
+        length = width * float(rng.uniform(1.0, 1.4))
+        across = width * float(rng.uniform(0.8, 1.0))
+        bulge = _soft_blob(yy, xx, pts[k, 1], pts[k, 0], ry=across, rx=length, angle=angle)
+        lumen = np.maximum(lumen, levels[which] * bulge)
+        plug = _soft_blob(
+            yy, xx, pts[k, 1], pts[k, 0], ry=across * 0.5, rx=length * 0.6, angle=angle
+        )
+    img += contrast * lumen
+    if plug is not None:
+        img -= plug * (contrast * lumen + darkness)
+    dist_to_vessel = (
+        ndimage.distance_transform_edt(~centre) if centre.any() else np.full((size, size), 1e9)
+    )
+
+    for _ in range(n_distractors):
+        r = float(rng.uniform(0.04, 0.065)) * size
+        for _attempt in range(30):
+            cy, cx = rng.uniform(0.1, 0.9, 2) * size
+            if dist_to_vessel[int(cy), int(cx)] > r + 0.08 * size:
+                break
+        blob = _soft_blob(
+            yy, xx, cy, cx, ry=r * float(rng.uniform(0.8, 1.1)), rx=r * float(rng.uniform(1.0, 1.8)),
+            angle=float(rng.uniform(0, math.pi)),
+        )
+        img -= blob * darkness
+    # A few faint bright specks (calcifications) in both classes.
+    for _ in range(int(rng.integers(0, 3))):
+        cy, cx = rng.uniform(0.05, 0.95, 2) * size
+        img += _soft_blob(yy, xx, cy, cx, 1.2, 1.2, 0.0) * float(rng.uniform(20, 45))
+
+    # Acquisition: random brightness and contrast per image (so mean intensity is no cue),
+    # sensor noise and a mild tint.
+    gain = float(rng.uniform(0.7, 1.3))
+    base = float(rng.uniform(55, 165))
+    img = base + gain * (img - img.mean())
+    img += rng.normal(0, float(rng.uniform(2.0, 6.0)), img.shape)
+    tint = np.array([1.0, rng.uniform(0.88, 1.0), rng.uniform(0.82, 1.0)])
+    rgb = img[:, :, None] * tint[None, None, :]
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def _write_marker(out: Path, params: dict[str, int], *, complete: bool) -> None:
+    # Written before the first image (so an interrupted run is still recognised as ours and
+    # replaced next time) and again, complete, after the last.
+    data = {**params, "complete": complete}
+    (out / MARKER).write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _read_marker(out: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((out / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def make_synthetic(
+    out: Path, *, n_per_class: int, image_size: int, seed: int, progress: bool | None = None
+) -> Path:
+    """Write a deterministic synthetic clot dataset in the Kaggle layout.
+
+    Writes ``OUT/positive/*.png``, ``OUT/negative/*.png`` and ``OUT/metadata.csv`` (columns
+    ``image`` = path relative to OUT, ``label`` in {positive, negative}, ``group`` = patient).
+    The same arguments always give byte-identical files. The images are synthetic and for
+    demonstration only.
+
+    Args:
+        out: the folder to create. A folder previously written by this function is replaced
+            (or kept as is when the parameters match); any other non-empty folder is refused.
+        n_per_class: images per class (at least 2).
+        image_size: side length in pixels (16 to 1024).
+        seed: random seed.
+        progress: show a progress bar; None shows one for large sets on a terminal.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        DataError: the arguments are out of range or ``out`` holds other files.
+    """
+    out = Path(out)
+    if n_per_class < 2:
+        raise DataError(f"`n_per_class >= 2` must hold, but got n_per_class={n_per_class}")
+    if not 16 <= image_size <= 1024:
+        raise DataError(f"`16 <= image_size <= 1024` must hold, but got image_size={image_size}")
+    params = {
+        "n_per_class": int(n_per_class), "image_size": int(image_size), "seed": int(seed),
+        "version": _GENERATOR_VERSION,
+    }
+    if out.exists():
+        if not out.is_dir():
+            raise DataError(f"{out}: exists and is not a folder")
+        previous = _read_marker(out)
+        if previous == {**params, "complete": True} and (out / "metadata.csv").is_file():
+            log.info("synthetic dataset %s already exists with the same parameters; kept", out)
+            return out
+        if previous is None and any(out.iterdir()):
+            raise DataError(
+                f"{out}: folder exists, is not empty and was not written by make-synthetic; "
+                "choose a new folder or remove it"
+            )
+        for name in ("positive", "negative", "metadata.csv", MARKER):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
+    (out / "positive").mkdir(parents=True, exist_ok=True)
+    (out / "negative").mkdir(parents=True, exist_ok=True)
+    _write_marker(out, params, complete=False)
+
+    master = np.random.default_rng(seed)
+    labels = np.array([1] * n_per_class + [0] * n_per_class)
+    master.shuffle(labels)
+    n_total = labels.size
+    n_patients = math.ceil(n_total / IMAGES_PER_PATIENT)
+    # One independent stream per patient and per image keeps every image reproducible
+    # on its own (and the output independent of how the loop is scheduled).
+    patient_seeds = master.integers(0, 2**63 - 1, size=n_patients)
+    image_seeds = master.integers(0, 2**63 - 1, size=n_total)
+
+    show = progress if progress is not None else n_total >= _PROGRESS_MIN_IMAGES
+    rows: list[tuple[str, str, str]] = []
+    with Progress(console=stderr_console(), disable=not show_progress(show), transient=True) as bar:
+        task = bar.add_task("generating synthetic images", total=n_total)
+        for p in range(n_patients):
+            vessels = _patient_vessels(np.random.default_rng(patient_seeds[p]))
+            group = f"patient_{p:05d}"
+            for i in range(p * IMAGES_PER_PATIENT, min((p + 1) * IMAGES_PER_PATIENT, n_total)):
+                positive = bool(labels[i])
+                pixels = _render(np.random.default_rng(image_seeds[i]), image_size, vessels, positive)
+                cls = "positive" if positive else "negative"
+                rel = f"{cls}/{group}_img{i:05d}.png"
+                Image.fromarray(pixels).save(out / rel, format="PNG", optimize=False)
+                rows.append((rel, cls, group))
+                bar.advance(task)
+
+    rows.sort()
+    with (out / "metadata.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["image", "label", "group"])
+        writer.writerows(rows)
+    _write_marker(out, params, complete=True)
+    return out

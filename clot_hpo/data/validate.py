@@ -1,0 +1,312 @@
+"""Check every image before any compute is spent, and hash it for the leakage report.
+
+Each file is read once: its bytes are hashed (sha256, for the dataset digest), then decoded
+by Pillow twice, first with ``verify()`` (structure and checksums) and then with a full
+``load()``, which is what catches truncated files; the decoded pixels give an exact-content
+hash and a perceptual hash (``imagehash.phash``) for near-duplicates. Results are cached in
+a CSV keyed by relpath, size and modification time, so a rerun on 20k unchanged images only
+stats the files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from clot_hpo.data.scan import format_offenders
+from clot_hpo.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_FORMATS = frozenset({"PNG", "JPEG"})
+CACHE_NAME = "image_index.csv"
+_CACHE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What inspecting one image file found.
+
+    Attributes:
+        relpath: path relative to the data folder (the cache key, with size and mtime).
+        size: file size in bytes.
+        mtime_ns: modification time in nanoseconds.
+        sha256: hash of the file's bytes ("" when unreadable).
+        pixel_sha256: hash of the decoded RGB pixels and their shape: equal for the same
+            picture saved twice or in another PNG encoding ("" when undecodable).
+        phash: 64-bit perceptual hash as 16 hex digits ("" when undecodable).
+        width: width in pixels (0 when undecodable).
+        height: height in pixels (0 when undecodable).
+        mode: Pillow mode (``L``, ``RGB``, ``RGBA``...).
+        format: ``PNG`` or ``JPEG`` ("" when undecodable).
+        error: why the file is unusable; "" when it is fine.
+    """
+
+    relpath: str
+    size: int
+    mtime_ns: int
+    sha256: str = ""
+    pixel_sha256: str = ""
+    phash: str = ""
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    format: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the image decoded completely."""
+        return not self.error
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def inspect_image(path: str | Path, relpath: str | None = None) -> ImageInfo:
+    """Read, verify, fully decode and hash one image; never raises for a bad file.
+
+    Args:
+        path: the file.
+        relpath: the key stored in :attr:`ImageInfo.relpath` (default: ``str(path)``).
+    """
+    import imagehash
+
+    path = Path(path)
+    relpath = str(path) if relpath is None else relpath
+    try:
+        stat = path.stat()
+        data = path.read_bytes()
+    except OSError as exc:
+        return ImageInfo(relpath, 0, 0, error=f"unreadable: {exc.strerror or _first_line(exc)}")
+    base = {"relpath": relpath, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if not data:
+        return ImageInfo(**base, error="empty file")
+    base["sha256"] = hashlib.sha256(data).hexdigest()
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            fmt = probe.format or ""
+            if fmt not in SUPPORTED_FORMATS:
+                return ImageInfo(**base, format=fmt,
+                                 error=f"unsupported format {fmt or 'unknown'} (PNG or JPEG expected)")
+            probe.verify()
+        # verify() leaves the image unusable and does not decode pixel data; a full load() is
+        # what detects a truncated file (Pillow's LOAD_TRUNCATED_IMAGES stays False).
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            rgb = img.convert("RGB")
+            digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
+            digest.update(rgb.tobytes())
+            return ImageInfo(
+                **base,
+                pixel_sha256=digest.hexdigest(),
+                phash=str(imagehash.phash(rgb)),
+                width=img.width,
+                height=img.height,
+                mode=img.mode,
+                format=fmt,
+            )
+    except UnidentifiedImageError:
+        return ImageInfo(**base, error="not an image (unknown or damaged header)")
+    except Image.DecompressionBombError as exc:
+        return ImageInfo(**base, error=f"too large: {_first_line(exc)}")
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        # Pillow reports damaged data with all of these (SyntaxError from PNG chunk parsing).
+        reason = _first_line(exc)
+        if "truncated" in reason.lower():
+            return ImageInfo(**base, error=f"truncated: {reason}")
+        return ImageInfo(**base, error=f"corrupt: {reason}")
+
+
+# ----- cache ------------------------------------------------------------------------------
+_FIELDS = [f.name for f in fields(ImageInfo)]
+_INT_FIELDS = {"size", "mtime_ns", "width", "height"}
+
+
+def load_cache(path: Path | None) -> dict[str, ImageInfo]:
+    """Read an image-index cache; a missing, old or damaged cache is treated as empty."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            version = fh.readline().strip()
+            if version != f"# clot-hpo image index v{_CACHE_VERSION}":
+                return {}
+            reader = csv.DictReader(fh)
+            if reader.fieldnames != _FIELDS:
+                return {}
+            out = {}
+            for row in reader:
+                values = {k: (int(v) if k in _INT_FIELDS else v) for k, v in row.items()}
+                out[values["relpath"]] = ImageInfo(**values)
+            return out
+    except (OSError, ValueError, TypeError, csv.Error) as exc:
+        log.warning("%s: ignoring an unreadable hash cache (%s)", path, _first_line(exc))
+        return {}
+
+
+def save_cache(path: Path, infos: Sequence[ImageInfo]) -> None:
+    """Write the image-index cache atomically (a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        fh.write(f"# clot-hpo image index v{_CACHE_VERSION}\n")
+        writer = csv.DictWriter(fh, fieldnames=_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for info in infos:
+            writer.writerow(asdict(info))
+    os.replace(tmp, path)
+
+
+def _still_valid(cached: ImageInfo | None, path: str) -> bool:
+    if cached is None:
+        return False
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return stat.st_size == cached.size and stat.st_mtime_ns == cached.mtime_ns
+
+
+def default_workers() -> int:
+    """Threads for inspection: Pillow's decoders and hashlib release the GIL."""
+    return max(1, min(8, (os.cpu_count() or 1) * 2))
+
+
+def inspect_images(
+    paths: Sequence[str],
+    relpaths: Sequence[str],
+    *,
+    cache_path: Path | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> list[ImageInfo]:
+    """Inspect many images in parallel, reusing cached results of unchanged files.
+
+    Args:
+        paths: absolute file paths.
+        relpaths: the matching cache keys.
+        cache_path: the cache CSV to read and update (None: no cache).
+        workers: threads (default :func:`default_workers`).
+        progress: show a progress bar on stderr.
+
+    Returns:
+        One :class:`ImageInfo` per path, in order.
+    """
+    cache = load_cache(cache_path)
+    results: list[ImageInfo | None] = [None] * len(paths)
+    todo = []
+    for i, (path, rel) in enumerate(zip(paths, relpaths)):
+        cached = cache.get(rel)
+        if _still_valid(cached, path):
+            results[i] = cached
+        else:
+            todo.append(i)
+    if todo:
+        log.debug("inspecting %d image(s), %d from cache", len(todo), len(paths) - len(todo))
+        _run_parallel(
+            todo, lambda i: inspect_image(paths[i], relpaths[i]), results,
+            workers=workers or default_workers(), progress=progress,
+        )
+    final = [r for r in results if r is not None]
+    if cache_path is not None and (todo or len(cache) != len(final)):
+        save_cache(cache_path, final)
+    return final
+
+
+def _run_parallel(
+    todo: list[int],
+    work: Callable[[int], ImageInfo],
+    results: list[ImageInfo | None],
+    *,
+    workers: int,
+    progress: bool,
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from clot_hpo.data._console import show_progress, stderr_console
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=stderr_console(), disable=not show_progress(progress),
+                  transient=True) as bar:
+        task = bar.add_task("checking images", total=len(todo))
+        if workers == 1 or len(todo) < 32:
+            for i in todo:
+                results[i] = work(i)
+                bar.advance(task)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clot-hpo-inspect") as pool:
+            for i, info in zip(todo, pool.map(work, todo)):
+                results[i] = info
+                bar.advance(task)
+
+
+# ----- validation -------------------------------------------------------------------------
+@dataclass
+class ValidationResult:
+    """The usable images (with their hashes) and what was skipped.
+
+    Attributes:
+        frame: the input rows whose images decoded, with columns ``sha256``,
+            ``pixel_sha256``, ``phash``, ``width``, ``height``, ``mode`` added.
+        skipped: ``(path, reason)`` of every image left out (only with ``skip_corrupt``).
+    """
+
+    frame: pd.DataFrame
+    skipped: list[tuple[str, str]]
+
+
+def validate_images(
+    frame: pd.DataFrame,
+    *,
+    skip_corrupt: bool = False,
+    cache_path: Path | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> ValidationResult:
+    """Refuse (or skip) every image that cannot be read completely.
+
+    Args:
+        frame: rows of :func:`clot_hpo.data.scan.scan_dataset` (``path``, ``relpath``...).
+        skip_corrupt: drop bad images (each is logged as a warning and returned) instead of
+            raising.
+        cache_path: image-index cache (see :func:`inspect_images`).
+        workers: threads.
+        progress: show a progress bar on stderr.
+
+    Raises:
+        DataError: some images are unreadable, corrupt or truncated and ``skip_corrupt`` is
+            off; the message names them.
+    """
+    infos = inspect_images(
+        list(frame["path"]), list(frame["relpath"]),
+        cache_path=cache_path, workers=workers, progress=progress,
+    )
+    bad = [(row_path, info) for row_path, info in zip(frame["path"], infos) if not info.ok]
+    if bad and not skip_corrupt:
+        listed = [f"{info.relpath}: {info.error}" for _, info in bad]
+        raise DataError(
+            f"{len(bad)} unusable image(s): {format_offenders(listed)} "
+            "(fix or remove them, or pass --skip-corrupt / set data.skip_corrupt: true to skip them)"
+        )
+    skipped = [(path, info.error) for path, info in bad]
+    for path, reason in skipped:
+        log.warning("skipped %s: %s", path, reason)
+    keep = [info.ok for info in infos]
+    out = frame.loc[keep].copy()
+    good = [info for info in infos if info.ok]
+    for name in ("sha256", "pixel_sha256", "phash", "width", "height", "mode"):
+        out[name] = [getattr(info, name) for info in good]
+    return ValidationResult(frame=out.reset_index(drop=True), skipped=skipped)

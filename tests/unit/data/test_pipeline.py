@@ -1,0 +1,101 @@
+"""The tf.data pipeline: every input kind decodes to (S, S, 3) float32 in [0, 255]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clot_hpo.data.pipeline import list_images, load_image_batch, make_dataset
+from clot_hpo.errors import DataError
+
+
+@pytest.fixture
+def mixed_files(tmp_path: Path, pixels, save) -> list[Path]:
+    """One file per kind users have: gray/RGB/RGBA PNG, RGB/gray JPEG, 16-bit PNG, odd sizes."""
+    files = [
+        save(tmp_path / "gray.png", pixels(1, 40), mode="L"),
+        save(tmp_path / "rgb.png", pixels(2, 64), mode="RGB"),
+        save(tmp_path / "rgba.png", pixels(3, 24), mode="RGBA"),
+        save(tmp_path / "photo.jpg", pixels(4, 50), mode="RGB", fmt="JPEG"),
+        save(tmp_path / "gray.jpeg", pixels(5, 33), mode="L", fmt="JPEG"),
+        save(tmp_path / "palette.png", pixels(6, 30), mode="P"),
+    ]
+    wide = np.zeros((20, 70, 3), dtype=np.uint8)
+    wide[:, 35:] = 200
+    files.append(save(tmp_path / "wide.png", wide))
+    deep = tmp_path / "deep16.png"
+    Image.fromarray((np.arange(48 * 48).reshape(48, 48) * 28).astype(np.uint16)).save(deep)
+    files.append(deep)
+    return files
+
+
+def test_every_input_kind_decodes_to_three_channels(mixed_files: list[Path]) -> None:
+    ds = make_dataset(mixed_files, [1, 0] * 4, image_size=32, batch_size=3, shuffle=False, seed=0)
+    batches = list(ds.as_numpy_iterator())
+    images = np.concatenate([b[0] for b in batches])
+    labels = np.concatenate([b[1] for b in batches])
+    assert [b[0].shape[0] for b in batches] == [3, 3, 2]
+    assert images.shape == (8, 32, 32, 3) and images.dtype == np.float32
+    assert labels.dtype == np.float32 and labels.tolist() == [1, 0] * 4
+    assert images.min() >= 0 and images.max() <= 255 and images.max() > 100  # raw pixels, not [0, 1]
+    gray = images[0]
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
+
+
+def test_pixels_are_not_altered_beyond_resizing(tmp_path: Path, pixels, save) -> None:
+    original = pixels(9, 32)
+    path = save(tmp_path / "same.png", original)
+    (image,), _ = next(iter(make_dataset([path], [1], image_size=32, batch_size=1, shuffle=False, seed=0)))
+    assert np.array_equal(image.numpy().astype(np.uint8), original)  # no augmentation, no rescale
+
+
+def test_load_image_batch_matches_the_dataset(mixed_files: list[Path]) -> None:
+    ds = make_dataset(mixed_files, [0] * len(mixed_files), image_size=24, batch_size=64, shuffle=False, seed=0)
+    from_ds = next(iter(ds))[0].numpy()
+    batch = load_image_batch(mixed_files, 24)
+    assert batch.dtype == np.float32 and batch.shape == (len(mixed_files), 24, 24, 3)
+    assert np.array_equal(batch, from_ds)
+    assert load_image_batch([], 24).shape == (0, 24, 24, 3)
+
+
+def test_shuffle_is_seeded_and_cache_repeat_work(tmp_path: Path, pixels, save) -> None:
+    files = [save(tmp_path / f"{i}.png", pixels(i, 16)) for i in range(12)]
+    labels = list(range(12))
+
+    def order(seed: int) -> list[float]:
+        ds = make_dataset(files, labels, image_size=8, batch_size=12, shuffle=True, seed=seed)
+        return next(iter(ds))[1].numpy().tolist()
+
+    assert order(1) == order(1)
+    assert order(1) != order(2)
+    assert sorted(order(1)) == labels
+
+    ds = make_dataset(files, labels, image_size=8, batch_size=5, shuffle=False, seed=0, cache=True, repeat=True)
+    seen = [y for _, ys in ds.take(6) for y in ys.numpy().tolist()]
+    assert seen[:12] == labels and seen[12:24] == labels[:12]
+
+
+def test_undecodable_file_is_named(tmp_path: Path, pixels, save) -> None:
+    good = save(tmp_path / "good.png", pixels(1, 16))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(DataError, match=r"1 unusable image\(s\): \S*bad\.png: "):
+        load_image_batch([good, bad], 16)
+
+
+def test_list_images_recurses_and_filters(tmp_path: Path, pixels, save) -> None:
+    a = save(tmp_path / "x" / "a.PNG", pixels(1, 16))
+    b = save(tmp_path / "x" / "sub" / "b.jpg", pixels(2, 16), fmt="JPEG")
+    (tmp_path / "x" / "notes.txt").write_text("no")
+    single = save(tmp_path / "single.jpeg", pixels(3, 16), fmt="JPEG")
+    assert list_images([tmp_path / "x", single, a]) == sorted([a, b, single])
+    with pytest.raises(DataError, match="missing.png: not found"):
+        list_images([tmp_path / "missing.png"])
+    with pytest.raises(DataError, match="notes.txt: not a PNG/JPEG file"):
+        list_images([tmp_path / "x" / "notes.txt"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no PNG/JPEG images found"):
+        list_images([tmp_path / "empty"])
