@@ -392,14 +392,13 @@ def test_killed_worker_trial_is_retried(cluster: Cluster) -> None:
         trials = {t.number: t for t in _trials(cluster.storage, study)}
         for worker in workers:
             number = worker.running_trial()
-            # Mid-trial: the child trains and its run is open (params logged).
+            # Mid-trial: the child sampled its parameters, opened its run and finished epoch 1.
             if number is not None and number in trials and trials[number].state.name == "RUNNING" \
-                    and "mlflow_run_id" in trials[number].user_attrs:
+                    and "mlflow_run_id" in trials[number].user_attrs and trials[number].intermediate_values:
                 return worker, number
         return None
 
-    victim, killed = _wait_for(a_worker_mid_trial, 180, "a trial in progress", workers)
-    time.sleep(1.0)  # well inside the trial: a tiny trial takes several seconds
+    victim, killed = _wait_for(a_worker_mid_trial, 180, "a trial past its first epoch", workers)
     children = victim.kill9()
     assert children, "the killed worker had a trial child process"
     time.sleep(0.2)
