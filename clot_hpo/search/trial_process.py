@@ -79,6 +79,9 @@ def run_trial(task: TrialTask) -> TrialOutcome:
         sampler=create_sampler(config.search.sampler, seed=seed),
         pruner=create_pruner(config.search.pruner, max_epochs=config.training.epochs),
     )
+    # Optuna wraps RDB storages in a cache that only knows trials it has read; read them all
+    # so this process may write params of a trial another process created.
+    study.get_trials(deepcopy=False)
     trial = optuna.trial.Trial(study, task.trial_id)
     hp = OptunaHyperParameters(trial)
     spaces = {name: load_search_space(path) for name, path in task.spaces.items()}

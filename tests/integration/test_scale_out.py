@@ -305,7 +305,9 @@ def _runs(tracking_uri: str, study: str) -> tuple[Any, list[Any]]:
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(study)
     assert experiment is not None, f"no MLflow experiment named {study!r}"
-    runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+    # Active runs only: a duplicate parent run a worker deleted again is not part of the study.
+    runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
+                              max_results=1000)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return parents, children

@@ -75,22 +75,33 @@ def test_resume_runs_only_the_missing_trials(sandbox: Path, tiny_dataset: Path) 
     assert "resuming with 1 trials on record" in result.stdout
 
 
-def test_median_pruner_stops_a_hopeless_trial(sandbox: Path, tiny_dataset: Path) -> None:
+@pytest.fixture(scope="module")
+def learnable_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Enough synthetic images (120 per class) for the tiny CNN to learn within a few epochs."""
+    from clot_hpo.data.synthetic import make_synthetic
+
+    return make_synthetic(tmp_path_factory.mktemp("learnable") / "data", n_per_class=120, image_size=32, seed=5)
+
+
+def test_median_pruner_stops_a_hopeless_trial(sandbox: Path, learnable_dataset: Path) -> None:
     storage = f"sqlite:///{sandbox}/optuna.db"
     study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
-    good = {"learning_rate": 0.01, "batch_size": 16, "optimizer": "adam"}
-    for params in (good, good, {**good, "learning_rate": 1e-6, "optimizer": "sgd", "momentum": 0.0}):
+    good = {"learning_rate": 0.005, "batch_size": 16, "optimizer": "adam", "image_size": 32,
+            "use_dense": False, "dropout": 0.0, "label_smoothing": 0.0, "aug_flip": False,
+            "aug_rotation": 0.0, "aug_zoom": 0.0, "aug_contrast": 0.0, "aug_brightness": 0.0}
+    hopeless = {**good, "learning_rate": 1e-7, "optimizer": "sgd", "momentum": 0.0}  # cannot move
+    for params in (good, good, hopeless):
         study.enqueue_trial(params, skip_if_exists=False)
     (sandbox / "prune.yaml").write_text(
         (sandbox / "experiments/tiny.yaml").read_text().replace("pruner: none", "pruner: median")
-        .replace("epochs: 2", "epochs: 4")
+        .replace("epochs: 2", "epochs: 5")
     )
-    result = run_cli("search", "prune.yaml", "--data", str(tiny_dataset), "--study-name", "t",
+    result = run_cli("search", "prune.yaml", "--data", str(learnable_dataset), "--study-name", "t",
                      "--storage", storage, "--no-tracking", "--n-trials", "3", cwd=sandbox)
     assert result.returncode == 0, result.stderr
     trials = _trials(sandbox)
     assert trials[2].state == TrialState.PRUNED, [t.intermediate_values for t in trials]
-    assert trials[2].user_attrs["epochs_run"] < 4
+    assert trials[2].user_attrs["epochs_run"] < 5
     assert "pruned at epoch" in trials[2].user_attrs["prune_reason"]
 
 
