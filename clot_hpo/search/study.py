@@ -152,6 +152,11 @@ class StudyRunner:
             self.progress = progress
             while True:
                 trials = self._storage_call(self._trials_after_stale_check)
+                # A worker killed mid-trial leaves its MLflow run RUNNING: close it as FAILED.
+                self.tracker.close_orphaned_trials(
+                    keep={t.number for t in trials if t.state == TrialState.RUNNING},
+                    reason="its worker stopped beating (killed?); Optuna marked the trial FAIL",
+                )
                 progress.update(trials)
                 reason = self.budget.exhausted(trials)
                 if reason:

@@ -188,13 +188,23 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     # ----- evaluate on validation (threshold) and test, then log -------------------------------
     y_val, p_val = predict_probabilities(model, val_ds)
     y_test, p_test = predict_probabilities(model, dataset(splits["test"], False))
-    report = evaluate_trial(y_val, p_val, y_test, p_test, config.evaluation, history=history, seed=seed)
+    samples = None
+    if config.evaluation.log_sample_images:  # opt-in: by default no image leaves the machine
+        from clot_hpo.data.pipeline import load_image_batch
+
+        samples = load_image_batch(list(splits["val"]["path"][: config.evaluation.log_sample_images]),
+                                   settings.image_size)
+    report = evaluate_trial(y_val, p_val, y_test, p_test, config.evaluation, history=history, seed=seed,
+                            sample_images=samples)
     tracker.log_evaluation(task.run_id, metrics=report.metrics, artifacts=report.artifacts,
                            figures=report.figures)
     if config.tracking.log_model:
         tracker.log_model(task.run_id, model, image_size=settings.image_size,
                           threshold=float(report.metrics["threshold"]))
-    value = float(history[objective.history_key][-1])
+    # The exact (scikit-learn) AUC where we have it, so Optuna's best is what `promote` picks;
+    # Keras' binned AUC served for the per-epoch pruning reports.
+    value = float(report.metrics.get(objective.name, history[objective.history_key][-1])
+                  if objective.name == "val_auc" else history[objective.history_key][-1])
     keep = ("val_auc", "val_accuracy", "val_sensitivity", "val_specificity",
             "test_auc", "test_accuracy", "test_sensitivity", "test_specificity", "threshold")
     return TrialOutcome(

@@ -54,6 +54,14 @@ class Tracker(ABC):
     ) -> None:
         """Close a trial's run with its final Optuna ``state`` and why it ended so."""
 
+    def close_orphaned_trials(self, *, keep: set[int] | None = None,
+                              reason: str = "the study process ended before this trial did") -> list[int]:
+        """Close trial runs a dead worker left RUNNING, except trial numbers in ``keep``.
+
+        Returns the trial numbers closed. The default tracker has no runs to close.
+        """
+        return []
+
     @abstractmethod
     def log_study_summary(self, trials_csv: Path, figures: dict[str, Any]) -> None:
         """Attach the all-trials CSV and study-level figures (matplotlib) to the parent run."""
