@@ -9,12 +9,13 @@ imported inside the commands so ``clot-hpo --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from clot_hpo.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClotHpoError
 
@@ -26,6 +27,29 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: TensorFlow's C++ prints a banner at import
+    (oneDNN notice, absl pre-init warning) that TF_CPP_MIN_LOG_LEVEL does not cover."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _import_tensorflow_quietly() -> None:
+    try:
+        with _native_stderr_silenced():
+            import tensorflow  # noqa: F401
+    except ImportError:
+        import tensorflow  # noqa: F401  - again, loudly: the user needs the reason
 
 
 # ----- commands ---------------------------------------------------------------------------
@@ -172,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         os.environ["CLOT_HPO_DEBUG"] = "1"
     try:
+        if args.command in ("predict", "evaluate", "estimate-vram") and not debug:
+            _import_tensorflow_quietly()
         return int(args.func(args) or 0)
     except ClotHpoError as exc:
         if debug:
