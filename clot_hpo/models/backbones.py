@@ -104,14 +104,18 @@ def create_backbone_with_info(
         raise ConfigError(f"image_size must be >= 16, but got {image_size}")
     build = _REGISTRY[name]
     requested = None if weights in (None, "", "none", "None") else weights
-    if requested is not None and name not in _PRETRAINED:
-        requested = None
+    if requested == "imagenet" and name not in _PRETRAINED:
+        requested = None  # the tiny CNN has no published weights; a local file still loads
     if requested not in (None, "imagenet") and not Path(requested).is_file():
         raise ConfigError(f"training.weights: weights file {requested!r} does not exist")
 
     def _build(w: str | None) -> keras.Model:
         inputs = keras.Input((image_size, image_size, 3), dtype="float32", name="pixels")
-        return build(inputs, w)
+        if w is None or name in _PRETRAINED:
+            return build(inputs, w)
+        model = build(inputs, None)
+        model.load_weights(w)
+        return model
 
     weights_used = "none (random initialization)"
     if requested is None:

@@ -103,6 +103,14 @@ class ClotHyperModel(keras_tuner.HyperModel):
         """Whether the last built backbone got pretrained weights."""
         return bool(self.weights_used) and not str(self.weights_used).startswith("none")
 
+    # A randomly initialized base has nothing to preserve: freezing it only keeps random
+    # features (and BatchNorm statistics) fixed, so the schedule applies to pretrained bases.
+    def _frozen_epochs(self, s: TrialSettings) -> int:
+        return s.freeze_epochs if self.pretrained else 0
+
+    def _unfreeze_fraction(self, s: TrialSettings) -> float:
+        return float(s["unfreeze_fraction"]) if self.pretrained else 1.0
+
     # ----- hyperparameters --------------------------------------------------------------
     def settings(self, hp: keras_tuner.HyperParameters) -> TrialSettings:
         """Sample (or replay) every hyperparameter of one trial through ``hp``."""
@@ -149,7 +157,7 @@ class ClotHyperModel(keras_tuner.HyperModel):
         model = keras.Model(inputs, outputs, name=f"clot_{s.backbone}")
         set_trainable_fraction(
             model,
-            0.0 if s.freeze_epochs > 0 else float(s["unfreeze_fraction"]),
+            0.0 if self._frozen_epochs(s) > 0 else self._unfreeze_fraction(s),
             freeze_batchnorm=self.pretrained,
         )
         self.compile(model, s)
@@ -177,11 +185,11 @@ class ClotHyperModel(keras_tuner.HyperModel):
         """
         s = self.settings(hp)
         epochs = int(kwargs.pop("epochs", 1))
-        frozen = min(s.freeze_epochs, epochs)
+        frozen = min(self._frozen_epochs(s), epochs)
         if frozen == 0 or frozen == epochs:
             return model.fit(*args, epochs=epochs, **kwargs)
         first = model.fit(*args, epochs=frozen, **kwargs)
-        set_trainable_fraction(model, float(s["unfreeze_fraction"]), freeze_batchnorm=self.pretrained)
+        set_trainable_fraction(model, self._unfreeze_fraction(s), freeze_batchnorm=self.pretrained)
         self.compile(model, s)  # Keras 3 needs a recompile after `trainable` changes.
         second = model.fit(*args, initial_epoch=frozen, epochs=epochs, **kwargs)
         merged = {k: list(first.history.get(k, [])) + list(v) for k, v in second.history.items()}

@@ -363,6 +363,57 @@ def _assert_tracking_complete(tracking_uri: str, study: str, trials: list[Any]) 
 
 
 # ----- tests --------------------------------------------------------------------------------
+_JOIN_AT_ONCE = r"""
+import sys, time
+from clot_hpo.config import load_config
+from clot_hpo.search.storage import open_storage
+from clot_hpo.search.study import create_or_load_study
+from clot_hpo.tracking import tracker_from_config
+
+config_path, storage, tracking_uri, study, start_at = sys.argv[1:]
+config = load_config(config_path, {"search.storage": storage, "tracking.uri": tracking_uri,
+                                   "search.study_name": study})
+tracker = tracker_from_config(config.tracking, experiment_name=study)
+time.sleep(max(0.0, float(start_at) - time.time()))  # every process imported: go together
+create_or_load_study(config, open_storage(storage, heartbeat_interval=1))
+print(tracker.start_study(study))
+"""
+
+
+@pytest.mark.timeout(180)
+def test_workers_starting_together_join_one_study_and_one_parent_run(
+        postgres_session: PostgresServer, mlflow_pg: PgMlflowServer, worker_config: Path,  # noqa: F811
+        tmp_path: Path) -> None:
+    """`docker compose up --scale worker=4` on a fresh stack: every worker starts at once.
+
+    Opening the storage creates Optuna's tables (a race on a fresh database) and each worker
+    opens the study's parent run (a race in MLflow). Several rounds, because a race may be lost.
+    """
+    rounds, per_round = 3, 3
+    start_at = time.time() + 12.0
+    jobs = []
+    for r in range(rounds):
+        storage = postgres_session.create_database(f"join_{r}")
+        for _ in range(per_round):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _JOIN_AT_ONCE, str(worker_config), storage, mlflow_pg.uri,
+                 f"join-{r}", str(start_at)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+            )
+            jobs.append((r, proc))
+    results: dict[int, list[str]] = {}
+    for r, proc in jobs:
+        out, err = proc.communicate(timeout=150)
+        assert proc.returncode == 0, f"round {r}: a worker could not join: {err.strip().splitlines()[-1:]}"
+        results.setdefault(r, []).append(out.strip().splitlines()[-1])
+    for r, run_ids in results.items():
+        assert len(_load_study(postgres_session.url(f"join_{r}"), f"join-{r}").trials) == 0
+        parents, _ = _runs(mlflow_pg.uri, f"join-{r}")
+        assert len(parents) == 1, f"round {r}: {len(parents)} parent runs for one study"
+        assert set(run_ids) == {parents[0].info.run_id}, f"round {r}: workers use different parent runs"
+
+
 @pytest.mark.timeout(420)
 def test_two_workers_share_one_study(cluster: Cluster) -> None:
     study, n_trials = "share", 3  # odd: a per-worker budget would run 6
@@ -425,7 +476,8 @@ def test_killed_worker_trial_is_retried(cluster: Cluster) -> None:
         f"the killed trial's run must be closed FAILED/KILLED, got {[r.info.status for r in killed_runs]}")
 
 
-_ONE_LINE_ERROR = re.compile(r"^clot-hpo: (error|unexpected error): .+$")
+# A deliberate stop (exit 1 or 2 with the CLI's one line), not "unexpected error".
+_ONE_LINE_ERROR = re.compile(r"^clot-hpo: error: .+$")
 
 
 @pytest.mark.timeout(480)

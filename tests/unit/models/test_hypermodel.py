@@ -7,6 +7,7 @@ import keras_tuner
 import numpy as np
 import pytest
 
+from clot_hpo.models import create_backbone
 from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings, make_optimizer
 from clot_hpo.search_space import load_search_space
 
@@ -51,9 +52,12 @@ def test_freeze_schedule_trains_head_first_then_unfreezes(tmp_path: Path) -> Non
     space = _space(tmp_path, "tiny_cnn", "  image_size: {type: categorical, choices: [32]}\n"
                    "  freeze_epochs: {type: int, low: 1, high: 1}\n"
                    "  unfreeze_fraction: {type: float, low: 1.0, high: 1.0}\n")
+    weights = tmp_path / "tiny.weights.h5"
+    create_backbone("tiny_cnn", image_size=32).save_weights(weights)  # stands in for pretrained
     hp = keras_tuner.HyperParameters()
-    hypermodel = ClotHyperModel({"tiny_cnn": space}, weights="none")
+    hypermodel = ClotHyperModel({"tiny_cnn": space}, weights=str(weights))
     model = hypermodel.build(hp)
+    assert hypermodel.pretrained
     assert not model.get_layer("backbone").trainable
     before = [w.copy() for w in model.get_layer("backbone").get_weights()]
     x, y = _data()
@@ -62,6 +66,17 @@ def test_freeze_schedule_trains_head_first_then_unfreezes(tmp_path: Path) -> Non
     assert model.get_layer("backbone").trainable
     after = model.get_layer("backbone").get_weights()
     assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_randomly_initialized_base_is_never_frozen(tmp_path: Path) -> None:
+    space = _space(tmp_path, "tiny_cnn", "  image_size: {type: categorical, choices: [32]}\n"
+                   "  freeze_epochs: {type: int, low: 2, high: 2}\n"
+                   "  unfreeze_fraction: {type: float, low: 0.0, high: 0.0}\n")
+    hypermodel = ClotHyperModel({"tiny_cnn": space}, weights="none")
+    model = hypermodel.build(keras_tuner.HyperParameters())
+    assert not hypermodel.pretrained
+    assert model.get_layer("backbone").trainable
+    assert all(layer.trainable for layer in model.get_layer("backbone").layers if layer.weights)
 
 
 @pytest.mark.parametrize(("name", "cls"), [("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW),
