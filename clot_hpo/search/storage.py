@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,61 @@ def open_storage(
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
         }
     try:
-        return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+        return _create_rdb_storage(url, kwargs)
     except ImportError as exc:
         raise ConfigError(f"search.storage {url!r} needs a database driver that is not installed: {exc}") from exc
     except Exception as exc:  # sqlalchemy raises many kinds for a bad URL or a dead server
         raise ConfigError(f"search.storage: cannot open {_redact(url)}: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0]}") from exc
+
+
+class _ResilientRDBStorage(RDBStorage):
+    """An RDBStorage whose heartbeats survive a database outage.
+
+    Optuna's heartbeat thread does not catch errors: one failed write ends the thread with a
+    traceback on stderr, and the trial, still running, later looks stale to other workers.
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:  # noqa: D102
+        import sqlalchemy.exc
+        from optuna.exceptions import StorageInternalError
+
+        try:
+            super().record_heartbeat(trial_id)
+        except (StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
+            # Optuna wraps the driver error in a misleading "invalid data" message: show the cause.
+            cause = exc.__cause__ or exc
+            logging.getLogger(__name__).warning("heartbeat of trial id %s not recorded: %s", trial_id,
+                                                str(getattr(cause, "orig", cause)).strip().splitlines()[0])
+
+
+# Any constant: the advisory lock under which workers create Optuna's schema.
+_SCHEMA_LOCK_KEY = 0x0C1074B0
+
+
+def _create_rdb_storage(url: str, kwargs: dict[str, Any]) -> RDBStorage:
+    """``RDBStorage(url)``; on PostgreSQL under a session advisory lock.
+
+    Workers started together on a fresh database race in Optuna's ``metadata.create_all``
+    (``CREATE TYPE``/``CREATE TABLE`` are not atomic: UniqueViolation on
+    ``pg_type_typname_nsp_index``). With the lock one worker creates the schema while the
+    others wait, then find it in place.
+    """
+    if not url.startswith("postgresql"):
+        return _ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            try:
+                return _ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
 
 
 def _redact(url: str) -> str:

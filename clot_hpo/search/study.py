@@ -168,10 +168,19 @@ class StudyRunner:
                     time.sleep(max(1.0, self.config.search.heartbeat_interval / 2))
                     continue
                 before = len(trials)
-                self._storage_call(
-                    lambda: self.study.optimize(self._objective, n_trials=1, catch=(TrialFailed,),
-                                                gc_after_trial=False, show_progress_bar=False)
-                )
+                try:
+                    self._storage_call(
+                        lambda: self.study.optimize(self._objective, n_trials=1, catch=(TrialFailed,),
+                                                    gc_after_trial=False, show_progress_bar=False)
+                    )
+                except ValueError as exc:
+                    # Optuna: "Cannot tell a FAIL trial." Another worker saw no heartbeat (the
+                    # database was away longer than grace_period), failed the trial and queued
+                    # its parameters again; this result is dropped, the retry counts.
+                    if "Cannot tell a FAIL trial" not in str(exc):
+                        raise
+                    self.console.print("  [yellow]this trial was marked failed by another worker "
+                                       "(no heartbeat while the database was away); its retry counts[/]")
                 self._count_failures(before)
 
     def _trials_after_stale_check(self) -> list[optuna.trial.FrozenTrial]:
@@ -414,7 +423,10 @@ def run_search(
 
     prepared = prepare_data(config.data, seed=config.seed, out_dir=out_dir / "data")
     manifest_path = out_dir / "trial_manifest.csv"
-    prepared.manifest[["path", "label", "split"]].to_csv(manifest_path, index=False)
+    # Written atomically: workers sharing a folder must never hand a trial half a file.
+    partial = manifest_path.with_suffix(f".{os.getpid()}.tmp")
+    prepared.manifest[["path", "label", "split"]].to_csv(partial, index=False)
+    os.replace(partial, manifest_path)
 
     storage = open_storage(
         config.search.storage,

@@ -227,7 +227,7 @@ class MlflowTracker(Tracker):
         experiment_name: str,
         artifact_root: str | None = None,
         log_models: bool = True,
-        tries: int = 4,
+        tries: int = 7,
         backoff_s: float = 1.0,
     ) -> None:
         if not tracking_uri:
@@ -402,6 +402,18 @@ class MlflowTracker(Tracker):
             return run_id
         run = self.client.create_run(exp_id, run_name=study_name,
                                      tags={k: str(v)[:MAX_TAG_LENGTH] for k, v in all_tags.items()})
+        # Workers started together may each have created a parent run: let the others' land,
+        # then every worker adopts the earliest and deletes its own duplicate.
+        time.sleep(1.0)
+        every = self.client.search_runs(
+            [exp_id],
+            filter_string=f"tags.`{TAG_ROLE}` = 'study' and tags.`{TAG_STUDY}` = {_quote(study_name)}",
+            max_results=100,
+        )
+        first = min(every, key=lambda r: (r.info.start_time, r.info.run_id), default=run)
+        if first.info.run_id != run.info.run_id:
+            self.client.delete_run(run.info.run_id)
+            return first.info.run_id
         log.info("tracking: study run %s of %r in experiment %r at %s", run.info.run_id, study_name,
                  self.experiment_name, self.tracking_uri)
         return run.info.run_id

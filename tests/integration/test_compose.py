@@ -205,6 +205,8 @@ def test_worker_command_is_a_search_our_cli_accepts(raw: dict[str, Any], stack: 
         assert worker["depends_on"][dep]["condition"] == "service_healthy"
     assert "build" in worker and "profiles" not in worker, "`--scale worker=N` needs no profile"
     assert "container_name" not in worker, "a fixed container name would block --scale"
+    # Stopping a worker must be Ctrl-C (the CLI's interrupt path), not an ignored SIGTERM.
+    assert worker["stop_signal"] == "SIGINT" and worker["init"] is True
 
 
 def test_gpu_profile_reserves_nvidia_devices(stack: dict[str, Any]) -> None:
