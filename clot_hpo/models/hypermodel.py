@@ -74,8 +74,8 @@ class ClotHyperModel(keras_tuner.HyperModel):
             with more than one, ``backbone`` is itself a searched categorical and each
             backbone's parameters are conditional on it (and prefixed ``<backbone>.``).
         weights: ``"imagenet"``, a local weights file, or ``"none"``.
-        target_specificity: the specificity at which the ``sensitivity_at_specificity``
-            metric is tracked during training.
+        target_specificity: when set, the ``sensitivity_at_specificity`` metric is tracked
+            at this specificity during training (the study sets it for that objective).
         seed: seeds the augmentation layers.
     """
 
@@ -84,7 +84,7 @@ class ClotHyperModel(keras_tuner.HyperModel):
         spaces: Mapping[str, Any],
         *,
         weights: str | None = "imagenet",
-        target_specificity: float = 0.95,
+        target_specificity: float | None = None,
         seed: int | None = None,
     ) -> None:
         super().__init__(name="clot_hypermodel", tunable=True)
@@ -168,14 +168,20 @@ class ClotHyperModel(keras_tuner.HyperModel):
         model.compile(
             optimizer=make_optimizer(s, accumulation_steps=self.accumulation_steps),
             loss=keras.losses.BinaryCrossentropy(label_smoothing=float(s["label_smoothing"])),
-            metrics=[
-                keras.metrics.AUC(name="auc"),
-                keras.metrics.BinaryAccuracy(name="accuracy"),
-                keras.metrics.SensitivityAtSpecificity(
-                    self.target_specificity, name="sensitivity_at_specificity"
-                ),
-            ],
+            metrics=self._metrics(),
         )
+
+    def _metrics(self) -> list[keras.metrics.Metric]:
+        metrics: list[keras.metrics.Metric] = [
+            keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy"),
+        ]
+        if self.target_specificity is not None:
+            # Only on request: its compile config does not round-trip through Keras 3.15's
+            # saving (`get_config` of the compiled metric comes back None), which breaks
+            # tuners that reload checkpoints, such as KerasTuner's.
+            metrics.append(keras.metrics.SensitivityAtSpecificity(
+                self.target_specificity, name="sensitivity_at_specificity"))
+        return metrics
 
     # ----- training -----------------------------------------------------------------------
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any) -> keras.callbacks.History:

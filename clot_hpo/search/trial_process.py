@@ -87,7 +87,9 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     spaces = {name: load_search_space(path) for name, path in task.spaces.items()}
     hypermodel = ClotHyperModel(
         spaces, weights=config.training.weights,
-        target_specificity=config.search.target_specificity, seed=seed,
+        target_specificity=(config.search.target_specificity
+                            if config.search.objective == "sensitivity_at_specificity" else None),
+        seed=seed,
     )
     settings = hypermodel.settings(hp)
     epochs = max(1, min(config.training.epochs, task.max_epochs))
@@ -199,7 +201,11 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     tracker.log_evaluation(task.run_id, metrics=report.metrics, artifacts=report.artifacts,
                            figures=report.figures)
     if config.tracking.log_model:
-        tracker.log_model(task.run_id, model, image_size=settings.image_size,
+        # An uncompiled functional copy (same layers and weights): the saved model is for
+        # inference and must not carry training metrics that Keras cannot deserialize
+        # (SensitivityAtSpecificity's compile config does not round-trip in Keras 3.15).
+        inference = keras.Model(model.inputs, model.outputs, name=model.name)
+        tracker.log_model(task.run_id, inference, image_size=settings.image_size,
                           threshold=float(report.metrics["threshold"]))
     # The exact (scikit-learn) AUC where we have it, so Optuna's best is what `promote` picks;
     # Keras' binned AUC served for the per-epoch pruning reports.

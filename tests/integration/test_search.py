@@ -197,15 +197,21 @@ def test_ctrl_c_records_the_trial_and_exits_130(sandbox: Path, tiny_dataset: Pat
     storage = f"sqlite:///{sandbox}/optuna.db"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "clot_hpo.cli", "search", "experiments/tiny.yaml", "--data", str(tiny_dataset),
-           "--study-name", "t", "--storage", storage, "--no-tracking", "--n-trials", "3", "--epochs", "20"]
+           "--study-name", "t", "--storage", storage, "--no-tracking", "--n-trials", "3", "--epochs", "200"]
+    # A shell's background jobs start with SIGINT ignored, and Python keeps it ignored: give
+    # the study the default disposition a terminal would, so Ctrl-C means KeyboardInterrupt.
     proc = subprocess.Popen(cmd, cwd=sandbox, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         trials = _poll_trials(sandbox)
         if any(t.user_attrs.get("epochs_run") for t in trials):
             break
         time.sleep(0.5)
+    else:
+        pytest.fail("no trial reached its first epoch")
+    assert proc.poll() is None, "the study ended before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole group
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr

@@ -21,6 +21,7 @@ from tests.support.mlflow_server import MlflowServer, mlflow_server  # noqa: F40
 
 pytestmark = pytest.mark.slow
 
+MODEL = "tracked-study-detector"
 PROPORTIONS = ("accuracy", "precision", "recall", "sensitivity", "specificity", "f1")
 SPACE = """backbone: tiny_cnn
 parameters:
@@ -115,15 +116,16 @@ def test_completed_trials_carry_consistent_metrics_and_artifacts(tracked_study: 
 
 def test_promote_predict_and_pyfunc_use_the_champion(tracked_study: dict[str, object], tiny_dataset: Path) -> None:
     uri = str(tracked_study["uri"])
-    first = run_cli("promote", "--tracking-uri", uri, "--experiment", "tracked")
+    # Its own model name: the server is shared with other tests that promote the default one.
+    first = run_cli("promote", "--tracking-uri", uri, "--experiment", "tracked", "--model-name", MODEL)
     assert first.returncode == 0, first.stderr
-    again = run_cli("promote", "--tracking-uri", uri, "--experiment", "tracked")
+    again = run_cli("promote", "--tracking-uri", uri, "--experiment", "tracked", "--model-name", MODEL)
     assert again.returncode == 0 and "no new version" in again.stdout
     client = MlflowClient(uri)
-    champion = client.get_model_version_by_alias("blood-clot-detector", "champion")
-    assert len(client.search_model_versions("name='blood-clot-detector'")) == 1
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
     images = sorted((tiny_dataset / "positive").glob("*.png"))[:2] + sorted((tiny_dataset / "negative").glob("*.png"))[:1]
-    predicted = run_cli("predict", "--tracking-uri", uri, "--model", "models:/blood-clot-detector@champion",
+    predicted = run_cli("predict", "--tracking-uri", uri, "--model", f"models:/{MODEL}@champion",
                         *map(str, images))
     assert predicted.returncode == 0, predicted.stderr
     lines = [json.loads(line) for line in predicted.stdout.splitlines() if line.startswith("{")]
@@ -135,7 +137,7 @@ def test_promote_predict_and_pyfunc_use_the_champion(tracked_study: dict[str, ob
     # A plain Python process, no clot_hpo import: the registered model is self-contained.
     code = (
         "import mlflow, numpy as np; mlflow.set_tracking_uri(%r);"
-        "m = mlflow.pyfunc.load_model('models:/blood-clot-detector@champion');"
+        f"m = mlflow.pyfunc.load_model('models:/{MODEL}@champion');"
         "print(np.asarray(m.predict(np.full((3, 32, 32, 3), 128, dtype='float32'))).reshape(-1).size)" % uri
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO.parent),

@@ -87,3 +87,16 @@ def test_optimizers_and_gradient_accumulation(name: str, cls: type) -> None:
     assert isinstance(opt, cls)
     assert opt.gradient_accumulation_steps == 4
     assert make_optimizer(s).gradient_accumulation_steps is None
+
+
+def test_sensitivity_at_specificity_metric_only_when_the_objective_needs_it(tmp_path: Path) -> None:
+    space = _space(tmp_path, "tiny_cnn", "  image_size: {type: categorical, choices: [32]}\n")
+    x, y = _data()
+    plain = ClotHyperModel({"tiny_cnn": space}, weights="none")
+    model = plain.build(keras_tuner.HyperParameters())
+    history = model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    assert "val_sensitivity_at_specificity" not in history.history
+    tracked = ClotHyperModel({"tiny_cnn": space}, weights="none", target_specificity=0.9)
+    model = tracked.build(keras_tuner.HyperParameters())
+    history = model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    assert 0.0 <= history.history["val_sensitivity_at_specificity"][0] <= 1.0
