@@ -96,7 +96,9 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     trial.set_user_attr("backbone", settings.backbone)
 
     # ----- VRAM budget: size the configuration before a single step runs -----------------
-    head_only = float(settings["unfreeze_fraction"]) <= 0 or settings.freeze_epochs >= epochs
+    # Only a pretrained base is ever frozen (a random one is trained whole): plan for that.
+    pretrained = str(config.training.weights).lower() not in ("none", "") and settings.backbone != "tiny_cnn"
+    head_only = pretrained and (float(settings["unfreeze_fraction"]) <= 0 or settings.freeze_epochs >= epochs)
     budget = detect_budget(config.budget)
     decision = plan_trial(
         backbone=settings.backbone,
