@@ -53,7 +53,7 @@ def open_storage(
     except ImportError as exc:
         raise ConfigError(f"search.storage {url!r} needs a database driver that is not installed: {exc}") from exc
     except Exception as exc:  # sqlalchemy raises many kinds for a bad URL or a dead server
-        raise ConfigError(f"search.storage: cannot open {_redact(url)}: {type(exc).__name__}: "
+        raise ConfigError(f"search.storage: cannot open {redact_url(url)}: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0]}") from exc
 
 
@@ -106,7 +106,7 @@ def _create_rdb_storage(url: str, kwargs: dict[str, Any]) -> RDBStorage:
         engine.dispose()
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """Hide a password in a database URL before printing it."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)

@@ -30,7 +30,7 @@ from clot_hpo.search.objectives import Objective, get_objective
 from clot_hpo.search.progress import StudyProgress, print_top_trials
 from clot_hpo.search.pruners import create_pruner
 from clot_hpo.search.samplers import create_sampler
-from clot_hpo.search.storage import open_storage, retried_from
+from clot_hpo.search.storage import open_storage, redact_url, retried_from
 from clot_hpo.search.task import TrialOutcome, TrialTask
 from clot_hpo.tracking.base import Tracker
 
@@ -225,17 +225,19 @@ class StudyRunner:
     # ----- one trial (runs in this process, trains in a child) ---------------------------------
     def _objective(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker_pid", os.getpid())
-        if self._is_surplus(trial):
+        # One read of the study serves the surplus check, the retry lineage and the epoch budget.
+        trials = self.study.get_trials(deepcopy=False)
+        frozen = trials[trial.number]  # a study's trials are listed by number
+        if self._is_surplus(frozen, trials):
             trial.set_user_attr("surplus", True)
             raise TrialFailed("not run: the trial budget was taken by other workers meanwhile")
-        source = retried_from(self.study._storage.get_trial(trial._trial_id))
+        source = retried_from(frozen)
         tags = {"optuna.study": self.study.study_name, "optuna.trial_number": str(trial.number)}
         if source is not None:
             tags["optuna.retried_from"] = str(source)
         run_id = self.tracker.start_trial(trial.number, tags=tags)
         if run_id:
             trial.set_user_attr("mlflow_run_id", run_id)
-        trials = self.study.get_trials(deepcopy=False)
         task = TrialTask(
             config=self.config.model_dump(mode="json"),
             study_name=self.study.study_name,
@@ -277,11 +279,11 @@ class StudyRunner:
         self.console.print(f"  [red]trial {trial.number} failed:[/] {reason}")
         raise TrialFailed(reason)
 
-    def _is_surplus(self, trial: optuna.Trial) -> bool:
+    def _is_surplus(self, trial: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTrial]) -> bool:
         """Whether earlier-numbered trials already cover the budget (two workers asked at once)."""
-        if self.budget.n_trials is None or self.study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial") is not None:
+        if self.budget.n_trials is None or trial.system_attrs.get("failed_trial") is not None:
             return False
-        earlier = [t for t in self.study.get_trials(deepcopy=False) if t.number < trial.number]
+        earlier = trials[: trial.number]
         live = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in earlier)
         return live >= self.budget.n_trials
 
@@ -441,7 +443,7 @@ def run_search(
         f"objective {config.search.objective} · backbones {', '.join(config.search.backbones)}"
         + (f" · resuming with {resumed} trials on record" if resumed else "")
     )
-    tracker.start_study(study_name, tags={"optuna.storage": _safe_url(config.search.storage)})
+    tracker.start_study(study_name, tags={"optuna.storage": redact_url(config.search.storage)})
     tracker.log_study_inputs(
         config=config.model_dump(mode="json"),
         # The files themselves: their key order carries meaning (a parent before its children).
@@ -482,8 +484,3 @@ def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     except ValueError:
         return None
 
-
-def _safe_url(url: str) -> str:
-    from clot_hpo.search.storage import _redact
-
-    return _redact(url)

@@ -129,14 +129,13 @@ def run_trial(task: TrialTask) -> TrialOutcome:
         "accumulation_steps": accumulation, "mixed_precision": mixed, "epochs": epochs,
     })
 
-    if _injected_fault(task) == "oom" and task.attempt == 0:
+    fault = _injected_fault(task)
+    if fault == "oom" and task.attempt == 0:
         import tensorflow as tf
 
         raise tf.errors.ResourceExhaustedError(None, None, "injected OOM when allocating tensor")
-    if _injected_fault(task) == "crash":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if _injected_fault(task) == "segv":
-        os.kill(os.getpid(), signal.SIGSEGV)
+    if fault in ("crash", "segv"):
+        os.kill(os.getpid(), signal.SIGKILL if fault == "crash" else signal.SIGSEGV)
 
     # ----- data ------------------------------------------------------------------------------
     manifest = pd.read_csv(task.manifest_path)
