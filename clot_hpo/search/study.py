@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,9 @@ from clot_hpo.search.pruners import create_pruner
 from clot_hpo.search.samplers import create_sampler
 from clot_hpo.search.storage import open_storage, redact_url, retried_from
 from clot_hpo.search.task import TrialOutcome, TrialTask
+from clot_hpo.tracking.background import BackgroundQueue
 from clot_hpo.tracking.base import Tracker
+from clot_hpo.tracking.spool import SpoolReader
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,9 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 STUDIES_DIR = Path("mlruns") / "studies"
 # Retrying the storage for this long covers a database restart; then the study stops.
 STORAGE_RETRY_SECONDS = 60.0
+# A finished trial's run stays open while its worker uploads the trial's model; another
+# worker closes it as orphaned only after this long (its worker must have died meanwhile).
+UPLOAD_GRACE_SECONDS = 600.0
 
 
 @dataclass
@@ -144,6 +151,10 @@ class StudyRunner:
         self.budget = _Budget(config, time.monotonic())
         self.consecutive_failures = 0
         self.progress: StudyProgress | None = None
+        # Tracking runs on one background thread, in order: each trial's uploads overlap the
+        # next trial's training instead of delaying it.
+        self.uploads = BackgroundQueue()
+        self._uploading: set[int] = set()  # trial numbers whose runs this worker still closes
 
     # ----- the loop ---------------------------------------------------------------------------
     def run(self) -> str:
@@ -153,8 +164,9 @@ class StudyRunner:
             while True:
                 trials = self._storage_call(self._trials_after_stale_check)
                 # A worker killed mid-trial leaves its MLflow run RUNNING: close it as FAILED.
-                self.tracker.close_orphaned_trials(
-                    keep={t.number for t in trials if t.state == TrialState.RUNNING},
+                self.uploads.submit(
+                    "close the runs of dead workers' trials", self.tracker.close_orphaned_trials,
+                    keep=self._runs_in_use(trials),
                     reason="its worker stopped beating (killed?); Optuna marked the trial FAIL",
                 )
                 progress.update(trials)
@@ -182,6 +194,23 @@ class StudyRunner:
                     self.console.print("  [yellow]this trial was marked failed by another worker "
                                        "(no heartbeat while the database was away); its retry counts[/]")
                 self._count_failures(before)
+
+    def _runs_in_use(self, trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+        """Trials whose runs are legitimately open: running, or finished and still uploading."""
+        now = time.time()
+        recent = {
+            t.number for t in trials
+            if t.state in FINISHED and t.datetime_complete is not None
+            and now - t.datetime_complete.timestamp() < UPLOAD_GRACE_SECONDS
+        }
+        running = {t.number for t in trials if t.state == TrialState.RUNNING}
+        return running | recent | set(self._uploading)
+
+    def finish_uploads(self) -> None:
+        """Wait for the queued tracking uploads (say so when there are any), then stop the queue."""
+        if self.uploads.pending:
+            self.console.print(f"  finishing the tracking uploads ({self.uploads.pending} queued)…")
+        self.uploads.close()
 
     def _trials_after_stale_check(self) -> list[optuna.trial.FrozenTrial]:
         optuna.storages.fail_stale_trials(self.study)
@@ -235,16 +264,18 @@ class StudyRunner:
         tags = {"optuna.study": self.study.study_name, "optuna.trial_number": str(trial.number)}
         if source is not None:
             tags["optuna.retried_from"] = str(source)
-        run_id = self.tracker.start_trial(trial.number, tags=tags)
-        if run_id:
-            trial.set_user_attr("mlflow_run_id", run_id)
+        number = trial.number
+        # Queued, not awaited: the previous trial's uploads may still be running.
+        run = self.uploads.submit(f"open the run of trial {number}", self.tracker.start_trial, number, tags=tags)
+        spool = SpoolReader(self._trial_dir(number) / "tracking") if self.tracker.enabled else None
+        self._uploading.add(number)
         task = TrialTask(
             config=self.config.model_dump(mode="json"),
             study_name=self.study.study_name,
             storage=self.config.search.storage,
             trial_id=trial._trial_id,
             trial_number=trial.number,
-            run_id=run_id,
+            spool_dir=str(spool.folder) if spool else "",
             manifest_path=str(self.manifest_path),
             spaces=self.spaces,
             max_epochs=self.budget.epochs_left(trials, self.config.training.epochs),
@@ -252,14 +283,25 @@ class StudyRunner:
         )
         assert self.progress is not None
         self.progress.start_trial(trial.number)
+
+        def on_line() -> None:  # the child spools before it prints: forward while it trains
+            self._note_run_id(trial, run)
+            if spool is not None:
+                self.uploads.submit(f"log trial {number}'s epochs", self._forward, run, spool)
+
+        def finish(state: str, reason: str | None = None, attrs: dict[str, Any] | None = None) -> None:
+            self.uploads.submit(f"log and close the run of trial {number}", self._forward_and_end, number,
+                                run, spool, state, reason, attrs)
+
         try:
-            outcome = self._run_child(task)
+            outcome = self._run_child(task, on_line=on_line)
             if outcome.state == "FAIL" and outcome.oom:
-                outcome = self._retry_after_oom(task, outcome, trial)
+                outcome = self._retry_after_oom(task, outcome, trial, on_line=on_line)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted by the user")
-            self.tracker.end_trial(run_id, "FAIL", reason="interrupted by the user", attrs={"interrupted": True})
+            finish("FAIL", "interrupted by the user", {"interrupted": True})
             raise
+        self._note_run_id(trial, run, wait=True)
         trial.set_user_attr("epochs_run", outcome.epochs_run)
         if outcome.batch_size is not None:
             trial.set_user_attr("batch_size_run", outcome.batch_size)
@@ -267,17 +309,44 @@ class StudyRunner:
         for key, value in outcome.metrics.items():
             trial.set_user_attr(key, value)
         if outcome.state == "COMPLETE" and outcome.value is not None:
-            self.tracker.end_trial(run_id, "COMPLETE", attrs={"value": outcome.value})
+            finish("COMPLETE", attrs={"value": outcome.value})
             return float(outcome.value)
         reason = outcome.reason or "unknown"
         if outcome.state == "PRUNED":
             trial.set_user_attr("prune_reason", reason)
-            self.tracker.end_trial(run_id, "PRUNED", reason=reason)
+            finish("PRUNED", reason)
             raise optuna.TrialPruned(reason)
         trial.set_user_attr("fail_reason", reason)
-        self.tracker.end_trial(run_id, "FAIL", reason=reason)
+        finish("FAIL", reason)
         self.console.print(f"  [red]trial {trial.number} failed:[/] {reason}")
         raise TrialFailed(reason)
+
+    # ----- tracking, on the upload thread -------------------------------------------------------
+    @staticmethod
+    def _note_run_id(trial: optuna.Trial, run: Future[Any], *, wait: bool = False) -> None:
+        """Record the trial's MLflow run id as a user attribute once the run exists."""
+        if "mlflow_run_id" in trial.user_attrs or not (wait or run.done()):
+            return
+        run_id = run.result()
+        if run_id:
+            trial.set_user_attr("mlflow_run_id", run_id)
+
+    def _forward(self, run: Future[Any], spool: SpoolReader) -> None:
+        run_id = run.result()  # resolved: the queue runs in order
+        if run_id:
+            spool.forward(self.tracker, run_id)
+
+    def _forward_and_end(self, number: int, run: Future[Any], spool: SpoolReader | None, state: str,
+                         reason: str | None, attrs: dict[str, Any] | None) -> None:
+        try:
+            run_id = run.result()
+            if not run_id:
+                return
+            if spool is not None:
+                spool.forward(self.tracker, run_id)
+            self.tracker.end_trial(run_id, state, reason=reason, attrs=attrs)
+        finally:
+            self._uploading.discard(number)
 
     def _is_surplus(self, trial: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTrial]) -> bool:
         """Whether earlier-numbered trials already cover the budget (two workers asked at once)."""
@@ -287,7 +356,8 @@ class StudyRunner:
         live = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in earlier)
         return live >= self.budget.n_trials
 
-    def _retry_after_oom(self, task: TrialTask, first: TrialOutcome, trial: optuna.Trial) -> TrialOutcome:
+    def _retry_after_oom(self, task: TrialTask, first: TrialOutcome, trial: optuna.Trial,
+                         on_line: Callable[[], None] | None = None) -> TrialOutcome:
         """Runtime OOM: retry once at half the batch with gradient accumulation, else fail."""
         from clot_hpo.budget import BudgetDecision, halve_for_oom
 
@@ -308,7 +378,7 @@ class StudyRunner:
         task.attempt = 1
         task.batch_override, task.accumulation_override = new_batch, accumulation
         task.result_path = str(Path(task.result_path).with_name("outcome.retry.json"))
-        second = self._run_child(task)
+        second = self._run_child(task, on_line=on_line)
         if second.state == "FAIL" and second.oom:
             second.reason = f"out of memory again at batch {new_batch} after the retry: {second.reason}"
         return second
@@ -318,8 +388,11 @@ class StudyRunner:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _run_child(self, task: TrialTask) -> TrialOutcome:
-        """Run the task in a fresh interpreter; a dead child becomes a FAIL outcome."""
+    def _run_child(self, task: TrialTask, on_line: Callable[[], None] | None = None) -> TrialOutcome:
+        """Run the task in a fresh interpreter; a dead child becomes a FAIL outcome.
+
+        ``on_line`` is called after each line the child prints.
+        """
         trial_dir = self._trial_dir(task.trial_number)
         task_path = task.save(trial_dir / f"task.{task.attempt}.json")
         Path(task.result_path).unlink(missing_ok=True)
@@ -333,6 +406,8 @@ class StudyRunner:
                 assert proc.stdout is not None
                 for line in proc.stdout:
                     self.console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
+                    if on_line is not None:
+                        on_line()
                 returncode = proc.wait()
             except KeyboardInterrupt:
                 _stop(proc)
@@ -444,15 +519,16 @@ def run_search(
         + (f" · resuming with {resumed} trials on record" if resumed else "")
     )
     tracker.start_study(study_name, tags={"optuna.storage": redact_url(config.search.storage)})
-    tracker.log_study_inputs(
+    runner = StudyRunner(config, study=study, tracker=tracker, spaces=spaces,
+                         manifest_path=manifest_path, out_dir=out_dir, console=console)
+    runner.uploads.submit(
+        "log the study's inputs", tracker.log_study_inputs,
         config=config.model_dump(mode="json"),
         # The files themselves: their key order carries meaning (a parent before its children).
         search_spaces=dict(spaces),
         manifest_path=prepared.manifest_path,
         dataset_digest=prepared.digest,
     )
-    runner = StudyRunner(config, study=study, tracker=tracker, spaces=spaces,
-                         manifest_path=manifest_path, out_dir=out_dir, console=console)
     status = "FINISHED"
     try:
         stop_reason = runner.run()
@@ -464,6 +540,7 @@ def run_search(
         raise
     finally:
         try:
+            runner.finish_uploads()  # every trial's results reach the tracker before the study ends
             summarize_study(study, tracker=tracker, out_dir=out_dir, console=console)
         finally:
             tracker.end_study(status)

@@ -22,7 +22,8 @@ class TrialTask:
     storage: str
     trial_id: int
     trial_number: int
-    run_id: str
+    # Where the child records its tracking for the study process to forward ("": untracked).
+    spool_dir: str
     manifest_path: str
     spaces: dict[str, str]
     max_epochs: int

@@ -6,8 +6,10 @@ see https://github.com/keras-team/keras-tuner/issues/873) and turns a segfault o
 out-of-memory kill into one failed trial instead of a lost study.
 
 The child reads the trial's hyperparameters through the shared Optuna storage, reports
-each epoch to it (so pruning works across processes), logs to the tracker's child run, and
-writes a :class:`TrialOutcome` JSON. It exits 0 whenever it could write an outcome.
+each epoch to it (so pruning works across processes), records what the tracker should log
+in a spool folder (:mod:`clot_hpo.tracking.spool`; the study process forwards it, so the
+child never imports MLflow), and writes a :class:`TrialOutcome` JSON. It exits 0 whenever
+it could write an outcome.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     from clot_hpo.search.samplers import VRAM_CONSTRAINT, create_sampler
     from clot_hpo.search.storage import open_storage
     from clot_hpo.search_space import load_search_space
-    from clot_hpo.tracking import tracker_from_config
+    from clot_hpo.tracking import NullTracker
+    from clot_hpo.tracking.spool import SpoolTracker
     from clot_hpo.train import predict_probabilities, train
 
     config = ExperimentConfig.model_validate(task.config)
@@ -120,11 +123,9 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     accumulation = task.accumulation_override or decision.accumulation_steps
     hypermodel.accumulation_steps = accumulation
 
-    tracker = tracker_from_config(
-        config.tracking, experiment_name=config.tracking.experiment or task.study_name,
-        enabled=bool(task.run_id),
-    )
-    tracker.log_params(task.run_id, {
+    # Never the backend itself: the study process forwards the spool while the next trial trains.
+    tracker = SpoolTracker(task.spool_dir) if task.spool_dir else NullTracker()
+    tracker.log_params("", {
         **hp.values, "backbone": settings.backbone, "batch_size_run": batch_size,
         "accumulation_steps": accumulation, "mixed_precision": mixed, "epochs": epochs,
     })
@@ -164,8 +165,9 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     def on_epoch_end(epoch: int, logs: dict[str, float], seconds: float) -> None:
         nonlocal epochs_run
         epochs_run = epoch + 1
+        # Spooled before the line is printed: the study process forwards the spool on each line.
+        tracker.log_epoch("", epoch, logs)
         print(_format_epoch(task.trial_number, epoch, epochs, logs, seconds), flush=True)
-        tracker.log_epoch(task.run_id, epoch, logs)
         trial.set_user_attr("epochs_run", epochs_run)
         value = logs.get(objective.history_key)
         if value is None or value != value:  # NaN: the run diverged
@@ -199,14 +201,14 @@ def run_trial(task: TrialTask) -> TrialOutcome:
                                    settings.image_size)
     report = evaluate_trial(y_val, p_val, y_test, p_test, config.evaluation, history=history, seed=seed,
                             sample_images=samples)
-    tracker.log_evaluation(task.run_id, metrics=report.metrics, artifacts=report.artifacts,
+    tracker.log_evaluation("", metrics=report.metrics, artifacts=report.artifacts,
                            figures=report.figures)
     if config.tracking.log_model:
         # An uncompiled functional copy (same layers and weights): the saved model is for
         # inference and must not carry training metrics that Keras cannot deserialize
         # (SensitivityAtSpecificity's compile config does not round-trip in Keras 3.15).
         inference = keras.Model(model.inputs, model.outputs, name=model.name)
-        tracker.log_model(task.run_id, inference, image_size=settings.image_size,
+        tracker.log_model("", inference, image_size=settings.image_size,
                           threshold=float(report.metrics["threshold"]))
     # The exact (scikit-learn) AUC where we have it, so Optuna's best is what `promote` picks;
     # Keras' binned AUC served for the per-epoch pruning reports.

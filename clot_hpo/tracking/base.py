@@ -1,9 +1,9 @@
 """The tracking seam: what the search tells a tracker, and a tracker that does nothing.
 
-The study process owns run lifecycles (it opens the study's parent run and every trial's
-child run, and closes each with its final state, even when the trial's process crashed);
-the trial's own process attaches to the child run to log what only it has: per-epoch
-metrics, the evaluation, figures and the model.
+Only the study process calls a real tracker: it opens the study's parent run and every
+trial's child run, forwards what each trial's process recorded (per-epoch metrics, the
+evaluation, figures and the model, spooled to files by :mod:`clot_hpo.tracking.spool`),
+and closes each run with its final state, even when the trial's process crashed.
 """
 
 from __future__ import annotations
@@ -12,12 +12,33 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+def to_plain(obj: Any) -> Any:
+    """A JSON/YAML-ready copy: pydantic models dumped, NumPy scalars and Paths converted."""
+    if hasattr(obj, "model_dump"):
+        return to_plain(obj.model_dump(mode="json"))
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return obj.item()
+        except (TypeError, ValueError):
+            return obj
+    return obj
+
+
 # Final trial states as Optuna names them; trackers map them to their own run statuses.
 TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
 
 class Tracker(ABC):
     """Records a study and its trials somewhere a person can compare them."""
+
+    # False for a tracker that records nothing: trial processes then skip spooling for it.
+    enabled: bool = True
 
     # ----- study process -------------------------------------------------------------
     @abstractmethod
@@ -91,12 +112,21 @@ class Tracker(ABC):
         """Log evaluation metrics, JSON artifacts (``name.json`` -> dict) and figures."""
 
     @abstractmethod
-    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> None:
-        """Log the trained Keras model (raw [0, 255] float32 pixels in) and its weights."""
+    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> bool:
+        """Log the trained Keras model (raw [0, 255] float32 pixels in) and its weights.
+
+        Args:
+            model: a Keras model, or the path of one saved as a ``.keras`` file.
+
+        Returns:
+            True when the model was stored.
+        """
 
 
 class NullTracker(Tracker):
     """A tracker that records nothing: for tests and for measuring tracking overhead."""
+
+    enabled = False
 
     def check_available(self) -> None:  # noqa: D102
         return None
@@ -128,5 +158,5 @@ class NullTracker(Tracker):
     def log_evaluation(self, run_id: str, **kwargs: Any) -> None:  # noqa: D102
         return None
 
-    def log_model(self, run_id: str, model: Any, **kwargs: Any) -> None:  # noqa: D102
-        return None
+    def log_model(self, run_id: str, model: Any, **kwargs: Any) -> bool:  # noqa: D102
+        return False

@@ -1,9 +1,9 @@
 """The MLflow tracker: one experiment per study, a parent run, one nested child run per trial.
 
-Process model: the study process and every trial's (spawned) child process each build their
-own :class:`MlflowTracker`; the only state shared between them is the run ids passed as
-arguments. Every call goes through :class:`mlflow.MlflowClient` with an explicit run id, so no
-fluent "active run" exists anywhere (safe in the child, safe with several trials at once).
+Process model: only the study process builds an :class:`MlflowTracker`; trial processes
+spool to files (:mod:`clot_hpo.tracking.spool`) that it forwards from a background thread
+while the next trial trains. Every call goes through :class:`mlflow.MlflowClient` with an
+explicit run id, so no fluent "active run" exists anywhere (safe with several workers).
 
 Status mapping (Optuna trial state -> MLflow run status): ``COMPLETE -> FINISHED``,
 ``PRUNED -> KILLED``, ``FAIL -> FAILED``; the Optuna state itself is kept in the tag
@@ -50,7 +50,8 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag  # noqa: E402
 
 from clot_hpo.errors import ConfigError, TrackingUnavailable  # noqa: E402
-from clot_hpo.tracking.base import TRIAL_STATES, Tracker  # noqa: E402
+from clot_hpo.tracking import keras_file_flavor  # noqa: E402
+from clot_hpo.tracking.base import TRIAL_STATES, Tracker, to_plain  # noqa: E402
 from clot_hpo.tracking.retry import call_with_retry, is_transient  # noqa: E402
 
 log = logging.getLogger("clot_hpo.tracking")
@@ -75,7 +76,6 @@ TAG_PARENT = "mlflow.parentRunId"
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 
 MODEL_NAME_IN_RUN = "model"
-WEIGHTS_FILE = "model.weights.h5"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
 MAX_DIGEST_LENGTH = 36  # MLflow's limit on a dataset digest; the full one is in TAG_DIGEST
@@ -438,7 +438,7 @@ class MlflowTracker(Tracker):
         if dataset_digest:
             self.dataset_digest = dataset_digest
             self._call("tag the dataset digest", self.client.set_tag, run_id, TAG_DIGEST, dataset_digest)
-        self._call("log config.yaml", self.client.log_dict, run_id, _plain(config), "config.yaml")
+        self._call("log config.yaml", self.client.log_dict, run_id, to_plain(config), "config.yaml")
         for name, space in (search_spaces or {}).items():
             self._log_search_space(run_id, str(name), space)
         if manifest_path is not None:
@@ -456,7 +456,7 @@ class MlflowTracker(Tracker):
                 dst.write_bytes(Path(space).read_bytes())
                 self._call(f"log search space {stem}", self.client.log_artifact, run_id, str(dst), "search_spaces")
         else:
-            self._call(f"log search space {stem}", self.client.log_dict, run_id, _plain(space),
+            self._call(f"log search space {stem}", self.client.log_dict, run_id, to_plain(space),
                        f"search_spaces/{stem}.yaml")
 
     def _log_dataset(self, run_id: str, manifest: Path, digest: str | None, config: dict[str, Any]) -> None:
@@ -628,7 +628,7 @@ class MlflowTracker(Tracker):
             self._call("tag the threshold", self.client.set_tag, run_id, TAG_THRESHOLD,
                        repr(float(metrics["threshold"])))
         for name, payload in (artifacts or {}).items():
-            self._call(f"log {name}", self.client.log_dict, run_id, _plain(payload), str(name))
+            self._call(f"log {name}", self.client.log_dict, run_id, to_plain(payload), str(name))
         self._log_figures(run_id, figures, folder="")
 
     def _evaluation_step(self, run_id: str, metrics: dict[str, Any]) -> int:
@@ -654,7 +654,13 @@ class MlflowTracker(Tracker):
         return last + 1
 
     def _log_figures(self, run_id: str | None, figures: dict[str, Any] | None, *, folder: str) -> None:
+        """Log matplotlib figures (closed afterwards) and image files (a trial's saved PNGs)."""
         for name, obj in (figures or {}).items():
+            if isinstance(obj, (str, Path)):
+                if run_id:
+                    self._call(f"log figure {Path(obj).name}", self.client.log_artifact, run_id, str(obj),
+                               folder.rstrip("/") or None)
+                continue
             fig = _as_figure(obj)
             try:
                 if not run_id:
@@ -668,26 +674,37 @@ class MlflowTracker(Tracker):
             finally:
                 _close(fig)
 
-    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> None:
+    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> bool:
         """Log the Keras model as an MLflow model of the trial's run, and its weights file.
 
-        The MLflow model has a signature (float32 ``(-1, H, W, 3)`` raw [0, 255] pixels in,
-        ``(-1, 1)`` probabilities out), explicit pinned ``pip_requirements`` and no
-        ``input_example`` (it crashes ``mlflow.keras.log_model`` in MLflow 3.17). The run is
-        tagged with ``threshold``, ``image_size`` and ``clot_hpo.model_id``.
+        ``model`` is a Keras model or the ``.keras`` file a trial process saved (the study
+        process logs from the file, without importing Keras). The MLflow model has a
+        signature (float32 ``(-1, H, W, 3)`` raw [0, 255] pixels in, ``(-1, 1)``
+        probabilities out), explicit pinned ``pip_requirements`` and no ``input_example``
+        (it crashes ``mlflow.keras.log_model`` in MLflow 3.17). The run is tagged with
+        ``threshold``, ``image_size`` and ``clot_hpo.model_id``.
+
+        Returns:
+            True when the MLflow model was stored.
         """
         if not run_id or not self.log_models:
-            return
+            return False
         tags = [RunTag(TAG_THRESHOLD, repr(float(threshold))), RunTag(TAG_IMAGE_SIZE, str(int(image_size)))]
         self._call("tag threshold and image size", self.client.log_batch, run_id, tags=tags)
-        model_id = self._call("log the model", self._log_mlflow_model, run_id, model, int(image_size),
-                              float(threshold), default=None)
-        if model_id:
-            self._call("tag the model id", self.client.set_tag, run_id, TAG_MODEL_ID, model_id)
-        self._call("log the weights file", self._log_weights, run_id, model)
+        with tempfile.TemporaryDirectory(prefix="clot-hpo-model-") as tmp:
+            if isinstance(model, (str, Path)):
+                keras_file = Path(model)
+            else:
+                keras_file = Path(tmp) / keras_file_flavor.MODEL_FILE
+                model.save(keras_file)
+            model_id = self._call("log the model", self._log_mlflow_model, run_id, keras_file, int(image_size),
+                                  float(threshold), default=None)
+            if model_id:
+                self._call("tag the model id", self.client.set_tag, run_id, TAG_MODEL_ID, model_id)
+            self._call("log the weights file", self._log_weights, run_id, keras_file)
+        return bool(model_id)
 
-    def _log_mlflow_model(self, run_id: str, model: Any, image_size: int, threshold: float) -> str:
-        import mlflow.keras
+    def _log_mlflow_model(self, run_id: str, keras_file: Path, image_size: int, threshold: float) -> str:
         from mlflow.models import Model
 
         run = self.client.get_run(run_id)
@@ -701,7 +718,6 @@ class MlflowTracker(Tracker):
                   **({TAG_STUDY: run.data.tags[TAG_STUDY]} if TAG_STUDY in run.data.tags else {})},
             model_type="keras-binary-classifier",
         )
-        out_shape = tuple(-1 if d is None else int(d) for d in getattr(model, "output_shape", (None, 1)))
         # The model's output step: the evaluation's step, so the UI links the evaluation
         # metrics (not epoch 0's) to this model.
         step = self._evaluation_step(run_id, {"val_auc": 0.0, "val_accuracy": 0.0, "val_loss": 0.0})
@@ -711,11 +727,11 @@ class MlflowTracker(Tracker):
             Model.log(
                 artifact_path=None,
                 name=MODEL_NAME_IN_RUN,
-                flavor=mlflow.keras,
-                model=model,
+                flavor=keras_file_flavor,
+                model=keras_file,
                 run_id=run_id,
                 model_id=logged.model_id,
-                signature=model_signature(image_size, out_shape),
+                signature=model_signature(image_size),
                 pip_requirements=list(model_pip_requirements()),
                 metadata={"image_size": image_size, "threshold": threshold,
                           "input": "raw RGB pixels in [0, 255], float32"},
@@ -724,11 +740,9 @@ class MlflowTracker(Tracker):
             )
         return logged.model_id
 
-    def _log_weights(self, run_id: str, model: Any) -> None:
+    def _log_weights(self, run_id: str, keras_file: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="clot-hpo-weights-") as tmp:
-            path = Path(tmp) / WEIGHTS_FILE
-            model.save_weights(str(path))
-            self.client.log_artifact(run_id, str(path))
+            self.client.log_artifact(run_id, str(keras_file_flavor.extract_weights(keras_file, tmp)))
 
 
 def _to_float(value: Any) -> float | None:
@@ -737,19 +751,3 @@ def _to_float(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-def _plain(obj: Any) -> Any:
-    """JSON/YAML-ready copy: pydantic models dumped, NumPy scalars and Paths converted."""
-    if hasattr(obj, "model_dump"):
-        return _plain(obj.model_dump(mode="json"))
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item):
-        with contextlib.suppress(Exception):
-            return obj.item()
-    return obj

@@ -1,7 +1,7 @@
 """The tracker, promotion and the champion against a real ``mlflow server`` process.
 
-A short "study" is logged the way the search logs it (study process + trial process calls,
-with a tiny Keras model and the real evaluation), then everything is read back through
+A short "study" is logged the way the search logs it (the trial process spools, the study
+process forwards; a tiny Keras model and the real evaluation), then everything is read back through
 ``MlflowClient`` and used through the command line.
 """
 
@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from clot_hpo.config import EvaluationConfig
 from clot_hpo.evaluate import evaluate_trial
 from clot_hpo.tracking.mlflow_tracker import MlflowTracker
+from clot_hpo.tracking.spool import SpoolReader, SpoolTracker
 from clot_hpo.registry import promote
 from tests.support.cli import run_cli
 from tests.support.mlflow_server import (  # noqa: F401  (pytest fixture)
@@ -59,30 +60,33 @@ def study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
     runs, reports = {}, {}
     for number, state in STATES.items():
         run_id = tracker.start_trial(number)
-        # The trial process builds its own tracker: only the run id crosses processes.
-        child = MlflowTracker(mlflow_server.uri, experiment_name=STUDY, tries=3, backoff_s=0.2)
-        child.log_params(run_id, {"filters": 4, "learning_rate": 1e-3})
+        # The trial process spools to files; the study process forwards them to the server.
+        child = SpoolTracker(root / f"spool-{number}")
+        reader = SpoolReader(child.folder)
+        child.log_params("", {"filters": 4, "learning_rate": 1e-3})
         epochs = 1 if state == "PRUNED" else 3
         for epoch in range(epochs):
-            child.log_epoch(run_id, epoch, {"loss": 0.7 - 0.05 * epoch, "auc": 0.5 + 0.05 * epoch,
-                                            "val_loss": 0.72 - 0.04 * epoch, "val_auc": 0.5 + 0.04 * epoch})
+            child.log_epoch("", epoch, {"loss": 0.7 - 0.05 * epoch, "auc": 0.5 + 0.05 * epoch,
+                                        "val_loss": 0.72 - 0.04 * epoch, "val_auc": 0.5 + 0.04 * epoch})
+            reader.forward(tracker, run_id)  # live, epoch by epoch, as the search does
         if state == "COMPLETE":
             model = tiny_keras_model(32, seed=number)
             probs = model.predict(pixels, verbose=0).reshape(-1)
             report = evaluate_trial(labels[8:16], probs[8:16], labels[16:], probs[16:],
                                     EvaluationConfig(bootstrap_samples=200), seed=number,
                                     history={"loss": [0.7, 0.65, 0.6], "val_loss": [0.72, 0.68, 0.64]})
-            child.log_evaluation(run_id, metrics=report.metrics, artifacts=report.artifacts,
+            child.log_evaluation("", metrics=report.metrics, artifacts=report.artifacts,
                                  figures=report.figures)
-            child.log_model(run_id, model, image_size=32, threshold=report.threshold)
+            child.log_model("", model, image_size=32, threshold=report.threshold)
             reports[number] = report
+        reader.forward(tracker, run_id)
         tracker.end_trial(run_id, state, reason={"PRUNED": "pruned at epoch 1", "FAIL": "injected OOM"}.get(state))
         runs[number] = run_id
     trials_csv = root / "trials.csv"
     trials_csv.write_text("number,state\n" + "\n".join(f"{n},{s}" for n, s in STATES.items()) + "\n")
     tracker.log_study_summary(trials_csv, {})
     tracker.end_study()
-    return {"uri": mlflow_server.uri, "parent": parent, "runs": runs, "reports": reports, "images": images,
+    return {"uri": mlflow_server.uri, "root": root, "parent": parent, "runs": runs, "reports": reports, "images": images,
             "pixels": pixels, "client": MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)}
 
 
@@ -101,6 +105,12 @@ def test_one_child_run_per_trial_with_matching_statuses(study: dict[str, Any]) -
     parent = client.get_run(study["parent"])
     assert parent.info.status == "FINISHED"
     assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+
+
+def test_spool_keeps_figures_and_drops_the_stored_model(study: dict[str, Any]) -> None:
+    spool = study["root"] / "spool-0"
+    assert (spool / "figures" / "confusion_matrix.png").is_file()
+    assert not (spool / "model.keras").exists(), "the model file goes once the server stored it"
 
 
 def test_epoch_metrics_and_params(study: dict[str, Any]) -> None:

@@ -81,6 +81,55 @@ def test_global_tracking_uri_is_restored(logged: dict) -> None:
 def test_log_models_false_logs_no_model(logged: dict) -> None:
     tracker = MlflowTracker(logged["uri"], experiment_name="exp-model", log_models=False)
     run_id = logged["tracker"].start_trial(1)
-    tracker.log_model(run_id, logged["model"], image_size=32, threshold=0.5)
+    assert tracker.log_model(run_id, logged["model"], image_size=32, threshold=0.5) is False
     run = MlflowClient(logged["uri"]).get_run(run_id)
     assert "clot_hpo.model_id" not in run.data.tags and not run.outputs.model_outputs
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_file_flavor_writes_what_mlflow_keras_writes(logged: dict, tmp_path: Path) -> None:
+    import mlflow.keras
+    from mlflow.models import Model
+
+    from clot_hpo.tracking import keras_file_flavor
+    from clot_hpo.tracking.mlflow_tracker import model_signature
+
+    model, signature, reqs = logged["model"], model_signature(32), list(model_pip_requirements())
+    keras_file = tmp_path / "trial.keras"
+    model.save(keras_file)
+    ref, ours = tmp_path / "ref", tmp_path / "ours"
+    mlflow.keras.save_model(model, str(ref), signature=signature, pip_requirements=reqs)
+    keras_file_flavor.save_model(str(ours), Model(), model=keras_file, signature=signature, pip_requirements=reqs)
+
+    assert _files(ours) == _files(ref)
+    ref_mlmodel, our_mlmodel = (yaml.safe_load((d / "MLmodel").read_text()) for d in (ref, ours))
+    assert our_mlmodel["flavors"] == ref_mlmodel["flavors"]
+    assert our_mlmodel["signature"] == ref_mlmodel["signature"]
+    for name in ("requirements.txt", "conda.yaml", "python_env.yaml", "data/keras_module.txt"):
+        assert (ours / name).read_text() == (ref / name).read_text(), name
+    batch = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    loaded = mlflow.keras.load_model(str(ours))
+    np.testing.assert_allclose(loaded.predict(batch, verbose=0), model.predict(batch, verbose=0), rtol=1e-6)
+
+
+def test_model_logged_from_a_saved_file(logged: dict, tmp_path: Path) -> None:
+    keras_file = tmp_path / "model.keras"
+    logged["model"].save(keras_file)
+    tracker = logged["tracker"]
+    run_id = tracker.start_trial(2)
+    assert tracker.log_model(run_id, keras_file, image_size=32, threshold=0.5) is True
+    assert keras_file.is_file(), "the caller decides what happens to its file"
+    client = MlflowClient(logged["uri"])
+    model_id = client.get_run(run_id).data.tags["clot_hpo.model_id"]
+    batch = np.random.default_rng(2).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    with global_tracking_uri(logged["uri"]):
+        out = np.asarray(mlflow.pyfunc.load_model(f"models:/{model_id}").predict(batch)).reshape(-1)
+    np.testing.assert_allclose(out, logged["model"].predict(batch, verbose=0).reshape(-1), rtol=1e-5)
+    weights = Path(client.download_artifacts(run_id, "model.weights.h5", str(tmp_path)))
+    import zipfile
+
+    with zipfile.ZipFile(keras_file) as archive:
+        assert weights.read_bytes() == archive.read("model.weights.h5")

@@ -1,0 +1,170 @@
+"""A trial's tracking, written to files by its process and forwarded by the study process.
+
+The trial process never talks to the tracking backend: :class:`SpoolTracker` appends what a
+trial logs (params, each epoch's metrics, the evaluation, figures as PNG files, the model as
+a ``.keras`` file) to a folder, and the study process's :class:`SpoolReader` forwards it to
+the real tracker, on a background thread, while the next trial trains. This keeps MLflow's
+import (~1 s), its store's start-up (~1.5 s) and every upload off the critical path of each
+trial; only the model's own ``.keras`` save stays in the trial process, which alone holds it.
+
+The folder (``studies/<study>/trials/<n>/tracking/``)::
+
+    events.jsonl        one JSON object per line: params, epoch, evaluation, model
+    figures/<name>.png  evaluation figures
+    model.keras         the trained model (removed once the tracker has stored it)
+
+A line is complete only with its newline, so a trial killed mid-write loses that line alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from clot_hpo.tracking.base import Tracker, to_plain
+
+log = logging.getLogger("clot_hpo.tracking")
+
+EVENTS_FILE = "events.jsonl"
+FIGURES_DIR = "figures"
+MODEL_FILE = "model.keras"
+
+
+class SpoolTracker(Tracker):
+    """The trial process's tracker: appends to a spool folder, never to a backend.
+
+    Only the trial-process methods record anything; the study-process methods are no-ops
+    (the study process holds the real tracker).
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _append(self, event: dict[str, Any]) -> None:
+        line = json.dumps(to_plain(event), allow_nan=True) + "\n"
+        # One write of a whole line: the study process reads the file while it grows.
+        with open(self.folder / EVENTS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(line)
+
+    # ----- study process: not this tracker's job ---------------------------------------
+    def check_available(self) -> None:  # noqa: D102
+        return None
+
+    def start_study(self, study_name: str, *, tags: dict[str, str] | None = None) -> str:  # noqa: D102
+        return ""
+
+    def log_study_inputs(self, **kwargs: Any) -> None:  # noqa: D102
+        return None
+
+    def start_trial(self, trial_number: int, *, tags: dict[str, str] | None = None) -> str:  # noqa: D102
+        return ""
+
+    def end_trial(self, run_id: str, state: str, **kwargs: Any) -> None:  # noqa: D102
+        return None
+
+    def log_study_summary(self, trials_csv: Path, figures: dict[str, Any]) -> None:  # noqa: D102
+        return None
+
+    def end_study(self, status: str = "FINISHED") -> None:  # noqa: D102
+        return None
+
+    # ----- trial process ------------------------------------------------------------------
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Record the trial's hyperparameters."""
+        self._append({"event": "params", "params": params})
+
+    def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
+        """Record one epoch's metrics."""
+        self._append({"event": "epoch", "epoch": int(epoch),
+                      "metrics": {k: float(v) for k, v in metrics.items()}})
+
+    def log_evaluation(
+        self,
+        run_id: str,
+        *,
+        metrics: dict[str, float],
+        artifacts: dict[str, Any],
+        figures: dict[str, Any],
+    ) -> None:
+        """Record the evaluation; each figure is saved as ``figures/<name>.png`` and closed."""
+        import matplotlib.pyplot as plt
+
+        folder = self.folder / FIGURES_DIR
+        folder.mkdir(exist_ok=True)
+        files = {}
+        for name, fig in (figures or {}).items():
+            file = str(name) if "." in str(name) else f"{name}.png"
+            try:
+                fig.savefig(folder / file, dpi=100)
+                files[str(name)] = f"{FIGURES_DIR}/{file}"
+            finally:
+                plt.close(fig)
+        self._append({"event": "evaluation", "metrics": metrics, "artifacts": artifacts, "figures": files})
+
+    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> bool:
+        """Save the model as ``model.keras`` (atomically) and record how to log it."""
+        partial = self.folder / f"{MODEL_FILE}.partial.keras"  # Keras insists on the suffix
+        model.save(partial)
+        os.replace(partial, self.folder / MODEL_FILE)
+        self._append({"event": "model", "file": MODEL_FILE, "image_size": int(image_size),
+                      "threshold": float(threshold)})
+        return True
+
+
+class SpoolReader:
+    """Forwards a spool folder's new events to a tracker, remembering how far it got."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.offset = 0  # bytes of events.jsonl already forwarded
+
+    def _new_events(self) -> list[dict[str, Any]]:
+        path = self.folder / EVENTS_FILE
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+        self.offset += len(complete)
+        events = []
+        for raw in complete.splitlines():
+            try:
+                events.append(json.loads(raw))
+            except ValueError:
+                log.warning("tracking: skipped an unreadable line of %s", path)
+        return events
+
+    def forward(self, tracker: Tracker, run_id: str) -> int:
+        """Send the events written since the last call to ``tracker``; return how many.
+
+        Epoch metrics of consecutive epochs go out one batch per epoch (the tracker batches
+        each); a model file is removed once the tracker reports it stored.
+        """
+        events = self._new_events()
+        for event in events:
+            kind = event.get("event")
+            if kind == "params":
+                tracker.log_params(run_id, event["params"])
+            elif kind == "epoch":
+                tracker.log_epoch(run_id, int(event["epoch"]), event["metrics"])
+            elif kind == "evaluation":
+                figures = {name: self.folder / rel for name, rel in event.get("figures", {}).items()}
+                tracker.log_evaluation(run_id, metrics=event["metrics"], artifacts=event.get("artifacts", {}),
+                                       figures=figures)
+            elif kind == "model":
+                file = self.folder / event["file"]
+                stored = tracker.log_model(run_id, file, image_size=int(event["image_size"]),
+                                           threshold=float(event["threshold"]))
+                if stored:
+                    file.unlink(missing_ok=True)
+                else:
+                    log.warning("tracking: the model of run %s was not stored; it stays at %s", run_id, file)
+            else:
+                log.warning("tracking: skipped an unknown event %r in %s", kind, self.folder)
+        return len(events)
