@@ -9,7 +9,9 @@ per store, not once per study. A warm-up imports TensorFlow first so that neithe
 pays for a cold disk cache; ``--repeats 2`` runs untracked, tracked, tracked, untracked and
 reports medians.
 
-    .venv/bin/python benchmarks/tracking_overhead.py [--backbone efficientnet_b1] [--trials 3]
+    .venv/bin/python benchmarks/tracking_overhead.py [--backbone efficientnet_b1] [--trials 3] [--repeats 2]
+"""
+
 from __future__ import annotations
 
 import argparse
