@@ -125,6 +125,7 @@ def evaluate_trial(
     history: dict[str, list[float]] | None = None,
     seed: int = 0,
     sample_images: np.ndarray | None = None,
+    figures: bool = True,
 ) -> EvaluationReport:
     """Evaluate one trial: the threshold comes from validation and is applied to test.
 
@@ -138,6 +139,7 @@ def evaluate_trial(
         sample_images: images of the figure split (test, else validation) in the order of
             its labels; drawn as ``sample_images.png`` only when
             ``cfg.log_sample_images > 0`` (patient images stay out of tracking otherwise).
+        figures: False skips drawing (nobody will see them: the study is not tracked).
     """
     if (y_test is None) != (p_test is None):
         raise ValueError("`y_test` and `p_test` must both be given or both be None")
@@ -156,11 +158,11 @@ def evaluate_trial(
         fig_y, fig_p = yt, pt
     else:
         artifacts["confusion_matrix.json"] = {**val_counts, "split": "val"}
-    figures = make_figures(fig_y, fig_p, threshold=threshold, history=history)
-    if cfg.log_sample_images > 0 and sample_images is not None and len(sample_images) > 0:
+    drawn = make_figures(fig_y, fig_p, threshold=threshold, history=history) if figures else {}
+    if figures and cfg.log_sample_images > 0 and sample_images is not None and len(sample_images) > 0:
         k = min(cfg.log_sample_images, len(sample_images), len(fig_y))
-        figures["sample_images.png"] = sample_images_figure(sample_images[:k], fig_y[:k], fig_p[:k], threshold)
+        drawn["sample_images.png"] = sample_images_figure(sample_images[:k], fig_y[:k], fig_p[:k], threshold)
     return EvaluationReport(
-        metrics=metrics, artifacts=artifacts, figures=figures, method=cfg.threshold,
+        metrics=metrics, artifacts=artifacts, figures=drawn, method=cfg.threshold,
         confidence=cfg.confidence_level, n_bootstrap=cfg.bootstrap_samples,
     )

@@ -518,9 +518,11 @@ def run_search(
         f"objective {config.search.objective} · backbones {', '.join(config.search.backbones)}"
         + (f" · resuming with {resumed} trials on record" if resumed else "")
     )
-    tracker.start_study(study_name, tags={"optuna.storage": redact_url(config.search.storage)})
     runner = StudyRunner(config, study=study, tracker=tracker, spaces=spaces,
                          manifest_path=manifest_path, out_dir=out_dir, console=console)
+    # Queued like everything else the tracker does from here on: it overlaps the first trial.
+    runner.uploads.submit("open the study's run", tracker.start_study, study_name,
+                          tags={"optuna.storage": redact_url(config.search.storage)})
     runner.uploads.submit(
         "log the study's inputs", tracker.log_study_inputs,
         config=config.model_dump(mode="json"),

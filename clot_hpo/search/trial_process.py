@@ -194,13 +194,13 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     y_val, p_val = predict_probabilities(model, val_ds)
     y_test, p_test = predict_probabilities(model, dataset(splits["test"], False))
     samples = None
-    if config.evaluation.log_sample_images:  # opt-in: by default no image leaves the machine
+    if tracker.enabled and config.evaluation.log_sample_images:  # opt-in: by default no image leaves the machine
         from clot_hpo.data.pipeline import load_image_batch
 
         samples = load_image_batch(list(splits["val"]["path"][: config.evaluation.log_sample_images]),
                                    settings.image_size)
     report = evaluate_trial(y_val, p_val, y_test, p_test, config.evaluation, history=history, seed=seed,
-                            sample_images=samples)
+                            sample_images=samples, figures=tracker.enabled)
     tracker.log_evaluation("", metrics=report.metrics, artifacts=report.artifacts,
                            figures=report.figures)
     if config.tracking.log_model:

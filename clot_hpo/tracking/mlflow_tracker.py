@@ -654,13 +654,7 @@ class MlflowTracker(Tracker):
         return last + 1
 
     def _log_figures(self, run_id: str | None, figures: dict[str, Any] | None, *, folder: str) -> None:
-        """Log matplotlib figures (closed afterwards) and image files (a trial's saved PNGs)."""
         for name, obj in (figures or {}).items():
-            if isinstance(obj, (str, Path)):
-                if run_id:
-                    self._call(f"log figure {Path(obj).name}", self.client.log_artifact, run_id, str(obj),
-                               folder.rstrip("/") or None)
-                continue
             fig = _as_figure(obj)
             try:
                 if not run_id:

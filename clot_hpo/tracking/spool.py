@@ -10,8 +10,11 @@ trial; only the model's own ``.keras`` save stays in the trial process, which al
 The folder (``studies/<study>/trials/<n>/tracking/``)::
 
     events.jsonl        one JSON object per line: params, epoch, evaluation, model
-    figures/<name>.png  evaluation figures
+    figures.<k>.pkl     the evaluation's matplotlib figures, pickled (removed once forwarded)
     model.keras         the trained model (removed once the tracker has stored it)
+
+Figures travel pickled (~0.02 s) rather than as PNG files: rendering them (~0.7 s a trial)
+then happens in the study process, off the trial's critical path.
 
 A line is complete only with its newline, so a trial killed mid-write loses that line alone.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,6 @@ from clot_hpo.tracking.base import Tracker, to_plain
 log = logging.getLogger("clot_hpo.tracking")
 
 EVENTS_FILE = "events.jsonl"
-FIGURES_DIR = "figures"
 MODEL_FILE = "model.keras"
 
 
@@ -90,20 +93,20 @@ class SpoolTracker(Tracker):
         artifacts: dict[str, Any],
         figures: dict[str, Any],
     ) -> None:
-        """Record the evaluation; each figure is saved as ``figures/<name>.png`` and closed."""
+        """Record the evaluation; the figures are pickled (and closed) for the study process to draw."""
         import matplotlib.pyplot as plt
 
-        folder = self.folder / FIGURES_DIR
-        folder.mkdir(exist_ok=True)
-        files = {}
-        for name, fig in (figures or {}).items():
-            file = str(name) if "." in str(name) else f"{name}.png"
+        event: dict[str, Any] = {"event": "evaluation", "metrics": metrics, "artifacts": artifacts}
+        if figures:
+            file = f"figures.{len(list(self.folder.glob('figures.*.pkl')))}.pkl"
             try:
-                fig.savefig(folder / file, dpi=100)
-                files[str(name)] = f"{FIGURES_DIR}/{file}"
+                with open(self.folder / file, "wb") as fh:
+                    pickle.dump(dict(figures), fh, protocol=pickle.HIGHEST_PROTOCOL)
+                event["figures_file"] = file
             finally:
-                plt.close(fig)
-        self._append({"event": "evaluation", "metrics": metrics, "artifacts": artifacts, "figures": files})
+                for fig in figures.values():
+                    plt.close(fig)
+        self._append(event)
 
     def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> bool:
         """Save the model as ``model.keras`` (atomically) and record how to log it."""
@@ -113,6 +116,21 @@ class SpoolTracker(Tracker):
         self._append({"event": "model", "file": MODEL_FILE, "image_size": int(image_size),
                       "threshold": float(threshold)})
         return True
+
+
+def _load_figures(path: Path) -> dict[str, Any]:
+    """Unpickle a trial's figures (its own process wrote them, with the same matplotlib)."""
+    import matplotlib
+
+    # Unpickled pyplot figures get a manager of this process's backend: never a GUI one on
+    # the upload thread.
+    matplotlib.use("Agg")
+    try:
+        with open(path, "rb") as fh:
+            return dict(pickle.load(fh))  # noqa: S301 - written by our own trial process
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
+        log.warning("tracking: could not read the figures in %s: %s", path, exc)
+        return {}
 
 
 class SpoolReader:
@@ -154,9 +172,11 @@ class SpoolReader:
             elif kind == "epoch":
                 tracker.log_epoch(run_id, int(event["epoch"]), event["metrics"])
             elif kind == "evaluation":
-                figures = {name: self.folder / rel for name, rel in event.get("figures", {}).items()}
+                figures_file = self.folder / event["figures_file"] if event.get("figures_file") else None
                 tracker.log_evaluation(run_id, metrics=event["metrics"], artifacts=event.get("artifacts", {}),
-                                       figures=figures)
+                                       figures=_load_figures(figures_file) if figures_file else {})
+                if figures_file:
+                    figures_file.unlink(missing_ok=True)
             elif kind == "model":
                 file = self.folder / event["file"]
                 stored = tracker.log_model(run_id, file, image_size=int(event["image_size"]),

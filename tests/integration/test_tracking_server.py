@@ -107,10 +107,11 @@ def test_one_child_run_per_trial_with_matching_statuses(study: dict[str, Any]) -
     assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
 
 
-def test_spool_keeps_figures_and_drops_the_stored_model(study: dict[str, Any]) -> None:
+def test_spool_drops_what_the_server_stored(study: dict[str, Any]) -> None:
     spool = study["root"] / "spool-0"
-    assert (spool / "figures" / "confusion_matrix.png").is_file()
+    assert (spool / "events.jsonl").is_file()
     assert not (spool / "model.keras").exists(), "the model file goes once the server stored it"
+    assert not list(spool.glob("figures.*.pkl")), "forwarded figures are not kept twice"
 
 
 def test_epoch_metrics_and_params(study: dict[str, Any]) -> None:

@@ -79,20 +79,28 @@ def test_missing_spool_forwards_nothing(tmp_path: Path) -> None:
     assert SpoolReader(tmp_path / "never-written").forward(RecordingTracker(), "r") == 0
 
 
-def test_figures_become_png_files_and_are_closed(tmp_path: Path) -> None:
+def test_figures_travel_pickled_and_are_closed_on_both_sides(tmp_path: Path) -> None:
     spool, tracker = SpoolTracker(tmp_path / "s"), RecordingTracker()
     fig, ax = plt.subplots()
-    ax.plot([0, 1], [0, 1])
+    ax.plot([0, 1], [0, 1], label="chance")
     spool.log_evaluation("", metrics={"val_auc": 0.9}, artifacts={"confusion_matrix.json": {"tp": 3}},
-                         figures={"roc_curve.png": fig, "training_curves": fig})
-    assert not plt.fignum_exists(fig.number)
+                         figures={"roc_curve.png": fig})
+    assert not plt.fignum_exists(fig.number), "the trial process keeps no figure open"
     SpoolReader(spool.folder).forward(tracker, "r")
     [(kind, (run_id, kwargs))] = tracker.calls
     assert kind == "evaluation" and kwargs["metrics"] == {"val_auc": 0.9}
     assert kwargs["artifacts"] == {"confusion_matrix.json": {"tp": 3}}
-    files = kwargs["figures"]
-    assert sorted(p.name for p in files.values()) == ["roc_curve.png", "training_curves.png"]
-    assert all(p.is_file() and p.read_bytes()[:4] == b"\x89PNG" for p in files.values())
+    [(name, received)] = kwargs["figures"].items()
+    assert name == "roc_curve.png"
+    assert [line.get_label() for line in received.axes[0].get_lines()] == ["chance"]
+    assert not list(spool.folder.glob("figures.*.pkl")), "forwarded figures are not kept twice"
+
+
+def test_an_evaluation_without_figures(tmp_path: Path) -> None:
+    spool, tracker = SpoolTracker(tmp_path / "s"), RecordingTracker()
+    spool.log_evaluation("", metrics={"val_auc": 0.5}, artifacts={}, figures={})
+    SpoolReader(spool.folder).forward(tracker, "r")
+    assert tracker.calls[0][1][1]["figures"] == {}
 
 
 @pytest.mark.parametrize("stored", [True, False])
