@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ STORAGE_RETRY_SECONDS = 60.0
 # A finished trial's run stays open while its worker uploads the trial's model; another
 # worker closes it as orphaned only after this long (its worker must have died meanwhile).
 UPLOAD_GRACE_SECONDS = 600.0
+RUN_ID_WAIT_SECONDS = 10.0
 
 
 @dataclass
@@ -204,7 +206,7 @@ class StudyRunner:
             and now - t.datetime_complete.timestamp() < UPLOAD_GRACE_SECONDS
         }
         running = {t.number for t in trials if t.state == TrialState.RUNNING}
-        return running | recent | set(self._uploading)
+        return running | recent | self._uploading.copy()
 
     def finish_uploads(self) -> None:
         """Wait for the queued tracking uploads (say so when there are any), then stop the queue."""
@@ -324,10 +326,17 @@ class StudyRunner:
     # ----- tracking, on the upload thread -------------------------------------------------------
     @staticmethod
     def _note_run_id(trial: optuna.Trial, run: Future[Any], *, wait: bool = False) -> None:
-        """Record the trial's MLflow run id as a user attribute once the run exists."""
+        """Record the trial's MLflow run id as a user attribute once the run exists.
+
+        ``wait`` waits a little (the run is normally long open by then), never through a
+        tracking outage: the run id is also on the run's own tags.
+        """
         if "mlflow_run_id" in trial.user_attrs or not (wait or run.done()):
             return
-        run_id = run.result()
+        try:
+            run_id = run.result(timeout=RUN_ID_WAIT_SECONDS)
+        except FutureTimeout:
+            return
         if run_id:
             trial.set_user_attr("mlflow_run_id", run_id)
 

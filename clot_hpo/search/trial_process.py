@@ -194,7 +194,8 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     y_val, p_val = predict_probabilities(model, val_ds)
     y_test, p_test = predict_probabilities(model, dataset(splits["test"], False))
     samples = None
-    if tracker.enabled and config.evaluation.log_sample_images:  # opt-in: by default no image leaves the machine
+    # Opt-in: by default no image leaves the machine.
+    if tracker.enabled and config.evaluation.log_sample_images:
         from clot_hpo.data.pipeline import load_image_batch
 
         samples = load_image_batch(list(splits["val"]["path"][: config.evaluation.log_sample_images]),

@@ -28,7 +28,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from clot_hpo.tracking.base import Tracker, to_plain
+from clot_hpo.tracking.base import NullTracker, Tracker, to_plain
 
 log = logging.getLogger("clot_hpo.tracking")
 
@@ -36,12 +36,14 @@ EVENTS_FILE = "events.jsonl"
 MODEL_FILE = "model.keras"
 
 
-class SpoolTracker(Tracker):
+class SpoolTracker(NullTracker):
     """The trial process's tracker: appends to a spool folder, never to a backend.
 
-    Only the trial-process methods record anything; the study-process methods are no-ops
-    (the study process holds the real tracker).
+    Only the trial-process methods record anything; the study-process methods stay the
+    no-ops of :class:`NullTracker` (the study process holds the real tracker).
     """
+
+    enabled = True
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -52,28 +54,6 @@ class SpoolTracker(Tracker):
         # One write of a whole line: the study process reads the file while it grows.
         with open(self.folder / EVENTS_FILE, "a", encoding="utf-8") as fh:
             fh.write(line)
-
-    # ----- study process: not this tracker's job ---------------------------------------
-    def check_available(self) -> None:  # noqa: D102
-        return None
-
-    def start_study(self, study_name: str, *, tags: dict[str, str] | None = None) -> str:  # noqa: D102
-        return ""
-
-    def log_study_inputs(self, **kwargs: Any) -> None:  # noqa: D102
-        return None
-
-    def start_trial(self, trial_number: int, *, tags: dict[str, str] | None = None) -> str:  # noqa: D102
-        return ""
-
-    def end_trial(self, run_id: str, state: str, **kwargs: Any) -> None:  # noqa: D102
-        return None
-
-    def log_study_summary(self, trials_csv: Path, figures: dict[str, Any]) -> None:  # noqa: D102
-        return None
-
-    def end_study(self, status: str = "FINISHED") -> None:  # noqa: D102
-        return None
 
     # ----- trial process ------------------------------------------------------------------
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
