@@ -227,7 +227,10 @@ class StudyRunner:
         while True:
             try:
                 return func()
-            except sqlalchemy.exc.OperationalError as exc:
+            except Exception as raised:  # noqa: BLE001 - storage errors hide behind others, see below
+                exc = _storage_error(raised, sqlalchemy.exc.OperationalError)
+                if exc is None:
+                    raise
                 if time.monotonic() >= deadline:
                     raise FatalError(
                         f"lost the Optuna storage for {STORAGE_RETRY_SECONDS:.0f} s "
@@ -430,6 +433,23 @@ class StudyRunner:
             # The kernel's OOM killer sends SIGKILL; TensorFlow may abort with an OOM message.
             oom=is_oom_exit(returncode, _tail(stderr_path)),
         )
+
+
+def _storage_error(exc: BaseException, kind: type[BaseException]) -> Any:
+    """The storage error (of type ``kind``) behind ``exc``, or None.
+
+    When telling a trial fails because the database is away, Optuna's ``_run_trial`` then
+    fails to read the trial back and raises ``UnboundLocalError`` from that failure
+    (https://github.com/optuna/optuna/issues/5280): the cause is in the exception chain.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _tail(path: Path, size: int = 4000) -> str:
