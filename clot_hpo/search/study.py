@@ -185,7 +185,8 @@ class StudyRunner:
                 try:
                     self._storage_call(
                         lambda: self.study.optimize(self._objective, n_trials=1, catch=(TrialFailed,),
-                                                    gc_after_trial=False, show_progress_bar=False)
+                                                    gc_after_trial=False, show_progress_bar=False),
+                        rerun=False,
                     )
                 except ValueError as exc:
                     # Optuna: "Cannot tell a FAIL trial." Another worker saw no heartbeat (the
@@ -195,7 +196,7 @@ class StudyRunner:
                         raise
                     self.console.print("  [yellow]this trial was marked failed by another worker "
                                        "(no heartbeat while the database was away); its retry counts[/]")
-                self._count_failures(before)
+                self._storage_call(lambda: self._count_failures(before))
 
     def _runs_in_use(self, trials: list[optuna.trial.FrozenTrial]) -> set[int]:
         """Trials whose runs are legitimately open: running, or finished and still uploading."""
@@ -218,8 +219,13 @@ class StudyRunner:
         optuna.storages.fail_stale_trials(self.study)
         return self.study.get_trials(deepcopy=False)
 
-    def _storage_call(self, func: Any) -> Any:
-        """Call ``func``, retrying with backoff while the storage is unreachable."""
+    def _storage_call(self, func: Any, *, rerun: bool = True) -> Any:
+        """Call ``func``, retrying with backoff while the storage is unreachable.
+
+        ``rerun=False`` waits once and returns None instead of calling ``func`` again: for
+        ``study.optimize``, whose trial may already have run (and even been told) when the
+        error came, so the caller must re-read the study and its budgets first.
+        """
         import sqlalchemy.exc
 
         deadline = time.monotonic() + STORAGE_RETRY_SECONDS
@@ -240,6 +246,8 @@ class StudyRunner:
                 self.console.print(f"[yellow]storage unreachable, retrying in {delay:.0f} s[/]")
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+                if not rerun:
+                    return None
 
     def _count_failures(self, before: int) -> None:
         mine = [t for t in self.study.get_trials(deepcopy=False)[before:] if t.user_attrs.get("worker_pid") == os.getpid()]

@@ -32,3 +32,23 @@ def test_other_errors_are_not_storage_errors() -> None:
         raise ValueError("a bug") from KeyError("k")
     except ValueError as exc:
         assert _storage_error(exc, sqlalchemy.exc.OperationalError) is None
+
+
+def test_an_outage_during_a_trial_does_not_run_another_trial() -> None:
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from clot_hpo.search.study import StudyRunner
+
+    calls = []
+
+    def optimize_once() -> None:  # the trial ran; telling it failed with the database away
+        calls.append(1)
+        raise _optuna_style_failure()
+
+    runner = SimpleNamespace(console=Console(file=io.StringIO()))
+    assert StudyRunner._storage_call(runner, optimize_once, rerun=False) is None
+    assert calls == [1], "the loop must re-read the study and its budget before another trial"
+    assert "storage unreachable" in runner.console.file.getvalue()
