@@ -167,7 +167,7 @@ def model_pip_requirements() -> tuple[str, ...]:
     return tuple(reqs)
 
 
-def model_signature(image_size: int, output_shape: tuple[int, ...] = (-1, 1)) -> Any:
+def model_signature(image_size: int) -> Any:
     """Raw float32 pixels ``(-1, H, W, 3)`` in [0, 255] in, probabilities ``(-1, 1)`` out."""
     import numpy as np
     from mlflow.models.signature import ModelSignature
@@ -175,7 +175,7 @@ def model_signature(image_size: int, output_shape: tuple[int, ...] = (-1, 1)) ->
 
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(image_size), int(image_size), 3))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), tuple(output_shape))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1))]),
     )
 
 
@@ -250,7 +250,7 @@ class MlflowTracker(Tracker):
 
     # ----- plumbing -------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        # Picklable for spawned children: the client is rebuilt on first use there.
+        # Picklable (a process pool, say): the client is rebuilt on first use after unpickling.
         state = dict(self.__dict__)
         state["_client"] = None
         return state
