@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-per-class", type=int, default=200)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--difficulty", default=None,
+                   help="0 (easy: large, high-contrast clot) to 1 (hard: small, faint clot, more "
+                   "distractors), or easy, medium, hard (default: easy, 0)")
 
     p = add("validate-data", _cmd_validate_data, "check a dataset, split it and report leakage")
     p.add_argument("data", help="data folder (class folders or metadata CSV)")

@@ -17,22 +17,27 @@ DEFAULT_OUT = ".clot-hpo"
 
 
 def make_synthetic_command(args: argparse.Namespace) -> int:
-    """``clot-hpo make-synthetic OUT --n-per-class N --image-size S --seed K``."""
-    from clot_hpo.data.synthetic import make_synthetic
+    """``clot-hpo make-synthetic OUT --n-per-class N --image-size S --seed K --difficulty D``."""
+    from clot_hpo.data.synthetic import DEFAULT_DIFFICULTY, make_synthetic, resolve_difficulty
+    from clot_hpo.errors import DataError
 
     if args.n_per_class < 2:
         raise ConfigError(f"--n-per-class: `>= 2` must hold, but got {args.n_per_class}")
     if not 16 <= args.image_size <= 1024:
         raise ConfigError(f"--image-size: `16 <= size <= 1024` must hold, but got {args.image_size}")
+    try:
+        difficulty = resolve_difficulty(DEFAULT_DIFFICULTY if args.difficulty is None else args.difficulty)
+    except DataError as exc:
+        raise ConfigError(f"--difficulty: {exc}") from None
     out = Path(args.out)
     start = time.perf_counter()
     make_synthetic(out, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed,
-                   progress=None)
+                   difficulty=difficulty, progress=None)
     console = Console(soft_wrap=True, highlight=False)
     console.print(
         f"Wrote a synthetic dataset to [bold]{out}[/bold]: {args.n_per_class} positive + "
-        f"{args.n_per_class} negative images, {args.image_size}x{args.image_size} px, seed {args.seed} "
-        f"({time.perf_counter() - start:.1f} s)."
+        f"{args.n_per_class} negative images, {args.image_size}x{args.image_size} px, seed {args.seed}, "
+        f"difficulty {difficulty:g} ({time.perf_counter() - start:.1f} s)."
     )
     console.print(
         f"Layout: {out}/positive/, {out}/negative/, {out}/metadata.csv (image, label, group). "

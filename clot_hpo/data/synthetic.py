@@ -2,20 +2,29 @@
 
 The images are synthetic and for demonstration only: they imitate the *structure* of the task
 (bright contrast-filled vessels on textured tissue; a clot shows as a dark filling defect
-*inside* a locally distended vessel, which is dimmer beyond it) so that the platform can be
-exercised end to end without the real Kaggle set, which cannot be downloaded here. They carry
-no medical meaning.
+ringed by contrast inside a locally distended vessel, which is cut off or dimmer beyond it) so
+that the platform can be exercised end to end without the real Kaggle set, which cannot be
+downloaded here. They carry no medical meaning.
 
-The generator is tuned so that the task is learnable but not trivial:
+The generator is tuned so that the task is learnable from random initialisation by a small
+convolutional network in a few epochs, but not by global or linear features:
 
+- the clot is one compact, consistently shaped local pattern (a dark core in a bright rim),
+  placed at a random point of a random vessel, so no fixed pixel carries the label (a logistic
+  regression on raw pixels stays near chance);
 - every image gets a random brightness, contrast, noise level and tint, so mean intensity
-  carries no label signal (a logistic regression on it stays near chance);
-- both classes contain dark "distractor" blobs of the same size and darkness as a clot, but
-  outside the vessels, and the number of dark blobs has the same distribution in both
-  classes, so counting dark spots does not work either; only a dark blob *inside* a bright
-  vessel marks a positive;
+  carries no label signal;
+- both classes have one distended vessel segment (only a positive's holds a clot), and dark
+  "distractor" blobs outside the vessels with the clot core's size and darkness; the number of
+  dark blobs has the same distribution in both classes, so counting dark or bright spots, or
+  the intensity histogram, tells little;
 - images are grouped by "patient": the images of one patient share a vessel tree (jittered),
   so near-duplicate images exist within a group and grouped splitting matters.
+
+``difficulty`` (0 to 1, or easy / medium / hard) scales the clot from large, high contrast,
+with an abrupt cut-off and few distractors far from the vessels, down to small, faint, with
+the vessel only dimmed beyond it and more distractors close to the vessels, with more noise.
+``benchmarks/synthetic_difficulty.py`` measures what each level means for the three models.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import csv
 import json
 import logging
 import math
+import numbers
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +53,37 @@ MARKER = ".synthetic.json"
 
 IMAGES_PER_PATIENT = 4
 _PROGRESS_MIN_IMAGES = 500
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2  # bump whenever the same arguments would draw different images
+
+DIFFICULTY_LEVELS: dict[str, float] = {"easy": 0.0, "medium": 0.5, "hard": 1.0}
+"""Named difficulties accepted wherever a number in [0, 1] is."""
+
+DEFAULT_DIFFICULTY = 0.0
+"""What the demo uses: learnable from random initialisation in a few epochs."""
+
+
+def resolve_difficulty(value: float | str) -> float:
+    """A difficulty as a float in [0, 1], from a number or a name in :data:`DIFFICULTY_LEVELS`.
+
+    Raises:
+        DataError: the value is neither a known name nor a number in [0, 1].
+    """
+    if isinstance(value, str):
+        name = value.strip().lower()
+        if name in DIFFICULTY_LEVELS:
+            return DIFFICULTY_LEVELS[name]
+        try:
+            value = float(name)
+        except ValueError:
+            raise DataError(
+                "difficulty must be a number in [0, 1] or one of "
+                f"{', '.join(DIFFICULTY_LEVELS)}, but got {value!r}"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise DataError(f"difficulty must be a number in [0, 1], but got {value!r}")
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise DataError(f"`0 <= difficulty <= 1` must hold, but got difficulty={value:g}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -91,7 +131,7 @@ def _patient_vessels(rng: np.random.Generator) -> list[_Vessel]:
 def _soft_blob(
     yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float, angle: float
 ) -> np.ndarray:
-    """An anti-aliased ellipse mask in [0, 1] (``rx`` along ``angle``)."""
+    """An anti-aliased ellipse mask in [0, 1] (semi-axis ``rx`` along ``angle``)."""
     c, s = math.cos(angle), math.sin(angle)
     dx, dy = xx - cx, yy - cy
     u = (dx * c + dy * s) / rx
@@ -112,8 +152,41 @@ def _tube(size: int, pts: np.ndarray, width_px: float) -> tuple[np.ndarray, np.n
     return np.clip(width_px / 2 + 0.5 - dist, 0.0, 1.0), mask
 
 
+def _lerp(easy: float, hard: float, d: float) -> float:
+    return easy + (hard - easy) * d
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What ``difficulty`` changes; sizes are fractions of the image side."""
+
+    clot_length: float  # semi-axis of the distended segment along the vessel
+    clot_across: float  # its semi-axis across the vessel
+    rim_boost: float  # brightness of the distended segment relative to its vessel
+    distal: tuple[float, float]  # vessel level beyond the clot, relative to before it
+    darkness: tuple[float, float]  # how much darker than tissue a dark blob is
+    n_dark: tuple[int, int]  # dark blobs per image (clot included), inclusive range
+    gap: float  # least clearance between a distractor and the nearest vessel wall
+    noise: tuple[float, float]  # sensor noise standard deviation
+    texture: float  # tissue texture amplitude
+
+    @classmethod
+    def at(cls, d: float) -> _Settings:
+        return cls(
+            clot_length=_lerp(0.15, 0.08, d),
+            clot_across=_lerp(0.11, 0.06, d),
+            rim_boost=_lerp(1.35, 1.0, d),
+            distal=(_lerp(0.0, 0.55, d), _lerp(0.15, 0.85, d)),
+            darkness=(_lerp(55.0, 30.0, d), _lerp(75.0, 45.0, d)),
+            n_dark=(1 + math.floor(d + 0.5), 2 + math.floor(2 * d + 0.5)),
+            gap=_lerp(0.10, 0.01, d),
+            noise=(_lerp(2.0, 4.0, d), _lerp(5.0, 9.0, d)),
+            texture=_lerp(12.0, 18.0, d),
+        )
+
+
 def _render(
-    rng: np.random.Generator, size: int, vessels: list[_Vessel], positive: bool
+    rng: np.random.Generator, size: int, vessels: list[_Vessel], positive: bool, s: _Settings
 ) -> np.ndarray:
     """One RGB uint8 image of a patient's vessel tree, with a clot when ``positive``."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
@@ -122,7 +195,7 @@ def _render(
     # Tissue: smooth low-frequency texture.
     coarse = rng.normal(0, 1, (6, 6))
     texture = ndimage.zoom(coarse, size / 6, order=3)[:size, :size]
-    img = 12.0 * texture
+    img = s.texture * texture
 
     centrelines = [
         (v.points(n_pts, jitter=rng.normal(0, 0.02, (3, 2))) * (size - 1), v.width * size)
@@ -132,72 +205,85 @@ def _render(
     # is no cue.
     levels = rng.uniform(0.75, 1.0, len(centrelines))
     contrast = float(rng.uniform(60, 95))
-    # Dark blobs: same darkness for a clot and for distractors. The number of dark blobs has
-    # the same distribution in both classes (1 to 3), so counting them does not help.
-    n_dark = int(rng.integers(1, 4))
-    n_distractors = n_dark - 1 if positive else n_dark
-    darkness = float(rng.uniform(35, 55))
+    # Dark blobs: a clot's dark core and the distractors share one size and darkness
+    # distribution, and the number of dark blobs has the same distribution in both classes,
+    # so neither counting dark spots nor their size or darkness tells the classes apart:
+    # only the context of one (inside a vessel, ringed by contrast) does.
+    n_dark = int(rng.integers(s.n_dark[0], s.n_dark[1] + 1))
+    darkness = float(rng.uniform(*s.darkness))
+    shapes = [
+        (s.clot_length * size * float(rng.uniform(0.85, 1.15)),
+         s.clot_across * size * float(rng.uniform(0.85, 1.15)))
+        for _ in range(n_dark)
+    ]
 
-    clot = None
+    # Both classes have one distended vessel segment, drawn alike; in a positive it holds the
+    # clot and the vessel beyond it is cut off. The bright distension alone is no cue, and
+    # the histograms of the classes stay alike (a negative's extra dark blob lies elsewhere).
+    which = int(rng.integers(len(centrelines)))
+    pts, _width = centrelines[which]
+    # Far enough from the border that the whole segment is in the field of view.
+    inside = np.flatnonzero(
+        (pts[:, 0] > 0.25 * size) & (pts[:, 0] < 0.75 * size)
+        & (pts[:, 1] > 0.25 * size) & (pts[:, 1] < 0.75 * size)
+    )
+    if inside.size:
+        k = int(rng.choice(inside))
+    else:  # a vessel that only grazes the centre: its point nearest the centre
+        k = int(np.argmin(np.hypot(pts[:, 0] - size / 2, pts[:, 1] - size / 2)))
+    k = min(max(k, 1), len(pts) - 2)
+    tail_is_distal = bool(rng.integers(2))
+    distal_level = float(rng.uniform(*s.distal))
+    length, across = (
+        s.clot_length * size * float(rng.uniform(0.85, 1.15)),
+        s.clot_across * size * float(rng.uniform(0.85, 1.15)),
+    )
     if positive:
-        which = int(rng.integers(len(centrelines)))
-        pts, width = centrelines[which]
-        inside = np.flatnonzero(
-            (pts[:, 0] > 0.2 * size) & (pts[:, 0] < 0.8 * size)
-            & (pts[:, 1] > 0.2 * size) & (pts[:, 1] < 0.8 * size)
-        )
-        k = int(rng.choice(inside)) if inside.size else len(pts) // 2
-        k = min(max(k, 1), len(pts) - 2)
-        clot = (which, k, bool(rng.integers(2)))
+        shapes.pop()  # the clot is one of the dark blobs
 
-    # Vessels: soft tubes around the (jittered) centrelines. Past a clot the vessel carries
-    # less contrast agent (the occlusion slows the flow), so it is drawn dimmer.
+    # Vessels: soft tubes around the (jittered) centrelines. Beyond a clot the vessel carries
+    # little contrast agent (at low difficulty none: an abrupt cut-off).
     lumen = np.zeros((size, size))
     centre = np.zeros((size, size), dtype=bool)
-    for i, (pts, width) in enumerate(centrelines):
-        if clot is not None and clot[0] == i:
-            _, k, tail_is_distal = clot
-            proximal, distal = (pts[: k + 1], pts[k:]) if tail_is_distal else (pts[k:], pts[: k + 1])
-            parts = [(proximal, levels[i]), (distal, levels[i] * float(rng.uniform(0.4, 0.7)))]
+    for i, (line, width) in enumerate(centrelines):
+        if positive and i == which:
+            proximal, distal = (line[: k + 1], line[k:]) if tail_is_distal else (line[k:], line[: k + 1])
+            parts = [(proximal, levels[i]), (distal, levels[i] * distal_level)]
         else:
-            parts = [(pts, levels[i])]
+            parts = [(line, levels[i])]
         for part, level in parts:
             tube, mask = _tube(size, part, width)
             centre |= mask
             lumen = np.maximum(lumen, level * tube)
 
-    plug = None
-    if clot is not None:
-        which, k, _ = clot
-        pts, width = centrelines[which]
-        tangent = pts[k + 1] - pts[k - 1]
-        angle = math.atan2(tangent[1], tangent[0])
-        # A partially occlusive thrombus: the vessel is distended around it and contrast
-        # outlines the dark filling defect (the "polo mint" sign of CT angiography).
-        length = width * float(rng.uniform(1.0, 1.4))
-        across = width * float(rng.uniform(0.8, 1.0))
-        bulge = _soft_blob(yy, xx, pts[k, 1], pts[k, 0], ry=across, rx=length, angle=angle)
-        lumen = np.maximum(lumen, levels[which] * bulge)
-        plug = _soft_blob(
-            yy, xx, pts[k, 1], pts[k, 0], ry=across * 0.5, rx=length * 0.6, angle=angle
-        )
+    tangent = pts[k + 1] - pts[k - 1]
+    angle = math.atan2(tangent[1], tangent[0])
+    bulge = _soft_blob(yy, xx, pts[k, 1], pts[k, 0], ry=across, rx=length, angle=angle)
+    lumen = np.maximum(lumen, levels[which] * s.rim_boost * bulge)
+    # The "polo mint" of CT angiography: a bright rim of contrast outlines the clot's dark
+    # core. One compact, consistently shaped pattern, which convolution filters pick up
+    # quickly.
+    plug = (
+        _soft_blob(yy, xx, pts[k, 1], pts[k, 0], ry=across * 0.5, rx=length * 0.5, angle=angle)
+        if positive else None
+    )
     img += contrast * lumen
     if plug is not None:
+        # The core is exactly as dark as a distractor blob (tissue minus `darkness`).
         img -= plug * (contrast * lumen + darkness)
     dist_to_vessel = (
         ndimage.distance_transform_edt(~centre) if centre.any() else np.full((size, size), 1e9)
     )
+    half_wall = max(w for _, w in centrelines) / 2
 
-    for _ in range(n_distractors):
-        r = float(rng.uniform(0.04, 0.065)) * size
+    for length, across in shapes:
+        ry, rx = across * 0.5, length * 0.5
+        clearance = max(rx, ry) * 1.25 + half_wall + s.gap * size
         for _attempt in range(30):
             cy, cx = rng.uniform(0.1, 0.9, 2) * size
-            if dist_to_vessel[int(cy), int(cx)] > r + 0.08 * size:
+            if dist_to_vessel[int(cy), int(cx)] > clearance:
                 break
-        blob = _soft_blob(
-            yy, xx, cy, cx, ry=r * float(rng.uniform(0.8, 1.1)), rx=r * float(rng.uniform(1.0, 1.8)),
-            angle=float(rng.uniform(0, math.pi)),
-        )
+        blob = _soft_blob(yy, xx, cy, cx, ry=ry, rx=rx, angle=float(rng.uniform(0, math.pi)))
         img -= blob * darkness
     # A few faint bright specks (calcifications) in both classes.
     for _ in range(int(rng.integers(0, 3))):
@@ -209,13 +295,13 @@ def _render(
     gain = float(rng.uniform(0.7, 1.3))
     base = float(rng.uniform(55, 165))
     img = base + gain * (img - img.mean())
-    img += rng.normal(0, float(rng.uniform(2.0, 6.0)), img.shape)
+    img += rng.normal(0, float(rng.uniform(*s.noise)), img.shape)
     tint = np.array([1.0, rng.uniform(0.88, 1.0), rng.uniform(0.82, 1.0)])
     rgb = img[:, :, None] * tint[None, None, :]
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
-def _write_marker(out: Path, params: dict[str, int], *, complete: bool) -> None:
+def _write_marker(out: Path, params: dict[str, object], *, complete: bool) -> None:
     # Written before the first image (so an interrupted run is still recognised as ours and
     # replaced next time) and again, complete, after the last.
     data = {**params, "complete": complete}
@@ -231,7 +317,13 @@ def _read_marker(out: Path) -> dict[str, object] | None:
 
 
 def make_synthetic(
-    out: Path, *, n_per_class: int, image_size: int, seed: int, progress: bool | None = None
+    out: Path,
+    *,
+    n_per_class: int,
+    image_size: int,
+    seed: int,
+    difficulty: float | str = DEFAULT_DIFFICULTY,
+    progress: bool | None = None,
 ) -> Path:
     """Write a deterministic synthetic clot dataset in the Kaggle layout.
 
@@ -246,6 +338,9 @@ def make_synthetic(
         n_per_class: images per class (at least 2).
         image_size: side length in pixels (16 to 1024).
         seed: random seed.
+        difficulty: 0 (easy: a large, high-contrast clot, an abrupt cut-off, few distractors
+            far from the vessels) to 1 (hard: a small, low-contrast clot, more distractors
+            close to the vessels, more noise), or ``"easy"``, ``"medium"``, ``"hard"``.
         progress: show a progress bar; None shows one for large sets on a terminal.
 
     Returns:
@@ -259,9 +354,11 @@ def make_synthetic(
         raise DataError(f"`n_per_class >= 2` must hold, but got n_per_class={n_per_class}")
     if not 16 <= image_size <= 1024:
         raise DataError(f"`16 <= image_size <= 1024` must hold, but got image_size={image_size}")
-    params = {
+    level = resolve_difficulty(difficulty)
+    settings = _Settings.at(level)
+    params: dict[str, object] = {
         "n_per_class": int(n_per_class), "image_size": int(image_size), "seed": int(seed),
-        "version": _GENERATOR_VERSION,
+        "difficulty": level, "version": _GENERATOR_VERSION,
     }
     if out.exists():
         if not out.is_dir():
@@ -305,7 +402,9 @@ def make_synthetic(
             group = f"patient_{p:05d}"
             for i in range(p * IMAGES_PER_PATIENT, min((p + 1) * IMAGES_PER_PATIENT, n_total)):
                 positive = bool(labels[i])
-                pixels = _render(np.random.default_rng(image_seeds[i]), image_size, vessels, positive)
+                pixels = _render(
+                    np.random.default_rng(image_seeds[i]), image_size, vessels, positive, settings
+                )
                 cls = "positive" if positive else "negative"
                 rel = f"{cls}/{group}_img{i:05d}.png"
                 Image.fromarray(pixels).save(out / rel, format="PNG", optimize=False)
