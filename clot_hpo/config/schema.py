@@ -6,9 +6,9 @@ This module must not import TensorFlow, Optuna or MLflow.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 BACKBONES = ("efficientnet_b1", "resnet50", "tiny_cnn")
 
@@ -20,8 +20,42 @@ class _Section(BaseModel):
 class SyntheticConfig(_Section):
     """How ``make demo`` generates the synthetic dataset when ``data.path`` is missing."""
 
+    # The same names as clot_hpo.data.synthetic.DIFFICULTY_LEVELS (a test keeps them equal);
+    # not imported from there, so loading a config does not import the generator.
+    _LEVELS: ClassVar[dict[str, float]] = {"easy": 0.0, "medium": 0.5, "hard": 1.0}
+
     n_per_class: int = Field(200, ge=4, description="images per class")
     image_size: int = Field(64, ge=16, le=1024, description="side of the generated images in pixels")
+    difficulty: float = Field(
+        0.0,
+        description="0 (easy: a large, high-contrast clot) to 1 (hard: small and faint, more "
+        "distractors); or `easy` (0), `medium` (0.5), `hard` (1). See docs/data.md",
+    )
+
+    @field_validator("difficulty", mode="before")
+    @classmethod
+    def _difficulty_by_name(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError(f"difficulty must be a number in [0, 1], but got {value}")
+        if isinstance(value, str):
+            name = value.strip().lower()
+            if name in cls._LEVELS:
+                return cls._LEVELS[name]
+            try:
+                return float(name)
+            except ValueError:
+                raise ValueError(
+                    f"difficulty must be a number in [0, 1] or one of {', '.join(cls._LEVELS)}, "
+                    f"but got {value!r}"
+                ) from None
+        return value
+
+    @field_validator("difficulty")
+    @classmethod
+    def _difficulty_in_range(cls, value: float) -> float:
+        if not 0 <= value <= 1:  # also refuses NaN
+            raise ValueError(f"`0 <= difficulty <= 1` must hold, but got difficulty={value:g}")
+        return value
 
 
 class DataConfig(_Section):
