@@ -1,11 +1,13 @@
 """Evaluation: metrics with confidence intervals, the decision threshold, figures.
 
-Nothing here logs anywhere: callers hand the results to a tracker.
+Nothing here logs anywhere or loads a model: callers hand the results to a tracker, and
+pass in the model (:mod:`clot_hpo.evaluate.holdout` applies one to image files).
 """
 
 from __future__ import annotations
 
 from clot_hpo.evaluate.figures import make_figures
+from clot_hpo.evaluate.holdout import LabelledFolder, evaluate_model, load_labelled_folder, predict_image_files
 from clot_hpo.evaluate.metrics import (
     METRIC_NAMES,
     THRESHOLD_METHODS,
@@ -22,13 +24,17 @@ __all__ = [
     "METRIC_NAMES",
     "THRESHOLD_METHODS",
     "EvaluationReport",
+    "LabelledFolder",
     "binary_metrics",
     "choose_threshold",
     "confusion_counts",
+    "evaluate_model",
     "evaluate_trial",
     "expected_calibration_error",
     "format_table",
+    "load_labelled_folder",
     "make_figures",
+    "predict_image_files",
     "sensitivity_at_specificity",
     "wilson_interval",
 ]

@@ -1,4 +1,7 @@
-"""Experiment tracking: the ``Tracker`` seam, a no-op tracker and the MLflow tracker.
+"""Experiment tracking: the tracker interfaces, no-op trackers and the MLflow tracker.
+
+The study process calls a :class:`StudyTracker`; a trial records through a
+:class:`TrialTracker`; :class:`Tracker` is both (:class:`NullTracker` records nothing).
 
 Trackers are built by name through a small registry::
 
@@ -16,7 +19,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from clot_hpo.errors import ConfigError
-from clot_hpo.tracking.base import TRIAL_STATES, NullTracker, Tracker
+from clot_hpo.tracking.base import (
+    TRIAL_STATES,
+    NullStudyTracker,
+    NullTracker,
+    NullTrialTracker,
+    StudyTracker,
+    Tracker,
+    TrialTracker,
+)
 
 if TYPE_CHECKING:
     from clot_hpo.config.schema import TrackingConfig
@@ -77,8 +88,12 @@ def tracker_from_config(cfg: TrackingConfig, *, experiment_name: str, enabled: b
 
 __all__ = [
     "TRIAL_STATES",
+    "NullStudyTracker",
     "NullTracker",
+    "NullTrialTracker",
+    "StudyTracker",
     "Tracker",
+    "TrialTracker",
     "create_tracker",
     "list_trackers",
     "tracker_from_config",

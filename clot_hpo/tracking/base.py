@@ -1,9 +1,16 @@
-"""The tracking seam: what the search tells a tracker, and a tracker that does nothing.
+"""The tracking seam: what the search tells a tracker, and trackers that do nothing.
 
-Only the study process calls a real tracker: it opens the study's parent run and every
-trial's child run, forwards what each trial's process recorded (per-epoch metrics, the
-evaluation, figures and the model, spooled to files by :mod:`clot_hpo.tracking.spool`),
-and closes each run with its final state, even when the trial's process crashed.
+Two interfaces, one per caller:
+
+* :class:`StudyTracker`, what the study process calls: it opens the study's parent run and
+  every trial's child run, and closes each run with its final state, even when the trial's
+  process crashed.
+* :class:`TrialTracker`, what a trial records: hyperparameters, per-epoch metrics, the
+  evaluation and the model. A trial's process records them with
+  :class:`~clot_hpo.tracking.spool.SpoolTracker` (files); the study process forwards them to
+  its real tracker, which implements both (:class:`Tracker`).
+
+:class:`NullTracker` implements both and records nothing (``--no-tracking``).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
+
 
 def to_plain(obj: Any) -> Any:
     """A JSON/YAML-ready copy: pydantic models dumped, NumPy scalars and Paths converted."""
@@ -34,20 +42,27 @@ def to_plain(obj: Any) -> Any:
 TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
 
-class Tracker(ABC):
-    """Records a study and its trials somewhere a person can compare them."""
+class StudyTracker(ABC):
+    """What the study process tells a tracker: the study's run and each trial's run."""
 
     # False for a tracker that records nothing: trial processes then skip spooling for it.
     enabled: bool = True
 
-    # ----- study process -------------------------------------------------------------
     @abstractmethod
     def check_available(self) -> None:
         """Fail fast (``TrackingUnavailable``) when the backend cannot be reached."""
 
     @abstractmethod
-    def start_study(self, study_name: str, *, tags: dict[str, str] | None = None) -> str:
-        """Open (or reopen, on resume) the study's parent run; return its id."""
+    def start_study(self, study_name: str, *, tags: dict[str, str] | None = None,
+                    objective: str | None = None, direction: str | None = None) -> str:
+        """Open (or reopen, on resume) the study's parent run; return its id.
+
+        Args:
+            study_name: the Optuna study.
+            tags: extra tags of the parent run.
+            objective: the metric the study optimizes, as trial runs log it (``val_auc``).
+            direction: Optuna's direction for it, ``"maximize"`` or ``"minimize"``.
+        """
 
     @abstractmethod
     def log_study_inputs(
@@ -91,7 +106,13 @@ class Tracker(ABC):
     def end_study(self, status: str = "FINISHED") -> None:
         """Close the study's parent run."""
 
-    # ----- trial process ------------------------------------------------------------
+
+class TrialTracker(ABC):
+    """What a trial records: its hyperparameters, epochs, evaluation and model."""
+
+    # False for a tracker that records nothing: the trial then draws no figures, saves no model.
+    enabled: bool = True
+
     @abstractmethod
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         """Log the trial's hyperparameters."""
@@ -123,15 +144,20 @@ class Tracker(ABC):
         """
 
 
-class NullTracker(Tracker):
-    """A tracker that records nothing: for tests and for measuring tracking overhead."""
+class Tracker(StudyTracker, TrialTracker):
+    """A whole tracker: the study process's, which also forwards what trials recorded."""
+
+
+class NullStudyTracker(StudyTracker):
+    """A study tracker that records nothing."""
 
     enabled = False
 
     def check_available(self) -> None:  # noqa: D102
         return None
 
-    def start_study(self, study_name: str, *, tags: dict[str, str] | None = None) -> str:  # noqa: D102
+    def start_study(self, study_name: str, *, tags: dict[str, str] | None = None,  # noqa: D102
+                    objective: str | None = None, direction: str | None = None) -> str:
         return ""
 
     def log_study_inputs(self, **kwargs: Any) -> None:  # noqa: D102
@@ -149,6 +175,12 @@ class NullTracker(Tracker):
     def end_study(self, status: str = "FINISHED") -> None:  # noqa: D102
         return None
 
+
+class NullTrialTracker(TrialTracker):
+    """A trial tracker that records nothing."""
+
+    enabled = False
+
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:  # noqa: D102
         return None
 
@@ -160,3 +192,21 @@ class NullTracker(Tracker):
 
     def log_model(self, run_id: str, model: Any, **kwargs: Any) -> bool:  # noqa: D102
         return False
+
+
+class NullTracker(NullStudyTracker, NullTrialTracker, Tracker):
+    """A tracker that records nothing: ``--no-tracking``, tests, and measuring tracking overhead."""
+
+    enabled = False
+
+
+__all__ = [
+    "TRIAL_STATES",
+    "NullStudyTracker",
+    "NullTrialTracker",
+    "NullTracker",
+    "StudyTracker",
+    "Tracker",
+    "TrialTracker",
+    "to_plain",
+]

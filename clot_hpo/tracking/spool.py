@@ -1,8 +1,8 @@
 """A trial's tracking, written to files by its process and forwarded by the study process.
 
 The trial process never talks to the tracking backend: :class:`SpoolTracker` appends what a
-trial logs (params, each epoch's metrics, the evaluation, figures as PNG files, the model as
-a ``.keras`` file) to a folder, and the study process's :class:`SpoolReader` forwards it to
+trial logs (params, each epoch's metrics, the evaluation, its figures pickled, the model as a
+``.keras`` file) to a folder, and the study process's :class:`SpoolReader` forwards it to
 the real tracker, on a background thread, while the next trial trains. This keeps MLflow's
 import (~1 s), its store's start-up (~1.5 s) and every upload off the critical path of each
 trial; only the model's own ``.keras`` save stays in the trial process, which alone holds it.
@@ -28,7 +28,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from clot_hpo.tracking.base import NullTracker, Tracker, to_plain
+from clot_hpo.tracking.base import TrialTracker, to_plain
 
 log = logging.getLogger("clot_hpo.tracking")
 
@@ -36,11 +36,10 @@ EVENTS_FILE = "events.jsonl"
 MODEL_FILE = "model.keras"
 
 
-class SpoolTracker(NullTracker):
+class SpoolTracker(TrialTracker):
     """The trial process's tracker: appends to a spool folder, never to a backend.
 
-    Only the trial-process methods record anything; the study-process methods stay the
-    no-ops of :class:`NullTracker` (the study process holds the real tracker).
+    ``run_id`` is ignored: the folder is the trial's, and the study process knows its run.
     """
 
     enabled = True
@@ -55,7 +54,6 @@ class SpoolTracker(NullTracker):
         with open(self.folder / EVENTS_FILE, "a", encoding="utf-8") as fh:
             fh.write(line)
 
-    # ----- trial process ------------------------------------------------------------------
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         """Record the trial's hyperparameters."""
         self._append({"event": "params", "params": params})
@@ -138,7 +136,7 @@ class SpoolReader:
                 log.warning("tracking: skipped an unreadable line of %s", path)
         return events
 
-    def forward(self, tracker: Tracker, run_id: str) -> int:
+    def forward(self, tracker: TrialTracker, run_id: str) -> int:
         """Send the events written since the last call to ``tracker``; return how many.
 
         Epoch metrics of consecutive epochs go out one batch per epoch (the tracker batches

@@ -89,6 +89,53 @@ def test_study_and_trial_runs_with_their_states(store: dict[str, Any]) -> None:
         tracker.end_trial(runs[0], "RUNNING")
 
 
+def _headline_study(store: dict[str, Any], name: str, direction: str) -> tuple[MlflowTracker, str]:
+    tracker = _tracker(store, name)
+    parent = tracker.start_study(name, objective="val_auc", direction=direction)
+    for number, (state, value) in enumerate((("COMPLETE", 0.7), ("COMPLETE", 0.8), ("PRUNED", None),
+                                             ("FAIL", None), ("COMPLETE", 0.8))):
+        run_id = tracker.start_trial(number)
+        if value is not None:
+            tracker.log_evaluation(run_id, metrics={"val_auc": value, "test_auc": value - 0.1,
+                                                    "test_auc_ci_low": value - 0.2, "test_auc_ci_high": value},
+                                   artifacts={}, figures={})
+        tracker.end_trial(run_id, state, attrs={"value": value} if value is not None else None)
+    return tracker, parent
+
+
+def test_the_study_run_records_its_direction_and_its_best_trial_as_headline_metrics(
+        store: dict[str, Any]) -> None:
+    tracker, parent = _headline_study(store, "exp-headline", "maximize")
+    run = _client(store).get_run(parent)
+    assert run.data.tags["optuna.direction"] == "maximize" and run.data.tags["clot_hpo.objective"] == "val_auc"
+    metrics = run.data.metrics
+    # Trials 1 and 4 tie at 0.8: the lower number wins, as in Optuna.
+    assert metrics["best_val_auc"] == 0.8 and metrics["best_trial"] == 1
+    assert metrics["best_test_auc"] == pytest.approx(0.7)
+    assert (metrics["best_test_auc_ci_low"], metrics["best_test_auc_ci_high"]) == pytest.approx((0.6, 0.8))
+    assert (metrics["n_trials_complete"], metrics["n_trials_pruned"], metrics["n_trials_failed"]) == (3, 1, 1)
+
+    # A study that minimizes its objective names the lowest value.
+    _, parent = _headline_study(store, "exp-headline-min", "minimize")
+    metrics = _client(store).get_run(parent).data.metrics
+    assert metrics["best_val_auc"] == 0.7 and metrics["best_trial"] == 0
+
+    # On resume without them, the recorded objective and direction are used.
+    tracker.end_study()
+    again = _tracker(store, "exp-headline")
+    assert again.start_study("exp-headline") == parent_of(store, "exp-headline")
+    assert (again.objective, again.direction) == ("val_auc", "maximize")
+    with pytest.raises(ValueError, match="'upward'"):
+        again.start_study("exp-headline", direction="upward")
+
+
+def parent_of(store: dict[str, Any], experiment: str) -> str:
+    client = _client(store)
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    [run] = client.search_runs([exp_id], filter_string="tags.`clot_hpo.role` = 'study'")
+    return run.info.run_id
+
+
 def test_resume_reopens_the_study_run_and_the_trial_run(store: dict[str, Any]) -> None:
     first = _tracker(store, "exp-resume")
     parent = first.start_study("study-resume")

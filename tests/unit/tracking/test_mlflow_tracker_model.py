@@ -10,7 +10,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from clot_hpo.tracking.mlflow_tracker import MlflowTracker, global_tracking_uri, model_pip_requirements
+from clot_hpo.tracking.mlflow_tracker import MlflowTracker
+from clot_hpo.tracking.model_packaging import model_pip_requirements, model_signature
+from clot_hpo.tracking.store import global_tracking_uri
 from tests.support.mlflow_server import tiny_keras_model
 
 
@@ -95,7 +97,6 @@ def test_file_flavor_writes_what_mlflow_keras_writes(logged: dict, tmp_path: Pat
     from mlflow.models import Model
 
     from clot_hpo.tracking import keras_file_flavor
-    from clot_hpo.tracking.mlflow_tracker import model_signature
 
     model, signature, reqs = logged["model"], model_signature(32), list(model_pip_requirements())
     keras_file = tmp_path / "trial.keras"

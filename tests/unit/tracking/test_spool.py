@@ -12,11 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from clot_hpo.tracking.base import NullTracker  # noqa: E402
+from clot_hpo.tracking.base import StudyTracker, TrialTracker  # noqa: E402
 from clot_hpo.tracking.spool import EVENTS_FILE, MODEL_FILE, SpoolReader, SpoolTracker  # noqa: E402
 
 
-class RecordingTracker(NullTracker):
+class RecordingTracker(TrialTracker):
     """Keeps every trial-process call it receives, in order."""
 
     enabled = True
@@ -113,3 +113,10 @@ def test_model_file_is_removed_only_once_stored(tmp_path: Path, stored: bool) ->
     # Nothing computed is lost: a model the tracker could not store stays on disk.
     assert (spool.folder / MODEL_FILE).exists() is not stored
     assert not list(spool.folder.glob("*.partial*"))
+
+
+def test_the_spool_is_a_trial_tracker_only() -> None:
+    # The trial process records; opening and closing runs is the study process's job, so the
+    # spool has no study-side methods at all (it used to inherit NullTracker's no-ops).
+    assert issubclass(SpoolTracker, TrialTracker) and not issubclass(SpoolTracker, StudyTracker)
+    assert not any(hasattr(SpoolTracker, name) for name in ("start_study", "start_trial", "end_trial", "end_study"))

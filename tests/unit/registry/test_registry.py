@@ -16,12 +16,14 @@ from clot_hpo.errors import ConfigError, DataError
 from clot_hpo.evaluate import binary_metrics
 from clot_hpo.registry import (
     evaluate_command,
-    lower_is_better,
     predict_command,
     promote,
     promote_command,
+    resolve_model,
 )
-from clot_hpo.tracking.mlflow_tracker import MlflowTracker, global_tracking_uri
+from clot_hpo.registry.promotion import resolve_direction
+from clot_hpo.tracking.mlflow_tracker import MlflowTracker
+from clot_hpo.tracking.store import global_tracking_uri
 from tests.support.cli import run_cli
 from tests.support.mlflow_server import tiny_keras_model, write_images
 
@@ -29,12 +31,17 @@ NAME = "blood-clot-detector"
 USE = "clot-detector-in-use"  # registered by the fixture for predict/evaluate
 
 
-def _study(uri: str, root: Path, name: str, trials: list[dict[str, Any]]) -> dict[int, str]:
-    """A study with one child run per entry: metrics, final state, and a model unless told not to."""
+def _study(uri: str, root: Path, name: str, trials: list[dict[str, Any]], *, objective: str = "val_auc",
+           direction: str | None = "maximize") -> dict[int, str]:
+    """A study with one child run per entry: metrics, final state, and a model unless told not to.
+
+    The study records ``objective`` and ``direction`` as `clot-hpo search` does (None: a study
+    run that recorded no direction, as before clot-hpo recorded it).
+    """
     tracker = MlflowTracker(uri, experiment_name=name, artifact_root=str(root / "artifacts"), tries=2,
                             backoff_s=0.01)
     tracker.check_available()
-    tracker.start_study(name)
+    tracker.start_study(name, objective=objective if direction else None, direction=direction)
     tracker.log_study_inputs(config={"data": {"path": "data/x"}}, search_spaces={}, manifest_path=None,
                              dataset_digest=f"digest-of-{name}")
     runs = {}
@@ -65,9 +72,20 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"uri": uri, "root": root, "runs_a": runs}
 
 
-def test_direction_of_metrics() -> None:
-    assert lower_is_better("val_loss") and lower_is_better("test_brier") and lower_is_better("val_ece")
-    assert not lower_is_better("val_auc") and not lower_is_better("val_sensitivity")
+def test_the_direction_is_the_one_the_study_recorded() -> None:
+    recorded = {"val_auc": {"maximize"}, "val_loss": {"minimize"}}
+    assert resolve_direction(recorded, "e", "val_loss", None) == ("val_loss", "minimize")
+    assert resolve_direction({"val_auc": {"maximize"}}, "e", None, None) == ("val_auc", "maximize")
+    # A metric no study optimized needs its direction from the user, and gets it.
+    assert resolve_direction(recorded, "e", "val_brier", "minimize") == ("val_brier", "minimize")
+    with pytest.raises(ConfigError, match="no study recorded a direction for 'val_brier'.*--direction"):
+        resolve_direction(recorded, "e", "val_brier", None)
+    with pytest.raises(ConfigError, match="contradicts"):
+        resolve_direction(recorded, "e", "val_auc", "minimize")
+    with pytest.raises(ConfigError, match="pass --metric"):
+        resolve_direction(recorded, "e", None, None)
+    with pytest.raises(ConfigError, match="both directions"):
+        resolve_direction({"val_auc": {"maximize", "minimize"}}, "e", "val_auc", None)
 
 
 def test_promote_registers_the_best_finished_trial_and_sets_the_alias(store: dict[str, Any]) -> None:
@@ -113,7 +131,8 @@ def test_a_better_candidate_takes_the_alias_and_lower_is_better_metrics(store: d
     assert str(client.get_model_version_by_alias(name, "champion").version) == result.version
 
     # By Brier score (lower is better) trial 0 of study-a wins, under its own alias.
-    brier = promote(store["uri"], "study-a", model_name=name, metric="val_brier", alias="calibrated")
+    brier = promote(store["uri"], "study-a", model_name=name, metric="val_brier", direction="minimize",
+                    alias="calibrated")
     assert brier.run_id == store["runs_a"][0] and brier.alias_moved
 
 
@@ -127,9 +146,55 @@ def test_promote_errors_name_what_is_missing(store: dict[str, Any]) -> None:
         promote(f"sqlite:///{store['root'] / 'nowhere.db'}", "study-a")
 
 
+def test_promote_ranks_by_the_direction_the_study_recorded(store: dict[str, Any]) -> None:
+    # A minimized objective whose name says nothing about its direction (no "loss" in it):
+    # guessing from the name ranked the worst trial first.
+    runs = _study(store["uri"], store["root"], "study-min", [
+        {"metrics": {"val_error": 0.30, "threshold": 0.5}},
+        {"metrics": {"val_error": 0.10, "threshold": 0.5}},
+        {"metrics": {"val_error": 0.20, "threshold": 0.5}},
+    ], objective="val_error", direction="minimize")
+    result = promote(store["uri"], "study-min", model_name="min-scenario", metric="val_error")
+    assert result.run_id == runs[1] and result.value == 0.10 and result.direction == "minimize"
+    assert "lower is better" in result.message
+    # The metric defaults to the study's objective.
+    assert promote(store["uri"], "study-min", model_name="min-scenario").run_id == runs[1]
+
+
+def test_promote_without_a_recorded_direction_says_what_to_pass(store: dict[str, Any]) -> None:
+    _study(store["uri"], store["root"], "study-unrecorded", [{"metrics": {"val_auc": 0.9}}], direction=None)
+    with pytest.raises(ConfigError, match="recorded none.*pass --metric"):
+        promote(store["uri"], "study-unrecorded", model_name="unrecorded-scenario")
+    with pytest.raises(ConfigError, match="no study recorded a direction for 'val_auc'"):
+        promote(store["uri"], "study-unrecorded", model_name="unrecorded-scenario", metric="val_auc")
+    result = promote(store["uri"], "study-unrecorded", model_name="unrecorded-scenario", metric="val_auc",
+                     direction="maximize")
+    assert result.registered and result.alias_moved
+
+
+def test_threshold_and_image_size_come_from_the_model_metadata(store: dict[str, Any]) -> None:
+    # With every tag that used to be searched removed (version, run, logged model), the
+    # model's own metadata still says how to apply it.
+    name = "metadata-scenario"
+    [run_id] = _study(store["uri"], store["root"], "study-metadata",
+                      [{"metrics": {"val_auc": 0.9, "threshold": 0.37}}]).values()
+    version = promote(store["uri"], "study-metadata", model_name=name).version
+    client = MlflowClient(store["uri"], registry_uri=store["uri"])
+    model_id = client.get_run(run_id).data.tags["clot_hpo.model_id"]
+    for key in ("threshold", "image_size"):
+        client.delete_model_version_tag(name, version, key)
+        client.delete_tag(run_id, key)
+        client.delete_logged_model_tag(model_id, key)
+    for uri in (f"models:/{name}@champion", f"models:/{name}/{version}", f"models:/{model_id}",
+                f"runs:/{run_id}/model"):
+        resolved = resolve_model(client, store["uri"], uri)
+        assert (resolved.threshold, resolved.image_size) == (0.37, 32), uri
+    assert resolve_model(client, store["uri"], f"models:/{name}@champion").run_id == run_id
+
+
 def test_promote_command_prints_what_happened(store: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     args = argparse.Namespace(tracking_uri=store["uri"], experiment="study-a", model_name="command-scenario",
-                              alias="champion", metric="val_auc")
+                              alias="champion", metric=None, direction=None)
     assert promote_command(args) == 0
     out = capsys.readouterr().out
     assert "best trial: 1" in out and "alias 'champion'" in out

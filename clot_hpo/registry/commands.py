@@ -1,0 +1,77 @@
+"""The ``promote``, ``predict`` and ``evaluate`` commands (argument parsing is in ``cli.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from clot_hpo.registry.models import load_keras_model, resolve_model
+from clot_hpo.registry.promotion import promote
+from clot_hpo.tracking.store import open_client
+
+
+def promote_command(args: argparse.Namespace) -> int:
+    """``clot-hpo promote``: print what happened, one line each."""
+    result = promote(args.tracking_uri, args.experiment, model_name=args.model_name, alias=args.alias,
+                     metric=args.metric, direction=getattr(args, "direction", None))
+    for line in result.messages:
+        print(line)
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """``clot-hpo predict``: one JSON line per image, ``{"image", "probability", "label"}``.
+
+    ``label`` is 1 (clot) when ``probability >= threshold`` (the model's stored threshold),
+    else 0. Missing paths and non-images are a ``DataError`` (exit 2) naming them. Lines are
+    written chunk by chunk, so a big folder shows results while it is still being scored.
+    """
+    from clot_hpo.data import list_images
+    from clot_hpo.evaluate.holdout import score_image_files
+
+    files = list_images(args.paths)  # DataError (exit 2) names missing paths and non-images
+    client = open_client(args.tracking_uri)
+    resolved = resolve_model(client, args.tracking_uri, args.model)
+    model = load_keras_model(args.tracking_uri, resolved)
+    for scored in score_image_files(model, files, resolved.image_size):
+        for path, prob in scored:
+            line = {"image": str(path), "probability": round(prob, 6), "label": int(prob >= resolved.threshold)}
+            sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+def evaluate_registered_model(tracking_uri: str, model_uri: str, data: str, *,
+                              config_path: str | None = None) -> dict[str, Any]:
+    """Metrics (with intervals) of a registered model on a labelled dataset folder.
+
+    The folder is scanned before the model is loaded, so a bad folder fails fast.
+    """
+    from clot_hpo.evaluate.holdout import evaluate_model, load_labelled_folder
+
+    folder = load_labelled_folder(data, config_path=config_path)
+    resolved = resolve_model(open_client(tracking_uri), tracking_uri, model_uri)
+    model = load_keras_model(tracking_uri, resolved)
+    result = evaluate_model(model, folder, threshold=resolved.threshold, image_size=resolved.image_size)
+    return {"model": model_uri, "model_version": resolved.version, "run_id": resolved.run_id, **result}
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """``clot-hpo evaluate``: the product's table as Markdown, then as JSON (``--json``: JSON only)."""
+    from clot_hpo.evaluate import format_table
+
+    result = evaluate_registered_model(args.tracking_uri, args.model, args.data, config_path=args.config)
+    if not args.json:
+        title = Path(args.data).name or str(args.data)
+        print(format_table({title: result["metrics"]}, counts={title: result["confusion_matrix"]}))
+        print(f"\n{result['model']} (version {result['model_version']}) at threshold "
+              f"{result['threshold']:.3f}; {result['confidence']:.0%} intervals: Wilson for proportions, "
+              "percentile bootstrap for AUC.\n")
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+__all__ = ["evaluate_command", "evaluate_registered_model", "predict_command", "promote_command"]

@@ -1,0 +1,84 @@
+"""The study run's headline: its best completed trial and its trial counts, as metrics.
+
+MLflow's runs table shows a study as one collapsed parent row; without metrics of its own
+that row says nothing until it is expanded. :func:`study_headline` condenses the trial runs
+into a few metrics for the parent: ``best_<objective>`` (``best_val_auc``), ``best_trial``,
+the best trial's ``test_auc`` with its interval, and ``n_trials_complete`` / ``_pruned`` /
+``_failed``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from clot_hpo.tracking.tags import (
+    BEST_PREFIX,
+    DIRECTIONS,
+    HEADLINE_TEST_METRICS,
+    METRIC_BEST_TRIAL,
+    METRIC_N_COMPLETE,
+    METRIC_N_FAILED,
+    METRIC_N_PRUNED,
+    METRIC_VALUE,
+    TAG_TRIAL_NUMBER,
+    TAG_TRIAL_STATE,
+)
+from clot_hpo.util import finite_float
+
+_COUNTED = {"COMPLETE": METRIC_N_COMPLETE, "PRUNED": METRIC_N_PRUNED, "FAIL": METRIC_N_FAILED}
+
+
+def _trial_number(run: Any) -> int:
+    raw = run.data.tags.get(TAG_TRIAL_NUMBER, "")
+    return int(raw) if raw.lstrip("-").isdigit() else 1 << 30
+
+
+def _objective_value(run: Any, objective: str | None) -> float | None:
+    """The value Optuna ranked the trial by (``value``), else the objective's metric."""
+    value = finite_float(run.data.metrics.get(METRIC_VALUE))
+    if value is None and objective:
+        value = finite_float(run.data.metrics.get(objective))
+    return value
+
+
+def study_headline(trial_runs: Iterable[Any], *, objective: str | None, direction: str | None) -> dict[str, float]:
+    """The parent run's headline metrics from its trial runs (MLflow ``Run`` entities).
+
+    Args:
+        trial_runs: the study's child runs; each counts once by its ``optuna.trial_state``
+            (runs still open have none and are not counted).
+        objective: the metric the study optimizes (``val_auc``); names ``best_<objective>``.
+        direction: ``"maximize"`` or ``"minimize"``; without it no best trial is named.
+
+    Returns:
+        The metrics to log; ``best_*`` only when a completed trial has a finite value.
+        Ties go to the lower trial number, as in Optuna.
+    """
+    if direction is not None and direction not in DIRECTIONS:
+        raise ValueError(f"`direction` must be one of {list(DIRECTIONS)}, but got {direction!r}")
+    runs = list(trial_runs)
+    states = Counter(run.data.tags.get(TAG_TRIAL_STATE) for run in runs)
+    out: dict[str, float] = {name: float(states.get(state, 0)) for state, name in _COUNTED.items()}
+    if direction is None:
+        return out
+    sign = -1.0 if direction == "maximize" else 1.0
+    scored = [(value, run) for run in runs if run.data.tags.get(TAG_TRIAL_STATE) == "COMPLETE"
+              and (value := _objective_value(run, objective)) is not None]
+    if not scored:
+        return out
+    value, best = min(scored, key=lambda item: (sign * item[0], _trial_number(item[1])))
+    out[f"{BEST_PREFIX}{objective or METRIC_VALUE}"] = value
+    number = _trial_number(best)
+    if number != 1 << 30:
+        out[METRIC_BEST_TRIAL] = float(number)
+    for key in HEADLINE_TEST_METRICS:
+        for name in (key, f"{key}_ci_low", f"{key}_ci_high"):
+            metric = finite_float(best.data.metrics.get(name))
+            if metric is not None:
+                out[f"{BEST_PREFIX}{name}"] = metric
+    return out
+
+
+__all__ = ["study_headline"]

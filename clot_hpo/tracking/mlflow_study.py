@@ -1,0 +1,304 @@
+"""The study process's side of the MLflow tracker: the parent run and each trial's run.
+
+One experiment per study, a parent run named after the study, one nested child run per
+trial (``trial-<n>``). Status mapping (Optuna trial state -> MLflow run status):
+``COMPLETE -> FINISHED``, ``PRUNED -> KILLED``, ``FAIL -> FAILED``; the Optuna state itself
+is kept in the tag ``optuna.trial_state`` and the reason of a failure in ``fail_reason``. As
+trials end, the parent run gets the headline metrics of :mod:`clot_hpo.tracking.headline`.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from clot_hpo.tracking.base import TRIAL_STATES, StudyTracker, to_plain
+from clot_hpo.tracking.headline import study_headline
+from clot_hpo.tracking.mlflow_backend import MlflowBackend, now_ms
+from clot_hpo.tracking.store import MAX_DIGEST_LENGTH, MAX_TAG_LENGTH, quote, search_all_runs
+from clot_hpo.tracking.tags import (
+    DIRECTIONS,
+    ROLE_STUDY,
+    ROLE_TRIAL,
+    TAG_DIGEST,
+    TAG_DIRECTION,
+    TAG_FAIL_REASON,
+    TAG_OBJECTIVE,
+    TAG_OPTUNA_STUDY,
+    TAG_PARENT,
+    TAG_ROLE,
+    TAG_STUDY,
+    TAG_TRIAL_NUMBER,
+    TAG_TRIAL_STATE,
+)
+from clot_hpo.util import finite_float
+
+log = logging.getLogger("clot_hpo.tracking")
+
+# After clot_hpo.tracking.store, which sets MLflow's environment before MLflow's first import.
+from mlflow.entities import DatasetInput, InputTag, Metric, RunTag  # noqa: E402
+
+# Optuna trial state -> MLflow run status.
+STATUS_OF_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+RUN_END_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+class MlflowStudyTracker(MlflowBackend, StudyTracker):
+    """What the study process records in MLflow (see :class:`~clot_hpo.tracking.base.StudyTracker`).
+
+    Takes :class:`~clot_hpo.tracking.mlflow_backend.MlflowBackend`'s arguments.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.parent_run_id: str | None = None
+        self.study_name: str | None = None
+        self.dataset_digest: str | None = None
+        self.objective: str | None = None  # the metric the study optimizes (start_study)
+        self.direction: str | None = None  # Optuna's direction for it
+
+    def start_study(self, study_name: str, *, tags: dict[str, str] | None = None,
+                    objective: str | None = None, direction: str | None = None) -> str:
+        """Open the study's parent run, or reopen it on resume (found by its tags).
+
+        ``objective`` (the metric trial runs log, e.g. ``val_auc``) and ``direction``
+        (Optuna's, ``"maximize"`` or ``"minimize"``) are recorded as the run's tags
+        ``clot_hpo.objective`` and ``optuna.direction``: `promote` ranks trials by them, and
+        the run's headline metrics name the best trial by them. On resume without them, the
+        ones the run recorded are used.
+        """
+        if direction is not None and direction not in DIRECTIONS:
+            raise ValueError(f"`direction` must be one of {list(DIRECTIONS)}, but got {direction!r}")
+        self.study_name = study_name
+        self.objective, self.direction = objective or self.objective, direction or self.direction
+        extra = {TAG_OBJECTIVE: self.objective, TAG_DIRECTION: self.direction}
+        all_tags = {**(tags or {}), **{k: v for k, v in extra.items() if v}}
+        run_id = self._call(f"start the study run of {study_name!r}", self._start_study, study_name,
+                            all_tags, default="")
+        self.parent_run_id = run_id or None
+        return run_id
+
+    def _start_study(self, study_name: str, tags: dict[str, str]) -> str:
+        exp_id = self._get_or_create_experiment()
+        found = self.client.search_runs(
+            [exp_id],
+            filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = {quote(study_name)}",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        all_tags = {**tags, TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, TAG_OPTUNA_STUDY: study_name}
+        if found:
+            run = found[0]
+            run_id = run.info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:MAX_TAG_LENGTH]) for k, v in all_tags.items()])
+            self.dataset_digest = self.dataset_digest or run.data.tags.get(TAG_DIGEST)
+            self.objective = self.objective or run.data.tags.get(TAG_OBJECTIVE)
+            self.direction = self.direction or run.data.tags.get(TAG_DIRECTION)
+            log.info("tracking: resumed study run %s of %r in experiment %r", run_id, study_name,
+                     self.experiment_name)
+            return run_id
+        run = self.client.create_run(exp_id, run_name=study_name,
+                                     tags={k: str(v)[:MAX_TAG_LENGTH] for k, v in all_tags.items()})
+        # Workers started together may each have created a parent run: let the others' land,
+        # then every worker adopts the earliest and deletes its own duplicate.
+        time.sleep(1.0)
+        every = self.client.search_runs(
+            [exp_id],
+            filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = {quote(study_name)}",
+            max_results=100,
+        )
+        first = min(every, key=lambda r: (r.info.start_time, r.info.run_id), default=run)
+        if first.info.run_id != run.info.run_id:
+            self.client.delete_run(run.info.run_id)
+            return first.info.run_id
+        log.info("tracking: study run %s of %r in experiment %r at %s", run.info.run_id, study_name,
+                 self.experiment_name, self.tracking_uri)
+        return run.info.run_id
+
+    def log_study_inputs(
+        self,
+        *,
+        config: dict[str, Any],
+        search_spaces: dict[str, Any],
+        manifest_path: Path | None,
+        dataset_digest: str | None,
+    ) -> None:
+        """Attach ``config.yaml``, ``search_spaces/*.yaml``, the split manifest and the dataset.
+
+        The dataset is logged as an MLflow dataset input built from the manifest (paths,
+        labels, groups, splits: never pixels); its digest is cut to MLflow's 36 characters,
+        and the full digest is the run tag ``clot_hpo.dataset_digest``.
+        """
+        run_id = self.parent_run_id
+        if not run_id:
+            return
+        if dataset_digest:
+            self.dataset_digest = dataset_digest
+            self._call("tag the dataset digest", self.client.set_tag, run_id, TAG_DIGEST, dataset_digest)
+        self._call("log config.yaml", self.client.log_dict, run_id, to_plain(config), "config.yaml")
+        for name, space in (search_spaces or {}).items():
+            self._log_search_space(run_id, str(name), space)
+        if manifest_path is not None:
+            manifest_path = Path(manifest_path)
+            self._call(f"log the split manifest {manifest_path}", self.client.log_artifact, run_id,
+                       str(manifest_path), "data")
+            self._call("log the dataset input", self._log_dataset, run_id, manifest_path, dataset_digest, config)
+
+    def _log_search_space(self, run_id: str, name: str, space: Any) -> None:
+        stem = Path(name).name
+        stem = stem.rsplit(".", 1)[0] if stem.endswith((".yaml", ".yml")) else stem
+        if isinstance(space, (str, Path)) and Path(space).is_file():
+            with tempfile.TemporaryDirectory() as tmp:
+                dst = Path(tmp) / f"{stem}.yaml"
+                dst.write_bytes(Path(space).read_bytes())
+                self._call(f"log search space {stem}", self.client.log_artifact, run_id, str(dst), "search_spaces")
+        else:
+            self._call(f"log search space {stem}", self.client.log_dict, run_id, to_plain(space),
+                       f"search_spaces/{stem}.yaml")
+
+    def _log_dataset(self, run_id: str, manifest: Path, digest: str | None, config: dict[str, Any]) -> None:
+        import pandas as pd
+
+        df = pd.read_csv(manifest)
+        data_path = (config.get("data") or {}).get("path") if isinstance(config, dict) else None
+        name = Path(str(data_path)).name if data_path else manifest.stem
+        targets = "label" if "label" in df.columns else None
+        import mlflow.data
+
+        with warnings.catch_warnings():
+            # Schema hints about integer columns and source ambiguity: irrelevant for a manifest.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                df, source=str(data_path or manifest), targets=targets, name=name,
+                digest=(digest or None) and digest[:MAX_DIGEST_LENGTH],
+            )
+            entity = dataset._to_mlflow_entity()  # the schema is inferred here
+        self.client.log_inputs(
+            run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])]
+        )
+
+    def start_trial(self, trial_number: int, *, tags: dict[str, str] | None = None) -> str:
+        """Open ``trial-<n>`` under the study run (the same run again if it already exists)."""
+        return self._call(f"start the run of trial {trial_number}", self._start_trial, int(trial_number),
+                          dict(tags or {}), default="")
+
+    def _start_trial(self, number: int, tags: dict[str, str]) -> str:
+        exp_id = self._get_or_create_experiment()
+        study = self.study_name or self.experiment_name
+        all_tags = {
+            **{k: str(v)[:MAX_TAG_LENGTH] for k, v in tags.items()},
+            TAG_ROLE: ROLE_TRIAL,
+            TAG_STUDY: study,
+            TAG_OPTUNA_STUDY: study,
+            TAG_TRIAL_NUMBER: str(number),
+        }
+        if self.parent_run_id:
+            all_tags[TAG_PARENT] = self.parent_run_id
+            existing = self.client.search_runs(
+                [exp_id],
+                filter_string=(f"tags.`{TAG_PARENT}` = {quote(self.parent_run_id)} and "
+                               f"tags.`{TAG_TRIAL_NUMBER}` = '{number}'"),
+                max_results=1,
+            )
+            if existing:
+                run_id = existing[0].info.run_id
+                self.client.update_run(run_id, status="RUNNING")
+                return run_id
+        if self.dataset_digest:
+            all_tags[TAG_DIGEST] = self.dataset_digest
+        run = self.client.create_run(exp_id, run_name=f"trial-{number}", tags=all_tags)
+        return run.info.run_id
+
+    def end_trial(
+        self,
+        run_id: str,
+        state: str,
+        *,
+        reason: str | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> None:
+        """Close a trial's run: ``COMPLETE -> FINISHED``, ``PRUNED -> KILLED``, ``FAIL -> FAILED``.
+
+        ``attrs`` (e.g. Optuna user attributes) become metrics when they are finite numbers
+        and tags otherwise.
+        """
+        if state not in TRIAL_STATES:
+            raise ValueError(f"`state` must be one of {list(TRIAL_STATES)}, but got {state!r}")
+        if not run_id:
+            return
+        self._end_run(run_id, state, reason, attrs)
+        self._call("update the study run's headline metrics", self._log_headline)
+
+    def _end_run(self, run_id: str, state: str, reason: str | None, attrs: dict[str, Any] | None) -> None:
+        tags = [RunTag(TAG_TRIAL_STATE, state)]
+        if reason:
+            tags.append(RunTag(TAG_FAIL_REASON, str(reason)[:MAX_TAG_LENGTH]))
+        metrics = []
+        ts = now_ms()
+        for key, value in (attrs or {}).items():
+            number = finite_float(value)
+            if number is not None:
+                metrics.append(Metric(str(key), number, ts, 0))
+            else:
+                tags.append(RunTag(str(key), str(value)[:MAX_TAG_LENGTH]))
+        self._call(f"tag the end of run {run_id}", self.client.log_batch, run_id, metrics=metrics, tags=tags)
+        self._call(f"end run {run_id} as {STATUS_OF_STATE[state]}", self.client.set_terminated, run_id,
+                   STATUS_OF_STATE[state])
+
+    def close_orphaned_trials(self, *, keep: set[int] | None = None,
+                              reason: str = "the study process ended before this trial did") -> list[int]:
+        """End the study's child runs still RUNNING (a crash left them) as FAILED.
+
+        For resume: pass the trial numbers that are legitimately running elsewhere (other
+        workers of a shared study) as ``keep``. Returns the trial numbers closed.
+        """
+        if not self.parent_run_id:
+            return []
+        exp_id = self._call("find the experiment", self._get_or_create_experiment)
+        if exp_id is None:
+            return []
+        runs = self._call(
+            "find orphaned trial runs", self.client.search_runs, [exp_id],
+            filter_string=f"tags.`{TAG_PARENT}` = {quote(self.parent_run_id)} and attributes.status = 'RUNNING'",
+            max_results=1000, default=[],
+        )
+        closed = []
+        for run in runs:
+            number = run.data.tags.get(TAG_TRIAL_NUMBER)
+            if number is not None and keep and int(number) in keep:
+                continue
+            self._end_run(run.info.run_id, "FAIL", reason, None)
+            if number is not None:
+                closed.append(int(number))
+        if runs:
+            self._call("update the study run's headline metrics", self._log_headline)
+        return sorted(closed)
+
+    def _log_headline(self) -> None:
+        """Log the study's best trial and trial counts on its parent run (see ``headline``)."""
+        if not self.parent_run_id:
+            return
+        exp_id = self._get_or_create_experiment()
+        children = search_all_runs(self.client, exp_id, f"tags.`{TAG_PARENT}` = {quote(self.parent_run_id)}")
+        headline = study_headline(children, objective=self.objective, direction=self.direction)
+        ts = now_ms()
+        self.client.log_batch(self.parent_run_id, metrics=[Metric(k, v, ts, 0) for k, v in headline.items()])
+
+    def log_study_summary(self, trials_csv: Path, figures: dict[str, Any]) -> None:
+        """Attach the all-trials CSV and Optuna's figures (matplotlib Figures or Axes)."""
+        run_id = self.parent_run_id
+        if run_id and trials_csv is not None and Path(trials_csv).is_file():
+            self._call("log the trials CSV", self.client.log_artifact, run_id, str(trials_csv))
+        self._log_figures(run_id, figures, folder="")
+
+    def end_study(self, status: str = "FINISHED") -> None:
+        """Close the parent run (``FINISHED``, ``FAILED`` or ``KILLED`` when interrupted)."""
+        if status not in RUN_END_STATUSES:
+            raise ValueError(f"`status` must be one of {list(RUN_END_STATUSES)}, but got {status!r}")
+        if self.parent_run_id:
+            self._call(f"end the study run as {status}", self.client.set_terminated, self.parent_run_id, status)

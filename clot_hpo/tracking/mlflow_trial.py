@@ -1,0 +1,139 @@
+"""A trial's side of the MLflow tracker: params, epochs, the evaluation, the model.
+
+The study process calls these while it forwards what a trial's process spooled
+(:mod:`clot_hpo.tracking.spool`); the model's packaging is
+:mod:`clot_hpo.tracking.model_packaging`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from clot_hpo.tracking import model_packaging
+from clot_hpo.tracking.base import TrialTracker, to_plain
+from clot_hpo.tracking.mlflow_backend import MlflowBackend, as_figure, close_figure, now_ms
+from clot_hpo.tracking.store import MAX_PARAM_LENGTH
+from clot_hpo.tracking.tags import TAG_IMAGE_SIZE, TAG_MODEL_ID, TAG_THRESHOLD
+from clot_hpo.util import finite_float
+
+# After clot_hpo.tracking.store, which sets MLflow's environment before MLflow's first import.
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+
+
+def _to_float(value: Any) -> float | None:
+    """A Python float of a number (NumPy scalars and 0-d tensors too; NaN kept), or None."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class MlflowTrialTracker(MlflowBackend, TrialTracker):
+    """What a trial records in MLflow (see :class:`~clot_hpo.tracking.base.TrialTracker`).
+
+    Takes :class:`~clot_hpo.tracking.mlflow_backend.MlflowBackend`'s arguments.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_epoch: dict[str, int] = {}  # run id -> last epoch logged by this process
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Log the trial's hyperparameters (one batched call)."""
+        if not run_id or not params:
+            return
+        batch = [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        self._call("log params", self.client.log_batch, run_id, params=batch)
+
+    def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
+        """Log one epoch's metrics in one ``log_batch`` call (step = epoch)."""
+        if not run_id or not metrics:
+            return
+        ts = now_ms()
+        batch = []
+        for key, value in metrics.items():
+            number = _to_float(value)
+            if number is not None:  # NaN/inf are kept: a diverging loss is information
+                batch.append(Metric(str(key), number, ts, int(epoch)))
+        if batch:
+            self._call(f"log epoch {epoch} metrics", self.client.log_batch, run_id, metrics=batch)
+        self._last_epoch[run_id] = max(int(epoch), self._last_epoch.get(run_id, -1))
+
+    def log_evaluation(
+        self,
+        run_id: str,
+        *,
+        metrics: dict[str, float],
+        artifacts: dict[str, Any],
+        figures: dict[str, Any],
+    ) -> None:
+        """Evaluation metrics in one batch, JSON artifacts via ``log_dict``, then the figures."""
+        if not run_id:
+            for fig in (figures or {}).values():
+                close_figure(as_figure(fig))
+            return
+        ts = now_ms()
+        step = self._evaluation_step(run_id, metrics)
+        batch = [Metric(str(k), v, ts, step) for k, v in ((k, _to_float(v)) for k, v in metrics.items())
+                 if v is not None]
+        if batch:
+            self._call("log evaluation metrics", self.client.log_batch, run_id, metrics=batch)
+        if "threshold" in metrics and finite_float(metrics["threshold"]) is not None:
+            self._call("tag the threshold", self.client.set_tag, run_id, TAG_THRESHOLD,
+                       repr(float(metrics["threshold"])))
+        for name, payload in (artifacts or {}).items():
+            self._call(f"log {name}", self.client.log_dict, run_id, to_plain(payload), str(name))
+        self._log_figures(run_id, figures, folder="")
+
+    def _evaluation_step(self, run_id: str, metrics: dict[str, Any]) -> int:
+        """The step of the evaluation metrics: one past the last epoch.
+
+        Keras logs ``val_auc``/``val_accuracy`` per epoch under the same names as the
+        evaluation; MLflow shows a run's value at its highest step, so the evaluation (the
+        threshold-aware, full-split figure) must come after the last epoch to be the one shown
+        and compared (``clot-hpo promote``). Known in the trial process; otherwise it is read
+        back from the metric histories of the clashing names.
+        """
+        if run_id in self._last_epoch:
+            return self._last_epoch[run_id] + 1
+        run = self._call("read the run's metrics", self.client.get_run, run_id)
+        if run is None:
+            return 0
+        clashing = [k for k in metrics if k in run.data.metrics]
+        last = -1
+        for key in clashing[:8]:
+            history = self._call(f"read the history of {key}", self.client.get_metric_history, run_id, key,
+                                 default=[])
+            last = max([last, *(m.step for m in history)])
+        return last + 1
+
+    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> bool:
+        """Log the Keras model as the MLflow model of the trial's run, and its weights file.
+
+        ``model`` is a Keras model or the ``.keras`` file a trial process saved (the study
+        process logs from the file, without importing Keras); the packaging is
+        :func:`clot_hpo.tracking.model_packaging.log_keras_model`. The run is tagged with
+        ``threshold``, ``image_size`` and ``clot_hpo.model_id``.
+
+        Returns:
+            True when the MLflow model was stored.
+        """
+        if not run_id or not self.log_models:
+            return False
+        tags = [RunTag(TAG_THRESHOLD, repr(float(threshold))), RunTag(TAG_IMAGE_SIZE, str(int(image_size)))]
+        self._call("tag threshold and image size", self.client.log_batch, run_id, tags=tags)
+        with model_packaging.keras_file_of(model) as keras_file:
+            model_id = self._call("log the model", self._log_mlflow_model, run_id, keras_file, int(image_size),
+                                  float(threshold), default=None)
+            if model_id:
+                self._call("tag the model id", self.client.set_tag, run_id, TAG_MODEL_ID, model_id)
+            self._call("log the weights file", model_packaging.log_weights, self.client, run_id, keras_file)
+        return bool(model_id)
+
+    def _log_mlflow_model(self, run_id: str, keras_file: Path, image_size: int, threshold: float) -> str:
+        # The model's step is the evaluation's, so the UI links the evaluation metrics (not
+        # epoch 0's) to this model.
+        step = self._evaluation_step(run_id, {"val_auc": 0.0, "val_accuracy": 0.0, "val_loss": 0.0})
+        return model_packaging.log_keras_model(self.client, self.tracking_uri, run_id, keras_file,
+                                               image_size=image_size, threshold=threshold, step=step)

@@ -1,0 +1,86 @@
+"""The names the tracker writes and the registry reads: run tags, roles, headline metrics.
+
+This is the contract between :mod:`clot_hpo.tracking` (which writes a study's runs) and
+:mod:`clot_hpo.registry` (which finds runs and models by these names); changing a value
+here orphans the runs already written, so values are never changed, only added.
+"""
+
+from __future__ import annotations
+
+# ----- run tags -----------------------------------------------------------------------------
+TAG_ROLE = "clot_hpo.role"  # ROLE_STUDY on the parent run, ROLE_TRIAL on children
+TAG_STUDY = "clot_hpo.study"
+TAG_DIGEST = "clot_hpo.dataset_digest"  # the full digest (MLflow's dataset digest keeps 36 characters)
+TAG_MODEL_ID = "clot_hpo.model_id"  # the trial's logged model, as in models:/<model_id>
+TAG_OPTUNA_STUDY = "optuna.study"
+TAG_TRIAL_NUMBER = "optuna.trial_number"
+TAG_TRIAL_STATE = "optuna.trial_state"  # COMPLETE, PRUNED or FAIL (TRIAL_STATES)
+TAG_FAIL_REASON = "fail_reason"
+TAG_THRESHOLD = "threshold"
+TAG_IMAGE_SIZE = "image_size"
+TAG_PARENT = "mlflow.parentRunId"
+# On the study's parent run: the metric the study optimizes, as trial runs log it (the Optuna
+# objective's history key, e.g. ``val_auc``), and Optuna's direction for it. `promote`
+# ranks trials by them instead of guessing a direction from a metric's name.
+TAG_OBJECTIVE = "clot_hpo.objective"
+TAG_DIRECTION = "optuna.direction"
+
+# In the logged MLflow model's ``metadata`` (MLmodel), what `predict` needs to apply it.
+META_THRESHOLD = "threshold"
+META_IMAGE_SIZE = "image_size"
+META_INPUT = "input"
+
+ROLE_STUDY = "study"
+ROLE_TRIAL = "trial"
+DIRECTIONS = ("maximize", "minimize")
+
+# ----- experiment tags ----------------------------------------------------------------------
+TAG_EXPERIMENT = ("clot_hpo.experiment", "true")
+# Without it MLflow 3's UI opens an experiment on its GenAI (traces) overview, not the runs.
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+
+# ----- the study run's headline metrics -----------------------------------------------------
+# Logged on the parent run as trials end, so the runs table says something before the
+# parent is expanded: the best completed trial (by TAG_OBJECTIVE and TAG_DIRECTION) and the
+# trial counts. ``best_<objective>`` is the best trial's objective metric (``best_val_auc``).
+BEST_PREFIX = "best_"
+METRIC_BEST_TRIAL = "best_trial"  # the best trial's number
+# The best trial's test metrics copied to the parent (``best_test_auc``), with their intervals.
+HEADLINE_TEST_METRICS = ("test_auc",)
+METRIC_N_COMPLETE = "n_trials_complete"
+METRIC_N_PRUNED = "n_trials_pruned"
+METRIC_N_FAILED = "n_trials_failed"
+
+# The Optuna objective value of a completed trial (``end_trial(attrs={"value": ...})``).
+METRIC_VALUE = "value"
+
+__all__ = [
+    "BEST_PREFIX",
+    "DIRECTIONS",
+    "EXPERIMENT_KIND_TAG",
+    "HEADLINE_TEST_METRICS",
+    "META_IMAGE_SIZE",
+    "META_INPUT",
+    "META_THRESHOLD",
+    "METRIC_BEST_TRIAL",
+    "METRIC_N_COMPLETE",
+    "METRIC_N_FAILED",
+    "METRIC_N_PRUNED",
+    "METRIC_VALUE",
+    "ROLE_STUDY",
+    "ROLE_TRIAL",
+    "TAG_DIGEST",
+    "TAG_DIRECTION",
+    "TAG_EXPERIMENT",
+    "TAG_FAIL_REASON",
+    "TAG_IMAGE_SIZE",
+    "TAG_MODEL_ID",
+    "TAG_OBJECTIVE",
+    "TAG_OPTUNA_STUDY",
+    "TAG_PARENT",
+    "TAG_ROLE",
+    "TAG_STUDY",
+    "TAG_THRESHOLD",
+    "TAG_TRIAL_NUMBER",
+    "TAG_TRIAL_STATE",
+]
