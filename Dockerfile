@@ -33,7 +33,8 @@ RUN useradd --create-home --uid 10001 clot \
     && mkdir -p /work /data \
     && chown clot:clot /work
 COPY --chown=clot:clot experiments /work/experiments
-COPY --chown=clot:clot search_spaces /work/search_spaces
+# search_spaces/ is a link to the package's bundled files: copy the files, not the link.
+COPY --chown=clot:clot clot_hpo/search_space/bundled /work/search_spaces
 USER clot
 WORKDIR /work
 

@@ -58,7 +58,7 @@ def write_config(path: Path, epochs: int) -> Path:
 
     config = yaml.safe_load((ROOT / "experiments" / "tiny.yaml").read_text(encoding="utf-8"))
     config["search"].update(pruner="none", sampler="random", heartbeat_interval=5, grace_period=30)
-    config.setdefault("training", {}).update(epochs=epochs, verbose=False)
+    config.setdefault("training", {}).update(epochs=epochs)
     config.setdefault("evaluation", {})["bootstrap_samples"] = 100
     config.setdefault("tracking", {})["log_model"] = False
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

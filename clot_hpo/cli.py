@@ -17,7 +17,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
-from clot_hpo.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClotHpoError
+from clot_hpo.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClotHpoError, ConfigError
 
 log = logging.getLogger("clot_hpo")
 
@@ -160,25 +160,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--safety-margin", type=float, default=0.1, help="share of the card kept free")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
+    config_help = ("experiment YAML whose `tracking` section gives the defaults of --tracking-uri, "
+                   "the model name{}")
     p = add("promote", _cmd_promote, "register the best trial's model and move the alias if it wins")
-    p.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db")
-    p.add_argument("--experiment", required=True, help="MLflow experiment (the study name)")
-    p.add_argument("--model-name", default="blood-clot-detector")
+    p.add_argument("--config", help=config_help.format(" (--model-name) and --experiment"))
+    p.add_argument("--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db")
+    p.add_argument("--experiment", help="MLflow experiment (the study name); required without --config")
+    p.add_argument("--model-name", help="default: the config's tracking.model_name, else blood-clot-detector")
     p.add_argument("--alias", default="champion")
     p.add_argument("--metric", default="val_auc")
 
+    model_help = "default: models:/<the config's tracking.model_name, else blood-clot-detector>@champion"
     p = add("predict", _cmd_predict, "classify images with a registered model")
-    p.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db")
-    p.add_argument("--model", default="models:/blood-clot-detector@champion")
+    p.add_argument("--config", help=config_help.format(" (--model)"))
+    p.add_argument("--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db")
+    p.add_argument("--model", help=model_help)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
 
     p = add("evaluate", _cmd_evaluate, "the product's metrics table for a model on a dataset")
-    p.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db")
-    p.add_argument("--model", default="models:/blood-clot-detector@champion")
+    p.add_argument("--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db")
+    p.add_argument("--model", help=model_help)
     p.add_argument("--data", required=True)
-    p.add_argument("--config", help="experiment YAML whose `data` section applies")
+    p.add_argument("--config", help=config_help.format(" (--model)") + "; its `data` and `evaluation` sections apply")
     p.add_argument("--json", action="store_true", help="print JSON only")
     return parser
+
+
+def apply_config_defaults(args: argparse.Namespace) -> None:
+    """Fill what ``promote``, ``predict`` and ``evaluate`` were not given from ``--config``.
+
+    The config's ``tracking`` section (``uri``, ``model_name``, ``experiment`` or the study
+    name) is what the search used, so the same file finds the same model; without a config
+    the schema's defaults apply. Flags given on the command line always win.
+
+    Raises:
+        ConfigError: the config is invalid, or ``promote`` has neither ``--experiment`` nor
+            ``--config``.
+    """
+    if args.command not in ("promote", "predict", "evaluate"):
+        return
+    from clot_hpo.config import TrackingConfig, load_config
+
+    config = load_config(args.config) if getattr(args, "config", None) else None
+    tracking = config.tracking if config is not None else TrackingConfig()
+    if args.tracking_uri is None:
+        args.tracking_uri = tracking.uri
+    if args.command == "promote":
+        if args.model_name is None:
+            args.model_name = tracking.model_name
+        if args.experiment is None:
+            if config is None:
+                raise ConfigError("promote needs --experiment (the study name) or --config")
+            args.experiment = tracking.experiment or config.study_name
+    elif args.model is None:
+        args.model = f"models:/{tracking.model_name}@champion"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         os.environ["CLOT_HPO_DEBUG"] = "1"
     try:
+        apply_config_defaults(args)
         if args.command in ("predict", "evaluate", "estimate-vram") and not debug:
             _import_tensorflow_quietly()
         return int(args.func(args) or 0)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from clot_hpo.config.loader import load_config, read_yaml, save_resolved
+from clot_hpo.config.loader import load_config, read_yaml, resolve_paths, save_resolved
 from clot_hpo.config.schema import (
-    BACKBONES,
     BudgetConfig,
     DataConfig,
     EvaluationConfig,
@@ -16,7 +15,6 @@ from clot_hpo.config.schema import (
 )
 
 __all__ = [
-    "BACKBONES",
     "BudgetConfig",
     "DataConfig",
     "EvaluationConfig",
@@ -27,5 +25,6 @@ __all__ = [
     "TrainingConfig",
     "load_config",
     "read_yaml",
+    "resolve_paths",
     "save_resolved",
 ]

@@ -1,7 +1,16 @@
-"""Load experiment configs from YAML, apply command-line overrides, save the result."""
+"""Load experiment configs from YAML, apply command-line overrides, save the result.
+
+Paths written in a config file are relative to that file's folder (as docker compose reads
+its files), so ``clot-hpo search /anywhere/experiments/x.yaml`` means the same from any
+working directory. What a study *writes* (``search.storage``, ``tracking.uri``,
+``tracking.artifact_root``) stays relative to the working directory, like MLflow's own
+``./mlruns``, so that ``promote`` and ``predict`` find it with their defaults. Command-line
+overrides are relative to the working directory, as on any command line.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,38 +19,11 @@ from pydantic import ValidationError
 
 from clot_hpo.config.schema import ExperimentConfig
 from clot_hpo.errors import ConfigError
+from clot_hpo.search_space import locate_search_space
+from clot_hpo.yaml_io import config_error, describe_errors, read_yaml
 
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning every failure into a one-line :class:`ConfigError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, but got {type(data).__name__}")
-    return data
-
-
-def _format_validation_error(source: str, exc: ValidationError) -> str:
-    """One line per problem: ``file: key.path: message (got value)``."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<top>"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        got = f" (got {err['input']!r})" if err["type"] not in ("extra_forbidden", "missing") else ""
-        lines.append(f"{source}: {loc}: {msg}{got}")
-    return "; ".join(lines)
+# Values of training.weights that name no file.
+_WEIGHTS_KEYWORDS = frozenset({"", "imagenet", "none", "None"})
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -54,6 +36,38 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _relative_to(base: Path, value: str) -> str:
+    path = Path(os.path.expanduser(value))
+    return str(path) if path.is_absolute() else os.path.normpath(base / path)
+
+
+def resolve_paths(data: dict[str, Any], base: Path, source: str) -> None:
+    """Make the paths a config file reads absolute, in place, against its folder ``base``.
+
+    ``data.path`` and a ``training.weights`` file are joined to ``base``; each of
+    ``search.search_spaces`` is a file relative to ``base`` or the name of a bundled search
+    space (:func:`~clot_hpo.search_space.locate_search_space`). Values of the wrong type are
+    left for the schema to report.
+
+    Raises:
+        ConfigError: a search space is neither; the message names the places tried.
+    """
+    sections = {k: v for k, v in data.items() if isinstance(v, dict)}
+    data_section, training, search = (sections.get(k, {}) for k in ("data", "training", "search"))
+    if isinstance(data_section.get("path"), str):
+        data_section["path"] = _relative_to(base, data_section["path"])
+    weights = training.get("weights")
+    if isinstance(weights, str) and weights not in _WEIGHTS_KEYWORDS:
+        training["weights"] = _relative_to(base, weights)
+    spaces = search.get("search_spaces")
+    for name, given in (spaces.items() if isinstance(spaces, dict) else ()):
+        if isinstance(given, str):
+            try:
+                spaces[name] = str(locate_search_space(given, base))
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: search.search_spaces.{name}: {exc}") from None
+
+
 def load_config(
     path: str | Path | None, overrides: dict[str, Any] | None = None
 ) -> ExperimentConfig:
@@ -62,26 +76,33 @@ def load_config(
     Args:
         path: the YAML file, or None for the embedded defaults.
         overrides: dotted keys (``"search.n_trials"``) to values; ``None`` values are ignored,
-            so unset command-line flags leave the YAML alone.
+            so unset command-line flags leave the YAML alone. They are applied after the
+            file's paths are resolved, so a relative path given here stays relative to the
+            working directory.
 
     Raises:
-        ConfigError: the file is missing, not YAML, or breaks the schema; the message names
-            the file and the key path.
+        ConfigError: the file is missing, not YAML, repeats a key, names a search space that
+            does not exist, or breaks the schema; the message names the file and key path.
     """
     data = read_yaml(path) if path is not None else {}
     source = str(path) if path is not None else "<defaults>"
+    if path is not None:
+        resolve_paths(data, Path(path).resolve().parent, source)
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_path(data, key, value)
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(source, exc)) from exc
+        raise config_error(source, describe_errors(exc, model=ExperimentConfig)) from exc
 
 
 def save_resolved(config: ExperimentConfig, path: str | Path) -> Path:
-    """Write the resolved config (defaults and overrides applied) as YAML."""
+    """Write the resolved config (defaults and overrides applied, paths absolute) as YAML."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
     return path
+
+
+__all__ = ["load_config", "read_yaml", "resolve_paths", "save_resolved"]

@@ -10,8 +10,6 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-BACKBONES = ("efficientnet_b1", "resnet50", "tiny_cnn")
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -61,7 +59,7 @@ class SyntheticConfig(_Section):
 class DataConfig(_Section):
     """Where the images are and how to split them."""
 
-    path: str = Field("data/synthetic", description="data folder (class folders or metadata CSV)")
+    path: str = Field("data/synthetic", description="data folder (class folders or metadata CSV); relative to the config file")
     layout: Literal["auto", "folders", "metadata"] = Field("auto", description="auto: metadata CSV when present, else class folders")
     positive_dir: str = Field("positive", description="folder of clot images (folders layout)")
     negative_dir: str = Field("negative", description="folder of no-clot images (folders layout)")
@@ -97,8 +95,7 @@ class TrainingConfig(_Section):
     steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (None: the whole training split)")
     # Cap on training images per trial (None: all); keeps CPU demos short.
     max_train_images: int | None = Field(None, ge=2, description="cap on training images per trial (None: all)")
-    weights: str = Field("imagenet", description="imagenet, none, or a local no-top weights file")
-    verbose: bool = Field(True, description="print one line per epoch")
+    weights: str = Field("imagenet", description="imagenet, none, or a local no-top weights file (relative to the config file)")
 
 
 class SearchConfig(_Section):
@@ -108,9 +105,9 @@ class SearchConfig(_Section):
         default_factory=lambda: ["efficientnet_b1", "resnet50"], min_length=1,
         description="backbones searched; with several, the backbone is itself a searched choice",
     )
-    search_spaces: dict[str, str] = Field(default_factory=dict, description="search-space YAML per backbone (default search_spaces/<backbone>.yaml)")
+    search_spaces: dict[str, str] = Field(default_factory=dict, description="search space per backbone: a YAML file relative to the config file, or a bundled name such as `quickstart_resnet50` (default: the bundled `<backbone>.yaml`)")
     study_name: str | None = Field(None, description="Optuna study and MLflow experiment name (default: name)")
-    storage: str = Field("sqlite:///mlruns/optuna.db", description="Optuna storage URL (sqlite:/// or postgresql+psycopg2://)")
+    storage: str = Field("sqlite:///mlruns/optuna.db", description="Optuna storage URL (sqlite:/// or postgresql+psycopg2://); a relative sqlite path is relative to the working directory")
     sampler: Literal["tpe", "random", "cmaes"] = Field("tpe", description="Optuna sampler (seeded)")
     pruner: Literal["hyperband", "median", "none"] = Field("hyperband", description="pruner, reported once per epoch")
     objective: Literal["val_auc", "val_accuracy", "val_loss", "sensitivity_at_specificity"] = Field(
@@ -145,11 +142,11 @@ class EvaluationConfig(_Section):
 class TrackingConfig(_Section):
     """Where MLflow runs go."""
 
-    uri: str = Field("sqlite:///mlruns/mlflow.db", description="MLflow tracking URI (database URI or http:// server)")
-    artifact_root: str = Field("mlruns/artifacts", description="artifact folder for database URIs")
+    uri: str = Field("sqlite:///mlruns/mlflow.db", description="MLflow tracking URI (database URI or http:// server); a relative sqlite path is relative to the working directory")
+    artifact_root: str = Field("mlruns/artifacts", description="artifact folder for database URIs (relative to the working directory)")
     experiment: str | None = Field(None, description="MLflow experiment (default: the study name)")
     log_model: bool = Field(True, description="log each completed trial's Keras model")
-    model_name: str = Field("blood-clot-detector", description="registered model name")
+    model_name: str = Field("blood-clot-detector", description="registered model name; `promote`, `predict` and `evaluate` use it when given `--config`")
 
 
 class BudgetConfig(_Section):

@@ -107,13 +107,22 @@ def _create_rdb_storage(url: str, kwargs: dict[str, Any]) -> RDBStorage:
 
 
 def redact_url(url: str) -> str:
-    """Hide a password in a database URL before printing it."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+    """Hide a password in a database URL before printing it; a URL without one is unchanged."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        parsed = None
+    if parsed is not None and "@" not in (parsed.host or ""):
+        return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    if "@" not in url:
+        return url
+    # Unparseable, or an unescaped "@" in the password that SQLAlchemy reads as part of the
+    # host: hide everything before the last "@".
+    scheme, sep, _ = url.partition("://")
+    return f"{scheme}{sep}***@{url.rpartition('@')[2]}"
 
 
 def retried_from(trial: optuna.trial.FrozenTrial) -> int | None:

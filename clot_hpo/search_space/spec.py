@@ -8,6 +8,7 @@ with ``keras_tuner.HyperParameters`` and with ``clot_hpo.search.hp.OptunaHyperPa
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,8 @@ PARAM_TYPES: tuple[str, ...] = ("float", "int", "categorical", "bool", "fixed")
 
 # A condition on this name is decided by the file's own ``backbone`` (see SearchSpace.sample).
 BACKBONE = "backbone"
+# Parameter, backbone and search-space names: identifiers, so they are safe as file stems too.
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)

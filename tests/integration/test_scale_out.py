@@ -190,7 +190,7 @@ def worker_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     config.setdefault("evaluation", {})["bootstrap_samples"] = 100
     # Two epochs: the first one's report tells the fault tests that a trial is mid-way.
-    config.setdefault("training", {}).update(epochs=2, verbose=False)
+    config.setdefault("training", {}).update(epochs=2)
     path = folder / "tiny-scale.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path

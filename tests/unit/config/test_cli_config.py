@@ -1,0 +1,73 @@
+"""``promote``, ``predict`` and ``evaluate`` read their defaults from ``--config``.
+
+A study searched with ``tracking.model_name: my-detector`` must be promoted to and used from
+``my-detector`` without repeating the name (the key used to be documented and ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from clot_hpo import cli
+from clot_hpo.errors import ConfigError
+
+CONFIG = """\
+name: study-x
+tracking: {uri: "sqlite:///elsewhere/mlflow.db", model_name: my-detector}
+"""
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    args = cli.build_parser().parse_args(list(argv))
+    cli.apply_config_defaults(args)
+    return args
+
+
+@pytest.fixture()
+def config(tmp_path: Path) -> str:
+    path = tmp_path / "exp.yaml"
+    path.write_text(CONFIG)
+    return str(path)
+
+
+def test_promote_takes_model_name_store_and_study_from_the_config(config: str) -> None:
+    args = _args("promote", "--config", config)
+    assert (args.model_name, args.tracking_uri, args.experiment) == (
+        "my-detector", "sqlite:///elsewhere/mlflow.db", "study-x")
+    # Flags still win over the config.
+    args = _args("promote", "--config", config, "--model-name", "other", "--experiment", "s2",
+                 "--tracking-uri", "http://h:5000")
+    assert (args.model_name, args.tracking_uri, args.experiment) == ("other", "http://h:5000", "s2")
+
+
+def test_tracking_experiment_names_the_study_to_promote(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: a\ntracking: {experiment: runs-of-a}\n")
+    assert _args("promote", "--config", str(path)).experiment == "runs-of-a"
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_predict_and_evaluate_use_the_configs_model(config: str, command: str) -> None:
+    extra = ["--data", "d"] if command == "evaluate" else ["img.png"]
+    args = _args(command, "--config", config, *extra)
+    assert args.model == "models:/my-detector@champion"
+    assert args.tracking_uri == "sqlite:///elsewhere/mlflow.db"
+    assert _args(command, "--config", config, "--model", "models:/m/3", *extra).model == "models:/m/3"
+
+
+def test_without_a_config_the_schema_defaults_apply() -> None:
+    args = _args("predict", "img.png")
+    assert args.model == "models:/blood-clot-detector@champion"
+    assert args.tracking_uri == "sqlite:///mlruns/mlflow.db"
+    args = _args("promote", "--experiment", "s")
+    assert (args.model_name, args.tracking_uri) == ("blood-clot-detector", "sqlite:///mlruns/mlflow.db")
+
+
+def test_promote_needs_an_experiment_or_a_config(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match="--experiment"):
+        _args("promote")
+    assert cli.main(["promote"]) == 2
+    assert "promote needs --experiment (the study name) or --config" in capsys.readouterr().err
