@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 from clot_hpo.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClotHpoError, ConfigError
+from clot_hpo.models import list_backbones, list_optimizers
 
 log = logging.getLogger("clot_hpo")
 
@@ -80,19 +81,19 @@ def _cmd_estimate_vram(args: argparse.Namespace) -> int:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from clot_hpo.registry import promote_command
+    from clot_hpo.registry.commands import promote_command
 
     return promote_command(args)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from clot_hpo.registry import predict_command
+    from clot_hpo.registry.commands import predict_command
 
     return predict_command(args)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from clot_hpo.registry import evaluate_command
+    from clot_hpo.registry.commands import evaluate_command
 
     return evaluate_command(args)
 
@@ -150,12 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vram-gb", type=float, help="VRAM budget in GiB (overrides budget.vram_gb)")
 
     p = add("estimate-vram", _cmd_estimate_vram, "estimate a training configuration's GPU memory")
-    p.add_argument("--backbone", required=True, choices=["efficientnet_b1", "resnet50", "tiny_cnn"])
+    p.add_argument("--backbone", required=True, choices=list_backbones())
     p.add_argument("--image-size", type=int, required=True)
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--mixed-precision", action="store_true")
     p.add_argument("--trainable", choices=["all", "head"], default="all")
-    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
+    p.add_argument("--optimizer", choices=list_optimizers(), default="adam")
     p.add_argument("--vram-gb", type=float, help="card memory in GiB: also print whether it fits")
     p.add_argument("--safety-margin", type=float, default=0.1, help="share of the card kept free")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -168,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="MLflow experiment (the study name); required without --config")
     p.add_argument("--model-name", help="default: the config's tracking.model_name, else blood-clot-detector")
     p.add_argument("--alias", default="champion")
-    p.add_argument("--metric", default="val_auc")
+    p.add_argument("--metric", help="metric to rank trials by (default: the one the study optimized)")
+    p.add_argument("--direction", choices=["maximize", "minimize"],
+                   help="only for a metric the study did not optimize: whether higher or lower is better")
 
     model_help = "default: models:/<the config's tracking.model_name, else blood-clot-detector>@champion"
     p = add("predict", _cmd_predict, "classify images with a registered model")

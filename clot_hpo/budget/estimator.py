@@ -19,7 +19,8 @@ The estimate is the sum of five terms (see ``docs/vram.md``):
   transient gradients and allocator fragmentation (named constants below).
 
 Building a backbone takes seconds (EfficientNetB1: about 2.5 s on one CPU core), so the
-per-sample layer profile is cached per ``(backbone, image_size)`` in the process.
+per-sample layer profile is cached per ``(backbone, image_size)`` in the process; a trial
+passes the profile of the backbone it built (:func:`profile_model`) and builds none here.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from clot_hpo.errors import ConfigError
+from clot_hpo.models.optimizers import OPTIMIZERS
 
 GiB = 1024**3
 MiB = 1024**2
 
 TRAINABLE_MODES = ("all", "head")
-# Slots the optimizer keeps per trainable parameter. clot-hpo's SGD always uses momentum
-# (``clot_hpo.models.hypermodel.make_optimizer``), which is one slot.
-OPTIMIZER_SLOTS: dict[str, int] = {"adam": 2, "adamw": 2, "sgd": 1}
+# Slots the optimizer keeps per trainable parameter, from the optimizer catalogue.
+OPTIMIZER_SLOTS: dict[str, int] = {name: spec.slots for name, spec in OPTIMIZERS.items()}
 
 FLOAT32_BYTES = 4
 FLOAT16_BYTES = 2
@@ -268,33 +269,65 @@ def _build_backbone(backbone: str, image_size: int) -> Any:
         raise ConfigError(f"`image_size` {image_size} is not valid for backbone {backbone!r}: {first}") from exc
 
 
+def _trainable_when_trained(model: Any) -> int:
+    """Parameters training the whole ``model`` updates, whatever its ``trainable`` flags are now.
+
+    A trial's model may be frozen for its first epochs; the estimate plans for the whole base.
+    The flags are switched on to count and then put back as they were (outer layers first:
+    setting a layer's flag sets its sublayers' too).
+    """
+    import numpy as np
+
+    def walk(layer: Any) -> list[Any]:
+        return [layer, *(inner for sub in getattr(layer, "layers", []) for inner in walk(sub))]
+
+    layers = walk(model)
+    flags = [layer.trainable for layer in layers]
+    try:
+        model.trainable = True
+        return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
+    finally:
+        for layer, flag in zip(layers, flags):
+            layer.trainable = flag
+
+
+def profile_model(model: Any, *, backbone: str, image_size: int) -> BackboneProfile:
+    """Measure an already built backbone (a trial's own: it need not be built again to plan).
+
+    Args:
+        model: the backbone, e.g. ``trial_model.get_layer("backbone")``.
+        backbone: its registry name.
+        image_size: the side of its square input.
+    """
+    import numpy as np
+
+    calls = _layer_calls(model)
+    output = model.outputs[0]
+    return BackboneProfile(
+        backbone=backbone,
+        image_size=image_size,
+        total_params=int(sum(int(np.prod(w.shape)) for w in model.weights)),
+        trainable_params=_trainable_when_trained(model),
+        input_elements=image_size * image_size * 3,
+        activation_elements=sum(out for _, out in calls),
+        largest_output_elements=max((out for _, out in calls), default=0),
+        largest_step_elements=max((i + o for i, o in calls), default=0),
+        feature_shape=tuple(int(d) for d in tuple(output.shape)[1:]),
+        layer_calls=len(calls),
+    )
+
+
 @functools.lru_cache(maxsize=64)
 def backbone_profile(backbone: str, image_size: int) -> BackboneProfile:
     """Build ``backbone`` at ``image_size`` once per process and measure its layers."""
     import gc
 
-    import numpy as np
-
     model = _build_backbone(backbone, image_size)
     try:
-        calls = _layer_calls(model)
-        output = model.outputs[0]
-        profile = BackboneProfile(
-            backbone=backbone,
-            image_size=image_size,
-            total_params=int(sum(int(np.prod(w.shape)) for w in model.weights)),
-            trainable_params=int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
-            input_elements=image_size * image_size * 3,
-            activation_elements=sum(out for _, out in calls),
-            largest_output_elements=max((out for _, out in calls), default=0),
-            largest_step_elements=max((i + o for i, o in calls), default=0),
-            feature_shape=tuple(int(d) for d in tuple(output.shape)[1:]),
-            layer_calls=len(calls),
-        )
+        return profile_model(model, backbone=backbone, image_size=image_size)
     finally:
         del model
         gc.collect()
-    return profile
 
 
 def head_profile(feature_shape: tuple[int, ...], head_units: int) -> tuple[int, int]:
@@ -323,6 +356,7 @@ def estimate_vram(
     optimizer: str = "adam",
     accumulation_steps: int = 1,
     head_units: int = DEFAULT_HEAD_UNITS,
+    profile: BackboneProfile | None = None,
 ) -> VramEstimate:
     """Estimate the GPU memory of training one configuration.
 
@@ -337,6 +371,8 @@ def estimate_vram(
             one accumulator per trainable parameter.
         head_units: units of the head's optional dense layer (0: none). Defaults to the
             widest the search spaces allow, so the estimate is an upper bound.
+        profile: the backbone's profile when the caller has built it (:func:`profile_model`);
+            by default the backbone is built here (once per process and size).
 
     Returns:
         The estimate, by term.
@@ -349,7 +385,11 @@ def estimate_vram(
     if isinstance(head_units, bool) or not isinstance(head_units, int) or head_units < 0:
         raise ConfigError(f"`head_units` must be an integer >= 0, but got {head_units!r}")
 
-    profile = backbone_profile(backbone, image_size)
+    if profile is None:
+        profile = backbone_profile(backbone, image_size)
+    elif (profile.backbone, profile.image_size) != (backbone, image_size):
+        raise ConfigError(f"`profile` must be of {backbone} at {image_size} px, but got "
+                          f"{profile.backbone} at {profile.image_size} px")
     head_params, head_activations = head_profile(profile.feature_shape, head_units)
     element = FLOAT16_BYTES if mixed_precision else FLOAT32_BYTES
 

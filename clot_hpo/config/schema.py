@@ -6,9 +6,17 @@ This module must not import TensorFlow, Optuna or MLflow.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from clot_hpo.models.backbones import BACKBONES
+
+
+def _known_backbone(name: str) -> str:
+    if name not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, but got {name!r}")
+    return name
 
 
 class _Section(BaseModel):
@@ -74,7 +82,7 @@ class DataConfig(_Section):
     skip_corrupt: bool = Field(False, description="skip unreadable images (each listed) instead of refusing")
     fail_on_leakage: bool = Field(False, description="refuse to train when duplicates cross splits")
     near_duplicate_max_distance: int = Field(4, ge=0, le=64, description="perceptual-hash Hamming distance counted as a near duplicate")
-    cache: bool = Field(True, description="cache decoded images in memory in the tf.data pipeline")
+    cache: bool = Field(True, description="decode each image size once per study into an on-disk cache of uint8 arrays (mlruns/studies/<study>/cache); false: decode in every trial")
     # Generate the synthetic set into `path` when it does not exist (demo only).
     synthetic: SyntheticConfig | None = Field(None, description="generate a synthetic set at data.path when it is missing (demo)")
 
@@ -96,14 +104,20 @@ class TrainingConfig(_Section):
     # Cap on training images per trial (None: all); keeps CPU demos short.
     max_train_images: int | None = Field(None, ge=2, description="cap on training images per trial (None: all)")
     weights: str = Field("imagenet", description="imagenet, none, or a local no-top weights file (relative to the config file)")
+    jit_compile: bool | Literal["auto"] = Field(
+        "auto", description="XLA-compile the train step: auto (Keras decides: on a GPU when every layer "
+        "supports it, never on CPU), true or false. Compiling adds to every trial's first epoch; "
+        "see docs/performance.md",
+    )
 
 
 class SearchConfig(_Section):
     """The Optuna study: what is searched, how, and within which budgets."""
 
-    backbones: list[Literal["efficientnet_b1", "resnet50", "tiny_cnn"]] = Field(
+    backbones: list[Annotated[str, AfterValidator(_known_backbone)]] = Field(
         default_factory=lambda: ["efficientnet_b1", "resnet50"], min_length=1,
-        description="backbones searched; with several, the backbone is itself a searched choice",
+        description="backbones searched (names from the backbone catalogue, clot_hpo/models/backbones.py); "
+        "with several, the backbone is itself a searched choice",
     )
     search_spaces: dict[str, str] = Field(default_factory=dict, description="search space per backbone: a YAML file relative to the config file, or a bundled name such as `quickstart_resnet50` (default: the bundled `<backbone>.yaml`)")
     study_name: str | None = Field(None, description="Optuna study and MLflow experiment name (default: name)")

@@ -1,8 +1,16 @@
-"""Backbone registry: ``create_backbone`` and ``list_backbones``.
+"""The backbone catalogue: one entry per backbone, and ``create_backbone`` to build one.
 
-Every backbone maps raw pixels in [0, 255] (float32, shape (S, S, 3)) to a feature map, with
-its own preprocessing inside the graph, so a saved model takes raw pixels. Only built-in
-Keras layers are used, so a saved model loads in a plain Python process without this package.
+Each :class:`BackboneSpec` keeps together everything the rest of the package needs to know
+about a backbone (its name, its builder, whether published ImageNet weights exist for it,
+what preprocessing its graph does), the way timm's ``register_model`` does. The config
+schema, the CLI and the VRAM estimator read names from :data:`BACKBONES`; nothing else
+lists them.
+
+This module imports Keras only inside builders, so the config schema and the VRAM
+estimator can read the catalogue without TensorFlow. Every backbone maps raw pixels in
+[0, 255] (float32, shape (S, S, 3)) to a feature map, with its own preprocessing inside the
+graph, so a saved model takes raw pixels. Only built-in Keras layers are used, so a saved
+model loads in a plain Python process without this package.
 """
 
 from __future__ import annotations
@@ -11,16 +19,40 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import keras
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from clot_hpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
 # ImageNet channel means in BGR order, as keras.applications.resnet50.preprocess_input uses.
 _RESNET_BGR_MEAN = (103.939, 116.779, 123.68)
+
+Builder = Callable[[Any, "str | None"], Any]
+"""``(inputs, weights) -> keras.Model``; ``weights`` is ``None`` or ``"imagenet"``."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One catalogue entry.
+
+    Attributes:
+        name: the name used in configs, search spaces and on the command line.
+        build: the builder (see :data:`Builder`).
+        pretrained: published ImageNet weights exist (``training.weights: imagenet``);
+            without them the base is trained whole from random initialization.
+        preprocessing: what the graph does to raw pixels before the first convolution.
+        min_image_size: the smallest input side the builder accepts.
+    """
+
+    name: str
+    build: Builder
+    pretrained: bool
+    preprocessing: str
+    min_image_size: int = 32
 
 
 @dataclass(frozen=True)
@@ -30,6 +62,11 @@ class Backbone:
     model: keras.Model
     weights_used: str
 
+    @property
+    def pretrained(self) -> bool:
+        """Whether the weights are trained ones (ImageNet or a local file), not random."""
+        return not self.weights_used.startswith("none")
+
 
 def _resnet_preprocess(inputs: keras.KerasTensor) -> keras.KerasTensor:
     """ResNet50's caffe preprocessing (RGB->BGR, minus the ImageNet mean) as a frozen 1x1 conv.
@@ -37,6 +74,9 @@ def _resnet_preprocess(inputs: keras.KerasTensor) -> keras.KerasTensor:
     A fixed convolution does exactly what ``preprocess_input`` does and, unlike a ``Lambda``
     or a custom layer, serializes as a built-in layer, so saved models load anywhere.
     """
+    import keras
+    import numpy as np
+
     layer = keras.layers.Conv2D(3, 1, name="resnet_preprocess", trainable=False)
     outputs = layer(inputs)
     flip_rgb_to_bgr = np.zeros((1, 1, 3, 3), dtype="float32")
@@ -47,11 +87,14 @@ def _resnet_preprocess(inputs: keras.KerasTensor) -> keras.KerasTensor:
 
 
 def _build_efficientnet_b1(inputs: keras.KerasTensor, weights: str | None) -> keras.Model:
-    # Keras EfficientNet rescales and normalizes inside the model: it takes [0, 255] as is.
+    import keras
+
     return keras.applications.EfficientNetB1(include_top=False, weights=weights, input_tensor=inputs)
 
 
 def _build_resnet50(inputs: keras.KerasTensor, weights: str | None) -> keras.Model:
+    import keras
+
     base = keras.applications.ResNet50(
         include_top=False, weights=weights, input_shape=tuple(inputs.shape[1:])
     )
@@ -59,7 +102,9 @@ def _build_resnet50(inputs: keras.KerasTensor, weights: str | None) -> keras.Mod
 
 
 def _build_tiny_cnn(inputs: keras.KerasTensor, weights: str | None) -> keras.Model:
-    """A three-block CNN for tests and CPU demos; it has no pretrained weights."""
+    """A three-block CNN for tests and CPU demos; it has no published weights."""
+    import keras
+
     x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
     for filters in (16, 32, 64):
         x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
@@ -67,22 +112,40 @@ def _build_tiny_cnn(inputs: keras.KerasTensor, weights: str | None) -> keras.Mod
     return keras.Model(inputs, x, name="tiny_cnn")
 
 
-_REGISTRY: dict[str, Callable[[keras.KerasTensor, str | None], keras.Model]] = {
-    "efficientnet_b1": _build_efficientnet_b1,
-    "resnet50": _build_resnet50,
-    "tiny_cnn": _build_tiny_cnn,
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec(
+            "efficientnet_b1", _build_efficientnet_b1, pretrained=True,
+            preprocessing="rescaling and normalization inside keras.applications.EfficientNetB1",
+        ),
+        BackboneSpec(
+            "resnet50", _build_resnet50, pretrained=True,
+            preprocessing="caffe: RGB to BGR minus the ImageNet mean, as a frozen 1x1 convolution",
+        ),
+        BackboneSpec(
+            "tiny_cnn", _build_tiny_cnn, pretrained=False, min_image_size=16,
+            preprocessing="rescaling to [0, 1]",
+        ),
+    )
 }
-_PRETRAINED = {"efficientnet_b1", "resnet50"}
 
 
 def list_backbones() -> list[str]:
-    """Names accepted by :func:`create_backbone`."""
-    return sorted(_REGISTRY)
+    """Names accepted by :func:`create_backbone`, sorted."""
+    return sorted(BACKBONES)
 
 
-def _check_name(name: str) -> None:
-    if name not in _REGISTRY:
-        raise ConfigError(f"backbone must be one of {list_backbones()}, but got {name!r}")
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """The catalogue entry of ``name``.
+
+    Raises:
+        ConfigError: ``name`` is not in the catalogue.
+    """
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ConfigError(f"backbone must be one of {list_backbones()}, but got {name!r}") from None
 
 
 def create_backbone_with_info(
@@ -99,21 +162,24 @@ def create_backbone_with_info(
     Returns:
         The backbone named ``"backbone"`` and a human-readable description of its weights.
     """
-    _check_name(name)
-    if image_size < 16:
-        raise ConfigError(f"image_size must be >= 16, but got {image_size}")
-    build = _REGISTRY[name]
+    import keras
+
+    spec = get_backbone_spec(name)
+    if image_size < spec.min_image_size:
+        raise ConfigError(
+            f"`image_size >= {spec.min_image_size}` must hold for {name}, but got image_size={image_size}"
+        )
     requested = None if weights in (None, "", "none", "None") else weights
-    if requested == "imagenet" and name not in _PRETRAINED:
-        requested = None  # the tiny CNN has no published weights; a local file still loads
+    if requested == "imagenet" and not spec.pretrained:
+        requested = None  # no published weights for it; a local file still loads
     if requested not in (None, "imagenet") and not Path(requested).is_file():
         raise ConfigError(f"training.weights: weights file {requested!r} does not exist")
 
     def _build(w: str | None) -> keras.Model:
         inputs = keras.Input((image_size, image_size, 3), dtype="float32", name="pixels")
-        if w is None or name in _PRETRAINED:
-            return build(inputs, w)
-        model = build(inputs, None)
+        if w in (None, "imagenet"):
+            return spec.build(inputs, w)
+        model = spec.build(inputs, None)
         model.load_weights(w)
         return model
 

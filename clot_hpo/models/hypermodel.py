@@ -18,6 +18,7 @@ import keras_tuner
 from clot_hpo.augment import AugmentationSpec, build_augmentation
 from clot_hpo.errors import ConfigError
 from clot_hpo.models.backbones import create_backbone_with_info
+from clot_hpo.models.optimizers import OptimizerSettings, get_optimizer_spec
 
 # Values used when a search space does not declare a hyperparameter.
 DEFAULTS: dict[str, Any] = {
@@ -39,8 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "aug_zoom": 0.0,
     "aug_contrast": 0.0,
     "aug_brightness": 0.0,
+    # BatchNormalization momentum of a randomly initialized base; None: from the epoch's
+    # length (see `batchnorm_momentum_for`). Pretrained bases keep their statistics frozen.
+    "bn_momentum": None,
 }
-OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 @dataclass
@@ -96,12 +99,19 @@ class ClotHyperModel(keras_tuner.HyperModel):
         self.seed = seed
         # Set by the caller when the VRAM budget shrinks the batch (effective batch kept).
         self.accumulation_steps = 1
+        # Keras' `jit_compile` for every compile (the config's `training.jit_compile`).
+        self.jit_compile: bool | str = "auto"
         self.weights_used: str | None = None
+        self._pretrained = False
 
     @property
     def pretrained(self) -> bool:
-        """Whether the last built backbone got pretrained weights."""
-        return bool(self.weights_used) and not str(self.weights_used).startswith("none")
+        """Whether the last built backbone got trained weights (ImageNet or a local file).
+
+        Offline, ImageNet weights fall back to random initialization: this says which one the
+        model actually has, so budgets and schedules follow the weights, not the request.
+        """
+        return self._pretrained
 
     # A randomly initialized base has nothing to preserve: freezing it only keeps random
     # features (and BatchNorm statistics) fixed, so the schedule applies to pretrained bases.
@@ -123,8 +133,7 @@ class ClotHyperModel(keras_tuner.HyperModel):
             with hp.conditional_scope("backbone", [backbone]):
                 sampled = self.spaces[backbone].sample(hp, prefix=f"{backbone}.")
         values = {**DEFAULTS, **sampled}
-        if values["optimizer"] not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {list(OPTIMIZERS)}, but got {values['optimizer']!r}")
+        get_optimizer_spec(str(values["optimizer"]))  # a clear error for an unknown name
         return TrialSettings(backbone=backbone, values=values)
 
     # ----- model --------------------------------------------------------------------------
@@ -145,6 +154,7 @@ class ClotHyperModel(keras_tuner.HyperModel):
         )
         backbone = create_backbone_with_info(s.backbone, image_size=size, weights=self.weights)
         self.weights_used = backbone.weights_used
+        self._pretrained = backbone.pretrained
         x = backbone.model(augment(inputs))
         pooling = keras.layers.GlobalMaxPooling2D if s["pooling"] == "max" else keras.layers.GlobalAveragePooling2D
         x = pooling(name="pool")(x)
@@ -169,6 +179,7 @@ class ClotHyperModel(keras_tuner.HyperModel):
             optimizer=make_optimizer(s, accumulation_steps=self.accumulation_steps),
             loss=keras.losses.BinaryCrossentropy(label_smoothing=float(s["label_smoothing"])),
             metrics=self._metrics(),
+            jit_compile=self.jit_compile,
         )
 
     def _metrics(self) -> list[keras.metrics.Metric]:
@@ -191,6 +202,11 @@ class ClotHyperModel(keras_tuner.HyperModel):
         """
         s = self.settings(hp)
         epochs = int(kwargs.pop("epochs", 1))
+        if not self.pretrained:
+            momentum = s["bn_momentum"]
+            if momentum is None:
+                momentum = batchnorm_momentum_for(_steps_per_epoch(args, kwargs))
+            set_batchnorm_momentum(model, float(momentum))
         frozen = min(self._frozen_epochs(s), epochs)
         if frozen == 0 or frozen == epochs:
             return model.fit(*args, epochs=epochs, **kwargs)
@@ -205,19 +221,63 @@ class ClotHyperModel(keras_tuner.HyperModel):
 
 
 def make_optimizer(s: TrialSettings, *, accumulation_steps: int = 1) -> keras.optimizers.Optimizer:
-    """The trial's optimizer; ``accumulation_steps > 1`` keeps the effective batch size."""
-    lr = float(s["learning_rate"])
-    wd = float(s["weight_decay"]) or None
-    accumulate = accumulation_steps if accumulation_steps > 1 else None
-    name = s["optimizer"]
-    if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=wd or 0.004, gradient_accumulation_steps=accumulate)
-    if name == "sgd":
-        return keras.optimizers.SGD(
-            lr, momentum=float(s["momentum"]), nesterov=True, weight_decay=wd,
-            gradient_accumulation_steps=accumulate,
-        )
-    return keras.optimizers.Adam(lr, weight_decay=wd, gradient_accumulation_steps=accumulate)
+    """The trial's optimizer (from the catalogue); ``accumulation_steps > 1`` keeps the effective batch."""
+    spec = get_optimizer_spec(str(s["optimizer"]))
+    return spec.make(OptimizerSettings(
+        learning_rate=float(s["learning_rate"]), weight_decay=float(s["weight_decay"]),
+        momentum=float(s["momentum"]), accumulation_steps=accumulation_steps,
+    ))
+
+
+# Bounds of the automatic BatchNormalization momentum. 0.99 is Keras' default, right for long
+# epochs; below 0.5 the moving statistics follow single batches too closely.
+_BN_MOMENTUM_RANGE = (0.5, 0.99)
+
+
+def batchnorm_momentum_for(steps_per_epoch: int | None) -> float:
+    """The momentum that forgets the initial moving statistics within one epoch.
+
+    Keras' default (0.99) keeps 0.99**n of the initial mean 0 and variance 1 after n steps:
+    after the dozen steps of a small dataset's epoch, inference-mode outputs of a randomly
+    initialized EfficientNet or ResNet are still computed with those initial statistics and
+    collapse to one value for every image (validation AUC exactly 0.5). Choosing m with
+    m**n = 0.01 leaves 1% after one epoch; long epochs get Keras' 0.99.
+
+    Args:
+        steps_per_epoch: training steps per epoch; None (unknown) gives 0.9.
+    """
+    low, high = _BN_MOMENTUM_RANGE
+    if not steps_per_epoch or steps_per_epoch <= 0:
+        return 0.9
+    return float(min(high, max(low, 0.01 ** (1.0 / steps_per_epoch))))
+
+
+def set_batchnorm_momentum(model: keras.Model, momentum: float) -> None:
+    """Set every BatchNormalization layer's momentum (before ``fit`` traces the train step)."""
+    if not 0.0 <= momentum < 1.0:
+        raise ConfigError(f"`0 <= bn_momentum < 1` must hold, but got bn_momentum={momentum}")
+    for layer in _flatten(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def _steps_per_epoch(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    """Training steps per epoch of a ``fit`` call, when they can be known without iterating."""
+    if kwargs.get("steps_per_epoch"):
+        return int(kwargs["steps_per_epoch"])
+    data = args[0] if args else kwargs.get("x")
+    cardinality = getattr(data, "cardinality", None)
+    if callable(cardinality):  # tf.data: negative means infinite or unknown
+        n = int(cardinality())
+        return n if n > 0 else None
+    try:
+        length = len(data)
+    except TypeError:
+        return None
+    if hasattr(data, "__getitem__") and not hasattr(data, "shape"):
+        return int(length)  # a keras.utils.PyDataset or Sequence: one batch per item
+    batch = int(kwargs.get("batch_size") or 32)
+    return max(1, -(-int(length) // batch))
 
 
 def set_trainable_fraction(model: keras.Model, fraction: float, *, freeze_batchnorm: bool = True) -> None:

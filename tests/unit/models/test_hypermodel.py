@@ -100,3 +100,32 @@ def test_sensitivity_at_specificity_metric_only_when_the_objective_needs_it(tmp_
     model = tracked.build(keras_tuner.HyperParameters())
     history = model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0)
     assert 0.0 <= history.history["val_sensitivity_at_specificity"][0] <= 1.0
+
+
+def _bn_cnn(inputs: keras.KerasTensor, weights: str | None) -> keras.Model:
+    x = keras.layers.Conv2D(4, 3, strides=4)(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    return keras.Model(inputs, x)
+
+
+@pytest.mark.parametrize(("weights", "expected"), [("none", 0.01 ** (1 / 10)), ("local", 0.99)])
+def test_random_init_batchnorm_momentum_follows_the_epoch_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weights: str, expected: float
+) -> None:
+    # With Keras' 0.99, ten steps leave 90% of the initial statistics: inference outputs of a
+    # random-init base collapse. A pretrained base keeps its frozen statistics' momentum.
+    from clot_hpo.models.backbones import BACKBONES, BackboneSpec
+
+    monkeypatch.setitem(BACKBONES, "bn_cnn", BackboneSpec("bn_cnn", _bn_cnn, pretrained=False, preprocessing="-"))
+    if weights == "local":
+        weights = str(tmp_path / "bn.weights.h5")
+        from clot_hpo.models import create_backbone as build
+
+        build("bn_cnn", image_size=32).save_weights(weights)
+    space = _space(tmp_path, "bn_cnn", "  image_size: {type: categorical, choices: [32]}\n")
+    hp = keras_tuner.HyperParameters()
+    hypermodel = ClotHyperModel({"bn_cnn": space}, weights=weights)
+    model = hypermodel.build(hp)
+    x, y = _data(n=40)
+    hypermodel.fit(hp, model, x, y, batch_size=4, epochs=1, verbose=0)
+    assert model.get_layer("backbone").get_layer("bn").momentum == pytest.approx(expected)
