@@ -50,17 +50,21 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _key_path(root: yaml.Node, target: yaml.Node, prefix: Loc = ()) -> Loc | None:
+def _key_path(root: yaml.Node, target: yaml.Node, prefix: Loc = (), seen: set[int] | None = None) -> Loc | None:
     """The keys (and list indexes) from ``root`` down to the mapping ``target``."""
     if root is target:
         return prefix
+    seen = seen if seen is not None else set()
+    if id(root) in seen:  # an alias back up the tree (`&a [*a]`)
+        return None
+    seen.add(id(root))
     children: list[tuple[str | int, yaml.Node]] = []
     if isinstance(root, yaml.MappingNode):
         children = [(getattr(k, "value", "?"), v) for k, v in root.value]
     elif isinstance(root, yaml.SequenceNode):
         children = list(enumerate(root.value))
     for key, child in children:
-        found = _key_path(child, target, (*prefix, key))
+        found = _key_path(child, target, (*prefix, key), seen)
         if found is not None:
             return found
     return None
