@@ -24,9 +24,12 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# scikit-learn announces parameter default changes that do not affect these fits.
+warnings.filterwarnings("ignore", category=FutureWarning)
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
