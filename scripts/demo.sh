@@ -13,11 +13,14 @@ echo "Using the champion on two synthetic images:"
 $BIN/clot-hpo predict --tracking-uri "$URI" --model models:/blood-clot-detector@champion \
   "$(ls data/synthetic/positive/* | head -1)" "$(ls data/synthetic/negative/* | head -1)"
 END=$(date +%s)
+# Straight to the study's runs: MLflow 3's UI otherwise opens on its GenAI view.
+LINK=$($BIN/python -m clot_hpo.tracking.ui_links --store "$URI" --experiment quickstart 2>/dev/null \
+       || echo http://127.0.0.1:5000)
 cat <<MSG
 
 Done in $((END - START)) s (including installation).
   Results:    mlruns/studies/quickstart/ (resolved config, split manifest, trials.csv)
   MLflow:     $URI, artifacts in mlruns/artifacts/
   Optuna:     sqlite:///mlruns/optuna.db (study "quickstart"; rerun to resume)
-  Browse:     make mlflow-server   then open http://127.0.0.1:5000
+  Browse:     make mlflow-server   then open $LINK
 MSG

@@ -15,8 +15,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 MLFLOW="$ROOT/.venv/bin/mlflow"
+PYTHON="$ROOT/.venv/bin/python"
 if [ ! -x "$MLFLOW" ]; then
     MLFLOW="$(command -v mlflow || true)"
+    PYTHON="$(command -v python3 || true)"
 fi
 if [ -z "$MLFLOW" ]; then
     echo "mlflow-server: mlflow is not installed; run \`make install\` first" >&2
@@ -39,8 +41,25 @@ case "$HOST" in
             "the server has no authentication" >&2 ;;
 esac
 
+case "$HOST" in
+    0.0.0.0|::) LINK_HOST=127.0.0.1 ;;  # reachable from this machine whatever the interface
+    *) LINK_HOST="$HOST" ;;
+esac
 echo "mlflow-server: http://$HOST:$PORT  (store $BACKEND, artifacts $ARTIFACTS; Ctrl-C stops it)"
-echo "mlflow-server: runs are under \"Model training\" (top left) in MLflow 3's UI; see docs/tracking.md"
+# MLflow 3's UI opens on its GenAI view (traces): link each study's runs in the model-training
+# view instead. Reading the store takes a few seconds; the server starts right after.
+LINKS=""
+if [ -n "$PYTHON" ]; then
+    LINKS="$("$PYTHON" -m clot_hpo.tracking.ui_links --store "$BACKEND" --server "http://$LINK_HOST:$PORT" \
+             2>/dev/null || true)"
+fi
+if [ -n "$LINKS" ]; then
+    echo "mlflow-server: each study's runs (open one of these, not the home page):"
+    echo "$LINKS" | sed 's/^/  /'
+else
+    echo "mlflow-server: no study in the store yet; once there is one, its runs are at" \
+         "http://$LINK_HOST:$PORT/#/experiments/<id>/runs?workflowType=machine_learning (see docs/tracking.md)"
+fi
 exec "$MLFLOW" server \
     --backend-store-uri "$BACKEND" \
     --artifacts-destination "$ARTIFACTS" \

@@ -9,6 +9,7 @@ the best trial's ``test_auc`` with its interval, and ``n_trials_complete`` / ``_
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -41,6 +42,26 @@ def _objective_value(run: Any, objective: str | None) -> float | None:
     if value is None and objective:
         value = finite_float(run.data.metrics.get(objective))
     return value
+
+
+def headline_metric_names(objective: str | None) -> list[str]:
+    """Every headline metric :func:`study_headline` may log, in the order a reader wants them."""
+    names = [f"{BEST_PREFIX}{objective or METRIC_VALUE}"]
+    for key in HEADLINE_TEST_METRICS:
+        names += [f"{BEST_PREFIX}{key}", f"{BEST_PREFIX}{key}_ci_low", f"{BEST_PREFIX}{key}_ci_high"]
+    return [*names, METRIC_BEST_TRIAL, *_COUNTED.values()]
+
+
+def ui_view_state(objective: str | None) -> str:
+    """The MLflow UI's shared view (JSON): the headline metrics as the runs table's first columns.
+
+    The keys are the UI's own (``selectedColumns``, ``columnOrder``; a column is
+    ``metrics.`<name>```), checked against MLflow 3.17's UI by ``tests/integration/test_tracking_ui.py``.
+    """
+    # Then the trials' own objective and test metrics, for the rows under the expanded study.
+    names = [*headline_metric_names(objective), objective or METRIC_VALUE, *HEADLINE_TEST_METRICS]
+    columns = [f"metrics.`{name}`" for name in names]
+    return json.dumps({"selectedColumns": columns, "columnOrder": columns})
 
 
 def study_headline(trial_runs: Iterable[Any], *, objective: str | None, direction: str | None) -> dict[str, float]:
@@ -81,4 +102,4 @@ def study_headline(trial_runs: Iterable[Any], *, objective: str | None, directio
     return out
 
 
-__all__ = ["study_headline"]
+__all__ = ["headline_metric_names", "study_headline", "ui_view_state"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clot_hpo.tracking.base import TRIAL_STATES, StudyTracker, to_plain
-from clot_hpo.tracking.headline import study_headline
+from clot_hpo.tracking.headline import study_headline, ui_view_state
 from clot_hpo.tracking.mlflow_backend import MlflowBackend, now_ms
 from clot_hpo.tracking.store import MAX_DIGEST_LENGTH, MAX_TAG_LENGTH, quote, search_all_runs
 from clot_hpo.tracking.tags import (
@@ -34,6 +34,7 @@ from clot_hpo.tracking.tags import (
     TAG_STUDY,
     TAG_TRIAL_NUMBER,
     TAG_TRIAL_STATE,
+    TAG_UI_VIEW,
 )
 from clot_hpo.util import finite_float
 
@@ -80,6 +81,10 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         run_id = self._call(f"start the study run of {study_name!r}", self._start_study, study_name,
                             all_tags, default="")
         self.parent_run_id = run_id or None
+        if run_id and self._experiment_id:
+            # The link `make mlflow-server` prints opens this view: the headline metrics as columns.
+            self._call("store the UI's view of the study", self.client.set_experiment_tag, self._experiment_id,
+                       TAG_UI_VIEW, ui_view_state(self.objective))
         return run_id
 
     def _start_study(self, study_name: str, tags: dict[str, str]) -> str:

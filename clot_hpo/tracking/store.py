@@ -74,14 +74,16 @@ def quote(value: str) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def runs_url(server: str, experiment_id: str) -> str:
+def runs_url(server: str, experiment_id: str, *, view: str | None = None) -> str:
     """The MLflow UI's runs table of an experiment, in its model-training view.
 
     MLflow 3's UI opens an experiment on its GenAI view (traces) unless the URL asks for
-    ``workflowType=machine_learning``; the runs tab then lists the study's parent run with
-    its headline metrics.
+    ``workflowType=machine_learning``. ``view`` names a shared view stored on the experiment
+    (``mlflow.sharedViewState.<view>``; only when it exists, or the UI drops the whole
+    link): the study's headline metrics as columns.
     """
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    url = f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return f"{url}&viewStateShareKey={view}" if view else url
 
 
 # ----- errors -------------------------------------------------------------------------------

@@ -54,6 +54,13 @@ METRIC_N_FAILED = "n_trials_failed"
 # The Optuna objective value of a completed trial (``end_trial(attrs={"value": ...})``).
 METRIC_VALUE = "value"
 
+# ----- the MLflow UI ------------------------------------------------------------------------
+# MLflow 3's runs table shows no metric column until one is chosen; a "shared view" (an
+# experiment tag the UI reads when the URL says ``viewStateShareKey=<key>``) chooses the
+# headline metrics, so the link that `make mlflow-server` prints opens on them.
+UI_VIEW_KEY = "clot-hpo"
+TAG_UI_VIEW = f"mlflow.sharedViewState.{UI_VIEW_KEY}"
+
 __all__ = [
     "BEST_PREFIX",
     "DIRECTIONS",
@@ -83,4 +90,6 @@ __all__ = [
     "TAG_THRESHOLD",
     "TAG_TRIAL_NUMBER",
     "TAG_TRIAL_STATE",
+    "TAG_UI_VIEW",
+    "UI_VIEW_KEY",
 ]

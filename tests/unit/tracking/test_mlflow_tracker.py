@@ -115,6 +115,11 @@ def test_the_study_run_records_its_direction_and_its_best_trial_as_headline_metr
     assert (metrics["best_test_auc_ci_low"], metrics["best_test_auc_ci_high"]) == pytest.approx((0.6, 0.8))
     assert (metrics["n_trials_complete"], metrics["n_trials_pruned"], metrics["n_trials_failed"]) == (3, 1, 1)
 
+    # The UI's shared view shows these metrics as columns, best_<objective> first.
+    view = json.loads(_client(store).get_experiment_by_name("exp-headline").tags["mlflow.sharedViewState.clot-hpo"])
+    assert view["columnOrder"][0] == "metrics.`best_val_auc`" and set(view["selectedColumns"]) >= {
+        f"metrics.`{name}`" for name in metrics}
+
     # A study that minimizes its objective names the lowest value.
     _, parent = _headline_study(store, "exp-headline-min", "minimize")
     metrics = _client(store).get_run(parent).data.metrics
@@ -307,3 +312,17 @@ def test_a_deleted_experiment_is_reported_before_any_work(store: dict[str, Any])
     client.delete_experiment(client.create_experiment("exp-deleted"))
     with pytest.raises(ConfigError, match="'exp-deleted'.*deleted"):
         _tracker(store, "exp-deleted")
+
+
+def test_links_open_the_runs_table_of_the_model_training_view(store: dict[str, Any]) -> None:
+    from clot_hpo.tracking.store import runs_url
+    from clot_hpo.tracking.ui_links import experiment_link, main, study_links
+
+    assert runs_url("http://h:1/", "7") == "http://h:1/#/experiments/7/runs?workflowType=machine_learning"
+    _headline_study(store, "exp-links", "maximize")
+    exp_id = _client(store).get_experiment_by_name("exp-links").experiment_id
+    link = experiment_link(store["uri"], "exp-links", server="http://h:1")
+    assert link == f"http://h:1/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey=clot-hpo"
+    assert ("exp-links", link) in study_links(store["uri"], server="http://h:1")
+    assert experiment_link(store["uri"], "no-such-experiment") is None
+    assert main(["--store", store["uri"], "--experiment", "no-such-experiment"]) == 2
