@@ -19,7 +19,7 @@ PREDICT_CHUNK = 256  # images decoded and predicted at a time: bounded memory on
 PREDICT_BATCH = 32  # Keras's batch inside a chunk
 
 
-def _chunks(items: Sequence[Any], size: int = PREDICT_CHUNK) -> Iterator[Sequence[Any]]:
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     """Consecutive slices of at most ``size`` items."""
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -36,7 +36,7 @@ def score_image_files(model: Any, paths: Sequence[Path | str], image_size: int) 
     """
     from clot_hpo.data import load_image_batch
 
-    for chunk in _chunks(list(paths)):
+    for chunk in _chunks(list(paths), PREDICT_CHUNK):
         batch = load_image_batch([str(p) for p in chunk], image_size)
         probs = model.predict(batch, batch_size=PREDICT_BATCH, verbose=0)
         yield list(zip(chunk, (float(v) for v in probs.reshape(len(chunk), -1)[:, 0]), strict=True))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from clot_hpo.errors import ClotHpoError
+from clot_hpo.util import first_line
 
 T = TypeVar("T")
 
@@ -76,11 +77,10 @@ def call_with_retry(
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - tracking must never break the caller
             if attempt >= tries or not is_transient(exc):
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 log.warning(
                     "tracking: could not %s%s after %d attempt%s: %s: %s",
                     what, f" at {where}" if where else "", attempt, "" if attempt == 1 else "s",
-                    type(exc).__name__, message[:500],
+                    type(exc).__name__, first_line(exc, limit=500, default=""),
                 )
                 log.debug("tracking failure detail", exc_info=True)
                 if on_give_up is not None:

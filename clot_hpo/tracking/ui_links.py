@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from clot_hpo.tracking.store import DEFAULT_UI, MlflowClient, runs_url, sqlite_path
 from clot_hpo.tracking.tags import TAG_EXPERIMENT, TAG_UI_VIEW, UI_VIEW_KEY
+from clot_hpo.util import first_line
 
 DEFAULT_STORE = "sqlite:///mlruns/mlflow.db"
 
@@ -55,7 +56,7 @@ def experiment_link(store: str, experiment: str, server: str = DEFAULT_UI) -> st
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the links (see the module's docstring); exit 2 for a missing ``--experiment``."""
-    parser = argparse.ArgumentParser(prog="python -m clot_hpo.tracking.ui_links", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m clot_hpo.tracking.ui_links", description=first_line(__doc__ or ""))
     parser.add_argument("--store", default=DEFAULT_STORE, help=f"MLflow store (default: {DEFAULT_STORE})")
     parser.add_argument("--server", default=DEFAULT_UI, help=f"the UI's address (default: {DEFAULT_UI})")
     parser.add_argument("--experiment", help="print this experiment's link only")

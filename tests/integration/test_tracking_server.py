@@ -53,7 +53,8 @@ def study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
 
     tracker = MlflowTracker(mlflow_server.uri, experiment_name=STUDY, tries=3, backoff_s=0.2)
     tracker.check_available()
-    parent = tracker.start_study(STUDY, tags={"optuna.storage": "sqlite:///optuna.db"})
+    parent = tracker.start_study(STUDY, tags={"optuna.storage": "sqlite:///optuna.db"}, objective="val_auc",
+                                 direction="maximize")
     tracker.log_study_inputs(config={"name": STUDY, "data": {"path": str(root / "images")}},
                              search_spaces={"tiny_cnn": {"filters": {"type": "int", "low": 4, "high": 8}}},
                              manifest_path=manifest, dataset_digest="d" * 64)
@@ -104,6 +105,10 @@ def test_one_child_run_per_trial_with_matching_statuses(study: dict[str, Any]) -
     assert client.get_run(study["runs"][2]).data.tags["fail_reason"] == "injected OOM"
     parent = client.get_run(study["parent"])
     assert parent.info.status == "FINISHED"
+    # The study run's headline: its trial counts (the best trial's metrics are checked with promote).
+    counts = {state: sum(s == state for s in STATES.values()) for state in ("COMPLETE", "PRUNED", "FAIL")}
+    assert (parent.data.metrics["n_trials_complete"], parent.data.metrics["n_trials_pruned"],
+            parent.data.metrics["n_trials_failed"]) == (counts["COMPLETE"], counts["PRUNED"], counts["FAIL"])
     assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
 
 
@@ -165,6 +170,9 @@ def test_promote_predict_and_pyfunc_through_the_server(study: dict[str, Any]) ->
     assert proc.returncode == 0, proc.stderr
     champion = client.get_model_version_by_alias("blood-clot-detector", "champion")
     assert champion.run_id == study["runs"][best]
+    headline = client.get_run(study["parent"]).data.metrics
+    assert headline["best_trial"] == best
+    assert headline["best_val_auc"] == pytest.approx(study["reports"][best].metrics["val_auc"])
     again = promote(uri, STUDY)
     assert not again.registered and not again.alias_moved and "nothing to move" in again.message
     assert len(client.search_model_versions("name = 'blood-clot-detector'")) == 1
