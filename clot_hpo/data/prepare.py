@@ -24,6 +24,7 @@ from clot_hpo.config.schema import DataConfig
 from clot_hpo.data.leakage import LeakageReport, find_leakage
 from clot_hpo.data.scan import check_classes, scan_dataset
 from clot_hpo.data.split import SPLITS, assign_splits, split_counts
+from clot_hpo.data.synthetic import MARKER as SYNTHETIC_MARKER
 from clot_hpo.data.synthetic import make_synthetic
 from clot_hpo.data.validate import CACHE_NAME, validate_images
 from clot_hpo.errors import DataError
@@ -91,7 +92,9 @@ def dataset_digest(frame: pd.DataFrame) -> str:
 
 def _ensure_data(cfg: DataConfig, seed: int) -> Path:
     root = Path(cfg.path)
-    if root.exists():
+    # A folder make-synthetic wrote is checked against the config: kept when the parameters
+    # match, regenerated when they (or the generator's version) changed. Other data is never touched.
+    if root.exists() and (cfg.synthetic is None or not (root / SYNTHETIC_MARKER).is_file()):
         return root
     if cfg.synthetic is None:
         raise DataError(
@@ -99,12 +102,12 @@ def _ensure_data(cfg: DataConfig, seed: int) -> Path:
             f"`clot-hpo make-synthetic {root}`)"
         )
     log.info(
-        "data folder %s not found: generating the synthetic demo dataset there "
-        "(%d images per class, %d px, seed %d; synthetic, for demonstration only)",
-        root, cfg.synthetic.n_per_class, cfg.synthetic.image_size, seed,
+        "synthetic demo dataset at %s (%d images per class, %d px, difficulty %s, seed %d; "
+        "synthetic, for demonstration only)",
+        root, cfg.synthetic.n_per_class, cfg.synthetic.image_size, cfg.synthetic.difficulty, seed,
     )
-    make_synthetic(root, n_per_class=cfg.synthetic.n_per_class,
-                   image_size=cfg.synthetic.image_size, seed=seed)
+    make_synthetic(root, n_per_class=cfg.synthetic.n_per_class, image_size=cfg.synthetic.image_size,
+                   difficulty=cfg.synthetic.difficulty, seed=seed)
     return root
 
 

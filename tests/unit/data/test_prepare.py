@@ -118,3 +118,21 @@ def test_missing_folder_generates_synthetic_data_when_configured(tmp_path: Path,
 def test_missing_folder_without_synthetic_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"nope: data folder not found .*make-synthetic"):
         prepare_data(DataConfig(path=str(tmp_path / "nope")), seed=0, out_dir=tmp_path / "o", progress=False)
+
+
+def test_a_generated_set_follows_the_config_and_other_data_is_never_touched(tmp_path: Path) -> None:
+    import json
+
+    from clot_hpo.data.synthetic import MARKER
+
+    path = tmp_path / "synthetic"
+    easy = DataConfig(path=str(path), synthetic=SyntheticConfig(n_per_class=24, image_size=32))
+    prepare_data(easy, seed=1, out_dir=tmp_path / "a", progress=False)
+    assert json.loads((path / MARKER).read_text())["difficulty"] == 0.0
+    hard = DataConfig(path=str(path), synthetic=SyntheticConfig(n_per_class=24, image_size=32, difficulty="hard"))
+    prepare_data(hard, seed=1, out_dir=tmp_path / "b", progress=False)
+    assert json.loads((path / MARKER).read_text())["difficulty"] == 1.0  # regenerated, not reused
+    (path / MARKER).unlink()  # now it is someone's data: kept as it is
+    before = sorted(p.name for p in path.rglob("*.png"))
+    prepare_data(easy, seed=1, out_dir=tmp_path / "c", progress=False)
+    assert not (path / MARKER).exists() and sorted(p.name for p in path.rglob("*.png")) == before
