@@ -11,11 +11,12 @@ PORT   ?= 5000
 export MLFLOW_DISABLE_TELEMETRY := true
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install system-deps demo test test-fast mlflow-server ui clean-demo benchmarks help
+.PHONY: install system-deps demo lint test test-fast mlflow-server ui clean-demo benchmarks help
 
 help:
 	@echo "make demo           search both backbones on synthetic data, then promote the best model"
 	@echo "make test           the whole test suite (installs PostgreSQL and Chromium when missing)"
+	@echo "make lint           ruff (lint and format check), mypy (strict), import-linter contracts"
 	@echo "make mlflow-server  the MLflow UI over the local store on http://$(HOST):$(PORT)"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -33,6 +34,13 @@ system-deps:
 
 demo: install
 	@DEMO_START=$(DEMO_START) bash scripts/demo.sh
+
+# Configured in pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter].
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: install system-deps
 	$(BIN)/python -m pytest

@@ -50,7 +50,8 @@ def timed_study(work: Path, data: Path, space: Path, backbone: str, trials: int,
     )
     args = ["search", str(config)] + ([] if tracking else ["--no-tracking"])
     started = time.monotonic()
-    proc = clot_hpo(*args, cwd=work, stdout=open(work / f"{name}.log", "w"), stderr=open(work / f"{name}.err", "w"))
+    with open(work / f"{name}.log", "w") as out, open(work / f"{name}.err", "w") as err:
+        proc = clot_hpo(*args, cwd=work, stdout=out, stderr=err)
     if proc.wait() != 0:
         raise SystemExit(f"{name} study failed; see {work}/{name}.err")
     return time.monotonic() - started

@@ -36,8 +36,8 @@ def isolated_series(work: Path, data: Path, space: Path, backbone: str, trials: 
         f"search: {{backbones: [{backbone}], search_spaces: {{{backbone}: {space}}}, pruner: none,"
         f" storage: 'sqlite:///{work}/optuna.db', n_trials: {trials}}}\n"
     )
-    proc = clot_hpo("search", str(config), "--no-tracking", cwd=work,
-                    stdout=open(work / "isolated.log", "w"), stderr=open(work / "isolated.err", "w"))
+    with open(work / "isolated.log", "w") as out, open(work / "isolated.err", "w") as err:
+        proc = clot_hpo("search", str(config), "--no-tracking", cwd=work, stdout=out, stderr=err)
     series: list[float] = []
     seen = 0
     while proc.poll() is None:

@@ -44,7 +44,7 @@ from clot_hpo.budget import (  # noqa: E402
     is_oom_error,
     plan_trial,
 )
-from clot_hpo.budget.estimator import MiB, RUNTIME_OVERHEAD_BYTES  # noqa: E402
+from clot_hpo.budget.estimator import RUNTIME_OVERHEAD_BYTES, MiB  # noqa: E402
 
 
 @dataclass(frozen=True)

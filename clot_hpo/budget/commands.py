@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -20,10 +21,8 @@ def hide_gpus() -> None:
     """
     import tensorflow as tf
 
-    try:
+    with contextlib.suppress(RuntimeError):
         tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:
-        pass
 
 
 def estimate_report(

@@ -6,6 +6,7 @@ can be known before TensorFlow creates its CUDA context.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -161,10 +162,8 @@ def read_nvml(gpu_index: int) -> NvmlReading | None:
         log.debug("NVML query failed: %s", exc)
         return None
     finally:
-        try:
+        with contextlib.suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
-        except pynvml.NVMLError:
-            pass
 
 
 def detect_budget(

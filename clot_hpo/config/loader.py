@@ -60,7 +60,9 @@ def resolve_paths(data: dict[str, Any], base: Path, source: str) -> None:
     if isinstance(weights, str) and weights not in _WEIGHTS_KEYWORDS:
         training["weights"] = _relative_to(base, weights)
     spaces = search.get("search_spaces")
-    for name, given in (spaces.items() if isinstance(spaces, dict) else ()):
+    if not isinstance(spaces, dict):
+        return
+    for name, given in spaces.items():
         if isinstance(given, str):
             try:
                 spaces[name] = str(locate_search_space(given, base))

@@ -41,7 +41,28 @@ _WHERE = {
     "validate_images": "validate",
 }
 
-__all__ = sorted(_WHERE)
+# Spelled out (not ``sorted(_WHERE)``) so type checkers see the exports;
+# tests/unit/test_public_api.py checks that both name the same things.
+__all__ = [
+    "SPLITS",
+    "DuplicatePair",
+    "ImageInfo",
+    "LeakageReport",
+    "PreparedData",
+    "ValidationResult",
+    "assign_splits",
+    "dataset_digest",
+    "find_leakage",
+    "inspect_image",
+    "list_images",
+    "load_image_batch",
+    "make_dataset",
+    "make_synthetic",
+    "prepare_data",
+    "scan_dataset",
+    "split_counts",
+    "validate_images",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -75,11 +75,11 @@ class PreparedData:
 
     def paths(self, split: str) -> list[str]:
         """Absolute image paths of one split, in manifest order."""
-        return self.subset(split)["path"].tolist()
+        return [str(path) for path in self.subset(split)["path"]]
 
     def labels(self, split: str) -> np.ndarray:
         """Labels (0/1, int) of one split, in manifest order."""
-        return self.subset(split)["label"].to_numpy(dtype=np.int64)
+        return np.asarray(self.subset(split)["label"], dtype=np.int64)
 
 
 def dataset_digest(frame: pd.DataFrame) -> str:

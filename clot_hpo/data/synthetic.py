@@ -43,7 +43,7 @@ from PIL import Image
 from rich.progress import Progress
 from scipy import ndimage
 
-from clot_hpo.data._console import show_progress, stderr_console
+from clot_hpo.data.console import show_progress, stderr_console
 from clot_hpo.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,10 @@ DEFAULT_DIFFICULTY = 0.0
 """What the demo uses: learnable from random initialisation in a few epochs."""
 
 
-def resolve_difficulty(value: float | str) -> float:
+def resolve_difficulty(value: object) -> float:
     """A difficulty as a float in [0, 1], from a number or a name in :data:`DIFFICULTY_LEVELS`.
+
+    Anything else (a value read from YAML or the command line) is refused with the reason.
 
     Raises:
         DataError: the value is neither a known name nor a number in [0, 1].
@@ -81,9 +83,10 @@ def resolve_difficulty(value: float | str) -> float:
             ) from None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise DataError(f"difficulty must be a number in [0, 1], but got {value!r}")
-    if not 0.0 <= value <= 1.0:  # also refuses NaN
-        raise DataError(f"`0 <= difficulty <= 1` must hold, but got difficulty={value:g}")
-    return float(value)
+    number = float(value)
+    if not 0.0 <= number <= 1.0:  # also refuses NaN
+        raise DataError(f"`0 <= difficulty <= 1` must hold, but got difficulty={number:g}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,8 @@ class _Vessel:
         if jitter is not None:
             ctrl = ctrl + jitter
         t = np.linspace(0.0, 1.0, n)[:, None]
-        return (1 - t) ** 2 * ctrl[0] + 2 * (1 - t) * t * ctrl[1] + t**2 * ctrl[2]
+        curve: np.ndarray = (1 - t) ** 2 * ctrl[0] + 2 * (1 - t) * t * ctrl[1] + t**2 * ctrl[2]
+        return curve
 
 
 def _edge_point(rng: np.random.Generator) -> tuple[float, float]:
@@ -298,7 +302,7 @@ def _render(
     img += rng.normal(0, float(rng.uniform(*s.noise)), img.shape)
     tint = np.array([1.0, rng.uniform(0.88, 1.0), rng.uniform(0.82, 1.0)])
     rgb = img[:, :, None] * tint[None, None, :]
-    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(np.round(rgb), 0, 255), dtype=np.uint8)
 
 
 def _write_marker(out: Path, params: dict[str, object], *, complete: bool) -> None:

@@ -17,8 +17,9 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
@@ -91,16 +92,16 @@ def inspect_image(path: str | Path, relpath: str | None = None) -> ImageInfo:
         data = path.read_bytes()
     except OSError as exc:
         return ImageInfo(relpath, 0, 0, error=f"unreadable: {exc.strerror or _first_line(exc)}")
-    base = {"relpath": relpath, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    base = ImageInfo(relpath, stat.st_size, stat.st_mtime_ns)
     if not data:
-        return ImageInfo(**base, error="empty file")
-    base["sha256"] = hashlib.sha256(data).hexdigest()
+        return replace(base, error="empty file")
+    base = replace(base, sha256=hashlib.sha256(data).hexdigest())
     try:
         with Image.open(io.BytesIO(data)) as probe:
             fmt = probe.format or ""
             if fmt not in SUPPORTED_FORMATS:
-                return ImageInfo(**base, format=fmt,
-                                 error=f"unsupported format {fmt or 'unknown'} (PNG or JPEG expected)")
+                return replace(base, format=fmt,
+                               error=f"unsupported format {fmt or 'unknown'} (PNG or JPEG expected)")
             probe.verify()
         # verify() leaves the image unusable and does not decode pixel data; a full load() is
         # what detects a truncated file (Pillow's LOAD_TRUNCATED_IMAGES stays False).
@@ -109,8 +110,8 @@ def inspect_image(path: str | Path, relpath: str | None = None) -> ImageInfo:
             rgb = img.convert("RGB")
             digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
             digest.update(rgb.tobytes())
-            return ImageInfo(
-                **base,
+            return replace(
+                base,
                 pixel_sha256=digest.hexdigest(),
                 phash=str(imagehash.phash(rgb)),
                 width=img.width,
@@ -119,15 +120,15 @@ def inspect_image(path: str | Path, relpath: str | None = None) -> ImageInfo:
                 format=fmt,
             )
     except UnidentifiedImageError:
-        return ImageInfo(**base, error="not an image (unknown or damaged header)")
+        return replace(base, error="not an image (unknown or damaged header)")
     except Image.DecompressionBombError as exc:
-        return ImageInfo(**base, error=f"too large: {_first_line(exc)}")
+        return replace(base, error=f"too large: {_first_line(exc)}")
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         # Pillow reports damaged data with all of these (SyntaxError from PNG chunk parsing).
         reason = _first_line(exc)
         if "truncated" in reason.lower():
-            return ImageInfo(**base, error=f"truncated: {reason}")
-        return ImageInfo(**base, error=f"corrupt: {reason}")
+            return replace(base, error=f"truncated: {reason}")
+        return replace(base, error=f"corrupt: {reason}")
 
 
 # ----- cache ------------------------------------------------------------------------------
@@ -147,9 +148,9 @@ def load_cache(path: Path | None) -> dict[str, ImageInfo]:
             reader = csv.DictReader(fh)
             if reader.fieldnames != _FIELDS:
                 return {}
-            out = {}
+            out: dict[str, ImageInfo] = {}
             for row in reader:
-                values = {k: (int(v) if k in _INT_FIELDS else v) for k, v in row.items()}
+                values: dict[str, Any] = {k: (int(v) if k in _INT_FIELDS else v) for k, v in row.items()}
                 out[values["relpath"]] = ImageInfo(**values)
             return out
     except (OSError, ValueError, TypeError, csv.Error) as exc:
@@ -236,7 +237,7 @@ def _run_parallel(
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from clot_hpo.data._console import show_progress, stderr_console
+    from clot_hpo.data.console import show_progress, stderr_console
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=stderr_console(), disable=not show_progress(progress),

@@ -7,7 +7,12 @@ pass in the model (:mod:`clot_hpo.evaluate.holdout` applies one to image files).
 from __future__ import annotations
 
 from clot_hpo.evaluate.figures import make_figures
-from clot_hpo.evaluate.holdout import LabelledFolder, evaluate_model, load_labelled_folder, predict_image_files
+from clot_hpo.evaluate.holdout import (
+    LabelledFolder,
+    evaluate_model,
+    load_labelled_folder,
+    predict_image_files,
+)
 from clot_hpo.evaluate.metrics import (
     METRIC_NAMES,
     THRESHOLD_METHODS,

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-from clot_hpo.evaluate.metrics import ECE_BINS, _as_arrays
+from clot_hpo.evaluate.metrics import ECE_BINS, as_arrays
 
 CLASS_NAMES = ("negative", "positive")
 
@@ -135,7 +135,7 @@ def make_figures(
         ``reliability_diagram.png`` and, when ``history`` (Keras ``History.history``) is
         given, ``training_curves.png``.
     """
-    y, p = _as_arrays(y_true, y_prob)
+    y, p = as_arrays(y_true, y_prob)
     figures = {
         "confusion_matrix.png": confusion_matrix_figure(y, p, threshold),
         "roc_curve.png": roc_figure(y, p, threshold),

@@ -40,7 +40,7 @@ ECE_BINS = 10
 
 
 # ----- input checks -----------------------------------------------------------------------
-def _as_arrays(y_true: Any, y_prob: Any) -> tuple[np.ndarray, np.ndarray]:
+def as_arrays(y_true: Any, y_prob: Any) -> tuple[np.ndarray, np.ndarray]:
     """Labels as int 0/1 and scores as float64, both 1-D and of equal, non-zero length."""
     y = np.asarray(y_true).reshape(-1)
     p = np.asarray(y_prob, dtype=np.float64).reshape(-1)
@@ -85,7 +85,7 @@ def choose_threshold(
         raise ConfigError(f"threshold method must be one of {list(THRESHOLD_METHODS)}, but got {method!r}")
     if not 0.0 < target_sensitivity <= 1.0:
         raise ConfigError(f"`0 < target_sensitivity <= 1` must hold, but got {target_sensitivity}")
-    y, p = _as_arrays(y_true, y_prob)
+    y, p = as_arrays(y_true, y_prob)
     if _single_class(y):
         return FALLBACK_THRESHOLD
     fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
@@ -102,7 +102,7 @@ def choose_threshold(
 # ----- counts and point metrics -----------------------------------------------------------
 def confusion_counts(y_true: Any, y_prob: Any, threshold: float) -> dict[str, Any]:
     """``{"tn", "fp", "fn", "tp", "threshold"}`` for predictions ``p >= threshold``."""
-    y, p = _as_arrays(y_true, y_prob)
+    y, p = as_arrays(y_true, y_prob)
     pred = p >= threshold
     pos = y == 1
     return {
@@ -119,7 +119,10 @@ def wilson_interval(count: int, nobs: int, confidence: float = 0.95) -> tuple[fl
     if nobs <= 0:
         return 0.0, 1.0
     low, high = proportion_confint(count, nobs, alpha=1.0 - confidence, method="wilson")
-    return float(max(0.0, low)), float(min(1.0, high))
+    # At 0 or nobs the formula's rounding can leave the bound a hair past the estimate
+    # (5.6e-17 > 0.0): the interval must contain its point estimate.
+    point = count / nobs
+    return float(min(max(0.0, low), point)), float(max(min(1.0, high), point))
 
 
 def _ratio(num: int, den: int) -> float:
@@ -158,7 +161,7 @@ def expected_calibration_error(y_true: Any, y_prob: Any, n_bins: int = ECE_BINS)
     "Accuracy" here is the observed positive rate of the bin and "confidence" its mean
     predicted probability (the reliability-diagram definition for a binary classifier).
     """
-    y, p = _as_arrays(y_true, y_prob)
+    y, p = as_arrays(y_true, y_prob)
     bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)  # p == 1.0 goes in the last bin
     ece = 0.0
     for b in range(n_bins):
@@ -222,7 +225,7 @@ def binary_metrics(
         raise ValueError(f"`0 < confidence < 1` must hold, but got {confidence}")
     if n_bootstrap < 0:
         raise ValueError(f"`n_bootstrap >= 0` must hold, but got {n_bootstrap}")
-    y, p = _as_arrays(y_true, y_prob)
+    y, p = as_arrays(y_true, y_prob)
     c = confusion_counts(y, p, threshold)
     tn, fp, fn, tp = c["tn"], c["fp"], c["fn"], c["tp"]
     fractions = {
@@ -262,7 +265,7 @@ def sensitivity_at_specificity(y_true: Any, y_prob: Any, specificity: float) -> 
     """
     if not 0.0 <= specificity <= 1.0:
         raise ValueError(f"`0 <= specificity <= 1` must hold, but got {specificity}")
-    y, p = _as_arrays(y_true, y_prob)
+    y, p = as_arrays(y_true, y_prob)
     if _single_class(y):
         return 0.0
     fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from clot_hpo.config.schema import EvaluationConfig
 from clot_hpo.evaluate.figures import make_figures, sample_images_figure
-from clot_hpo.evaluate.metrics import _as_arrays, binary_metrics, choose_threshold, confusion_counts
+from clot_hpo.evaluate.metrics import as_arrays, binary_metrics, choose_threshold, confusion_counts
 
 # The product's headline table: (column title, metric name).
 TABLE_COLUMNS = (
@@ -143,17 +144,19 @@ def evaluate_trial(
     """
     if (y_test is None) != (p_test is None):
         raise ValueError("`y_test` and `p_test` must both be given or both be None")
-    yv, pv = _as_arrays(y_val, p_val)
+    yv, pv = as_arrays(y_val, p_val)
     threshold = choose_threshold(yv, pv, method=cfg.threshold, target_sensitivity=cfg.target_sensitivity)
-    kwargs = dict(threshold=threshold, confidence=cfg.confidence_level, n_bootstrap=cfg.bootstrap_samples)
+    metrics_at = partial(
+        binary_metrics, threshold=threshold, confidence=cfg.confidence_level, n_bootstrap=cfg.bootstrap_samples
+    )
     metrics: dict[str, float] = {"threshold": threshold}
-    metrics.update({f"val_{k}": v for k, v in binary_metrics(yv, pv, seed=seed, **kwargs).items()})
+    metrics.update({f"val_{k}": v for k, v in metrics_at(yv, pv, seed=seed).items()})
     val_counts = confusion_counts(yv, pv, threshold)
     artifacts: dict[str, dict[str, Any]] = {"val_confusion_matrix.json": {**val_counts, "split": "val"}}
     fig_y, fig_p = yv, pv
     if y_test is not None:
-        yt, pt = _as_arrays(y_test, p_test)
-        metrics.update({f"test_{k}": v for k, v in binary_metrics(yt, pt, seed=seed + 1, **kwargs).items()})
+        yt, pt = as_arrays(y_test, p_test)
+        metrics.update({f"test_{k}": v for k, v in metrics_at(yt, pt, seed=seed + 1).items()})
         artifacts["confusion_matrix.json"] = {**confusion_counts(yt, pt, threshold), "split": "test"}
         fig_y, fig_p = yt, pt
     else:

@@ -265,7 +265,7 @@ def _steps_per_epoch(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | Non
     """Training steps per epoch of a ``fit`` call, when they can be known without iterating."""
     if kwargs.get("steps_per_epoch"):
         return int(kwargs["steps_per_epoch"])
-    data = args[0] if args else kwargs.get("x")
+    data: Any = args[0] if args else kwargs.get("x")  # anything Model.fit accepts
     cardinality = getattr(data, "cardinality", None)
     if callable(cardinality):  # tf.data: negative means infinite or unknown
         n = int(cardinality())

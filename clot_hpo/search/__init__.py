@@ -1,1 +1,71 @@
-"""The search: Optuna study, per-trial processes, objective, and the KerasTuner-style hyperparameter adapter."""
+"""The search: Optuna study, per-trial processes, objective, and the KerasTuner-style hyperparameter adapter.
+
+Names are imported on first use (PEP 562): a trial process importing
+:mod:`clot_hpo.search.trial_process` or the CLI reading :mod:`clot_hpo.search.storage` does
+not pay for Optuna's samplers, KerasTuner or the study loop.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clot_hpo.search.hp import OptunaHyperParameters, optuna_distribution
+    from clot_hpo.search.objectives import Objective, get_objective, list_objectives
+    from clot_hpo.search.pruners import create_pruner, describe_pruner, list_pruners
+    from clot_hpo.search.samplers import VRAM_CONSTRAINT, create_sampler, list_samplers
+    from clot_hpo.search.storage import open_storage, redact_url
+    from clot_hpo.search.study import SearchOutcome, create_or_load_study, run_search
+
+_WHERE = {
+    "OptunaHyperParameters": "hp",
+    "optuna_distribution": "hp",
+    "Objective": "objectives",
+    "get_objective": "objectives",
+    "list_objectives": "objectives",
+    "create_pruner": "pruners",
+    "describe_pruner": "pruners",
+    "list_pruners": "pruners",
+    "VRAM_CONSTRAINT": "samplers",
+    "create_sampler": "samplers",
+    "list_samplers": "samplers",
+    "open_storage": "storage",
+    "redact_url": "storage",
+    "SearchOutcome": "study",
+    "create_or_load_study": "study",
+    "run_search": "study",
+}
+
+# Spelled out so type checkers see the exports; tests/unit/test_public_api.py checks that
+# it names the same things as _WHERE.
+__all__ = [
+    "VRAM_CONSTRAINT",
+    "Objective",
+    "OptunaHyperParameters",
+    "SearchOutcome",
+    "create_or_load_study",
+    "create_pruner",
+    "create_sampler",
+    "describe_pruner",
+    "get_objective",
+    "list_objectives",
+    "list_pruners",
+    "list_samplers",
+    "open_storage",
+    "optuna_distribution",
+    "redact_url",
+    "run_search",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(import_module(f"clot_hpo.search.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'clot_hpo.search' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

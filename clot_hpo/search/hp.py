@@ -187,7 +187,7 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
 
     def copy(self) -> OptunaHyperParameters:
         """A copy that keeps sampling from the same trial (KerasTuner's copy drops it)."""
-        new = type(self).from_config(self.get_config())
+        new: OptunaHyperParameters = type(self).from_config(self.get_config())
         new._trial, new._params = self._trial, self._params
         return new
 

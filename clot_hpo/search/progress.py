@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -21,6 +22,11 @@ from rich.table import Table
 from clot_hpo.search.objectives import Objective
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def objective_value(trial: optuna.trial.FrozenTrial) -> float:
+    """A completed trial's objective value, for sorting (NaN for a trial without one)."""
+    return float("nan") if trial.value is None else trial.value
 
 
 class StudyProgress:
@@ -57,7 +63,7 @@ class StudyProgress:
         best = ""
         if complete:
             pick = max if self.objective.direction == "maximize" else min
-            top = pick(complete, key=lambda t: t.value)
+            top = pick(complete, key=objective_value)
             best = f"best {self.objective.name} {top.value:.4f} (trial {top.number})"
         self.progress.update(self.task, completed=finished, best=best, description="trials")
 
@@ -70,22 +76,23 @@ class StudyProgress:
         self.progress.update(self.task, description=text)
 
 
+def _fmt(attrs: dict[str, Any], key: str) -> str:
+    value = attrs.get(key)
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
 def print_top_trials(console: Console, study: optuna.Study, objective: Objective, top: int = 5) -> None:
     """A table of the best completed trials, then a count of every state."""
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    complete.sort(key=lambda t: t.value, reverse=objective.direction == "maximize")
+    complete.sort(key=objective_value, reverse=objective.direction == "maximize")
     table = Table(title=f"top trials of {study.study_name} by {objective.name}")
     for column in ("trial", "backbone", objective.name, "test AUC", "test sens.", "test spec.", "epochs"):
         table.add_column(column, justify="right")
     for t in complete[:top]:
         a = t.user_attrs
-
-        def fmt(key: str) -> str:
-            return f"{a[key]:.4f}" if isinstance(a.get(key), (int, float)) else "-"
-
-        table.add_row(str(t.number), str(a.get("backbone", "-")), f"{t.value:.4f}", fmt("test_auc"),
-                      fmt("test_sensitivity"), fmt("test_specificity"), str(a.get("epochs_run", "-")))
+        table.add_row(str(t.number), str(a.get("backbone", "-")), f"{t.value:.4f}", _fmt(a, "test_auc"),
+                      _fmt(a, "test_sensitivity"), _fmt(a, "test_specificity"), str(a.get("epochs_run", "-")))
     if complete:
         console.print(table)
     counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
     from optuna.visualization import matplotlib as ovm
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    plots = {"optimization_history.png": ovm.plot_optimization_history}
+    # Any: the figure is reached through ``ax.figure`` or, for a grid of axes, ``ax.flat[0]``.
+    plots: dict[str, Callable[[optuna.Study], Any]] = {"optimization_history.png": ovm.plot_optimization_history}
     if len(complete) >= 2:
         plots["param_importances.png"] = ovm.plot_param_importances
         plots["parallel_coordinate.png"] = ovm.plot_parallel_coordinate

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -32,6 +32,7 @@ from clot_hpo.search_space.spec import (
     PARAM_TYPES,
     Condition,
     ParamSpec,
+    ParamType,
     SearchSpace,
 )
 from clot_hpo.yaml_io import config_error, describe_errors, read_yaml
@@ -138,10 +139,14 @@ class _Param(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
+    if TYPE_CHECKING:  # for the type checker only: fields here would come first in messages
+        type: ParamType
+        when: Condition | None
+
     def spec(self, name: str, when: Condition | None) -> ParamSpec:
         """The typed spec of this parameter, with its checked condition."""
         fields = {k: getattr(self, k) for k in type(self).model_fields if k not in ("type", "when")}
-        return ParamSpec(name, getattr(self, "type"), **fields, when=when)
+        return ParamSpec(name, self.type, **fields, when=when)
 
 
 class _Range(_Param):
@@ -158,9 +163,10 @@ class _Range(_Param):
     @classmethod
     def _default_in_range(cls, default: float | None, info: ValidationInfo) -> float | None:
         low, high = info.data.get("low"), info.data.get("high")
-        if default is not None and low is not None and high is not None and low <= high:
-            if not low <= default <= high:
-                raise ValueError(f"must lie in [low, high] = [{low}, {high}], but got {default}")
+        if default is None or low is None or high is None or low > high:
+            return default  # nothing to check against; a bad range is reported on its own
+        if not low <= default <= high:
+            raise ValueError(f"must lie in [low, high] = [{low}, {high}], but got {default}")
         return default
 
     @model_validator(mode="after")

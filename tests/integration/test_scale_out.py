@@ -150,10 +150,9 @@ class PgMlflowServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mlflow server exited {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"mlflow server not healthy after {timeout:.0f} s:\n{self.log_tail()}")
@@ -491,7 +490,7 @@ def test_postgres_outage_does_not_corrupt_the_study(cluster: Cluster, postgres_s
     postgres_session.start()
 
     codes = [w.wait() for w in workers]
-    for worker, code in zip(workers, codes):
+    for worker, code in zip(workers, codes, strict=True):
         if code != 0:
             # Stopping is allowed, but with a clear one-line message and no traceback.
             lines = [ln for ln in worker.stderr().splitlines() if ln.strip()]

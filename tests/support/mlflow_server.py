@@ -12,6 +12,7 @@ finalizer stops it, by process id.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -120,17 +121,13 @@ def stop_mlflow_server(server: MlflowServer, *, timeout: float = 15.0) -> None:
     """Stop the server's process group (by the id we started), then reap it."""
     proc = server.process
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)  # pgid == pid: started with start_new_session
-        except ProcessLookupError:
-            pass
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=timeout)
     if server._log_file is not None:
         server._log_file.close()  # type: ignore[attr-defined]

@@ -155,9 +155,8 @@ class PostgresServer:
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with socket.create_connection((self.host, self.port), timeout=1):
-                    return
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=1):
+                return
             time.sleep(0.1)
         raise RuntimeError(f"PostgreSQL did not listen on {self.host}:{self.port}\n{self.log_tail()}")
 

@@ -33,7 +33,7 @@ def test_the_config_accepts_exactly_the_catalogues_backbones() -> None:
 
 
 def test_estimator_slots_come_from_the_optimizer_catalogue() -> None:
-    assert OPTIMIZER_SLOTS == {name: spec.slots for name, spec in OPTIMIZERS.items()}
+    assert {name: spec.slots for name, spec in OPTIMIZERS.items()} == OPTIMIZER_SLOTS
     assert list_optimizers() == ["adam", "adamw", "sgd"]
 
 

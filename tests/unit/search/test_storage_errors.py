@@ -14,7 +14,7 @@ def _optuna_style_failure() -> BaseException:
         try:
             raise sqlalchemy.exc.OperationalError("UPDATE trials", {}, ConnectionError("refused"))
         finally:
-            updated_state = None if False else updated_state  # noqa: F821 - unbound on purpose
+            updated_state = None if False else updated_state  # noqa: F821, F841 - unbound on purpose
     except BaseException as exc:  # noqa: BLE001
         return exc
     raise AssertionError("unreachable")

@@ -1,0 +1,95 @@
+"""Package-wide rules import-linter cannot express: one way to export, one owner of Optuna's trial API.
+
+The layer and ownership contracts themselves are in ``pyproject.toml`` (``make lint``).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "clot_hpo"
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+SUBPACKAGES = sorted(p.parent for p in PACKAGE.glob("*/__init__.py"))
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+@pytest.mark.parametrize("package", SUBPACKAGES, ids=lambda p: p.name)
+def test_each_package_exports_with_a_literal_all(package: Path) -> None:
+    """``__all__`` is a literal list in every ``__init__.py`` (type checkers read it), and complete."""
+    tree = ast.parse((package / "__init__.py").read_text())
+    assigned = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets)
+    ]
+    assert len(assigned) == 1, f"{package.name}/__init__.py: define __all__ once"
+    assert isinstance(assigned[0], ast.List), f"{package.name}/__init__.py: __all__ must be a literal list"
+    names = [ast.literal_eval(element) for element in assigned[0].elts]
+    assert len(names) == len(set(names)), f"{package.name}: a name listed twice in __all__"
+
+    module = importlib.import_module(_module_name(package / "__init__.py"))
+    for name in names:
+        assert getattr(module, name, None) is not None, f"{module.__name__}.{name} is in __all__ but missing"
+    lazy = getattr(module, "_WHERE", None)
+    if lazy is not None:  # PEP 562 packages: the lazy table and __all__ name the same things
+        assert sorted(lazy) == sorted(names), f"{module.__name__}: _WHERE and __all__ differ"
+
+
+def test_the_top_level_package_exports_its_documented_names() -> None:
+    import clot_hpo
+
+    assert {"OptunaHyperParameters", "estimate_vram"} <= set(clot_hpo.__all__)
+    for name in clot_hpo.__all__:
+        assert getattr(clot_hpo, name) is not None
+
+
+def test_no_module_imports_another_modules_underscore_names() -> None:
+    """``from clot_hpo.x import _y`` and ``import clot_hpo.x._y`` are refused: make it public or move it."""
+    offenders = []
+    for path in SOURCES:
+        here = _module_name(path)
+        package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    module = ".".join([*base, node.module] if node.module else base)
+                else:
+                    module = node.module or ""
+                if not module.startswith("clot_hpo"):
+                    continue
+                names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names if alias.name.startswith("clot_hpo")]
+            else:
+                continue
+            for name in names:
+                if any(_private(part) for part in name.split(".")):
+                    offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {name}")
+    assert not offenders, "imports of private names:\n" + "\n".join(offenders)
+
+
+def test_only_the_search_package_calls_optuna_suggest() -> None:
+    """Hyperparameters are sampled in one place: everything else asks ``OptunaHyperParameters``."""
+    pattern = re.compile(r"\.suggest_[a-z]+\(")
+    offenders = [
+        f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}"
+        for path in SOURCES
+        if PACKAGE / "search" not in path.parents
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if pattern.search(line)
+    ]
+    assert not offenders, "suggest_* outside clot_hpo/search:\n" + "\n".join(offenders)
