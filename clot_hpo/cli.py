@@ -34,8 +34,11 @@ def _quiet_libraries() -> None:
 
 @contextlib.contextmanager
 def _native_stderr_silenced() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null: TensorFlow's C++ prints a banner at import
-    (oneDNN notice, absl pre-init warning) that TF_CPP_MIN_LOG_LEVEL does not cover."""
+    """Send file descriptor 2 to /dev/null while TensorFlow loads.
+
+    TensorFlow's C++ prints a banner at import (oneDNN notice, absl pre-init warning) that
+    TF_CPP_MIN_LOG_LEVEL does not cover.
+    """
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:

@@ -110,8 +110,11 @@ def _choices(choices: Any) -> tuple[Any, ...]:
 
 
 def _condition(raw: Any) -> Condition | None:
-    """The shape of ``when``; whether the parent exists and can take the values is checked
-    once every parameter is known (:func:`_check_condition`)."""
+    """The shape of ``when``.
+
+    Whether the parent exists and can take the values is checked once every parameter is
+    known (:func:`_check_condition`).
+    """
     if raw is None:
         return None
     if not isinstance(raw, dict) or len(raw) != 1:
@@ -184,7 +187,7 @@ class _Range(_Param):
 
 
 class FloatParam(_Range):
-    """``{type: float, low, high, step?, log?, default?, when?}``"""
+    """A float range: ``{type: float, low, high, step?, log?, default?, when?}``."""
 
     type: Literal["float"]
     low: _Float
@@ -196,7 +199,7 @@ class FloatParam(_Range):
 
 
 class IntParam(_Range):
-    """``{type: int, low, high, step?, log?, default?, when?}``; bounds must be whole numbers."""
+    """An integer range: ``{type: int, low, high, step?, log?, default?, when?}`` (whole-number bounds)."""
 
     type: Literal["int"]
     low: _Int
@@ -208,7 +211,7 @@ class IntParam(_Range):
 
 
 class CategoricalParam(_Param):
-    """``{type: categorical, choices, default?, when?}``"""
+    """A choice among values: ``{type: categorical, choices, default?, when?}``."""
 
     type: Literal["categorical"]
     choices: _Choices
@@ -225,7 +228,7 @@ class CategoricalParam(_Param):
 
 
 class BoolParam(_Param):
-    """``{type: bool, default?, when?}``"""
+    """A flag: ``{type: bool, default?, when?}``."""
 
     type: Literal["bool"]
     default: _OptFlag = None
@@ -233,7 +236,7 @@ class BoolParam(_Param):
 
 
 class FixedParam(_Param):
-    """``{type: fixed, value, when?}``: not searched; there is no default to give."""
+    """A constant, not searched (so no default): ``{type: fixed, value, when?}``."""
 
     type: Literal["fixed"]
     value: _Scalar
