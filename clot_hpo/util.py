@@ -57,7 +57,10 @@ def find_in_chain(exc: BaseException, kind: type[E] | tuple[type[E], ...]) -> E 
     Libraries wrap driver errors (an ``OperationalError`` inside a ``StorageInternalError``,
     or hidden behind an ``UnboundLocalError``): the cause is somewhere in the chain.
     """
-    return next((e for e in exception_chain(exc) if isinstance(e, kind)), None)  # type: ignore[misc]
+    for item in exception_chain(exc):
+        if isinstance(item, kind):
+            return item
+    return None
 
 
 def finite_float(value: Any) -> float | None:

@@ -31,8 +31,14 @@ def confusion_matrix_figure(y: np.ndarray, p: np.ndarray, threshold: float, titl
     fig = _figure()
     ax = fig.add_subplot()
     ConfusionMatrixDisplay.from_predictions(
-        y, (p >= threshold).astype(int), labels=[0, 1], display_labels=list(CLASS_NAMES), ax=ax,
-        cmap="Blues", colorbar=False, values_format="d",
+        y,
+        (p >= threshold).astype(int),
+        labels=[0, 1],
+        display_labels=list(CLASS_NAMES),
+        ax=ax,
+        cmap="Blues",
+        colorbar=False,
+        values_format="d",
     )
     ax.set_title(f"{title}Confusion matrix (threshold {threshold:.3f})")
     return fig
@@ -65,8 +71,13 @@ def pr_figure(y: np.ndarray, p: np.ndarray, threshold: float, title: str = "") -
         PrecisionRecallDisplay.from_predictions(y, p, ax=ax, name="model", plot_chance_level=True)
         pred = p >= threshold
         if pred.any():
-            ax.scatter([pred[y == 1].mean()], [y[pred].mean()], color="crimson", zorder=3,
-                       label=f"threshold {threshold:.3f}")
+            ax.scatter(
+                [pred[y == 1].mean()],
+                [y[pred].mean()],
+                color="crimson",
+                zorder=3,
+                label=f"threshold {threshold:.3f}",
+            )
         ax.legend(loc="lower left")
     ax.set_title(f"{title}Precision-recall curve")
     return fig
@@ -83,8 +94,7 @@ def reliability_figure(y: np.ndarray, p: np.ndarray, title: str = "") -> Figure:
 
 def training_curves_figure(history: dict[str, list[float]]) -> Figure:
     """One panel per metric (``loss``, ``auc``, ...) with its training and ``val_`` curves."""
-    bases = sorted({k.removeprefix("val_") for k in history if history[k]},
-                   key=lambda k: (k != "loss", k))
+    bases = sorted({k.removeprefix("val_") for k in history if history[k]}, key=lambda k: (k != "loss", k))
     bases = [b for b in bases if b not in ("lr", "learning_rate")] or bases
     ncols = min(3, max(1, len(bases)))
     nrows = max(1, int(np.ceil(len(bases) / ncols)))
@@ -95,8 +105,14 @@ def training_curves_figure(history: dict[str, list[float]]) -> Figure:
             values = history.get(key)
             if values:
                 epochs = np.arange(1, len(values) + 1)
-                ax.plot(epochs, np.asarray(values, dtype=float), style, marker="o", ms=3,
-                        label="validation" if key.startswith("val_") else "training")
+                ax.plot(
+                    epochs,
+                    np.asarray(values, dtype=float),
+                    style,
+                    marker="o",
+                    ms=3,
+                    label="validation" if key.startswith("val_") else "training",
+                )
         ax.set_title(base)
         ax.set_xlabel("epoch")
         ax.legend()

@@ -22,10 +22,12 @@ PREDICT_BATCH = 32  # Keras's batch inside a chunk
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     """Consecutive slices of at most ``size`` items."""
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
-def score_image_files(model: Any, paths: Sequence[Path | str], image_size: int) -> Iterator[list[tuple[Any, float]]]:
+def score_image_files(
+    model: Any, paths: Sequence[Path | str], image_size: int
+) -> Iterator[list[tuple[Any, float]]]:
     """``(path, probability)`` pairs of image files, one list per chunk of :data:`PREDICT_CHUNK`.
 
     ``model`` is a Keras model taking raw [0, 255] float32 pixels. At most one chunk of
@@ -34,7 +36,7 @@ def score_image_files(model: Any, paths: Sequence[Path | str], image_size: int) 
     Raises:
         DataError: a file cannot be decoded (the message names it).
     """
-    from clot_hpo.data import load_image_batch
+    from clot_hpo.data.pipeline import load_image_batch
 
     for chunk in _chunks(list(paths), PREDICT_CHUNK):
         batch = load_image_batch([str(p) for p in chunk], image_size)
@@ -70,24 +72,32 @@ def load_labelled_folder(data: str | Path, *, config_path: str | None = None) ->
         DataError: the folder holds no labelled image.
     """
     from clot_hpo.config import DataConfig, load_config
-    from clot_hpo.data import scan_dataset
+    from clot_hpo.data.scan import scan_dataset
 
     settings: dict[str, Any] = {}
     if config_path:
         cfg = load_config(config_path)
         data_cfg = cfg.data.model_copy(update={"path": str(data)})
-        settings = {"confidence": cfg.evaluation.confidence_level, "n_bootstrap": cfg.evaluation.bootstrap_samples}
+        settings = {
+            "confidence": cfg.evaluation.confidence_level,
+            "n_bootstrap": cfg.evaluation.bootstrap_samples,
+        }
     else:
         data_cfg = DataConfig(path=str(data))
     table = scan_dataset(data_cfg, root=Path(data))
     if len(table) == 0:
         raise DataError(f"{data}: no labelled images found")
-    return LabelledFolder(data=str(data), paths=[str(p) for p in table["path"]],
-                          labels=[int(v) for v in table["label"]], **settings)
+    return LabelledFolder(
+        data=str(data),
+        paths=[str(p) for p in table["path"]],
+        labels=[int(v) for v in table["label"]],
+        **settings,
+    )
 
 
-def evaluate_model(model: Any, folder: LabelledFolder, *, threshold: float, image_size: int,
-                   seed: int = 0) -> dict[str, Any]:
+def evaluate_model(
+    model: Any, folder: LabelledFolder, *, threshold: float, image_size: int, seed: int = 0
+) -> dict[str, Any]:
     """Metrics (with intervals) and the confusion matrix of ``model`` on a labelled folder.
 
     Args:
@@ -107,11 +117,23 @@ def evaluate_model(model: Any, folder: LabelledFolder, *, threshold: float, imag
         "threshold": threshold,
         "image_size": image_size,
         "confidence": folder.confidence,
-        "metrics": binary_metrics(folder.labels, probs, threshold=threshold, confidence=folder.confidence,
-                                  n_bootstrap=folder.n_bootstrap, seed=seed),
+        "metrics": binary_metrics(
+            folder.labels,
+            probs,
+            threshold=threshold,
+            confidence=folder.confidence,
+            n_bootstrap=folder.n_bootstrap,
+            seed=seed,
+        ),
         "confusion_matrix": confusion_counts(folder.labels, probs, threshold),
     }
 
 
-__all__ = ["PREDICT_CHUNK", "LabelledFolder", "evaluate_model", "load_labelled_folder", "predict_image_files",
-           "score_image_files"]
+__all__ = [
+    "PREDICT_CHUNK",
+    "LabelledFolder",
+    "evaluate_model",
+    "load_labelled_folder",
+    "predict_image_files",
+    "score_image_files",
+]

@@ -33,8 +33,18 @@ from clot_hpo.errors import ConfigError
 THRESHOLD_METHODS = ("youden", "target_sensitivity")
 PROPORTIONS = ("accuracy", "precision", "recall", "sensitivity", "specificity")
 BOOTSTRAPPED = ("auc", "pr_auc", "f1")
-METRIC_NAMES = ("accuracy", "precision", "recall", "sensitivity", "specificity", "f1", "auc",
-                "pr_auc", "brier", "ece")
+METRIC_NAMES = (
+    "accuracy",
+    "precision",
+    "recall",
+    "sensitivity",
+    "specificity",
+    "f1",
+    "auc",
+    "pr_auc",
+    "brier",
+    "ece",
+)
 FALLBACK_THRESHOLD = 0.5
 ECE_BINS = 10
 

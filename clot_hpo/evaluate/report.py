@@ -147,7 +147,10 @@ def evaluate_trial(
     yv, pv = as_arrays(y_val, p_val)
     threshold = choose_threshold(yv, pv, method=cfg.threshold, target_sensitivity=cfg.target_sensitivity)
     metrics_at = partial(
-        binary_metrics, threshold=threshold, confidence=cfg.confidence_level, n_bootstrap=cfg.bootstrap_samples
+        binary_metrics,
+        threshold=threshold,
+        confidence=cfg.confidence_level,
+        n_bootstrap=cfg.bootstrap_samples,
     )
     metrics: dict[str, float] = {"threshold": threshold}
     metrics.update({f"val_{k}": v for k, v in metrics_at(yv, pv, seed=seed).items()})
@@ -166,6 +169,10 @@ def evaluate_trial(
         k = min(cfg.log_sample_images, len(sample_images), len(fig_y))
         drawn["sample_images.png"] = sample_images_figure(sample_images[:k], fig_y[:k], fig_p[:k], threshold)
     return EvaluationReport(
-        metrics=metrics, artifacts=artifacts, figures=drawn, method=cfg.threshold,
-        confidence=cfg.confidence_level, n_bootstrap=cfg.bootstrap_samples,
+        metrics=metrics,
+        artifacts=artifacts,
+        figures=drawn,
+        method=cfg.threshold,
+        confidence=cfg.confidence_level,
+        n_bootstrap=cfg.bootstrap_samples,
     )

@@ -14,7 +14,12 @@ Runs and models are found by the tags of :mod:`clot_hpo.tracking.tags`.
 
 from __future__ import annotations
 
-from clot_hpo.registry.commands import evaluate_command, evaluate_registered_model, predict_command, promote_command
+from clot_hpo.registry.commands import (
+    evaluate_command,
+    evaluate_registered_model,
+    predict_command,
+    promote_command,
+)
 from clot_hpo.registry.models import (
     DEFAULT_ALIAS,
     DEFAULT_MODEL_NAME,

@@ -53,27 +53,32 @@ def alias_version(client: MlflowClient, model_name: str, alias: str) -> Any | No
         raise
 
 
-def _registered_version(client: MlflowClient, tracking_uri: str, model_uri: str, name: str,
-                        alias: str | None, ref: str | None) -> Any:
+def _registered_version(
+    client: MlflowClient, tracking_uri: str, model_uri: str, name: str, alias: str | None, ref: str | None
+) -> Any:
     """The version ``models:/name@alias`` or ``models:/name/ref`` names."""
     try:
         client.get_registered_model(name)
     except MlflowException as exc:
-        raise ConfigError(f"registered model {name!r} does not exist at {tracking_uri} "
-                          "(run `clot-hpo promote` first)") from exc
+        raise ConfigError(
+            f"registered model {name!r} does not exist at {tracking_uri} (run `clot-hpo promote` first)"
+        ) from exc
     if alias:
         version = alias_version(client, name, alias)
         if version is None:
-            raise ConfigError(f"model alias {alias!r} of {name!r} is not set at {tracking_uri} "
-                              "(run `clot-hpo promote` first)")
+            raise ConfigError(
+                f"model alias {alias!r} of {name!r} is not set at {tracking_uri} "
+                "(run `clot-hpo promote` first)"
+            )
         return version
     if ref is None:
         raise ConfigError(f"{model_uri!r}: name a version or an alias (models:/{name}@{DEFAULT_ALIAS})")
     try:
         return client.get_model_version(name, ref)
     except MlflowException as exc:
-        raise ConfigError(f"version {ref!r} of registered model {name!r} does not exist at "
-                          f"{tracking_uri}") from exc
+        raise ConfigError(
+            f"version {ref!r} of registered model {name!r} does not exist at {tracking_uri}"
+        ) from exc
 
 
 def _model_info(tracking_uri: str, model_uri: str, load_uri: str) -> Any:
@@ -83,7 +88,9 @@ def _model_info(tracking_uri: str, model_uri: str, load_uri: str) -> Any:
 
             return mlflow.models.get_model_info(load_uri)
         except (MlflowException, OSError) as exc:
-            raise ConfigError(f"no MLflow model at {model_uri!r} ({load_uri}): {first_line(exc, limit=300)}") from exc
+            raise ConfigError(
+                f"no MLflow model at {model_uri!r} ({load_uri}): {first_line(exc, limit=300)}"
+            ) from exc
 
 
 def _image_size(info: Any, load_uri: str) -> int:
@@ -130,8 +137,15 @@ def resolve_model(client: MlflowClient, tracking_uri: str, model_uri: str) -> Re
     if threshold is None:
         log.warning("no decision threshold stored with %s; using %.2f", model_uri, DEFAULT_THRESHOLD)
         threshold = DEFAULT_THRESHOLD
-    return ResolvedModel(uri=model_uri, load_uri=load_uri, name=name, version=version_str, run_id=run_id,
-                         threshold=threshold, image_size=_image_size(info, load_uri))
+    return ResolvedModel(
+        uri=model_uri,
+        load_uri=load_uri,
+        name=name,
+        version=version_str,
+        run_id=run_id,
+        threshold=threshold,
+        image_size=_image_size(info, load_uri),
+    )
 
 
 def load_keras_model(tracking_uri: str, resolved: ResolvedModel) -> Any:

@@ -101,8 +101,9 @@ def recorded_objectives(client: MlflowClient, experiment_id: str) -> dict[str, s
     return out
 
 
-def resolve_direction(recorded: dict[str, set[str]], experiment: str, metric: str | None,
-                      direction: str | None) -> tuple[str, str]:
+def resolve_direction(
+    recorded: dict[str, set[str]], experiment: str, metric: str | None, direction: str | None
+) -> tuple[str, str]:
     """The metric to rank trials by and whether higher or lower is better.
 
     The metric defaults to the one the experiment's studies optimized. Its direction is the
@@ -120,22 +121,28 @@ def resolve_direction(recorded: dict[str, set[str]], experiment: str, metric: st
             raise ConfigError(
                 f"experiment {experiment!r}: the metric to promote by must be the one its studies "
                 f"optimized, but they recorded {seen}; pass --metric (and --direction for a metric "
-                "no study recorded)")
+                "no study recorded)"
+            )
         metric = next(iter(recorded))
     directions = recorded.get(metric, set())
     if len(directions) > 1:
-        raise ConfigError(f"experiment {experiment!r}: studies optimized {metric!r} in both directions "
-                          f"({sorted(directions)}); promote from one study's experiment")
+        raise ConfigError(
+            f"experiment {experiment!r}: studies optimized {metric!r} in both directions "
+            f"({sorted(directions)}); promote from one study's experiment"
+        )
     if directions:
         [study_direction] = directions
         if direction is not None and direction != study_direction:
-            raise ConfigError(f"--direction {direction} contradicts experiment {experiment!r}, whose studies "
-                              f"{study_direction} {metric!r}")
+            raise ConfigError(
+                f"--direction {direction} contradicts experiment {experiment!r}, whose studies "
+                f"{study_direction} {metric!r}"
+            )
         return metric, study_direction
     if direction is None:
         raise ConfigError(
             f"experiment {experiment!r}: no study recorded a direction for {metric!r} (recorded: {seen}); "
-            "pass --direction maximize or --direction minimize")
+            "pass --direction maximize or --direction minimize"
+        )
     return metric, direction
 
 
@@ -149,10 +156,15 @@ def _model_id_of(run: Any) -> str | None:
     return str(models[-1].model_id) if models else None
 
 
-def _candidates(client: MlflowClient, exp_id: str, metric: str, direction: str) -> tuple[list[_Candidate], int]:
+def _candidates(
+    client: MlflowClient, exp_id: str, metric: str, direction: str
+) -> tuple[list[_Candidate], int]:
     """Finished trial runs with the metric and a logged model, best first; and how many finished."""
-    finished = list(search_all_runs(
-        client, exp_id, f"tags.`{TAG_ROLE}` = '{ROLE_TRIAL}' and attributes.status = 'FINISHED'"))
+    finished = list(
+        search_all_runs(
+            client, exp_id, f"tags.`{TAG_ROLE}` = '{ROLE_TRIAL}' and attributes.status = 'FINISHED'"
+        )
+    )
     out = []
     for run in finished:
         value = finite_float(run.data.metrics.get(metric))
@@ -212,8 +224,9 @@ def _register(client: MlflowClient, best: _Candidate, experiment: str, result: P
     existing = _existing_version(client, result.model_name, result.run_id)
     if existing is not None:
         result.version = str(existing.version)
-        result.messages.append(f"already registered as {result.model_name} version {result.version}: "
-                               "no new version")
+        result.messages.append(
+            f"already registered as {result.model_name} version {result.version}: no new version"
+        )
         return
     try:
         client.create_registered_model(result.model_name, description=MODEL_DESCRIPTION)
@@ -221,8 +234,11 @@ def _register(client: MlflowClient, best: _Candidate, experiment: str, result: P
         if not is_already_exists(exc):
             raise
     version = client.create_model_version(
-        result.model_name, source=f"models:/{best.model_id}", run_id=result.run_id,
-        tags=_version_tags(client, best, experiment, result.metric), model_id=best.model_id,
+        result.model_name,
+        source=f"models:/{best.model_id}",
+        run_id=result.run_id,
+        tags=_version_tags(client, best, experiment, result.metric),
+        model_id=best.model_id,
         description=f"trial {result.trial_number} of study {result.study}",
     )
     result.version, result.registered = str(version.version), True
@@ -259,17 +275,23 @@ def _move_alias(client: MlflowClient, result: PromotionResult) -> None:
     if prev is None:
         client.set_registered_model_alias(name, alias, result.version)
         result.alias_moved = True
-        say(f"alias {alias!r} moved from version {current.version} (which has no {metric}) "
-            f"to version {result.version}")
+        say(
+            f"alias {alias!r} moved from version {current.version} (which has no {metric}) "
+            f"to version {result.version}"
+        )
         return
     if result.beats(prev):
         client.set_registered_model_alias(name, alias, result.version)
         result.alias_moved = True
-        say(f"alias {alias!r} moved from version {current.version} ({metric} = {prev:.4f}) to version "
-            f"{result.version} ({metric} = {result.value:.4f})")
+        say(
+            f"alias {alias!r} moved from version {current.version} ({metric} = {prev:.4f}) to version "
+            f"{result.version} ({metric} = {result.value:.4f})"
+        )
     else:
-        say(f"alias {alias!r} stays on version {current.version}: its {metric} = {prev:.4f} is not beaten "
-            f"by {result.value:.4f}")
+        say(
+            f"alias {alias!r} stays on version {current.version}: its {metric} = {prev:.4f} is not beaten "
+            f"by {result.value:.4f}"
+        )
     digest_new = client.get_model_version(name, result.version).tags.get("dataset_digest")
     digest_old = (current.tags or {}).get("dataset_digest")
     if digest_new and digest_old and digest_new != digest_old:
@@ -306,10 +328,13 @@ def promote(
         exp = client.get_experiment_by_name(experiment)
         if exp is None or exp.lifecycle_stage == "deleted":
             names = sorted(e.name for e in client.search_experiments(max_results=50))
-            raise ConfigError(f"MLflow experiment {experiment!r} does not exist at {tracking_uri} "
-                              f"(experiments there: {names})")
-        metric, direction = resolve_direction(recorded_objectives(client, exp.experiment_id), experiment,
-                                              metric, direction)
+            raise ConfigError(
+                f"MLflow experiment {experiment!r} does not exist at {tracking_uri} "
+                f"(experiments there: {names})"
+            )
+        metric, direction = resolve_direction(
+            recorded_objectives(client, exp.experiment_id), experiment, metric, direction
+        )
         candidates, n_finished = _candidates(client, exp.experiment_id, metric, direction)
         best = next((c for c in candidates if _ready(client, c.model_id)), None)
         if best is None:
@@ -318,13 +343,21 @@ def promote(
                 f"model ({n_finished} finished trial run{'s' if n_finished != 1 else ''})"
             )
         result = PromotionResult(
-            model_name=model_name, alias=alias, metric=metric, version="", run_id=best.run.info.run_id,
-            value=best.value, direction=direction, study=best.run.data.tags.get(TAG_STUDY),
+            model_name=model_name,
+            alias=alias,
+            metric=metric,
+            version="",
+            run_id=best.run.info.run_id,
+            value=best.value,
+            direction=direction,
+            study=best.run.data.tags.get(TAG_STUDY),
             trial_number=best.trial_number,
         )
         better = "higher" if direction == "maximize" else "lower"
-        result.messages.append(f"best trial: {result.trial_number} of {experiment!r} ({metric} = {best.value:.4f}, "
-                               f"{better} is better as the study recorded; run {result.run_id})")
+        result.messages.append(
+            f"best trial: {result.trial_number} of {experiment!r} ({metric} = {best.value:.4f}, "
+            f"{better} is better as the study recorded; run {result.run_id})"
+        )
         _register(client, best, experiment, result)
         _move_alias(client, result)
         return result

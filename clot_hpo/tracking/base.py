@@ -53,8 +53,14 @@ class StudyTracker(ABC):
         """Fail fast (``TrackingUnavailable``) when the backend cannot be reached."""
 
     @abstractmethod
-    def start_study(self, study_name: str, *, tags: dict[str, str] | None = None,
-                    objective: str | None = None, direction: str | None = None) -> str:
+    def start_study(
+        self,
+        study_name: str,
+        *,
+        tags: dict[str, str] | None = None,
+        objective: str | None = None,
+        direction: str | None = None,
+    ) -> str:
         """Open (or reopen, on resume) the study's parent run; return its id.
 
         Args:
@@ -90,8 +96,9 @@ class StudyTracker(ABC):
     ) -> None:
         """Close a trial's run with its final Optuna ``state`` and why it ended so."""
 
-    def close_orphaned_trials(self, *, keep: set[int] | None = None,
-                              reason: str = "the study process ended before this trial did") -> list[int]:
+    def close_orphaned_trials(
+        self, *, keep: set[int] | None = None, reason: str = "the study process ended before this trial did"
+    ) -> list[int]:
         """Close trial runs a dead worker left RUNNING, except trial numbers in ``keep``.
 
         Returns the trial numbers closed. The default tracker has no runs to close.
@@ -156,8 +163,14 @@ class NullStudyTracker(StudyTracker):
     def check_available(self) -> None:  # noqa: D102
         return None
 
-    def start_study(self, study_name: str, *, tags: dict[str, str] | None = None,  # noqa: D102
-                    objective: str | None = None, direction: str | None = None) -> str:
+    def start_study(
+        self,
+        study_name: str,
+        *,
+        tags: dict[str, str] | None = None,
+        objective: str | None = None,
+        direction: str | None = None,
+    ) -> str:
         return ""
 
     def log_study_inputs(self, **kwargs: Any) -> None:  # noqa: D102

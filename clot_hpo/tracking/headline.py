@@ -64,7 +64,9 @@ def ui_view_state(objective: str | None) -> str:
     return json.dumps({"selectedColumns": columns, "columnOrder": columns})
 
 
-def study_headline(trial_runs: Iterable[Any], *, objective: str | None, direction: str | None) -> dict[str, float]:
+def study_headline(
+    trial_runs: Iterable[Any], *, objective: str | None, direction: str | None
+) -> dict[str, float]:
     """The parent run's headline metrics from its trial runs (MLflow ``Run`` entities).
 
     Args:
@@ -85,8 +87,12 @@ def study_headline(trial_runs: Iterable[Any], *, objective: str | None, directio
     if direction is None:
         return out
     sign = -1.0 if direction == "maximize" else 1.0
-    scored = [(value, run) for run in runs if run.data.tags.get(TAG_TRIAL_STATE) == "COMPLETE"
-              and (value := _objective_value(run, objective)) is not None]
+    scored = [
+        (value, run)
+        for run in runs
+        if run.data.tags.get(TAG_TRIAL_STATE) == "COMPLETE"
+        and (value := _objective_value(run, objective)) is not None
+    ]
     if not scored:
         return out
     value, best = min(scored, key=lambda item: (sign * item[0], _trial_number(item[1])))

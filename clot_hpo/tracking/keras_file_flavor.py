@@ -69,19 +69,29 @@ def save_model(
 
     mlflow_model.signature = signature
     mlflow_model.add_flavor(
-        FLAVOR_NAME, data=DATA_DIR, keras_version=metadata.version("keras"), keras_backend=keras_backend,
+        FLAVOR_NAME,
+        data=DATA_DIR,
+        keras_version=metadata.version("keras"),
+        keras_backend=keras_backend,
         save_exported_model=False,
     )
-    pyfunc.add_to_model(mlflow_model, loader_module="mlflow.keras", conda_env=_CONDA_ENV_FILE_NAME,
-                        python_env=_PYTHON_ENV_FILE_NAME)
+    pyfunc.add_to_model(
+        mlflow_model,
+        loader_module="mlflow.keras",
+        conda_env=_CONDA_ENV_FILE_NAME,
+        python_env=_PYTHON_ENV_FILE_NAME,
+    )
     mlflow_model.model_size_bytes = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
 
-    conda_env, requirements, _constraints = _process_pip_requirements(None, list(pip_requirements))
+    # MLflow's own environment writers (private, untyped): the files match mlflow.keras.save_model's.
+    conda_env, requirements, _constraints = _process_pip_requirements(  # type: ignore[no-untyped-call]
+        None, list(pip_requirements)
+    )
     with open(os.path.join(path, _CONDA_ENV_FILE_NAME), "w") as fh:
         yaml.safe_dump(conda_env, stream=fh, default_flow_style=False)
     Path(path, _REQUIREMENTS_FILE_NAME).write_text("\n".join(requirements))
-    _PythonEnv.current().to_yaml(os.path.join(path, _PYTHON_ENV_FILE_NAME))
+    _PythonEnv.current().to_yaml(os.path.join(path, _PYTHON_ENV_FILE_NAME))  # type: ignore[no-untyped-call]
 
 
 def extract_weights(keras_file: str | Path, dest: str | Path) -> Path:
@@ -94,8 +104,11 @@ def extract_weights(keras_file: str | Path, dest: str | Path) -> Path:
     """
     dest = Path(dest)
     try:
-        with zipfile.ZipFile(keras_file) as archive, archive.open(WEIGHTS_MEMBER) as src, \
-                open(dest / WEIGHTS_MEMBER, "wb") as out:
+        with (
+            zipfile.ZipFile(keras_file) as archive,
+            archive.open(WEIGHTS_MEMBER) as src,
+            open(dest / WEIGHTS_MEMBER, "wb") as out,
+        ):
             shutil.copyfileobj(src, out, length=4 << 20)
     except (zipfile.BadZipFile, KeyError) as exc:
         raise ValueError(f"{keras_file} is not a Keras 3 archive with {WEIGHTS_MEMBER}: {exc}") from exc

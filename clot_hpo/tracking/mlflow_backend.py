@@ -125,8 +125,17 @@ class MlflowBackend:
         """``fn(*args, **kwargs)`` with retries; ``default`` (and a warning) when it fails."""
         failed = object()
         degraded = time.monotonic() < self._degraded_until
-        out = call_with_retry(what, fn, *args, tries=1 if degraded else self.tries, backoff_s=self.backoff_s,
-                              default=failed, where=self.tracking_uri, on_give_up=self._gave_up, **kwargs)
+        out = call_with_retry(
+            what,
+            fn,
+            *args,
+            tries=1 if degraded else self.tries,
+            backoff_s=self.backoff_s,
+            default=failed,
+            where=self.tracking_uri,
+            on_give_up=self._gave_up,
+            **kwargs,
+        )
         if out is failed:
             return default
         self._degraded_until = 0.0
@@ -135,8 +144,11 @@ class MlflowBackend:
     def _gave_up(self, exc: BaseException) -> None:
         if is_transient(exc):
             if time.monotonic() >= self._degraded_until:
-                log.warning("tracking: %s looks unavailable; making one attempt per call for %.0f s",
-                            self.tracking_uri, DEGRADED_S)
+                log.warning(
+                    "tracking: %s looks unavailable; making one attempt per call for %.0f s",
+                    self.tracking_uri,
+                    DEGRADED_S,
+                )
             self._degraded_until = time.monotonic() + DEGRADED_S
 
     def _artifact_location(self) -> str | None:
@@ -158,14 +170,18 @@ class MlflowBackend:
         if exp is None:
             try:
                 exp_id = self.client.create_experiment(
-                    self.experiment_name, artifact_location=self._artifact_location(),
+                    self.experiment_name,
+                    artifact_location=self._artifact_location(),
                     tags=dict([TAG_EXPERIMENT, EXPERIMENT_KIND_TAG]),
                 )
             except MlflowException as exc:
                 # Another worker of the same study created it first.
                 if not is_already_exists(exc):
                     raise
-                exp_id = self.client.get_experiment_by_name(self.experiment_name).experiment_id
+                created = self.client.get_experiment_by_name(self.experiment_name)
+                if created is None:  # created and deleted again meanwhile: nothing sensible to do
+                    raise
+                exp_id = created.experiment_id
         else:
             exp_id = exp.experiment_id
             if EXPERIMENT_KIND_TAG[0] not in (exp.tags or {}):
@@ -199,7 +215,9 @@ class MlflowBackend:
         try:
             exp = self.client.get_experiment_by_name(self.experiment_name)
         except Exception as exc:  # noqa: BLE001 - any failure here means "unusable"
-            raise TrackingUnavailable(f"MLflow tracking at {uri} is unusable: {first_line(exc, limit=300)}") from exc
+            raise TrackingUnavailable(
+                f"MLflow tracking at {uri} is unusable: {first_line(exc, limit=300)}"
+            ) from exc
         if exp is not None and exp.lifecycle_stage == "deleted":
             raise ConfigError(
                 f"MLflow experiment {self.experiment_name!r} at {uri} is deleted; restore it "

@@ -19,7 +19,7 @@ from typing import Any
 from clot_hpo.tracking.base import TRIAL_STATES, StudyTracker, to_plain
 from clot_hpo.tracking.headline import study_headline, ui_view_state
 from clot_hpo.tracking.mlflow_backend import MlflowBackend, now_ms
-from clot_hpo.tracking.store import MAX_DIGEST_LENGTH, MAX_TAG_LENGTH, quote, search_all_runs
+from clot_hpo.tracking.store import MAX_DIGEST_LENGTH, MAX_TAG_LENGTH, entities, quote, search_all_runs
 from clot_hpo.tracking.tags import (
     DIRECTIONS,
     ROLE_STUDY,
@@ -40,8 +40,6 @@ from clot_hpo.util import finite_float
 
 log = logging.getLogger("clot_hpo.tracking")
 
-# After clot_hpo.tracking.store, which sets MLflow's environment before MLflow's first import.
-from mlflow.entities import DatasetInput, InputTag, Metric, RunTag  # noqa: E402
 
 # Optuna trial state -> MLflow run status.
 STATUS_OF_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -62,8 +60,14 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         self.objective: str | None = None  # the metric the study optimizes (start_study)
         self.direction: str | None = None  # Optuna's direction for it
 
-    def start_study(self, study_name: str, *, tags: dict[str, str] | None = None,
-                    objective: str | None = None, direction: str | None = None) -> str:
+    def start_study(
+        self,
+        study_name: str,
+        *,
+        tags: dict[str, str] | None = None,
+        objective: str | None = None,
+        direction: str | None = None,
+    ) -> str:
         """Open the study's parent run, or reopen it on resume (found by its tags).
 
         ``objective`` (the metric trial runs log, e.g. ``val_auc``) and ``direction``
@@ -78,14 +82,20 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         self.objective, self.direction = objective or self.objective, direction or self.direction
         extra = {TAG_OBJECTIVE: self.objective, TAG_DIRECTION: self.direction}
         all_tags = {**(tags or {}), **{k: v for k, v in extra.items() if v}}
-        run_id = self._call(f"start the study run of {study_name!r}", self._start_study, study_name,
-                            all_tags, default="")
+        run_id = self._call(
+            f"start the study run of {study_name!r}", self._start_study, study_name, all_tags, default=""
+        )
         self.parent_run_id = run_id or None
         if run_id and self._experiment_id:
             # The link `make mlflow-server` prints opens this view: the headline metrics as columns.
-            self._call("store the UI's view of the study", self.client.set_experiment_tag, self._experiment_id,
-                       TAG_UI_VIEW, ui_view_state(self.objective))
-        return run_id
+            self._call(
+                "store the UI's view of the study",
+                self.client.set_experiment_tag,
+                self._experiment_id,
+                TAG_UI_VIEW,
+                ui_view_state(self.objective),
+            )
+        return str(run_id)
 
     def _start_study(self, study_name: str, tags: dict[str, str]) -> str:
         exp_id = self._get_or_create_experiment()
@@ -100,15 +110,22 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
             run = found[0]
             run_id = run.info.run_id
             self.client.update_run(run_id, status="RUNNING")
-            self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:MAX_TAG_LENGTH]) for k, v in all_tags.items()])
+            self.client.log_batch(
+                run_id, tags=[entities.RunTag(k, str(v)[:MAX_TAG_LENGTH]) for k, v in all_tags.items()]
+            )
             self.dataset_digest = self.dataset_digest or run.data.tags.get(TAG_DIGEST)
             self.objective = self.objective or run.data.tags.get(TAG_OBJECTIVE)
             self.direction = self.direction or run.data.tags.get(TAG_DIRECTION)
-            log.info("tracking: resumed study run %s of %r in experiment %r", run_id, study_name,
-                     self.experiment_name)
-            return run_id
-        run = self.client.create_run(exp_id, run_name=study_name,
-                                     tags={k: str(v)[:MAX_TAG_LENGTH] for k, v in all_tags.items()})
+            log.info(
+                "tracking: resumed study run %s of %r in experiment %r",
+                run_id,
+                study_name,
+                self.experiment_name,
+            )
+            return str(run_id)
+        run = self.client.create_run(
+            exp_id, run_name=study_name, tags={k: str(v)[:MAX_TAG_LENGTH] for k, v in all_tags.items()}
+        )
         # Workers started together may each have created a parent run: let the others' land,
         # then every worker adopts the earliest and deletes its own duplicate.
         time.sleep(1.0)
@@ -120,10 +137,15 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         first = min(every, key=lambda r: (r.info.start_time, r.info.run_id), default=run)
         if first.info.run_id != run.info.run_id:
             self.client.delete_run(run.info.run_id)
-            return first.info.run_id
-        log.info("tracking: study run %s of %r in experiment %r at %s", run.info.run_id, study_name,
-                 self.experiment_name, self.tracking_uri)
-        return run.info.run_id
+            return str(first.info.run_id)
+        log.info(
+            "tracking: study run %s of %r in experiment %r at %s",
+            run.info.run_id,
+            study_name,
+            self.experiment_name,
+            self.tracking_uri,
+        )
+        return str(run.info.run_id)
 
     def log_study_inputs(
         self,
@@ -150,9 +172,16 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
             self._log_search_space(run_id, str(name), space)
         if manifest_path is not None:
             manifest_path = Path(manifest_path)
-            self._call(f"log the split manifest {manifest_path}", self.client.log_artifact, run_id,
-                       str(manifest_path), "data")
-            self._call("log the dataset input", self._log_dataset, run_id, manifest_path, dataset_digest, config)
+            self._call(
+                f"log the split manifest {manifest_path}",
+                self.client.log_artifact,
+                run_id,
+                str(manifest_path),
+                "data",
+            )
+            self._call(
+                "log the dataset input", self._log_dataset, run_id, manifest_path, dataset_digest, config
+            )
 
     def _log_search_space(self, run_id: str, name: str, space: Any) -> None:
         stem = Path(name).name
@@ -161,10 +190,17 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
             with tempfile.TemporaryDirectory() as tmp:
                 dst = Path(tmp) / f"{stem}.yaml"
                 dst.write_bytes(Path(space).read_bytes())
-                self._call(f"log search space {stem}", self.client.log_artifact, run_id, str(dst), "search_spaces")
+                self._call(
+                    f"log search space {stem}", self.client.log_artifact, run_id, str(dst), "search_spaces"
+                )
         else:
-            self._call(f"log search space {stem}", self.client.log_dict, run_id, to_plain(space),
-                       f"search_spaces/{stem}.yaml")
+            self._call(
+                f"log search space {stem}",
+                self.client.log_dict,
+                run_id,
+                to_plain(space),
+                f"search_spaces/{stem}.yaml",
+            )
 
     def _log_dataset(self, run_id: str, manifest: Path, digest: str | None, config: dict[str, Any]) -> None:
         import pandas as pd
@@ -173,24 +209,33 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         data_path = (config.get("data") or {}).get("path") if isinstance(config, dict) else None
         name = Path(str(data_path)).name if data_path else manifest.stem
         targets = "label" if "label" in df.columns else None
-        import mlflow.data
+        from mlflow.data.pandas_dataset import from_pandas
 
         with warnings.catch_warnings():
             # Schema hints about integer columns and source ambiguity: irrelevant for a manifest.
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(
-                df, source=str(data_path or manifest), targets=targets, name=name,
+            dataset = from_pandas(
+                df,
+                source=str(data_path or manifest),
+                targets=targets,
+                name=name,
                 digest=(digest or None) and digest[:MAX_DIGEST_LENGTH],
             )
             entity = dataset._to_mlflow_entity()  # the schema is inferred here
-        self.client.log_inputs(
-            run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])]
-        )
+        context = entities.InputTag("mlflow.data.context", "training")
+        self.client.log_inputs(run_id, datasets=[entities.DatasetInput(entity, tags=[context])])
 
     def start_trial(self, trial_number: int, *, tags: dict[str, str] | None = None) -> str:
         """Open ``trial-<n>`` under the study run (the same run again if it already exists)."""
-        return self._call(f"start the run of trial {trial_number}", self._start_trial, int(trial_number),
-                          dict(tags or {}), default="")
+        return str(
+            self._call(
+                f"start the run of trial {trial_number}",
+                self._start_trial,
+                int(trial_number),
+                dict(tags or {}),
+                default="",
+            )
+        )
 
     def _start_trial(self, number: int, tags: dict[str, str]) -> str:
         exp_id = self._get_or_create_experiment()
@@ -206,18 +251,20 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
             all_tags[TAG_PARENT] = self.parent_run_id
             existing = self.client.search_runs(
                 [exp_id],
-                filter_string=(f"tags.`{TAG_PARENT}` = {quote(self.parent_run_id)} and "
-                               f"tags.`{TAG_TRIAL_NUMBER}` = '{number}'"),
+                filter_string=(
+                    f"tags.`{TAG_PARENT}` = {quote(self.parent_run_id)} and "
+                    f"tags.`{TAG_TRIAL_NUMBER}` = '{number}'"
+                ),
                 max_results=1,
             )
             if existing:
                 run_id = existing[0].info.run_id
                 self.client.update_run(run_id, status="RUNNING")
-                return run_id
+                return str(run_id)
         if self.dataset_digest:
             all_tags[TAG_DIGEST] = self.dataset_digest
         run = self.client.create_run(exp_id, run_name=f"trial-{number}", tags=all_tags)
-        return run.info.run_id
+        return str(run.info.run_id)
 
     def end_trial(
         self,
@@ -240,23 +287,28 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         self._call("update the study run's headline metrics", self._log_headline)
 
     def _end_run(self, run_id: str, state: str, reason: str | None, attrs: dict[str, Any] | None) -> None:
-        tags = [RunTag(TAG_TRIAL_STATE, state)]
+        tags = [entities.RunTag(TAG_TRIAL_STATE, state)]
         if reason:
-            tags.append(RunTag(TAG_FAIL_REASON, str(reason)[:MAX_TAG_LENGTH]))
+            tags.append(entities.RunTag(TAG_FAIL_REASON, str(reason)[:MAX_TAG_LENGTH]))
         metrics = []
         ts = now_ms()
         for key, value in (attrs or {}).items():
             number = finite_float(value)
             if number is not None:
-                metrics.append(Metric(str(key), number, ts, 0))
+                metrics.append(entities.Metric(str(key), number, ts, 0))
             else:
-                tags.append(RunTag(str(key), str(value)[:MAX_TAG_LENGTH]))
+                tags.append(entities.RunTag(str(key), str(value)[:MAX_TAG_LENGTH]))
         self._call(f"tag the end of run {run_id}", self.client.log_batch, run_id, metrics=metrics, tags=tags)
-        self._call(f"end run {run_id} as {STATUS_OF_STATE[state]}", self.client.set_terminated, run_id,
-                   STATUS_OF_STATE[state])
+        self._call(
+            f"end run {run_id} as {STATUS_OF_STATE[state]}",
+            self.client.set_terminated,
+            run_id,
+            STATUS_OF_STATE[state],
+        )
 
-    def close_orphaned_trials(self, *, keep: set[int] | None = None,
-                              reason: str = "the study process ended before this trial did") -> list[int]:
+    def close_orphaned_trials(
+        self, *, keep: set[int] | None = None, reason: str = "the study process ended before this trial did"
+    ) -> list[int]:
         """End the study's child runs still RUNNING (a crash left them) as FAILED.
 
         For resume: pass the trial numbers that are legitimately running elsewhere (other
@@ -268,9 +320,14 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         if exp_id is None:
             return []
         runs = self._call(
-            "find orphaned trial runs", self.client.search_runs, [exp_id],
-            filter_string=f"tags.`{TAG_PARENT}` = {quote(self.parent_run_id)} and attributes.status = 'RUNNING'",
-            max_results=1000, default=[],
+            "find orphaned trial runs",
+            self.client.search_runs,
+            [exp_id],
+            filter_string=(
+                f"tags.`{TAG_PARENT}` = {quote(self.parent_run_id)} and attributes.status = 'RUNNING'"
+            ),
+            max_results=1000,
+            default=[],
         )
         closed = []
         for run in runs:
@@ -292,7 +349,8 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         children = search_all_runs(self.client, exp_id, f"tags.`{TAG_PARENT}` = {quote(self.parent_run_id)}")
         headline = study_headline(children, objective=self.objective, direction=self.direction)
         ts = now_ms()
-        self.client.log_batch(self.parent_run_id, metrics=[Metric(k, v, ts, 0) for k, v in headline.items()])
+        metrics = [entities.Metric(k, v, ts, 0) for k, v in headline.items()]
+        self.client.log_batch(self.parent_run_id, metrics=metrics)
 
     def log_study_summary(self, trials_csv: Path, figures: dict[str, Any]) -> None:
         """Attach the all-trials CSV and Optuna's figures (matplotlib Figures or Axes)."""
@@ -306,4 +364,6 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         if status not in RUN_END_STATUSES:
             raise ValueError(f"`status` must be one of {list(RUN_END_STATUSES)}, but got {status!r}")
         if self.parent_run_id:
-            self._call(f"end the study run as {status}", self.client.set_terminated, self.parent_run_id, status)
+            self._call(
+                f"end the study run as {status}", self.client.set_terminated, self.parent_run_id, status
+            )

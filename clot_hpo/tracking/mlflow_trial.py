@@ -13,12 +13,9 @@ from typing import Any
 from clot_hpo.tracking import model_packaging
 from clot_hpo.tracking.base import TrialTracker, to_plain
 from clot_hpo.tracking.mlflow_backend import MlflowBackend, as_figure, close_figure, now_ms
-from clot_hpo.tracking.store import MAX_PARAM_LENGTH
+from clot_hpo.tracking.store import MAX_PARAM_LENGTH, entities
 from clot_hpo.tracking.tags import TAG_IMAGE_SIZE, TAG_MODEL_ID, TAG_THRESHOLD
 from clot_hpo.util import finite_float
-
-# After clot_hpo.tracking.store, which sets MLflow's environment before MLflow's first import.
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 
 def _to_float(value: Any) -> float | None:
@@ -43,7 +40,7 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
         """Log the trial's hyperparameters (one batched call)."""
         if not run_id or not params:
             return
-        batch = [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        batch = [entities.Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         self._call("log params", self.client.log_batch, run_id, params=batch)
 
     def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
@@ -55,7 +52,7 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
         for key, value in metrics.items():
             number = _to_float(value)
             if number is not None:  # NaN/inf are kept: a diverging loss is information
-                batch.append(Metric(str(key), number, ts, int(epoch)))
+                batch.append(entities.Metric(str(key), number, ts, int(epoch)))
         if batch:
             self._call(f"log epoch {epoch} metrics", self.client.log_batch, run_id, metrics=batch)
         self._last_epoch[run_id] = max(int(epoch), self._last_epoch.get(run_id, -1))
@@ -75,13 +72,18 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
             return
         ts = now_ms()
         step = self._evaluation_step(run_id, metrics)
-        batch = [Metric(str(k), v, ts, step) for k, v in ((k, _to_float(v)) for k, v in metrics.items())
-                 if v is not None]
+        numbers = ((str(k), _to_float(v)) for k, v in metrics.items())
+        batch = [entities.Metric(k, v, ts, step) for k, v in numbers if v is not None]
         if batch:
             self._call("log evaluation metrics", self.client.log_batch, run_id, metrics=batch)
         if "threshold" in metrics and finite_float(metrics["threshold"]) is not None:
-            self._call("tag the threshold", self.client.set_tag, run_id, TAG_THRESHOLD,
-                       repr(float(metrics["threshold"])))
+            self._call(
+                "tag the threshold",
+                self.client.set_tag,
+                run_id,
+                TAG_THRESHOLD,
+                repr(float(metrics["threshold"])),
+            )
         for name, payload in (artifacts or {}).items():
             self._call(f"log {name}", self.client.log_dict, run_id, to_plain(payload), str(name))
         self._log_figures(run_id, figures, folder="")
@@ -103,8 +105,9 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
         clashing = [k for k in metrics if k in run.data.metrics]
         last = -1
         for key in clashing[:8]:
-            history = self._call(f"read the history of {key}", self.client.get_metric_history, run_id, key,
-                                 default=[])
+            history = self._call(
+                f"read the history of {key}", self.client.get_metric_history, run_id, key, default=[]
+            )
             last = max([last, *(m.step for m in history)])
         return last + 1
 
@@ -121,11 +124,21 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
         """
         if not run_id or not self.log_models:
             return False
-        tags = [RunTag(TAG_THRESHOLD, repr(float(threshold))), RunTag(TAG_IMAGE_SIZE, str(int(image_size)))]
+        tags = [
+            entities.RunTag(TAG_THRESHOLD, repr(float(threshold))),
+            entities.RunTag(TAG_IMAGE_SIZE, str(int(image_size))),
+        ]
         self._call("tag threshold and image size", self.client.log_batch, run_id, tags=tags)
         with model_packaging.keras_file_of(model) as keras_file:
-            model_id = self._call("log the model", self._log_mlflow_model, run_id, keras_file, int(image_size),
-                                  float(threshold), default=None)
+            model_id = self._call(
+                "log the model",
+                self._log_mlflow_model,
+                run_id,
+                keras_file,
+                int(image_size),
+                float(threshold),
+                default=None,
+            )
             if model_id:
                 self._call("tag the model id", self.client.set_tag, run_id, TAG_MODEL_ID, model_id)
             self._call("log the weights file", model_packaging.log_weights, self.client, run_id, keras_file)
@@ -135,5 +148,12 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
         # The model's step is the evaluation's, so the UI links the evaluation metrics (not
         # epoch 0's) to this model.
         step = self._evaluation_step(run_id, {"val_auc": 0.0, "val_accuracy": 0.0, "val_loss": 0.0})
-        return model_packaging.log_keras_model(self.client, self.tracking_uri, run_id, keras_file,
-                                               image_size=image_size, threshold=threshold, step=step)
+        return model_packaging.log_keras_model(
+            self.client,
+            self.tracking_uri,
+            run_id,
+            keras_file,
+            image_size=image_size,
+            threshold=threshold,
+            step=step,
+        )

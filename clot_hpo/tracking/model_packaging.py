@@ -85,8 +85,16 @@ def keras_file_of(model: Any) -> Any:
         yield keras_file
 
 
-def log_keras_model(client: MlflowClient, tracking_uri: str, run_id: str, keras_file: Path, *,
-                    image_size: int, threshold: float, step: int) -> str:
+def log_keras_model(
+    client: MlflowClient,
+    tracking_uri: str,
+    run_id: str,
+    keras_file: Path,
+    *,
+    image_size: int,
+    threshold: float,
+    step: int,
+) -> str:
     """Log ``keras_file`` as the MLflow model ``model`` of the run; return its model id.
 
     The model has a signature, explicit pinned ``pip_requirements``, the metadata of
@@ -103,8 +111,11 @@ def log_keras_model(client: MlflowClient, tracking_uri: str, run_id: str, keras_
         source_run_id=run_id,
         params={k: v[:MAX_PARAM_LENGTH] for k, v in run.data.params.items()},
         # Shown on the model's page in the UI; `predict` reads the MLmodel metadata instead.
-        tags={TAG_THRESHOLD: repr(float(threshold)), TAG_IMAGE_SIZE: str(int(image_size)),
-              **{k: v for k, v in run.data.tags.items() if k == TAG_STUDY}},
+        tags={
+            TAG_THRESHOLD: repr(float(threshold)),
+            TAG_IMAGE_SIZE: str(int(image_size)),
+            **{k: v for k, v in run.data.tags.items() if k == TAG_STUDY},
+        },
         model_type=MODEL_TYPE,
     )
     with global_tracking_uri(tracking_uri):

@@ -20,18 +20,20 @@ T = TypeVar("T")
 log = logging.getLogger("clot_hpo.tracking")
 
 # MLflow error codes that retrying cannot fix: the request itself is wrong.
-PERMANENT_ERROR_CODES = frozenset({
-    "INVALID_PARAMETER_VALUE",
-    "RESOURCE_ALREADY_EXISTS",
-    "RESOURCE_DOES_NOT_EXIST",
-    "INVALID_STATE",
-    "PERMISSION_DENIED",
-    "UNAUTHENTICATED",
-    "BAD_REQUEST",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "FEATURE_DISABLED",
-})
+PERMANENT_ERROR_CODES = frozenset(
+    {
+        "INVALID_PARAMETER_VALUE",
+        "RESOURCE_ALREADY_EXISTS",
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_STATE",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "BAD_REQUEST",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "FEATURE_DISABLED",
+    }
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -79,15 +81,25 @@ def call_with_retry(
             if attempt >= tries or not is_transient(exc):
                 log.warning(
                     "tracking: could not %s%s after %d attempt%s: %s: %s",
-                    what, f" at {where}" if where else "", attempt, "" if attempt == 1 else "s",
-                    type(exc).__name__, first_line(exc, limit=500, default=""),
+                    what,
+                    f" at {where}" if where else "",
+                    attempt,
+                    "" if attempt == 1 else "s",
+                    type(exc).__name__,
+                    first_line(exc, limit=500, default=""),
                 )
                 log.debug("tracking failure detail", exc_info=True)
                 if on_give_up is not None:
                     on_give_up(exc)
                 return default
-            log.debug("tracking: %s failed (attempt %d/%d), retrying in %.1f s: %s",
-                      what, attempt, tries, delay, exc)
+            log.debug(
+                "tracking: %s failed (attempt %d/%d), retrying in %.1f s: %s",
+                what,
+                attempt,
+                tries,
+                delay,
+                exc,
+            )
             time.sleep(delay * (1.0 + 0.25 * random.random()))
             delay *= 2.0
     return default  # pragma: no cover - the loop always returns

@@ -60,8 +60,9 @@ class SpoolTracker(TrialTracker):
 
     def log_epoch(self, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
         """Record one epoch's metrics."""
-        self._append({"event": "epoch", "epoch": int(epoch),
-                      "metrics": {k: float(v) for k, v in metrics.items()}})
+        self._append(
+            {"event": "epoch", "epoch": int(epoch), "metrics": {k: float(v) for k, v in metrics.items()}}
+        )
 
     def log_evaluation(
         self,
@@ -91,8 +92,14 @@ class SpoolTracker(TrialTracker):
         partial = self.folder / f"{MODEL_FILE}.partial.keras"  # Keras insists on the suffix
         model.save(partial)
         os.replace(partial, self.folder / MODEL_FILE)
-        self._append({"event": "model", "file": MODEL_FILE, "image_size": int(image_size),
-                      "threshold": float(threshold)})
+        self._append(
+            {
+                "event": "model",
+                "file": MODEL_FILE,
+                "image_size": int(image_size),
+                "threshold": float(threshold),
+            }
+        )
         return True
 
 
@@ -151,14 +158,19 @@ class SpoolReader:
                 tracker.log_epoch(run_id, int(event["epoch"]), event["metrics"])
             elif kind == "evaluation":
                 figures_file = self.folder / event["figures_file"] if event.get("figures_file") else None
-                tracker.log_evaluation(run_id, metrics=event["metrics"], artifacts=event.get("artifacts", {}),
-                                       figures=_load_figures(figures_file) if figures_file else {})
+                tracker.log_evaluation(
+                    run_id,
+                    metrics=event["metrics"],
+                    artifacts=event.get("artifacts", {}),
+                    figures=_load_figures(figures_file) if figures_file else {},
+                )
                 if figures_file:
                     figures_file.unlink(missing_ok=True)
             elif kind == "model":
                 file = self.folder / event["file"]
-                stored = tracker.log_model(run_id, file, image_size=int(event["image_size"]),
-                                           threshold=float(event["threshold"]))
+                stored = tracker.log_model(
+                    run_id, file, image_size=int(event["image_size"]), threshold=float(event["threshold"])
+                )
                 if stored:
                     file.unlink(missing_ok=True)
                 else:

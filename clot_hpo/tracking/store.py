@@ -3,7 +3,7 @@
 Importing this module sets MLflow's environment defaults (no telemetry, fast-failing HTTP,
 no progress bars or "View run" lines on stdout) before MLflow is imported, so every module
 that talks to MLflow imports it through here: ``from clot_hpo.tracking.store import
-MlflowClient, MlflowException``. Users may still override each variable.
+MlflowClient, MlflowException, entities``. Users may still override each variable.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
+from mlflow import MlflowClient, entities  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from clot_hpo.errors import ConfigError, TrackingUnavailable  # noqa: E402
@@ -155,8 +155,9 @@ def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str
     """Every run of an experiment matching ``filter_string``, page by page."""
     token = None
     while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
-                                  page_token=token)
+        page = client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+        )
         yield from page
         token = page.token
         if not token:
@@ -184,7 +185,8 @@ def global_tracking_uri(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(prev_tracking)  # None is accepted and unsets the variable
+        # MLflow accepts None (it unsets the variable), though its annotation says str.
+        mlflow.set_tracking_uri(prev_tracking)  # type: ignore[arg-type]
         registry_utils._registry_uri = prev_registry
         for key, value in prev_env.items():
             if value is None:
@@ -200,6 +202,7 @@ __all__ = [
     "MAX_TAG_LENGTH",
     "MlflowClient",
     "MlflowException",
+    "entities",
     "check_http_health",
     "error_code",
     "global_tracking_uri",

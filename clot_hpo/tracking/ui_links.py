@@ -40,7 +40,8 @@ def study_links(store: str, server: str = DEFAULT_UI) -> list[tuple[str, str]]:
 
 def _link(server: str, experiment: object) -> str:
     tags = getattr(experiment, "tags", None) or {}
-    return runs_url(server, getattr(experiment, "experiment_id"), view=UI_VIEW_KEY if TAG_UI_VIEW in tags else None)
+    view = UI_VIEW_KEY if TAG_UI_VIEW in tags else None  # the UI drops a link naming a missing view
+    return runs_url(server, str(getattr(experiment, "experiment_id", "")), view=view)
 
 
 def experiment_link(store: str, experiment: str, server: str = DEFAULT_UI) -> str | None:
@@ -56,7 +57,9 @@ def experiment_link(store: str, experiment: str, server: str = DEFAULT_UI) -> st
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the links (see the module's docstring); exit 2 for a missing ``--experiment``."""
-    parser = argparse.ArgumentParser(prog="python -m clot_hpo.tracking.ui_links", description=first_line(__doc__ or ""))
+    parser = argparse.ArgumentParser(
+        prog="python -m clot_hpo.tracking.ui_links", description=first_line(__doc__ or "")
+    )
     parser.add_argument("--store", default=DEFAULT_STORE, help=f"MLflow store (default: {DEFAULT_STORE})")
     parser.add_argument("--server", default=DEFAULT_UI, help=f"the UI's address (default: {DEFAULT_UI})")
     parser.add_argument("--experiment", help="print this experiment's link only")

@@ -32,8 +32,11 @@ parameters:
 
 
 @pytest.fixture(scope="module")
-def tracked_study(mlflow_server: MlflowServer, tiny_dataset: Path,  # noqa: F811
-                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def tracked_study(
+    mlflow_server: MlflowServer,  # noqa: F811
+    tiny_dataset: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, object]:
     work = tmp_path_factory.mktemp("tracked")
     (work / "space.yaml").write_text(SPACE)
     (work / "exp.yaml").write_text(
@@ -43,13 +46,24 @@ def tracked_study(mlflow_server: MlflowServer, tiny_dataset: Path,  # noqa: F811
     )
     storage = f"sqlite:///{work}/optuna.db"
     study = optuna.create_study(study_name="tracked", storage=storage, direction="maximize")
-    study.enqueue_trial({"image_size": 32})     # completes
-    study.enqueue_trial({"image_size": 32})     # its process crashes (injected)
-    study.enqueue_trial({"image_size": 4096})   # pruned by the VRAM budget before training
-    study.enqueue_trial({"image_size": 32})     # completes
-    result = run_cli("search", "exp.yaml", "--data", str(tiny_dataset), "--storage", storage,
-                     "--tracking-uri", mlflow_server.uri, "--n-trials", "3", cwd=work,
-                     env={"CLOT_HPO_FAULT_INJECT": "segv:1"})
+    study.enqueue_trial({"image_size": 32})  # completes
+    study.enqueue_trial({"image_size": 32})  # its process crashes (injected)
+    study.enqueue_trial({"image_size": 4096})  # pruned by the VRAM budget before training
+    study.enqueue_trial({"image_size": 32})  # completes
+    result = run_cli(
+        "search",
+        "exp.yaml",
+        "--data",
+        str(tiny_dataset),
+        "--storage",
+        storage,
+        "--tracking-uri",
+        mlflow_server.uri,
+        "--n-trials",
+        "3",
+        cwd=work,
+        env={"CLOT_HPO_FAULT_INJECT": "segv:1"},
+    )
     assert result.returncode == 0, result.stderr
     return {"work": work, "uri": mlflow_server.uri, "storage": storage}
 
@@ -67,7 +81,9 @@ def test_one_child_run_per_trial_with_matching_status(tracked_study: dict[str, o
     parents = [r for r in runs if r.data.tags.get("clot_hpo.role") == "study"]
     children = [r for r in runs if r.data.tags.get("clot_hpo.role") == "trial"]
     assert len(parents) == 1
-    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == [t.number for t in study.trials]
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == [
+        t.number for t in study.trials
+    ]
     expected = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
     for run in children:
         trial = study.trials[int(run.data.tags["optuna.trial_number"])]
@@ -78,12 +94,29 @@ def test_one_child_run_per_trial_with_matching_status(tracked_study: dict[str, o
     assert not [r for r in runs if r.info.status == "RUNNING"]
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "COMPLETE", "FAIL", "PRUNED"]
+    # The study run records what it optimizes, and its best trial as headline metrics.
+    parent = parents[0]
+    assert (
+        parent.data.tags["clot_hpo.objective"] == "val_auc"
+        and parent.data.tags["optuna.direction"] == "maximize"
+    )
+    headline = parent.data.metrics
+    assert headline["best_trial"] == study.best_trial.number
+    assert headline["best_val_auc"] == pytest.approx(study.best_value)
+    best_run = next(r for r in children if int(r.data.tags["optuna.trial_number"]) == study.best_trial.number)
+    assert headline["best_test_auc"] == pytest.approx(best_run.data.metrics["test_auc"])
+    assert (headline["n_trials_complete"], headline["n_trials_pruned"], headline["n_trials_failed"]) == (
+        2,
+        1,
+        1,
+    )
     failed = next(r for r in children if r.info.status == "FAILED")
     assert "SIGSEGV" in failed.data.tags["fail_reason"]
 
 
-def test_completed_trials_carry_consistent_metrics_and_artifacts(tracked_study: dict[str, object],
-                                                                 tmp_path: Path) -> None:
+def test_completed_trials_carry_consistent_metrics_and_artifacts(
+    tracked_study: dict[str, object], tmp_path: Path
+) -> None:
     client, _, runs = _runs(str(tracked_study["uri"]))
     complete = [r for r in runs if r.data.tags.get("optuna.trial_state") == "COMPLETE"]
     assert len(complete) == 2
@@ -105,8 +138,14 @@ def test_completed_trials_carry_consistent_metrics_and_artifacts(tracked_study: 
         history = client.get_metric_history(run.info.run_id, "loss")
         assert len(history) == 2, "one value per epoch"
         files = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"confusion_matrix.json", "confusion_matrix.png", "roc_curve.png", "pr_curve.png",
-                "reliability_diagram.png", "training_curves.png"} <= files, files
+        assert {
+            "confusion_matrix.json",
+            "confusion_matrix.png",
+            "roc_curve.png",
+            "pr_curve.png",
+            "reliability_diagram.png",
+            "training_curves.png",
+        } <= files, files
         assert run.data.params["learning_rate"]
     parent = next(r for r in runs if r.data.tags.get("clot_hpo.role") == "study")
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -114,7 +153,9 @@ def test_completed_trials_carry_consistent_metrics_and_artifacts(tracked_study: 
     assert parent.inputs.dataset_inputs, "the dataset digest is logged as an MLflow dataset input"
 
 
-def test_promote_predict_and_pyfunc_use_the_champion(tracked_study: dict[str, object], tiny_dataset: Path) -> None:
+def test_promote_predict_and_pyfunc_use_the_champion(
+    tracked_study: dict[str, object], tiny_dataset: Path
+) -> None:
     uri = str(tracked_study["uri"])
     # Its own model name: the server is shared with other tests that promote the default one.
     first = run_cli("promote", "--tracking-uri", uri, "--experiment", "tracked", "--model-name", MODEL)
@@ -124,9 +165,13 @@ def test_promote_predict_and_pyfunc_use_the_champion(tracked_study: dict[str, ob
     client = MlflowClient(uri)
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
-    images = sorted((tiny_dataset / "positive").glob("*.png"))[:2] + sorted((tiny_dataset / "negative").glob("*.png"))[:1]
-    predicted = run_cli("predict", "--tracking-uri", uri, "--model", f"models:/{MODEL}@champion",
-                        *map(str, images))
+    images = [
+        *sorted((tiny_dataset / "positive").glob("*.png"))[:2],
+        *sorted((tiny_dataset / "negative").glob("*.png"))[:1],
+    ]
+    predicted = run_cli(
+        "predict", "--tracking-uri", uri, "--model", f"models:/{MODEL}@champion", *map(str, images)
+    )
     assert predicted.returncode == 0, predicted.stderr
     lines = [json.loads(line) for line in predicted.stdout.splitlines() if line.startswith("{")]
     assert sorted(line["image"] for line in lines) == sorted(str(p) for p in images)
@@ -140,8 +185,14 @@ def test_promote_predict_and_pyfunc_use_the_champion(tracked_study: dict[str, ob
         f"m = mlflow.pyfunc.load_model('models:/{MODEL}@champion');"
         "print(np.asarray(m.predict(np.full((3, 32, 32, 3), 128, dtype='float32'))).reshape(-1).size)" % uri
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO.parent),
-                         timeout=300, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO.parent),
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "3"
     assert np.isfinite(threshold)

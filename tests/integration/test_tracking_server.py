@@ -21,9 +21,9 @@ from mlflow import MlflowClient
 
 from clot_hpo.config import EvaluationConfig
 from clot_hpo.evaluate import evaluate_trial
+from clot_hpo.registry import promote
 from clot_hpo.tracking.mlflow_tracker import MlflowTracker
 from clot_hpo.tracking.spool import SpoolReader, SpoolTracker
-from clot_hpo.registry import promote
 from tests.support.cli import run_cli
 from tests.support.mlflow_server import (  # noqa: F401  (pytest fixture)
     MlflowServer,
@@ -47,17 +47,26 @@ def study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
     images = write_images(root / "images", 24, image_size=32, seed=4)
     labels = np.array([i % 2 for i in range(24)])
     manifest = root / "manifest.csv"
-    pd.DataFrame({"path": [str(p) for p in images], "label": labels,
-                  "split": ["train"] * 8 + ["val"] * 8 + ["test"] * 8}).to_csv(manifest, index=False)
+    pd.DataFrame(
+        {
+            "path": [str(p) for p in images],
+            "label": labels,
+            "split": ["train"] * 8 + ["val"] * 8 + ["test"] * 8,
+        }
+    ).to_csv(manifest, index=False)
     pixels = load_image_batch(images, 32)
 
     tracker = MlflowTracker(mlflow_server.uri, experiment_name=STUDY, tries=3, backoff_s=0.2)
     tracker.check_available()
-    parent = tracker.start_study(STUDY, tags={"optuna.storage": "sqlite:///optuna.db"}, objective="val_auc",
-                                 direction="maximize")
-    tracker.log_study_inputs(config={"name": STUDY, "data": {"path": str(root / "images")}},
-                             search_spaces={"tiny_cnn": {"filters": {"type": "int", "low": 4, "high": 8}}},
-                             manifest_path=manifest, dataset_digest="d" * 64)
+    parent = tracker.start_study(
+        STUDY, tags={"optuna.storage": "sqlite:///optuna.db"}, objective="val_auc", direction="maximize"
+    )
+    tracker.log_study_inputs(
+        config={"name": STUDY, "data": {"path": str(root / "images")}},
+        search_spaces={"tiny_cnn": {"filters": {"type": "int", "low": 4, "high": 8}}},
+        manifest_path=manifest,
+        dataset_digest="d" * 64,
+    )
     runs, reports = {}, {}
     for number, state in STATES.items():
         run_id = tracker.start_trial(number)
@@ -67,28 +76,53 @@ def study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
         child.log_params("", {"filters": 4, "learning_rate": 1e-3})
         epochs = 1 if state == "PRUNED" else 3
         for epoch in range(epochs):
-            child.log_epoch("", epoch, {"loss": 0.7 - 0.05 * epoch, "auc": 0.5 + 0.05 * epoch,
-                                        "val_loss": 0.72 - 0.04 * epoch, "val_auc": 0.5 + 0.04 * epoch})
+            child.log_epoch(
+                "",
+                epoch,
+                {
+                    "loss": 0.7 - 0.05 * epoch,
+                    "auc": 0.5 + 0.05 * epoch,
+                    "val_loss": 0.72 - 0.04 * epoch,
+                    "val_auc": 0.5 + 0.04 * epoch,
+                },
+            )
             reader.forward(tracker, run_id)  # live, epoch by epoch, as the search does
         if state == "COMPLETE":
             model = tiny_keras_model(32, seed=number)
             probs = model.predict(pixels, verbose=0).reshape(-1)
-            report = evaluate_trial(labels[8:16], probs[8:16], labels[16:], probs[16:],
-                                    EvaluationConfig(bootstrap_samples=200), seed=number,
-                                    history={"loss": [0.7, 0.65, 0.6], "val_loss": [0.72, 0.68, 0.64]})
-            child.log_evaluation("", metrics=report.metrics, artifacts=report.artifacts,
-                                 figures=report.figures)
+            report = evaluate_trial(
+                labels[8:16],
+                probs[8:16],
+                labels[16:],
+                probs[16:],
+                EvaluationConfig(bootstrap_samples=200),
+                seed=number,
+                history={"loss": [0.7, 0.65, 0.6], "val_loss": [0.72, 0.68, 0.64]},
+            )
+            child.log_evaluation(
+                "", metrics=report.metrics, artifacts=report.artifacts, figures=report.figures
+            )
             child.log_model("", model, image_size=32, threshold=report.threshold)
             reports[number] = report
         reader.forward(tracker, run_id)
-        tracker.end_trial(run_id, state, reason={"PRUNED": "pruned at epoch 1", "FAIL": "injected OOM"}.get(state))
+        tracker.end_trial(
+            run_id, state, reason={"PRUNED": "pruned at epoch 1", "FAIL": "injected OOM"}.get(state)
+        )
         runs[number] = run_id
     trials_csv = root / "trials.csv"
     trials_csv.write_text("number,state\n" + "\n".join(f"{n},{s}" for n, s in STATES.items()) + "\n")
     tracker.log_study_summary(trials_csv, {})
     tracker.end_study()
-    return {"uri": mlflow_server.uri, "root": root, "parent": parent, "runs": runs, "reports": reports, "images": images,
-            "pixels": pixels, "client": MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)}
+    return {
+        "uri": mlflow_server.uri,
+        "root": root,
+        "parent": parent,
+        "runs": runs,
+        "reports": reports,
+        "images": images,
+        "pixels": pixels,
+        "client": MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri),
+    }
 
 
 def test_one_child_run_per_trial_with_matching_statuses(study: dict[str, Any]) -> None:
@@ -107,8 +141,11 @@ def test_one_child_run_per_trial_with_matching_statuses(study: dict[str, Any]) -
     assert parent.info.status == "FINISHED"
     # The study run's headline: its trial counts (the best trial's metrics are checked with promote).
     counts = {state: sum(s == state for s in STATES.values()) for state in ("COMPLETE", "PRUNED", "FAIL")}
-    assert (parent.data.metrics["n_trials_complete"], parent.data.metrics["n_trials_pruned"],
-            parent.data.metrics["n_trials_failed"]) == (counts["COMPLETE"], counts["PRUNED"], counts["FAIL"])
+    assert (
+        parent.data.metrics["n_trials_complete"],
+        parent.data.metrics["n_trials_pruned"],
+        parent.data.metrics["n_trials_failed"],
+    ) == (counts["COMPLETE"], counts["PRUNED"], counts["FAIL"])
     assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
 
 
@@ -127,13 +164,18 @@ def test_epoch_metrics_and_params(study: dict[str, Any]) -> None:
     assert [m.step for m in client.get_metric_history(study["runs"][1], "val_auc")] == [0]
 
 
-def test_test_metrics_match_the_confusion_matrix_and_intervals_hold(study: dict[str, Any], tmp_path: Path) -> None:
+def test_test_metrics_match_the_confusion_matrix_and_intervals_hold(
+    study: dict[str, Any], tmp_path: Path
+) -> None:
     client = study["client"]
     for number, report in study["reports"].items():
         run = client.get_run(study["runs"][number])
         m = run.data.metrics
-        cm = json.loads(Path(client.download_artifacts(run.info.run_id, "confusion_matrix.json", str(tmp_path)))
-                        .read_text())
+        cm = json.loads(
+            Path(
+                client.download_artifacts(run.info.run_id, "confusion_matrix.json", str(tmp_path))
+            ).read_text()
+        )
         tn, fp, fn, tp = cm["tn"], cm["fp"], cm["fn"], cm["tp"]
         assert cm["threshold"] == pytest.approx(m["threshold"])
         assert m["test_accuracy"] == pytest.approx((tp + tn) / (tn + fp + fn + tp))
@@ -151,8 +193,16 @@ def test_test_metrics_match_the_confusion_matrix_and_intervals_hold(study: dict[
 def test_artifacts_are_present(study: dict[str, Any]) -> None:
     client = study["client"]
     trial = {a.path for a in client.list_artifacts(study["runs"][0])}
-    assert {"confusion_matrix.json", "val_confusion_matrix.json", "confusion_matrix.png", "roc_curve.png",
-            "pr_curve.png", "reliability_diagram.png", "training_curves.png", "model.weights.h5"} <= trial
+    assert {
+        "confusion_matrix.json",
+        "val_confusion_matrix.json",
+        "confusion_matrix.png",
+        "roc_curve.png",
+        "pr_curve.png",
+        "reliability_diagram.png",
+        "training_curves.png",
+        "model.weights.h5",
+    } <= trial
     assert not {a.path for a in client.list_artifacts(study["runs"][1])}  # pruned: nothing evaluated
     parent = {a.path for a in client.list_artifacts(study["parent"])}
     assert {"config.yaml", "search_spaces", "data", "trials.csv"} <= parent
@@ -187,15 +237,24 @@ def test_promote_predict_and_pyfunc_through_the_server(study: dict[str, Any]) ->
         assert 0.0 <= r["probability"] <= 1.0 and r["label"] == int(r["probability"] >= threshold)
 
     # A plain Python process that knows nothing of clot-hpo.
-    code = ("import mlflow, numpy as np; "
-            "m = mlflow.pyfunc.load_model('models:/blood-clot-detector@champion'); "
-            "x = np.load('batch.npy'); p = np.asarray(m.predict(x)); "
-            "print(p.size, float(p.min()), float(p.max()))")
+    code = (
+        "import mlflow, numpy as np; "
+        "m = mlflow.pyfunc.load_model('models:/blood-clot-detector@champion'); "
+        "x = np.load('batch.npy'); p = np.asarray(m.predict(x)); "
+        "print(p.size, float(p.min()), float(p.max()))"
+    )
     work = Path(images[0]).parent
     np.save(work / "batch.npy", study["pixels"][:5])
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True,
-                         timeout=300, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     size, low, high = out.stdout.split()[-3:]
     assert int(size) == 5 and 0.0 <= float(low) <= float(high) <= 1.0

@@ -19,13 +19,23 @@ from clot_hpo.tracking.ui_links import experiment_link
 from tests.support.mlflow_server import MlflowServer, mlflow_server  # noqa: F401  (pytest fixture)
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (Debian package `chromium`; "
-                                                     "`make system-deps` installs it)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is missing (Debian package `chromium`; `make system-deps` installs it)",
+    ),
 ]
 
 
@@ -39,15 +49,30 @@ def test_the_ui_lists_the_study_run_and_its_trial_runs(mlflow_server: MlflowServ
         run_id = tracker.start_trial(number)
         tracker.log_epoch(run_id, 0, {"val_auc": 0.5 + number / 10})
         if state == "COMPLETE":
-            tracker.log_evaluation(run_id, metrics={"val_auc": 0.8125, "test_auc": 0.75, "test_auc_ci_low": 0.6,
-                                                    "test_auc_ci_high": 0.875}, artifacts={}, figures={})
-        tracker.end_trial(run_id, state, reason=None if state == "COMPLETE" else f"{state.lower()} on purpose",
-                          attrs={"value": 0.8125} if state == "COMPLETE" else None)
+            tracker.log_evaluation(
+                run_id,
+                metrics={
+                    "val_auc": 0.8125,
+                    "test_auc": 0.75,
+                    "test_auc_ci_low": 0.6,
+                    "test_auc_ci_high": 0.875,
+                },
+                artifacts={},
+                figures={},
+            )
+        tracker.end_trial(
+            run_id,
+            state,
+            reason=None if state == "COMPLETE" else f"{state.lower()} on purpose",
+            attrs={"value": 0.8125} if state == "COMPLETE" else None,
+        )
     tracker.end_study()
     exp_id = tracker.client.get_experiment_by_name("ui-study").experiment_id
     link = experiment_link(mlflow_server.uri, "ui-study", server=mlflow_server.uri)
-    assert link == (f"{mlflow_server.uri}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
-                    "&viewStateShareKey=clot-hpo")
+    assert link == (
+        f"{mlflow_server.uri}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+        "&viewStateShareKey=clot-hpo"
+    )
 
     screenshot = tmp_path / "mlflow-ui.png"
     with sync_playwright() as pw:
@@ -62,7 +87,9 @@ def test_the_ui_lists_the_study_run_and_its_trial_runs(mlflow_server: MlflowServ
                 # Before expanding, the study's row has its best trial's metrics. The grid draws a
                 # row in two parts (the pinned run name, the scrolled columns): read both.
                 index = study_row.get_attribute("row-index")
-                page.locator(f'[role=row][row-index="{index}"]', has_text="0.8125").first.wait_for(timeout=30_000)
+                page.locator(f'[role=row][row-index="{index}"]', has_text="0.8125").first.wait_for(
+                    timeout=30_000
+                )
                 collapsed_row = " ".join(page.locator(f'[role=row][row-index="{index}"]').all_inner_texts())
                 collapsed = page.inner_text("body")
                 # Trial runs are nested under the study run: expand it.
@@ -75,7 +102,9 @@ def test_the_ui_lists_the_study_run_and_its_trial_runs(mlflow_server: MlflowServ
         finally:
             browser.close()
     assert "ui-study" in body
-    assert "GenAI" in collapsed and "Traces" in collapsed  # the view switch and the tab, not the GenAI overview
+    assert (
+        "GenAI" in collapsed and "Traces" in collapsed
+    )  # the view switch and the tab, not the GenAI overview
     for column in ("best_val_auc", "best_test_auc", "best_trial", "n_trials_complete", "n_trials_pruned"):
         assert column in collapsed, column
     # best_val_auc, best_test_auc and its interval, best_trial, completed / pruned / failed.

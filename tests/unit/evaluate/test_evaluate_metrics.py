@@ -71,7 +71,9 @@ def test_wilson_intervals_match_statsmodels() -> None:
     for name, (count, nobs) in expected.items():
         low, high = proportion_confint(count, nobs, alpha=0.1, method="wilson")
         assert (m[f"{name}_ci_low"], m[f"{name}_ci_high"]) == pytest.approx((low, high)), name
-    assert wilson_interval(7, 20, 0.95) == pytest.approx(proportion_confint(7, 20, alpha=0.05, method="wilson"))
+    assert wilson_interval(7, 20, 0.95) == pytest.approx(
+        proportion_confint(7, 20, alpha=0.05, method="wilson")
+    )
 
 
 def test_bootstrap_interval_narrows_with_more_data_and_is_reproducible() -> None:
@@ -167,3 +169,12 @@ def test_expected_calibration_error() -> None:
     assert expected_calibration_error(y, np.clip(p + 0.3, 0, 1)) > 0.2
     # One bin by hand: all scores 0.9, half positive -> |0.5 - 0.9|.
     assert expected_calibration_error([1, 0, 1, 0], [0.9] * 4) == pytest.approx(0.4)
+
+
+def test_wilson_interval_contains_its_estimate_at_zero_and_one() -> None:
+    # statsmodels' Wilson bound for 0/3 is 5.6e-17, not 0: a recall of 0 fell outside its interval.
+    for nobs in range(1, 60):
+        for count in (0, nobs):
+            low, high = wilson_interval(count, nobs)
+            assert low <= count / nobs <= high, (count, nobs)
+    assert wilson_interval(0, 3)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0

@@ -13,8 +13,12 @@ from PIL import Image
 from clot_hpo.config import EvaluationConfig
 from clot_hpo.evaluate import binary_metrics, choose_threshold, confusion_counts, evaluate_trial, make_figures
 
-HISTORY = {"loss": [0.9, 0.6, 0.5], "val_loss": [1.0, 0.7, 0.65], "auc": [0.6, 0.75, 0.8],
-           "val_auc": [0.55, 0.7, 0.72]}
+HISTORY = {
+    "loss": [0.9, 0.6, 0.5],
+    "val_loss": [1.0, 0.7, 0.65],
+    "auc": [0.6, 0.75, 0.8],
+    "val_auc": [0.55, 0.7, 0.72],
+}
 
 
 def _split(n: int, seed: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -36,8 +40,13 @@ def test_make_figures_returns_pictures_without_leaking_pyplot_figures() -> None:
     y, p = _split(60, 0)
     before = plt.get_fignums()
     figs = make_figures(y, p, threshold=0.5, history=HISTORY)
-    assert set(figs) == {"confusion_matrix.png", "roc_curve.png", "pr_curve.png", "reliability_diagram.png",
-                         "training_curves.png"}
+    assert set(figs) == {
+        "confusion_matrix.png",
+        "roc_curve.png",
+        "pr_curve.png",
+        "reliability_diagram.png",
+        "training_curves.png",
+    }
     for name, fig in figs.items():
         assert isinstance(fig, Figure), name
         w, h = _png_size(fig)
@@ -83,7 +92,8 @@ def test_target_sensitivity_rule_from_the_config() -> None:
     report = evaluate_trial(y_val, p_val, None, None, cfg)
     assert report.metrics["val_sensitivity"] >= 0.9
     assert report.threshold == pytest.approx(
-        choose_threshold(y_val, p_val, method="target_sensitivity", target_sensitivity=0.9))
+        choose_threshold(y_val, p_val, method="target_sensitivity", target_sensitivity=0.9)
+    )
 
 
 def test_validation_only_and_the_markdown_table() -> None:
@@ -104,10 +114,18 @@ def test_validation_only_and_the_markdown_table() -> None:
 def test_sample_images_only_when_the_config_asks() -> None:
     y_val, p_val = _split(20, 5)
     images = np.random.default_rng(0).uniform(0, 255, (20, 16, 16, 3)).astype(np.float32)
-    off = evaluate_trial(y_val, p_val, None, None, EvaluationConfig(bootstrap_samples=100), sample_images=images)
+    off = evaluate_trial(
+        y_val, p_val, None, None, EvaluationConfig(bootstrap_samples=100), sample_images=images
+    )
     assert "sample_images.png" not in off.figures
-    on = evaluate_trial(y_val, p_val, None, None, EvaluationConfig(bootstrap_samples=100, log_sample_images=3),
-                        sample_images=images)
+    on = evaluate_trial(
+        y_val,
+        p_val,
+        None,
+        None,
+        EvaluationConfig(bootstrap_samples=100, log_sample_images=3),
+        sample_images=images,
+    )
     assert len(on.figures["sample_images.png"].axes) == 3
 
 

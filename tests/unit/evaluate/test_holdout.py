@@ -10,7 +10,12 @@ import pytest
 
 from clot_hpo.errors import DataError
 from clot_hpo.evaluate import holdout
-from clot_hpo.evaluate.holdout import evaluate_model, load_labelled_folder, predict_image_files, score_image_files
+from clot_hpo.evaluate.holdout import (
+    evaluate_model,
+    load_labelled_folder,
+    predict_image_files,
+    score_image_files,
+)
 from tests.support.mlflow_server import write_images
 
 
@@ -25,8 +30,9 @@ class MeanModel:
         return batch.reshape(len(batch), -1).mean(axis=1, keepdims=True) / 255.0
 
 
-def test_each_image_is_loaded_and_predicted_once_chunk_by_chunk(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_image_is_loaded_and_predicted_once_chunk_by_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(holdout, "PREDICT_CHUNK", 2)
     paths = write_images(tmp_path, 5)
     model = MeanModel()

@@ -31,26 +31,42 @@ NAME = "blood-clot-detector"
 USE = "clot-detector-in-use"  # registered by the fixture for predict/evaluate
 
 
-def _study(uri: str, root: Path, name: str, trials: list[dict[str, Any]], *, objective: str = "val_auc",
-           direction: str | None = "maximize") -> dict[int, str]:
+def _study(
+    uri: str,
+    root: Path,
+    name: str,
+    trials: list[dict[str, Any]],
+    *,
+    objective: str = "val_auc",
+    direction: str | None = "maximize",
+) -> dict[int, str]:
     """A study with one child run per entry: metrics, final state, and a model unless told not to.
 
     The study records ``objective`` and ``direction`` as `clot-hpo search` does (None: a study
     run that recorded no direction, as before clot-hpo recorded it).
     """
-    tracker = MlflowTracker(uri, experiment_name=name, artifact_root=str(root / "artifacts"), tries=2,
-                            backoff_s=0.01)
+    tracker = MlflowTracker(
+        uri, experiment_name=name, artifact_root=str(root / "artifacts"), tries=2, backoff_s=0.01
+    )
     tracker.check_available()
     tracker.start_study(name, objective=objective if direction else None, direction=direction)
-    tracker.log_study_inputs(config={"data": {"path": "data/x"}}, search_spaces={}, manifest_path=None,
-                             dataset_digest=f"digest-of-{name}")
+    tracker.log_study_inputs(
+        config={"data": {"path": "data/x"}},
+        search_spaces={},
+        manifest_path=None,
+        dataset_digest=f"digest-of-{name}",
+    )
     runs = {}
     for number, spec in enumerate(trials):
         run_id = tracker.start_trial(number)
         tracker.log_evaluation(run_id, metrics=spec["metrics"], artifacts={}, figures={})
         if spec.get("model", True):
-            tracker.log_model(run_id, tiny_keras_model(32, seed=spec.get("seed", number)), image_size=32,
-                              threshold=spec["metrics"].get("threshold", 0.5))
+            tracker.log_model(
+                run_id,
+                tiny_keras_model(32, seed=spec.get("seed", number)),
+                image_size=32,
+                threshold=spec["metrics"].get("threshold", 0.5),
+            )
         tracker.end_trial(run_id, spec.get("state", "COMPLETE"))
         runs[number] = run_id
     tracker.end_study()
@@ -61,12 +77,17 @@ def _study(uri: str, root: Path, name: str, trials: list[dict[str, Any]], *, obj
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    runs = _study(uri, root, "study-a", [
-        {"metrics": {"val_auc": 0.70, "val_brier": 0.20, "test_auc": 0.6, "threshold": 0.4}},
-        {"metrics": {"val_auc": 0.90, "val_brier": 0.25, "test_auc": 0.8, "threshold": 0.45}},
-        {"metrics": {"val_auc": 0.99, "threshold": 0.5}, "state": "PRUNED"},  # not finished
-        {"metrics": {"val_auc": 0.98, "threshold": 0.5}, "model": False},  # no model
-    ])
+    runs = _study(
+        uri,
+        root,
+        "study-a",
+        [
+            {"metrics": {"val_auc": 0.70, "val_brier": 0.20, "test_auc": 0.6, "threshold": 0.4}},
+            {"metrics": {"val_auc": 0.90, "val_brier": 0.25, "test_auc": 0.8, "threshold": 0.45}},
+            {"metrics": {"val_auc": 0.99, "threshold": 0.5}, "state": "PRUNED"},  # not finished
+            {"metrics": {"val_auc": 0.98, "threshold": 0.5}, "model": False},  # no model
+        ],
+    )
     # The model that predict/evaluate use, promoted once (the promotion tests use other names).
     promote(uri, "study-a", model_name=USE)
     return {"uri": uri, "root": root, "runs_a": runs}
@@ -131,8 +152,9 @@ def test_a_better_candidate_takes_the_alias_and_lower_is_better_metrics(store: d
     assert str(client.get_model_version_by_alias(name, "champion").version) == result.version
 
     # By Brier score (lower is better) trial 0 of study-a wins, under its own alias.
-    brier = promote(store["uri"], "study-a", model_name=name, metric="val_brier", direction="minimize",
-                    alias="calibrated")
+    brier = promote(
+        store["uri"], "study-a", model_name=name, metric="val_brier", direction="minimize", alias="calibrated"
+    )
     assert brier.run_id == store["runs_a"][0] and brier.alias_moved
 
 
@@ -149,11 +171,18 @@ def test_promote_errors_name_what_is_missing(store: dict[str, Any]) -> None:
 def test_promote_ranks_by_the_direction_the_study_recorded(store: dict[str, Any]) -> None:
     # A minimized objective whose name says nothing about its direction (no "loss" in it):
     # guessing from the name ranked the worst trial first.
-    runs = _study(store["uri"], store["root"], "study-min", [
-        {"metrics": {"val_error": 0.30, "threshold": 0.5}},
-        {"metrics": {"val_error": 0.10, "threshold": 0.5}},
-        {"metrics": {"val_error": 0.20, "threshold": 0.5}},
-    ], objective="val_error", direction="minimize")
+    runs = _study(
+        store["uri"],
+        store["root"],
+        "study-min",
+        [
+            {"metrics": {"val_error": 0.30, "threshold": 0.5}},
+            {"metrics": {"val_error": 0.10, "threshold": 0.5}},
+            {"metrics": {"val_error": 0.20, "threshold": 0.5}},
+        ],
+        objective="val_error",
+        direction="minimize",
+    )
     result = promote(store["uri"], "study-min", model_name="min-scenario", metric="val_error")
     assert result.run_id == runs[1] and result.value == 0.10 and result.direction == "minimize"
     assert "lower is better" in result.message
@@ -167,8 +196,13 @@ def test_promote_without_a_recorded_direction_says_what_to_pass(store: dict[str,
         promote(store["uri"], "study-unrecorded", model_name="unrecorded-scenario")
     with pytest.raises(ConfigError, match="no study recorded a direction for 'val_auc'"):
         promote(store["uri"], "study-unrecorded", model_name="unrecorded-scenario", metric="val_auc")
-    result = promote(store["uri"], "study-unrecorded", model_name="unrecorded-scenario", metric="val_auc",
-                     direction="maximize")
+    result = promote(
+        store["uri"],
+        "study-unrecorded",
+        model_name="unrecorded-scenario",
+        metric="val_auc",
+        direction="maximize",
+    )
     assert result.registered and result.alias_moved
 
 
@@ -176,8 +210,9 @@ def test_threshold_and_image_size_come_from_the_model_metadata(store: dict[str, 
     # With every tag that used to be searched removed (version, run, logged model), the
     # model's own metadata still says how to apply it.
     name = "metadata-scenario"
-    [run_id] = _study(store["uri"], store["root"], "study-metadata",
-                      [{"metrics": {"val_auc": 0.9, "threshold": 0.37}}]).values()
+    [run_id] = _study(
+        store["uri"], store["root"], "study-metadata", [{"metrics": {"val_auc": 0.9, "threshold": 0.37}}]
+    ).values()
     version = promote(store["uri"], "study-metadata", model_name=name).version
     client = MlflowClient(store["uri"], registry_uri=store["uri"])
     model_id = client.get_run(run_id).data.tags["clot_hpo.model_id"]
@@ -185,16 +220,28 @@ def test_threshold_and_image_size_come_from_the_model_metadata(store: dict[str, 
         client.delete_model_version_tag(name, version, key)
         client.delete_tag(run_id, key)
         client.delete_logged_model_tag(model_id, key)
-    for uri in (f"models:/{name}@champion", f"models:/{name}/{version}", f"models:/{model_id}",
-                f"runs:/{run_id}/model"):
+    for uri in (
+        f"models:/{name}@champion",
+        f"models:/{name}/{version}",
+        f"models:/{model_id}",
+        f"runs:/{run_id}/model",
+    ):
         resolved = resolve_model(client, store["uri"], uri)
         assert (resolved.threshold, resolved.image_size) == (0.37, 32), uri
     assert resolve_model(client, store["uri"], f"models:/{name}@champion").run_id == run_id
 
 
-def test_promote_command_prints_what_happened(store: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(tracking_uri=store["uri"], experiment="study-a", model_name="command-scenario",
-                              alias="champion", metric=None, direction=None)
+def test_promote_command_prints_what_happened(
+    store: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = argparse.Namespace(
+        tracking_uri=store["uri"],
+        experiment="study-a",
+        model_name="command-scenario",
+        alias="champion",
+        metric=None,
+        direction=None,
+    )
     assert promote_command(args) == 0
     out = capsys.readouterr().out
     assert "best trial: 1" in out and "alias 'champion'" in out
@@ -213,16 +260,22 @@ def _champion_keras(store: dict[str, Any]) -> Any:
         return mlflow.keras.load_model(f"models:/{USE}@champion")
 
 
-def test_predict_prints_one_json_line_per_image(store: dict[str, Any], tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_prints_one_json_line_per_image(
+    store: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from clot_hpo.data import load_image_batch
 
-    champion = MlflowClient(store["uri"], registry_uri=store["uri"]).get_model_version_by_alias(USE, "champion")
+    champion = MlflowClient(store["uri"], registry_uri=store["uri"]).get_model_version_by_alias(
+        USE, "champion"
+    )
     threshold = float(champion.tags["threshold"])
     folder = write_images(tmp_path / "scans", 3)
     single = write_images(tmp_path / "one", 1, seed=9)[0]
-    args = argparse.Namespace(tracking_uri=store["uri"], model=f"models:/{USE}@champion",
-                              paths=[str(tmp_path / "scans"), str(single)])
+    args = argparse.Namespace(
+        tracking_uri=store["uri"],
+        model=f"models:/{USE}@champion",
+        paths=[str(tmp_path / "scans"), str(single)],
+    )
     assert predict_command(args) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [Path(r["image"]).name for r in lines] == sorted(p.name for p in [*folder, single])
@@ -233,15 +286,17 @@ def test_predict_prints_one_json_line_per_image(store: dict[str, Any], tmp_path:
         assert record["label"] == int(record["probability"] >= threshold)
 
 
-def test_evaluate_prints_the_table_and_json(store: dict[str, Any], tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_prints_the_table_and_json(
+    store: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from clot_hpo.data import load_image_batch
 
     data = tmp_path / "data"
     pos = write_images(data / "positive", 6, seed=1)
     neg = write_images(data / "negative", 6, seed=2)
-    args = argparse.Namespace(tracking_uri=store["uri"], model=f"models:/{USE}@champion", data=str(data),
-                              config=None, json=True)
+    args = argparse.Namespace(
+        tracking_uri=store["uri"], model=f"models:/{USE}@champion", data=str(data), config=None, json=True
+    )
     assert evaluate_command(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 12 and result["threshold"] == 0.45
@@ -258,12 +313,13 @@ def test_evaluate_prints_the_table_and_json(store: dict[str, Any], tmp_path: Pat
     assert evaluate_command(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("| Split | Accuracy | Precision | Recall | Sensitivity | Specificity | AUC")
-    assert json.loads(out[out.index("{"):])["n"] == 12
+    assert json.loads(out[out.index("{") :])["n"] == 12
 
 
 def test_predict_and_evaluate_input_errors(store: dict[str, Any], tmp_path: Path) -> None:
-    args = argparse.Namespace(tracking_uri=store["uri"], model=f"models:/{USE}@champion",
-                              paths=[str(tmp_path / "missing.png")])
+    args = argparse.Namespace(
+        tracking_uri=store["uri"], model=f"models:/{USE}@champion", paths=[str(tmp_path / "missing.png")]
+    )
     with pytest.raises(DataError, match="missing.png"):
         predict_command(args)
     write_images(tmp_path / "ok", 1)
@@ -275,7 +331,9 @@ def test_predict_and_evaluate_input_errors(store: dict[str, Any], tmp_path: Path
         predict_command(args)
 
 
-def test_cli_exit_code_2_names_the_missing_experiment_and_alias(store: dict[str, Any], tmp_path: Path) -> None:
+def test_cli_exit_code_2_names_the_missing_experiment_and_alias(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
     proc = run_cli("promote", "--tracking-uri", store["uri"], "--experiment", "ghost-study")
     assert proc.returncode == 2, proc.stderr
     assert "ghost-study" in proc.stderr and "Traceback" not in proc.stderr

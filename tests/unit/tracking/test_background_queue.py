@@ -14,7 +14,9 @@ from clot_hpo.tracking.background import BackgroundQueue
 def test_calls_run_in_order_off_the_calling_thread() -> None:
     queue, seen = BackgroundQueue(), []
     for i in range(20):
-        queue.submit(f"call {i}", lambda i=i: (time.sleep(0.001 * (i % 3)), seen.append((i, threading.get_ident()))))
+        queue.submit(
+            f"call {i}", lambda i=i: (time.sleep(0.001 * (i % 3)), seen.append((i, threading.get_ident())))
+        )
     queue.close()
     assert [i for i, _ in seen] == list(range(20))
     assert {t for _, t in seen} != {threading.get_ident()}

@@ -29,8 +29,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def _tracker(store: dict[str, Any], name: str, **kwargs: Any) -> MlflowTracker:
-    tracker = MlflowTracker(store["uri"], experiment_name=name, artifact_root=store["artifacts"],
-                            tries=2, backoff_s=0.01, **kwargs)
+    tracker = MlflowTracker(
+        store["uri"],
+        experiment_name=name,
+        artifact_root=store["artifacts"],
+        tries=2,
+        backoff_s=0.01,
+        **kwargs,
+    )
     tracker.check_available()
     return tracker
 
@@ -58,11 +64,18 @@ def test_study_and_trial_runs_with_their_states(store: dict[str, Any]) -> None:
     tracker = _tracker(store, "exp-states")
     parent = tracker.start_study("study-states", tags={"note": "hello"})
     runs = {}
-    for number, state, reason in ((0, "COMPLETE", None), (1, "PRUNED", "pruned at epoch 2"),
-                                  (2, "FAIL", "OOM twice")):
+    for number, state, reason in (
+        (0, "COMPLETE", None),
+        (1, "PRUNED", "pruned at epoch 2"),
+        (2, "FAIL", "OOM twice"),
+    ):
         runs[number] = tracker.start_trial(number, tags={"backbone": "tiny_cnn"})
-        tracker.end_trial(runs[number], state, reason=reason,
-                          attrs={"value": 0.7, "weights_used": "none"} if state == "COMPLETE" else None)
+        tracker.end_trial(
+            runs[number],
+            state,
+            reason=reason,
+            attrs={"value": 0.7, "weights_used": "none"} if state == "COMPLETE" else None,
+        )
     tracker.end_study()
 
     client = _client(store)
@@ -92,22 +105,34 @@ def test_study_and_trial_runs_with_their_states(store: dict[str, Any]) -> None:
 def _headline_study(store: dict[str, Any], name: str, direction: str) -> tuple[MlflowTracker, str]:
     tracker = _tracker(store, name)
     parent = tracker.start_study(name, objective="val_auc", direction=direction)
-    for number, (state, value) in enumerate((("COMPLETE", 0.7), ("COMPLETE", 0.8), ("PRUNED", None),
-                                             ("FAIL", None), ("COMPLETE", 0.8))):
+    for number, (state, value) in enumerate(
+        (("COMPLETE", 0.7), ("COMPLETE", 0.8), ("PRUNED", None), ("FAIL", None), ("COMPLETE", 0.8))
+    ):
         run_id = tracker.start_trial(number)
         if value is not None:
-            tracker.log_evaluation(run_id, metrics={"val_auc": value, "test_auc": value - 0.1,
-                                                    "test_auc_ci_low": value - 0.2, "test_auc_ci_high": value},
-                                   artifacts={}, figures={})
+            tracker.log_evaluation(
+                run_id,
+                metrics={
+                    "val_auc": value,
+                    "test_auc": value - 0.1,
+                    "test_auc_ci_low": value - 0.2,
+                    "test_auc_ci_high": value,
+                },
+                artifacts={},
+                figures={},
+            )
         tracker.end_trial(run_id, state, attrs={"value": value} if value is not None else None)
     return tracker, parent
 
 
 def test_the_study_run_records_its_direction_and_its_best_trial_as_headline_metrics(
-        store: dict[str, Any]) -> None:
+    store: dict[str, Any],
+) -> None:
     tracker, parent = _headline_study(store, "exp-headline", "maximize")
     run = _client(store).get_run(parent)
-    assert run.data.tags["optuna.direction"] == "maximize" and run.data.tags["clot_hpo.objective"] == "val_auc"
+    assert (
+        run.data.tags["optuna.direction"] == "maximize" and run.data.tags["clot_hpo.objective"] == "val_auc"
+    )
     metrics = run.data.metrics
     # Trials 1 and 4 tie at 0.8: the lower number wins, as in Optuna.
     assert metrics["best_val_auc"] == 0.8 and metrics["best_trial"] == 1
@@ -116,9 +141,12 @@ def test_the_study_run_records_its_direction_and_its_best_trial_as_headline_metr
     assert (metrics["n_trials_complete"], metrics["n_trials_pruned"], metrics["n_trials_failed"]) == (3, 1, 1)
 
     # The UI's shared view shows these metrics as columns, best_<objective> first.
-    view = json.loads(_client(store).get_experiment_by_name("exp-headline").tags["mlflow.sharedViewState.clot-hpo"])
+    view = json.loads(
+        _client(store).get_experiment_by_name("exp-headline").tags["mlflow.sharedViewState.clot-hpo"]
+    )
     assert view["columnOrder"][0] == "metrics.`best_val_auc`" and set(view["selectedColumns"]) >= {
-        f"metrics.`{name}`" for name in metrics}
+        f"metrics.`{name}`" for name in metrics
+    }
 
     # A study that minimizes its objective names the lowest value.
     _, parent = _headline_study(store, "exp-headline-min", "minimize")
@@ -158,7 +186,9 @@ def test_resume_reopens_the_study_run_and_the_trial_run(store: dict[str, Any]) -
     assert len(client.search_runs([client.get_experiment_by_name("exp-resume").experiment_id])) == 2
 
 
-def test_epoch_metrics_are_one_batch_per_epoch(store: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_epoch_metrics_are_one_batch_per_epoch(
+    store: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     tracker = _tracker(store, "exp-epochs")
     tracker.start_study("study-epochs")
     run_id = tracker.start_trial(0)
@@ -171,8 +201,16 @@ def test_epoch_metrics_are_one_batch_per_epoch(store: dict[str, Any], monkeypatc
 
     monkeypatch.setattr(tracker.client, "log_batch", counting)
     for epoch in range(3):
-        tracker.log_epoch(run_id, epoch, {"loss": 1.0 / (epoch + 1), "auc": np.float32(0.5 + 0.1 * epoch),
-                                          "val_loss": 1.2 / (epoch + 1), "val_auc": 0.5 + 0.05 * epoch})
+        tracker.log_epoch(
+            run_id,
+            epoch,
+            {
+                "loss": 1.0 / (epoch + 1),
+                "auc": np.float32(0.5 + 0.1 * epoch),
+                "val_loss": 1.2 / (epoch + 1),
+                "val_auc": 0.5 + 0.05 * epoch,
+            },
+        )
     assert calls == [4, 4, 4]
     client = _client(store)
     history = client.get_metric_history(run_id, "val_auc")
@@ -218,15 +256,18 @@ def test_study_inputs_and_summary(store: dict[str, Any], tmp_path: Path) -> None
     tracker = _tracker(store, "exp-inputs")
     parent = tracker.start_study("study-inputs")
     manifest = tmp_path / "split_manifest.csv"
-    pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": [0, 1, 1],
-                  "split": ["train", "val", "test"]}).to_csv(manifest, index=False)
+    pd.DataFrame(
+        {"path": ["a.png", "b.png", "c.png"], "label": [0, 1, 1], "split": ["train", "val", "test"]}
+    ).to_csv(manifest, index=False)
     space_file = tmp_path / "tiny_cnn.yaml"
     space_file.write_text("learning_rate: {type: float, low: 0.0001, high: 0.01, log: true}\n")
     digest = "sha256:" + "ab" * 32
     tracker.log_study_inputs(
         config={"name": "demo", "data": {"path": "data/synthetic"}, "seed": 1},
-        search_spaces={"efficientnet_b1": {"dropout": {"type": "float", "low": 0.1, "high": 0.5}},
-                       "tiny_cnn": space_file},
+        search_spaces={
+            "efficientnet_b1": {"dropout": {"type": "float", "low": 0.1, "high": 0.5}},
+            "tiny_cnn": space_file,
+        },
         manifest_path=manifest,
         dataset_digest=digest,
     )
@@ -243,10 +284,18 @@ def test_study_inputs_and_summary(store: dict[str, Any], tmp_path: Path) -> None
     assert run.data.tags["clot_hpo.dataset_digest"] == digest
     assert client.get_run(child).data.tags["clot_hpo.dataset_digest"] == digest
     top = {a.path for a in client.list_artifacts(parent)}
-    assert {"config.yaml", "search_spaces", "data", "trials.csv", "optimization_history.png",
-            "param_importances.png"} <= top
+    assert {
+        "config.yaml",
+        "search_spaces",
+        "data",
+        "trials.csv",
+        "optimization_history.png",
+        "param_importances.png",
+    } <= top
     assert {a.path for a in client.list_artifacts(parent, "search_spaces")} == {
-        "search_spaces/efficientnet_b1.yaml", "search_spaces/tiny_cnn.yaml"}
+        "search_spaces/efficientnet_b1.yaml",
+        "search_spaces/tiny_cnn.yaml",
+    }
     assert {a.path for a in client.list_artifacts(parent, "data")} == {"data/split_manifest.csv"}
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "synthetic"
@@ -259,8 +308,12 @@ def test_tracking_failures_are_reported_never_raised(caplog: pytest.LogCaptureFi
         assert tracker.start_study("s") == ""
         assert tracker.start_trial(0) == ""
         tracker.log_epoch("0123456789abcdef", 0, {"loss": 1.0})
-        tracker.log_evaluation("0123456789abcdef", metrics={"val_auc": 0.5}, artifacts={"x.json": {}},
-                               figures={"f.png": Figure()})
+        tracker.log_evaluation(
+            "0123456789abcdef",
+            metrics={"val_auc": 0.5},
+            artifacts={"x.json": {}},
+            figures={"f.png": Figure()},
+        )
         tracker.end_trial("0123456789abcdef", "COMPLETE")
         tracker.end_study()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -322,7 +375,10 @@ def test_links_open_the_runs_table_of_the_model_training_view(store: dict[str, A
     _headline_study(store, "exp-links", "maximize")
     exp_id = _client(store).get_experiment_by_name("exp-links").experiment_id
     link = experiment_link(store["uri"], "exp-links", server="http://h:1")
-    assert link == f"http://h:1/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey=clot-hpo"
+    assert (
+        link
+        == f"http://h:1/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey=clot-hpo"
+    )
     assert ("exp-links", link) in study_links(store["uri"], server="http://h:1")
     assert experiment_link(store["uri"], "no-such-experiment") is None
     assert main(["--store", store["uri"], "--experiment", "no-such-experiment"]) == 2

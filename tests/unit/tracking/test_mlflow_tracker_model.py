@@ -20,8 +20,9 @@ from tests.support.mlflow_server import tiny_keras_model
 def logged(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("mlruns-model")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    tracker = MlflowTracker(uri, experiment_name="exp-model", artifact_root=str(root / "artifacts"),
-                            tries=2, backoff_s=0.01)
+    tracker = MlflowTracker(
+        uri, experiment_name="exp-model", artifact_root=str(root / "artifacts"), tries=2, backoff_s=0.01
+    )
     tracker.check_available()
     tracker.start_study("study-model")
     run_id = tracker.start_trial(0)
@@ -70,7 +71,9 @@ def test_pyfunc_returns_one_probability_per_image(logged: dict) -> None:
     out = np.asarray(pyfunc.predict(batch))
     assert out.size == 5 and len(out) == 5
     assert np.all((out >= 0) & (out <= 1))
-    np.testing.assert_allclose(out.reshape(-1), logged["model"].predict(batch, verbose=0).reshape(-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        out.reshape(-1), logged["model"].predict(batch, verbose=0).reshape(-1), rtol=1e-5
+    )
 
 
 def test_global_tracking_uri_is_restored(logged: dict) -> None:
@@ -103,7 +106,9 @@ def test_file_flavor_writes_what_mlflow_keras_writes(logged: dict, tmp_path: Pat
     model.save(keras_file)
     ref, ours = tmp_path / "ref", tmp_path / "ours"
     mlflow.keras.save_model(model, str(ref), signature=signature, pip_requirements=reqs)
-    keras_file_flavor.save_model(str(ours), Model(), model=keras_file, signature=signature, pip_requirements=reqs)
+    keras_file_flavor.save_model(
+        str(ours), Model(), model=keras_file, signature=signature, pip_requirements=reqs
+    )
 
     assert _files(ours) == _files(ref)
     ref_mlmodel, our_mlmodel = (yaml.safe_load((d / "MLmodel").read_text()) for d in (ref, ours))

@@ -83,8 +83,12 @@ def test_figures_travel_pickled_and_are_closed_on_both_sides(tmp_path: Path) -> 
     spool, tracker = SpoolTracker(tmp_path / "s"), RecordingTracker()
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1], label="chance")
-    spool.log_evaluation("", metrics={"val_auc": 0.9}, artifacts={"confusion_matrix.json": {"tp": 3}},
-                         figures={"roc_curve.png": fig})
+    spool.log_evaluation(
+        "",
+        metrics={"val_auc": 0.9},
+        artifacts={"confusion_matrix.json": {"tp": 3}},
+        figures={"roc_curve.png": fig},
+    )
     assert not plt.fignum_exists(fig.number), "the trial process keeps no figure open"
     SpoolReader(spool.folder).forward(tracker, "r")
     [(kind, (run_id, kwargs))] = tracker.calls
@@ -119,4 +123,6 @@ def test_the_spool_is_a_trial_tracker_only() -> None:
     # The trial process records; opening and closing runs is the study process's job, so the
     # spool has no study-side methods at all (it used to inherit NullTracker's no-ops).
     assert issubclass(SpoolTracker, TrialTracker) and not issubclass(SpoolTracker, StudyTracker)
-    assert not any(hasattr(SpoolTracker, name) for name in ("start_study", "start_trial", "end_trial", "end_study"))
+    assert not any(
+        hasattr(SpoolTracker, name) for name in ("start_study", "start_trial", "end_trial", "end_study")
+    )

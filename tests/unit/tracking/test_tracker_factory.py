@@ -31,7 +31,11 @@ def test_mlflow_tracker_from_config_uses_the_config_experiment_first() -> None:
     tracker = tracker_from_config(cfg, experiment_name="study-a")
     assert isinstance(tracker, MlflowTracker)
     assert (tracker.tracking_uri, tracker.experiment_name, tracker.artifact_root, tracker.log_models) == (
-        "sqlite:///x/mlflow.db", "study-a", "x/artifacts", False)
+        "sqlite:///x/mlflow.db",
+        "study-a",
+        "x/artifacts",
+        False,
+    )
     named = tracker_from_config(cfg.model_copy(update={"experiment": "shared"}), experiment_name="study-a")
     assert named.experiment_name == "shared"
 

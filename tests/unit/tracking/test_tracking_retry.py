@@ -33,8 +33,9 @@ def test_giving_up_returns_the_default_and_warns_with_the_uri(caplog: pytest.Log
         raise ConnectionError("connection refused")
 
     with caplog.at_level(logging.WARNING, logger="clot_hpo.tracking"):
-        out = call_with_retry("log epoch 3", down, tries=3, backoff_s=0.001, default="fallback",
-                              where="http://127.0.0.1:9")
+        out = call_with_retry(
+            "log epoch 3", down, tries=3, backoff_s=0.001, default="fallback", where="http://127.0.0.1:9"
+        )
     assert out == "fallback" and len(calls) == 3
     [record] = caplog.records
     assert "log epoch 3" in record.getMessage() and "http://127.0.0.1:9" in record.getMessage()
