@@ -11,15 +11,44 @@ from typing import Any
 from clot_hpo.registry.models import load_keras_model, resolve_model
 from clot_hpo.registry.promotion import promote
 from clot_hpo.tracking.store import open_client
+from clot_hpo.tracking.tags import TAG_TRIAL_NUMBER
 
 
 def promote_command(args: argparse.Namespace) -> int:
     """``clot-hpo promote``: print what happened, one line each."""
-    result = promote(args.tracking_uri, args.experiment, model_name=args.model_name, alias=args.alias,
-                     metric=args.metric, direction=getattr(args, "direction", None))
+    result = promote(
+        args.tracking_uri,
+        args.experiment,
+        model_name=args.model_name,
+        alias=args.alias,
+        metric=args.metric,
+        direction=getattr(args, "direction", None),
+    )
     for line in result.messages:
         print(line)
+    print()
+    print(champion_table(args.tracking_uri, result.model_name, result.alias))
     return 0
+
+
+def champion_table(tracking_uri: str, model_name: str, alias: str) -> str:
+    """The seed's table (with 95% intervals) of the version that holds ``alias`` now.
+
+    Read from its trial's run: validation chose the threshold, the test split was never
+    seen by the search, so the test row is the figure to quote.
+    """
+    from clot_hpo.evaluate import format_table
+
+    client = open_client(tracking_uri)
+    version = client.get_model_version_by_alias(model_name, alias)
+    run = client.get_run(version.run_id)
+    metrics, params = run.data.metrics, run.data.params
+    table = format_table({"Validation": metrics, "Test": metrics},
+                         prefixes={"Validation": "val_", "Test": "test_"})
+    what = f"{params.get('backbone', 'model')}, trial {run.data.tags.get(TAG_TRIAL_NUMBER, '?')}"
+    threshold = metrics.get("threshold")
+    at = f" at threshold {threshold:.3f} (chosen on validation)" if threshold is not None else ""
+    return (f"{model_name}@{alias} is version {version.version} ({what}){at}; 95% intervals:\n{table}")
 
 
 def predict_command(args: argparse.Namespace) -> int:
@@ -29,7 +58,7 @@ def predict_command(args: argparse.Namespace) -> int:
     else 0. Missing paths and non-images are a ``DataError`` (exit 2) naming them. Lines are
     written chunk by chunk, so a big folder shows results while it is still being scored.
     """
-    from clot_hpo.data import list_images
+    from clot_hpo.data.pipeline import list_images
     from clot_hpo.evaluate.holdout import score_image_files
 
     files = list_images(args.paths)  # DataError (exit 2) names missing paths and non-images
@@ -38,14 +67,19 @@ def predict_command(args: argparse.Namespace) -> int:
     model = load_keras_model(args.tracking_uri, resolved)
     for scored in score_image_files(model, files, resolved.image_size):
         for path, prob in scored:
-            line = {"image": str(path), "probability": round(prob, 6), "label": int(prob >= resolved.threshold)}
+            line = {
+                "image": str(path),
+                "probability": round(prob, 6),
+                "label": int(prob >= resolved.threshold),
+            }
             sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
     return 0
 
 
-def evaluate_registered_model(tracking_uri: str, model_uri: str, data: str, *,
-                              config_path: str | None = None) -> dict[str, Any]:
+def evaluate_registered_model(
+    tracking_uri: str, model_uri: str, data: str, *, config_path: str | None = None
+) -> dict[str, Any]:
     """Metrics (with intervals) of a registered model on a labelled dataset folder.
 
     The folder is scanned before the model is loaded, so a bad folder fails fast.
@@ -67,11 +101,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if not args.json:
         title = Path(args.data).name or str(args.data)
         print(format_table({title: result["metrics"]}, counts={title: result["confusion_matrix"]}))
-        print(f"\n{result['model']} (version {result['model_version']}) at threshold "
-              f"{result['threshold']:.3f}; {result['confidence']:.0%} intervals: Wilson for proportions, "
-              "percentile bootstrap for AUC.\n")
+        print(
+            f"\n{result['model']} (version {result['model_version']}) at threshold "
+            f"{result['threshold']:.3f}; {result['confidence']:.0%} intervals: Wilson for proportions, "
+            "percentile bootstrap for AUC.\n"
+        )
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 
 
-__all__ = ["evaluate_command", "evaluate_registered_model", "predict_command", "promote_command"]
+__all__ = ["champion_table", "evaluate_command", "evaluate_registered_model", "predict_command", "promote_command"]
