@@ -8,6 +8,7 @@ training code run under any tuner.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -64,12 +65,42 @@ def train(
     return {k: [float(x) for x in v] for k, v in raw.items()}
 
 
+# Up to this many batches, predictions run eagerly: tracing the forward pass costs as much as
+# ~5-10 eager batches of EfficientNetB1 on a CPU (docs/performance.md); beyond, one trace.
+EAGER_PREDICT_MAX_BATCHES = 8
+
+
 def predict_probabilities(model: keras.Model, data: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and predicted probabilities over a finite ``(images, labels)`` dataset."""
+    """Labels and predicted probabilities over a finite ``(images, labels)`` dataset.
+
+    Few batches run eagerly; more run through one traced function whose batch dimension is
+    left open, so the last, smaller batch does not trace the model again (``model.predict``
+    traces twice when the last batch is partial: Keras calls its function on each batch's
+    tensors, with ``reduce_retracing``). The traced function is kept on the model, so the
+    validation and test splits share one trace.
+    """
+    batches = int(data.cardinality()) if hasattr(data, "cardinality") else -1
+    forward = _traced_forward(model) if batches < 0 or batches > EAGER_PREDICT_MAX_BATCHES else None
     labels, probs = [], []
     for images, y in data:
-        probs.append(np.asarray(model(images, training=False), dtype="float64").reshape(-1))
+        out = forward(images) if forward is not None else model(images, training=False)
+        probs.append(np.asarray(out, dtype="float64").reshape(-1))
         labels.append(np.asarray(y).reshape(-1))
     if not labels:
         return np.zeros(0, dtype=int), np.zeros(0)
     return np.concatenate(labels).astype(int), np.concatenate(probs)
+
+
+def _traced_forward(model: keras.Model) -> Callable[[Any], Any]:
+    """``model(x, training=False)`` as one ``tf.function`` for any batch size, made once per model."""
+    import tensorflow as tf
+
+    forward = _FORWARD.get(model)
+    if forward is None:
+        spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], model.inputs[0].dtype)
+        forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        _FORWARD[model] = forward
+    return forward
+
+
+_FORWARD: weakref.WeakKeyDictionary[keras.Model, Callable[[Any], Any]] = weakref.WeakKeyDictionary()

@@ -1,5 +1,9 @@
 """``tf.data`` input pipelines: decode, resize, cache, batch, prefetch. No augmentation.
 
+Two sources: image files (:func:`make_dataset`, decoding as it goes) and already decoded
+uint8 arrays (:func:`make_array_dataset`, fed by the study's decode cache,
+:mod:`clot_hpo.data.cache`, so that trials do not decode the same files again).
+
 Images come out as float32 pixels in [0, 255] with three channels, whatever the file holds
 (grayscale, RGB, RGBA, 16-bit PNG, JPEG): the backbones rescale inside the model, so a saved
 model takes raw pixels. Augmentation is the model/trial layer's job (Keras preprocessing
@@ -96,11 +100,75 @@ def make_dataset(
     return ds.prefetch(autotune)
 
 
-def load_image_batch(paths: Sequence[str | Path], image_size: int) -> np.ndarray:
-    """Decode and resize images exactly as :func:`make_dataset` does (for predict/evaluate).
+def make_array_dataset(
+    images: np.ndarray,
+    labels: Sequence[float] | np.ndarray,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    rows: Sequence[int] | np.ndarray | None = None,
+    repeat: bool = False,
+) -> tf.data.Dataset:
+    """A batched dataset of ``(images, labels)`` over decoded uint8 images.
+
+    It yields what :func:`make_dataset` yields for the same files, batch for batch: the order
+    is a seeded shuffle of the row numbers, which is the permutation the file-based pipeline
+    draws with the same seed and length. Each batch is gathered from ``images`` in one call, so
+    a memory-mapped cache file is read batch by batch and never copied whole.
+
+    Args:
+        images: uint8 ``(N, S, S, 3)``, e.g. :func:`clot_hpo.data.cache.decoded_images`.
+        labels: one label per image (0/1).
+        batch_size: images per batch (the last batch may be smaller).
+        shuffle: reshuffle every epoch (seeded, so a run is reproducible).
+        seed: shuffle seed.
+        rows: use only these rows of ``images``, in this order (default: all).
+        repeat: repeat forever (use with ``steps_per_epoch``).
 
     Returns:
-        float32 array (N, S, S, 3) with pixels in [0, 255].
+        A ``tf.data.Dataset`` yielding ``images`` float32 (B, S, S, 3) in [0, 255] and
+        ``labels`` float32 (B,).
+    """
+    import tensorflow as tf
+
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 (N, S, S, 3), but got {images.dtype} {images.shape}")
+    targets = np.asarray(labels, dtype=np.float32)
+    if len(targets) != len(images):
+        raise ValueError(f"images and labels must have the same length, but got {len(images)} and {len(targets)}")
+    if batch_size < 1:
+        raise ValueError(f"`batch_size >= 1` must hold, but got {batch_size}")
+    index = np.arange(len(images), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    if len(index) == 0:
+        raise DataError("no images to build a dataset from (the split is empty)")
+    size = int(images.shape[1])
+
+    def gather(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        picked = index[positions]
+        return np.ascontiguousarray(images[picked]), targets[picked]
+
+    def load(positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, y = tf.numpy_function(gather, [positions], (tf.uint8, tf.float32), stateful=False)
+        x.set_shape([None, size, size, 3])
+        y.set_shape([None])
+        return tf.cast(x, tf.float32), y
+
+    ds = tf.data.Dataset.range(len(index))
+    if shuffle:
+        ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def decode_images(paths: Sequence[str | Path], image_size: int) -> np.ndarray:
+    """Decode and resize images exactly as :func:`make_dataset` does, as uint8.
+
+    Returns:
+        uint8 array (N, S, S, 3).
 
     Raises:
         DataError: some files cannot be decoded; the message names them.
@@ -108,7 +176,7 @@ def load_image_batch(paths: Sequence[str | Path], image_size: int) -> np.ndarray
     import tensorflow as tf
 
     if len(paths) == 0:
-        return np.zeros((0, image_size, image_size, 3), dtype=np.float32)
+        return np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
     files = [str(p) for p in paths]
     ds = (
         tf.data.Dataset.from_tensor_slices(tf.constant(files, dtype=tf.string))
@@ -120,7 +188,19 @@ def load_image_batch(paths: Sequence[str | Path], image_size: int) -> np.ndarray
         batches = [b.numpy() for b in ds]
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError) as exc:
         _raise_for_bad_files(files, exc)
-    return np.concatenate(batches).astype(np.float32)
+    return np.concatenate(batches)
+
+
+def load_image_batch(paths: Sequence[str | Path], image_size: int) -> np.ndarray:
+    """Decode and resize images exactly as :func:`make_dataset` does (for predict/evaluate).
+
+    Returns:
+        float32 array (N, S, S, 3) with pixels in [0, 255].
+
+    Raises:
+        DataError: some files cannot be decoded; the message names them.
+    """
+    return decode_images(paths, image_size).astype(np.float32)
 
 
 def _raise_for_bad_files(files: list[str], exc: Exception) -> None:

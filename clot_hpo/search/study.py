@@ -2,7 +2,8 @@
 
 ``run_search`` is the whole of ``clot-hpo search``: it validates everything cheap first
 (config, search spaces, tracking server, data), then asks Optuna for one trial at a time
-and runs each in a fresh child process (:mod:`clot_hpo.search.trial_process`). The budget
+and runs each in a fresh child process (:mod:`clot_hpo.search.trial_process`), started
+while the previous trial trains (:mod:`clot_hpo.search.worker_process`). The budget
 counts COMPLETE and PRUNED trials over the whole study, so rerunning the same command
 resumes it and several workers on one storage share it.
 """
@@ -11,9 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -26,7 +24,6 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
-from clot_hpo.budget.gpu import is_oom_exit
 from clot_hpo.config import ExperimentConfig, save_resolved
 from clot_hpo.errors import ConfigError, FatalError, TrialFailed
 from clot_hpo.search.objectives import Objective, get_objective
@@ -35,6 +32,8 @@ from clot_hpo.search.pruners import create_pruner
 from clot_hpo.search.samplers import create_sampler
 from clot_hpo.search.storage import open_storage, redact_url, retried_from
 from clot_hpo.search.task import TrialOutcome, TrialTask
+from clot_hpo.search.timing import metric_names
+from clot_hpo.search.worker_process import TrialLauncher
 from clot_hpo.tracking.background import BackgroundQueue
 from clot_hpo.tracking.base import Tracker
 from clot_hpo.tracking.spool import SpoolReader
@@ -122,6 +121,18 @@ class _Budget:
         waiting = sum(t.state == TrialState.WAITING for t in trials)
         return waiting == 0 and finished + running >= self.n_trials
 
+    def another_likely(self, trials: list[optuna.trial.FrozenTrial]) -> bool:
+        """Whether a trial is likely to follow the one now running (worth starting its process).
+
+        Only the trial budget can tell for sure; when the time or epoch budget ends the study
+        instead, the process started ahead is discarded unused.
+        """
+        if self.n_trials is None:
+            return True
+        finished = sum(t.state in FINISHED for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        return finished + running < self.n_trials
+
     def epochs_left(self, trials: list[optuna.trial.FrozenTrial], per_trial: int) -> int:
         if self.max_total_epochs is None:
             return per_trial
@@ -141,6 +152,8 @@ class StudyRunner:
         manifest_path: Path,
         out_dir: Path,
         console: Console,
+        data_digest: str = "",
+        prestart: bool = True,
     ) -> None:
         self.config = config
         self.study = study
@@ -149,6 +162,10 @@ class StudyRunner:
         self.manifest_path = manifest_path
         self.out_dir = out_dir
         self.console = console
+        self.data_digest = data_digest
+        # The next trial's process starts while the current one trains; discarded unused at the end.
+        self.launcher = TrialLauncher(out_dir / "workers", prestart=prestart)
+        self._last_outcome_at: float | None = None
         self.objective: Objective = get_objective(config.search.objective)
         self.budget = _Budget(config, time.monotonic())
         self.consecutive_failures = 0
@@ -161,6 +178,12 @@ class StudyRunner:
     # ----- the loop ---------------------------------------------------------------------------
     def run(self) -> str:
         """Run trials until a budget is spent; return which one."""
+        try:
+            return self._run()
+        finally:
+            self.launcher.close()
+
+    def _run(self) -> str:
         with StudyProgress(self.console, self.study, self.objective, self.budget.n_trials) as progress:
             self.progress = progress
             while True:
@@ -293,27 +316,42 @@ class StudyRunner:
             spaces=self.spaces,
             max_epochs=self.budget.epochs_left(trials, self.config.training.epochs),
             result_path=str(self._trial_dir(trial.number) / "outcome.json"),
+            cache_dir=str(self.out_dir / "cache"),
+            data_digest=self.data_digest,
         )
         assert self.progress is not None
         self.progress.start_trial(trial.number)
+        # This process's own time between two trials: telling Optuna, reading the study, asking.
+        handoff = time.time() - self._last_outcome_at if self._last_outcome_at is not None else None
+        start_next = self.budget.another_likely(trials)
 
-        def on_line() -> None:  # the child spools before it prints: forward while it trains
+        def on_line(line: str) -> None:  # the child spools before it prints: forward while it trains
+            self.console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
             self._note_run_id(trial, run)
             if spool is not None:
                 self.uploads.submit(f"log trial {number}'s epochs", self._forward, run, spool)
 
         def finish(state: str, reason: str | None = None, attrs: dict[str, Any] | None = None) -> None:
+            # The phases' timings go to the run as metrics time_<phase>_s.
+            attrs = {**(attrs or {}), **metric_names(timings)}
             self.uploads.submit(f"log and close the run of trial {number}", self._forward_and_end, number,
                                 run, spool, state, reason, attrs)
 
+        timings: dict[str, float] = {}
         try:
-            outcome = self._run_child(task, on_line=on_line)
+            outcome = self.launcher.run(task, self._trial_dir(number), on_line=on_line, start_next=start_next)
             if outcome.state == "FAIL" and outcome.oom:
-                outcome = self._retry_after_oom(task, outcome, trial, on_line=on_line)
+                outcome = self._retry_after_oom(task, outcome, trial, on_line=on_line, start_next=start_next)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted by the user")
             finish("FAIL", "interrupted by the user", {"interrupted": True})
             raise
+        self._last_outcome_at = time.time()
+        timings = dict(outcome.timings)
+        if handoff is not None:
+            timings["time_handoff"] = round(handoff, 3)
+        for key, value in timings.items():
+            trial.set_user_attr(key, value)
         self._note_run_id(trial, run, wait=True)
         trial.set_user_attr("epochs_run", outcome.epochs_run)
         if outcome.batch_size is not None:
@@ -376,8 +414,8 @@ class StudyRunner:
         live = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in earlier)
         return live >= self.budget.n_trials
 
-    def _retry_after_oom(self, task: TrialTask, first: TrialOutcome, trial: optuna.Trial,
-                         on_line: Callable[[], None] | None = None) -> TrialOutcome:
+    def _retry_after_oom(self, task: TrialTask, first: TrialOutcome, trial: optuna.Trial, *,
+                         on_line: Callable[[str], None], start_next: bool) -> TrialOutcome:
         """Runtime OOM: retry once at half the batch with gradient accumulation, else fail."""
         from clot_hpo.budget import BudgetDecision, halve_for_oom
 
@@ -398,7 +436,11 @@ class StudyRunner:
         task.attempt = 1
         task.batch_override, task.accumulation_override = new_batch, accumulation
         task.result_path = str(Path(task.result_path).with_name("outcome.retry.json"))
-        second = self._run_child(task, on_line=on_line)
+        second = self.launcher.run(task, self._trial_dir(task.trial_number), on_line=on_line,
+                                   start_next=start_next)
+        # Both attempts' phases count: the retry's first epoch traces again.
+        for key, value in first.timings.items():
+            second.timings[key] = round(second.timings.get(key, 0.0) + value, 3)
         if second.state == "FAIL" and second.oom:
             second.reason = f"out of memory again at batch {new_batch} after the retry: {second.reason}"
         return second
@@ -407,40 +449,6 @@ class StudyRunner:
         path = self.out_dir / "trials" / f"{number:04d}"
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-    def _run_child(self, task: TrialTask, on_line: Callable[[], None] | None = None) -> TrialOutcome:
-        """Run the task in a fresh interpreter; a dead child becomes a FAIL outcome.
-
-        ``on_line`` is called after each line the child prints.
-        """
-        trial_dir = self._trial_dir(task.trial_number)
-        task_path = task.save(trial_dir / f"task.{task.attempt}.json")
-        Path(task.result_path).unlink(missing_ok=True)
-        stderr_path = trial_dir / f"stderr.{task.attempt}.log"
-        with open(stderr_path, "w", encoding="utf-8") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "clot_hpo.search.trial_process", str(task_path)],
-                stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1,
-            )
-            try:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    self.console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
-                    if on_line is not None:
-                        on_line()
-                returncode = proc.wait()
-            except KeyboardInterrupt:
-                _stop(proc)
-                raise
-        outcome = TrialOutcome.load(task.result_path)
-        if outcome is not None:
-            return outcome
-        return TrialOutcome(
-            state="FAIL",
-            reason=f"trial process {_describe_exit(returncode)} (stderr: {stderr_path})",
-            # The kernel's OOM killer sends SIGKILL; TensorFlow may abort with an OOM message.
-            oom=is_oom_exit(returncode, _tail(stderr_path)),
-        )
 
 
 def _storage_error(exc: BaseException, kind: type[BaseException]) -> Any:
@@ -458,31 +466,6 @@ def _storage_error(exc: BaseException, kind: type[BaseException]) -> Any:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
-
-
-def _tail(path: Path, size: int = 4000) -> str:
-    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-    return text[-size:]
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        hint = " (killed: out of memory?)" if returncode == -signal.SIGKILL else ""
-        return f"died from {name}{hint}"
-    return f"exited with code {returncode} before reporting"
 
 
 def create_or_load_study(config: ExperimentConfig, storage: Any) -> optuna.Study:
@@ -556,10 +539,13 @@ def run_search(
         + (f" · resuming with {resumed} trials on record" if resumed else "")
     )
     runner = StudyRunner(config, study=study, tracker=tracker, spaces=spaces,
-                         manifest_path=manifest_path, out_dir=out_dir, console=console)
+                         manifest_path=manifest_path, out_dir=out_dir, console=console,
+                         data_digest=prepared.digest)
     # Queued like everything else the tracker does from here on: it overlaps the first trial.
     runner.uploads.submit("open the study's run", tracker.start_study, study_name,
-                          tags={"optuna.storage": redact_url(config.search.storage)})
+                          tags={"optuna.storage": redact_url(config.search.storage)},
+                          # Recorded for `promote` and the run's headline: Optuna's own direction.
+                          objective=runner.objective.history_key, direction=study.direction.name.lower())
     runner.uploads.submit(
         "log the study's inputs", tracker.log_study_inputs,
         config=config.model_dump(mode="json"),

@@ -1,7 +1,9 @@
 """What the study process hands a trial's child process, and what it gets back.
 
 Both travel as JSON files: the child is a fresh ``python -m clot_hpo.search.trial_process``
-process, so nothing but these files (and the shared Optuna storage) crosses the boundary.
+process (started ahead of its task, see :mod:`clot_hpo.search.worker_process`), so nothing but
+these files, the task file's path on the child's stdin and the shared Optuna storage crosses
+the boundary.
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ class TrialTask:
     max_epochs: int
     result_path: str
     attempt: int = 0
+    # The study's decode cache (clot_hpo.data.cache; "": decode in memory, no cache) and the
+    # dataset's content digest, part of the cache key.
+    cache_dir: str = ""
+    data_digest: str = ""
+    # time.time() when the study process handed the task over (None: the task was not handed
+    # over by a study process): the trial's clock starts here.
+    handed_at: float | None = None
     # Set on the runtime-OOM retry: the batch the child must use, with accumulation.
     batch_override: int | None = None
     accumulation_override: int | None = None
@@ -56,6 +65,8 @@ class TrialOutcome:
     batch_size: int | None = None
     accumulation_steps: int = 1
     metrics: dict[str, float] = field(default_factory=dict)
+    # time_<phase> -> seconds (clot_hpo.search.timing), as far as the trial got.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
         """Write the outcome as JSON (atomically: a crash never leaves half a file)."""

@@ -1,5 +1,9 @@
 """One trial, in its own process: ``python -m clot_hpo.search.trial_process TASK.json``.
 
+The study process starts it as ``... --wait`` while the previous trial trains
+(:mod:`clot_hpo.search.worker_process`): it imports everything (:func:`preload`), then reads
+its task file's path from stdin, runs that one trial and exits.
+
 A fresh process per trial keeps the study process's memory flat (measured: about 380 MB
 leaked per EfficientNetB1 trial in-process, even with ``keras.backend.clear_session()``;
 see https://github.com/keras-team/keras-tuner/issues/873) and turns a segfault or an
@@ -18,12 +22,15 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 import warnings
-from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from clot_hpo.search.task import TrialOutcome, TrialTask
+from clot_hpo.search.timing import PhaseTimer, process_started_at
 
 log = logging.getLogger("clot_hpo.trial")
 
@@ -47,33 +54,114 @@ def _format_epoch(number: int, epoch: int, epochs: int, logs: dict[str, float], 
     return f"  trial {number} · epoch {epoch + 1}/{epochs} · " + " · ".join(parts) + f" · {seconds:.1f}s"
 
 
-def run_trial(task: TrialTask) -> TrialOutcome:
-    """Run one trial end to end and return how it ended (pruning raises ``TrialPruned``)."""
+def preload() -> None:
+    """Import what every trial needs: most of a trial process's start, done before its task.
+
+    A pre-started process (:mod:`clot_hpo.search.worker_process`) runs this while the previous
+    trial trains. Only imports: devices, seeds and the dtype policy are set per trial, once
+    the task says how.
+    """
+    import keras  # noqa: F401 - imports TensorFlow
+    import matplotlib.pyplot  # noqa: F401 - the evaluation's figures
+    import optuna  # noqa: F401
+    import pandas  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+
+    import clot_hpo.budget  # noqa: F401
+    import clot_hpo.config  # noqa: F401
+    import clot_hpo.data.cache  # noqa: F401
+    import clot_hpo.data.pipeline  # noqa: F401
+    import clot_hpo.evaluate  # noqa: F401
+    import clot_hpo.models.hypermodel  # noqa: F401
+    import clot_hpo.search.hp  # noqa: F401
+    import clot_hpo.search.samplers  # noqa: F401
+    import clot_hpo.search.storage  # noqa: F401
+    import clot_hpo.search_space  # noqa: F401
+    import clot_hpo.tracking.spool  # noqa: F401
+    import clot_hpo.train  # noqa: F401
+
+    _warm_up_keras()
+
+
+def _warm_up_keras() -> None:
+    """Pay Keras' and TensorFlow's first-use costs on a throwaway model, without a GPU only.
+
+    A process's first ``fit`` costs about a second more than its second one (TensorFlow's
+    function and autograph machinery, Keras' data adapters and metrics, oneDNN's start).
+    ``keras.backend.clear_session()`` then drops Keras' global state, its global seed
+    generator among it, so a trial seeded afterwards trains exactly as in a process that
+    never warmed up. With a GPU it is skipped: TensorFlow's device settings
+    (``budget.configure_gpu``) must come before its runtime starts.
+    """
     import keras
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.RandomFlip(), keras.layers.Conv2D(2, 3),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=[keras.metrics.AUC(name="auc")])
+    images = np.zeros((4, 8, 8, 3), dtype=np.float32)
+    data = tf.data.Dataset.from_tensor_slices((images, np.zeros(4, dtype=np.float32))).batch(2)
+    model.fit(data, validation_data=data, epochs=1, verbose=0)
+    model(images, training=False)
+    keras.backend.clear_session()
+
+
+def planned_trainable(*, pretrained: bool, unfreeze_fraction: float, freeze_epochs: int, epochs: int) -> str:
+    """What the VRAM plan trains: ``"head"`` only when a pretrained base stays frozen all trial.
+
+    ``pretrained`` is whether the built backbone got pretrained weights
+    (``ClotHyperModel.pretrained``), not whether they were asked for: offline, ImageNet weights
+    fall back to random initialization, and a random base is trained whole.
+    """
+    frozen_all_along = unfreeze_fraction <= 0 or freeze_epochs >= epochs
+    return "head" if pretrained and frozen_all_along else "all"
+
+
+def plan_budget(config: Any, hypermodel: Any, settings: Any, model: Any, *, budget: Any, epochs: int,
+                mixed_precision: bool) -> tuple[Any, str]:
+    """The trial's VRAM plan, read from the model it will train, and what it plans to train.
+
+    Build first, plan second: the plan then sees the weights the backbone actually got, and
+    the backbone is built once. The batch size, which the plan may change, is no part of the
+    model's graph.
+
+    Returns:
+        The ``budget.BudgetDecision`` and the ``trainable`` mode it was planned for.
+    """
+    from clot_hpo.budget import plan_trial
+    from clot_hpo.budget.estimator import profile_model
+
+    trainable = planned_trainable(
+        pretrained=hypermodel.pretrained, unfreeze_fraction=float(settings["unfreeze_fraction"]),
+        freeze_epochs=settings.freeze_epochs, epochs=epochs,
+    )
+    profile = profile_model(model.get_layer("backbone"), backbone=settings.backbone,
+                            image_size=settings.image_size)
+    decision = plan_trial(
+        backbone=settings.backbone,
+        image_size=settings.image_size,
+        batch_size=settings.batch_size,
+        budget=budget,
+        mixed_precision=mixed_precision,
+        trainable=trainable,
+        optimizer=str(settings["optimizer"]),
+        min_batch_size=config.budget.min_batch_size,
+        profile=profile,
+    )
+    return decision, trainable
+
+
+def _load_trial(task: TrialTask, config: Any, seed: int) -> Any:
+    """The Optuna trial the study process created, opened from this process."""
     import optuna
-    import pandas as pd
 
-    from clot_hpo.budget import configure_gpu, constraint_value, detect_budget, plan_trial
-    from clot_hpo.config import ExperimentConfig
-    from clot_hpo.data.pipeline import make_dataset
-    from clot_hpo.errors import TrialFailed
-    from clot_hpo.evaluate import evaluate_trial
-    from clot_hpo.models.hypermodel import ClotHyperModel
-    from clot_hpo.search.hp import OptunaHyperParameters
-    from clot_hpo.search.objectives import get_objective
     from clot_hpo.search.pruners import create_pruner
-    from clot_hpo.search.samplers import VRAM_CONSTRAINT, create_sampler
+    from clot_hpo.search.samplers import create_sampler
     from clot_hpo.search.storage import open_storage
-    from clot_hpo.search_space import load_search_space
-    from clot_hpo.tracking import NullTracker
-    from clot_hpo.tracking.spool import SpoolTracker
-    from clot_hpo.train import predict_probabilities, train
-
-    config = ExperimentConfig.model_validate(task.config)
-    seed = config.seed + task.trial_number
-    keras.utils.set_random_seed(seed)
-    gpu = configure_gpu(config.budget.mixed_precision)
-    mixed = bool(gpu.mixed_precision)
 
     study = optuna.load_study(
         study_name=task.study_name,
@@ -85,7 +173,39 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     # Optuna wraps RDB storages in a cache that only knows trials it has read; read them all
     # so this process may write params of a trial another process created.
     study.get_trials(deepcopy=False)
-    trial = optuna.trial.Trial(study, task.trial_id)
+    return optuna.trial.Trial(study, task.trial_id)
+
+
+def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialOutcome:
+    """Run one trial end to end and return how it ended (pruning raises ``TrialPruned``).
+
+    ``timer`` receives each phase's wall time (:mod:`clot_hpo.search.timing`).
+    """
+    import keras
+    import optuna
+
+    from clot_hpo.budget import configure_gpu, constraint_value, detect_budget
+    from clot_hpo.config import ExperimentConfig
+    from clot_hpo.data.cache import DecodedSplits
+    from clot_hpo.data.pipeline import make_array_dataset
+    from clot_hpo.errors import TrialFailed
+    from clot_hpo.evaluate import evaluate_trial
+    from clot_hpo.models.hypermodel import ClotHyperModel
+    from clot_hpo.search.hp import OptunaHyperParameters
+    from clot_hpo.search.objectives import get_objective
+    from clot_hpo.search.samplers import VRAM_CONSTRAINT
+    from clot_hpo.search_space import load_search_space
+    from clot_hpo.tracking import NullTracker
+    from clot_hpo.tracking.spool import SpoolTracker
+    from clot_hpo.train import predict_probabilities, train
+
+    timer = timer or PhaseTimer()
+    config = ExperimentConfig.model_validate(task.config)
+    seed = config.seed + task.trial_number
+    keras.utils.set_random_seed(seed)
+    gpu = configure_gpu(config.budget.mixed_precision)
+    mixed = bool(gpu.mixed_precision)
+    trial = _load_trial(task, config, seed)
     hp = OptunaHyperParameters(trial)
     spaces = {name: load_search_space(path) for name, path in task.spaces.items()}
     hypermodel = ClotHyperModel(
@@ -94,34 +214,41 @@ def run_trial(task: TrialTask) -> TrialOutcome:
                             if config.search.objective == "sensitivity_at_specificity" else None),
         seed=seed,
     )
+    hypermodel.jit_compile = config.training.jit_compile
     settings = hypermodel.settings(hp)
     epochs = max(1, min(config.training.epochs, task.max_epochs))
     trial.set_user_attr("backbone", settings.backbone)
+    timer.lap("setup")
 
-    # ----- VRAM budget: size the configuration before a single step runs -----------------
-    # Only a pretrained base is ever frozen (a random one is trained whole): plan for that.
-    pretrained = str(config.training.weights).lower() not in ("none", "") and settings.backbone != "tiny_cnn"
-    head_only = pretrained and (float(settings["unfreeze_fraction"]) <= 0 or settings.freeze_epochs >= epochs)
+    # ----- data: decoded once per image size for the whole study ----------------------------
+    data = DecodedSplits(task.manifest_path, image_size=settings.image_size,
+                         folder=task.cache_dir if config.data.cache and task.cache_dir else None,
+                         data_digest=task.data_digest)
+    images = {split: data.images(split) for split in ("train", "val", "test")}
+    timer.lap("data")
+
+    # ----- the model, then the VRAM budget read from it ---------------------------------------
+    model = hypermodel.build(hp)
+    trial.set_user_attr("weights_used", hypermodel.weights_used)
+    timer.lap("build")
     budget = detect_budget(config.budget)
-    decision = plan_trial(
-        backbone=settings.backbone,
-        image_size=settings.image_size,
-        batch_size=settings.batch_size,
-        budget=budget,
-        mixed_precision=mixed,
-        trainable="head" if head_only else "all",
-        optimizer=str(settings["optimizer"]),
-        min_batch_size=config.budget.min_batch_size,
-    )
+    decision, trainable = plan_budget(config, hypermodel, settings, model, budget=budget, epochs=epochs,
+                                      mixed_precision=mixed)
+    trial.set_user_attr("budget_trainable", trainable)
     trial.set_constraint(VRAM_CONSTRAINT, float(constraint_value(decision)))
     for key, value in decision.to_attrs().items():
         trial.set_user_attr(f"budget_{key}", value)
     trial.set_user_attr("budget_source", budget.describe())
+    timer.lap("vram_estimate")
     if decision.action == "prune":
         raise optuna.TrialPruned(f"VRAM budget: {decision.reason}")
     batch_size = task.batch_override or decision.batch_size
     accumulation = task.accumulation_override or decision.accumulation_steps
-    hypermodel.accumulation_steps = accumulation
+    if accumulation != hypermodel.accumulation_steps:
+        # Only the optimizer changes (it accumulates gradients): recompiling costs no tracing.
+        hypermodel.accumulation_steps = accumulation
+        hypermodel.compile(model, settings)
+        timer.lap("build")
 
     # Never the backend itself: the study process forwards the spool while the next trial trains.
     tracker = SpoolTracker(task.spool_dir) if task.spool_dir else NullTracker()
@@ -138,25 +265,16 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     if fault in ("crash", "segv"):
         os.kill(os.getpid(), signal.SIGKILL if fault == "crash" else signal.SIGSEGV)
 
-    # ----- data ------------------------------------------------------------------------------
-    manifest = pd.read_csv(task.manifest_path)
-    splits = {name: part for name, part in manifest.groupby("split")}
-    train_part = splits["train"]
-    if config.training.max_train_images and len(train_part) > config.training.max_train_images:
-        train_part = train_part.sample(n=config.training.max_train_images, random_state=config.seed)
+    def dataset(split: str, shuffle: bool, rows: Any = None) -> Any:
+        return make_array_dataset(images[split], data.labels(split), batch_size=batch_size,
+                                  shuffle=shuffle, seed=seed, rows=rows)
 
-    def dataset(part: pd.DataFrame, shuffle: bool) -> Any:
-        return make_dataset(
-            list(part["path"]), list(part["label"]), image_size=settings.image_size,
-            batch_size=batch_size, shuffle=shuffle, seed=seed, cache=config.data.cache,
-        )
-
-    train_ds, val_ds = dataset(train_part, True), dataset(splits["val"], False)
-    model = hypermodel.build(hp)
-    trial.set_user_attr("weights_used", hypermodel.weights_used)
+    train_ds = dataset("train", True, data.sample_rows("train", config.training.max_train_images, config.seed))
+    val_ds = dataset("val", False)
     if task.attempt == 0:
         print(f"  trial {task.trial_number} · {settings.backbone} · {settings.image_size}px · batch "
               f"{batch_size}x{accumulation} · weights: {hypermodel.weights_used}", flush=True)
+    timer.lap("data")
 
     # ----- train, reporting every epoch -----------------------------------------------------
     objective = get_objective(config.search.objective)
@@ -165,6 +283,7 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     def on_epoch_end(epoch: int, logs: dict[str, float], seconds: float) -> None:
         nonlocal epochs_run
         epochs_run = epoch + 1
+        timer.lap("first_epoch" if epoch == 0 else "later_epochs")
         # Spooled before the line is printed: the study process forwards the spool on each line.
         tracker.log_epoch("", epoch, logs)
         print(_format_epoch(task.trial_number, epoch, epochs, logs, seconds), flush=True)
@@ -180,6 +299,7 @@ def run_trial(task: TrialTask) -> TrialOutcome:
             raise optuna.TrialPruned(
                 f"pruned at epoch {epoch + 1} with {objective.history_key}={value:.4f}"
             )
+        timer.restart()  # reporting and the pruning check belong to no epoch
 
     try:
         history = train(
@@ -191,19 +311,18 @@ def run_trial(task: TrialTask) -> TrialOutcome:
                             batch_size=batch_size, accumulation_steps=accumulation)
 
     # ----- evaluate on validation (threshold) and test, then log -------------------------------
+    timer.restart()
     y_val, p_val = predict_probabilities(model, val_ds)
-    y_test, p_test = predict_probabilities(model, dataset(splits["test"], False))
+    y_test, p_test = predict_probabilities(model, dataset("test", False))
     samples = None
     # Opt-in: by default no image leaves the machine.
     if tracker.enabled and config.evaluation.log_sample_images:
-        from clot_hpo.data.pipeline import load_image_batch
-
-        samples = load_image_batch(list(splits["val"]["path"][: config.evaluation.log_sample_images]),
-                                   settings.image_size)
+        samples = np.asarray(images["val"][: config.evaluation.log_sample_images], dtype=np.float32)
     report = evaluate_trial(y_val, p_val, y_test, p_test, config.evaluation, history=history, seed=seed,
                             sample_images=samples, figures=tracker.enabled)
     tracker.log_evaluation("", metrics=report.metrics, artifacts=report.artifacts,
                            figures=report.figures)
+    timer.lap("evaluate")
     if config.tracking.log_model:
         # An uncompiled functional copy (same layers and weights): the saved model is for
         # inference and must not carry training metrics that Keras cannot deserialize
@@ -211,6 +330,7 @@ def run_trial(task: TrialTask) -> TrialOutcome:
         inference = keras.Model(model.inputs, model.outputs, name=model.name)
         tracker.log_model("", inference, image_size=settings.image_size,
                           threshold=float(report.metrics["threshold"]))
+        timer.lap("save_model")
     # The exact (scikit-learn) AUC where we have it, so Optuna's best is what `promote` picks;
     # Keras' binned AUC served for the per-epoch pruning reports.
     value = float(report.metrics.get(objective.name, history[objective.history_key][-1])
@@ -224,25 +344,61 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     )
 
 
+def _read_task(argv: list[str], started: float | None, timer: PhaseTimer) -> TrialTask | None:
+    """The task: named in ``argv``, or (``--wait``) read from stdin once preloading is done.
+
+    Returns None when a waiting process's stdin ends without a task (the study process
+    ended, or discarded this process).
+    """
+    if argv and argv[0] == "--wait":
+        preload()
+        ready = time.time()
+        line = sys.stdin.readline().strip()
+        if not line:
+            return None
+        task = TrialTask.load(line)
+        timer.restart(task.handed_at or ready)
+        timer.add("startup", ready - started if started else 0.0)
+        timer.lap("startup_waited")
+        return task
+    if len(argv) != 1:
+        raise SystemExit(f"usage: python -m {__spec__.name if __spec__ else 'clot_hpo.search.trial_process'} "
+                         f"TASK.json | --wait (task path on stdin), but got {argv}")
+    preload()
+    task = TrialTask.load(argv[0])
+    timer.lap("startup")
+    timer.add("startup_waited", timer.seconds["startup"])  # nothing overlapped it
+    return task
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the task file named in ``argv`` and write its outcome; return the exit code."""
+    """Run one trial (``TASK.json``, or ``--wait`` for its path on stdin); return the exit code.
+
+    The outcome, with the phases' timings, is written to the task's ``result_path``.
+    """
     argv = sys.argv[1:] if argv is None else argv
+    started = process_started_at()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.basicConfig(level=logging.WARNING, format="  %(levelname)s %(name)s: %(message)s")
+    # The study process stops us with SIGTERM (Ctrl-C, or a waiting process it no longer
+    # needs); end like a KeyboardInterrupt.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    timer = PhaseTimer(origin=started)
+    try:
+        task = _read_task(argv, started, timer)
+    except KeyboardInterrupt:
+        return 130  # stopped before it had a task: there is no trial to record
+    if task is None:
+        return 0
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    task = TrialTask.load(argv[0])
-    # The study process stops us with SIGTERM on Ctrl-C; end like a KeyboardInterrupt.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        outcome = run_trial(task)
+        outcome = run_trial(task, timer)
     except KeyboardInterrupt:
         outcome = TrialOutcome(state="FAIL", reason="interrupted")
     except Exception as exc:  # noqa: BLE001 - every failure becomes the trial's recorded reason
-        import optuna
-
         if isinstance(exc, optuna.TrialPruned):
             outcome = TrialOutcome(state="PRUNED", reason=str(exc))
         else:
@@ -258,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if os.environ.get("CLOT_HPO_DEBUG"):
                 print(detail, file=sys.stderr)
+    timer.add("total", time.time() - (task.handed_at or timer.origin))
+    outcome.timings = timer.attrs()
     outcome.save(task.result_path)
     return 0
 

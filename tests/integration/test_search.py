@@ -58,6 +58,20 @@ def test_study_completes_and_records_every_active_hyperparameter(sandbox: Path, 
         assert t.user_attrs["weights_used"].startswith("none")
         assert t.user_attrs["budget_action"] == "run"
     assert len({t.params["learning_rate"] for t in trials}) == 3, "each child must sample anew"
+    phases = {"startup", "startup_waited", "setup", "data", "build", "vram_estimate", "first_epoch",
+              "later_epochs", "evaluate", "total"}
+    for t in trials:
+        assert {f"time_{p}" for p in phases} <= set(t.user_attrs), sorted(t.user_attrs)
+        assert t.user_attrs["budget_trainable"] == "all"
+    for t in trials[1:]:
+        # Started while the previous trial trained: the trial waited for part of its start at most.
+        assert t.user_attrs["time_startup_waited"] < t.user_attrs["time_startup"], t.user_attrs
+        assert "time_handoff" in t.user_attrs
+    study_dir = sandbox / "mlruns/studies/t"
+    cached = {p.name.split("-")[0] for p in (study_dir / "cache").glob("*.npy")}
+    assert cached == {"train", "val", "test"}, "decoded once per split and image size"
+    assert list((study_dir / "workers").iterdir()) == [], "no trial process left waiting"
+    assert (study_dir / "trials/0002/stderr.0.log").is_file()
     assert "trial budget spent (3 of 3 trials finished)" in result.stdout
     assert "top trials" in result.stdout
     assert (sandbox / "mlruns/studies/t/config.resolved.yaml").is_file()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clot_hpo.data.pipeline import list_images, load_image_batch, make_dataset
+from clot_hpo.data.pipeline import decode_images, list_images, load_image_batch, make_array_dataset, make_dataset
 from clot_hpo.errors import DataError
 
 
@@ -99,3 +99,35 @@ def test_list_images_recurses_and_filters(tmp_path: Path, pixels, save) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no PNG/JPEG images found"):
         list_images([tmp_path / "empty"])
+
+
+def test_arrays_give_the_batches_the_files_give(tmp_path: Path, pixels, save) -> None:
+    """Decoded once (the study's cache) or as it goes: the same images, labels and order."""
+    files = [save(tmp_path / f"{i}.png", pixels(i, 20)) for i in range(11)]
+    labels = [float(i % 2) for i in range(11)]
+    images = decode_images(files, 12)
+    assert images.dtype == np.uint8 and images.shape == (11, 12, 12, 3)
+    for shuffle in (False, True):
+        from_files = make_dataset(files, labels, image_size=12, batch_size=4, shuffle=shuffle, seed=3, repeat=True)
+        from_arrays = make_array_dataset(images, labels, batch_size=4, shuffle=shuffle, seed=3, repeat=True)
+        for (xf, yf), (xa, ya) in zip(from_files.take(7), from_arrays.take(7)):  # across epochs
+            assert xa.dtype == xf.dtype and xa.shape[1:] == (12, 12, 3)
+            assert np.array_equal(xa.numpy(), xf.numpy()) and np.array_equal(ya.numpy(), yf.numpy())
+
+
+def test_array_rows_select_and_order_a_subset() -> None:
+    images = np.arange(6, dtype=np.uint8).reshape(6, 1, 1, 1).repeat(3, axis=-1)
+    ds = make_array_dataset(images, [0, 1, 0, 1, 0, 1], batch_size=10, shuffle=False, seed=0, rows=[4, 0, 5])
+    (x, y), = list(ds)
+    assert x[:, 0, 0, 0].numpy().tolist() == [4.0, 0.0, 5.0]
+    assert y.numpy().tolist() == [0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize(("images", "labels", "message"), [
+    (np.zeros((2, 4, 4, 3), np.float32), [0, 1], "must be uint8"),
+    (np.zeros((2, 4, 4), np.uint8), [0, 1], "must be uint8"),
+    (np.zeros((2, 4, 4, 3), np.uint8), [0], "same length"),
+])
+def test_array_dataset_states_what_it_needs(images: np.ndarray, labels: list[int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_array_dataset(images, labels, batch_size=2, shuffle=False, seed=0)

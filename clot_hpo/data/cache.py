@@ -1,0 +1,180 @@
+"""Decode once per image size for a whole study: an on-disk cache of uint8 arrays.
+
+Decoding and resizing PNGs is the same work for every trial that uses an image size, so the
+first trial that needs a split at a size writes it as one ``.npy`` file
+(``(N, S, S, 3)`` uint8, in manifest order) and every later trial, in any worker sharing the
+folder, maps it with ``np.load(mmap_mode="r")``: nothing is decoded again, and pages are
+shared between processes through the operating system's page cache.
+
+A file's name carries its key: a digest of the split's rows (path and label, in order), the
+dataset's content digest, the image size and :data:`CACHE_VERSION` (bumped whenever decoding
+changes), so changed data or a changed split never reads a stale file. Two workers that miss
+at once both decode, each into a temporary file that ``os.replace`` then moves into place
+atomically: a reader sees a whole file or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clot_hpo.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# Bump when _decode_resize (clot_hpo.data.pipeline) changes what it produces.
+CACHE_VERSION = 1
+
+
+def cache_key(paths: Sequence[str | Path], labels: Sequence[float] | np.ndarray, *, image_size: int,
+              data_digest: str = "") -> str:
+    """The hex digest that names one split's cache file at one image size."""
+    digest = hashlib.sha256(f"clot-hpo decode cache v{CACHE_VERSION}\n{image_size}\n{data_digest}\n".encode())
+    for path, label in zip(paths, np.asarray(labels).tolist()):
+        digest.update(f"{path}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
+def cache_path(folder: str | Path, split: str, image_size: int, key: str) -> Path:
+    """Where the cache file of ``split`` at ``image_size`` with ``key`` lives."""
+    return Path(folder) / f"{split}-{image_size}px-{key[:20]}.npy"
+
+
+def _open(path: Path, count: int, image_size: int) -> np.ndarray | None:
+    """The memory-mapped array at ``path`` if it is whole and has the expected shape, else None."""
+    try:
+        images = np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # unreadable: rebuilt below, then replaced
+        log.warning("decode cache %s is unreadable (%s); decoding again", path, exc)
+        return None
+    expected = (count, image_size, image_size, 3)
+    if images.shape != expected or images.dtype != np.uint8:
+        log.warning("decode cache %s holds %s %s, expected %s uint8; decoding again",
+                    path, images.dtype, images.shape, expected)
+        return None
+    return images
+
+
+def decoded_images(
+    paths: Sequence[str | Path],
+    labels: Sequence[float] | np.ndarray,
+    *,
+    image_size: int,
+    folder: str | Path | None,
+    split: str,
+    data_digest: str = "",
+) -> np.ndarray:
+    """The split's images as uint8 ``(N, S, S, 3)``, from the cache when it has them.
+
+    Args:
+        paths: the split's image files, in manifest order.
+        labels: their labels (part of the key: a relabelled split is another split).
+        image_size: side S of the square images.
+        folder: the study's cache folder; ``None`` decodes into memory without caching.
+        split: ``train``, ``val`` or ``test`` (names the file).
+        data_digest: the dataset's content digest (``PreparedData.digest``).
+
+    Returns:
+        A read-only memory map of the cache file (an in-memory array when ``folder`` is None).
+
+    Raises:
+        DataError: an image cannot be decoded (the message names it).
+    """
+    from clot_hpo.data.pipeline import decode_images
+
+    if len(paths) != len(labels):
+        raise ValueError(f"paths and labels must have the same length, but got {len(paths)} and {len(labels)}")
+    if folder is None:
+        return decode_images(paths, image_size)
+    path = cache_path(folder, split, image_size, cache_key(paths, labels, image_size=image_size,
+                                                            data_digest=data_digest))
+    cached = _open(path, len(paths), image_size)
+    if cached is not None:
+        return cached
+    images = decode_images(paths, image_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        with open(partial, "wb") as fh:  # a file object: np.save would append ".npy" to a name
+            np.save(fh, images, allow_pickle=False)
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        # A full or read-only disk costs speed, not the trial: train from memory.
+        log.warning("could not write the decode cache %s (%s); using the images from memory", path, exc)
+        return images
+    opened = _open(path, len(paths), image_size)
+    if opened is None:
+        raise DataError(f"{path}: the decode cache just written cannot be read back")
+    return opened
+
+
+class DecodedSplits:
+    """A study's splits, decoded at one image size through the cache (read on first use).
+
+    Args:
+        manifest_path: CSV with ``path``, ``label`` and ``split`` columns (the study's
+            ``trial_manifest.csv``).
+        image_size: side of the square images.
+        folder: the study's cache folder (``None``: decode into memory, no cache).
+        data_digest: the dataset's content digest (part of the cache key).
+    """
+
+    def __init__(self, manifest_path: str | Path, *, image_size: int, folder: str | Path | None,
+                 data_digest: str = "") -> None:
+        import pandas as pd
+
+        frame = pd.read_csv(manifest_path)
+        missing = {"path", "label", "split"} - set(frame.columns)
+        if missing:
+            raise DataError(f"{manifest_path}: a trial manifest needs columns path, label and split, "
+                            f"but {sorted(missing)} are missing")
+        self.image_size = image_size
+        self.folder = folder
+        self.data_digest = data_digest
+        self._parts = {str(name): part.reset_index(drop=True) for name, part in frame.groupby("split")}
+        self._images: dict[str, np.ndarray] = {}
+
+    def paths(self, split: str) -> list[str]:
+        """The split's image files, in manifest order."""
+        return [str(p) for p in self._part(split)["path"]]
+
+    def labels(self, split: str) -> np.ndarray:
+        """The split's labels (float32), in manifest order."""
+        return self._part(split)["label"].to_numpy(dtype=np.float32)
+
+    def images(self, split: str) -> np.ndarray:
+        """The split's uint8 ``(N, S, S, 3)`` images, decoded or read from the cache once."""
+        if split not in self._images:
+            self._images[split] = decoded_images(
+                self.paths(split), self.labels(split), image_size=self.image_size, folder=self.folder,
+                split=split, data_digest=self.data_digest,
+            )
+        return self._images[split]
+
+    def sample_rows(self, split: str, cap: int | None, seed: int) -> np.ndarray | None:
+        """Row numbers of a seeded sample of at most ``cap`` images (None: every row, in order).
+
+        The rows pandas' ``DataFrame.sample(n=cap, random_state=seed)`` picks, in its order.
+        """
+        part = self._part(split)
+        if cap is None or len(part) <= cap:
+            return None
+        return part.sample(n=cap, random_state=seed).index.to_numpy()
+
+    def _part(self, split: str) -> pd.DataFrame:
+        if split not in self._parts:
+            raise DataError(f"the trial manifest has no {split!r} rows (splits: {sorted(self._parts)})")
+        return self._parts[split]
