@@ -135,6 +135,10 @@ class SearchConfig(_Section):
     heartbeat_interval: int = Field(10, ge=1, description="seconds between a running trial's heartbeats")
     grace_period: int | None = Field(None, ge=2, description="seconds without heartbeat before a trial counts as dead (default 3x interval)")
     max_retry: int = Field(1, ge=0, description="times a dead trial's parameters are retried")
+    defaults_first: bool = Field(
+        True, description="a new study's first trials build each search space's defaults (one per "
+        "backbone), as KerasTuner's tuners do; ordinary trials in Optuna, MLflow and the budgets",
+    )
 
     @model_validator(mode="after")
     def _unique_backbones(self) -> SearchConfig:
