@@ -99,41 +99,19 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
 
     def _start_study(self, study_name: str, tags: dict[str, str]) -> str:
         exp_id = self._get_or_create_experiment()
+        study_filter = f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = {quote(study_name)}"
         found = self.client.search_runs(
-            [exp_id],
-            filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = {quote(study_name)}",
-            max_results=1,
-            order_by=["attributes.start_time DESC"],
+            [exp_id], filter_string=study_filter, max_results=1, order_by=["attributes.start_time DESC"]
         )
-        all_tags = {**tags, TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, TAG_OPTUNA_STUDY: study_name}
+        all_tags = {k: str(v)[:MAX_TAG_LENGTH] for k, v in tags.items()}
+        all_tags.update({TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, TAG_OPTUNA_STUDY: study_name})
         if found:
-            run = found[0]
-            run_id = run.info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-            self.client.log_batch(
-                run_id, tags=[entities.RunTag(k, str(v)[:MAX_TAG_LENGTH]) for k, v in all_tags.items()]
-            )
-            self.dataset_digest = self.dataset_digest or run.data.tags.get(TAG_DIGEST)
-            self.objective = self.objective or run.data.tags.get(TAG_OBJECTIVE)
-            self.direction = self.direction or run.data.tags.get(TAG_DIRECTION)
-            log.info(
-                "tracking: resumed study run %s of %r in experiment %r",
-                run_id,
-                study_name,
-                self.experiment_name,
-            )
-            return str(run_id)
-        run = self.client.create_run(
-            exp_id, run_name=study_name, tags={k: str(v)[:MAX_TAG_LENGTH] for k, v in all_tags.items()}
-        )
+            return self._reopen_study(found[0], all_tags)
+        run = self.client.create_run(exp_id, run_name=study_name, tags=all_tags)
         # Workers started together may each have created a parent run: let the others' land,
         # then every worker adopts the earliest and deletes its own duplicate.
         time.sleep(1.0)
-        every = self.client.search_runs(
-            [exp_id],
-            filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = {quote(study_name)}",
-            max_results=100,
-        )
+        every = self.client.search_runs([exp_id], filter_string=study_filter, max_results=100)
         first = min(every, key=lambda r: (r.info.start_time, r.info.run_id), default=run)
         if first.info.run_id != run.info.run_id:
             self.client.delete_run(run.info.run_id)
@@ -146,6 +124,23 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
             self.tracking_uri,
         )
         return str(run.info.run_id)
+
+    def _reopen_study(self, run: Any, tags: dict[str, str]) -> str:
+        """Resume: the parent run is RUNNING again, and what it recorded fills what this process lacks."""
+        run_id = str(run.info.run_id)
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.log_batch(run_id, tags=[entities.RunTag(k, v) for k, v in tags.items()])
+        recorded = run.data.tags
+        self.dataset_digest = self.dataset_digest or recorded.get(TAG_DIGEST)
+        self.objective = self.objective or recorded.get(TAG_OBJECTIVE)
+        self.direction = self.direction or recorded.get(TAG_DIRECTION)
+        log.info(
+            "tracking: resumed study run %s of %r in experiment %r",
+            run_id,
+            tags[TAG_STUDY],
+            self.experiment_name,
+        )
+        return run_id
 
     def log_study_inputs(
         self,
