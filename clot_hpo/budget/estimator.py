@@ -253,15 +253,17 @@ def _layer_calls(model: Any) -> list[tuple[int, int]]:
 def _build_backbone(backbone: str, image_size: int) -> Any:
     """Build the registry's backbone with random weights, on the CPU.
 
-    ``tf.device("/CPU:0")`` keeps the variables off the GPU: in a trial process the estimate
-    runs before training and must not take memory from it.
+    ``keras.device`` keeps the variables off the GPU on any Keras backend (TensorFlow's
+    ``/CPU:0``, JAX's ``cpu:0``): in a trial process the estimate runs before training and
+    must not take memory from it. TensorFlow is not needed (e.g. ``KERAS_BACKEND=jax``).
     """
-    import tensorflow as tf
+    import keras
 
     from clot_hpo.models import create_backbone
 
+    cpu = "/CPU:0" if keras.backend.backend() == "tensorflow" else "cpu:0"
     try:
-        with tf.device("/CPU:0"):
+        with keras.device(cpu):
             return create_backbone(backbone, image_size=image_size, weights=None)
     except ValueError as exc:
         # keras.applications refuses inputs below 32x32 with a ValueError.
