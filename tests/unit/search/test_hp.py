@@ -16,7 +16,15 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from clot_hpo import OptunaHyperParameters as ExportedHP
 from clot_hpo.errors import ConfigError
-from clot_hpo.search.hp import OptunaHyperParameters, optuna_distribution
+from clot_hpo.models.hypermodel import ClotHyperModel
+from clot_hpo.search.defaults import default_trials, enqueue_default_trials
+from clot_hpo.search.hp import OptunaHyperParameters, optuna_distribution, scoped_name
+from clot_hpo.search_space import (
+    SearchSpace,
+    default_search_space_path,
+    load_search_space,
+    parse_search_space,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -87,9 +95,7 @@ class FitOverridingHyperModel(kt.HyperModel):
         return model.fit(*args, batch_size=hp.Choice("batch_size", [4, 8]), **kwargs)
 
 
-def _run_study(
-    objective: Callable[[optuna.Trial], float], n_trials: int = 3, enqueue=()
-) -> optuna.Study:
+def _run_study(objective: Callable[[optuna.Trial], float], n_trials: int = 3, enqueue=()) -> optuna.Study:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7))
     for params in enqueue:
         study.enqueue_trial(params)
@@ -131,9 +137,7 @@ def test_layer_loop_distributions_values_and_rebuild() -> None:
         assert d["activation"] == CategoricalDistribution(["relu", "tanh"])
         assert d["use_dropout"] == CategoricalDistribution([False, True])
         assert d["lr"] == FloatDistribution(1e-4, 1e-2, log=True)
-        assert {k for k in trial.params if k.startswith("units_")} == {
-            f"units_{i}" for i in range(n)
-        }
+        assert {k for k in trial.params if k.startswith("units_")} == {f"units_{i}" for i in range(n)}
         for i in range(n):
             assert d[f"units_{i}"] == IntDistribution(4, 16, step=4)
             assert trial.params[f"units_{i}"] in (4, 8, 12, 16)
@@ -166,9 +170,7 @@ def test_same_name_twice_returns_first_value_without_resuggesting() -> None:
         return 0.0
 
     study = _run_study(objective)
-    for trial, (first, again, other, choice, choice_again, caught) in zip(
-        study.trials, results, strict=True
-    ):
+    for trial, (first, again, other, choice, choice_again, caught) in zip(study.trials, results, strict=True):
         assert first == again == other == trial.params["units"]
         assert choice == choice_again == trial.params["opt"]
         assert trial.distributions["units"] == IntDistribution(4, 64, step=4)
@@ -215,9 +217,7 @@ def test_conditional_scope_matches_kerastuner_semantics() -> None:
         assert trial.distributions[active] == expected
         # Rebuilding needs no value for the inactive branch.
         rebuilt = build_conditional(OptunaHyperParameters.from_params(trial.params))
-        assert [layer.name for layer in rebuilt.layers][1] == (
-            "flat" if branch == "mlp" else "conv"
-        )
+        assert [layer.name for layer in rebuilt.layers][1] == ("flat" if branch == "mlp" else "conv")
     assert branches[:2] == ["mlp", "cnn"]
 
     # Plain KerasTuner agrees: the inactive hp returns None and stays out of values.
@@ -295,9 +295,7 @@ def test_log_step_grid_is_kerastuner_value_set() -> None:
         dist = optuna_distribution(hp_obj)
         expected = sorted(v if isinstance(v, int) else round(v, 9) for v in hp_obj.values)
         got = [c if isinstance(c, int) else round(c, 9) for c in dist.choices]
-        assert got == [
-            int(v) if isinstance(hp_obj, kt.engine.hyperparameters.Int) else v for v in expected
-        ]
+        assert got == [int(v) if isinstance(hp_obj, kt.engine.hyperparameters.Int) else v for v in expected]
 
 
 def test_reverse_log_is_noted_on_the_trial() -> None:
@@ -369,3 +367,171 @@ def test_copy_keeps_sampling_from_the_trial() -> None:
     assert isinstance(clone, OptunaHyperParameters) and clone.get("a") == first
     clone.Int("b", 1, 5)
     assert set(trial.params) == {"a", "b"}
+
+
+# --- scoped redeclarations ---------------------------------------------------------------------
+
+
+def test_scoped_name_lists_every_condition() -> None:
+    hp = kt.HyperParameters()
+    hp.Choice("x", [1, 2, 3])
+    with hp.conditional_scope("x", [1, 3]):
+        hp.Choice("y", ["b", "c"])  # KerasTuner: a parent is declared in its child's outer scope
+        with hp.conditional_scope("y", "b"):
+            hp.Int("a", 0, 1)
+    assert scoped_name("a", hp.space[-1].conditions) == "a[x=1|3,y=b]"
+
+
+def _branchy(hp: kt.HyperParameters) -> Any:
+    """``size`` is a Choice of other values in each branch; only the active branch declares it."""
+    branch = hp.Choice("branch", ["a", "b"])
+    with hp.conditional_scope("branch", [branch]):
+        return hp.Choice("size", [1, 2] if branch == "a" else [3, 4])
+
+
+def test_scoped_name_when_another_worker_records_the_plain_name_meanwhile() -> None:
+    study = optuna.create_study()
+    study.enqueue_trial({"branch": "a"})
+    study.enqueue_trial({"branch": "b"})
+    first, second = study.ask(), study.ask()
+    late = OptunaHyperParameters(second)
+    late.Choice("branch", ["a", "b"])
+    with late.conditional_scope("branch", ["b"]):
+        late.Int("probe", 0, 1)  # reads the study now: no `size` recorded yet
+    _branchy(OptunaHyperParameters(first))  # the other worker records `size` in [1, 2]
+    with late.conditional_scope("branch", ["b"]):
+        size = late.Choice("size", [3, 4])  # Optuna refuses the plain name: scoped instead
+    assert late.optuna_names["size"] == "size[branch=b]"
+    assert second.params["size[branch=b]"] == size == late.get("size")
+    frozen = study._storage.get_trial(second._trial_id)
+    rebuilt = OptunaHyperParameters(frozen)
+    assert _branchy(rebuilt) == size and rebuilt.optuna_names["size"] == "size[branch=b]"
+
+
+def test_unconditional_name_with_another_distribution_is_a_config_error() -> None:
+    study = optuna.create_study()
+    OptunaHyperParameters(study.ask()).Choice("width", [1, 2])
+    with pytest.raises(ConfigError, match=r"'width'.*conditional_scope.*'width\[parent=value\]'"):
+        OptunaHyperParameters(study.ask()).Choice("width", [3, 4])
+
+
+def test_config_keeps_recorded_names_and_needs_no_trial() -> None:
+    study = optuna.create_study()
+    study.enqueue_trial({"branch": "a"})
+    study.enqueue_trial({"branch": "b"})
+    _branchy(OptunaHyperParameters(study.ask()))
+    hp = OptunaHyperParameters(study.ask())
+    size = _branchy(hp)
+    clone = OptunaHyperParameters.from_config(hp.get_config())
+    assert clone.trial is None and clone.optuna_names == {"branch": "branch", "size": "size[branch=b]"}
+    assert _branchy(clone) == size
+    copied = hp.copy()
+    assert copied.trial is hp.trial and copied.recorded_params == hp.recorded_params
+
+
+# --- defaults first ------------------------------------------------------------------------------
+
+
+def test_for_defaults_records_kerastuner_defaults_and_checks_forced_choices() -> None:
+    hp = OptunaHyperParameters.for_defaults()
+    build_layer_loop(hp)
+    plain = kt.HyperParameters()
+    build_layer_loop(plain)
+    assert hp.values == plain.values == hp.recorded_params
+    assert hp.trial is None
+    with pytest.raises(ConfigError, match=r"'activation'.*'gelu'.*not one of its choices"):
+        build_layer_loop(OptunaHyperParameters.for_defaults({"activation": "gelu"}))
+
+
+def _space(backbone: str, **overrides: Any) -> SearchSpace:
+    parameters: dict[str, Any] = {
+        "image_size": {"type": "categorical", "choices": [32, 48], "default": 48},
+        "batch_size": {"type": "categorical", "choices": [16, 32]},
+        "optimizer": {"type": "categorical", "choices": ["adam", "sgd"], "default": "sgd"},
+        "learning_rate": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True, "default": 1.0e-3},
+        "momentum": {
+            "type": "float",
+            "low": 0.8,
+            "high": 0.99,
+            "default": 0.9,
+            "when": {"optimizer": ["sgd"]},
+        },
+        "use_dense": {"type": "bool"},
+        "dense_units": {"type": "int", "low": 16, "high": 64, "step": 16, "when": {"use_dense": [True]}},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.6, "step": 0.1},
+        "freeze_epochs": {"type": "fixed", "value": 0},
+    }
+    parameters.update(overrides)
+    return parse_search_space({"backbone": backbone, "parameters": parameters})
+
+
+def test_default_trials_are_the_declared_defaults_under_the_names_trials_record() -> None:
+    spaces = {
+        "tiny_cnn": _space("tiny_cnn"),
+        "resnet50": _space("resnet50", optimizer={"type": "categorical", "choices": ["adam", "sgd"]}),
+    }
+    single = default_trials({"tiny_cnn": spaces["tiny_cnn"]})
+    assert single == [
+        {
+            "image_size": 48,
+            "batch_size": 16,
+            "optimizer": "sgd",
+            "learning_rate": 1.0e-3,
+            "momentum": 0.9,
+            "use_dense": False,
+            "dropout": 0.0,
+        }
+    ]
+    both = default_trials(spaces)
+    assert [t["backbone"] for t in both] == ["tiny_cnn", "resnet50"]
+    assert both[1] == {
+        "backbone": "resnet50",
+        **{f"resnet50.{k}": v for k, v in single[0].items() if k != "momentum"},
+        "resnet50.optimizer": "adam",
+    }
+    # The same names and values as the adapter records for ClotHyperModel.settings.
+    for one in ({"tiny_cnn": spaces["tiny_cnn"]}, spaces):
+        hypermodel = ClotHyperModel(one, weights="none")
+        for expected in default_trials(one):
+            hp = OptunaHyperParameters.for_defaults(
+                {"backbone": expected.get("backbone")} if len(one) > 1 else {}
+            )
+            hypermodel.settings(hp)
+            assert hp.recorded_params == expected
+
+
+def test_enqueued_default_trials_run_first_and_only_once() -> None:
+    spaces = {"tiny_cnn": _space("tiny_cnn"), "resnet50": _space("resnet50")}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    enqueued = enqueue_default_trials(study, spaces)
+    assert len(enqueued) == 2
+    hypermodel = ClotHyperModel(spaces, weights="none")
+    for expected in enqueued:
+        trial = study.ask()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # every enqueued value fits its distribution
+            settings = hypermodel.settings(OptunaHyperParameters(trial))
+        assert trial.params == expected and settings.backbone == expected["backbone"]
+        study.tell(trial, 0.5)
+    assert enqueue_default_trials(study, spaces) == []  # a resume enqueues nothing
+    sampled = study.ask()
+    hypermodel.settings(OptunaHyperParameters(sampled))
+    assert sampled.params not in enqueued
+
+
+def test_bundled_spaces_give_defaults_their_distributions_contain() -> None:
+    for name in ("tiny_cnn", "quickstart_resnet50", "resnet50", "efficientnet_b1"):
+        space = load_search_space(default_search_space_path(name))
+        study = optuna.create_study()
+        (params,) = enqueue_default_trials(study, {space.backbone: space})
+        trial = study.ask()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Optuna warns when an enqueued value is out of range
+            ClotHyperModel({space.backbone: space}, weights="none").settings(OptunaHyperParameters(trial))
+        assert trial.params == params, name
+
+
+def test_defaults_first_is_on_by_default() -> None:
+    from clot_hpo.config import ExperimentConfig
+
+    assert ExperimentConfig().search.defaults_first is True
