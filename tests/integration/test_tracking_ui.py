@@ -80,15 +80,17 @@ def test_the_ui_lists_the_study_run_and_its_trial_runs(mlflow_server: MlflowServ
         try:
             page = browser.new_page(viewport={"width": 2000, "height": 900})
             # MLflow 3 opens on its GenAI view by default; the link asks for "Model training".
-            page.goto(link, wait_until="networkidle", timeout=60_000)
+            # Not "networkidle": the page keeps polling the runs, and on a loaded machine the
+            # bundle alone can take a minute; the waits below are for what the test reads.
+            page.goto(link, wait_until="load", timeout=120_000)
             try:
                 study_row = page.locator("[role=row]", has_text="ui-study").first
-                study_row.wait_for(timeout=30_000)
+                study_row.wait_for(timeout=120_000)
                 # Before expanding, the study's row has its best trial's metrics. The grid draws a
                 # row in two parts (the pinned run name, the scrolled columns): read both.
                 index = study_row.get_attribute("row-index")
                 page.locator(f'[role=row][row-index="{index}"]', has_text="0.8125").first.wait_for(
-                    timeout=30_000
+                    timeout=60_000
                 )
                 collapsed_row = " ".join(page.locator(f'[role=row][row-index="{index}"]').all_inner_texts())
                 collapsed = page.inner_text("body")
