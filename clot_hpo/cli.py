@@ -101,6 +101,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return evaluate_command(args)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from clot_hpo.serve.commands import serve_command
+
+    return serve_command(args)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from clot_hpo.serve.commands import explain_command
+
+    return explain_command(args)
+
+
 # ----- parser -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``clot-hpo`` command."""
@@ -189,6 +201,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--config", help=config_help.format(" (--model)") + "; its `data` and `evaluation` sections apply")
     p.add_argument("--json", action="store_true", help="print JSON only")
+
+    p = add("serve", _cmd_serve, "the diagnostic web page (probability, decision, Grad-CAM) of a model")
+    p.add_argument("--config", help=config_help.format(" (--model)"))
+    p.add_argument("--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db")
+    p.add_argument("--model", help=model_help)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: the page has no authentication)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image file accepted (413)")
+    p.add_argument("--max-files", type=int, default=16, help="most images per request")
+    p.add_argument("--max-pixels", type=int, default=25_000_000,
+                   help="largest declared width x height accepted, checked before decoding (413 above)")
+
+    p = add("explain", _cmd_explain, "write Grad-CAM overlays of images with a registered model")
+    p.add_argument("--config", help=config_help.format(" (--model)"))
+    p.add_argument("--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db")
+    p.add_argument("--model", help=model_help)
+    p.add_argument("--out", required=True, help="folder for the overlays (<image>.gradcam.png)")
+    p.add_argument("--max-pixels", type=int, default=25_000_000, help="largest width x height accepted")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     return parser
 
 
@@ -203,7 +235,7 @@ def apply_config_defaults(args: argparse.Namespace) -> None:
         ConfigError: the config is invalid, or ``promote`` has neither ``--experiment`` nor
             ``--config``.
     """
-    if args.command not in ("promote", "predict", "evaluate"):
+    if args.command not in ("promote", "predict", "evaluate", "serve", "explain"):
         return
     from clot_hpo.config import TrackingConfig, load_config
 
@@ -243,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["CLOT_HPO_DEBUG"] = "1"
     try:
         apply_config_defaults(args)
-        if args.command in ("predict", "evaluate", "estimate-vram") and not debug:
+        if args.command in ("predict", "evaluate", "estimate-vram", "serve", "explain") and not debug:
             _import_tensorflow_quietly()
         return int(args.func(args) or 0)
     except ClotHpoError as exc:

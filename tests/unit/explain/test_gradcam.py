@@ -69,8 +69,11 @@ def trained() -> keras.Model:
 def _corner_positives() -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Four positives, the square in a different quadrant each."""
     places = [(4, 4), (4, SIZE - SQUARE - 4), (SIZE - SQUARE - 4, 4), (SIZE - SQUARE - 4, SIZE - SQUARE - 4)]
-    x = plant(_background(np.random.default_rng(7), 4), np.array([p[0] for p in places]),
-              np.array([p[1] for p in places]))
+    x = plant(
+        _background(np.random.default_rng(7), 4),
+        np.array([p[0] for p in places]),
+        np.array([p[1] for p in places]),
+    )
     return x, places
 
 
@@ -113,7 +116,8 @@ def test_a_map_follows_the_planted_object(trained: keras.Model) -> None:
         inside[r : r + SQUARE, c : c + SQUARE] = True
         peak = np.unravel_index(np.argmax(full), full.shape)
         # The peak lies on (or within a map cell of) the square, and the square is far hotter.
-        assert abs(peak[0] - (r + SQUARE / 2)) <= SQUARE and abs(peak[1] - (c + SQUARE / 2)) <= SQUARE, (k, peak)
+        centre = (r + SQUARE / 2, c + SQUARE / 2)
+        assert abs(peak[0] - centre[0]) <= SQUARE and abs(peak[1] - centre[1]) <= SQUARE, (k, peak)
         assert full[inside].mean() > 3 * full[~inside].mean(), k
 
 

@@ -1,0 +1,101 @@
+"""The ``serve`` and ``explain`` commands (argument parsing is in ``cli.py``).
+
+``explain`` lives here rather than in :mod:`clot_hpo.explain`: it resolves a registered
+model through the registry, and explain/ sits below the registry (the trial process,
+beside the registry, draws its failure gallery with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from clot_hpo.errors import ConfigError
+
+log = logging.getLogger("clot_hpo.serve")
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """``clot-hpo serve``: load the model once, then serve the page until interrupted."""
+    import uvicorn
+
+    from clot_hpo.serve.app import Limits, create_app
+    from clot_hpo.serve.service import load_service
+
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be between 1 and 65535, but got {args.port}")
+    if args.host not in LOCAL_HOSTS:
+        print(
+            f"clot-hpo: warning: serving on {args.host}: the page has no authentication; anyone who can "
+            "reach this address can upload images and use the model",
+            file=sys.stderr,
+        )
+    limits = Limits(
+        max_file_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_files=args.max_files,
+        max_pixels=args.max_pixels,
+    )
+    service = load_service(args.tracking_uri, args.model)  # ConfigError (exit 2) when unresolvable
+    info = service.info
+    version = f"version {info.version}" if info.version else info.run_id
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(
+        f"Serving {info.uri} ({version}, {info.backbone or 'backbone unknown'}, {info.image_size} px, "
+        f"threshold {info.threshold:.3f})"
+    )
+    print(f"Open http://{host}:{args.port}/  (Ctrl-C stops it)", flush=True)
+    uvicorn.run(
+        create_app(service, limits), host=args.host, port=args.port, log_level="warning", access_log=False
+    )
+    return 0
+
+
+def explain_command(args: argparse.Namespace) -> int:
+    """``clot-hpo explain``: write a Grad-CAM overlay per image, print one JSON line each.
+
+    Lines are ``{"image", "probability", "label", "overlay"}``; the overlay is
+    ``OUT/<image stem>.gradcam.png`` (a number is added when two images share a stem).
+    """
+    from clot_hpo.data.pipeline import list_images
+    from clot_hpo.explain import GradCam, overlay, png_bytes
+    from clot_hpo.registry.models import load_keras_model, resolve_model
+    from clot_hpo.serve.images import ImageRejected, decode_image_bytes, display_pixels
+    from clot_hpo.tracking.store import open_client
+
+    files = list_images(args.paths)  # DataError (exit 2) names missing paths and non-images
+    out = Path(args.out)
+    resolved = resolve_model(open_client(args.tracking_uri), args.tracking_uri, args.model)
+    cam = GradCam(load_keras_model(args.tracking_uri, resolved))
+    out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for path in files:
+        try:
+            image = decode_image_bytes(
+                path.read_bytes(), str(path), resolved.image_size, max_pixels=args.max_pixels
+            )
+        except ImageRejected as exc:
+            raise ConfigError(exc.message) from None
+        probs, maps = cam(image.model_input[None])
+        name, n = f"{path.stem}.gradcam.png", 1
+        while name in used:
+            n += 1
+            name = f"{path.stem}-{n}.gradcam.png"
+        used.add(name)
+        (out / name).write_bytes(png_bytes(overlay(display_pixels(image.pixels), maps[0])))
+        line = {
+            "image": str(path),
+            "probability": round(float(probs[0]), 6),
+            "label": int(probs[0] >= resolved.threshold),
+            "overlay": str(out / name),
+        }
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+__all__ = ["explain_command", "serve_command"]

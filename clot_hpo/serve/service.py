@@ -1,0 +1,175 @@
+"""The served model: loaded once through the registry, with what the page says about it.
+
+:class:`ModelService` holds the Keras model, its Grad-CAM and its metadata (name, version,
+alias, backbone, input size, threshold, test AUC with its interval, model card). Both the
+forward pass and Grad-CAM are traced once at load (a warm-up call), so the first request
+costs what every other one does.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clot_hpo.explain import GradCam, overlay, png_bytes
+from clot_hpo.registry.models import load_keras_model, resolve_model
+from clot_hpo.serve.images import DecodedImage, display_pixels
+from clot_hpo.tracking.store import MlflowException, open_client
+from clot_hpo.tracking.tags import TAG_TRIAL_NUMBER
+from clot_hpo.util import finite_float, first_line
+
+log = logging.getLogger("clot_hpo.serve")
+
+MODEL_CARD_ARTIFACT = "model_card.md"  # on the version's run, when the report wrote one
+_ALIAS = re.compile(r"^models:/[^/@]+@(?P<alias>[^/]+)/?$")
+
+
+@dataclass
+class ModelInfo:
+    """What the page and ``GET /api/model`` say about the served model."""
+
+    uri: str
+    name: str | None
+    version: str | None
+    alias: str | None
+    run_id: str | None
+    backbone: str | None
+    image_size: int
+    threshold: float
+    test_auc: float | None
+    test_auc_ci_low: float | None
+    test_auc_ci_high: float | None
+    trial: str | None
+    has_model_card: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+@dataclass
+class Scored:
+    """One image scored: probability, decision, time spent on it."""
+
+    filename: str
+    probability: float
+    label: int
+    ms: float
+
+
+class ModelService:
+    """A loaded model: probabilities and Grad-CAM overlays of decoded images.
+
+    Args:
+        model: the Keras model (raw [0, 255] float32 pixels in, probability out).
+        info: its metadata.
+        model_card: the model card's Markdown, when there is one.
+    """
+
+    def __init__(self, model: Any, info: ModelInfo, model_card: str | None = None) -> None:
+        import tensorflow as tf
+
+        self.model = model
+        self.info = info
+        self.model_card = model_card
+        self.cam = GradCam(model)
+        size = info.image_size
+        spec = tf.TensorSpec((None, size, size, 3), tf.float32)
+        # One traced graph for every batch size: Keras' predict() costs tens of ms per call.
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        blank = np.zeros((1, size, size, 3), np.float32)
+        self.probabilities(blank)  # warm-up: trace both graphs before the first request
+        self.cam(blank)
+
+    @property
+    def threshold(self) -> float:
+        """The model's validated decision threshold (``p >= threshold`` is a clot)."""
+        return self.info.threshold
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Positive-class probabilities of ``(N, S, S, 3)`` raw float32 pixels."""
+        out = np.asarray(self._forward(np.asarray(batch, dtype=np.float32)), dtype=np.float64)
+        return out.reshape(len(batch), -1)[:, 0]
+
+    def score(self, images: list[DecodedImage], decode_ms: list[float]) -> list[Scored]:
+        """Score decoded images in one batch; each one's time is its decode plus its share of the batch."""
+        start = time.perf_counter()
+        probs = self.probabilities(np.stack([image.model_input for image in images]))
+        share = (time.perf_counter() - start) * 1000 / len(images)
+        return [
+            Scored(image.filename, float(p), int(p >= self.threshold), round(ms + share, 2))
+            for image, p, ms in zip(images, probs, decode_ms, strict=True)
+        ]
+
+    def explain(self, image: DecodedImage) -> tuple[bytes, float]:
+        """The Grad-CAM overlay of one image as PNG bytes, and its probability."""
+        probs, maps = self.cam(image.model_input[None])
+        return png_bytes(overlay(display_pixels(image.pixels), maps[0])), float(probs[0])
+
+
+def _run_details(client: Any, run_id: str | None) -> tuple[dict[str, Any], str | None]:
+    """Backbone, test AUC and interval, trial number of the model's run; its model card."""
+    if not run_id:
+        return {}, None
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        log.warning(
+            "the model's run %s cannot be read (%s): the page shows less about it", run_id, first_line(exc)
+        )
+        return {}, None
+    metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+    details = {
+        "backbone": params.get("backbone"),
+        "test_auc": finite_float(metrics.get("test_auc")),
+        "test_auc_ci_low": finite_float(metrics.get("test_auc_ci_low")),
+        "test_auc_ci_high": finite_float(metrics.get("test_auc_ci_high")),
+        "trial": tags.get(TAG_TRIAL_NUMBER),
+    }
+    card = None
+    try:
+        names = {item.path for item in client.list_artifacts(run_id)}
+        if MODEL_CARD_ARTIFACT in names:
+            card = client.download_artifacts(run_id, MODEL_CARD_ARTIFACT)
+    except (MlflowException, OSError) as exc:
+        log.warning("the model card of run %s cannot be read (%s)", run_id, first_line(exc))
+    text = Path(card).read_text(encoding="utf-8", errors="replace") if card else None
+    return details, text
+
+
+def load_service(tracking_uri: str, model_uri: str) -> ModelService:
+    """Resolve ``model_uri`` through the registry, load it once, read its metadata.
+
+    Raises:
+        ConfigError: the model URI cannot be resolved (the registry's message says why).
+    """
+    client = open_client(tracking_uri)
+    resolved = resolve_model(client, tracking_uri, model_uri)
+    model = load_keras_model(tracking_uri, resolved)
+    details, card = _run_details(client, resolved.run_id)
+    alias = _ALIAS.match(model_uri)
+    info = ModelInfo(
+        uri=model_uri,
+        name=resolved.name,
+        version=resolved.version,
+        alias=alias["alias"] if alias else None,
+        run_id=resolved.run_id,
+        backbone=details.get("backbone"),
+        image_size=resolved.image_size,
+        threshold=resolved.threshold,
+        test_auc=details.get("test_auc"),
+        test_auc_ci_low=details.get("test_auc_ci_low"),
+        test_auc_ci_high=details.get("test_auc_ci_high"),
+        trial=details.get("trial"),
+        has_model_card=card is not None,
+    )
+    return ModelService(model, info, card)
+
+
+__all__ = ["MODEL_CARD_ARTIFACT", "ModelInfo", "ModelService", "Scored", "load_service"]

@@ -1,0 +1,122 @@
+"""A small champion model, built and registered the way the product does it, and the page's app.
+
+:func:`register_tiny_champion` trains the product's ``ClotHyperModel`` with the ``tiny_cnn``
+backbone at 32 px on a synthetic set for a few epochs, logs it as a trial of a study with
+:class:`MlflowTracker` (params, test metrics with an interval, the model, a model card) into
+a temporary SQLite store, and promotes it to ``blood-clot-detector@champion``: what
+``make demo`` leaves behind, in seconds.
+
+:func:`running_app` serves an application with uvicorn on a free loopback port in a thread
+of the test process; the fixture stops it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.support.mlflow_server import free_port
+
+IMAGE_SIZE = 32
+MODEL_CARD = "# blood-clot-detector\n\nA test model trained on synthetic images. <script>alert(1)</script>\n"
+
+
+@dataclass
+class Champion:
+    """A registered champion in a SQLite store, and images to send it."""
+
+    tracking_uri: str
+    model_uri: str
+    data: Path  # synthetic images, Kaggle layout (positive/, negative/)
+    test_auc: float
+
+    @property
+    def positive(self) -> Path:
+        return sorted((self.data / "positive").glob("*.png"))[0]
+
+    @property
+    def negative(self) -> Path:
+        return sorted((self.data / "negative").glob("*.png"))[0]
+
+
+class _Space:
+    def sample(self, hp: Any, prefix: str = "") -> dict[str, Any]:
+        return {"image_size": IMAGE_SIZE, "aug_flip": False, "dropout": 0.0, "learning_rate": 3e-3}
+
+
+def register_tiny_champion(root: Path, *, epochs: int = 12, n_per_class: int = 60) -> Champion:
+    """Train, log and promote a tiny CNN under ``root`` (store ``root/mlflow.db``)."""
+    import keras
+    import keras_tuner
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from clot_hpo.data.pipeline import load_image_batch
+    from clot_hpo.data.synthetic import make_synthetic
+    from clot_hpo.models.hypermodel import ClotHyperModel
+    from clot_hpo.registry import promote
+    from clot_hpo.tracking.mlflow_tracker import MlflowTracker
+
+    data = make_synthetic(root / "data", n_per_class=n_per_class, image_size=IMAGE_SIZE, seed=5)
+    paths = sorted((data / "positive").glob("*.png")) + sorted((data / "negative").glob("*.png"))
+    x = load_image_batch(paths, IMAGE_SIZE)
+    y = np.r_[np.ones(n_per_class), np.zeros(n_per_class)].astype(np.float32)
+    keras.utils.set_random_seed(0)
+    hypermodel = ClotHyperModel({"tiny_cnn": _Space()}, weights="none", seed=0)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    hypermodel.fit(hp, model, x, y, epochs=epochs, batch_size=16, shuffle=True, verbose=0)
+    probs = model.predict(x, verbose=0)[:, 0]
+    auc = float(roc_auc_score(y, probs))
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracker = MlflowTracker(
+        uri, experiment_name="serve-study", artifact_root=str(root / "artifacts"), tries=2, backoff_s=0.01
+    )
+    tracker.check_available()
+    tracker.start_study("serve-study", objective="val_auc", direction="maximize")
+    run_id = tracker.start_trial(0)
+    tracker.log_params(run_id, {"backbone": "tiny_cnn", "image_size": IMAGE_SIZE})
+    metrics = {
+        "val_auc": auc,
+        "test_auc": auc,
+        "test_auc_ci_low": max(0.0, auc - 0.1),
+        "test_auc_ci_high": min(1.0, auc + 0.05),
+        "threshold": 0.5,
+    }
+    tracker.log_evaluation(run_id, metrics=metrics, artifacts={}, figures={})
+    inference = keras.Model(model.inputs, model.outputs, name=model.name)
+    tracker.log_model(run_id, inference, image_size=IMAGE_SIZE, threshold=0.5)
+    tracker.client.log_text(run_id, MODEL_CARD, "model_card.md")
+    tracker.end_trial(run_id, "COMPLETE")
+    tracker.end_study()
+    promote(uri, "serve-study")
+    return Champion(
+        tracking_uri=uri, model_uri="models:/blood-clot-detector@champion", data=data, test_auc=auc
+    )
+
+
+@contextmanager
+def running_app(app: Any) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port) for the block; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
