@@ -41,14 +41,17 @@ def champion_table(tracking_uri: str, model_name: str, alias: str) -> str:
 
     client = open_client(tracking_uri)
     version = client.get_model_version_by_alias(model_name, alias)
+    if not version.run_id:  # registered from a bare model: no run holds its metrics
+        return f"{model_name}@{alias} is version {version.version} (no run: no metrics to show)"
     run = client.get_run(version.run_id)
     metrics, params = run.data.metrics, run.data.params
-    table = format_table({"Validation": metrics, "Test": metrics},
-                         prefixes={"Validation": "val_", "Test": "test_"})
+    table = format_table(
+        {"Validation": metrics, "Test": metrics}, prefixes={"Validation": "val_", "Test": "test_"}
+    )
     what = f"{params.get('backbone', 'model')}, trial {run.data.tags.get(TAG_TRIAL_NUMBER, '?')}"
     threshold = metrics.get("threshold")
     at = f" at threshold {threshold:.3f} (chosen on validation)" if threshold is not None else ""
-    return (f"{model_name}@{alias} is version {version.version} ({what}){at}; 95% intervals:\n{table}")
+    return f"{model_name}@{alias} is version {version.version} ({what}){at}; 95% intervals:\n{table}"
 
 
 def predict_command(args: argparse.Namespace) -> int:
@@ -110,4 +113,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["champion_table", "evaluate_command", "evaluate_registered_model", "predict_command", "promote_command"]
+__all__ = [
+    "champion_table",
+    "evaluate_command",
+    "evaluate_registered_model",
+    "predict_command",
+    "promote_command",
+]
