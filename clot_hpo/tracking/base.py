@@ -163,7 +163,7 @@ class NullStudyTracker(StudyTracker):
     def check_available(self) -> None:  # noqa: D102
         return None
 
-    def start_study(
+    def start_study(  # noqa: D102
         self,
         study_name: str,
         *,
