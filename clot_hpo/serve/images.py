@@ -62,7 +62,11 @@ def decode_image_bytes(
         raise ImageRejected(
             413, f"{filename}: images may have at most {max_pixels:,} pixels ({exc})"
         ) from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except UnidentifiedImageError:  # its message names an in-memory buffer, not the file
+        raise ImageRejected(
+            400, f"{filename}: not an image file that can be decoded (no image format recognized)"
+        ) from None
+    except (OSError, ValueError) as exc:
         raise ImageRejected(400, f"{filename}: not an image file that can be decoded ({exc})") from None
     if width * height > max_pixels:
         raise ImageRejected(

@@ -45,12 +45,26 @@ class Champion:
 
 
 class _Space:
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+
     def sample(self, hp: Any, prefix: str = "") -> dict[str, Any]:
-        return {"image_size": IMAGE_SIZE, "aug_flip": False, "dropout": 0.0, "learning_rate": 3e-3}
+        return {"image_size": self.image_size, "aug_flip": False, "dropout": 0.0, "learning_rate": 3e-3}
 
 
-def register_tiny_champion(root: Path, *, epochs: int = 12, n_per_class: int = 60) -> Champion:
-    """Train, log and promote a tiny CNN under ``root`` (store ``root/mlflow.db``)."""
+def register_tiny_champion(
+    root: Path,
+    *,
+    epochs: int = 12,
+    n_per_class: int = 60,
+    backbone: str = "tiny_cnn",
+    image_size: int = IMAGE_SIZE,
+) -> Champion:
+    """Train, log and promote a model under ``root`` (store ``root/mlflow.db``).
+
+    The tiny CNN at 32 px by default; the benchmark builds the demo's backbones at 48 px
+    (``epochs=0`` registers the untrained model: latency does not depend on the weights).
+    """
     import keras
     import keras_tuner
     import numpy as np
@@ -62,15 +76,16 @@ def register_tiny_champion(root: Path, *, epochs: int = 12, n_per_class: int = 6
     from clot_hpo.registry import promote
     from clot_hpo.tracking.mlflow_tracker import MlflowTracker
 
-    data = make_synthetic(root / "data", n_per_class=n_per_class, image_size=IMAGE_SIZE, seed=5)
+    data = make_synthetic(root / "data", n_per_class=n_per_class, image_size=image_size, seed=5)
     paths = sorted((data / "positive").glob("*.png")) + sorted((data / "negative").glob("*.png"))
-    x = load_image_batch(paths, IMAGE_SIZE)
+    x = load_image_batch(paths, image_size)
     y = np.r_[np.ones(n_per_class), np.zeros(n_per_class)].astype(np.float32)
     keras.utils.set_random_seed(0)
-    hypermodel = ClotHyperModel({"tiny_cnn": _Space()}, weights="none", seed=0)
+    hypermodel = ClotHyperModel({backbone: _Space(image_size)}, weights="none", seed=0)
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
-    hypermodel.fit(hp, model, x, y, epochs=epochs, batch_size=16, shuffle=True, verbose=0)
+    if epochs:
+        hypermodel.fit(hp, model, x, y, epochs=epochs, batch_size=16, shuffle=True, verbose=0)
     probs = model.predict(x, verbose=0)[:, 0]
     auc = float(roc_auc_score(y, probs))
 
@@ -81,7 +96,7 @@ def register_tiny_champion(root: Path, *, epochs: int = 12, n_per_class: int = 6
     tracker.check_available()
     tracker.start_study("serve-study", objective="val_auc", direction="maximize")
     run_id = tracker.start_trial(0)
-    tracker.log_params(run_id, {"backbone": "tiny_cnn", "image_size": IMAGE_SIZE})
+    tracker.log_params(run_id, {"backbone": backbone, "image_size": image_size})
     metrics = {
         "val_auc": auc,
         "test_auc": auc,
@@ -91,7 +106,7 @@ def register_tiny_champion(root: Path, *, epochs: int = 12, n_per_class: int = 6
     }
     tracker.log_evaluation(run_id, metrics=metrics, artifacts={}, figures={})
     inference = keras.Model(model.inputs, model.outputs, name=model.name)
-    tracker.log_model(run_id, inference, image_size=IMAGE_SIZE, threshold=0.5)
+    tracker.log_model(run_id, inference, image_size=image_size, threshold=0.5)
     tracker.client.log_text(run_id, MODEL_CARD, "model_card.md")
     tracker.end_trial(run_id, "COMPLETE")
     tracker.end_study()

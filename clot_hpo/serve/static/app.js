@@ -89,6 +89,9 @@ async function handle(file) {
   const started = performance.now();
   const response = await post("/api/predict", file);
   if (!response.ok) {
+    original.remove();  // nothing to show: the file is not an image the model can read
+    heat.remove();
+    item.classList.add("failed");
     status.className = "error";
     status.textContent = await errorText(response);
     item.dataset.state = "error";
