@@ -48,17 +48,34 @@ parameters:
   learning_rate: {{type: fixed, value: 0.001}}
 """
 # Phases in trial order (clot_hpo.search.timing.PHASES); older checkouts may record fewer.
-PHASES = ("startup", "startup_waited", "setup", "data", "build", "vram_estimate", "first_epoch",
-          "later_epochs", "evaluate", "save_model", "total", "handoff")
+PHASES = (
+    "startup",
+    "startup_waited",
+    "setup",
+    "data",
+    "build",
+    "vram_estimate",
+    "first_epoch",
+    "later_epochs",
+    "evaluate",
+    "save_model",
+    "total",
+    "handoff",
+)
 
 
 def _env(repo: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "2",
-            "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(repo),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
 
 
-def write_config(work: Path, data: Path, backbone: str, *, trials: int, epochs: int, size: int,
-                 batch: int) -> Path:
+def write_config(
+    work: Path, data: Path, backbone: str, *, trials: int, epochs: int, size: int, batch: int
+) -> Path:
     """A study config and search space with every hyperparameter fixed."""
     space = work / f"{backbone}.space.yaml"
     space.write_text(SPACE.format(backbone=backbone, size=size, batch=batch))
@@ -83,8 +100,13 @@ def run_study(repo: Path, work: Path, config: Path, backbone: str) -> dict[str, 
     name = f"overhead-{backbone}"
     started = time.time()
     with open(work / f"{name}.log", "w") as out, open(work / f"{name}.err", "w") as err:
-        code = subprocess.call([sys.executable, "-m", "clot_hpo.cli", "search", str(config)],
-                               cwd=work, env=_env(repo), stdout=out, stderr=err)
+        code = subprocess.call(
+            [sys.executable, "-m", "clot_hpo.cli", "search", str(config)],
+            cwd=work,
+            env=_env(repo),
+            stdout=out,
+            stderr=err,
+        )
     ended = time.time()
     if code != 0:
         raise SystemExit(f"study {name} failed (exit {code}); see {work}/{name}.err")
@@ -94,8 +116,10 @@ def run_study(repo: Path, work: Path, config: Path, backbone: str) -> dict[str, 
     if any(s != "COMPLETE" for s in states):
         raise SystemExit(f"study {name}: every trial must complete, but got {states}")
     completions = [t.datetime_complete.timestamp() for t in trials]
-    phases = [{k.removeprefix("time_"): float(v) for k, v in t.user_attrs.items() if k.startswith("time_")}
-              for t in trials]
+    phases = [
+        {k.removeprefix("time_"): float(v) for k, v in t.user_attrs.items() if k.startswith("time_")}
+        for t in trials
+    ]
     return {"started": started, "ended": ended, "completions": completions, "phases": phases}
 
 
@@ -103,7 +127,11 @@ def run_bare(repo: Path, work: Path, manifest: Path, space: Path, backbone: str,
     """Seconds of build + fit + predict in a process that has already imported TensorFlow."""
     out = subprocess.run(
         [sys.executable, __file__, "--bare-child", str(manifest), str(space), backbone, str(epochs)],
-        cwd=work, env=_env(repo), capture_output=True, text=True, check=False,
+        cwd=work,
+        env=_env(repo),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         raise SystemExit(f"bare fit of {backbone} failed:\n{out.stderr[-3000:]}")
@@ -143,10 +171,11 @@ def bare_child(manifest: str, space_path: str, backbone: str, epochs: int) -> No
 def summarize(backbone: str, study: dict[str, Any], bare: list[float]) -> dict[str, Any]:
     """Steady-state cost per trial, the phases' medians and the ratio to the bare fit."""
     done = study["completions"]
-    steady = [b - a for a, b in zip(done, done[1:])]
+    steady = [b - a for a, b in zip(done, done[1:], strict=False)]
     phases = study["phases"][1:] or study["phases"]
-    medians = {p: round(statistics.median(x[p] for x in phases), 2) for p in PHASES
-               if all(p in x for x in phases)}
+    medians = {
+        p: round(statistics.median(x[p] for x in phases), 2) for p in PHASES if all(p in x for x in phases)
+    }
     cost = statistics.mean(steady) if steady else done[0] - study["started"]
     bare_s = statistics.median(bare)
     return {
@@ -171,17 +200,25 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         if all(c is None for c in cells):
             continue
         print(f"{phase:<18}" + "".join(f"{'-' if c is None else f'{c:.2f}':>{width}}" for c in cells))
-    for label, key in (("trial in study", "cost_per_trial_s"), ("first trial", "first_trial_s"),
-                       ("drain at end", "drain_s")):
+    for label, key in (
+        ("trial in study", "cost_per_trial_s"),
+        ("first trial", "first_trial_s"),
+        ("drain at end", "drain_s"),
+    ):
         print(f"{label:<18}" + "".join(f"{r[key]:>{width}.1f}" for r in rows))
-    print(f"{'bare fit+predict':<18}" + "".join(f"{statistics.median(r['bare_fit_s']):>{width}.1f}" for r in rows))
+    print(
+        f"{'bare fit+predict':<18}"
+        + "".join(f"{statistics.median(r['bare_fit_s']):>{width}.1f}" for r in rows)
+    )
     print(f"{'ratio':<18}" + "".join(f"{r['ratio']:>{width}.3f}" for r in rows))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", default="tiny_cnn,efficientnet_b1")
-    parser.add_argument("--trials", type=int, default=4, help="trials per study (trial 0 is not steady state)")
+    parser.add_argument(
+        "--trials", type=int, default=4, help="trials per study (trial 0 is not steady state)"
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -205,24 +242,39 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="trial-overhead-"))
     data = make_synthetic(work / "data", n_per_class=args.n_per_class, image_size=args.image_size, seed=0)
     # Warm the disk cache, and create the MLflow store once: neither is a trial's cost.
-    subprocess.run([sys.executable, "-c", "import tensorflow, keras, optuna, mlflow, sklearn, matplotlib"],
-                   check=True, env=_env(repo), capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", "import tensorflow, keras, optuna, mlflow, sklearn, matplotlib"],
+        check=True,
+        env=_env(repo),
+        capture_output=True,
+    )
     from mlflow import MlflowClient
 
     MlflowClient(f"sqlite:///{work}/mlflow.db").search_experiments()
 
     rows = []
     for backbone in args.backbones.split(","):
-        config = write_config(work, data, backbone, trials=args.trials, epochs=args.epochs,
-                              size=args.image_size, batch=args.batch_size)
+        config = write_config(
+            work,
+            data,
+            backbone,
+            trials=args.trials,
+            epochs=args.epochs,
+            size=args.image_size,
+            batch=args.batch_size,
+        )
         study = run_study(repo, work, config, backbone)
         manifest = work / "mlruns" / "studies" / f"overhead-{backbone}" / "trial_manifest.csv"
-        bare = [run_bare(repo, work, manifest, work / f"{backbone}.space.yaml", backbone, args.epochs)
-                for _ in range(args.bare_repeats)]
+        bare = [
+            run_bare(repo, work, manifest, work / f"{backbone}.space.yaml", backbone, args.epochs)
+            for _ in range(args.bare_repeats)
+        ]
         rows.append(summarize(backbone, study, bare))
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\nrepo {repo} · {args.trials} trials of {args.epochs} epochs · {args.image_size} px · "
-          f"{2 * args.n_per_class} images · work folder {work}")
+    print(
+        f"\nrepo {repo} · {args.trials} trials of {args.epochs} epochs · {args.image_size} px · "
+        f"{2 * args.n_per_class} images · work folder {work}"
+    )
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -36,11 +36,16 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
 
-def cache_key(paths: Sequence[str | Path], labels: Sequence[float] | np.ndarray, *, image_size: int,
-              data_digest: str = "") -> str:
+def cache_key(
+    paths: Sequence[str | Path],
+    labels: Sequence[float] | np.ndarray,
+    *,
+    image_size: int,
+    data_digest: str = "",
+) -> str:
     """The hex digest that names one split's cache file at one image size."""
     digest = hashlib.sha256(f"clot-hpo decode cache v{CACHE_VERSION}\n{image_size}\n{data_digest}\n".encode())
-    for path, label in zip(paths, np.asarray(labels).tolist()):
+    for path, label in zip(paths, np.asarray(labels).tolist(), strict=True):
         digest.update(f"{path}\t{label}\n".encode())
     return digest.hexdigest()
 
@@ -53,7 +58,7 @@ def cache_path(folder: str | Path, split: str, image_size: int, key: str) -> Pat
 def _open(path: Path, count: int, image_size: int) -> np.ndarray | None:
     """The memory-mapped array at ``path`` if it is whole and has the expected shape, else None."""
     try:
-        images = np.load(path, mmap_mode="r")
+        images: np.ndarray = np.load(path, mmap_mode="r")
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:  # unreadable: rebuilt below, then replaced
@@ -61,8 +66,13 @@ def _open(path: Path, count: int, image_size: int) -> np.ndarray | None:
         return None
     expected = (count, image_size, image_size, 3)
     if images.shape != expected or images.dtype != np.uint8:
-        log.warning("decode cache %s holds %s %s, expected %s uint8; decoding again",
-                    path, images.dtype, images.shape, expected)
+        log.warning(
+            "decode cache %s holds %s %s, expected %s uint8; decoding again",
+            path,
+            images.dtype,
+            images.shape,
+            expected,
+        )
         return None
     return images
 
@@ -95,11 +105,14 @@ def decoded_images(
     from clot_hpo.data.pipeline import decode_images
 
     if len(paths) != len(labels):
-        raise ValueError(f"paths and labels must have the same length, but got {len(paths)} and {len(labels)}")
+        raise ValueError(
+            f"paths and labels must have the same length, but got {len(paths)} and {len(labels)}"
+        )
     if folder is None:
         return decode_images(paths, image_size)
-    path = cache_path(folder, split, image_size, cache_key(paths, labels, image_size=image_size,
-                                                            data_digest=data_digest))
+    path = cache_path(
+        folder, split, image_size, cache_key(paths, labels, image_size=image_size, data_digest=data_digest)
+    )
     cached = _open(path, len(paths), image_size)
     if cached is not None:
         return cached
@@ -132,15 +145,18 @@ class DecodedSplits:
         data_digest: the dataset's content digest (part of the cache key).
     """
 
-    def __init__(self, manifest_path: str | Path, *, image_size: int, folder: str | Path | None,
-                 data_digest: str = "") -> None:
+    def __init__(
+        self, manifest_path: str | Path, *, image_size: int, folder: str | Path | None, data_digest: str = ""
+    ) -> None:
         import pandas as pd
 
         frame = pd.read_csv(manifest_path)
         missing = {"path", "label", "split"} - set(frame.columns)
         if missing:
-            raise DataError(f"{manifest_path}: a trial manifest needs columns path, label and split, "
-                            f"but {sorted(missing)} are missing")
+            raise DataError(
+                f"{manifest_path}: a trial manifest needs columns path, label and split, "
+                f"but {sorted(missing)} are missing"
+            )
         self.image_size = image_size
         self.folder = folder
         self.data_digest = data_digest
@@ -153,14 +169,18 @@ class DecodedSplits:
 
     def labels(self, split: str) -> np.ndarray:
         """The split's labels (float32), in manifest order."""
-        return self._part(split)["label"].to_numpy(dtype=np.float32)
+        return np.asarray(self._part(split)["label"], dtype=np.float32)
 
     def images(self, split: str) -> np.ndarray:
         """The split's uint8 ``(N, S, S, 3)`` images, decoded or read from the cache once."""
         if split not in self._images:
             self._images[split] = decoded_images(
-                self.paths(split), self.labels(split), image_size=self.image_size, folder=self.folder,
-                split=split, data_digest=self.data_digest,
+                self.paths(split),
+                self.labels(split),
+                image_size=self.image_size,
+                folder=self.folder,
+                split=split,
+                data_digest=self.data_digest,
             )
         return self._images[split]
 
@@ -172,7 +192,7 @@ class DecodedSplits:
         part = self._part(split)
         if cap is None or len(part) <= cap:
             return None
-        return part.sample(n=cap, random_state=seed).index.to_numpy()
+        return np.asarray(part.sample(n=cap, random_state=seed).index, dtype=np.int64)
 
     def _part(self, split: str) -> pd.DataFrame:
         if split not in self._parts:

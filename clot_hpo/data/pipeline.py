@@ -74,11 +74,15 @@ def make_dataset(
     import tensorflow as tf
 
     if len(paths) != len(labels):
-        raise ValueError(f"paths and labels must have the same length, but got {len(paths)} and {len(labels)}")
+        raise ValueError(
+            f"paths and labels must have the same length, but got {len(paths)} and {len(labels)}"
+        )
     if len(paths) == 0:
         raise DataError("no images to build a dataset from (the split is empty)")
     if image_size < 1 or batch_size < 1:
-        raise ValueError(f"`image_size >= 1` and `batch_size >= 1` must hold, but got {image_size}, {batch_size}")
+        raise ValueError(
+            f"`image_size >= 1` and `batch_size >= 1` must hold, but got {image_size}, {batch_size}"
+        )
     autotune = tf.data.AUTOTUNE
     files = tf.constant([str(p) for p in paths], dtype=tf.string)
     targets = tf.constant(np.asarray(labels, dtype=np.float32))
@@ -136,7 +140,9 @@ def make_array_dataset(
         raise ValueError(f"images must be uint8 (N, S, S, 3), but got {images.dtype} {images.shape}")
     targets = np.asarray(labels, dtype=np.float32)
     if len(targets) != len(images):
-        raise ValueError(f"images and labels must have the same length, but got {len(images)} and {len(targets)}")
+        raise ValueError(
+            f"images and labels must have the same length, but got {len(images)} and {len(targets)}"
+        )
     if batch_size < 1:
         raise ValueError(f"`batch_size >= 1` must hold, but got {batch_size}")
     index = np.arange(len(images), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -180,8 +186,7 @@ def decode_images(paths: Sequence[str | Path], image_size: int) -> np.ndarray:
     files = [str(p) for p in paths]
     ds = (
         tf.data.Dataset.from_tensor_slices(tf.constant(files, dtype=tf.string))
-        .map(lambda p: _decode_resize(p, image_size), num_parallel_calls=tf.data.AUTOTUNE,
-             deterministic=True)
+        .map(lambda p: _decode_resize(p, image_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .batch(256)
     )
     try:
@@ -244,5 +249,7 @@ def list_images(paths_or_dirs: Iterable[str | Path]) -> list[Path]:
     if problems:
         raise DataError(format_offenders(problems))
     if not found:
-        raise DataError(f"no PNG/JPEG images found in {', '.join(str(p) for p in given) or '(nothing given)'}")
+        raise DataError(
+            f"no PNG/JPEG images found in {', '.join(str(p) for p in given) or '(nothing given)'}"
+        )
     return sorted(found)

@@ -32,7 +32,9 @@ def objective_value(trial: optuna.trial.FrozenTrial) -> float:
 class StudyProgress:
     """A rich progress bar: trial k of N, best value so far, elapsed time and ETA."""
 
-    def __init__(self, console: Console, study: optuna.Study, objective: Objective, n_trials: int | None) -> None:
+    def __init__(
+        self, console: Console, study: optuna.Study, objective: Objective, n_trials: int | None
+    ) -> None:
         self.study = study
         self.objective = objective
         self.progress = Progress(
@@ -53,7 +55,9 @@ class StudyProgress:
         self.progress.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.progress.stop()
 
     def update(self, trials: list[optuna.trial.FrozenTrial]) -> None:
@@ -91,8 +95,15 @@ def print_top_trials(console: Console, study: optuna.Study, objective: Objective
         table.add_column(column, justify="right")
     for t in complete[:top]:
         a = t.user_attrs
-        table.add_row(str(t.number), str(a.get("backbone", "-")), f"{t.value:.4f}", _fmt(a, "test_auc"),
-                      _fmt(a, "test_sensitivity"), _fmt(a, "test_specificity"), str(a.get("epochs_run", "-")))
+        table.add_row(
+            str(t.number),
+            str(a.get("backbone", "-")),
+            f"{t.value:.4f}",
+            _fmt(a, "test_auc"),
+            _fmt(a, "test_sensitivity"),
+            _fmt(a, "test_specificity"),
+            str(a.get("epochs_run", "-")),
+        )
     if complete:
         console.print(table)
     counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}

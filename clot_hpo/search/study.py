@@ -10,6 +10,7 @@ resumes it and several workers on one storage share it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -81,8 +82,10 @@ def resolve_spaces(config: ExperimentConfig, *, base: Path | None = None) -> dic
             path = base / path
         space = load_search_space(path)  # validates: ConfigError names file and key
         if space.backbone != name:
-            raise ConfigError(f"{path}: backbone must be {name!r} for search.search_spaces.{name}, "
-                              f"but got {space.backbone!r}")
+            raise ConfigError(
+                f"{path}: backbone must be {name!r} for search.search_spaces.{name}, "
+                f"but got {space.backbone!r}"
+            )
         spaces[name] = str(path.resolve())
     return spaces
 
@@ -190,7 +193,8 @@ class StudyRunner:
                 trials = self._storage_call(self._trials_after_stale_check)
                 # A worker killed mid-trial leaves its MLflow run RUNNING: close it as FAILED.
                 self.uploads.submit(
-                    "close the runs of dead workers' trials", self.tracker.close_orphaned_trials,
+                    "close the runs of dead workers' trials",
+                    self.tracker.close_orphaned_trials,
                     keep=self._runs_in_use(trials),
                     reason="its worker stopped beating (killed?); Optuna marked the trial FAIL",
                 )
@@ -207,8 +211,13 @@ class StudyRunner:
                 before = len(trials)
                 try:
                     self._storage_call(
-                        lambda: self.study.optimize(self._objective, n_trials=1, catch=(TrialFailed,),
-                                                    gc_after_trial=False, show_progress_bar=False),
+                        lambda: self.study.optimize(
+                            self._objective,
+                            n_trials=1,
+                            catch=(TrialFailed,),
+                            gc_after_trial=False,
+                            show_progress_bar=False,
+                        ),
                         rerun=False,
                     )
                 except ValueError as exc:
@@ -217,16 +226,20 @@ class StudyRunner:
                     # its parameters again; this result is dropped, the retry counts.
                     if "Cannot tell a FAIL trial" not in str(exc):
                         raise
-                    self.console.print("  [yellow]this trial was marked failed by another worker "
-                                       "(no heartbeat while the database was away); its retry counts[/]")
-                self._storage_call(lambda: self._count_failures(before))
+                    self.console.print(
+                        "  [yellow]this trial was marked failed by another worker "
+                        "(no heartbeat while the database was away); its retry counts[/]"
+                    )
+                self._storage_call(functools.partial(self._count_failures, before))
 
     def _runs_in_use(self, trials: list[optuna.trial.FrozenTrial]) -> set[int]:
         """Trials whose runs are legitimately open: running, or finished and still uploading."""
         now = time.time()
         recent = {
-            t.number for t in trials
-            if t.state in FINISHED and t.datetime_complete is not None
+            t.number
+            for t in trials
+            if t.state in FINISHED
+            and t.datetime_complete is not None
             and now - t.datetime_complete.timestamp() < UPLOAD_GRACE_SECONDS
         }
         running = {t.number for t in trials if t.state == TrialState.RUNNING}
@@ -273,7 +286,11 @@ class StudyRunner:
                     return None
 
     def _count_failures(self, before: int) -> None:
-        mine = [t for t in self.study.get_trials(deepcopy=False)[before:] if t.user_attrs.get("worker_pid") == os.getpid()]
+        mine = [
+            t
+            for t in self.study.get_trials(deepcopy=False)[before:]
+            if t.user_attrs.get("worker_pid") == os.getpid()
+        ]
         for trial in mine:
             if trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus"):
                 self.consecutive_failures += 1
@@ -302,7 +319,9 @@ class StudyRunner:
             tags["optuna.retried_from"] = str(source)
         number = trial.number
         # Queued, not awaited: the previous trial's uploads may still be running.
-        run = self.uploads.submit(f"open the run of trial {number}", self.tracker.start_trial, number, tags=tags)
+        run = self.uploads.submit(
+            f"open the run of trial {number}", self.tracker.start_trial, number, tags=tags
+        )
         spool = SpoolReader(self._trial_dir(number) / "tracking") if self.tracker.enabled else None
         self._uploading.add(number)
         task = TrialTask(
@@ -334,8 +353,16 @@ class StudyRunner:
         def finish(state: str, reason: str | None = None, attrs: dict[str, Any] | None = None) -> None:
             # The phases' timings go to the run as metrics time_<phase>_s.
             attrs = {**(attrs or {}), **metric_names(timings)}
-            self.uploads.submit(f"log and close the run of trial {number}", self._forward_and_end, number,
-                                run, spool, state, reason, attrs)
+            self.uploads.submit(
+                f"log and close the run of trial {number}",
+                self._forward_and_end,
+                number,
+                run,
+                spool,
+                state,
+                reason,
+                attrs,
+            )
 
         timings: dict[str, float] = {}
         try:
@@ -394,8 +421,15 @@ class StudyRunner:
         if run_id:
             spool.forward(self.tracker, run_id)
 
-    def _forward_and_end(self, number: int, run: Future[Any], spool: SpoolReader | None, state: str,
-                         reason: str | None, attrs: dict[str, Any] | None) -> None:
+    def _forward_and_end(
+        self,
+        number: int,
+        run: Future[Any],
+        spool: SpoolReader | None,
+        state: str,
+        reason: str | None,
+        attrs: dict[str, Any] | None,
+    ) -> None:
         try:
             run_id = run.result()
             if not run_id:
@@ -414,14 +448,22 @@ class StudyRunner:
         live = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in earlier)
         return live >= self.budget.n_trials
 
-    def _retry_after_oom(self, task: TrialTask, first: TrialOutcome, trial: optuna.Trial, *,
-                         on_line: Callable[[str], None], start_next: bool) -> TrialOutcome:
+    def _retry_after_oom(
+        self,
+        task: TrialTask,
+        first: TrialOutcome,
+        trial: optuna.Trial,
+        *,
+        on_line: Callable[[str], None],
+        start_next: bool,
+    ) -> TrialOutcome:
         """Runtime OOM: retry once at half the batch with gradient accumulation, else fail."""
         from clot_hpo.budget import BudgetDecision, halve_for_oom
 
         try:
             decision = BudgetDecision.from_attrs(
-                self.study._storage.get_trial(trial._trial_id).user_attrs, prefix="budget_")
+                self.study._storage.get_trial(trial._trial_id).user_attrs, prefix="budget_"
+            )
         except ConfigError:  # the child died before it planned: nothing to halve
             return first
         batch = first.batch_size or decision.batch_size
@@ -431,13 +473,16 @@ class StudyRunner:
             return first
         new_batch, accumulation = retry.batch_size, retry.accumulation_steps
         trial.set_user_attr("oom_retry", f"batch {batch} -> {new_batch} x{accumulation} accumulation")
-        self.console.print(f"  [yellow]trial {task.trial_number} ran out of memory; retrying at batch "
-                           f"{new_batch} with {accumulation} accumulation steps[/]")
+        self.console.print(
+            f"  [yellow]trial {task.trial_number} ran out of memory; retrying at batch "
+            f"{new_batch} with {accumulation} accumulation steps[/]"
+        )
         task.attempt = 1
         task.batch_override, task.accumulation_override = new_batch, accumulation
         task.result_path = str(Path(task.result_path).with_name("outcome.retry.json"))
-        second = self.launcher.run(task, self._trial_dir(task.trial_number), on_line=on_line,
-                                   start_next=start_next)
+        second = self.launcher.run(
+            task, self._trial_dir(task.trial_number), on_line=on_line, start_next=start_next
+        )
         # Both attempts' phases count: the retry's first epoch traces again.
         for key, value in first.timings.items():
             second.timings[key] = round(second.timings.get(key, 0.0) + value, 3)
@@ -476,7 +521,7 @@ def create_or_load_study(config: ExperimentConfig, storage: Any) -> optuna.Study
         storage=storage,
         sampler=create_sampler(config.search.sampler, seed=config.seed),
         pruner=create_pruner(config.search.pruner, max_epochs=config.training.epochs),
-        direction=objective.direction,
+        direction="maximize" if objective.direction == "maximize" else "minimize",
         load_if_exists=True,
     )
     recorded = study.user_attrs.get("objective")
@@ -538,16 +583,29 @@ def run_search(
         f"objective {config.search.objective} · backbones {', '.join(config.search.backbones)}"
         + (f" · resuming with {resumed} trials on record" if resumed else "")
     )
-    runner = StudyRunner(config, study=study, tracker=tracker, spaces=spaces,
-                         manifest_path=manifest_path, out_dir=out_dir, console=console,
-                         data_digest=prepared.digest)
+    runner = StudyRunner(
+        config,
+        study=study,
+        tracker=tracker,
+        spaces=spaces,
+        manifest_path=manifest_path,
+        out_dir=out_dir,
+        console=console,
+        data_digest=prepared.digest,
+    )
     # Queued like everything else the tracker does from here on: it overlaps the first trial.
-    runner.uploads.submit("open the study's run", tracker.start_study, study_name,
-                          tags={"optuna.storage": redact_url(config.search.storage)},
-                          # Recorded for `promote` and the run's headline: Optuna's own direction.
-                          objective=runner.objective.history_key, direction=study.direction.name.lower())
     runner.uploads.submit(
-        "log the study's inputs", tracker.log_study_inputs,
+        "open the study's run",
+        tracker.start_study,
+        study_name,
+        tags={"optuna.storage": redact_url(config.search.storage)},
+        # Recorded for `promote` and the run's headline: Optuna's own direction.
+        objective=runner.objective.history_key,
+        direction=study.direction.name.lower(),
+    )
+    runner.uploads.submit(
+        "log the study's inputs",
+        tracker.log_study_inputs,
         config=config.model_dump(mode="json"),
         # The files themselves: their key order carries meaning (a parent before its children).
         search_spaces=dict(spaces),
@@ -571,11 +629,19 @@ def run_search(
             tracker.end_study(status)
     console.print(f"[bold]stopped:[/] {stop_reason}")
     print_top_trials(console, study, runner.objective)
-    counts = {s.name: sum(t.state == s for t in study.trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    counts = {
+        s.name: sum(t.state == s for t in study.trials)
+        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
     best = _best(study)
     return SearchOutcome(
-        study_name=study_name, storage=config.search.storage, stop_reason=stop_reason, out_dir=out_dir,
-        counts=counts, best_value=best.value if best else None, best_trial=best.number if best else None,
+        study_name=study_name,
+        storage=config.search.storage,
+        stop_reason=stop_reason,
+        out_dir=out_dir,
+        counts=counts,
+        best_value=best.value if best else None,
+        best_trial=best.number if best else None,
         elapsed=time.monotonic() - started,
     )
 
@@ -585,4 +651,3 @@ def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
         return study.best_trial
     except ValueError:
         return None
-

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 # is started ahead of its task); `startup_waited` is the part of it the trial waited for.
 PHASES: dict[str, str] = {
     "startup": "interpreter start, imports and preloading, until the process was ready for a task",
-    "startup_waited": "from the task being handed over to the process reading it (0 s when pre-started in time)",
+    "startup_waited": "from the task being handed over to the process reading it (0 s: started in time)",
     "setup": "the config, the seeds, loading the study and sampling the hyperparameters",
     "data": "decoded images from the study's cache (decoding them on a cache miss)",
     "build": "building and compiling the model",

@@ -98,10 +98,15 @@ def _warm_up_keras() -> None:
 
     if tf.config.list_physical_devices("GPU"):
         return
-    model = keras.Sequential([
-        keras.Input((8, 8, 3)), keras.layers.RandomFlip(), keras.layers.Conv2D(2, 3),
-        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1, activation="sigmoid"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.RandomFlip(),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=[keras.metrics.AUC(name="auc")])
     images = np.zeros((4, 8, 8, 3), dtype=np.float32)
     data = tf.data.Dataset.from_tensor_slices((images, np.zeros(4, dtype=np.float32))).batch(2)
@@ -121,8 +126,16 @@ def planned_trainable(*, pretrained: bool, unfreeze_fraction: float, freeze_epoc
     return "head" if pretrained and frozen_all_along else "all"
 
 
-def plan_budget(config: Any, hypermodel: Any, settings: Any, model: Any, *, budget: Any, epochs: int,
-                mixed_precision: bool) -> tuple[Any, str]:
+def plan_budget(
+    config: Any,
+    hypermodel: Any,
+    settings: Any,
+    model: Any,
+    *,
+    budget: Any,
+    epochs: int,
+    mixed_precision: bool,
+) -> tuple[Any, str]:
     """The trial's VRAM plan, read from the model it will train, and what it plans to train.
 
     Build first, plan second: the plan then sees the weights the backbone actually got, and
@@ -136,11 +149,14 @@ def plan_budget(config: Any, hypermodel: Any, settings: Any, model: Any, *, budg
     from clot_hpo.budget.estimator import profile_model
 
     trainable = planned_trainable(
-        pretrained=hypermodel.pretrained, unfreeze_fraction=float(settings["unfreeze_fraction"]),
-        freeze_epochs=settings.freeze_epochs, epochs=epochs,
+        pretrained=hypermodel.pretrained,
+        unfreeze_fraction=float(settings["unfreeze_fraction"]),
+        freeze_epochs=settings.freeze_epochs,
+        epochs=epochs,
     )
-    profile = profile_model(model.get_layer("backbone"), backbone=settings.backbone,
-                            image_size=settings.image_size)
+    profile = profile_model(
+        model.get_layer("backbone"), backbone=settings.backbone, image_size=settings.image_size
+    )
     decision = plan_trial(
         backbone=settings.backbone,
         image_size=settings.image_size,
@@ -209,9 +225,13 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialOutcome:
     hp = OptunaHyperParameters(trial)
     spaces = {name: load_search_space(path) for name, path in task.spaces.items()}
     hypermodel = ClotHyperModel(
-        spaces, weights=config.training.weights,
-        target_specificity=(config.search.target_specificity
-                            if config.search.objective == "sensitivity_at_specificity" else None),
+        spaces,
+        weights=config.training.weights,
+        target_specificity=(
+            config.search.target_specificity
+            if config.search.objective == "sensitivity_at_specificity"
+            else None
+        ),
         seed=seed,
     )
     hypermodel.jit_compile = config.training.jit_compile
@@ -221,9 +241,12 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialOutcome:
     timer.lap("setup")
 
     # ----- data: decoded once per image size for the whole study ----------------------------
-    data = DecodedSplits(task.manifest_path, image_size=settings.image_size,
-                         folder=task.cache_dir if config.data.cache and task.cache_dir else None,
-                         data_digest=task.data_digest)
+    data = DecodedSplits(
+        task.manifest_path,
+        image_size=settings.image_size,
+        folder=task.cache_dir if config.data.cache and task.cache_dir else None,
+        data_digest=task.data_digest,
+    )
     images = {split: data.images(split) for split in ("train", "val", "test")}
     timer.lap("data")
 
@@ -232,8 +255,9 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialOutcome:
     trial.set_user_attr("weights_used", hypermodel.weights_used)
     timer.lap("build")
     budget = detect_budget(config.budget)
-    decision, trainable = plan_budget(config, hypermodel, settings, model, budget=budget, epochs=epochs,
-                                      mixed_precision=mixed)
+    decision, trainable = plan_budget(
+        config, hypermodel, settings, model, budget=budget, epochs=epochs, mixed_precision=mixed
+    )
     trial.set_user_attr("budget_trainable", trainable)
     trial.set_constraint(VRAM_CONSTRAINT, float(constraint_value(decision)))
     for key, value in decision.to_attrs().items():
@@ -252,10 +276,17 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialOutcome:
 
     # Never the backend itself: the study process forwards the spool while the next trial trains.
     tracker = SpoolTracker(task.spool_dir) if task.spool_dir else NullTracker()
-    tracker.log_params("", {
-        **hp.values, "backbone": settings.backbone, "batch_size_run": batch_size,
-        "accumulation_steps": accumulation, "mixed_precision": mixed, "epochs": epochs,
-    })
+    tracker.log_params(
+        "",
+        {
+            **hp.values,
+            "backbone": settings.backbone,
+            "batch_size_run": batch_size,
+            "accumulation_steps": accumulation,
+            "mixed_precision": mixed,
+            "epochs": epochs,
+        },
+    )
 
     fault = _injected_fault(task)
     if fault == "oom" and task.attempt == 0:
@@ -266,14 +297,20 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialOutcome:
         os.kill(os.getpid(), signal.SIGKILL if fault == "crash" else signal.SIGSEGV)
 
     def dataset(split: str, shuffle: bool, rows: Any = None) -> Any:
-        return make_array_dataset(images[split], data.labels(split), batch_size=batch_size,
-                                  shuffle=shuffle, seed=seed, rows=rows)
+        return make_array_dataset(
+            images[split], data.labels(split), batch_size=batch_size, shuffle=shuffle, seed=seed, rows=rows
+        )
 
-    train_ds = dataset("train", True, data.sample_rows("train", config.training.max_train_images, config.seed))
+    train_ds = dataset(
+        "train", True, data.sample_rows("train", config.training.max_train_images, config.seed)
+    )
     val_ds = dataset("val", False)
     if task.attempt == 0:
-        print(f"  trial {task.trial_number} · {settings.backbone} · {settings.image_size}px · batch "
-              f"{batch_size}x{accumulation} · weights: {hypermodel.weights_used}", flush=True)
+        print(
+            f"  trial {task.trial_number} · {settings.backbone} · {settings.image_size}px · batch "
+            f"{batch_size}x{accumulation} · weights: {hypermodel.weights_used}",
+            flush=True,
+        )
     timer.lap("data")
 
     # ----- train, reporting every epoch -----------------------------------------------------
@@ -296,19 +333,28 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialOutcome:
             warnings.filterwarnings("ignore", message=".*already reported.*")
             trial.report(float(value), epoch)
         if trial.should_prune():
-            raise optuna.TrialPruned(
-                f"pruned at epoch {epoch + 1} with {objective.history_key}={value:.4f}"
-            )
+            raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} with {objective.history_key}={value:.4f}")
         timer.restart()  # reporting and the pruning check belong to no epoch
 
     try:
         history = train(
-            hypermodel, hp, model, train_ds, val_ds, epochs=epochs,
-            steps_per_epoch=config.training.steps_per_epoch, on_epoch_end=on_epoch_end,
+            hypermodel,
+            hp,
+            model,
+            train_ds,
+            val_ds,
+            epochs=epochs,
+            steps_per_epoch=config.training.steps_per_epoch,
+            on_epoch_end=on_epoch_end,
         )
     except optuna.TrialPruned as exc:
-        return TrialOutcome(state="PRUNED", reason=str(exc), epochs_run=epochs_run,
-                            batch_size=batch_size, accumulation_steps=accumulation)
+        return TrialOutcome(
+            state="PRUNED",
+            reason=str(exc),
+            epochs_run=epochs_run,
+            batch_size=batch_size,
+            accumulation_steps=accumulation,
+        )
 
     # ----- evaluate on validation (threshold) and test, then log -------------------------------
     timer.restart()
@@ -318,27 +364,51 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialOutcome:
     # Opt-in: by default no image leaves the machine.
     if tracker.enabled and config.evaluation.log_sample_images:
         samples = np.asarray(images["val"][: config.evaluation.log_sample_images], dtype=np.float32)
-    report = evaluate_trial(y_val, p_val, y_test, p_test, config.evaluation, history=history, seed=seed,
-                            sample_images=samples, figures=tracker.enabled)
-    tracker.log_evaluation("", metrics=report.metrics, artifacts=report.artifacts,
-                           figures=report.figures)
+    report = evaluate_trial(
+        y_val,
+        p_val,
+        y_test,
+        p_test,
+        config.evaluation,
+        history=history,
+        seed=seed,
+        sample_images=samples,
+        figures=tracker.enabled,
+    )
+    tracker.log_evaluation("", metrics=report.metrics, artifacts=report.artifacts, figures=report.figures)
     timer.lap("evaluate")
     if config.tracking.log_model:
         # An uncompiled functional copy (same layers and weights): the saved model is for
         # inference and must not carry training metrics that Keras cannot deserialize
         # (SensitivityAtSpecificity's compile config does not round-trip in Keras 3.15).
         inference = keras.Model(model.inputs, model.outputs, name=model.name)
-        tracker.log_model("", inference, image_size=settings.image_size,
-                          threshold=float(report.metrics["threshold"]))
+        tracker.log_model(
+            "", inference, image_size=settings.image_size, threshold=float(report.metrics["threshold"])
+        )
         timer.lap("save_model")
     # The exact (scikit-learn) AUC where we have it, so Optuna's best is what `promote` picks;
     # Keras' binned AUC served for the per-epoch pruning reports.
-    value = float(report.metrics.get(objective.name, history[objective.history_key][-1])
-                  if objective.name == "val_auc" else history[objective.history_key][-1])
-    keep = ("val_auc", "val_accuracy", "val_sensitivity", "val_specificity",
-            "test_auc", "test_accuracy", "test_sensitivity", "test_specificity", "threshold")
+    value = float(
+        report.metrics.get(objective.name, history[objective.history_key][-1])
+        if objective.name == "val_auc"
+        else history[objective.history_key][-1]
+    )
+    keep = (
+        "val_auc",
+        "val_accuracy",
+        "val_sensitivity",
+        "val_specificity",
+        "test_auc",
+        "test_accuracy",
+        "test_sensitivity",
+        "test_specificity",
+        "threshold",
+    )
     return TrialOutcome(
-        state="COMPLETE", value=value, epochs_run=epochs_run, batch_size=batch_size,
+        state="COMPLETE",
+        value=value,
+        epochs_run=epochs_run,
+        batch_size=batch_size,
         accumulation_steps=accumulation,
         metrics={k: float(report.metrics[k]) for k in keep if k in report.metrics},
     )
@@ -362,8 +432,10 @@ def _read_task(argv: list[str], started: float | None, timer: PhaseTimer) -> Tri
         timer.lap("startup_waited")
         return task
     if len(argv) != 1:
-        raise SystemExit(f"usage: python -m {__spec__.name if __spec__ else 'clot_hpo.search.trial_process'} "
-                         f"TASK.json | --wait (task path on stdin), but got {argv}")
+        raise SystemExit(
+            f"usage: python -m {__spec__.name if __spec__ else 'clot_hpo.search.trial_process'} "
+            f"TASK.json | --wait (task path on stdin), but got {argv}"
+        )
     preload()
     task = TrialTask.load(argv[0])
     timer.lap("startup")

@@ -17,6 +17,7 @@ with every model, see :mod:`clot_hpo.search.trial_process`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -63,7 +64,12 @@ class TrialProcess:
         with open(stderr_path, "w", encoding="utf-8") as stderr:
             proc = subprocess.Popen(
                 list(command),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1, env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                bufsize=1,
+                env=env,
             )
         return cls(proc, stderr_path, started)
 
@@ -113,10 +119,8 @@ class TrialProcess:
             self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None and not stream.closed:
-                try:
+                with contextlib.suppress(OSError):  # a broken pipe: nothing left to flush
                     stream.close()
-                except OSError:
-                    pass
 
     def discard(self) -> None:
         """End a process that never got a task, and remove its log unless it says something."""
@@ -137,7 +141,9 @@ class TrialLauncher:
         command: what a trial process runs (tests replace it).
     """
 
-    def __init__(self, folder: Path, *, prestart: bool = True, command: tuple[str, ...] = TRIAL_COMMAND) -> None:
+    def __init__(
+        self, folder: Path, *, prestart: bool = True, command: tuple[str, ...] = TRIAL_COMMAND
+    ) -> None:
         self.folder = folder
         self.prestart = prestart
         self.command = command
@@ -149,8 +155,11 @@ class TrialLauncher:
         if waiting is not None and waiting.alive:
             return waiting
         if waiting is not None:  # died while it waited: nothing was lost but its start
-            log.warning("a waiting trial process exited with %s before its task (log: %s); starting another",
-                        waiting.proc.returncode, waiting.stderr_path)
+            log.warning(
+                "a waiting trial process exited with %s before its task (log: %s); starting another",
+                waiting.proc.returncode,
+                waiting.stderr_path,
+            )
         return TrialProcess.start(self.folder, self.command)
 
     def start_next(self) -> None:
@@ -192,8 +201,11 @@ class TrialLauncher:
             process = TrialProcess.start(self.folder, self.command)
             if not process.hand(task_path, stderr_path):
                 process.stop()
-                return TrialOutcome(state="FAIL", reason=f"trial process {describe_exit(process.proc.returncode)} "
-                                                         f"before it could take its task (stderr: {process.stderr_path})")
+                return TrialOutcome(
+                    state="FAIL",
+                    reason=f"trial process {describe_exit(process.proc.returncode)} "
+                    f"before it could take its task (stderr: {process.stderr_path})",
+                )
         if start_next:
             self.start_next()
         try:

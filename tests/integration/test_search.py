@@ -22,11 +22,23 @@ from tests.support.cli import REPO, run_cli
 pytestmark = pytest.mark.slow
 
 
-def _search(sandbox: Path, data: Path, *extra: str, env: dict[str, str] | None = None,
-            study: str = "t") -> subprocess.CompletedProcess[str]:
-    return run_cli("search", "experiments/tiny.yaml", "--data", str(data), "--study-name", study,
-                   "--storage", f"sqlite:///{sandbox}/optuna.db", "--no-tracking", *extra,
-                   cwd=sandbox, env=env)
+def _search(
+    sandbox: Path, data: Path, *extra: str, env: dict[str, str] | None = None, study: str = "t"
+) -> subprocess.CompletedProcess[str]:
+    return run_cli(
+        "search",
+        "experiments/tiny.yaml",
+        "--data",
+        str(data),
+        "--study-name",
+        study,
+        "--storage",
+        f"sqlite:///{sandbox}/optuna.db",
+        "--no-tracking",
+        *extra,
+        cwd=sandbox,
+        env=env,
+    )
 
 
 def _trials(sandbox: Path, study: str = "t") -> list[optuna.trial.FrozenTrial]:
@@ -58,8 +70,18 @@ def test_study_completes_and_records_every_active_hyperparameter(sandbox: Path, 
         assert t.user_attrs["weights_used"].startswith("none")
         assert t.user_attrs["budget_action"] == "run"
     assert len({t.params["learning_rate"] for t in trials}) == 3, "each child must sample anew"
-    phases = {"startup", "startup_waited", "setup", "data", "build", "vram_estimate", "first_epoch",
-              "later_epochs", "evaluate", "total"}
+    phases = {
+        "startup",
+        "startup_waited",
+        "setup",
+        "data",
+        "build",
+        "vram_estimate",
+        "first_epoch",
+        "later_epochs",
+        "evaluate",
+        "total",
+    }
     for t in trials:
         assert {f"time_{p}" for p in phases} <= set(t.user_attrs), sorted(t.user_attrs)
         assert t.user_attrs["budget_trainable"] == "all"
@@ -94,24 +116,51 @@ def learnable_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Enough synthetic images (120 per class) for the tiny CNN to learn within a few epochs."""
     from clot_hpo.data.synthetic import make_synthetic
 
-    return make_synthetic(tmp_path_factory.mktemp("learnable") / "data", n_per_class=120, image_size=32, seed=5)
+    return make_synthetic(
+        tmp_path_factory.mktemp("learnable") / "data", n_per_class=120, image_size=32, seed=5
+    )
 
 
 def test_median_pruner_stops_a_hopeless_trial(sandbox: Path, learnable_dataset: Path) -> None:
     storage = f"sqlite:///{sandbox}/optuna.db"
     study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
-    good = {"learning_rate": 0.005, "batch_size": 16, "optimizer": "adam", "image_size": 32,
-            "use_dense": False, "dropout": 0.0, "label_smoothing": 0.0, "aug_flip": False,
-            "aug_rotation": 0.0, "aug_zoom": 0.0, "aug_contrast": 0.0, "aug_brightness": 0.0}
+    good = {
+        "learning_rate": 0.005,
+        "batch_size": 16,
+        "optimizer": "adam",
+        "image_size": 32,
+        "use_dense": False,
+        "dropout": 0.0,
+        "label_smoothing": 0.0,
+        "aug_flip": False,
+        "aug_rotation": 0.0,
+        "aug_zoom": 0.0,
+        "aug_contrast": 0.0,
+        "aug_brightness": 0.0,
+    }
     hopeless = {**good, "learning_rate": 1e-7, "optimizer": "sgd", "momentum": 0.0}  # cannot move
     for params in (good, good, hopeless):
         study.enqueue_trial(params, skip_if_exists=False)
     (sandbox / "prune.yaml").write_text(
-        (sandbox / "experiments/tiny.yaml").read_text().replace("pruner: none", "pruner: median")
+        (sandbox / "experiments/tiny.yaml")
+        .read_text()
+        .replace("pruner: none", "pruner: median")
         .replace("epochs: 2", "epochs: 5")
     )
-    result = run_cli("search", "prune.yaml", "--data", str(learnable_dataset), "--study-name", "t",
-                     "--storage", storage, "--no-tracking", "--n-trials", "3", cwd=sandbox)
+    result = run_cli(
+        "search",
+        "prune.yaml",
+        "--data",
+        str(learnable_dataset),
+        "--study-name",
+        "t",
+        "--storage",
+        storage,
+        "--no-tracking",
+        "--n-trials",
+        "3",
+        cwd=sandbox,
+    )
     assert result.returncode == 0, result.stderr
     trials = _trials(sandbox)
     assert trials[2].state == TrialState.PRUNED, [t.intermediate_values for t in trials]
@@ -120,8 +169,7 @@ def test_median_pruner_stops_a_hopeless_trial(sandbox: Path, learnable_dataset: 
 
 
 def test_a_crashing_child_fails_its_trial_and_the_study_goes_on(sandbox: Path, tiny_dataset: Path) -> None:
-    result = _search(sandbox, tiny_dataset, "--n-trials", "2",
-                     env={"CLOT_HPO_FAULT_INJECT": "segv:0"})
+    result = _search(sandbox, tiny_dataset, "--n-trials", "2", env={"CLOT_HPO_FAULT_INJECT": "segv:0"})
     assert result.returncode == 0, result.stderr
     trials = _trials(sandbox)
     assert _states(trials) == ["FAIL", "COMPLETE", "COMPLETE"]
@@ -130,12 +178,25 @@ def test_a_crashing_child_fails_its_trial_and_the_study_goes_on(sandbox: Path, t
 
 def test_consecutive_failures_stop_the_study_with_a_clear_message(sandbox: Path, tiny_dataset: Path) -> None:
     (sandbox / "fail.yaml").write_text(
-        (sandbox / "experiments/tiny.yaml").read_text().replace("heartbeat_interval: 2",
-                                                               "heartbeat_interval: 2\n  max_consecutive_failures: 2")
+        (sandbox / "experiments/tiny.yaml")
+        .read_text()
+        .replace("heartbeat_interval: 2", "heartbeat_interval: 2\n  max_consecutive_failures: 2")
     )
-    result = run_cli("search", "fail.yaml", "--data", str(tiny_dataset), "--study-name", "t",
-                     "--storage", f"sqlite:///{sandbox}/optuna.db", "--no-tracking", "--n-trials", "3",
-                     cwd=sandbox, env={"CLOT_HPO_FAULT_INJECT": "segv:0,segv:1"})
+    result = run_cli(
+        "search",
+        "fail.yaml",
+        "--data",
+        str(tiny_dataset),
+        "--study-name",
+        "t",
+        "--storage",
+        f"sqlite:///{sandbox}/optuna.db",
+        "--no-tracking",
+        "--n-trials",
+        "3",
+        cwd=sandbox,
+        env={"CLOT_HPO_FAULT_INJECT": "segv:0,segv:1"},
+    )
     assert result.returncode == 1
     assert "2 trials failed in a row" in result.stderr
     assert "Traceback" not in result.stderr
@@ -176,10 +237,32 @@ def test_each_budget_stops_the_study_and_says_which(
 def test_killed_study_resumes_and_retries_the_stale_trial(sandbox: Path, tiny_dataset: Path) -> None:
     storage = f"sqlite:///{sandbox}/optuna.db"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "clot_hpo.cli", "search", "experiments/tiny.yaml", "--data", str(tiny_dataset),
-           "--study-name", "t", "--storage", storage, "--no-tracking", "--n-trials", "3", "--epochs", "6"]
-    proc = subprocess.Popen(cmd, cwd=sandbox, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "clot_hpo.cli",
+        "search",
+        "experiments/tiny.yaml",
+        "--data",
+        str(tiny_dataset),
+        "--study-name",
+        "t",
+        "--storage",
+        storage,
+        "--no-tracking",
+        "--n-trials",
+        "3",
+        "--epochs",
+        "6",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=sandbox,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
@@ -195,8 +278,20 @@ def test_killed_study_resumes_and_retries_the_stale_trial(sandbox: Path, tiny_da
         os.killpg(proc.pid, signal.SIGKILL)  # the study process and its trial child at once
         proc.wait()
     killed = running[0].number
-    result = run_cli("search", "experiments/tiny.yaml", "--data", str(tiny_dataset), "--study-name", "t",
-                     "--storage", storage, "--no-tracking", "--n-trials", "3", cwd=sandbox)
+    result = run_cli(
+        "search",
+        "experiments/tiny.yaml",
+        "--data",
+        str(tiny_dataset),
+        "--study-name",
+        "t",
+        "--storage",
+        storage,
+        "--no-tracking",
+        "--n-trials",
+        "3",
+        cwd=sandbox,
+    )
     assert result.returncode == 0, result.stderr
     trials = _trials(sandbox)
     assert trials[0].datetime_complete == done[0].datetime_complete, "a completed trial was redone"
@@ -210,13 +305,36 @@ def test_killed_study_resumes_and_retries_the_stale_trial(sandbox: Path, tiny_da
 def test_ctrl_c_records_the_trial_and_exits_130(sandbox: Path, tiny_dataset: Path) -> None:
     storage = f"sqlite:///{sandbox}/optuna.db"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "clot_hpo.cli", "search", "experiments/tiny.yaml", "--data", str(tiny_dataset),
-           "--study-name", "t", "--storage", storage, "--no-tracking", "--n-trials", "3", "--epochs", "200"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "clot_hpo.cli",
+        "search",
+        "experiments/tiny.yaml",
+        "--data",
+        str(tiny_dataset),
+        "--study-name",
+        "t",
+        "--storage",
+        storage,
+        "--no-tracking",
+        "--n-trials",
+        "3",
+        "--epochs",
+        "200",
+    ]
     # A shell's background jobs start with SIGINT ignored, and Python keeps it ignored: give
     # the study the default disposition a terminal would, so Ctrl-C means KeyboardInterrupt.
-    proc = subprocess.Popen(cmd, cwd=sandbox, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        cwd=sandbox,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         trials = _poll_trials(sandbox)

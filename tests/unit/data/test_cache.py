@@ -35,8 +35,12 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_decoded_once_then_memory_mapped(files: list[Path], tmp_path: Path, decodes: list[int]) -> None:
     labels = [0, 1, 0, 1, 1]
-    first = decoded_images(files, labels, image_size=12, folder=tmp_path / "cache", split="train", data_digest="d")
-    again = decoded_images(files, labels, image_size=12, folder=tmp_path / "cache", split="train", data_digest="d")
+    first = decoded_images(
+        files, labels, image_size=12, folder=tmp_path / "cache", split="train", data_digest="d"
+    )
+    again = decoded_images(
+        files, labels, image_size=12, folder=tmp_path / "cache", split="train", data_digest="d"
+    )
     assert decodes == [5], "the second call reads the cache"
     assert isinstance(again, np.memmap) and not again.flags.writeable
     assert np.array_equal(first, decode_images(files, 12)) and np.array_equal(again, first)
@@ -46,14 +50,18 @@ def test_decoded_once_then_memory_mapped(files: list[Path], tmp_path: Path, deco
 
 def test_the_key_changes_with_size_labels_digest_and_order(files: list[Path]) -> None:
     base = cache_key(files, [0, 1, 0, 1, 1], image_size=12, data_digest="d")
-    assert base == cache_key([str(f) for f in files], np.array([0, 1, 0, 1, 1]), image_size=12, data_digest="d")
+    assert base == cache_key(
+        [str(f) for f in files], np.array([0, 1, 0, 1, 1]), image_size=12, data_digest="d"
+    )
     assert base != cache_key(files, [0, 1, 0, 1, 1], image_size=16, data_digest="d")
     assert base != cache_key(files, [1, 1, 0, 1, 1], image_size=12, data_digest="d")
     assert base != cache_key(files, [0, 1, 0, 1, 1], image_size=12, data_digest="e")
     assert base != cache_key(files[::-1], [1, 1, 0, 1, 0], image_size=12, data_digest="d")
 
 
-def test_an_unusable_cache_file_is_decoded_again(files: list[Path], tmp_path: Path, decodes: list[int]) -> None:
+def test_an_unusable_cache_file_is_decoded_again(
+    files: list[Path], tmp_path: Path, decodes: list[int]
+) -> None:
     labels = [0] * 5
     decoded_images(files, labels, image_size=12, folder=tmp_path, split="val")
     (written,) = tmp_path.glob("val-*.npy")
@@ -65,9 +73,10 @@ def test_an_unusable_cache_file_is_decoded_again(files: list[Path], tmp_path: Pa
     assert images.shape == (5, 12, 12, 3)
 
 
-def test_two_writers_racing_leave_one_whole_file(files: list[Path], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """A second worker replaces the first one's file between its write and its read: both read a whole file."""
+def test_two_writers_racing_leave_one_whole_file(
+    files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker moves its file in between this one's write and its move: both read a whole file."""
     real_replace = cache_module.os.replace
     replaced: list[str] = []
 
@@ -91,12 +100,19 @@ def test_without_a_folder_nothing_is_written(files: list[Path], tmp_path: Path) 
 
 def test_decoded_splits_read_a_manifest(files: list[Path], tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"path": [str(f) for f in files], "label": [0, 1, 0, 1, 1],
-                  "split": ["train", "train", "val", "train", "test"]}).to_csv(manifest, index=False)
+    pd.DataFrame(
+        {
+            "path": [str(f) for f in files],
+            "label": [0, 1, 0, 1, 1],
+            "split": ["train", "train", "val", "train", "test"],
+        }
+    ).to_csv(manifest, index=False)
     splits = DecodedSplits(manifest, image_size=12, folder=tmp_path / "c", data_digest="d")
     assert splits.labels("train").tolist() == [0.0, 1.0, 1.0]
     assert splits.images("train").shape == (3, 12, 12, 3)
-    assert splits.sample_rows("train", None, seed=1) is None and splits.sample_rows("train", 5, seed=1) is None
+    assert (
+        splits.sample_rows("train", None, seed=1) is None and splits.sample_rows("train", 5, seed=1) is None
+    )
     part = pd.read_csv(manifest).query("split == 'train'")
     expected = [list(part.index).index(i) for i in part.sample(n=2, random_state=1).index]
     assert splits.sample_rows("train", 2, seed=1).tolist() == expected, "the rows DataFrame.sample picks"

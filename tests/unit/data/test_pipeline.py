@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clot_hpo.data.pipeline import decode_images, list_images, load_image_batch, make_array_dataset, make_dataset
+from clot_hpo.data.pipeline import (
+    decode_images,
+    list_images,
+    load_image_batch,
+    make_array_dataset,
+    make_dataset,
+)
 from clot_hpo.errors import DataError
 
 
@@ -53,7 +59,9 @@ def test_pixels_are_not_altered_beyond_resizing(tmp_path: Path, pixels, save) ->
 
 
 def test_load_image_batch_matches_the_dataset(mixed_files: list[Path]) -> None:
-    ds = make_dataset(mixed_files, [0] * len(mixed_files), image_size=24, batch_size=64, shuffle=False, seed=0)
+    ds = make_dataset(
+        mixed_files, [0] * len(mixed_files), image_size=24, batch_size=64, shuffle=False, seed=0
+    )
     from_ds = next(iter(ds))[0].numpy()
     batch = load_image_batch(mixed_files, 24)
     assert batch.dtype == np.float32 and batch.shape == (len(mixed_files), 24, 24, 3)
@@ -73,7 +81,9 @@ def test_shuffle_is_seeded_and_cache_repeat_work(tmp_path: Path, pixels, save) -
     assert order(1) != order(2)
     assert sorted(order(1)) == labels
 
-    ds = make_dataset(files, labels, image_size=8, batch_size=5, shuffle=False, seed=0, cache=True, repeat=True)
+    ds = make_dataset(
+        files, labels, image_size=8, batch_size=5, shuffle=False, seed=0, cache=True, repeat=True
+    )
     seen = [y for _, ys in ds.take(6) for y in ys.numpy().tolist()]
     assert seen[:12] == labels and seen[12:24] == labels[:12]
 
@@ -108,9 +118,11 @@ def test_arrays_give_the_batches_the_files_give(tmp_path: Path, pixels, save) ->
     images = decode_images(files, 12)
     assert images.dtype == np.uint8 and images.shape == (11, 12, 12, 3)
     for shuffle in (False, True):
-        from_files = make_dataset(files, labels, image_size=12, batch_size=4, shuffle=shuffle, seed=3, repeat=True)
+        from_files = make_dataset(
+            files, labels, image_size=12, batch_size=4, shuffle=shuffle, seed=3, repeat=True
+        )
         from_arrays = make_array_dataset(images, labels, batch_size=4, shuffle=shuffle, seed=3, repeat=True)
-        for (xf, yf), (xa, ya) in zip(from_files.take(7), from_arrays.take(7)):  # across epochs
+        for (xf, yf), (xa, ya) in zip(from_files.take(7), from_arrays.take(7), strict=True):  # across epochs
             assert xa.dtype == xf.dtype and xa.shape[1:] == (12, 12, 3)
             assert np.array_equal(xa.numpy(), xf.numpy()) and np.array_equal(ya.numpy(), yf.numpy())
 
@@ -118,16 +130,19 @@ def test_arrays_give_the_batches_the_files_give(tmp_path: Path, pixels, save) ->
 def test_array_rows_select_and_order_a_subset() -> None:
     images = np.arange(6, dtype=np.uint8).reshape(6, 1, 1, 1).repeat(3, axis=-1)
     ds = make_array_dataset(images, [0, 1, 0, 1, 0, 1], batch_size=10, shuffle=False, seed=0, rows=[4, 0, 5])
-    (x, y), = list(ds)
+    ((x, y),) = list(ds)
     assert x[:, 0, 0, 0].numpy().tolist() == [4.0, 0.0, 5.0]
     assert y.numpy().tolist() == [0.0, 0.0, 1.0]
 
 
-@pytest.mark.parametrize(("images", "labels", "message"), [
-    (np.zeros((2, 4, 4, 3), np.float32), [0, 1], "must be uint8"),
-    (np.zeros((2, 4, 4), np.uint8), [0, 1], "must be uint8"),
-    (np.zeros((2, 4, 4, 3), np.uint8), [0], "same length"),
-])
+@pytest.mark.parametrize(
+    ("images", "labels", "message"),
+    [
+        (np.zeros((2, 4, 4, 3), np.float32), [0, 1], "must be uint8"),
+        (np.zeros((2, 4, 4), np.uint8), [0, 1], "must be uint8"),
+        (np.zeros((2, 4, 4, 3), np.uint8), [0], "same length"),
+    ],
+)
 def test_array_dataset_states_what_it_needs(images: np.ndarray, labels: list[int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_array_dataset(images, labels, batch_size=2, shuffle=False, seed=0)

@@ -35,38 +35,51 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("keras.src.applications.efficientnet.file_utils.get_file", fail)
 
 
-def test_offline_imagenet_fallback_plans_training_the_whole_base(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Asked for ImageNet weights with a base frozen all trial; offline it gets random weights and trains whole.
+def test_offline_imagenet_fallback_plans_training_the_whole_base(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ImageNet weights asked for, base frozen all trial; offline the base is random and trains whole.
 
     Before the fix the plan read the config (``weights: imagenet``) and planned head-only
     training: an estimate too low in exactly the case where the whole backbone trains.
     """
     _offline(monkeypatch)
     config = ExperimentConfig.model_validate({"training": {"weights": "imagenet"}, "budget": {"vram_gb": 4}})
-    hypermodel = ClotHyperModel({"efficientnet_b1": _space(tmp_path, "efficientnet_b1", 0.0)}, weights="imagenet")
+    hypermodel = ClotHyperModel(
+        {"efficientnet_b1": _space(tmp_path, "efficientnet_b1", 0.0)}, weights="imagenet"
+    )
     hp = keras_tuner.HyperParameters()
     settings = hypermodel.settings(hp)
     model = hypermodel.build(hp)
     assert not hypermodel.pretrained, hypermodel.weights_used
-    decision, trainable = plan_budget(config, hypermodel, settings, model, budget=VramBudget.from_gb(4),
-                                      epochs=2, mixed_precision=False)
+    decision, trainable = plan_budget(
+        config, hypermodel, settings, model, budget=VramBudget.from_gb(4), epochs=2, mixed_precision=False
+    )
     assert trainable == "all"
     whole = estimate_vram("efficientnet_b1", 32, 8, trainable="all")
     assert decision.requested_estimate_bytes == whole.total_bytes
     assert whole.total_bytes > estimate_vram("efficientnet_b1", 32, 8, trainable="head").total_bytes
 
 
-@pytest.mark.parametrize(("pretrained", "fraction", "freeze", "epochs", "expected"), [
-    (False, 0.0, 0, 3, "all"),   # random weights: the whole base trains, whatever was asked
-    (False, 0.5, 5, 3, "all"),
-    (True, 0.0, 0, 3, "head"),   # pretrained and never unfrozen
-    (True, 0.5, 5, 3, "head"),   # frozen for longer than the trial lasts
-    (True, 0.5, 1, 3, "all"),    # unfrozen after one epoch
-])
-def test_planned_trainable(pretrained: bool, fraction: float, freeze: int, epochs: int, expected: str) -> None:
-    assert planned_trainable(pretrained=pretrained, unfreeze_fraction=fraction, freeze_epochs=freeze,
-                             epochs=epochs) == expected
+@pytest.mark.parametrize(
+    ("pretrained", "fraction", "freeze", "epochs", "expected"),
+    [
+        (False, 0.0, 0, 3, "all"),  # random weights: the whole base trains, whatever was asked
+        (False, 0.5, 5, 3, "all"),
+        (True, 0.0, 0, 3, "head"),  # pretrained and never unfrozen
+        (True, 0.5, 5, 3, "head"),  # frozen for longer than the trial lasts
+        (True, 0.5, 1, 3, "all"),  # unfrozen after one epoch
+    ],
+)
+def test_planned_trainable(
+    pretrained: bool, fraction: float, freeze: int, epochs: int, expected: str
+) -> None:
+    assert (
+        planned_trainable(
+            pretrained=pretrained, unfreeze_fraction=fraction, freeze_epochs=freeze, epochs=epochs
+        )
+        == expected
+    )
 
 
 @pytest.mark.parametrize("backbone", ["tiny_cnn", "resnet50"])

@@ -24,11 +24,21 @@ def _modules_imported_by(func: object) -> list[str]:
 
 def test_nothing_the_trial_process_imports_pulls_in_mlflow() -> None:
     # preload: what a waiting trial process imports; run_trial: what a trial imports.
-    modules = sorted(set(_modules_imported_by(trial_process.preload)) | set(_modules_imported_by(trial_process.run_trial)))
+    modules = sorted(
+        set(_modules_imported_by(trial_process.preload)) | set(_modules_imported_by(trial_process.run_trial))
+    )
     assert "clot_hpo.tracking.spool" in modules and "keras" in modules  # the walk found the imports
     assert "clot_hpo.data.cache" in modules and "sklearn.metrics" in modules
-    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
-            "print(sorted(m for m in sys.modules if m == 'mlflow' or m.startswith('mlflow.')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}, cwd=".")
+    code = (
+        f"import sys\nfor m in {modules!r}: __import__(m)\n"
+        "print(sorted(m for m in sys.modules if m == 'mlflow' or m.startswith('mlflow.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+        cwd=".",
+    )
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

@@ -13,7 +13,7 @@ from clot_hpo.search import trial_process
 if sys.argv[1] == "warm":
     trial_process._warm_up_keras()
 keras.utils.set_random_seed(5)
-model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.RandomFlip(seed=None), keras.layers.Conv2D(3, 3),
+model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.RandomFlip(), keras.layers.Conv2D(3, 3),
                           keras.layers.GlobalAveragePooling2D(), keras.layers.Dropout(0.5),
                           keras.layers.Dense(1, activation="sigmoid")])
 model.compile(optimizer="adam", loss="binary_crossentropy")
@@ -24,8 +24,13 @@ print(repr([float(w.sum()) for w in model.get_weights()] + history.history["loss
 
 
 def _run(mode: str) -> str:
-    out = subprocess.run([sys.executable, "-c", CODE, mode], capture_output=True, text=True, check=True,
-                         env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", CODE, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+    )
     return out.stdout.strip().splitlines()[-1]
 
 

@@ -37,9 +37,18 @@ json.dump({"state": "COMPLETE", "value": 0.5, "timings": {"time_total": 0.1}}, o
 
 
 def _task(tmp_path: Path, number: int = 0) -> TrialTask:
-    return TrialTask(config={}, study_name="s", storage="sqlite://", trial_id=number, trial_number=number,
-                     spool_dir="", manifest_path="", spaces={}, max_epochs=1,
-                     result_path=str(tmp_path / f"trial{number}" / "outcome.json"))
+    return TrialTask(
+        config={},
+        study_name="s",
+        storage="sqlite://",
+        trial_id=number,
+        trial_number=number,
+        spool_dir="",
+        manifest_path="",
+        spaces={},
+        max_epochs=1,
+        result_path=str(tmp_path / f"trial{number}" / "outcome.json"),
+    )
 
 
 @pytest.fixture()
@@ -57,8 +66,9 @@ def _trial_dir(tmp_path: Path, number: int = 0) -> Path:
     return path
 
 
-def test_a_task_runs_in_a_started_process_and_its_log_moves_to_the_trial(launcher: TrialLauncher,
-                                                                         tmp_path: Path) -> None:
+def test_a_task_runs_in_a_started_process_and_its_log_moves_to_the_trial(
+    launcher: TrialLauncher, tmp_path: Path
+) -> None:
     lines: list[str] = []
     task = _task(tmp_path)
     before = time.time()
@@ -71,8 +81,9 @@ def test_a_task_runs_in_a_started_process_and_its_log_moves_to_the_trial(launche
     assert list((tmp_path / "workers").iterdir()) == [], "no waiting process was asked for"
 
 
-def test_the_next_process_starts_with_the_trial_and_serves_the_next_trial(launcher: TrialLauncher,
-                                                                          tmp_path: Path) -> None:
+def test_the_next_process_starts_with_the_trial_and_serves_the_next_trial(
+    launcher: TrialLauncher, tmp_path: Path
+) -> None:
     seen_waiting = []
 
     def on_line(line: str) -> None:
@@ -82,14 +93,17 @@ def test_the_next_process_starts_with_the_trial_and_serves_the_next_trial(launch
     assert seen_waiting == [True, True], "started as soon as the running trial had its task"
     waiting = launcher._waiting
     assert waiting is not None and waiting.alive
-    outcome = launcher.run(_task(tmp_path, 1), _trial_dir(tmp_path, 1), on_line=lambda _: None, start_next=False)
+    outcome = launcher.run(
+        _task(tmp_path, 1), _trial_dir(tmp_path, 1), on_line=lambda _: None, start_next=False
+    )
     assert outcome.state == "COMPLETE"
     assert waiting.handed and waiting.proc.returncode == 0, "the pre-started process ran trial 1"
     assert launcher._waiting is None
 
 
-def test_a_process_that_died_while_waiting_is_replaced(launcher: TrialLauncher, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_process_that_died_while_waiting_is_replaced(
+    launcher: TrialLauncher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAKE_MODE", "die-waiting")
     launcher.start_next()
     dead = launcher._waiting
@@ -100,8 +114,9 @@ def test_a_process_that_died_while_waiting_is_replaced(launcher: TrialLauncher, 
     assert outcome.state == "COMPLETE", outcome.reason
 
 
-def test_a_process_that_dies_on_its_task_fails_the_trial_with_the_reason(launcher: TrialLauncher, tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_process_that_dies_on_its_task_fails_the_trial_with_the_reason(
+    launcher: TrialLauncher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAKE_MODE", "segv")
     outcome = launcher.run(_task(tmp_path), _trial_dir(tmp_path), on_line=lambda _: None, start_next=True)
     assert outcome.state == "FAIL"
@@ -133,9 +148,14 @@ def test_a_process_runs_one_task_only(tmp_path: Path) -> None:
     assert process.follow(lambda _: None) == 0
 
 
-@pytest.mark.parametrize(("code", "text"), [
-    (-11, "died from SIGSEGV"), (-9, "died from SIGKILL (killed: out of memory?)"),
-    (1, "exited with code 1 before reporting"), (None, "did not exit"),
-])
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (-11, "died from SIGSEGV"),
+        (-9, "died from SIGKILL (killed: out of memory?)"),
+        (1, "exited with code 1 before reporting"),
+        (None, "did not exit"),
+    ],
+)
 def test_describe_exit(code: int | None, text: str) -> None:
     assert describe_exit(code) == text
