@@ -23,4 +23,6 @@ Done in $((END - START)) s (including installation).
   MLflow:     $URI, artifacts in mlruns/artifacts/
   Optuna:     sqlite:///mlruns/optuna.db (study "quickstart"; rerun to resume)
   Browse:     make mlflow-server   then open $LINK
+  Diagnose:   $BIN/clot-hpo serve --tracking-uri $URI --model models:/blood-clot-detector@champion
+              then open http://127.0.0.1:8080/ (drop an image: probability, decision, Grad-CAM)
 MSG
