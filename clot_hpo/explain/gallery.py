@@ -91,7 +91,7 @@ def failure_gallery(
     wanted = sorted({i for indices in chosen.values() for i in indices})
     maps: dict[int, np.ndarray] = {}
     if wanted:
-        explainer = cam or GradCam(model)
+        explainer = cam or GradCam(model, compiled=False)  # one call: eager is cheaper than tracing
         _, cams = explainer(np.asarray(images, dtype=np.float32)[wanted])
         maps = dict(zip(wanted, cams, strict=True))
     y = np.asarray(labels).astype(int).ravel()
