@@ -93,7 +93,9 @@ class GradCam:
         rebuilt = keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
         # With a sigmoid head, the head's input gives the logit (kernel and bias applied here).
         target = captured["pre"] if head is not None else rebuilt.outputs[0]
-        graph = keras.Model(rebuilt.inputs, [captured["features"], target], name=f"{model.name}_gradcam")
+        # A single input as a tensor, not a one-element list: calls then pass a plain tensor.
+        inputs = rebuilt.inputs[0] if len(rebuilt.inputs) == 1 else rebuilt.inputs
+        graph = keras.Model(inputs, [captured["features"], target], name=f"{model.name}_gradcam")
         _, height, width, channels = model.input_shape
 
         def run(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
