@@ -105,3 +105,16 @@ def test_explain_writes_one_overlay_per_image(
     assert by_image[str(champion.positive)]["probability"] == pytest.approx(
         by_image[str(twin)]["probability"]
     )
+
+
+def test_serve_and_explain_take_their_defaults_like_predict() -> None:
+    from clot_hpo.cli import apply_config_defaults, build_parser
+
+    args = build_parser().parse_args(["serve"])
+    apply_config_defaults(args)
+    assert (args.host, args.port) == ("127.0.0.1", 8080)
+    assert args.model == "models:/blood-clot-detector@champion"
+    assert args.tracking_uri == "sqlite:///mlruns/mlflow.db"
+    args = build_parser().parse_args(["explain", "--out", "o", "a.png"])
+    apply_config_defaults(args)
+    assert args.model == "models:/blood-clot-detector@champion" and args.paths == ["a.png"]
