@@ -32,7 +32,7 @@ from clot_hpo.search.progress import StudyProgress, print_top_trials
 from clot_hpo.search.pruners import create_pruner
 from clot_hpo.search.samplers import create_sampler
 from clot_hpo.search.storage import open_storage, redact_url, retried_from
-from clot_hpo.search.task import TrialOutcome, TrialTask
+from clot_hpo.search.task import PRELOAD_STORAGE_ENV, TrialOutcome, TrialTask
 from clot_hpo.search.timing import metric_names
 from clot_hpo.search.worker_process import TrialLauncher
 from clot_hpo.tracking.background import BackgroundQueue
@@ -167,7 +167,9 @@ class StudyRunner:
         self.console = console
         self.data_digest = data_digest
         # The next trial's process starts while the current one trains; discarded unused at the end.
-        self.launcher = TrialLauncher(out_dir / "workers", prestart=prestart)
+        self.launcher = TrialLauncher(
+            out_dir / "workers", prestart=prestart, env={PRELOAD_STORAGE_ENV: config.search.storage}
+        )
         self._last_outcome_at: float | None = None
         self.objective: Objective = get_objective(config.search.objective)
         self.budget = _Budget(config, time.monotonic())
@@ -362,13 +364,19 @@ class StudyRunner:
                 state,
                 reason,
                 attrs,
+                rest,
             )
 
         timings: dict[str, float] = {}
+        rest: Callable[[], None] | None = None  # the trial process's work after its outcome
         try:
-            outcome = self.launcher.run(task, self._trial_dir(number), on_line=on_line, start_next=start_next)
+            outcome, rest = self.launcher.run(
+                task, self._trial_dir(number), on_line=on_line, start_next=start_next
+            )
             if outcome.state == "FAIL" and outcome.oom:
-                outcome = self._retry_after_oom(task, outcome, trial, on_line=on_line, start_next=start_next)
+                outcome, rest = self._retry_after_oom(
+                    task, outcome, trial, on_line=on_line, start_next=start_next
+                )
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted by the user")
             finish("FAIL", "interrupted by the user", {"interrupted": True})
@@ -429,8 +437,11 @@ class StudyRunner:
         state: str,
         reason: str | None,
         attrs: dict[str, Any] | None,
+        rest: Callable[[], None] | None = None,
     ) -> None:
         try:
+            if rest is not None:  # the trial process still writes the evaluation into the spool
+                rest()
             run_id = run.result()
             if not run_id:
                 return
@@ -456,8 +467,11 @@ class StudyRunner:
         *,
         on_line: Callable[[str], None],
         start_next: bool,
-    ) -> TrialOutcome:
-        """Runtime OOM: retry once at half the batch with gradient accumulation, else fail."""
+    ) -> tuple[TrialOutcome, Callable[[], None] | None]:
+        """Runtime OOM: retry once at half the batch with gradient accumulation, else fail.
+
+        Returns what :meth:`TrialLauncher.run` returns for the retry (or the first outcome).
+        """
         from clot_hpo.budget import BudgetDecision, halve_for_oom
 
         try:
@@ -465,12 +479,12 @@ class StudyRunner:
                 self.study._storage.get_trial(trial._trial_id).user_attrs, prefix="budget_"
             )
         except ConfigError:  # the child died before it planned: nothing to halve
-            return first
+            return first, None
         batch = first.batch_size or decision.batch_size
         retry = halve_for_oom(decision)
         if retry is None:
             first.reason = f"out of memory at batch {batch} and no smaller batch is allowed: {first.reason}"
-            return first
+            return first, None
         new_batch, accumulation = retry.batch_size, retry.accumulation_steps
         trial.set_user_attr("oom_retry", f"batch {batch} -> {new_batch} x{accumulation} accumulation")
         self.console.print(
@@ -480,7 +494,7 @@ class StudyRunner:
         task.attempt = 1
         task.batch_override, task.accumulation_override = new_batch, accumulation
         task.result_path = str(Path(task.result_path).with_name("outcome.retry.json"))
-        second = self.launcher.run(
+        second, rest = self.launcher.run(
             task, self._trial_dir(task.trial_number), on_line=on_line, start_next=start_next
         )
         # Both attempts' phases count: the retry's first epoch traces again.
@@ -488,7 +502,7 @@ class StudyRunner:
             second.timings[key] = round(second.timings.get(key, 0.0) + value, 3)
         if second.state == "FAIL" and second.oom:
             second.reason = f"out of memory again at batch {new_batch} after the retry: {second.reason}"
-        return second
+        return second, rest
 
     def _trial_dir(self, number: int) -> Path:
         path = self.out_dir / "trials" / f"{number:04d}"

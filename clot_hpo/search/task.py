@@ -14,6 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Set by the study process for the trial processes it starts ahead: the Optuna storage URL, so
+# that a waiting process opens it (and imports SQLAlchemy and Alembic, ~2 s) before its task.
+PRELOAD_STORAGE_ENV = "CLOT_HPO_PRELOAD_STORAGE"
+# The line a trial process prints once its outcome is written while it still has work to do
+# (the evaluation's intervals and figures): the study process goes on with the next trial.
+OUTCOME_WRITTEN = "clot-hpo: outcome written"
+
 
 @dataclass
 class TrialTask:

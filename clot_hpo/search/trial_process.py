@@ -25,11 +25,13 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from clot_hpo.search.task import TrialOutcome, TrialTask
+from clot_hpo.search.task import OUTCOME_WRITTEN, PRELOAD_STORAGE_ENV, TrialOutcome, TrialTask
 from clot_hpo.search.timing import PhaseTimer, process_started_at
 
 log = logging.getLogger("clot_hpo.trial")
@@ -54,12 +56,17 @@ def _format_epoch(number: int, epoch: int, epochs: int, logs: dict[str, float], 
     return f"  trial {number} · epoch {epoch + 1}/{epochs} · " + " · ".join(parts) + f" · {seconds:.1f}s"
 
 
+# Storages opened by preload(), by URL; a trial takes its own out (a process runs one trial).
+_OPENED_STORAGES: dict[str, Any] = {}
+
+
 def preload() -> None:
     """Import what every trial needs: most of a trial process's start, done before its task.
 
     A pre-started process (:mod:`clot_hpo.search.worker_process`) runs this while the previous
-    trial trains. Only imports: devices, seeds and the dtype policy are set per trial, once
-    the task says how.
+    trial trains: imports, a warm-up on a throwaway model, and opening the study's storage
+    when the study process named it (``CLOT_HPO_PRELOAD_STORAGE``). Devices, seeds and the
+    dtype policy are set per trial, once the task says how.
     """
     import keras  # noqa: F401 - imports TensorFlow
     import matplotlib.pyplot  # noqa: F401 - the evaluation's figures
@@ -81,6 +88,15 @@ def preload() -> None:
     import clot_hpo.train  # noqa: F401
 
     _warm_up_keras()
+    url = os.environ.get(PRELOAD_STORAGE_ENV)
+    if url:
+        from clot_hpo.errors import ConfigError
+        from clot_hpo.search.storage import open_storage
+
+        try:
+            _OPENED_STORAGES[url] = open_storage(url)
+        except ConfigError as exc:  # the trial opens it again and reports what is wrong
+            log.debug("could not open the storage ahead of the task: %s", exc)
 
 
 def _warm_up_keras() -> None:
@@ -181,7 +197,7 @@ def _load_trial(task: TrialTask, config: Any, seed: int) -> Any:
 
     study = optuna.load_study(
         study_name=task.study_name,
-        storage=open_storage(task.storage),
+        storage=_OPENED_STORAGES.pop(task.storage, None) or open_storage(task.storage),
         # Seeded per trial: a fresh process with the study's seed would repeat its samples.
         sampler=create_sampler(config.search.sampler, seed=seed),
         pruner=create_pruner(config.search.pruner, max_epochs=config.training.epochs),
@@ -192,7 +208,16 @@ def _load_trial(task: TrialTask, config: Any, seed: int) -> Any:
     return optuna.trial.Trial(study, task.trial_id)
 
 
-def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialOutcome:
+@dataclass
+class TrialResult:
+    """How a trial ended, and the work left once the study process knows it."""
+
+    outcome: TrialOutcome
+    # Run after the outcome is written (the evaluation's intervals and figures); None: nothing.
+    after: Callable[[], None] | None = None
+
+
+def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     """Run one trial end to end and return how it ended (pruning raises ``TrialPruned``).
 
     ``timer`` receives each phase's wall time (:mod:`clot_hpo.search.timing`).
@@ -205,7 +230,7 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialOutcome:
     from clot_hpo.data.cache import DecodedSplits
     from clot_hpo.data.pipeline import make_array_dataset
     from clot_hpo.errors import TrialFailed
-    from clot_hpo.evaluate import evaluate_trial
+    from clot_hpo.evaluate import binary_metrics, choose_threshold, evaluate_trial
     from clot_hpo.models.hypermodel import ClotHyperModel
     from clot_hpo.search.hp import OptunaHyperParameters
     from clot_hpo.search.objectives import get_objective
@@ -348,50 +373,60 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialOutcome:
             on_epoch_end=on_epoch_end,
         )
     except optuna.TrialPruned as exc:
-        return TrialOutcome(
-            state="PRUNED",
-            reason=str(exc),
-            epochs_run=epochs_run,
-            batch_size=batch_size,
-            accumulation_steps=accumulation,
+        return TrialResult(
+            TrialOutcome(
+                state="PRUNED",
+                reason=str(exc),
+                epochs_run=epochs_run,
+                batch_size=batch_size,
+                accumulation_steps=accumulation,
+            )
         )
 
     # ----- evaluate on validation (threshold) and test, then log -------------------------------
     timer.restart()
     y_val, p_val = predict_probabilities(model, val_ds)
     y_test, p_test = predict_probabilities(model, dataset("test", False))
-    samples = None
-    # Opt-in: by default no image leaves the machine.
-    if tracker.enabled and config.evaluation.log_sample_images:
-        samples = np.asarray(images["val"][: config.evaluation.log_sample_images], dtype=np.float32)
-    report = evaluate_trial(
-        y_val,
-        p_val,
-        y_test,
-        p_test,
-        config.evaluation,
-        history=history,
-        seed=seed,
-        sample_images=samples,
-        figures=tracker.enabled,
-    )
-    tracker.log_evaluation("", metrics=report.metrics, artifacts=report.artifacts, figures=report.figures)
+    # The point figures Optuna and the outcome need (no intervals: cheap), exactly as the
+    # evaluation below reports them.
+    ev = config.evaluation
+    threshold = choose_threshold(y_val, p_val, method=ev.threshold, target_sensitivity=ev.target_sensitivity)
+    points = {"threshold": threshold}
+    for split, (y, p) in {"val": (y_val, p_val), "test": (y_test, p_test)}.items():
+        values = binary_metrics(y, p, threshold=threshold, confidence=ev.confidence_level, n_bootstrap=0)
+        points.update(
+            {f"{split}_{k}": v for k, v in values.items() if not k.endswith(("_ci_low", "_ci_high"))}
+        )
+
+    def evaluate_and_log() -> None:
+        """Intervals (bootstrap) and figures, spooled: only a tracked trial has a use for them."""
+        samples = None
+        # Opt-in: by default no image leaves the machine.
+        if ev.log_sample_images:
+            samples = np.asarray(images["val"][: ev.log_sample_images], dtype=np.float32)
+        report = evaluate_trial(
+            y_val, p_val, y_test, p_test, ev, history=history, seed=seed, sample_images=samples, figures=True
+        )
+        tracker.log_evaluation("", metrics=report.metrics, artifacts=report.artifacts, figures=report.figures)
+
+    # Without a GPU they come after the outcome, while the next trial starts (the study process
+    # waits for them before it closes this trial's run). With one, this process would hold its
+    # GPU memory into the next trial's: they come first.
+    after = evaluate_and_log if tracker.enabled and not gpu.gpus else None
+    if tracker.enabled and after is None:
+        evaluate_and_log()
     timer.lap("evaluate")
     if config.tracking.log_model:
         # An uncompiled functional copy (same layers and weights): the saved model is for
         # inference and must not carry training metrics that Keras cannot deserialize
         # (SensitivityAtSpecificity's compile config does not round-trip in Keras 3.15).
         inference = keras.Model(model.inputs, model.outputs, name=model.name)
-        tracker.log_model(
-            "", inference, image_size=settings.image_size, threshold=float(report.metrics["threshold"])
-        )
+        tracker.log_model("", inference, image_size=settings.image_size, threshold=float(threshold))
         timer.lap("save_model")
     # The exact (scikit-learn) AUC where we have it, so Optuna's best is what `promote` picks;
     # Keras' binned AUC served for the per-epoch pruning reports.
     value = float(
-        report.metrics.get(objective.name, history[objective.history_key][-1])
-        if objective.name == "val_auc"
-        else history[objective.history_key][-1]
+        points[objective.name] if objective.name == "val_auc" else history[objective.history_key][-1]
     )
     keep = (
         "val_auc",
@@ -404,14 +439,15 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialOutcome:
         "test_specificity",
         "threshold",
     )
-    return TrialOutcome(
+    outcome = TrialOutcome(
         state="COMPLETE",
         value=value,
         epochs_run=epochs_run,
         batch_size=batch_size,
         accumulation_steps=accumulation,
-        metrics={k: float(report.metrics[k]) for k in keep if k in report.metrics},
+        metrics={k: float(points[k]) for k in keep if k in points},
     )
+    return TrialResult(outcome, after=after)
 
 
 def _read_task(argv: list[str], started: float | None, timer: PhaseTimer) -> TrialTask | None:
@@ -466,8 +502,10 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    after = None
     try:
-        outcome = run_trial(task, timer)
+        result = run_trial(task, timer)
+        outcome, after = result.outcome, result.after
     except KeyboardInterrupt:
         outcome = TrialOutcome(state="FAIL", reason="interrupted")
     except Exception as exc:  # noqa: BLE001 - every failure becomes the trial's recorded reason
@@ -489,8 +527,25 @@ def main(argv: list[str] | None = None) -> int:
     timer.add("total", time.time() - (task.handed_at or timer.origin))
     outcome.timings = timer.attrs()
     outcome.save(task.result_path)
+    if after is not None:
+        # The study process goes on with the next trial at this line and waits for this
+        # process's exit only before it closes this trial's run.
+        print(OUTCOME_WRITTEN, flush=True)
+        try:
+            after()
+        except KeyboardInterrupt:
+            return 130
+        except Exception:  # noqa: BLE001 - the trial is told already; its run lacks what failed
+            traceback.print_exc(file=sys.stderr)
+            return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Skip the interpreter's teardown: with TensorFlow loaded it takes 2-9 s here, and the
+    # study process waits for this process's exit. Everything is written by now (the outcome
+    # atomically, the spool line by line, Optuna's storage committed); only stdio may buffer.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

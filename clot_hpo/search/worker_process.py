@@ -18,6 +18,7 @@ with every model, see :mod:`clot_hpo.search.trial_process`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clot_hpo.budget.gpu import is_oom_exit
-from clot_hpo.search.task import TrialOutcome, TrialTask
+from clot_hpo.search.task import OUTCOME_WRITTEN, TrialOutcome, TrialTask
 from clot_hpo.search.timing import SPAWNED_AT_ENV
 
 log = logging.getLogger(__name__)
@@ -52,15 +53,18 @@ class TrialProcess:
         self.handed = False
 
     @classmethod
-    def start(cls, folder: Path, command: tuple[str, ...] = TRIAL_COMMAND) -> TrialProcess:
+    def start(
+        cls, folder: Path, command: tuple[str, ...] = TRIAL_COMMAND, env: dict[str, str] | None = None
+    ) -> TrialProcess:
         """Start a process that prepares itself, then waits for its task on stdin.
 
-        Its stderr goes to a file in ``folder`` until :meth:`hand` moves it to the trial's folder.
+        Its stderr goes to a file in ``folder`` until :meth:`hand` moves it to the trial's folder;
+        ``env`` adds to this process's environment.
         """
         folder.mkdir(parents=True, exist_ok=True)
         stderr_path = folder / f"waiting.{uuid.uuid4().hex[:12]}.stderr.log"
         started = time.time()
-        env = {**os.environ, SPAWNED_AT_ENV: repr(started)}
+        env = {**os.environ, **(env or {}), SPAWNED_AT_ENV: repr(started)}
         with open(stderr_path, "w", encoding="utf-8") as stderr:
             proc = subprocess.Popen(
                 list(command),
@@ -101,10 +105,16 @@ class TrialProcess:
             log.debug("could not move %s to %s: %s", self.stderr_path, stderr_path, exc)
         return True
 
-    def follow(self, on_line: Callable[[str], None]) -> int:
-        """Pass each line the process prints to ``on_line`` until it exits; return its exit code."""
+    def follow(self, on_line: Callable[[str], None], *, until: str | None = None) -> int | None:
+        """Pass each line the process prints to ``on_line`` until it exits; return its exit code.
+
+        At a line equal to ``until`` it returns None instead, leaving the process running; a
+        later call follows the rest.
+        """
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
+            if until is not None and line.rstrip("\n") == until:
+                return None
             on_line(line)
         return self.proc.wait()
 
@@ -139,14 +149,21 @@ class TrialLauncher:
         folder: where waiting processes keep their stderr (``<study>/workers``).
         prestart: start the next trial's process ahead of its task.
         command: what a trial process runs (tests replace it).
+        env: added to the trial processes' environment (e.g. the storage to open ahead).
     """
 
     def __init__(
-        self, folder: Path, *, prestart: bool = True, command: tuple[str, ...] = TRIAL_COMMAND
+        self,
+        folder: Path,
+        *,
+        prestart: bool = True,
+        command: tuple[str, ...] = TRIAL_COMMAND,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.folder = folder
         self.prestart = prestart
         self.command = command
+        self.env = dict(env or {})
         self._waiting: TrialProcess | None = None
 
     def take(self) -> TrialProcess:
@@ -160,12 +177,12 @@ class TrialLauncher:
                 waiting.proc.returncode,
                 waiting.stderr_path,
             )
-        return TrialProcess.start(self.folder, self.command)
+        return TrialProcess.start(self.folder, self.command, self.env)
 
     def start_next(self) -> None:
         """Start the next trial's process now (if pre-starting is on and none is waiting)."""
         if self.prestart and self._waiting is None:
-            self._waiting = TrialProcess.start(self.folder, self.command)
+            self._waiting = TrialProcess.start(self.folder, self.command, self.env)
 
     def close(self) -> None:
         """End the waiting process, if any."""
@@ -180,7 +197,7 @@ class TrialLauncher:
         *,
         on_line: Callable[[str], None],
         start_next: bool,
-    ) -> TrialOutcome:
+    ) -> tuple[TrialOutcome, Callable[[], None] | None]:
         """Run ``task`` in a trial process; a process that dies becomes a FAIL outcome.
 
         Args:
@@ -190,6 +207,12 @@ class TrialLauncher:
             start_next: start the next trial's process as soon as this one has its task: its
                 imports (one core, mostly) overlap this trial's work, whose setup and
                 tracing are mostly single-threaded Python as well.
+
+        Returns:
+            The outcome, and what waits for the rest of the process's work when it reported
+            its outcome before finishing (the evaluation's intervals and figures, see
+            :data:`~clot_hpo.search.task.OUTCOME_WRITTEN`): call it before reading the trial's
+            spool for the last time. None when the process has exited.
         """
         Path(task.result_path).unlink(missing_ok=True)
         stderr_path = trial_dir / f"stderr.{task.attempt}.log"
@@ -198,29 +221,48 @@ class TrialLauncher:
         task_path = task.save(trial_dir / f"task.{task.attempt}.json")
         if not process.hand(task_path, stderr_path):
             process.discard()
-            process = TrialProcess.start(self.folder, self.command)
+            process = TrialProcess.start(self.folder, self.command, self.env)
             if not process.hand(task_path, stderr_path):
                 process.stop()
-                return TrialOutcome(
-                    state="FAIL",
-                    reason=f"trial process {describe_exit(process.proc.returncode)} "
-                    f"before it could take its task (stderr: {process.stderr_path})",
+                reason = (
+                    f"trial process {describe_exit(process.proc.returncode)} "
+                    f"before it could take its task (stderr: {process.stderr_path})"
                 )
+                return TrialOutcome(state="FAIL", reason=reason), None
         if start_next:
             self.start_next()
         try:
-            returncode = process.follow(on_line)
+            returncode = process.follow(on_line, until=OUTCOME_WRITTEN)
         except KeyboardInterrupt:
             process.stop()
             raise
         outcome = TrialOutcome.load(task.result_path)
+        if returncode is None and outcome is not None:
+            return outcome, functools.partial(_finish, process, on_line, task.trial_number)
+        if returncode is None:  # the line came without an outcome: follow the process to its end
+            returncode = process.follow(on_line)
+            outcome = TrialOutcome.load(task.result_path)
         if outcome is not None:
-            return outcome
-        return TrialOutcome(
+            return outcome, None
+        failed = TrialOutcome(
             state="FAIL",
             reason=f"trial process {describe_exit(returncode)} (stderr: {process.stderr_path})",
             # The kernel's OOM killer sends SIGKILL; TensorFlow may abort with an OOM message.
             oom=is_oom_exit(returncode, tail(process.stderr_path)),
+        )
+        return failed, None
+
+
+def _finish(process: TrialProcess, on_line: Callable[[str], None], number: int) -> None:
+    """Follow a process that reported its outcome to its end; say so when that end went wrong."""
+    returncode = process.follow(on_line)
+    if returncode != 0:
+        log.warning(
+            "trial %d's process %s after reporting its outcome: its run may lack the evaluation's "
+            "intervals and figures (stderr: %s)",
+            number,
+            describe_exit(returncode),
+            process.stderr_path,
         )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from clot_hpo.search.task import TrialOutcome, TrialTask
+from clot_hpo.search.task import OUTCOME_WRITTEN, TrialOutcome, TrialTask
 from clot_hpo.search.worker_process import TrialLauncher, TrialProcess, describe_exit
 
 # Reads its task's path, prints two lines, writes a COMPLETE outcome; FAKE_MODE changes that.
@@ -33,7 +33,36 @@ if mode == "segv":
 print("done", flush=True)
 print("to stderr", file=sys.stderr, flush=True)
 json.dump({"state": "COMPLETE", "value": 0.5, "timings": {"time_total": 0.1}}, open(task["result_path"], "w"))
+if mode == "after":  # the outcome first, then the evaluation's intervals and figures
+    print(OUTCOME_WRITTEN, flush=True)
+    time.sleep(0.5)
+    print("evaluated", flush=True)
+    sys.exit(int(os.environ.get("FAKE_AFTER_EXIT", "0")))
 """
+# The marker line, as the trial process prints it.
+CHILD = f"OUTCOME_WRITTEN = {OUTCOME_WRITTEN!r}\n" + CHILD
+
+
+def test_the_outcome_comes_before_the_evaluations_intervals_and_figures(
+    launcher: TrialLauncher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FAKE_MODE", "after")
+    lines: list[str] = []
+    outcome, rest = launcher.run(
+        _task(tmp_path), _trial_dir(tmp_path), on_line=lines.append, start_next=False
+    )
+    assert outcome.state == "COMPLETE" and rest is not None
+    assert [line.strip() for line in lines] == ["started", "done"], "returned at the marker line, not printed"
+    rest()
+    assert lines[-1].strip() == "evaluated", "the rest is followed to the process's end"
+    monkeypatch.setenv("FAKE_AFTER_EXIT", "1")
+    outcome, rest = launcher.run(
+        _task(tmp_path, 1), _trial_dir(tmp_path, 1), on_line=lines.append, start_next=False
+    )
+    assert outcome.state == "COMPLETE" and rest is not None
+    with caplog.at_level("WARNING"):
+        rest()
+    assert "trial 1's process exited with code 1" in caplog.text and "may lack" in caplog.text
 
 
 def _task(tmp_path: Path, number: int = 0) -> TrialTask:
@@ -72,7 +101,7 @@ def test_a_task_runs_in_a_started_process_and_its_log_moves_to_the_trial(
     lines: list[str] = []
     task = _task(tmp_path)
     before = time.time()
-    outcome = launcher.run(task, _trial_dir(tmp_path), on_line=lines.append, start_next=False)
+    outcome, _ = launcher.run(task, _trial_dir(tmp_path), on_line=lines.append, start_next=False)
     assert outcome == TrialOutcome(state="COMPLETE", value=0.5, timings={"time_total": 0.1})
     assert [line.strip() for line in lines] == ["started", "done"]
     assert (tmp_path / "trial0" / "stderr.0.log").read_text().strip() == "to stderr"
@@ -89,11 +118,11 @@ def test_the_next_process_starts_with_the_trial_and_serves_the_next_trial(
     def on_line(line: str) -> None:
         seen_waiting.append(launcher._waiting is not None)
 
-    launcher.run(_task(tmp_path, 0), _trial_dir(tmp_path, 0), on_line=on_line, start_next=True)
+    _ = launcher.run(_task(tmp_path, 0), _trial_dir(tmp_path, 0), on_line=on_line, start_next=True)
     assert seen_waiting == [True, True], "started as soon as the running trial had its task"
     waiting = launcher._waiting
     assert waiting is not None and waiting.alive
-    outcome = launcher.run(
+    outcome, _ = launcher.run(
         _task(tmp_path, 1), _trial_dir(tmp_path, 1), on_line=lambda _: None, start_next=False
     )
     assert outcome.state == "COMPLETE"
@@ -110,7 +139,7 @@ def test_a_process_that_died_while_waiting_is_replaced(
     assert dead is not None
     dead.proc.wait(timeout=30)
     monkeypatch.delenv("FAKE_MODE")
-    outcome = launcher.run(_task(tmp_path), _trial_dir(tmp_path), on_line=lambda _: None, start_next=False)
+    outcome, _ = launcher.run(_task(tmp_path), _trial_dir(tmp_path), on_line=lambda _: None, start_next=False)
     assert outcome.state == "COMPLETE", outcome.reason
 
 
@@ -118,7 +147,7 @@ def test_a_process_that_dies_on_its_task_fails_the_trial_with_the_reason(
     launcher: TrialLauncher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_MODE", "segv")
-    outcome = launcher.run(_task(tmp_path), _trial_dir(tmp_path), on_line=lambda _: None, start_next=True)
+    outcome, _ = launcher.run(_task(tmp_path), _trial_dir(tmp_path), on_line=lambda _: None, start_next=True)
     assert outcome.state == "FAIL"
     assert "died from SIGSEGV" in (outcome.reason or "")
     assert str(tmp_path / "trial0" / "stderr.0.log") in (outcome.reason or "")
