@@ -1,20 +1,54 @@
-"""Pruner registry: ``create_pruner`` and ``list_pruners``; reported once per epoch."""
+"""Pruner registry: ``create_pruner``, ``list_pruners`` and ``describe_pruner``; reported once per epoch.
+
+A trial reports its validation metric after every epoch as step ``epoch - 1`` (0-based), so an
+Optuna pruner that acts at step ``s`` judges the trial after ``s + 1`` epochs;
+``describe_pruner`` speaks in epochs. Why the defaults are what they are: docs/pruning.md.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import optuna
 
 from clot_hpo.errors import ConfigError
 
+# Hyperband, as one bracket (its most aggressive one: asynchronous successive halving).
+# Optuna's HyperbandPruner(min_resource=1, reduction_factor=3) splits a study into
+# floor(log3(epochs)) + 1 brackets (2 for 8 epochs, 3 for 12), and under sequential trials the
+# first trials to reach each rung of each bracket are always promoted: with 12 to 40 trials
+# every extra bracket mostly buys more full-length trials, not a better hedge. Measured in
+# benchmarks/pruning_efficiency.py; the reasoning in docs/pruning.md.
+HYPERBAND_MIN_RESOURCE = 1
+"""First rung at step 1, i.e. after 2 epochs: epoch 1 alone (random init, BatchNorm statistics
+still settling, or a base still frozen) ranks trials poorly."""
+HYPERBAND_REDUCTION_FACTOR = 4
+"""Keep the top quarter at each rung (Optuna's successive-halving default, ASHA's eta): rungs
+after 2 and 5 epochs for 5 to 16 epochs, then 17, 65..."""
+
+# Median pruning: gentler, for users who would rather keep slow starters.
+MEDIAN_STARTUP_TRIALS = 3
+"""Completed trials before the median prunes at all: a median of two is their mean."""
+MEDIAN_WARMUP_STEPS = 1
+"""Never on epoch 1 alone, like Hyperband's first rung."""
+
 
 def _hyperband(max_epochs: int) -> optuna.pruners.BasePruner:
-    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_epochs, 1), reduction_factor=3)
+    # One bracket of Hyperband is successive halving with min_early_stopping_rate=0. Optuna's
+    # HyperbandPruner takes no bracket count, and once initialised it also narrows what the
+    # sampler sees to the trial's own bracket; this pruner leaves TPE the whole history.
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=HYPERBAND_MIN_RESOURCE,
+        reduction_factor=HYPERBAND_REDUCTION_FACTOR,
+        min_early_stopping_rate=0,
+    )
 
 
 def _median(max_epochs: int) -> optuna.pruners.BasePruner:
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=MEDIAN_WARMUP_STEPS
+    )
 
 
 def _none(max_epochs: int) -> optuna.pruners.BasePruner:
@@ -38,3 +72,41 @@ def create_pruner(name: str, *, max_epochs: int) -> optuna.pruners.BasePruner:
     if name not in _PRUNERS:
         raise ConfigError(f"search.pruner must be one of {list_pruners()}, but got {name!r}")
     return _PRUNERS[name](max_epochs)
+
+
+def hyperband_rung_epochs(max_epochs: int) -> list[int]:
+    """After how many epochs the ``hyperband`` pruner judges a trial of ``max_epochs`` epochs.
+
+    Successive halving's rung ``r`` is step ``min_resource * reduction_factor ** r``; a rung at
+    or past the last step never comes.
+    """
+    epochs = []
+    rung = 0
+    while (step := HYPERBAND_MIN_RESOURCE * HYPERBAND_REDUCTION_FACTOR**rung) <= max_epochs - 1:
+        epochs.append(step + 1)
+        rung += 1
+    return epochs
+
+
+def describe_pruner(name: str, *, max_epochs: int) -> dict[str, Any]:
+    """What pruner ``name`` does with trials of ``max_epochs`` epochs, for logs and benchmarks."""
+    create_pruner(name, max_epochs=max_epochs)  # validates the name
+    if name == "hyperband":
+        return {
+            "name": name,
+            "brackets": 1,
+            "min_resource": HYPERBAND_MIN_RESOURCE,
+            "reduction_factor": HYPERBAND_REDUCTION_FACTOR,
+            "rung_epochs": hyperband_rung_epochs(max_epochs),
+            # Optuna's rule under sequential trials: of the n trials that reached a rung so far
+            # (this one included), the best max(1, n // reduction_factor) go on.
+            "keeps": f"the best max(1, n // {HYPERBAND_REDUCTION_FACTOR}) of the n trials at a rung so far",
+        }
+    if name == "median":
+        return {
+            "name": name,
+            "n_startup_trials": MEDIAN_STARTUP_TRIALS,
+            "n_warmup_steps": MEDIAN_WARMUP_STEPS,
+            "first_judged_after_epochs": MEDIAN_WARMUP_STEPS + 1,
+        }
+    return {"name": name}
