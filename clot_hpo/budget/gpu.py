@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from clot_hpo.errors import ConfigError
+from clot_hpo.util import exception_chain
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +156,7 @@ def configure_gpu(mixed_precision: str = "auto", *, memory_limit_mb: int | None 
 
 def _chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and the exceptions it was raised from or during (cycles cut)."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not s for s in seen):
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
+    return list(exception_chain(exc))
 
 
 def is_oom_error(exc: BaseException) -> bool:

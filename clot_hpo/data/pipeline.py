@@ -24,6 +24,7 @@ import numpy as np
 
 from clot_hpo.data.scan import format_offenders, is_image_file
 from clot_hpo.errors import DataError
+from clot_hpo.util import first_line
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -219,7 +220,7 @@ def _raise_for_bad_files(files: list[str], exc: Exception) -> None:
             bad.append(f"{f}: {info.error}")
     if bad:
         raise DataError(f"{len(bad)} unusable image(s): {format_offenders(bad)}") from exc
-    message = str(getattr(exc, "message", exc)).strip().splitlines()[0]
+    message = first_line(getattr(exc, "message", exc))
     raise DataError(f"cannot decode the images: {message}") from exc
 
 

@@ -28,6 +28,7 @@ from clot_hpo.data.synthetic import MARKER as SYNTHETIC_MARKER
 from clot_hpo.data.synthetic import make_synthetic
 from clot_hpo.data.validate import CACHE_NAME, validate_images
 from clot_hpo.errors import DataError
+from clot_hpo.util import first_line
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def prepare_data(
     if leakage.has_leakage:
         if cfg.fail_on_leakage:
             raise DataError(f"{leakage.error_message()}; report: {report_path}")
-        log.warning("leakage: %s", leakage.summary().splitlines()[0])
+        log.warning("leakage: %s", first_line(leakage.summary()))
     return PreparedData(
         manifest=manifest,
         manifest_path=manifest_path,

@@ -19,6 +19,7 @@ import pandas as pd
 
 from clot_hpo.config.schema import DataConfig
 from clot_hpo.errors import DataError
+from clot_hpo.util import first_line
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def _scan_metadata(cfg: DataConfig, root: Path, csv_path: Path) -> pd.DataFrame:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True,
                             encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataError(f"{csv_path}: not a readable CSV: {first}") from exc
     table.columns = [str(c).strip() for c in table.columns]
 

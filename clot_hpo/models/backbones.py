@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clot_hpo.errors import ConfigError
+from clot_hpo.util import first_line
 
 if TYPE_CHECKING:
     import keras
@@ -195,7 +196,7 @@ def create_backbone_with_info(
             # download fails (https://github.com/keras-team/keras/issues/19450): fall back.
             if requested != "imagenet":
                 raise ConfigError(f"training.weights: cannot load {requested!r}: {exc}") from exc
-            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            reason = first_line(exc, limit=160)
             log.warning("ImageNet weights for %s unavailable (%s); using random initialization", name, reason)
             model = _build(None)
             weights_used = f"none (imagenet unavailable: {reason})"

@@ -20,8 +20,9 @@ from rich.progress import (
 from rich.table import Table
 
 from clot_hpo.search.objectives import Objective
+from clot_hpo.util import FINISHED_TRIAL_STATES
 
-_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_FINISHED = tuple(TrialState[name] for name in sorted(FINISHED_TRIAL_STATES))
 
 
 def objective_value(trial: optuna.trial.FrozenTrial) -> float:

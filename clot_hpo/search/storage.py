@@ -10,6 +10,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from clot_hpo.errors import ConfigError
+from clot_hpo.util import first_line
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def open_storage(
         raise ConfigError(f"search.storage {url!r} needs a database driver that is not installed: {exc}") from exc
     except Exception as exc:  # sqlalchemy raises many kinds for a bad URL or a dead server
         raise ConfigError(f"search.storage: cannot open {redact_url(url)}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0]}") from exc
+                          f"{first_line(exc)}") from exc
 
 
 class _ResilientRDBStorage(RDBStorage):
@@ -74,7 +75,7 @@ class _ResilientRDBStorage(RDBStorage):
             # Optuna wraps the driver error in a misleading "invalid data" message: show the cause.
             cause = exc.__cause__ or exc
             logging.getLogger(__name__).warning("heartbeat of trial id %s not recorded: %s", trial_id,
-                                                str(getattr(cause, "orig", cause)).strip().splitlines()[0])
+                                                first_line(getattr(cause, "orig", cause)))
 
 
 # Any constant: the advisory lock under which workers create Optuna's schema.

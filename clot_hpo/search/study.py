@@ -38,10 +38,11 @@ from clot_hpo.search.worker_process import TrialLauncher
 from clot_hpo.tracking.background import BackgroundQueue
 from clot_hpo.tracking.base import Tracker
 from clot_hpo.tracking.spool import SpoolReader
+from clot_hpo.util import FINISHED_TRIAL_STATES, find_in_chain, first_line
 
 log = logging.getLogger(__name__)
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+FINISHED = tuple(TrialState[name] for name in sorted(FINISHED_TRIAL_STATES))
 STUDIES_DIR = Path("mlruns") / "studies"
 # Retrying the storage for this long covers a database restart; then the study stops.
 STORAGE_RETRY_SECONDS = 60.0
@@ -278,7 +279,7 @@ class StudyRunner:
                 if time.monotonic() >= deadline:
                     raise FatalError(
                         f"lost the Optuna storage for {STORAGE_RETRY_SECONDS:.0f} s "
-                        f"({str(exc.orig).strip().splitlines()[0]}); finished trials are safe in "
+                        f"({first_line(exc.orig)}); finished trials are safe in "
                         "the storage: rerun the same command to resume"
                     ) from exc
                 self.console.print(f"[yellow]storage unreachable, retrying in {delay:.0f} s[/]")
@@ -517,14 +518,7 @@ def _storage_error(exc: BaseException, kind: type[BaseException]) -> Any:
     fails to read the trial back and raises ``UnboundLocalError`` from that failure
     (https://github.com/optuna/optuna/issues/5280): the cause is in the exception chain.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+    return find_in_chain(exc, kind)
 
 
 def create_or_load_study(config: ExperimentConfig, storage: Any) -> optuna.Study:
@@ -638,7 +632,7 @@ def run_search(
     finally:
         try:
             runner.finish_uploads()  # every trial's results reach the tracker before the study ends
-            summarize_study(study, tracker=tracker, out_dir=out_dir, console=console)
+            summarize_study(study, tracker=tracker, out_dir=out_dir)
         finally:
             tracker.end_study(status)
     console.print(f"[bold]stopped:[/] {stop_reason}")

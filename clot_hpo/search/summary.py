@@ -10,7 +10,6 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from rich.console import Console
 
 from clot_hpo.tracking.base import Tracker
 
@@ -48,7 +47,7 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
     return figures
 
 
-def summarize_study(study: optuna.Study, *, tracker: Tracker, out_dir: Path, console: Console) -> Path | None:
+def summarize_study(study: optuna.Study, *, tracker: Tracker, out_dir: Path) -> Path | None:
     """Write ``trials.csv`` and hand it and the study plots to the tracker."""
     if not study.get_trials(deepcopy=False):
         return None

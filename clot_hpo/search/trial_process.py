@@ -33,6 +33,7 @@ import numpy as np
 
 from clot_hpo.search.task import OUTCOME_WRITTEN, PRELOAD_STORAGE_ENV, TrialOutcome, TrialTask
 from clot_hpo.search.timing import PhaseTimer, process_started_at
+from clot_hpo.util import first_line
 
 log = logging.getLogger("clot_hpo.trial")
 
@@ -516,10 +517,10 @@ def main(argv: list[str] | None = None) -> int:
 
             detail = traceback.format_exc(limit=-3)
             log.debug(detail)
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            message = first_line(exc, default="")
             outcome = TrialOutcome(
                 state="FAIL",
-                reason=f"{type(exc).__name__}: {first_line}"[:500],
+                reason=f"{type(exc).__name__}: {message}"[:500],
                 oom=is_oom_error(exc),
             )
             if os.environ.get("CLOT_HPO_DEBUG"):
