@@ -18,7 +18,6 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from clot_hpo.errors import ConfigError
-from clot_hpo.util import first_line
 
 Loc = tuple[str | int, ...]
 
@@ -101,7 +100,7 @@ def read_yaml(path: str | Path, *, what: str = "file", empty_ok: bool = True) ->
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or first_line(exc)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from exc
     finally:
         loader.dispose()
