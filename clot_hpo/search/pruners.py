@@ -25,11 +25,12 @@ HYPERBAND_MIN_RESOURCE = 1
 still settling, or a base still frozen) ranks trials poorly."""
 HYPERBAND_REDUCTION_FACTOR = 4
 """Keep the top quarter at each rung (Optuna's successive-halving default, ASHA's eta): rungs
-after 2 and 5 epochs for 5 to 16 epochs, then 17, 65..."""
+after 2 and 5 epochs for 6 to 16 epochs, then 17, 65..."""
 
 # Median pruning: gentler, for users who would rather keep slow starters.
-MEDIAN_STARTUP_TRIALS = 3
-"""Completed trials before the median prunes at all: a median of two is their mean."""
+MEDIAN_STARTUP_TRIALS = 2
+"""Completed trials before the median prunes at all: few, so that a 6-trial study can prune
+(Optuna's default of 5 leaves a study that small nothing to prune)."""
 MEDIAN_WARMUP_STEPS = 1
 """Never on epoch 1 alone, like Hyperband's first rung."""
 

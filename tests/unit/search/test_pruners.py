@@ -90,12 +90,12 @@ def test_hyperband_never_judges_on_the_first_epoch() -> None:
     assert run_curves(create_pruner("hyperband", max_epochs=8), curves) == [None, None]
 
 
-def test_median_waits_for_three_trials_and_the_second_epoch() -> None:
+def test_median_waits_for_two_trials_and_the_second_epoch() -> None:
     pruner = create_pruner("median", max_epochs=6)
-    # Three bad-to-good trials complete whatever they report (startup); the fourth, below their
-    # median, is stopped after 2 epochs, not after 1.
-    curves = [flat(0.9, 6), flat(0.5, 6), flat(0.8, 6), flat(0.6, 6)]
-    assert run_curves(pruner, curves) == [None, None, None, 2]
+    # Two trials complete whatever they report (startup); the third, below their median, is
+    # stopped after 2 epochs, not after 1; the fourth, above it, completes.
+    curves = [flat(0.9, 6), flat(0.5, 6), flat(0.6, 6), flat(0.8, 6)]
+    assert run_curves(pruner, curves) == [None, None, 2, None]
     assert describe_pruner("median", max_epochs=6)["first_judged_after_epochs"] == 2
 
 
