@@ -12,6 +12,7 @@ from clot_hpo.budget.estimator import (
     backbone_profile,
     estimate_vram,
     format_bytes,
+    profile_model,
 )
 from clot_hpo.budget.gpu import GpuInfo, configure_gpu, is_oom_error, is_oom_exit
 from clot_hpo.budget.policy import (
@@ -40,5 +41,6 @@ __all__ = [
     "is_oom_exit",
     "largest_fitting_batch",
     "plan_trial",
+    "profile_model",
     "read_nvml",
 ]

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from clot_hpo.errors import ConfigError
 from clot_hpo.models.optimizers import OPTIMIZERS
+from clot_hpo.util import first_line
 
 GiB = 1024**3
 MiB = 1024**2
@@ -267,7 +268,7 @@ def _build_backbone(backbone: str, image_size: int) -> Any:
             return create_backbone(backbone, image_size=image_size, weights=None)
     except ValueError as exc:
         # keras.applications refuses inputs below 32x32 with a ValueError.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ConfigError(f"`image_size` {image_size} is not valid for backbone {backbone!r}: {first}") from exc
 
 
@@ -276,7 +277,8 @@ def _trainable_when_trained(model: Any) -> int:
 
     A trial's model may be frozen for its first epochs; the estimate plans for the whole base.
     The flags are switched on to count and then put back as they were (outer layers first:
-    setting a layer's flag sets its sublayers' too).
+    setting a layer's flag may set its sublayers' too). Each layer is switched by itself:
+    Keras skips the sublayers when a model's own flag does not change.
     """
     import numpy as np
 
@@ -286,7 +288,8 @@ def _trainable_when_trained(model: Any) -> int:
     layers = walk(model)
     flags = [layer.trainable for layer in layers]
     try:
-        model.trainable = True
+        for layer in layers:
+            layer.trainable = True
         return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
     finally:
         for layer, flag in zip(layers, flags):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from clot_hpo.budget.device import VramBudget
-from clot_hpo.budget.estimator import VramEstimate, estimate_vram, format_bytes
+from clot_hpo.budget.estimator import BackboneProfile, VramEstimate, estimate_vram, format_bytes
 from clot_hpo.errors import ConfigError
 
 Action = Literal["run", "reshape", "prune"]
@@ -93,7 +93,28 @@ class BudgetDecision:
         return cls(**values)
 
 
-def _estimate(batch_size: int, accumulation_steps: int, **config: Any) -> VramEstimate:
+class _Shape(TypedDict):
+    """What an estimate depends on besides the batch: :func:`estimate_vram`'s keywords."""
+
+    backbone: str
+    image_size: int
+    mixed_precision: bool
+    trainable: str
+    optimizer: str
+    profile: BackboneProfile | None
+
+
+class _Requested(TypedDict):
+    """The :class:`BudgetDecision` fields every decision of :func:`plan_trial` shares."""
+
+    requested_batch_size: int
+    budget_bytes: int | None
+    budget_source: str
+    requested_estimate_bytes: int
+    min_batch_size: int
+
+
+def _estimate(batch_size: int, accumulation_steps: int, **config: Unpack[_Shape]) -> VramEstimate:
     return estimate_vram(batch_size=batch_size, accumulation_steps=accumulation_steps, **config)
 
 
@@ -108,6 +129,7 @@ def largest_fitting_batch(
     low: int = 1,
     high: int = 4096,
     accumulation: bool = False,
+    profile: BackboneProfile | None = None,
 ) -> int | None:
     """The largest batch in ``[low, high]`` whose estimate fits ``budget_bytes``, else ``None``.
 
@@ -115,9 +137,10 @@ def largest_fitting_batch(
 
     Args:
         accumulation: count the gradient accumulators a reshaped trial adds.
+        profile: the built backbone's profile (see :func:`estimate_vram`).
     """
-    config = dict(backbone=backbone, image_size=image_size, mixed_precision=mixed_precision,
-                  trainable=trainable, optimizer=optimizer)
+    config = _Shape(backbone=backbone, image_size=image_size, mixed_precision=mixed_precision,
+                    trainable=trainable, optimizer=optimizer, profile=profile)
     steps = 2 if accumulation else 1
 
     def fits(batch: int) -> bool:
@@ -147,6 +170,7 @@ def plan_trial(
     trainable: str = "all",
     optimizer: str = "adam",
     min_batch_size: int = 2,
+    profile: BackboneProfile | None = None,
 ) -> BudgetDecision:
     """Decide how one trial runs under ``budget`` before any training.
 
@@ -154,18 +178,20 @@ def plan_trial(
     with ``accumulation_steps = ceil(requested / batch)``; the batch is then evened out to
     ``ceil(requested / steps)``, which is a divisor of the requested batch whenever one
     needs no more steps. Nothing fits: prune, naming estimate and budget. No limit: run.
+    ``profile`` is the built backbone's (a trial passes its own model's, see
+    :func:`~clot_hpo.budget.estimator.profile_model`); by default the backbone is built to plan.
 
     Raises:
         ConfigError: a malformed configuration (unknown backbone, non-positive size, ...).
     """
     if isinstance(min_batch_size, bool) or not isinstance(min_batch_size, int) or min_batch_size < 1:
         raise ConfigError(f"`min_batch_size` must be a positive integer, but got {min_batch_size!r}")
-    config = dict(backbone=backbone, image_size=image_size, mixed_precision=bool(mixed_precision),
-                  trainable=trainable, optimizer=optimizer)
+    config = _Shape(backbone=backbone, image_size=image_size, mixed_precision=bool(mixed_precision),
+                    trainable=trainable, optimizer=optimizer, profile=profile)
     requested = _estimate(batch_size, 1, **config)
     usable = budget.usable_bytes
-    common = dict(requested_batch_size=batch_size, budget_bytes=usable, budget_source=budget.source,
-                  requested_estimate_bytes=requested.total_bytes, min_batch_size=min_batch_size)
+    common = _Requested(requested_batch_size=batch_size, budget_bytes=usable, budget_source=budget.source,
+                        requested_estimate_bytes=requested.total_bytes, min_batch_size=min_batch_size)
     if usable is None:
         return BudgetDecision(
             action="run", batch_size=batch_size, accumulation_steps=1,
