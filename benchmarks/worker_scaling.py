@@ -116,7 +116,7 @@ def run_workers(n_workers: int, *, config: Path, data: Path, url: str, study: st
         "pinned_cpus": [cpus[i] for i in range(n_workers)] if taskset else None,
         "trials_complete": len(complete),
         "trials_other": len(trials) - len(complete),
-        "workers_used": len({t.user_attrs.get("worker_pid") for t in complete}),
+        "workers_used": len({t.user_attrs.get("worker_id") for t in complete}),
         "wall_s": round(wall, 1),
         "trials_per_minute": round(len(complete) / wall * 60, 2),
         # From the first trial's start to the last one's end: without worker start-up.

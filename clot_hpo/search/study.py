@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -39,6 +41,19 @@ from clot_hpo.tracking.background import BackgroundQueue
 from clot_hpo.tracking.base import Tracker
 from clot_hpo.tracking.spool import SpoolReader
 from clot_hpo.util import FINISHED_TRIAL_STATES, find_in_chain, first_line
+
+WORKER_ATTR = "worker_id"
+"""Trial user attribute naming the study process (worker) that ran the trial."""
+
+
+def new_worker_id() -> str:
+    """A worker id unique across machines and containers: host name, process id, random token.
+
+    The process id alone is not: identical containers (``docker compose --scale worker=4``)
+    very likely run their worker under the same PID, and each would count the others'
+    failures as its own.
+    """
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +190,7 @@ class StudyRunner:
         self.objective: Objective = get_objective(config.search.objective)
         self.budget = _Budget(config, time.monotonic())
         self.consecutive_failures = 0
+        self.worker_id = new_worker_id()
         self.progress: StudyProgress | None = None
         # Tracking runs on one background thread, in order: each trial's uploads overlap the
         # next trial's training instead of delaying it.
@@ -292,7 +308,7 @@ class StudyRunner:
         mine = [
             t
             for t in self.study.get_trials(deepcopy=False)[before:]
-            if t.user_attrs.get("worker_pid") == os.getpid()
+            if t.user_attrs.get(WORKER_ATTR) == self.worker_id
         ]
         for trial in mine:
             if trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus"):
@@ -309,7 +325,7 @@ class StudyRunner:
 
     # ----- one trial (runs in this process, trains in a child) ---------------------------------
     def _objective(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker_pid", os.getpid())
+        trial.set_user_attr(WORKER_ATTR, self.worker_id)
         # One read of the study serves the surplus check, the retry lineage and the epoch budget.
         trials = self.study.get_trials(deepcopy=False)
         frozen = trials[trial.number]  # a study's trials are listed by number
@@ -586,6 +602,10 @@ def run_search(
     )
     study = create_or_load_study(config, storage)
     resumed = len(study.trials)
+    if config.search.defaults_first:  # a new study first builds each search space's defaults
+        from clot_hpo.search.defaults import enqueue_default_trials
+
+        enqueue_default_trials(study, spaces)
     console.print(
         f"[bold]study[/] {study_name} · {config.search.sampler}/{config.search.pruner} · "
         f"objective {config.search.objective} · backbones {', '.join(config.search.backbones)}"

@@ -92,9 +92,14 @@ class Worker:
             args = _cmdline(child)
             if "clot_hpo.search.trial_process" in args:
                 with contextlib.suppress(OSError, ValueError, KeyError):
-                    # The task path is relative to the worker's working directory.
-                    task = self.cwd / args[-1]
-                    return int(json.loads(task.read_text())["trial_number"])
+                    # A process started ahead (`--wait`) gets its task on stdin; once it has one,
+                    # its stderr is that trial's log, trials/<number>/stderr.<attempt>.log.
+                    log = os.readlink(f"/proc/{child}/fd/2")
+                    found = re.search(r"trials/(\d+)/stderr\.\d+\.log$", log)
+                    if found:
+                        return int(found.group(1))
+                    if args[-1] != "--wait":  # a task path, relative to the worker's folder
+                        return int(json.loads((self.cwd / args[-1]).read_text())["trial_number"])
         return None
 
     def kill9(self) -> list[int]:
@@ -425,8 +430,8 @@ def test_two_workers_share_one_study(cluster: Cluster) -> None:
     assert _count(trials, "RUNNING", "WAITING") == 0
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))
-    pids = {t.user_attrs.get("worker_pid") for t in trials if t.state.name == "COMPLETE"}
-    assert len(pids) == 2, f"both workers should have run trials, got worker pids {pids}"
+    workers = {t.user_attrs.get("worker_id") for t in trials if t.state.name == "COMPLETE"}
+    assert len(workers) == 2, f"both workers should have run trials, got workers {workers}"
 
     runs = _assert_tracking_complete(cluster.mlflow.uri, study, trials)
     assert sorted(runs) == sorted(t.number for t in trials if t.state.name == "COMPLETE")
