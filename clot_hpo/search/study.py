@@ -55,6 +55,7 @@ def new_worker_id() -> str:
     """
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
+
 log = logging.getLogger(__name__)
 
 FINISHED = tuple(TrialState[name] for name in sorted(FINISHED_TRIAL_STATES))
