@@ -292,7 +292,7 @@ def _trainable_when_trained(model: Any) -> int:
             layer.trainable = True
         return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
     finally:
-        for layer, flag in zip(layers, flags):
+        for layer, flag in zip(layers, flags, strict=True):
             layer.trainable = flag
 
 
@@ -399,10 +399,7 @@ def estimate_vram(
     element = FLOAT16_BYTES if mixed_precision else FLOAT32_BYTES
 
     total_params = profile.total_params + head_params
-    if trainable == "all":
-        trainable_params = profile.trainable_params + head_params
-    else:
-        trainable_params = head_params
+    trainable_params = head_params + (profile.trainable_params if trainable == "all" else 0)
 
     weights = total_params * FLOAT32_BYTES
     weight_copies = total_params * FLOAT16_BYTES if mixed_precision else 0
