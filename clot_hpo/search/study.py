@@ -30,6 +30,7 @@ from rich.console import Console
 from clot_hpo.config import ExperimentConfig, save_resolved
 from clot_hpo.errors import ConfigError, FatalError, TrialFailed
 from clot_hpo.search.objectives import Objective, get_objective
+from clot_hpo.search.optuna_compat import storage_error, trial_user_attrs
 from clot_hpo.search.progress import StudyProgress, print_top_trials
 from clot_hpo.search.pruners import create_pruner
 from clot_hpo.search.samplers import create_sampler
@@ -40,7 +41,7 @@ from clot_hpo.search.worker_process import TrialLauncher
 from clot_hpo.tracking.background import BackgroundQueue
 from clot_hpo.tracking.base import Tracker
 from clot_hpo.tracking.spool import SpoolReader
-from clot_hpo.util import FINISHED_TRIAL_STATES, find_in_chain, first_line
+from clot_hpo.util import FINISHED_TRIAL_STATES, first_line
 
 WORKER_ATTR = "worker_id"
 """Trial user attribute naming the study process (worker) that ran the trial."""
@@ -290,7 +291,7 @@ class StudyRunner:
             try:
                 return func()
             except Exception as raised:  # noqa: BLE001 - storage errors hide behind others, see below
-                exc = _storage_error(raised, sqlalchemy.exc.OperationalError)
+                exc = storage_error(raised, sqlalchemy.exc.OperationalError)
                 if exc is None:
                     raise
                 if time.monotonic() >= deadline:
@@ -493,9 +494,7 @@ class StudyRunner:
         from clot_hpo.budget import BudgetDecision, halve_for_oom
 
         try:
-            decision = BudgetDecision.from_attrs(
-                self.study._storage.get_trial(trial._trial_id).user_attrs, prefix="budget_"
-            )
+            decision = BudgetDecision.from_attrs(trial_user_attrs(self.study, trial), prefix="budget_")
         except ConfigError:  # the child died before it planned: nothing to halve
             return first, None
         batch = first.batch_size or decision.batch_size
@@ -526,16 +525,6 @@ class StudyRunner:
         path = self.out_dir / "trials" / f"{number:04d}"
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-
-def _storage_error(exc: BaseException, kind: type[BaseException]) -> Any:
-    """The storage error (of type ``kind``) behind ``exc``, or None.
-
-    When telling a trial fails because the database is away, Optuna's ``_run_trial`` then
-    fails to read the trial back and raises ``UnboundLocalError`` from that failure
-    (https://github.com/optuna/optuna/issues/5280): the cause is in the exception chain.
-    """
-    return find_in_chain(exc, kind)
 
 
 def create_or_load_study(config: ExperimentConfig, storage: Any) -> optuna.Study:

@@ -192,6 +192,7 @@ def _load_trial(task: TrialTask, config: Any, seed: int) -> Any:
     """The Optuna trial the study process created, opened from this process."""
     import optuna
 
+    from clot_hpo.search.optuna_compat import trial_for_other_process
     from clot_hpo.search.pruners import create_pruner
     from clot_hpo.search.samplers import create_sampler
     from clot_hpo.search.storage import open_storage
@@ -203,10 +204,7 @@ def _load_trial(task: TrialTask, config: Any, seed: int) -> Any:
         sampler=create_sampler(config.search.sampler, seed=seed),
         pruner=create_pruner(config.search.pruner, max_epochs=config.training.epochs),
     )
-    # Optuna wraps RDB storages in a cache that only knows trials it has read; read them all
-    # so this process may write params of a trial another process created.
-    study.get_trials(deepcopy=False)
-    return optuna.trial.Trial(study, task.trial_id)
+    return trial_for_other_process(study, task.trial_id)
 
 
 @dataclass

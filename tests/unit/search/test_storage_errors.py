@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy.exc
 
-from clot_hpo.search.study import _storage_error
+from clot_hpo.search.optuna_compat import storage_error
 
 
 def _optuna_style_failure() -> BaseException:
@@ -23,7 +23,7 @@ def _optuna_style_failure() -> BaseException:
 def test_found_behind_an_unbound_local_error() -> None:
     exc = _optuna_style_failure()
     assert isinstance(exc, UnboundLocalError)
-    found = _storage_error(exc, sqlalchemy.exc.OperationalError)
+    found = storage_error(exc, sqlalchemy.exc.OperationalError)
     assert isinstance(found, sqlalchemy.exc.OperationalError)
 
 
@@ -31,7 +31,7 @@ def test_other_errors_are_not_storage_errors() -> None:
     try:
         raise ValueError("a bug") from KeyError("k")
     except ValueError as exc:
-        assert _storage_error(exc, sqlalchemy.exc.OperationalError) is None
+        assert storage_error(exc, sqlalchemy.exc.OperationalError) is None
 
 
 def test_an_outage_during_a_trial_does_not_run_another_trial() -> None:
