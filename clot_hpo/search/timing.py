@@ -24,7 +24,8 @@ PHASES: dict[str, str] = {
     "vram_estimate": "the VRAM plan, read from the built model",
     "first_epoch": "epoch 1, with tracing the training and validation steps",
     "later_epochs": "every epoch after the first",
-    "evaluate": "predictions on validation and test, metrics, intervals, figures, spooled",
+    # Intervals and figures come after the outcome without a GPU, before it with one.
+    "evaluate": "predictions on validation and test, threshold and metrics (with a GPU: intervals, figures)",
     "save_model": "saving the model into the trial's spool",
     "total": "from the task being handed over to the outcome being written",
 }

@@ -406,6 +406,11 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
         report = evaluate_trial(
             y_val, p_val, y_test, p_test, ev, history=history, seed=seed, sample_images=samples, figures=True
         )
+        if ev.explanations:  # Grad-CAM overlays of test images, one figure per kind (explanations/)
+            from clot_hpo.explain import failure_gallery
+
+            gallery = failure_gallery(model, images["test"], y_test, p_test, float(threshold))
+            report.figures.update({f"explanations/{kind}": fig for kind, fig in gallery.items()})
         tracker.log_evaluation("", metrics=report.metrics, artifacts=report.artifacts, figures=report.figures)
 
     # Without a GPU they come after the outcome, while the next trial starts (the study process
@@ -449,6 +454,16 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     return TrialResult(outcome, after=after)
 
 
+_interrupted_by: str | None = None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Raise KeyboardInterrupt, remembering the signal's name for the trial's reason."""
+    global _interrupted_by
+    _interrupted_by = signal.Signals(signum).name
+    raise KeyboardInterrupt
+
+
 def _read_task(argv: list[str], started: float | None, timer: PhaseTimer) -> TrialTask | None:
     """The task: named in ``argv``, or (``--wait``) read from stdin once preloading is done.
 
@@ -489,8 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.basicConfig(level=logging.WARNING, format="  %(levelname)s %(name)s: %(message)s")
     # The study process stops us with SIGTERM (Ctrl-C, or a waiting process it no longer
-    # needs); end like a KeyboardInterrupt.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # needs); end like a KeyboardInterrupt, and say which signal it was in the reason.
+    signal.signal(signal.SIGTERM, _interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when ignored
+        signal.signal(signal.SIGINT, _interrupt)
     timer = PhaseTimer(origin=started)
     try:
         task = _read_task(argv, started, timer)
@@ -506,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_trial(task, timer)
         outcome, after = result.outcome, result.after
     except KeyboardInterrupt:
-        outcome = TrialOutcome(state="FAIL", reason="interrupted")
+        outcome = TrialOutcome(state="FAIL", reason=f"interrupted ({_interrupted_by or 'KeyboardInterrupt'})")
     except Exception as exc:  # noqa: BLE001 - every failure becomes the trial's recorded reason
         if isinstance(exc, optuna.TrialPruned):
             outcome = TrialOutcome(state="PRUNED", reason=str(exc))
