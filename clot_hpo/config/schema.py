@@ -155,6 +155,12 @@ class EvaluationConfig(_Section):
     confidence_level: float = Field(0.95, gt=0.5, lt=1, description="level of every interval")
     bootstrap_samples: int = Field(1000, ge=100, description="bootstrap resamples for AUC intervals")
     log_sample_images: int = Field(0, ge=0, le=16, description="sample images logged to MLflow (0: no image leaves the machine)")
+    explanations: bool = Field(
+        True,
+        description="log each completed trial's Grad-CAM failure gallery (explanations/: confident true "
+        "positives, false positives, false negatives); false for data that must not leave the machine "
+        "as images",
+    )
 
 
 class TrackingConfig(_Section):
