@@ -403,7 +403,7 @@ def test_scoped_name_when_another_worker_records_the_plain_name_meanwhile() -> N
         size = late.Choice("size", [3, 4])  # Optuna refuses the plain name: scoped instead
     assert late.optuna_names["size"] == "size[branch=b]"
     assert second.params["size[branch=b]"] == size == late.get("size")
-    frozen = study._storage.get_trial(second._trial_id)
+    frozen = study.get_trials(deepcopy=False)[second.number]
     rebuilt = OptunaHyperParameters(frozen)
     assert _branchy(rebuilt) == size and rebuilt.optuna_names["size"] == "size[branch=b]"
 

@@ -88,7 +88,7 @@ def _run(build: Builder, n_trials: int, *, seed: int = 0, defaults_first: bool =
         trial = study.ask()
         hp = OptunaHyperParameters(trial)
         built = _model_json(build, hp)
-        frozen = study._storage.get_trial(trial._trial_id)
+        frozen = study.get_trials(deepcopy=False)[trial.number]
         assert hp.recorded_params == frozen.params
         assert _model_json(build, OptunaHyperParameters.from_params(frozen.params)) == built
         assert _model_json(build, OptunaHyperParameters(frozen)) == built
