@@ -363,7 +363,8 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
             if known is not None:
                 value = self._read(hp, name, dist, known)
             else:
-                assert isinstance(self._trial, optuna.trial.Trial)
+                # A live Trial, or a FixedTrial replaying values (it checks them as it suggests).
+                assert isinstance(self._trial, optuna.trial.BaseTrial)
                 name, value = self._suggest_live(self._trial, hp, name, dist)
         self._optuna_names[hp.name] = name
         self._recorded[name] = value
@@ -408,7 +409,7 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
             raise ConfigError(f"hyperparameter {name!r}: {exc}") from exc
 
     def _suggest_live(
-        self, trial: optuna.trial.Trial, hp: kt_hp.HyperParameter, name: str, dist: BaseDistribution
+        self, trial: optuna.trial.BaseTrial, hp: kt_hp.HyperParameter, name: str, dist: BaseDistribution
     ) -> tuple[str, Any]:
         try:
             return name, _suggest(trial, name, dist)

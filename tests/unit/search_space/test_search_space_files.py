@@ -82,7 +82,11 @@ def test_search_space_file_loads_and_samples_through_optuna(path: Path) -> None:
     study.enqueue_trial({n: True for n, s in space.parameters.items() if s.type == "bool"})
     study.enqueue_trial(
         {n: False for n, s in space.parameters.items() if s.type == "bool"}
-        | ({"optimizer": "sgd"} if "optimizer" in space.parameters else {})
+        | (
+            {"optimizer": "sgd"}
+            if "sgd" in (getattr(space.parameters.get("optimizer"), "choices", None) or ())
+            else {}
+        )
     )
     study.optimize(objective, n_trials=3)
 
@@ -102,7 +106,24 @@ def test_search_space_file_loads_and_samples_through_optuna(path: Path) -> None:
                 assert trial.distributions[name] == _expected_distribution(spec), name
 
 
-@pytest.mark.parametrize("path", SPACE_FILES, ids=[p.stem for p in SPACE_FILES])
+FULL_SPACES = [p for p in SPACE_FILES if not p.stem.startswith("quickstart_")]
+QUICKSTART_SPACES = [p for p in SPACE_FILES if p.stem.startswith("quickstart_")]
+
+
+@pytest.mark.parametrize("path", QUICKSTART_SPACES, ids=[p.stem for p in QUICKSTART_SPACES])
+def test_quickstart_spaces_are_narrow_small_and_read_by_the_hypermodel(path: Path) -> None:
+    # The demo's spaces fix what is known to stall from random initialization; every name
+    # they declare is still one the HyperModel reads, with the type it expects.
+    params = load_search_space(path).parameters
+    for name, spec in params.items():
+        assert name in HYPERMODEL_NAMES and spec.type in HYPERMODEL_NAMES[name], name
+    assert params["image_size"].type == "fixed" and params["image_size"].value <= 48
+    assert params["learning_rate"].default is not None, (
+        "defaults-first trials need a learning rate that learns"
+    )
+
+
+@pytest.mark.parametrize("path", FULL_SPACES, ids=[p.stem for p in FULL_SPACES])
 def test_search_space_file_has_the_names_the_hypermodel_reads(path: Path) -> None:
     space = load_search_space(path)
     params = space.parameters
@@ -118,7 +139,7 @@ def test_search_space_file_has_the_names_the_hypermodel_reads(path: Path) -> Non
     for name in ("aug_rotation", "aug_zoom", "aug_contrast", "aug_brightness"):
         assert params[name].type == "fixed" or (params[name].low >= 0 and params[name].high <= 0.3)
     assert set(params["batch_size"].choices) <= {8, 16, 32}
-    if path.stem.startswith("quickstart_") or path.stem == "tiny_cnn":
+    if path.stem == "tiny_cnn":
         assert set(params["image_size"].choices) <= {32, 48}
     if path.stem in ("efficientnet_b1", "resnet50"):
         assert {"efficientnet_b1": 240, "resnet50": 224}[path.stem] in params["image_size"].choices
@@ -170,8 +191,7 @@ def test_nested_and_backbone_conditions(tmp_path: Path) -> None:
 
 def test_two_backbones_with_prefixes_in_one_trial() -> None:
     spaces = {
-        b: load_search_space(REPO / "search_spaces" / f"{b}.yaml")
-        for b in ("efficientnet_b1", "resnet50")
+        b: load_search_space(REPO / "search_spaces" / f"{b}.yaml") for b in ("efficientnet_b1", "resnet50")
     }
     picked: dict[int, dict[str, dict[str, Any]]] = {}
 
