@@ -93,3 +93,13 @@ def test_only_the_search_package_calls_optuna_suggest() -> None:
         if pattern.search(line)
     ]
     assert not offenders, "suggest_* outside clot_hpo/search:\n" + "\n".join(offenders)
+
+
+def test_the_readme_package_table_matches_the_folders() -> None:
+    """Every package and top-level module has a row in README's table, and every row exists."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    listed = set(re.findall(r"^\| `clot_hpo/([a-z_]+(?:/|\.py))` \|", readme, flags=re.MULTILINE))
+    present = {f"{p.name}/" for p in SUBPACKAGES} | {
+        p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py")
+    }
+    assert listed == present, f"missing from README: {sorted(present - listed)}; gone: {sorted(listed - present)}"
