@@ -17,11 +17,14 @@ def rss_mb(pid: int | None = None) -> float:
     return kb / 1024
 
 
-def clot_hpo(*args: str, cwd: Path, env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen[str]:
+def clot_hpo(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, **popen: object
+) -> subprocess.Popen[str]:
     """Start ``clot-hpo ARGS`` (from this checkout) as a process."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "clot_hpo.cli", *args], cwd=cwd, env=full_env,
-                            text=True, **popen)  # type: ignore[call-overload]
+    return subprocess.Popen(
+        [sys.executable, "-m", "clot_hpo.cli", *args], cwd=cwd, env=full_env, text=True, **popen
+    )  # type: ignore[call-overload]
 
 
 def write_space(path: Path, backbone: str, body: str) -> Path:

@@ -39,7 +39,9 @@ def pil_loop(paths: list[Path], size: int) -> float:
     start = time.perf_counter()
     for path in paths:
         with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+            arr = np.asarray(
+                img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32
+            )
         assert arr.shape == (size, size, 3)
     return time.perf_counter() - start
 
@@ -47,7 +49,9 @@ def pil_loop(paths: list[Path], size: int) -> float:
 def tf_passes(paths: list[Path], size: int, batch_size: int) -> tuple[float, float]:
     """Seconds for the first (decode + cache) and second (cached) pass of a new ``make_dataset``."""
     labels = np.zeros(len(paths), dtype=np.float32)
-    ds = make_dataset(paths, labels, image_size=size, batch_size=batch_size, shuffle=False, seed=0, cache=True)
+    ds = make_dataset(
+        paths, labels, image_size=size, batch_size=batch_size, shuffle=False, seed=0, cache=True
+    )
     times = []
     for _ in range(2):
         start = time.perf_counter()
@@ -73,8 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             paths = list_images([args.data])
         else:
-            root = make_synthetic(Path(tmp) / "data", n_per_class=args.n // 2, image_size=args.source_size,
-                                  seed=0, progress=False)
+            root = make_synthetic(
+                Path(tmp) / "data",
+                n_per_class=args.n // 2,
+                image_size=args.source_size,
+                seed=0,
+                progress=False,
+            )
             paths = list_images([root])
         for path in paths:  # warm the page cache: both sides then measure decoding
             path.read_bytes()

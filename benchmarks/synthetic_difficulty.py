@@ -93,17 +93,19 @@ def cnn_figures(
     (x_tr, _, y_tr), (x_te, _, y_te) = train, test
     keras.utils.set_random_seed(seed)
     layers = keras.layers
-    model = keras.Sequential([
-        keras.Input(x_tr.shape[1:]),
-        layers.Rescaling(1 / 127.5, offset=-1.0),
-        layers.Conv2D(16, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Conv2D(64, 3, padding="same", activation="relu"),
-        layers.GlobalMaxPooling2D(),
-        layers.Dense(1, activation="sigmoid"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(x_tr.shape[1:]),
+            layers.Rescaling(1 / 127.5, offset=-1.0),
+            layers.Conv2D(16, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, padding="same", activation="relu"),
+            layers.GlobalMaxPooling2D(),
+            layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile(keras.optimizers.Adam(3e-3), "binary_crossentropy")
     model.fit(x_tr, y_tr.astype(np.float32), epochs=epochs, batch_size=32, verbose=0)
     p = model.predict(x_te, batch_size=256, verbose=0).ravel()
@@ -115,8 +117,12 @@ def cnn_figures(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--levels", nargs="+", default=list(DIFFICULTY_LEVELS),
-                        help="difficulties: names or numbers in [0, 1] (default: easy medium hard)")
+    parser.add_argument(
+        "--levels",
+        nargs="+",
+        default=list(DIFFICULTY_LEVELS),
+        help="difficulties: names or numbers in [0, 1] (default: easy medium hard)",
+    )
     parser.add_argument("--n-train", type=int, default=200, help="training images per class")
     parser.add_argument("--n-test", type=int, default=150, help="test images per class")
     parser.add_argument("--image-size", type=int, default=32)
@@ -130,21 +136,29 @@ def main(argv: list[str] | None = None) -> int:
             level = resolve_difficulty(name)
             start = time.perf_counter()
             kwargs = {"image_size": args.image_size, "difficulty": level}
-            train_dir = make_synthetic(Path(tmp) / f"{level}-train", n_per_class=args.n_train,
-                                       seed=args.seed, **kwargs)
-            test_dir = make_synthetic(Path(tmp) / f"{level}-test", n_per_class=args.n_test,
-                                      seed=args.seed + 1000, **kwargs)
+            train_dir = make_synthetic(
+                Path(tmp) / f"{level}-train", n_per_class=args.n_train, seed=args.seed, **kwargs
+            )
+            test_dir = make_synthetic(
+                Path(tmp) / f"{level}-test", n_per_class=args.n_test, seed=args.seed + 1000, **kwargs
+            )
             generate_s = time.perf_counter() - start
             train, test = load(train_dir), load(test_dir)
-            row = {"difficulty": name, "level": level, **linear_figures(train, test),
-                   **cnn_figures(train, test, epochs=args.epochs, seed=args.seed),
-                   "generate_s": round(generate_s, 2),
-                   "images": 2 * (args.n_train + args.n_test)}
+            row = {
+                "difficulty": name,
+                "level": level,
+                **linear_figures(train, test),
+                **cnn_figures(train, test, epochs=args.epochs, seed=args.seed),
+                "generate_s": round(generate_s, 2),
+                "images": 2 * (args.n_train + args.n_test),
+            }
             results.append(row)
             print(json.dumps(row), flush=True)
 
-    print(f"\n{args.image_size} px, {args.n_train} + {args.n_test} images per class "
-          f"(train + test), CNN {args.epochs} epochs")
+    print(
+        f"\n{args.image_size} px, {args.n_train} + {args.n_test} images per class "
+        f"(train + test), CNN {args.epochs} epochs"
+    )
     header = ("difficulty", "mean_lr_acc", "pixel_lr_acc", "pixel_lr_auc", "cnn_acc", "cnn_auc")
     print(" | ".join(f"{h:>12}" for h in header))
     for row in results:

@@ -67,8 +67,9 @@ def in_process_series(data: Path, space: Path, backbone: str, trials: int) -> li
     from clot_hpo.search_space import load_search_space
 
     frame: pd.DataFrame = scan_dataset(DataConfig(path=str(data)))
-    train = make_dataset(list(frame["path"]), list(frame["label"]), image_size=32, batch_size=16,
-                         shuffle=True, seed=0)
+    train = make_dataset(
+        list(frame["path"]), list(frame["label"]), image_size=32, batch_size=16, shuffle=True, seed=0
+    )
     series: list[float] = []
 
     class Tuner(keras_tuner.RandomSearch):
@@ -78,8 +79,15 @@ def in_process_series(data: Path, space: Path, backbone: str, trials: int) -> li
             series.append(round(rss_mb(), 1))
 
     hypermodel = ClotHyperModel({backbone: load_search_space(space)}, weights="none")
-    tuner = Tuner(hypermodel, objective=keras_tuner.Objective("val_auc", "max"), max_trials=trials,
-                  directory=tempfile.mkdtemp(), project_name="mem", overwrite=True, seed=0)
+    tuner = Tuner(
+        hypermodel,
+        objective=keras_tuner.Objective("val_auc", "max"),
+        max_trials=trials,
+        directory=tempfile.mkdtemp(),
+        project_name="mem",
+        overwrite=True,
+        seed=0,
+    )
     tuner.search(train, validation_data=train, epochs=1, verbose=0)
     return series
 
@@ -99,16 +107,21 @@ def main() -> None:
     in_process = in_process_series(data, space, args.backbone, args.trials)
     growth_iso = isolated[-1] - isolated[0]
     growth_in = in_process[-1] - in_process[0]
-    print(json.dumps({
-        "backbone": args.backbone,
-        "trials": args.trials,
-        "clot_hpo_parent_rss_mb": isolated,
-        "keras_tuner_in_process_rss_mb": in_process,
-        "growth_clot_hpo_mb": round(growth_iso, 1),
-        "growth_keras_tuner_mb": round(growth_in, 1),
-        "growth_per_trial_keras_tuner_mb": round(growth_in / max(1, len(in_process) - 1), 1),
-        "growth_ratio_keras_tuner_over_clot_hpo": round(growth_in / max(abs(growth_iso), 1.0), 1),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "backbone": args.backbone,
+                "trials": args.trials,
+                "clot_hpo_parent_rss_mb": isolated,
+                "keras_tuner_in_process_rss_mb": in_process,
+                "growth_clot_hpo_mb": round(growth_iso, 1),
+                "growth_keras_tuner_mb": round(growth_in, 1),
+                "growth_per_trial_keras_tuner_mb": round(growth_in / max(1, len(in_process) - 1), 1),
+                "growth_ratio_keras_tuner_over_clot_hpo": round(growth_in / max(abs(growth_iso), 1.0), 1),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -117,7 +117,9 @@ def train_steps(cfg: Config, batch_size: int, accumulation: int, steps: int, jit
 
     keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
     model = build_classifier(cfg)
-    optimizer = keras.optimizers.Adam(1e-4, gradient_accumulation_steps=accumulation if accumulation > 1 else None)
+    optimizer = keras.optimizers.Adam(
+        1e-4, gradient_accumulation_steps=accumulation if accumulation > 1 else None
+    )
     model.compile(optimizer=optimizer, loss="binary_crossentropy", jit_compile=jit_compile)
     with tf.device("/CPU:0"):
         x = tf.random.uniform((batch_size, cfg.image_size, cfg.image_size, 3), 0.0, 255.0)
@@ -136,7 +138,9 @@ def _memory(device: str | None) -> dict[str, int] | None:
     return tf.config.experimental.get_memory_info(device)
 
 
-def run_config(cfg: Config, args: argparse.Namespace, budget: VramBudget | None, device: str | None) -> dict[str, Any]:
+def run_config(
+    cfg: Config, args: argparse.Namespace, budget: VramBudget | None, device: str | None
+) -> dict[str, Any]:
     """Plan (with a budget), train and measure one configuration."""
     import keras
     import tensorflow as tf
@@ -144,18 +148,34 @@ def run_config(cfg: Config, args: argparse.Namespace, budget: VramBudget | None,
     row: dict[str, Any] = {"config": cfg.label(), "requested_batch_size": cfg.batch_size}
     batch, accumulation = cfg.batch_size, 1
     if budget is not None:
-        decision = plan_trial(backbone=cfg.backbone, image_size=cfg.image_size, batch_size=cfg.batch_size,
-                              budget=budget, mixed_precision=cfg.mixed_precision, trainable=cfg.trainable)
+        decision = plan_trial(
+            backbone=cfg.backbone,
+            image_size=cfg.image_size,
+            batch_size=cfg.batch_size,
+            budget=budget,
+            mixed_precision=cfg.mixed_precision,
+            trainable=cfg.trainable,
+        )
         row.update(action=decision.action, reason=decision.reason)
         if decision.action == "prune":
             row["status"] = "pruned before training"
             return row
         batch, accumulation = decision.batch_size, decision.accumulation_steps
-    estimate = estimate_vram(cfg.backbone, cfg.image_size, batch, mixed_precision=cfg.mixed_precision,
-                             trainable=cfg.trainable, accumulation_steps=accumulation)
+    estimate = estimate_vram(
+        cfg.backbone,
+        cfg.image_size,
+        batch,
+        mixed_precision=cfg.mixed_precision,
+        trainable=cfg.trainable,
+        accumulation_steps=accumulation,
+    )
     comparable = estimate.total_bytes - RUNTIME_OVERHEAD_BYTES
-    row.update(batch_size=batch, accumulation_steps=accumulation, estimate_bytes=estimate.total_bytes,
-               estimate_tf_bytes=comparable)
+    row.update(
+        batch_size=batch,
+        accumulation_steps=accumulation,
+        estimate_bytes=estimate.total_bytes,
+        estimate_tf_bytes=comparable,
+    )
 
     keras.backend.clear_session()
     gc.collect()
@@ -196,11 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     """Run the grid; print a table and a JSON summary (``--json``: the JSON only)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--emulate-gb", type=float, help="cap TensorFlow's memory as a card of this many GiB")
-    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, 1 step: checks the script runs")
-    parser.add_argument("--steps", type=int, help="optimizer updates per configuration (default 3; dry run 1)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="CPU, tiny sizes, 1 step: checks the script runs"
+    )
+    parser.add_argument(
+        "--steps", type=int, help="optimizer updates per configuration (default 3; dry run 1)"
+    )
     parser.add_argument("--deadline-s", type=float, default=400.0, help="start no configuration after this")
-    parser.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto",
-                        help="Keras compile(jit_compile=...); auto (XLA on GPU) is what trials use")
+    parser.add_argument(
+        "--jit-compile",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="Keras compile(jit_compile=...); auto (XLA on GPU) is what trials use",
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON summary only")
     args = parser.parse_args(argv)
     args.steps = args.steps or (1 if args.dry_run else 3)
@@ -213,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus and not args.dry_run:
-        print("vram_check: no GPU visible; nothing to measure (use --dry-run to exercise the script on CPU)",
-              file=sys.stderr)
+        print(
+            "vram_check: no GPU visible; nothing to measure (use --dry-run to exercise the script on CPU)",
+            file=sys.stderr,
+        )
         print(json.dumps({"skipped": "no GPU"}))
         return 0
     if args.dry_run:
@@ -261,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print()
         _print_rows(rows)
-        print("ratio = estimate without the runtime overhead / TensorFlow's peak (>= 1: the estimate is safe)")
+        print(
+            "ratio = estimate without the runtime overhead / TensorFlow's peak (>= 1: the estimate is safe)"
+        )
     print(json.dumps(summary))
     return 1 if summary["errors"] else 0
 

@@ -52,8 +52,13 @@ def fit_table(vram_gb: float, margin: float, optimizer: str = "adam") -> list[di
             row: dict[str, Any] = {"backbone": backbone, "image_size": size}
             for title, mixed, trainable in COLUMNS:
                 row[title] = largest_fitting_batch(
-                    backbone=backbone, image_size=size, budget_bytes=usable, mixed_precision=mixed,
-                    trainable=trainable, optimizer=optimizer, high=MAX_BATCH,
+                    backbone=backbone,
+                    image_size=size,
+                    budget_bytes=usable,
+                    mixed_precision=mixed,
+                    trainable=trainable,
+                    optimizer=optimizer,
+                    high=MAX_BATCH,
                 )
             rows.append(row)
     return rows
@@ -89,8 +94,10 @@ def to_markdown(rows: list[dict[str, Any]], vram_gb: float, margin: float, optim
 
 def readme_block(table: str) -> str:
     """What goes between README.md's markers: the command, then the table."""
-    return (f"Produced by the estimator (`.venv/bin/python {COMMAND} --write-readme`; "
-            f"`clot-hpo estimate-vram` sizes any one configuration):\n\n{table}\n")
+    return (
+        f"Produced by the estimator (`.venv/bin/python {COMMAND} --write-readme`; "
+        f"`clot-hpo estimate-vram` sizes any one configuration):\n\n{table}\n"
+    )
 
 
 def write_readme(block: str, path: Path = README) -> None:
@@ -116,9 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows = fit_table(args.vram_gb, args.safety_margin, args.optimizer)
     if args.json:
-        print(json.dumps({"vram_gb": args.vram_gb, "safety_margin": args.safety_margin,
-                          "optimizer": args.optimizer, "rows": rows,
-                          "seconds": round(time.perf_counter() - started, 1)}))
+        print(
+            json.dumps(
+                {
+                    "vram_gb": args.vram_gb,
+                    "safety_margin": args.safety_margin,
+                    "optimizer": args.optimizer,
+                    "rows": rows,
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+            )
+        )
     else:
         table = to_markdown(rows, args.vram_gb, args.safety_margin, args.optimizer)
         print(table)

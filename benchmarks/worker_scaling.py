@@ -33,8 +33,13 @@ from tests.support.postgres import PostgresUnavailable, postgres_server  # noqa:
 
 BIN = Path(sys.executable).parent
 CLOT_HPO = str(BIN / "clot-hpo") if (BIN / "clot-hpo").exists() else "clot-hpo"
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
-              "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+ONE_THREAD = {
+    "OMP_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
 
 
 def fixed_trials(n: int) -> list[dict[str, Any]]:
@@ -42,11 +47,20 @@ def fixed_trials(n: int) -> list[dict[str, Any]]:
     rates = [3e-3, 1e-3, 5e-3, 2e-3, 8e-4, 4e-3, 6e-3, 1.5e-3]
     return [
         {
-            "image_size": 32, "batch_size": 16, "optimizer": "adam",
-            "learning_rate": rates[i % len(rates)], "weight_decay": 1e-4,
-            "label_smoothing": 0.0, "dropout": 0.1 + 0.05 * (i % 4), "pooling": "avg",
-            "use_dense": False, "aug_flip": bool(i % 2), "aug_rotation": 0.0, "aug_zoom": 0.0,
-            "aug_contrast": 0.0, "aug_brightness": 0.0,
+            "image_size": 32,
+            "batch_size": 16,
+            "optimizer": "adam",
+            "learning_rate": rates[i % len(rates)],
+            "weight_decay": 1e-4,
+            "label_smoothing": 0.0,
+            "dropout": 0.1 + 0.05 * (i % 4),
+            "pooling": "avg",
+            "use_dense": False,
+            "aug_flip": bool(i % 2),
+            "aug_rotation": 0.0,
+            "aug_zoom": 0.0,
+            "aug_contrast": 0.0,
+            "aug_brightness": 0.0,
         }
         for i in range(n)
     ]
@@ -72,14 +86,14 @@ def prepare_study(url: str, name: str, params: list[dict[str, Any]]) -> None:
     from clot_hpo.search.objectives import get_objective
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=name, storage=url,
-                                direction=get_objective("val_auc").direction)
+    study = optuna.create_study(study_name=name, storage=url, direction=get_objective("val_auc").direction)
     for p in params:
         study.enqueue_trial(p)
 
 
-def run_workers(n_workers: int, *, config: Path, data: Path, url: str, study: str, n_trials: int,
-                work: Path) -> dict[str, Any]:
+def run_workers(
+    n_workers: int, *, config: Path, data: Path, url: str, study: str, n_trials: int, work: Path
+) -> dict[str, Any]:
     """Start ``n_workers`` searches on one study, wait for all; return timings and checks."""
     import optuna
 
@@ -90,14 +104,37 @@ def run_workers(n_workers: int, *, config: Path, data: Path, url: str, study: st
     for i in range(n_workers):
         cwd = work / f"{study}-w{i}"
         cwd.mkdir(parents=True)
-        cmd = [CLOT_HPO, "search", str(config), "--study-name", study, "--storage", url,
-               "--n-trials", str(n_trials), "--data", str(data), "--no-tracking"]
+        cmd = [
+            CLOT_HPO,
+            "search",
+            str(config),
+            "--study-name",
+            study,
+            "--storage",
+            url,
+            "--n-trials",
+            str(n_trials),
+            "--data",
+            str(data),
+            "--no-tracking",
+        ]
         if taskset:
             cmd = [taskset, "-c", str(cpus[i]), *cmd]
         log = open(cwd / "worker.log", "wb")  # noqa: SIM115 - closed below
-        procs.append((subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                       env={**os.environ, **ONE_THREAD, "TF_CPP_MIN_LOG_LEVEL": "2"},
-                                       start_new_session=True), log, cwd))
+        procs.append(
+            (
+                subprocess.Popen(
+                    cmd,
+                    cwd=cwd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **ONE_THREAD, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                    start_new_session=True,
+                ),
+                log,
+                cwd,
+            )
+        )
     codes = []
     for proc, log, cwd in procs:
         codes.append(proc.wait())
@@ -109,7 +146,9 @@ def run_workers(n_workers: int, *, config: Path, data: Path, url: str, study: st
 
     trials = optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    span = (max(t.datetime_complete for t in complete) - min(t.datetime_start for t in complete)).total_seconds()
+    span = (
+        max(t.datetime_complete for t in complete) - min(t.datetime_start for t in complete)
+    ).total_seconds()
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in complete]
     return {
         "workers": n_workers,
@@ -155,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                 study = f"scaling-{n_workers}w"
                 url = pg.create_database(f"bench_{n_workers}w")
                 prepare_study(url, study, params)
-                runs[n_workers] = run_workers(n_workers, config=config, data=data, url=url, study=study,
-                                              n_trials=len(params), work=work)
+                runs[n_workers] = run_workers(
+                    n_workers, config=config, data=data, url=url, study=study, n_trials=len(params), work=work
+                )
         finally:
             pg_context.__exit__(None, None, None)
 
@@ -166,14 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "worker_scaling",
         "storage": "postgresql (throwaway cluster, 127.0.0.1)",
-        "backbone": "tiny_cnn", "image_size": 32, "epochs": args.epochs, "trials": len(params),
-        "threads_per_worker": 1, "cpus_available": len(os.sched_getaffinity(0)),
+        "backbone": "tiny_cnn",
+        "image_size": 32,
+        "epochs": args.epochs,
+        "trials": len(params),
+        "threads_per_worker": 1,
+        "cpus_available": len(os.sched_getaffinity(0)),
         "identical_work": same_work,
         "one_worker": runs[1],
         "two_workers": runs[2],
         "ratio_trials_per_minute": round(runs[2]["trials_per_minute"] / runs[1]["trials_per_minute"], 2),
-        "ratio_trial_span": round(runs[2]["trials_per_minute_trial_span"]
-                                  / runs[1]["trials_per_minute_trial_span"], 2),
+        "ratio_trial_span": round(
+            runs[2]["trials_per_minute_trial_span"] / runs[1]["trials_per_minute_trial_span"], 2
+        ),
     }
     print(json.dumps(result, indent=2))
     return 0 if same_work else 1

@@ -134,9 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-per-class", type=int, default=200)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--difficulty", default=None,
-                   help="0 (easy: large, high-contrast clot) to 1 (hard: small, faint clot, more "
-                   "distractors), or easy, medium, hard (default: easy, 0)")
+    p.add_argument(
+        "--difficulty",
+        default=None,
+        help="0 (easy: large, high-contrast clot) to 1 (hard: small, faint clot, more "
+        "distractors), or easy, medium, hard (default: easy, 0)",
+    )
 
     p = add("validate-data", _cmd_validate_data, "check a dataset, split it and report leakage")
     p.add_argument("data", help="data folder (class folders or metadata CSV)")
@@ -144,10 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["auto", "folders", "metadata"])
     p.add_argument("--metadata-csv", help="metadata CSV name or path (metadata layout)")
     p.add_argument("--group-column", help="column naming the patient/source image")
-    p.add_argument("--skip-corrupt", action="store_true", default=None,
-                   help="skip unreadable images (each is listed) instead of refusing")
-    p.add_argument("--fail-on-leakage", action="store_true", default=None,
-                   help="exit 2 when duplicates cross splits")
+    p.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        default=None,
+        help="skip unreadable images (each is listed) instead of refusing",
+    )
+    p.add_argument(
+        "--fail-on-leakage", action="store_true", default=None, help="exit 2 when duplicates cross splits"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="folder for the split manifest and report (default: DATA/.clot-hpo)")
 
@@ -176,47 +184,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--safety-margin", type=float, default=0.1, help="share of the card kept free")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    config_help = ("experiment YAML whose `tracking` section gives the defaults of --tracking-uri, "
-                   "the model name{}")
+    config_help = (
+        "experiment YAML whose `tracking` section gives the defaults of --tracking-uri, the model name{}"
+    )
     p = add("promote", _cmd_promote, "register the best trial's model and move the alias if it wins")
     p.add_argument("--config", help=config_help.format(" (--model-name) and --experiment"))
-    p.add_argument("--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db")
+    p.add_argument(
+        "--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db"
+    )
     p.add_argument("--experiment", help="MLflow experiment (the study name); required without --config")
     p.add_argument("--model-name", help="default: the config's tracking.model_name, else blood-clot-detector")
     p.add_argument("--alias", default="champion")
     p.add_argument("--metric", help="metric to rank trials by (default: the one the study optimized)")
-    p.add_argument("--direction", choices=["maximize", "minimize"],
-                   help="only for a metric the study did not optimize: whether higher or lower is better")
+    p.add_argument(
+        "--direction",
+        choices=["maximize", "minimize"],
+        help="only for a metric the study did not optimize: whether higher or lower is better",
+    )
 
     model_help = "default: models:/<the config's tracking.model_name, else blood-clot-detector>@champion"
     p = add("predict", _cmd_predict, "classify images with a registered model")
     p.add_argument("--config", help=config_help.format(" (--model)"))
-    p.add_argument("--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db")
+    p.add_argument(
+        "--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db"
+    )
     p.add_argument("--model", help=model_help)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
 
     p = add("evaluate", _cmd_evaluate, "the product's metrics table for a model on a dataset")
-    p.add_argument("--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db")
+    p.add_argument(
+        "--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db"
+    )
     p.add_argument("--model", help=model_help)
     p.add_argument("--data", required=True)
-    p.add_argument("--config", help=config_help.format(" (--model)") + "; its `data` and `evaluation` sections apply")
+    p.add_argument(
+        "--config", help=config_help.format(" (--model)") + "; its `data` and `evaluation` sections apply"
+    )
     p.add_argument("--json", action="store_true", help="print JSON only")
 
     p = add("serve", _cmd_serve, "the diagnostic web page (probability, decision, Grad-CAM) of a model")
     p.add_argument("--config", help=config_help.format(" (--model)"))
-    p.add_argument("--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db")
+    p.add_argument(
+        "--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db"
+    )
     p.add_argument("--model", help=model_help)
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1: the page has no authentication)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: the page has no authentication)",
+    )
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image file accepted (413)")
     p.add_argument("--max-files", type=int, default=16, help="most images per request")
-    p.add_argument("--max-pixels", type=int, default=25_000_000,
-                   help="largest declared width x height accepted, checked before decoding (413 above)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=25_000_000,
+        help="largest declared width x height accepted, checked before decoding (413 above)",
+    )
 
     p = add("explain", _cmd_explain, "write Grad-CAM overlays of images with a registered model")
     p.add_argument("--config", help=config_help.format(" (--model)"))
-    p.add_argument("--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db")
+    p.add_argument(
+        "--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db"
+    )
     p.add_argument("--model", help=model_help)
     p.add_argument("--out", required=True, help="folder for the overlays (<image>.gradcam.png)")
     p.add_argument("--max-pixels", type=int, default=25_000_000, help="largest width x height accepted")
@@ -289,8 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
         if debug:
             traceback.print_exc()
-        print(f"clot-hpo: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"clot-hpo: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_UNEXPECTED
 
 

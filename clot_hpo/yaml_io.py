@@ -50,7 +50,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _key_path(root: yaml.Node, target: yaml.Node, prefix: Loc = (), seen: set[int] | None = None) -> Loc | None:
+def _key_path(
+    root: yaml.Node, target: yaml.Node, prefix: Loc = (), seen: set[int] | None = None
+) -> Loc | None:
     """The keys (and list indexes) from ``root`` down to the mapping ``target``."""
     if root is target:
         return prefix

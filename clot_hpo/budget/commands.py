@@ -38,23 +38,39 @@ def estimate_report(
 ) -> dict[str, Any]:
     """The estimate as a JSON-able dict; with ``vram_gb``, the fit and what a study would do."""
     budget = VramBudget.from_gb(vram_gb, safety_margin) if vram_gb is not None else None
-    estimate = estimate_vram(backbone, image_size, batch_size, mixed_precision=mixed_precision,
-                             trainable=trainable, optimizer=optimizer)
+    estimate = estimate_vram(
+        backbone,
+        image_size,
+        batch_size,
+        mixed_precision=mixed_precision,
+        trainable=trainable,
+        optimizer=optimizer,
+    )
     report: dict[str, Any] = {**estimate.to_dict(), "breakdown": estimate.breakdown()}
     if budget is not None:
         usable = budget.usable_bytes
         assert usable is not None
-        decision = plan_trial(backbone=backbone, image_size=image_size, batch_size=batch_size,
-                              budget=budget, mixed_precision=mixed_precision, trainable=trainable,
-                              optimizer=optimizer)
+        decision = plan_trial(
+            backbone=backbone,
+            image_size=image_size,
+            batch_size=batch_size,
+            budget=budget,
+            mixed_precision=mixed_precision,
+            trainable=trainable,
+            optimizer=optimizer,
+        )
         report.update(
             vram_gb=vram_gb,
             safety_margin=safety_margin,
             budget_bytes=usable,
             fits=estimate.total_bytes <= usable,
             max_batch_size=largest_fitting_batch(
-                backbone=backbone, image_size=image_size, budget_bytes=usable,
-                mixed_precision=mixed_precision, trainable=trainable, optimizer=optimizer,
+                backbone=backbone,
+                image_size=image_size,
+                budget_bytes=usable,
+                mixed_precision=mixed_precision,
+                trainable=trainable,
+                optimizer=optimizer,
             ),
             decision=decision.to_attrs(),
         )
@@ -67,8 +83,10 @@ def _print_table(report: dict[str, Any]) -> None:
 
     precision = "mixed float16" if report["mixed_precision"] else "float32"
     console = Console()
-    console.print(f"[bold]{report['backbone']}[/bold] {report['image_size']}px · batch {report['batch_size']} · "
-                  f"{precision} · trainable={report['trainable']} · {report['optimizer']}")
+    console.print(
+        f"[bold]{report['backbone']}[/bold] {report['image_size']}px · batch {report['batch_size']} · "
+        f"{precision} · trainable={report['trainable']} · {report['optimizer']}"
+    )
     table = Table()
     table.add_column("term")
     table.add_column("memory", justify="right")

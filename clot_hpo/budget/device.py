@@ -45,7 +45,9 @@ class VramBudget:
             raise ConfigError(f"the VRAM budget must be positive, but got {self.total_bytes!r} bytes")
 
     @classmethod
-    def from_gb(cls, vram_gb: float, margin: float = DEFAULT_SAFETY_MARGIN, *, detail: str = "") -> VramBudget:
+    def from_gb(
+        cls, vram_gb: float, margin: float = DEFAULT_SAFETY_MARGIN, *, detail: str = ""
+    ) -> VramBudget:
         """A budget of ``vram_gb`` GiB, as ``budget.vram_gb`` gives it."""
         if isinstance(vram_gb, bool) or not isinstance(vram_gb, (int, float)) or not vram_gb > 0:
             raise ConfigError(f"`vram_gb` must be a positive number of GiB, but got {vram_gb!r}")
@@ -156,8 +158,9 @@ def read_nvml(gpu_index: int) -> NvmlReading | None:
         name = pynvml.nvmlDeviceGetName(handle)
         if isinstance(name, bytes):  # older nvidia-ml-py returns bytes
             name = name.decode()
-        return NvmlReading(index=gpu_index, name=str(name), free_bytes=int(memory.free),
-                           total_bytes=int(memory.total))
+        return NvmlReading(
+            index=gpu_index, name=str(name), free_bytes=int(memory.free), total_bytes=int(memory.total)
+        )
     except pynvml.NVMLError as exc:
         log.debug("NVML query failed: %s", exc)
         return None
@@ -166,9 +169,7 @@ def read_nvml(gpu_index: int) -> NvmlReading | None:
             pynvml.nvmlShutdown()
 
 
-def detect_budget(
-    cfg: Any, *, nvml_reader: Callable[[int], NvmlReading | None] = read_nvml
-) -> VramBudget:
+def detect_budget(cfg: Any, *, nvml_reader: Callable[[int], NvmlReading | None] = read_nvml) -> VramBudget:
     """The budget of ``cfg`` (a :class:`clot_hpo.config.BudgetConfig`).
 
     ``cfg.vram_gb`` wins; else NVML's free memory of ``cfg.gpu_index``; else no limit.

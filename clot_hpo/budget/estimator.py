@@ -132,8 +132,12 @@ class VramEstimate:
     def total_bytes(self) -> int:
         """The whole estimate in bytes."""
         return (
-            self.weights_bytes + self.weight_copies_bytes + self.gradients_bytes
-            + self.optimizer_bytes + self.activations_bytes + self.workspace_bytes
+            self.weights_bytes
+            + self.weight_copies_bytes
+            + self.gradients_bytes
+            + self.optimizer_bytes
+            + self.activations_bytes
+            + self.workspace_bytes
         )
 
     @property
@@ -200,9 +204,7 @@ def _check_positive_int(name: str, value: Any) -> int:
     return value
 
 
-def validate_config(
-    backbone: str, image_size: int, batch_size: int, trainable: str, optimizer: str
-) -> None:
+def validate_config(backbone: str, image_size: int, batch_size: int, trainable: str, optimizer: str) -> None:
     """Raise :class:`ConfigError` naming the rule when a configuration is malformed."""
     names = known_backbones()
     if backbone not in names:
@@ -269,7 +271,9 @@ def _build_backbone(backbone: str, image_size: int) -> Any:
     except ValueError as exc:
         # keras.applications refuses inputs below 32x32 with a ValueError.
         first = first_line(exc)
-        raise ConfigError(f"`image_size` {image_size} is not valid for backbone {backbone!r}: {first}") from exc
+        raise ConfigError(
+            f"`image_size` {image_size} is not valid for backbone {backbone!r}: {first}"
+        ) from exc
 
 
 def _trainable_when_trained(model: Any) -> int:
@@ -393,8 +397,10 @@ def estimate_vram(
     if profile is None:
         profile = backbone_profile(backbone, image_size)
     elif (profile.backbone, profile.image_size) != (backbone, image_size):
-        raise ConfigError(f"`profile` must be of {backbone} at {image_size} px, but got "
-                          f"{profile.backbone} at {profile.image_size} px")
+        raise ConfigError(
+            f"`profile` must be of {backbone} at {image_size} px, but got "
+            f"{profile.backbone} at {profile.image_size} px"
+        )
     head_params, head_activations = head_profile(profile.feature_shape, head_units)
     element = FLOAT16_BYTES if mixed_precision else FLOAT32_BYTES
 
@@ -417,8 +423,11 @@ def estimate_vram(
     else:
         # Frozen backbone: nothing of it is kept for backward, but the forward pass still
         # holds one layer's input and output at a time, then the feature map feeds the head.
-        kept = (FROZEN_FORWARD_LIVENESS * profile.largest_step_elements + profile.feature_elements
-                + head_activations)
+        kept = (
+            FROZEN_FORWARD_LIVENESS * profile.largest_step_elements
+            + profile.feature_elements
+            + head_activations
+        )
         activations = input_bytes + batch_size * kept * element
         backward_transient = 0
     conv_workspace = max(CONV_WORKSPACE_MIN_BYTES, largest_output)

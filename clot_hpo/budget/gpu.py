@@ -121,11 +121,13 @@ def configure_gpu(mixed_precision: str = "auto", *, memory_limit_mb: int | None 
             details = {}
         cc = _capability(details)
         capabilities.append(cc)
-        described.append({
-            "name": gpu.name,
-            "device_name": details.get("device_name", ""),
-            "compute_capability": f"{cc[0]}.{cc[1]}" if cc else None,
-        })
+        described.append(
+            {
+                "name": gpu.name,
+                "device_name": details.get("device_name", ""),
+                "compute_capability": f"{cc[0]}.{cc[1]}" if cc else None,
+            }
+        )
 
     minimum = ".".join(map(str, MIN_MIXED_PRECISION_CAPABILITY))
     if mixed_precision == "off":
@@ -143,13 +145,19 @@ def configure_gpu(mixed_precision: str = "auto", *, memory_limit_mb: int | None 
         why = f"mixed_float16: compute capability >= {minimum} on {names}"
     else:
         use_mixed = False
-        names = ", ".join(f"{d['device_name'] or d['name']} ({d['compute_capability'] or 'unknown'})"
-                          for d in described)
+        names = ", ".join(
+            f"{d['device_name'] or d['name']} ({d['compute_capability'] or 'unknown'})" for d in described
+        )
         why = f"float32: mixed precision needs compute capability >= {minimum}, but got {names}"
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
     reason = "; ".join([why, *notes])
-    info = GpuInfo(gpus=described, mixed_precision=use_mixed, memory_growth=growth,
-                   memory_limit_mb=memory_limit_mb, reason=reason)
+    info = GpuInfo(
+        gpus=described,
+        mixed_precision=use_mixed,
+        memory_growth=growth,
+        memory_limit_mb=memory_limit_mb,
+        reason=reason,
+    )
     log.debug("configure_gpu: %s", info.to_dict())
     return info
 

@@ -85,8 +85,15 @@ class BudgetDecision:
         """
         names = [f.name for f in fields(cls)]
         values = {name: attrs[prefix + name] for name in names if prefix + name in attrs}
-        required = {"action", "batch_size", "accumulation_steps", "requested_batch_size",
-                    "estimate_bytes", "budget_bytes", "reason"}
+        required = {
+            "action",
+            "batch_size",
+            "accumulation_steps",
+            "requested_batch_size",
+            "estimate_bytes",
+            "budget_bytes",
+            "reason",
+        }
         missing = required - set(values)
         if missing:
             raise ConfigError(f"a budget decision needs {sorted(missing)}, but the attributes lack them")
@@ -139,8 +146,14 @@ def largest_fitting_batch(
         accumulation: count the gradient accumulators a reshaped trial adds.
         profile: the built backbone's profile (see :func:`estimate_vram`).
     """
-    config = _Shape(backbone=backbone, image_size=image_size, mixed_precision=mixed_precision,
-                    trainable=trainable, optimizer=optimizer, profile=profile)
+    config = _Shape(
+        backbone=backbone,
+        image_size=image_size,
+        mixed_precision=mixed_precision,
+        trainable=trainable,
+        optimizer=optimizer,
+        profile=profile,
+    )
     steps = 2 if accumulation else 1
 
     def fits(batch: int) -> bool:
@@ -186,25 +199,44 @@ def plan_trial(
     """
     if isinstance(min_batch_size, bool) or not isinstance(min_batch_size, int) or min_batch_size < 1:
         raise ConfigError(f"`min_batch_size` must be a positive integer, but got {min_batch_size!r}")
-    config = _Shape(backbone=backbone, image_size=image_size, mixed_precision=bool(mixed_precision),
-                    trainable=trainable, optimizer=optimizer, profile=profile)
+    config = _Shape(
+        backbone=backbone,
+        image_size=image_size,
+        mixed_precision=bool(mixed_precision),
+        trainable=trainable,
+        optimizer=optimizer,
+        profile=profile,
+    )
     requested = _estimate(batch_size, 1, **config)
     usable = budget.usable_bytes
-    common = _Requested(requested_batch_size=batch_size, budget_bytes=usable, budget_source=budget.source,
-                        requested_estimate_bytes=requested.total_bytes, min_batch_size=min_batch_size)
+    common = _Requested(
+        requested_batch_size=batch_size,
+        budget_bytes=usable,
+        budget_source=budget.source,
+        requested_estimate_bytes=requested.total_bytes,
+        min_batch_size=min_batch_size,
+    )
     if usable is None:
         return BudgetDecision(
-            action="run", batch_size=batch_size, accumulation_steps=1,
-            estimate_bytes=requested.total_bytes, min_estimate_bytes=requested.total_bytes,
+            action="run",
+            batch_size=batch_size,
+            accumulation_steps=1,
+            estimate_bytes=requested.total_bytes,
+            min_estimate_bytes=requested.total_bytes,
             reason=f"no VRAM limit; estimate {format_bytes(requested.total_bytes)} at batch {batch_size}",
             **common,
         )
     if requested.total_bytes <= usable:
         return BudgetDecision(
-            action="run", batch_size=batch_size, accumulation_steps=1,
-            estimate_bytes=requested.total_bytes, min_estimate_bytes=requested.total_bytes,
-            reason=(f"batch {batch_size} fits: estimate {format_bytes(requested.total_bytes)} "
-                    f"<= budget {format_bytes(usable)}"),
+            action="run",
+            batch_size=batch_size,
+            accumulation_steps=1,
+            estimate_bytes=requested.total_bytes,
+            min_estimate_bytes=requested.total_bytes,
+            reason=(
+                f"batch {batch_size} fits: estimate {format_bytes(requested.total_bytes)} "
+                f"<= budget {format_bytes(usable)}"
+            ),
             **common,
         )
 
@@ -217,22 +249,32 @@ def plan_trial(
         )
     if largest is None:
         return BudgetDecision(
-            action="prune", batch_size=batch_size, accumulation_steps=1,
-            estimate_bytes=requested.total_bytes, min_estimate_bytes=smallest.total_bytes,
-            reason=(f"does not fit even at batch {floor}: estimate {format_bytes(smallest.total_bytes)} "
-                    f"> budget {format_bytes(usable)} (batch {batch_size} needs "
-                    f"{format_bytes(requested.total_bytes)})"),
+            action="prune",
+            batch_size=batch_size,
+            accumulation_steps=1,
+            estimate_bytes=requested.total_bytes,
+            min_estimate_bytes=smallest.total_bytes,
+            reason=(
+                f"does not fit even at batch {floor}: estimate {format_bytes(smallest.total_bytes)} "
+                f"> budget {format_bytes(usable)} (batch {batch_size} needs "
+                f"{format_bytes(requested.total_bytes)})"
+            ),
             **common,
         )
     steps = math.ceil(batch_size / largest)
     new_batch = max(floor, math.ceil(batch_size / steps))  # even out: same steps, smaller batch
     chosen = _estimate(new_batch, steps, **config)
     return BudgetDecision(
-        action="reshape", batch_size=new_batch, accumulation_steps=steps,
-        estimate_bytes=chosen.total_bytes, min_estimate_bytes=smallest.total_bytes,
-        reason=(f"batch {batch_size} needs {format_bytes(requested.total_bytes)} > budget "
-                f"{format_bytes(usable)}; running batch {new_batch} x {steps} accumulation steps "
-                f"(effective {new_batch * steps}, estimate {format_bytes(chosen.total_bytes)})"),
+        action="reshape",
+        batch_size=new_batch,
+        accumulation_steps=steps,
+        estimate_bytes=chosen.total_bytes,
+        min_estimate_bytes=smallest.total_bytes,
+        reason=(
+            f"batch {batch_size} needs {format_bytes(requested.total_bytes)} > budget "
+            f"{format_bytes(usable)}; running batch {new_batch} x {steps} accumulation steps "
+            f"(effective {new_batch * steps}, estimate {format_bytes(chosen.total_bytes)})"
+        ),
         **common,
     )
 
@@ -247,7 +289,11 @@ def constraint_value(decision: BudgetDecision) -> float:
     if decision.budget_bytes is None:
         return 0.0
     if decision.action == "prune":
-        needed = decision.min_estimate_bytes if decision.min_estimate_bytes is not None else decision.estimate_bytes
+        needed = (
+            decision.min_estimate_bytes
+            if decision.min_estimate_bytes is not None
+            else decision.estimate_bytes
+        )
     else:
         needed = decision.estimate_bytes
     if needed is None:  # after an OOM halving (not re-estimated): it runs, so it is feasible
@@ -282,8 +328,10 @@ def halve_for_oom(decision: BudgetDecision) -> BudgetDecision | None:
         accumulation_steps=steps,
         estimate_bytes=None,
         oom_retries=decision.oom_retries + 1,
-        reason=(f"out of memory at batch {decision.batch_size} x {decision.accumulation_steps} "
-                f"(estimate {_or_unknown(decision.estimate_bytes)}, budget "
-                f"{format_bytes(decision.budget_bytes)}); retrying at batch {half} x {steps} "
-                f"accumulation steps (effective {half * steps})"),
+        reason=(
+            f"out of memory at batch {decision.batch_size} x {decision.accumulation_steps} "
+            f"(estimate {_or_unknown(decision.estimate_bytes)}, budget "
+            f"{format_bytes(decision.budget_bytes)}); retrying at batch {half} x {steps} "
+            f"accumulation steps (effective {half * steps})"
+        ),
     )

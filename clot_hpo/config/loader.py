@@ -70,9 +70,7 @@ def resolve_paths(data: dict[str, Any], base: Path, source: str) -> None:
                 raise ConfigError(f"{source}: search.search_spaces.{name}: {exc}") from None
 
 
-def load_config(
-    path: str | Path | None, overrides: dict[str, Any] | None = None
-) -> ExperimentConfig:
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Load and validate an experiment config.
 
     Args:

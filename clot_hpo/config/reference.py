@@ -77,7 +77,9 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
                 rows.append(f"| `{prefix}{name}` | section or null | `null` | {field.description or ''} |")
             rows.extend(_rows(sub, f"{prefix}{name}."))
             continue
-        rows.append(f"| `{prefix}{name}` | {_type_name(annotation)} | {_default(default)} | {field.description or ''} |")
+        rows.append(
+            f"| `{prefix}{name}` | {_type_name(annotation)} | {_default(default)} | {field.description or ''} |"
+        )
     return rows
 
 

@@ -67,24 +67,40 @@ class SyntheticConfig(_Section):
 class DataConfig(_Section):
     """Where the images are and how to split them."""
 
-    path: str = Field("data/synthetic", description="data folder (class folders or metadata CSV); relative to the config file")
-    layout: Literal["auto", "folders", "metadata"] = Field("auto", description="auto: metadata CSV when present, else class folders")
+    path: str = Field(
+        "data/synthetic",
+        description="data folder (class folders or metadata CSV); relative to the config file",
+    )
+    layout: Literal["auto", "folders", "metadata"] = Field(
+        "auto", description="auto: metadata CSV when present, else class folders"
+    )
     positive_dir: str = Field("positive", description="folder of clot images (folders layout)")
     negative_dir: str = Field("negative", description="folder of no-clot images (folders layout)")
     metadata_csv: str = Field("metadata.csv", description="metadata CSV, relative to the data folder")
     image_column: str = Field("image", description="CSV column: image path relative to the data folder")
     label_column: str = Field("label", description="CSV column: label")
-    group_column: str | None = Field("group", description="CSV column: patient/source id for grouped splits (ignored when absent)")
+    group_column: str | None = Field(
+        "group", description="CSV column: patient/source id for grouped splits (ignored when absent)"
+    )
     positive_label: str = Field("positive", description="label value of a clot")
     negative_label: str = Field("negative", description="label value of no clot")
-    val_fraction: float = Field(0.15, gt=0, lt=1, description="share of images for validation (threshold, pruning)")
+    val_fraction: float = Field(
+        0.15, gt=0, lt=1, description="share of images for validation (threshold, pruning)"
+    )
     test_fraction: float = Field(0.15, gt=0, lt=1, description="share of images held out for test metrics")
     skip_corrupt: bool = Field(False, description="skip unreadable images (each listed) instead of refusing")
     fail_on_leakage: bool = Field(False, description="refuse to train when duplicates cross splits")
-    near_duplicate_max_distance: int = Field(4, ge=0, le=64, description="perceptual-hash Hamming distance counted as a near duplicate")
-    cache: bool = Field(True, description="decode each image size once per study into an on-disk cache of uint8 arrays (mlruns/studies/<study>/cache); false: decode in every trial")
+    near_duplicate_max_distance: int = Field(
+        4, ge=0, le=64, description="perceptual-hash Hamming distance counted as a near duplicate"
+    )
+    cache: bool = Field(
+        True,
+        description="decode each image size once per study into an on-disk cache of uint8 arrays (mlruns/studies/<study>/cache); false: decode in every trial",
+    )
     # Generate the synthetic set into `path` when it does not exist (demo only).
-    synthetic: SyntheticConfig | None = Field(None, description="generate a synthetic set at data.path when it is missing (demo)")
+    synthetic: SyntheticConfig | None = Field(
+        None, description="generate a synthetic set at data.path when it is missing (demo)"
+    )
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -100,12 +116,19 @@ class TrainingConfig(_Section):
     """Fixed training settings shared by every trial."""
 
     epochs: int = Field(3, ge=1, description="epochs per trial (the pruner's max resource)")
-    steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (None: the whole training split)")
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="cap on steps per epoch (None: the whole training split)"
+    )
     # Cap on training images per trial (None: all); keeps CPU demos short.
-    max_train_images: int | None = Field(None, ge=2, description="cap on training images per trial (None: all)")
-    weights: str = Field("imagenet", description="imagenet, none, or a local no-top weights file (relative to the config file)")
+    max_train_images: int | None = Field(
+        None, ge=2, description="cap on training images per trial (None: all)"
+    )
+    weights: str = Field(
+        "imagenet", description="imagenet, none, or a local no-top weights file (relative to the config file)"
+    )
     jit_compile: bool | Literal["auto"] = Field(
-        "auto", description="XLA-compile the train step: auto (Keras decides: on a GPU when every layer "
+        "auto",
+        description="XLA-compile the train step: auto (Keras decides: on a GPU when every layer "
         "supports it, never on CPU), true or false. Compiling adds to every trial's first epoch; "
         "see docs/performance.md",
     )
@@ -115,28 +138,48 @@ class SearchConfig(_Section):
     """The Optuna study: what is searched, how, and within which budgets."""
 
     backbones: list[Annotated[str, AfterValidator(_known_backbone)]] = Field(
-        default_factory=lambda: ["efficientnet_b1", "resnet50"], min_length=1,
+        default_factory=lambda: ["efficientnet_b1", "resnet50"],
+        min_length=1,
         description="backbones searched (names from the backbone catalogue, clot_hpo/models/backbones.py); "
         "with several, the backbone is itself a searched choice",
     )
-    search_spaces: dict[str, str] = Field(default_factory=dict, description="search space per backbone: a YAML file relative to the config file, or a bundled name such as `quickstart_resnet50` (default: the bundled `<backbone>.yaml`)")
-    study_name: str | None = Field(None, description="Optuna study and MLflow experiment name (default: name)")
-    storage: str = Field("sqlite:///mlruns/optuna.db", description="Optuna storage URL (sqlite:/// or postgresql+psycopg2://); a relative sqlite path is relative to the working directory")
+    search_spaces: dict[str, str] = Field(
+        default_factory=dict,
+        description="search space per backbone: a YAML file relative to the config file, or a bundled name such as `quickstart_resnet50` (default: the bundled `<backbone>.yaml`)",
+    )
+    study_name: str | None = Field(
+        None, description="Optuna study and MLflow experiment name (default: name)"
+    )
+    storage: str = Field(
+        "sqlite:///mlruns/optuna.db",
+        description="Optuna storage URL (sqlite:/// or postgresql+psycopg2://); a relative sqlite path is relative to the working directory",
+    )
     sampler: Literal["tpe", "random", "cmaes"] = Field("tpe", description="Optuna sampler (seeded)")
-    pruner: Literal["hyperband", "median", "none"] = Field("hyperband", description="pruner, reported once per epoch")
+    pruner: Literal["hyperband", "median", "none"] = Field(
+        "hyperband", description="pruner, reported once per epoch"
+    )
     objective: Literal["val_auc", "val_accuracy", "val_loss", "sensitivity_at_specificity"] = Field(
         "val_auc", description="validation metric the study optimizes"
     )
-    target_specificity: float = Field(0.95, gt=0, lt=1, description="specificity for the sensitivity_at_specificity objective")
-    n_trials: int | None = Field(10, ge=1, description="finished (complete or pruned) trials the whole study should have")
+    target_specificity: float = Field(
+        0.95, gt=0, lt=1, description="specificity for the sensitivity_at_specificity objective"
+    )
+    n_trials: int | None = Field(
+        10, ge=1, description="finished (complete or pruned) trials the whole study should have"
+    )
     timeout: float | None = Field(None, gt=0, description="seconds after which no new trial starts")
     max_total_epochs: int | None = Field(None, ge=1, description="epochs over all trials of the study")
     max_consecutive_failures: int = Field(3, ge=1, description="failed trials in a row that stop the study")
     heartbeat_interval: int = Field(10, ge=1, description="seconds between a running trial's heartbeats")
-    grace_period: int | None = Field(None, ge=2, description="seconds without heartbeat before a trial counts as dead (default 3x interval)")
+    grace_period: int | None = Field(
+        None,
+        ge=2,
+        description="seconds without heartbeat before a trial counts as dead (default 3x interval)",
+    )
     max_retry: int = Field(1, ge=0, description="times a dead trial's parameters are retried")
     defaults_first: bool = Field(
-        True, description="a new study's first trials build each search space's defaults (one per "
+        True,
+        description="a new study's first trials build each search space's defaults (one per "
         "backbone), as KerasTuner's tuners do; ordinary trials in Optuna, MLflow and the budgets",
     )
 
@@ -150,11 +193,17 @@ class SearchConfig(_Section):
 class EvaluationConfig(_Section):
     """How the decision threshold is chosen and intervals computed."""
 
-    threshold: Literal["youden", "target_sensitivity"] = Field("youden", description="how the decision threshold is chosen on validation")
-    target_sensitivity: float = Field(0.95, gt=0, lt=1, description="sensitivity the target_sensitivity threshold reaches")
+    threshold: Literal["youden", "target_sensitivity"] = Field(
+        "youden", description="how the decision threshold is chosen on validation"
+    )
+    target_sensitivity: float = Field(
+        0.95, gt=0, lt=1, description="sensitivity the target_sensitivity threshold reaches"
+    )
     confidence_level: float = Field(0.95, gt=0.5, lt=1, description="level of every interval")
     bootstrap_samples: int = Field(1000, ge=100, description="bootstrap resamples for AUC intervals")
-    log_sample_images: int = Field(0, ge=0, le=16, description="sample images logged to MLflow (0: no image leaves the machine)")
+    log_sample_images: int = Field(
+        0, ge=0, le=16, description="sample images logged to MLflow (0: no image leaves the machine)"
+    )
     explanations: bool = Field(
         True,
         description="log each completed trial's Grad-CAM failure gallery (explanations/: confident true "
@@ -166,19 +215,32 @@ class EvaluationConfig(_Section):
 class TrackingConfig(_Section):
     """Where MLflow runs go."""
 
-    uri: str = Field("sqlite:///mlruns/mlflow.db", description="MLflow tracking URI (database URI or http:// server); a relative sqlite path is relative to the working directory")
-    artifact_root: str = Field("mlruns/artifacts", description="artifact folder for database URIs (relative to the working directory)")
+    uri: str = Field(
+        "sqlite:///mlruns/mlflow.db",
+        description="MLflow tracking URI (database URI or http:// server); a relative sqlite path is relative to the working directory",
+    )
+    artifact_root: str = Field(
+        "mlruns/artifacts",
+        description="artifact folder for database URIs (relative to the working directory)",
+    )
     experiment: str | None = Field(None, description="MLflow experiment (default: the study name)")
     log_model: bool = Field(True, description="log each completed trial's Keras model")
-    model_name: str = Field("blood-clot-detector", description="registered model name; `promote`, `predict` and `evaluate` use it when given `--config`")
+    model_name: str = Field(
+        "blood-clot-detector",
+        description="registered model name; `promote`, `predict` and `evaluate` use it when given `--config`",
+    )
 
 
 class BudgetConfig(_Section):
     """VRAM budget of the card trials run on."""
 
-    vram_gb: float | None = Field(None, gt=0, description="card memory in GiB (else NVML free memory, else no limit)")
+    vram_gb: float | None = Field(
+        None, gt=0, description="card memory in GiB (else NVML free memory, else no limit)"
+    )
     safety_margin: float = Field(0.1, ge=0, lt=1, description="share of the card kept free")
-    mixed_precision: Literal["auto", "on", "off"] = Field("auto", description="mixed_float16: auto uses it on cards that support it")
+    mixed_precision: Literal["auto", "on", "off"] = Field(
+        "auto", description="mixed_float16: auto uses it on cards that support it"
+    )
     min_batch_size: int = Field(2, ge=1, description="smallest batch the budget may shrink to")
     gpu_index: int = Field(0, ge=0, description="GPU whose memory NVML reads")
 

@@ -117,15 +117,22 @@ BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
         BackboneSpec(
-            "efficientnet_b1", _build_efficientnet_b1, pretrained=True,
+            "efficientnet_b1",
+            _build_efficientnet_b1,
+            pretrained=True,
             preprocessing="rescaling and normalization inside keras.applications.EfficientNetB1",
         ),
         BackboneSpec(
-            "resnet50", _build_resnet50, pretrained=True,
+            "resnet50",
+            _build_resnet50,
+            pretrained=True,
             preprocessing="caffe: RGB to BGR minus the ImageNet mean, as a frozen 1x1 convolution",
         ),
         BackboneSpec(
-            "tiny_cnn", _build_tiny_cnn, pretrained=False, min_image_size=16,
+            "tiny_cnn",
+            _build_tiny_cnn,
+            pretrained=False,
+            min_image_size=16,
             preprocessing="rescaling to [0, 1]",
         ),
     )
@@ -149,9 +156,7 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         raise ConfigError(f"backbone must be one of {list_backbones()}, but got {name!r}") from None
 
 
-def create_backbone_with_info(
-    name: str, *, image_size: int, weights: str | None = None
-) -> Backbone:
+def create_backbone_with_info(name: str, *, image_size: int, weights: str | None = None) -> Backbone:
     """Build a backbone and report which weights it got.
 
     Args:

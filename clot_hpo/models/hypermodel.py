@@ -156,7 +156,9 @@ class ClotHyperModel(keras_tuner.HyperModel):
         self.weights_used = backbone.weights_used
         self._pretrained = backbone.pretrained
         x = backbone.model(augment(inputs))
-        pooling = keras.layers.GlobalMaxPooling2D if s["pooling"] == "max" else keras.layers.GlobalAveragePooling2D
+        pooling = (
+            keras.layers.GlobalMaxPooling2D if s["pooling"] == "max" else keras.layers.GlobalAveragePooling2D
+        )
         x = pooling(name="pool")(x)
         x = keras.layers.Dropout(float(s["dropout"]), name="dropout")(x)
         if s["use_dense"]:
@@ -184,18 +186,24 @@ class ClotHyperModel(keras_tuner.HyperModel):
 
     def _metrics(self) -> list[keras.metrics.Metric]:
         metrics: list[keras.metrics.Metric] = [
-            keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy"),
+            keras.metrics.AUC(name="auc"),
+            keras.metrics.BinaryAccuracy(name="accuracy"),
         ]
         if self.target_specificity is not None:
             # Only on request: its compile config does not round-trip through Keras 3.15's
             # saving (`get_config` of the compiled metric comes back None), which breaks
             # tuners that reload checkpoints, such as KerasTuner's.
-            metrics.append(keras.metrics.SensitivityAtSpecificity(
-                self.target_specificity, name="sensitivity_at_specificity"))
+            metrics.append(
+                keras.metrics.SensitivityAtSpecificity(
+                    self.target_specificity, name="sensitivity_at_specificity"
+                )
+            )
         return metrics
 
     # ----- training -----------------------------------------------------------------------
-    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any) -> keras.callbacks.History:
+    def fit(
+        self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any
+    ) -> keras.callbacks.History:
         """Transfer-learning schedule: base frozen for ``freeze_epochs``, then top fraction unfrozen.
 
         Accepts ``model.fit``'s arguments; returns a History whose ``history`` spans all epochs.
@@ -223,10 +231,14 @@ class ClotHyperModel(keras_tuner.HyperModel):
 def make_optimizer(s: TrialSettings, *, accumulation_steps: int = 1) -> keras.optimizers.Optimizer:
     """The trial's optimizer (from the catalogue); ``accumulation_steps > 1`` keeps the effective batch."""
     spec = get_optimizer_spec(str(s["optimizer"]))
-    return spec.make(OptimizerSettings(
-        learning_rate=float(s["learning_rate"]), weight_decay=float(s["weight_decay"]),
-        momentum=float(s["momentum"]), accumulation_steps=accumulation_steps,
-    ))
+    return spec.make(
+        OptimizerSettings(
+            learning_rate=float(s["learning_rate"]),
+            weight_decay=float(s["weight_decay"]),
+            momentum=float(s["momentum"]),
+            accumulation_steps=accumulation_steps,
+        )
+    )
 
 
 # Bounds of the automatic BatchNormalization momentum. 0.99 is Keras' default, right for long

@@ -68,7 +68,10 @@ def _sgd(s: OptimizerSettings) -> keras.optimizers.Optimizer:
     import keras
 
     return keras.optimizers.SGD(
-        s.learning_rate, momentum=s.momentum, nesterov=True, weight_decay=s.weight_decay or None,
+        s.learning_rate,
+        momentum=s.momentum,
+        nesterov=True,
+        weight_decay=s.weight_decay or None,
         gradient_accumulation_steps=_accumulate(s),
     )
 

@@ -30,10 +30,13 @@ def search_command(args: argparse.Namespace) -> int:
     from clot_hpo.search.study import run_search
 
     console = Console(soft_wrap=True)
-    outcome = run_search(config, tracking=not args.no_tracking, console=console,
-                         base_dir=Path(args.config).resolve().parent)
+    outcome = run_search(
+        config, tracking=not args.no_tracking, console=console, base_dir=Path(args.config).resolve().parent
+    )
     console.print(f"results: {outcome.out_dir} (resolved config, split manifest, trials.csv)")
     if not args.no_tracking:
-        console.print(f"tracking: {config.tracking.uri} · experiment {config.tracking.experiment or outcome.study_name}")
+        console.print(
+            f"tracking: {config.tracking.uri} · experiment {config.tracking.experiment or outcome.study_name}"
+        )
     console.print(f"search took {time.monotonic() - started:.0f} s")
     return 0

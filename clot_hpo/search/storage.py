@@ -40,7 +40,9 @@ def open_storage(
     queued again (up to ``max_retry`` times) by ``RetryHeartbeatStaleTrialCallback``.
     """
     if "://" not in url:
-        raise ConfigError(f"search.storage must be a database URL such as sqlite:///mlruns/optuna.db, but got {url!r}")
+        raise ConfigError(
+            f"search.storage must be a database URL such as sqlite:///mlruns/optuna.db, but got {url!r}"
+        )
     _ensure_sqlite_folder(url)
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:
@@ -52,10 +54,13 @@ def open_storage(
     try:
         return _create_rdb_storage(url, kwargs)
     except ImportError as exc:
-        raise ConfigError(f"search.storage {url!r} needs a database driver that is not installed: {exc}") from exc
+        raise ConfigError(
+            f"search.storage {url!r} needs a database driver that is not installed: {exc}"
+        ) from exc
     except Exception as exc:  # sqlalchemy raises many kinds for a bad URL or a dead server
-        raise ConfigError(f"search.storage: cannot open {redact_url(url)}: {type(exc).__name__}: "
-                          f"{first_line(exc)}") from exc
+        raise ConfigError(
+            f"search.storage: cannot open {redact_url(url)}: {type(exc).__name__}: {first_line(exc)}"
+        ) from exc
 
 
 class _ResilientRDBStorage(RDBStorage):
@@ -74,8 +79,11 @@ class _ResilientRDBStorage(RDBStorage):
         except (StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
             # Optuna wraps the driver error in a misleading "invalid data" message: show the cause.
             cause = exc.__cause__ or exc
-            logging.getLogger(__name__).warning("heartbeat of trial id %s not recorded: %s", trial_id,
-                                                first_line(getattr(cause, "orig", cause)))
+            logging.getLogger(__name__).warning(
+                "heartbeat of trial id %s not recorded: %s",
+                trial_id,
+                first_line(getattr(cause, "orig", cause)),
+            )
 
 
 # Any constant: the advisory lock under which workers create Optuna's schema.

@@ -28,7 +28,9 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     # Any: the figure is reached through ``ax.figure`` or, for a grid of axes, ``ax.flat[0]``.
-    plots: dict[str, Callable[[optuna.Study], Any]] = {"optimization_history.png": ovm.plot_optimization_history}
+    plots: dict[str, Callable[[optuna.Study], Any]] = {
+        "optimization_history.png": ovm.plot_optimization_history
+    }
     if len(complete) >= 2:
         plots["param_importances.png"] = ovm.plot_param_importances
         plots["parallel_coordinate.png"] = ovm.plot_parallel_coordinate

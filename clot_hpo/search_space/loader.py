@@ -97,8 +97,7 @@ def _choices(choices: Any) -> tuple[Any, ...]:
     for choice in choices:
         if not _is_scalar(choice):
             raise ValueError(
-                "values must be numbers, text or true/false (not null, lists or maps), "
-                f"but got {choice!r}"
+                f"values must be numbers, text or true/false (not null, lists or maps), but got {choice!r}"
             )
     kinds = sorted({_kind(c) for c in choices})
     if len(kinds) > 1:
@@ -118,9 +117,7 @@ def _condition(raw: Any) -> Condition | None:
     if raw is None:
         return None
     if not isinstance(raw, dict) or len(raw) != 1:
-        raise ValueError(
-            f"must map one parent to its values ({{parent: [values]}}), but got {raw!r}"
-        )
+        raise ValueError(f"must map one parent to its values ({{parent: [values]}}), but got {raw!r}")
     ((parent, values),) = raw.items()
     return Condition(str(parent), tuple(values) if isinstance(values, list) else (values,))
 

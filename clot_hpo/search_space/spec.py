@@ -81,9 +81,7 @@ class ParamSpec:
             assert self.choices is not None
             return hp.Choice(name, list(self.choices), default=self.default)
         if self.type == "bool":
-            return hp.Boolean(
-                name, default=bool(self.default) if self.default is not None else False
-            )
+            return hp.Boolean(name, default=bool(self.default) if self.default is not None else False)
         return hp.Fixed(name, self.value)
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,9 +153,7 @@ class SearchSpace:
             scopes = [c for c in chain if c.parent != BACKBONE]
             with contextlib.ExitStack() as stack:
                 for cond in scopes:
-                    stack.enter_context(
-                        hp.conditional_scope(prefix + cond.parent, list(cond.values))
-                    )
+                    stack.enter_context(hp.conditional_scope(prefix + cond.parent, list(cond.values)))
                 value = spec.register(hp, prefix + name)
             # Choices may not be null (checked on load), so None always means inactive.
             if value is not None:

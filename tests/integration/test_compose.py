@@ -98,9 +98,13 @@ def _published_ports(service: dict[str, Any]) -> list[dict[str, str]]:
     out = []
     for entry in service.get("ports", []) or []:
         if isinstance(entry, dict):
-            out.append({"host_ip": str(entry.get("host_ip", "")),
-                        "published": str(entry.get("published", "")),
-                        "target": str(entry.get("target", ""))})
+            out.append(
+                {
+                    "host_ip": str(entry.get("host_ip", "")),
+                    "published": str(entry.get("published", "")),
+                    "target": str(entry.get("target", "")),
+                }
+            )
             continue
         parts = str(entry).split(":")
         if len(parts) == 3:
@@ -117,8 +121,9 @@ def _volume_sources(service: dict[str, Any]) -> list[tuple[str, str, bool]]:
     out = []
     for entry in service.get("volumes", []) or []:
         if isinstance(entry, dict):
-            out.append((str(entry.get("source", "")), str(entry["target"]),
-                        bool(entry.get("read_only", False))))
+            out.append(
+                (str(entry.get("source", "")), str(entry["target"]), bool(entry.get("read_only", False)))
+            )
         else:
             parts = str(entry).split(":")
             mode = parts[2] if len(parts) > 2 else "rw"
@@ -172,8 +177,9 @@ def test_mlflow_is_a_real_server_on_postgres(stack: dict[str, Any]) -> None:
     assert "healthcheck" in mlflow and "healthcheck" in stack["services"]["postgres"]
 
 
-def test_worker_command_is_a_search_our_cli_accepts(raw: dict[str, Any], stack: dict[str, Any],
-                                                   env: dict[str, str]) -> None:
+def test_worker_command_is_a_search_our_cli_accepts(
+    raw: dict[str, Any], stack: dict[str, Any], env: dict[str, str]
+) -> None:
     from clot_hpo.cli import build_parser
 
     raw_command = " ".join(str(c) for c in raw["services"]["worker"]["command"])
@@ -188,9 +194,15 @@ def test_worker_command_is_a_search_our_cli_accepts(raw: dict[str, Any], stack: 
     assert (ROOT / args.config).is_file(), f"STUDY_CONFIG in .env.example names a missing {args.config}"
     from clot_hpo.config import load_config
 
-    resolved = load_config(ROOT / args.config, {"search.study_name": args.study_name,
-                                                 "search.storage": args.storage,
-                                                 "tracking.uri": args.tracking_uri, "data.path": args.data})
+    resolved = load_config(
+        ROOT / args.config,
+        {
+            "search.study_name": args.study_name,
+            "search.storage": args.storage,
+            "tracking.uri": args.tracking_uri,
+            "data.path": args.data,
+        },
+    )
     assert resolved.study_name == env["STUDY_NAME"]
     assert args.study_name == env["STUDY_NAME"]
     assert args.storage == (
@@ -284,28 +296,42 @@ def test_images_are_slim_non_root_and_pinned_like_requirements() -> None:
 
 # ----- the database init script, for real ----------------------------------------------------
 @pytest.mark.slow
-def test_initdb_script_creates_both_databases(postgres_session: PostgresServer,  # noqa: F811
-                                              env: dict[str, str], tmp_path: Path) -> None:
+def test_initdb_script_creates_both_databases(
+    postgres_session: PostgresServer,  # noqa: F811
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
     psql = postgres_session.bindir / "psql"
     if not psql.exists():
         psql = Path(shutil.which("psql") or "psql")
     # Distinct names: the session cluster may hold other tests' databases.
     run_env = {
         "PATH": f"{psql.parent}:/usr/bin:/bin",
-        "PGHOST": postgres_session.host, "PGPORT": str(postgres_session.port),
+        "PGHOST": postgres_session.host,
+        "PGPORT": str(postgres_session.port),
         "POSTGRES_USER": postgres_session.user,
-        "OPTUNA_DB": "compose_optuna", "OPTUNA_DB_PASSWORD": env["OPTUNA_DB_PASSWORD"],
-        "MLFLOW_DB": "compose_mlflow", "MLFLOW_DB_PASSWORD": env["MLFLOW_DB_PASSWORD"],
+        "OPTUNA_DB": "compose_optuna",
+        "OPTUNA_DB_PASSWORD": env["OPTUNA_DB_PASSWORD"],
+        "MLFLOW_DB": "compose_mlflow",
+        "MLFLOW_DB_PASSWORD": env["MLFLOW_DB_PASSWORD"],
     }
-    proc = subprocess.run(["bash", str(ROOT / "docker" / "initdb.sh")], env=run_env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "docker" / "initdb.sh")],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
 
     conn = postgres_session.connect()
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT d.datname, r.rolname FROM pg_database d JOIN pg_roles r "
-                        "ON d.datdba = r.oid WHERE d.datname LIKE 'compose_%' ORDER BY 1")
+            cur.execute(
+                "SELECT d.datname, r.rolname FROM pg_database d JOIN pg_roles r "
+                "ON d.datdba = r.oid WHERE d.datname LIKE 'compose_%' ORDER BY 1"
+            )
             owners = dict(cur.fetchall())
             cur.execute("SELECT rolname, rolsuper FROM pg_roles WHERE rolname LIKE 'compose_%'")
             roles = dict(cur.fetchall())
@@ -318,8 +344,9 @@ def test_initdb_script_creates_both_databases(postgres_session: PostgresServer, 
     import psycopg2
 
     for db in ("compose_optuna", "compose_mlflow"):
-        own = psycopg2.connect(host=postgres_session.host, port=postgres_session.port, user=db,
-                               dbname=db, connect_timeout=5)
+        own = psycopg2.connect(
+            host=postgres_session.host, port=postgres_session.port, user=db, dbname=db, connect_timeout=5
+        )
         try:
             with own, own.cursor() as cur:
                 cur.execute("CREATE TABLE t (x int)")
@@ -327,8 +354,14 @@ def test_initdb_script_creates_both_databases(postgres_session: PostgresServer, 
             own.close()
 
     # A second run against an initialised cluster fails loudly instead of half-applying.
-    again = subprocess.run(["bash", str(ROOT / "docker" / "initdb.sh")], env=run_env,
-                           capture_output=True, text=True, timeout=60, check=False)
+    again = subprocess.run(
+        ["bash", str(ROOT / "docker" / "initdb.sh")],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert again.returncode != 0 and "already exists" in again.stderr
 
 
@@ -337,8 +370,9 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
     docker = shutil.which("docker")
     if docker is None:
         pytest.skip("no `docker` CLI on this machine")
-    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True,
-                           timeout=30, check=False)
+    probe = subprocess.run(
+        [docker, "compose", "version"], capture_output=True, text=True, timeout=30, check=False
+    )
     if probe.returncode != 0:
         reason = ((probe.stderr or probe.stdout).strip().splitlines() or ["no output"])[0]
         pytest.skip(f"`docker compose` plugin unavailable ({reason[:200]})")
@@ -346,20 +380,53 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
     shutil.copy(ENV_EXAMPLE, env_file)
     proc = subprocess.run(
         [docker, "compose", "-f", str(COMPOSE), "--env-file", str(env_file), "config", "--quiet"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     profiles = subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE), "--env-file", str(env_file), "--profile", "gpu",
-         "config", "--services"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        [
+            docker,
+            "compose",
+            "-f",
+            str(COMPOSE),
+            "--env-file",
+            str(env_file),
+            "--profile",
+            "gpu",
+            "config",
+            "--services",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert profiles.returncode == 0, profiles.stderr
     assert set(profiles.stdout.split()) == {"postgres", "mlflow", "worker", "worker-gpu"}
     overlay = subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE), "-f", str(REMOTE_OVERLAY), "--env-file",
-         str(env_file), "config", "--format", "json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        [
+            docker,
+            "compose",
+            "-f",
+            str(COMPOSE),
+            "-f",
+            str(REMOTE_OVERLAY),
+            "--env-file",
+            str(env_file),
+            "config",
+            "--format",
+            "json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert overlay.returncode == 0, overlay.stderr
     import json

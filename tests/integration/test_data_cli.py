@@ -26,8 +26,9 @@ CLI = Path(sys.executable).with_name("clot-hpo")
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [str(CLI), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 def run_ok(capsys: pytest.CaptureFixture[str], *args: str | Path) -> str:
@@ -90,8 +91,9 @@ def test_make_synthetic_then_validate_grouped(tmp_path: Path, capsys: pytest.Cap
     assert len(manifest) == 48 and set(manifest.split) == {"train", "val", "test"}
     assert (manifest.groupby("group")["split"].nunique() == 1).all()
 
-    ungrouped = run_ok(capsys, "validate-data", data, "--seed", "3", "--group-column", "",
-                       "--out", tmp_path / "u")
+    ungrouped = run_ok(
+        capsys, "validate-data", data, "--seed", "3", "--group-column", "", "--out", tmp_path / "u"
+    )
     assert "ungrouped split" in ungrouped
     assert "group" not in pd.read_csv(tmp_path / "u" / "split_manifest.csv").columns
 
@@ -176,8 +178,11 @@ def test_leakage_report_and_fail_on_leakage(tmp_path: Path, capsys: pytest.Captu
 
     out = run_ok(capsys, "validate-data", data, "--seed", "0")
     manifest = pd.read_csv(data / ".clot-hpo" / "split_manifest.csv").set_index("relpath")["split"]
-    crossing = [i for i in range(8)
-                if manifest[f"images/{'near' if i % 2 else 'exact'}{i}.png"] != manifest[f"images/{i:03d}.png"]]
+    crossing = [
+        i
+        for i in range(8)
+        if manifest[f"images/{'near' if i % 2 else 'exact'}{i}.png"] != manifest[f"images/{i:03d}.png"]
+    ]
     assert crossing, "the seed put every copy next to its original; pick another seed"
     n_exact = sum(1 for i in crossing if i % 2 == 0)
     n_near = len(crossing) - n_exact
@@ -185,7 +190,9 @@ def test_leakage_report_and_fail_on_leakage(tmp_path: Path, capsys: pytest.Captu
 
     failed = run("validate-data", data, "--seed", "0", "--fail-on-leakage")
     first = crossing[0]
-    assert_bad_input(failed, "duplicate images cross splits", f"{'near' if first % 2 else 'exact'}{first}.png")
+    assert_bad_input(
+        failed, "duplicate images cross splits", f"{'near' if first % 2 else 'exact'}{first}.png"
+    )
 
 
 def test_bad_config_and_arguments_exit_2(tmp_path: Path) -> None:

@@ -143,19 +143,39 @@ class PgMlflowServer:
     def start(self, timeout: float = 180.0) -> None:
         import urllib.request
 
-        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-                   MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
-        cmd = [MLFLOW, "server", "--backend-store-uri", self.backend_uri,
-               "--serve-artifacts", "--artifacts-destination", str(self.root / "artifacts"),
-               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        env = dict(
+            os.environ,
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+            MLFLOW_DISABLE_TELEMETRY="true",
+            DO_NOT_TRACK="true",
+        )
+        cmd = [
+            MLFLOW,
+            "server",
+            "--backend-store-uri",
+            self.backend_uri,
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(self.root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         cwd=self.root, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mlflow server exited {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp,
+            ):
                 if resp.status == 200:
                     return
             time.sleep(0.5)
@@ -189,8 +209,12 @@ def worker_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     space_path.write_text(yaml.safe_dump(space, sort_keys=False), encoding="utf-8")
     config = yaml.safe_load(TINY_CONFIG.read_text(encoding="utf-8"))
     config["search"].update(
-        heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD, max_retry=1,
-        pruner="none", sampler="random", search_spaces={"tiny_cnn": str(space_path)},
+        heartbeat_interval=HEARTBEAT_INTERVAL,
+        grace_period=GRACE_PERIOD,
+        max_retry=1,
+        pruner="none",
+        sampler="random",
+        search_spaces={"tiny_cnn": str(space_path)},
     )
     config.setdefault("evaluation", {})["bootstrap_samples"] = 100
     # Two epochs: the first one's report tells the fault tests that a trial is mid-way.
@@ -206,10 +230,13 @@ def optuna_url(postgres_session: PostgresServer) -> str:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def mlflow_pg(postgres_session: PostgresServer,  # noqa: F811
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgMlflowServer]:
-    server = PgMlflowServer(postgres_session.create_database("scale_mlflow"),
-                            tmp_path_factory.mktemp("mlflow-pg"))
+def mlflow_pg(
+    postgres_session: PostgresServer,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[PgMlflowServer]:
+    server = PgMlflowServer(
+        postgres_session.create_database("scale_mlflow"), tmp_path_factory.mktemp("mlflow-pg")
+    )
     server.start()
     try:
         yield server
@@ -233,14 +260,30 @@ class Cluster:
         cwd = self.tmp / name  # its own mlruns/studies/...: like one container each
         cwd.mkdir(parents=True, exist_ok=True)
         out, err = cwd / "stdout.log", cwd / "stderr.log"
-        cmd = [CLOT_HPO, "search", str(self.config), "--study-name", study,
-               "--storage", self.storage, "--tracking-uri", self.mlflow.uri,
-               "--n-trials", str(n_trials), "--data", str(self.data)]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MLFLOW_DISABLE_TELEMETRY="true",
-                   PYTHONUNBUFFERED="1", COLUMNS="200")
+        cmd = [
+            CLOT_HPO,
+            "search",
+            str(self.config),
+            "--study-name",
+            study,
+            "--storage",
+            self.storage,
+            "--tracking-uri",
+            self.mlflow.uri,
+            "--n-trials",
+            str(n_trials),
+            "--data",
+            str(self.data),
+        ]
+        env = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            MLFLOW_DISABLE_TELEMETRY="true",
+            PYTHONUNBUFFERED="1",
+            COLUMNS="200",
+        )
         with open(out, "wb") as fout, open(err, "wb") as ferr:
-            proc = subprocess.Popen(cmd, cwd=cwd, stdout=fout, stderr=ferr, env=env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(cmd, cwd=cwd, stdout=fout, stderr=ferr, env=env, start_new_session=True)
         worker = Worker(name=name, proc=proc, cwd=cwd, stdout_path=out, stderr_path=err)
         self.workers.append(worker)
         return worker
@@ -252,8 +295,9 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(worker_config: Path, tiny_dataset: Path, optuna_url: str, mlflow_pg: PgMlflowServer,
-            tmp_path: Path) -> Iterator[Cluster]:
+def cluster(
+    worker_config: Path, tiny_dataset: Path, optuna_url: str, mlflow_pg: PgMlflowServer, tmp_path: Path
+) -> Iterator[Cluster]:
     c = Cluster(config=worker_config, data=tiny_dataset, storage=optuna_url, mlflow=mlflow_pg, tmp=tmp_path)
     try:
         yield c
@@ -285,11 +329,14 @@ def _wait_for(predicate: Callable[[], Any], timeout: float, what: str, workers: 
             return value
         for worker in workers:
             if worker.proc.poll() is not None:
-                pytest.fail(f"worker {worker.name} exited {worker.proc.returncode} while waiting for "
-                            f"{what}\n{worker.output()}")
+                pytest.fail(
+                    f"worker {worker.name} exited {worker.proc.returncode} while waiting for "
+                    f"{what}\n{worker.output()}"
+                )
         time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n"
-                + "\n".join(w.output() for w in workers))
+    pytest.fail(
+        f"timed out after {timeout:.0f} s waiting for {what}\n" + "\n".join(w.output() for w in workers)
+    )
 
 
 def _mid_trial(storage: str, study: str) -> bool:
@@ -310,8 +357,9 @@ def _runs(tracking_uri: str, study: str) -> tuple[Any, list[Any]]:
     experiment = client.get_experiment_by_name(study)
     assert experiment is not None, f"no MLflow experiment named {study!r}"
     # Active runs only: a duplicate parent run a worker deleted again is not part of the study.
-    runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
-                              max_results=1000)
+    runs = client.search_runs(
+        [experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000
+    )
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return parents, children
@@ -344,7 +392,9 @@ def _assert_tracking_complete(tracking_uri: str, study: str, trials: list[Any]) 
     parents, children = _runs(tracking_uri, study)
     assert len(parents) == 1, f"one parent run per study expected, got {[p.info.run_name for p in parents]}"
     parent_id = parents[0].info.run_id
-    still_running = [(r.info.run_name, r.info.status) for r in parents + children if r.info.status == "RUNNING"]
+    still_running = [
+        (r.info.run_name, r.info.status) for r in parents + children if r.info.status == "RUNNING"
+    ]
     assert not still_running, f"runs left RUNNING: {still_running}"
     by_number: dict[int, list[Any]] = {}
     for run in children:
@@ -357,10 +407,12 @@ def _assert_tracking_complete(tracking_uri: str, study: str, trials: list[Any]) 
         runs = by_number.get(trial.number, [])
         done = [r for r in runs if r.info.status == "FINISHED"]
         assert len(runs) == 1 and len(done) == 1, (
-            f"trial {trial.number}: one FINISHED run expected, got {[r.info.status for r in runs]}")
+            f"trial {trial.number}: one FINISHED run expected, got {[r.info.status for r in runs]}"
+        )
         run = done[0]
         assert "val_auc" in run.data.metrics and "test_auc" in run.data.metrics, (
-            f"trial {trial.number}: metrics missing, got {sorted(run.data.metrics)}")
+            f"trial {trial.number}: metrics missing, got {sorted(run.data.metrics)}"
+        )
         assert _has_model(tracking_uri, run), f"trial {trial.number}: no model logged"
         finished[trial.number] = run
     return finished
@@ -386,8 +438,11 @@ print(tracker.start_study(study))
 
 @pytest.mark.timeout(180)
 def test_workers_starting_together_join_one_study_and_one_parent_run(
-        postgres_session: PostgresServer, mlflow_pg: PgMlflowServer, worker_config: Path,  # noqa: F811
-        tmp_path: Path) -> None:
+    postgres_session: PostgresServer,
+    mlflow_pg: PgMlflowServer,
+    worker_config: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     """`docker compose up --scale worker=4` on a fresh stack: every worker starts at once.
 
     Opening the storage creates Optuna's tables (a race on a fresh database) and each worker
@@ -400,9 +455,20 @@ def test_workers_starting_together_join_one_study_and_one_parent_run(
         storage = postgres_session.create_database(f"join_{r}")
         for _ in range(per_round):
             proc = subprocess.Popen(
-                [sys.executable, "-c", _JOIN_AT_ONCE, str(worker_config), storage, mlflow_pg.uri,
-                 f"join-{r}", str(start_at)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                [
+                    sys.executable,
+                    "-c",
+                    _JOIN_AT_ONCE,
+                    str(worker_config),
+                    storage,
+                    mlflow_pg.uri,
+                    f"join-{r}",
+                    str(start_at),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=tmp_path,
                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
             )
             jobs.append((r, proc))
@@ -450,8 +516,13 @@ def test_killed_worker_trial_is_retried(cluster: Cluster) -> None:
         for worker in workers:
             number = worker.running_trial()
             # Mid-trial: the child sampled its parameters, opened its run and finished epoch 1.
-            if number is not None and number in trials and trials[number].state.name == "RUNNING" \
-                    and "mlflow_run_id" in trials[number].user_attrs and trials[number].intermediate_values:
+            if (
+                number is not None
+                and number in trials
+                and trials[number].state.name == "RUNNING"
+                and "mlflow_run_id" in trials[number].user_attrs
+                and trials[number].intermediate_values
+            ):
                 return worker, number
         return None
 
@@ -468,7 +539,8 @@ def test_killed_worker_trial_is_retried(cluster: Cluster) -> None:
     assert by_number[killed].state.name == "FAIL", "the vanished worker's trial must be marked FAIL"
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
     assert len(retried) == 1 and retried[0].state.name == "COMPLETE", (
-        f"one COMPLETE retry of trial {killed} expected, got {[(t.number, t.state.name) for t in retried]}")
+        f"one COMPLETE retry of trial {killed} expected, got {[(t.number, t.state.name) for t in retried]}"
+    )
     assert retried[0].params == by_number[killed].params, "the retry must run the same parameters"
     assert _count(trials, "COMPLETE", "PRUNED") == n_trials
     assert _count(trials, "RUNNING", "WAITING") == 0
@@ -477,7 +549,8 @@ def test_killed_worker_trial_is_retried(cluster: Cluster) -> None:
     _, runs = _runs(cluster.mlflow.uri, study)
     killed_runs = [r for r in runs if _trial_number(r) == killed]
     assert [r.info.status for r in killed_runs] in (["FAILED"], ["KILLED"]), (
-        f"the killed trial's run must be closed FAILED/KILLED, got {[r.info.status for r in killed_runs]}")
+        f"the killed trial's run must be closed FAILED/KILLED, got {[r.info.status for r in killed_runs]}"
+    )
 
 
 # A deliberate stop (exit 1 or 2 with the CLI's one line), not "unexpected error".
@@ -485,8 +558,10 @@ _ONE_LINE_ERROR = re.compile(r"^clot-hpo: error: .+$")
 
 
 @pytest.mark.timeout(480)
-def test_postgres_outage_does_not_corrupt_the_study(cluster: Cluster, postgres_session: PostgresServer,  # noqa: F811
-                                                    ) -> None:
+def test_postgres_outage_does_not_corrupt_the_study(
+    cluster: Cluster,
+    postgres_session: PostgresServer,  # noqa: F811
+) -> None:
     study, n_trials = "pg-outage", 2
     workers = [cluster.start_worker(study, n_trials) for _ in range(2)]
     _wait_for(lambda: _mid_trial(cluster.storage, study), 240, "a trial past its first epoch", workers)

@@ -20,7 +20,9 @@ parameters:
 """
 
 
-def test_infeasible_configurations_never_train_at_their_infeasible_size(sandbox: Path, tiny_dataset: Path) -> None:
+def test_infeasible_configurations_never_train_at_their_infeasible_size(
+    sandbox: Path, tiny_dataset: Path
+) -> None:
     (sandbox / "space.yaml").write_text(SPACE)
     (sandbox / "vram.yaml").write_text(
         "name: vram\ntraining: {epochs: 1, weights: none}\n"
@@ -29,11 +31,21 @@ def test_infeasible_configurations_never_train_at_their_infeasible_size(sandbox:
     )
     storage = f"sqlite:///{sandbox}/optuna.db"
     study = optuna.create_study(study_name="vram", storage=storage, direction="maximize")
-    study.enqueue_trial({"image_size": 32, "batch_size": 16})     # fits
-    study.enqueue_trial({"image_size": 512, "batch_size": 512})   # fits only as a smaller batch
-    study.enqueue_trial({"image_size": 4096, "batch_size": 16})   # fits at no batch at all
-    result = run_cli("search", "vram.yaml", "--data", str(tiny_dataset), "--storage", storage,
-                     "--no-tracking", "--n-trials", "3", cwd=sandbox)
+    study.enqueue_trial({"image_size": 32, "batch_size": 16})  # fits
+    study.enqueue_trial({"image_size": 512, "batch_size": 512})  # fits only as a smaller batch
+    study.enqueue_trial({"image_size": 4096, "batch_size": 16})  # fits at no batch at all
+    result = run_cli(
+        "search",
+        "vram.yaml",
+        "--data",
+        str(tiny_dataset),
+        "--storage",
+        storage,
+        "--no-tracking",
+        "--n-trials",
+        "3",
+        cwd=sandbox,
+    )
     assert result.returncode == 0, result.stderr
     fits, reshaped, pruned = optuna.load_study(study_name="vram", storage=storage).trials
 

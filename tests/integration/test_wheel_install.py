@@ -28,8 +28,9 @@ pytestmark = pytest.mark.slow
 
 def _run(*cmd: str | Path, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +41,46 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    shutil.copytree(REPO / "clot_hpo", src / "clot_hpo",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    built = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                 "--no-index", "--quiet", "-w", work / "dist", "./src", cwd=work)
+    shutil.copytree(
+        REPO / "clot_hpo", src / "clot_hpo", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    built = _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--quiet",
+        "-w",
+        work / "dist",
+        "./src",
+        cwd=work,
+    )
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = (work / "dist").glob("clot_hpo-*.whl")
 
     venv = work / "venv"
     made = _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=work)
     assert made.returncode == 0, made.stderr
-    site = _run(venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
-                cwd=work).stdout.strip()
+    site = _run(
+        venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=work
+    ).stdout.strip()
     Path(site, "_clot_hpo_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    done = _run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--no-deps",
-                "--no-index", "--quiet", wheel, cwd=work)
+    done = _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        venv / "bin" / "python",
+        "install",
+        "--no-deps",
+        "--no-index",
+        "--quiet",
+        wheel,
+        cwd=work,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return venv / "bin"
 
@@ -90,8 +116,15 @@ def test_clot_hpo_search_finds_bundled_spaces_outside_the_checkout(installed: Pa
         "name: wheel\ndata: {path: no-data-here}\n"
         "search: {backbones: [tiny_cnn, resnet50], search_spaces: {resnet50: quickstart_resnet50}}\n"
     )
-    result = _run(installed / "clot-hpo", "search", "conf/exp.yaml", "--no-tracking",
-                  "--storage", f"sqlite:///{tmp_path}/optuna.db", cwd=tmp_path)
+    result = _run(
+        installed / "clot-hpo",
+        "search",
+        "conf/exp.yaml",
+        "--no-tracking",
+        "--storage",
+        f"sqlite:///{tmp_path}/optuna.db",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, result.stderr
     assert f"{tmp_path / 'conf' / 'no-data-here'}: data folder not found" in result.stderr
     assert "search space" not in result.stderr

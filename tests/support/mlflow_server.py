@@ -92,19 +92,26 @@ def start_mlflow_server(root: Path, *, port: int | None = None) -> MlflowServer:
     cmd = [
         *_mlflow_executable(),
         "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     log_path = root / "server.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed in stop_mlflow_server
     # A new session: the server's workers form one process group we can stop together.
-    process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                               cwd=root, start_new_session=True)
-    server = MlflowServer(uri=uri, port=port, root=root, process=process, log_path=log_path,
-                          _log_file=log_file)
+    process = subprocess.Popen(
+        cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
+    )
+    server = MlflowServer(
+        uri=uri, port=port, root=root, process=process, log_path=log_path, _log_file=log_file
+    )
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:

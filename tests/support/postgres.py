@@ -122,8 +122,16 @@ class PostgresServer:
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self._chown()
         self._run(
-            str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", POSTGRES_USER,
-            "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync", "--no-instructions",
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            POSTGRES_USER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+            "--no-instructions",
         )
         # Settings live in the data directory so stop()/start() keep them. fsync and friends off:
         # a crash loses a throwaway cluster, and tests run several times faster.
@@ -147,8 +155,16 @@ class PostgresServer:
         if self.log_file.exists() and self._prefix:
             self._chown()
         self._run(
-            str(self.bindir / "pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file),
-            "-w", "-t", str(int(timeout)), timeout=timeout + 10,
+            str(self.bindir / "pg_ctl"),
+            "start",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            timeout=timeout + 10,
         )
         self._wait_ready(timeout)
 
@@ -212,8 +228,9 @@ class PostgresServer:
         """A psycopg2 connection in autocommit mode."""
         import psycopg2
 
-        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname=dbname,
-                                connect_timeout=5)
+        conn = psycopg2.connect(
+            host=self.host, port=self.port, user=self.user, dbname=dbname, connect_timeout=5
+        )
         conn.autocommit = True
         return conn
 

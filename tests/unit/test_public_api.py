@@ -102,4 +102,6 @@ def test_the_readme_package_table_matches_the_folders() -> None:
     present = {f"{p.name}/" for p in SUBPACKAGES} | {
         p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py")
     }
-    assert listed == present, f"missing from README: {sorted(present - listed)}; gone: {sorted(listed - present)}"
+    assert listed == present, (
+        f"missing from README: {sorted(present - listed)}; gone: {sorted(listed - present)}"
+    )

@@ -49,16 +49,22 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert "activations" in text and "total" in text and "fits" in text
 
 
-@pytest.mark.parametrize(("flag", "value", "needle"), [("--image-size", "0", "image_size"),
-                                                        ("--vram-gb", "-1", "vram_gb")])
+@pytest.mark.parametrize(
+    ("flag", "value", "needle"), [("--image-size", "0", "image_size"), ("--vram-gb", "-1", "vram_gb")]
+)
 def test_bad_input_exits_2_with_one_line(flag: str, value: str, needle: str) -> None:
     argv = [*BASE]
     if flag in argv:
         argv[argv.index(flag) + 1] = value
     else:
         argv += [flag, value]
-    proc = subprocess.run([str(CLI), *argv], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = subprocess.run(
+        [str(CLI), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("clot-hpo")]
     assert len(errors) == 1 and needle in errors[0]

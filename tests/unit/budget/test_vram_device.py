@@ -31,7 +31,9 @@ def test_nvml_free_memory_when_the_config_is_silent() -> None:
 
     def reader(index: int) -> NvmlReading:
         seen.append(index)
-        return NvmlReading(index=index, name="NVIDIA GeForce RTX 3050", free_bytes=3 * GiB, total_bytes=4 * GiB)
+        return NvmlReading(
+            index=index, name="NVIDIA GeForce RTX 3050", free_bytes=3 * GiB, total_bytes=4 * GiB
+        )
 
     budget = detect_budget(BudgetConfig(gpu_index=1), nvml_reader=reader)
     assert seen == [1]

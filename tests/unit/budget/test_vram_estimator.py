@@ -77,7 +77,10 @@ def test_estimate_grows_with_batch_size_and_image_size() -> None:
     bigger = estimate_vram("tiny_cnn", 64, 4)
     assert bigger.activations_bytes > small.activations_bytes
     assert bigger.total_bytes > small.total_bytes
-    assert estimate_vram("efficientnet_b1", 480, 16).total_bytes > estimate_vram("efficientnet_b1", 240, 16).total_bytes
+    assert (
+        estimate_vram("efficientnet_b1", 480, 16).total_bytes
+        > estimate_vram("efficientnet_b1", 240, 16).total_bytes
+    )
 
 
 def test_estimate_shrinks_under_mixed_precision_and_head_only() -> None:

@@ -72,9 +72,13 @@ def test_no_limit_runs_and_records_the_estimate() -> None:
 def test_real_backbones_on_four_gigabytes() -> None:
     four = VramBudget.from_gb(4)
     for backbone, size in (("efficientnet_b1", 240), ("resnet50", 224)):
-        decision = plan_trial(backbone=backbone, image_size=size, batch_size=16, budget=four, mixed_precision=True)
+        decision = plan_trial(
+            backbone=backbone, image_size=size, batch_size=16, budget=four, mixed_precision=True
+        )
         assert decision.action == "run", decision.reason
-    big = plan_trial(backbone="efficientnet_b1", image_size=480, batch_size=64, budget=four, mixed_precision=False)
+    big = plan_trial(
+        backbone="efficientnet_b1", image_size=480, batch_size=64, budget=four, mixed_precision=False
+    )
     assert big.action in ("reshape", "prune")
     assert big.requested_estimate_bytes > four.usable_bytes
     if big.action == "reshape":
@@ -104,8 +108,16 @@ def test_halve_for_oom_doubles_accumulation_until_the_minimum() -> None:
     again = halve_for_oom(retry)
     assert again is not None and (again.batch_size, again.accumulation_steps) == (4, 4)
     assert again.effective_batch_size == 16
-    small = BudgetDecision(action="run", batch_size=2, accumulation_steps=1, requested_batch_size=2,
-                           estimate_bytes=1, budget_bytes=10, reason="", min_batch_size=2)
+    small = BudgetDecision(
+        action="run",
+        batch_size=2,
+        accumulation_steps=1,
+        requested_batch_size=2,
+        estimate_bytes=1,
+        budget_bytes=10,
+        reason="",
+        min_batch_size=2,
+    )
     assert halve_for_oom(small) is None
 
 

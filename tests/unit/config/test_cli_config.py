@@ -36,10 +36,22 @@ def config(tmp_path: Path) -> str:
 def test_promote_takes_model_name_store_and_study_from_the_config(config: str) -> None:
     args = _args("promote", "--config", config)
     assert (args.model_name, args.tracking_uri, args.experiment) == (
-        "my-detector", "sqlite:///elsewhere/mlflow.db", "study-x")
+        "my-detector",
+        "sqlite:///elsewhere/mlflow.db",
+        "study-x",
+    )
     # Flags still win over the config.
-    args = _args("promote", "--config", config, "--model-name", "other", "--experiment", "s2",
-                 "--tracking-uri", "http://h:5000")
+    args = _args(
+        "promote",
+        "--config",
+        config,
+        "--model-name",
+        "other",
+        "--experiment",
+        "s2",
+        "--tracking-uri",
+        "http://h:5000",
+    )
     assert (args.model_name, args.tracking_uri, args.experiment) == ("other", "http://h:5000", "s2")
 
 

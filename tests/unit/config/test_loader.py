@@ -95,8 +95,12 @@ def test_a_key_repeated_in_one_mapping_names_file_key_path_and_both_lines(tmp_pa
 
 
 def test_duplicates_inside_lists_and_yaml_merge_keys(tmp_path: Path) -> None:
-    path = _write(tmp_path, "search:\n  backbones: [tiny_cnn]\n  search_spaces: {tiny_cnn: a.yaml, tiny_cnn: b.yaml}\n")
-    with pytest.raises(ConfigError, match=r"search\.search_spaces\.tiny_cnn: duplicate key 'tiny_cnn' \(lines 3 and 3\)"):
+    path = _write(
+        tmp_path, "search:\n  backbones: [tiny_cnn]\n  search_spaces: {tiny_cnn: a.yaml, tiny_cnn: b.yaml}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"search\.search_spaces\.tiny_cnn: duplicate key 'tiny_cnn' \(lines 3 and 3\)"
+    ):
         load_config(path)
     # `<<:` overrides keys on purpose: not a duplicate.
     merged = _write(tmp_path, "x: &b {n_trials: 2, sampler: tpe}\nsearch:\n  <<: *b\n  n_trials: 5\n")
@@ -125,7 +129,9 @@ def test_every_shipped_experiment_loads_from_any_working_directory(
     assert config.tracking.uri == "sqlite:///mlruns/mlflow.db"
 
 
-def test_paths_a_config_reads_are_relative_to_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_paths_a_config_reads_are_relative_to_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "project" / "experiments"
     folder.mkdir(parents=True)
     (folder / "spaces").mkdir()
@@ -146,7 +152,10 @@ def test_paths_a_config_reads_are_relative_to_its_folder(tmp_path: Path, monkeyp
     spaces = {k: Path(v) for k, v in config.search.search_spaces.items()}
     assert spaces["resnet50"] == folder / "spaces" / "mine.yaml"
     # Bare names that are no file next to the config are bundled search spaces.
-    assert spaces["efficientnet_b1"].name == "quickstart_efficientnet_b1.yaml" and spaces["efficientnet_b1"].is_file()
+    assert (
+        spaces["efficientnet_b1"].name == "quickstart_efficientnet_b1.yaml"
+        and spaces["efficientnet_b1"].is_file()
+    )
     assert spaces["tiny_cnn"].resolve() == (REPO / "search_spaces" / "tiny_cnn.yaml").resolve()
     assert config.search.storage == "sqlite:///mlruns/optuna.db"  # the working directory's
 
@@ -163,11 +172,16 @@ def test_keywords_absolute_paths_and_overrides_are_left_alone(tmp_path: Path) ->
 
 
 def test_a_missing_search_space_says_where_it_was_looked_for(tmp_path: Path) -> None:
-    path = _write(tmp_path, {"search": {"backbones": ["resnet50"], "search_spaces": {"resnet50": "search_spaces/x.yaml"}}})
+    path = _write(
+        tmp_path,
+        {"search": {"backbones": ["resnet50"], "search_spaces": {"resnet50": "search_spaces/x.yaml"}}},
+    )
     with pytest.raises(ConfigError) as info:
         load_config(path)
     message = str(info.value)
-    assert message.startswith(f"{path}: search.search_spaces.resnet50: search space 'search_spaces/x.yaml' not found: ")
+    assert message.startswith(
+        f"{path}: search.search_spaces.resnet50: search space 'search_spaces/x.yaml' not found: "
+    )
     assert f"tried {tmp_path / 'search_spaces' / 'x.yaml'}" in message
     assert "bundled: efficientnet_b1, " in message and "a bare name such as resnet50" in message
 
@@ -182,8 +196,14 @@ def test_a_missing_search_space_says_where_it_was_looked_for(tmp_path: Path) -> 
 def _leaves(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
     out = []
     for name, field in model.model_fields.items():
-        sub = next((a for a in (field.annotation, *getattr(field.annotation, "__args__", ()))
-                    if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        sub = next(
+            (
+                a
+                for a in (field.annotation, *getattr(field.annotation, "__args__", ()))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
         out += _leaves(sub, f"{prefix}{name}.") if sub is not None else [(f"{prefix}{name}", name)]
     return out
 
@@ -191,10 +211,16 @@ def _leaves(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
 def test_every_config_key_is_read_by_the_package() -> None:
     """A documented key that no code reads is a promise broken in silence (training.verbose was)."""
 
-    code = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "clot_hpo").rglob("*.py")
-                     if "config" not in p.relative_to(REPO / "clot_hpo").parts)
-    unread = [dotted for dotted, name in _leaves(ExperimentConfig)
-              if not re.search(rf"\.{name}\b|\[\"{name}\"\]", code)]
+    code = "\n".join(
+        p.read_text(encoding="utf-8")
+        for p in (REPO / "clot_hpo").rglob("*.py")
+        if "config" not in p.relative_to(REPO / "clot_hpo").parts
+    )
+    unread = [
+        dotted
+        for dotted, name in _leaves(ExperimentConfig)
+        if not re.search(rf"\.{name}\b|\[\"{name}\"\]", code)
+    ]
     assert unread == []
 
 
@@ -207,8 +233,12 @@ def test_the_schema_module_has_no_unused_public_constants() -> None:
     """Names such as the old ``BACKBONES`` tuple drift from the real list when nothing reads them."""
     import clot_hpo.config.schema as schema
 
-    code = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "clot_hpo").rglob("*.py")
-                     if "config" not in p.relative_to(REPO / "clot_hpo").parts)
-    constants = [n for n, v in vars(schema).items()
-                 if n.isupper() and not n.startswith("_") and not callable(v)]
+    code = "\n".join(
+        p.read_text(encoding="utf-8")
+        for p in (REPO / "clot_hpo").rglob("*.py")
+        if "config" not in p.relative_to(REPO / "clot_hpo").parts
+    )
+    constants = [
+        n for n, v in vars(schema).items() if n.isupper() and not n.startswith("_") and not callable(v)
+    ]
     assert [n for n in constants if n not in code] == []

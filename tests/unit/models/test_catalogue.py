@@ -38,7 +38,9 @@ def test_estimator_slots_come_from_the_optimizer_catalogue() -> None:
 
 
 def test_unknown_names_state_the_rule() -> None:
-    with pytest.raises(ConfigError, match=r"optimizer must be one of \['adam', 'adamw', 'sgd'\], but got 'lamb'"):
+    with pytest.raises(
+        ConfigError, match=r"optimizer must be one of \['adam', 'adamw', 'sgd'\], but got 'lamb'"
+    ):
         get_optimizer_spec("lamb")
     with pytest.raises(ConfigError, match=r"backbone must be one of .* but got 'vgg16'"):
         get_backbone_spec("vgg16")
@@ -48,7 +50,9 @@ def test_only_backbones_with_published_weights_are_pretrained() -> None:
     assert {name for name, spec in BACKBONES.items() if spec.pretrained} == {"efficientnet_b1", "resnet50"}
 
 
-@pytest.mark.parametrize(("steps", "expected"), [(None, 0.9), (1, 0.5), (13, 0.01 ** (1 / 13)), (10_000, 0.99)])
+@pytest.mark.parametrize(
+    ("steps", "expected"), [(None, 0.9), (1, 0.5), (13, 0.01 ** (1 / 13)), (10_000, 0.99)]
+)
 def test_batchnorm_momentum_forgets_the_initial_statistics_within_an_epoch(
     steps: int | None, expected: float
 ) -> None:

@@ -26,8 +26,12 @@ def _data(n: int = 16, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_builds_under_plain_keras_tuner_hyperparameters(tmp_path: Path) -> None:
-    space = _space(tmp_path, "tiny_cnn", "  image_size: {type: categorical, choices: [32]}\n"
-                   "  dropout: {type: float, low: 0.1, high: 0.5}\n  use_dense: {type: bool}\n")
+    space = _space(
+        tmp_path,
+        "tiny_cnn",
+        "  image_size: {type: categorical, choices: [32]}\n"
+        "  dropout: {type: float, low: 0.1, high: 0.5}\n  use_dense: {type: bool}\n",
+    )
     hp = keras_tuner.HyperParameters()
     model = ClotHyperModel({"tiny_cnn": space}, weights="none").build(hp)
     assert model.input_shape == (None, 32, 32, 3)
@@ -49,9 +53,13 @@ def test_two_backbones_make_backbone_a_choice_with_prefixed_conditional_params(t
 
 
 def test_freeze_schedule_trains_head_first_then_unfreezes(tmp_path: Path) -> None:
-    space = _space(tmp_path, "tiny_cnn", "  image_size: {type: categorical, choices: [32]}\n"
-                   "  freeze_epochs: {type: int, low: 1, high: 1}\n"
-                   "  unfreeze_fraction: {type: float, low: 1.0, high: 1.0}\n")
+    space = _space(
+        tmp_path,
+        "tiny_cnn",
+        "  image_size: {type: categorical, choices: [32]}\n"
+        "  freeze_epochs: {type: int, low: 1, high: 1}\n"
+        "  unfreeze_fraction: {type: float, low: 1.0, high: 1.0}\n",
+    )
     weights = tmp_path / "tiny.weights.h5"
     create_backbone("tiny_cnn", image_size=32).save_weights(weights)  # stands in for pretrained
     hp = keras_tuner.HyperParameters()
@@ -69,9 +77,13 @@ def test_freeze_schedule_trains_head_first_then_unfreezes(tmp_path: Path) -> Non
 
 
 def test_randomly_initialized_base_is_never_frozen(tmp_path: Path) -> None:
-    space = _space(tmp_path, "tiny_cnn", "  image_size: {type: categorical, choices: [32]}\n"
-                   "  freeze_epochs: {type: int, low: 2, high: 2}\n"
-                   "  unfreeze_fraction: {type: float, low: 0.0, high: 0.0}\n")
+    space = _space(
+        tmp_path,
+        "tiny_cnn",
+        "  image_size: {type: categorical, choices: [32]}\n"
+        "  freeze_epochs: {type: int, low: 2, high: 2}\n"
+        "  unfreeze_fraction: {type: float, low: 0.0, high: 0.0}\n",
+    )
     hypermodel = ClotHyperModel({"tiny_cnn": space}, weights="none")
     model = hypermodel.build(keras_tuner.HyperParameters())
     assert not hypermodel.pretrained
@@ -79,10 +91,14 @@ def test_randomly_initialized_base_is_never_frozen(tmp_path: Path) -> None:
     assert all(layer.trainable for layer in model.get_layer("backbone").layers if layer.weights)
 
 
-@pytest.mark.parametrize(("name", "cls"), [("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW),
-                                           ("sgd", keras.optimizers.SGD)])
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW), ("sgd", keras.optimizers.SGD)],
+)
 def test_optimizers_and_gradient_accumulation(name: str, cls: type) -> None:
-    s = TrialSettings("tiny_cnn", {"optimizer": name, "learning_rate": 0.01, "weight_decay": 1e-4, "momentum": 0.9})
+    s = TrialSettings(
+        "tiny_cnn", {"optimizer": name, "learning_rate": 0.01, "weight_decay": 1e-4, "momentum": 0.9}
+    )
     opt = make_optimizer(s, accumulation_steps=4)
     assert isinstance(opt, cls)
     assert opt.gradient_accumulation_steps == 4
@@ -116,7 +132,9 @@ def test_random_init_batchnorm_momentum_follows_the_epoch_length(
     # random-init base collapse. A pretrained base keeps its frozen statistics' momentum.
     from clot_hpo.models.backbones import BACKBONES, BackboneSpec
 
-    monkeypatch.setitem(BACKBONES, "bn_cnn", BackboneSpec("bn_cnn", _bn_cnn, pretrained=False, preprocessing="-"))
+    monkeypatch.setitem(
+        BACKBONES, "bn_cnn", BackboneSpec("bn_cnn", _bn_cnn, pretrained=False, preprocessing="-")
+    )
     if weights == "local":
         weights = str(tmp_path / "bn.weights.h5")
         from clot_hpo.models import create_backbone as build

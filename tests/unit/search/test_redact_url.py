@@ -10,8 +10,10 @@ from clot_hpo.search.storage import redact_url
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("postgresql+psycopg2://optuna:s3cr%40t@postgres:5432/optuna",
-         "postgresql+psycopg2://optuna:***@postgres:5432/optuna"),
+        (
+            "postgresql+psycopg2://optuna:s3cr%40t@postgres:5432/optuna",
+            "postgresql+psycopg2://optuna:***@postgres:5432/optuna",
+        ),
         ("http://user:pw@mlflow:5000", "http://user:***@mlflow:5000"),
         ("mysql://u:p@h/db?charset=utf8", "mysql://u:***@h/db?charset=utf8"),
         # An unescaped "@" in the password: still nothing of it is shown.
@@ -26,7 +28,7 @@ def test_passwords_are_hidden(url: str, shown: str) -> None:
     "url",
     [
         "sqlite:///mlruns/optuna.db",
-        "sqlite:////srv/team@site/optuna.db",   # an "@" in a path is no password
+        "sqlite:////srv/team@site/optuna.db",  # an "@" in a path is no password
         "postgresql://optuna@postgres:5432/optuna",  # a user without a password
         "sqlite:///:memory:",
     ],

@@ -45,11 +45,14 @@ def test_objective_direction(name: str, direction: str) -> None:
     assert objective.better(0.9, 0.8) == (direction == "maximize")
 
 
-@pytest.mark.parametrize(("factory", "message"), [
-    (lambda: create_sampler("grid", seed=0), "search.sampler must be one of"),
-    (lambda: create_pruner("asha", max_epochs=3), "search.pruner must be one of"),
-    (lambda: get_objective("f2"), "search.objective must be one of"),
-])
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (lambda: create_sampler("grid", seed=0), "search.sampler must be one of"),
+        (lambda: create_pruner("asha", max_epochs=3), "search.pruner must be one of"),
+        (lambda: get_objective("f2"), "search.objective must be one of"),
+    ],
+)
 def test_unknown_names_are_config_errors(factory: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         factory()  # type: ignore[operator]

@@ -186,8 +186,7 @@ INVALID = [
     ),
     (
         "condition-two-parents",
-        "parameters:\n  a: {type: bool}\n  b: {type: bool}\n"
-        "  c: {type: bool, when: {a: [true], b: [true]}}",
+        "parameters:\n  a: {type: bool}\n  b: {type: bool}\n  c: {type: bool, when: {a: [true], b: [true]}}",
         "parameters.c.when",
         "must map one parent",
     ),
@@ -274,9 +273,7 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("text", "key_path", "rule"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID]
-)
+@pytest.mark.parametrize(("text", "key_path", "rule"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
 def test_each_invalid_rule_names_file_and_key_path(
     tmp_path: Path, text: str, key_path: str, rule: str
 ) -> None:
@@ -300,10 +297,7 @@ def test_the_documented_message_verbatim(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError) as info:
         load_search_space(path)
-    assert (
-        str(info.value)
-        == f"{path}: parameters.learning_rate: log sampling needs low > 0, but got low=0.0"
-    )
+    assert str(info.value) == f"{path}: parameters.learning_rate: log sampling needs low > 0, but got low=0.0"
 
 
 @pytest.mark.parametrize(
@@ -366,9 +360,7 @@ def test_default_paths_and_listing(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert path.resolve() == (REPO / "search_spaces" / f"{backbone}.yaml").resolve()
         assert load_search_space(path).backbone == backbone
     assert {"efficientnet_b1", "resnet50", "tiny_cnn"} <= set(list_search_spaces())
-    with pytest.raises(
-        ConfigError, match=r"no search space for backbone 'vgg99'.*available: .*resnet50"
-    ):
+    with pytest.raises(ConfigError, match=r"no search space for backbone 'vgg99'.*available: .*resnet50"):
         default_search_space_path("vgg99")
 
     # Falls back to ./search_spaces for names the repository does not have.
@@ -377,7 +369,10 @@ def test_default_paths_and_listing(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     _write(tmp_path / "search_spaces", VALID.replace("efficientnet_b1", "custom"), "custom.yaml")
     assert default_search_space_path("custom") == tmp_path / "search_spaces" / "custom.yaml"
     assert "custom" in list_search_spaces() and "resnet50" in list_search_spaces()
-    assert default_search_space_path("resnet50").resolve() == (REPO / "search_spaces" / "resnet50.yaml").resolve()
+    assert (
+        default_search_space_path("resnet50").resolve()
+        == (REPO / "search_spaces" / "resnet50.yaml").resolve()
+    )
 
 
 def test_search_space_package_does_not_import_keras_tensorflow_or_optuna() -> None:
