@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 help:
 	@echo "make demo           search both backbones on synthetic data, then promote the best model"
-	@echo "make test           the whole test suite (installs PostgreSQL and Chromium when missing)"
+	@echo "make test           make lint, then the whole test suite (installs PostgreSQL and Chromium when missing)"
 	@echo "make lint           ruff (lint and format check), mypy (strict), import-linter contracts"
 	@echo "make mlflow-server  the MLflow UI over the local store on http://$(HOST):$(PORT)"
 
@@ -42,7 +42,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install system-deps
+test: install system-deps lint
 	$(BIN)/python -m pytest
 
 test-fast: install

@@ -200,7 +200,10 @@ def run_config(
 
 
 def _print_rows(rows: list[dict[str, Any]]) -> None:
-    header = f"{'configuration':<40} {'plan':<12} {'estimate':>10} {'est. (TF)':>10} {'TF peak':>10} {'ratio':>6}  status"
+    header = (
+        f"{'configuration':<40} {'plan':<12} {'estimate':>10} {'est. (TF)':>10} {'TF peak':>10} "
+        f"{'ratio':>6}  status"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:

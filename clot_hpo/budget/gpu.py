@@ -86,7 +86,8 @@ def configure_gpu(mixed_precision: str = "auto", *, memory_limit_mb: int | None 
     """
     if mixed_precision not in MIXED_PRECISION_MODES:
         raise ConfigError(
-            f"`budget.mixed_precision` must be one of {list(MIXED_PRECISION_MODES)}, but got {mixed_precision!r}"
+            f"`budget.mixed_precision` must be one of {list(MIXED_PRECISION_MODES)}, "
+            f"but got {mixed_precision!r}"
         )
     if memory_limit_mb is not None and (isinstance(memory_limit_mb, bool) or memory_limit_mb <= 0):
         raise ConfigError(f"`memory_limit_mb` must be a positive integer, but got {memory_limit_mb!r}")

@@ -78,7 +78,8 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
             rows.extend(_rows(sub, f"{prefix}{name}."))
             continue
         rows.append(
-            f"| `{prefix}{name}` | {_type_name(annotation)} | {_default(default)} | {field.description or ''} |"
+            f"| `{prefix}{name}` | {_type_name(annotation)} | {_default(default)} "
+            f"| {field.description or ''} |"
         )
     return rows
 

@@ -95,7 +95,8 @@ class DataConfig(_Section):
     )
     cache: bool = Field(
         True,
-        description="decode each image size once per study into an on-disk cache of uint8 arrays (mlruns/studies/<study>/cache); false: decode in every trial",
+        description="decode each image size once per study into an on-disk cache of uint8 arrays "
+        "(mlruns/studies/<study>/cache); false: decode in every trial",
     )
     # Generate the synthetic set into `path` when it does not exist (demo only).
     synthetic: SyntheticConfig | None = Field(
@@ -145,14 +146,16 @@ class SearchConfig(_Section):
     )
     search_spaces: dict[str, str] = Field(
         default_factory=dict,
-        description="search space per backbone: a YAML file relative to the config file, or a bundled name such as `quickstart_resnet50` (default: the bundled `<backbone>.yaml`)",
+        description="search space per backbone: a YAML file relative to the config file, or a bundled "
+        "name such as `quickstart_resnet50` (default: the bundled `<backbone>.yaml`)",
     )
     study_name: str | None = Field(
         None, description="Optuna study and MLflow experiment name (default: name)"
     )
     storage: str = Field(
         "sqlite:///mlruns/optuna.db",
-        description="Optuna storage URL (sqlite:/// or postgresql+psycopg2://); a relative sqlite path is relative to the working directory",
+        description="Optuna storage URL (sqlite:/// or postgresql+psycopg2://); a relative sqlite path "
+        "is relative to the working directory",
     )
     sampler: Literal["tpe", "random", "cmaes"] = Field("tpe", description="Optuna sampler (seeded)")
     pruner: Literal["hyperband", "median", "none"] = Field(
@@ -217,7 +220,8 @@ class TrackingConfig(_Section):
 
     uri: str = Field(
         "sqlite:///mlruns/mlflow.db",
-        description="MLflow tracking URI (database URI or http:// server); a relative sqlite path is relative to the working directory",
+        description="MLflow tracking URI (database URI or http:// server); a relative sqlite path is "
+        "relative to the working directory",
     )
     artifact_root: str = Field(
         "mlruns/artifacts",
