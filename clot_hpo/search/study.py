@@ -10,7 +10,6 @@ resumes it and several workers on one storage share it.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import secrets
@@ -193,6 +192,7 @@ class StudyRunner:
         self.budget = _Budget(config, time.monotonic())
         self.consecutive_failures = 0
         self.worker_id = new_worker_id()
+        self._counted: set[int] = set()  # trial numbers already in consecutive_failures
         self.progress: StudyProgress | None = None
         # Tracking runs on one background thread, in order: each trial's uploads overlap the
         # next trial's training instead of delaying it.
@@ -229,7 +229,6 @@ class StudyRunner:
                     progress.note("waiting for trials running in other workers")
                     time.sleep(max(1.0, self.config.search.heartbeat_interval / 2))
                     continue
-                before = len(trials)
                 try:
                     self._storage_call(
                         lambda: self.study.optimize(
@@ -251,7 +250,7 @@ class StudyRunner:
                         "  [yellow]this trial was marked failed by another worker "
                         "(no heartbeat while the database was away); its retry counts[/]"
                     )
-                self._storage_call(functools.partial(self._count_failures, before))
+                self._storage_call(self._count_failures)
 
     def _runs_in_use(self, trials: list[optuna.trial.FrozenTrial]) -> set[int]:
         """Trials whose runs are legitimately open: running, or finished and still uploading."""
@@ -306,12 +305,17 @@ class StudyRunner:
                 if not rerun:
                     return None
 
-    def _count_failures(self, before: int) -> None:
+    def _count_failures(self) -> None:
+        # By worker and by number, not by position: an enqueued trial (defaults first, a retry)
+        # was already listed, WAITING, before this worker ran it.
         mine = [
             t
-            for t in self.study.get_trials(deepcopy=False)[before:]
+            for t in self.study.get_trials(deepcopy=False)
             if t.user_attrs.get(WORKER_ATTR) == self.worker_id
+            and t.number not in self._counted
+            and t.state != TrialState.RUNNING
         ]
+        self._counted.update(t.number for t in mine)
         for trial in mine:
             if trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus"):
                 self.consecutive_failures += 1
