@@ -24,8 +24,7 @@ from clot_hpo.config.schema import DataConfig
 from clot_hpo.data.leakage import LeakageReport, find_leakage
 from clot_hpo.data.scan import check_classes, scan_dataset
 from clot_hpo.data.split import SPLITS, assign_splits, split_counts
-from clot_hpo.data.synthetic import MARKER as SYNTHETIC_MARKER
-from clot_hpo.data.synthetic import make_synthetic
+from clot_hpo.data.synthetic import make_synthetic, written_by_older_generator
 from clot_hpo.data.validate import CACHE_NAME, validate_images
 from clot_hpo.errors import DataError
 from clot_hpo.util import first_line
@@ -93,9 +92,10 @@ def dataset_digest(frame: pd.DataFrame) -> str:
 
 def _ensure_data(cfg: DataConfig, seed: int) -> Path:
     root = Path(cfg.path)
-    # A folder make-synthetic wrote is checked against the config: kept when the parameters
-    # match, regenerated when they (or the generator's version) changed. Other data is never touched.
-    if root.exists() and (cfg.synthetic is None or not (root / SYNTHETIC_MARKER).is_file()):
+    # An existing folder is used as it is (it may be a set made with other parameters, or one
+    # that another worker is writing right now), except one written by an older version of the
+    # generator: that one draws other images and is replaced. Other data is never touched.
+    if root.exists() and (cfg.synthetic is None or not written_by_older_generator(root)):
         return root
     if cfg.synthetic is None:
         raise DataError(
@@ -105,16 +105,23 @@ def _ensure_data(cfg: DataConfig, seed: int) -> Path:
     log.info(
         "synthetic demo dataset at %s (%d images per class, %d px, difficulty %s, seed %d; "
         "synthetic, for demonstration only)",
-        root, cfg.synthetic.n_per_class, cfg.synthetic.image_size, cfg.synthetic.difficulty, seed,
+        root,
+        cfg.synthetic.n_per_class,
+        cfg.synthetic.image_size,
+        cfg.synthetic.difficulty,
+        seed,
     )
-    make_synthetic(root, n_per_class=cfg.synthetic.n_per_class, image_size=cfg.synthetic.image_size,
-                   difficulty=cfg.synthetic.difficulty, seed=seed)
+    make_synthetic(
+        root,
+        n_per_class=cfg.synthetic.n_per_class,
+        image_size=cfg.synthetic.image_size,
+        difficulty=cfg.synthetic.difficulty,
+        seed=seed,
+    )
     return root
 
 
-def prepare_data(
-    cfg: DataConfig, *, seed: int, out_dir: Path, progress: bool = True
-) -> PreparedData:
+def prepare_data(cfg: DataConfig, *, seed: int, out_dir: Path, progress: bool = True) -> PreparedData:
     """Scan, validate, split and leakage-check a dataset, saving manifest and report.
 
     Args:
@@ -170,15 +177,21 @@ def prepare_data(
     manifest[columns].to_csv(manifest_path, index=False, lineterminator="\n")
 
     report_path = out_dir / REPORT_NAME
-    report = _report(cfg, root, layout, source, seed, grouped, counts, digest, manifest_path,
-                     checked.skipped, leakage)
+    report = _report(
+        cfg, root, layout, source, seed, grouped, counts, digest, manifest_path, checked.skipped, leakage
+    )
     report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
     total = {s: sum(c.values()) for s, c in counts.items()}
     log.info(
         "data: %d images (train %d, val %d, test %d%s), digest %s, manifest %s",
-        len(manifest), total["train"], total["val"], total["test"],
-        ", grouped" if grouped else "", digest[:12], manifest_path,
+        len(manifest),
+        total["train"],
+        total["val"],
+        total["test"],
+        ", grouped" if grouped else "",
+        digest[:12],
+        manifest_path,
     )
     if leakage.has_leakage:
         if cfg.fail_on_leakage:

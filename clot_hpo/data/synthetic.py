@@ -202,8 +202,7 @@ def _render(
     img = s.texture * texture
 
     centrelines = [
-        (v.points(n_pts, jitter=rng.normal(0, 0.02, (3, 2))) * (size - 1), v.width * size)
-        for v in vessels
+        (v.points(n_pts, jitter=rng.normal(0, 0.02, (3, 2))) * (size - 1), v.width * size) for v in vessels
     ]
     # Each vessel has its own opacification level in both classes, so a dim vessel alone
     # is no cue.
@@ -216,8 +215,10 @@ def _render(
     n_dark = int(rng.integers(s.n_dark[0], s.n_dark[1] + 1))
     darkness = float(rng.uniform(*s.darkness))
     shapes = [
-        (s.clot_length * size * float(rng.uniform(0.85, 1.15)),
-         s.clot_across * size * float(rng.uniform(0.85, 1.15)))
+        (
+            s.clot_length * size * float(rng.uniform(0.85, 1.15)),
+            s.clot_across * size * float(rng.uniform(0.85, 1.15)),
+        )
         for _ in range(n_dark)
     ]
 
@@ -228,8 +229,10 @@ def _render(
     pts, _width = centrelines[which]
     # Far enough from the border that the whole segment is in the field of view.
     inside = np.flatnonzero(
-        (pts[:, 0] > 0.25 * size) & (pts[:, 0] < 0.75 * size)
-        & (pts[:, 1] > 0.25 * size) & (pts[:, 1] < 0.75 * size)
+        (pts[:, 0] > 0.25 * size)
+        & (pts[:, 0] < 0.75 * size)
+        & (pts[:, 1] > 0.25 * size)
+        & (pts[:, 1] < 0.75 * size)
     )
     if inside.size:
         k = int(rng.choice(inside))
@@ -269,15 +272,14 @@ def _render(
     # quickly.
     plug = (
         _soft_blob(yy, xx, pts[k, 1], pts[k, 0], ry=across * 0.5, rx=length * 0.5, angle=angle)
-        if positive else None
+        if positive
+        else None
     )
     img += contrast * lumen
     if plug is not None:
         # The core is exactly as dark as a distractor blob (tissue minus `darkness`).
         img -= plug * (contrast * lumen + darkness)
-    dist_to_vessel = (
-        ndimage.distance_transform_edt(~centre) if centre.any() else np.full((size, size), 1e9)
-    )
+    dist_to_vessel = ndimage.distance_transform_edt(~centre) if centre.any() else np.full((size, size), 1e9)
     half_wall = max(w for _, w in centrelines) / 2
 
     for length, across in shapes:
@@ -310,6 +312,15 @@ def _write_marker(out: Path, params: dict[str, object], *, complete: bool) -> No
     # replaced next time) and again, complete, after the last.
     data = {**params, "complete": complete}
     (out / MARKER).write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def written_by_older_generator(out: Path) -> bool:
+    """Whether ``out`` was written by an older version of this generator (so draws other images)."""
+    marker = _read_marker(out)
+    if marker is None:
+        return False
+    version = marker.get("version", 1)
+    return isinstance(version, int) and version < _GENERATOR_VERSION
 
 
 def _read_marker(out: Path) -> dict[str, object] | None:
@@ -361,8 +372,11 @@ def make_synthetic(
     level = resolve_difficulty(difficulty)
     settings = _Settings.at(level)
     params: dict[str, object] = {
-        "n_per_class": int(n_per_class), "image_size": int(image_size), "seed": int(seed),
-        "difficulty": level, "version": _GENERATOR_VERSION,
+        "n_per_class": int(n_per_class),
+        "image_size": int(image_size),
+        "seed": int(seed),
+        "difficulty": level,
+        "version": _GENERATOR_VERSION,
     }
     if out.exists():
         if not out.is_dir():

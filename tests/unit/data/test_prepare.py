@@ -79,8 +79,9 @@ def test_skipped_files_are_listed_and_can_empty_a_class(tmp_path: Path, folders_
     for f in (small / "positive").iterdir():
         f.write_text("x")
     with pytest.raises(DataError, match="class 'positive' .*has no images"):
-        prepare_data(DataConfig(path=str(small), skip_corrupt=True), seed=0, out_dir=tmp_path / "o2",
-                     progress=False)
+        prepare_data(
+            DataConfig(path=str(small), skip_corrupt=True), seed=0, out_dir=tmp_path / "o2", progress=False
+        )
 
 
 def test_fail_on_leakage_lists_pairs_but_still_saves_the_report(tmp_path: Path, folders_dataset) -> None:
@@ -91,7 +92,8 @@ def test_fail_on_leakage_lists_pairs_but_still_saves_the_report(tmp_path: Path, 
     prepared = prepare_data(cfg, seed=0, out_dir=tmp_path / "out", progress=False)
     split = prepared.manifest.set_index("relpath")["split"]
     crossing = {
-        f"negative/dup{i}.png" for i in range(10)
+        f"negative/dup{i}.png"
+        for i in range(10)
         if split[f"negative/dup{i}.png"] != split[f"negative/n{i:03d}.png"]
     }
     assert crossing
@@ -120,7 +122,7 @@ def test_missing_folder_without_synthetic_is_an_error(tmp_path: Path) -> None:
         prepare_data(DataConfig(path=str(tmp_path / "nope")), seed=0, out_dir=tmp_path / "o", progress=False)
 
 
-def test_a_generated_set_follows_the_config_and_other_data_is_never_touched(tmp_path: Path) -> None:
+def test_a_set_from_an_older_generator_is_replaced_and_other_data_is_kept(tmp_path: Path) -> None:
     import json
 
     from clot_hpo.data.synthetic import MARKER
@@ -128,11 +130,19 @@ def test_a_generated_set_follows_the_config_and_other_data_is_never_touched(tmp_
     path = tmp_path / "synthetic"
     easy = DataConfig(path=str(path), synthetic=SyntheticConfig(n_per_class=24, image_size=32))
     prepare_data(easy, seed=1, out_dir=tmp_path / "a", progress=False)
-    assert json.loads((path / MARKER).read_text())["difficulty"] == 0.0
-    hard = DataConfig(path=str(path), synthetic=SyntheticConfig(n_per_class=24, image_size=32, difficulty="hard"))
+    marker = json.loads((path / MARKER).read_text())
+    # Other parameters (a set made by hand, or one another worker is writing): used as it is.
+    hard = DataConfig(
+        path=str(path), synthetic=SyntheticConfig(n_per_class=24, image_size=32, difficulty="hard")
+    )
     prepare_data(hard, seed=1, out_dir=tmp_path / "b", progress=False)
-    assert json.loads((path / MARKER).read_text())["difficulty"] == 1.0  # regenerated, not reused
+    assert json.loads((path / MARKER).read_text()) == marker
+    # Written by generator version 1: replaced.
+    (path / MARKER).write_text(json.dumps({**marker, "version": 1}))
+    prepare_data(hard, seed=1, out_dir=tmp_path / "c", progress=False)
+    assert json.loads((path / MARKER).read_text())["difficulty"] == 1.0
+    assert json.loads((path / MARKER).read_text())["version"] == marker["version"]
     (path / MARKER).unlink()  # now it is someone's data: kept as it is
     before = sorted(p.name for p in path.rglob("*.png"))
-    prepare_data(easy, seed=1, out_dir=tmp_path / "c", progress=False)
+    prepare_data(easy, seed=1, out_dir=tmp_path / "d", progress=False)
     assert not (path / MARKER).exists() and sorted(p.name for p in path.rglob("*.png")) == before
