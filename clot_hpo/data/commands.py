@@ -31,8 +31,14 @@ def make_synthetic_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--difficulty: {exc}") from None
     out = Path(args.out)
     start = time.perf_counter()
-    make_synthetic(out, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed,
-                   difficulty=difficulty, progress=None)
+    make_synthetic(
+        out,
+        n_per_class=args.n_per_class,
+        image_size=args.image_size,
+        seed=args.seed,
+        difficulty=difficulty,
+        progress=None,
+    )
     console = Console(soft_wrap=True, highlight=False)
     console.print(
         f"Wrote a synthetic dataset to [bold]{out}[/bold]: {args.n_per_class} positive + "

@@ -110,8 +110,10 @@ class LeakageReport:
     def summary(self, limit: int = 5) -> str:
         """A few lines for a terminal: counts, then the first pairs."""
         if not self.has_leakage:
-            text = (f"no duplicates across splits among {self.n_images} images "
-                    f"(exact, and perceptual hash distance <= {self.max_distance})")
+            text = (
+                f"no duplicates across splits among {self.n_images} images "
+                f"(exact, and perceptual hash distance <= {self.max_distance})"
+            )
         else:
             splits = ", ".join(
                 f"{k}: {v['exact']} exact, {v['near']} near" for k, v in sorted(self.by_split_pair().items())
@@ -171,8 +173,9 @@ def find_leakage(
     def make(kind: str, i: int, j: int, distance: int) -> DuplicatePair:
         if (split_rank.get(splits[i], 9), paths[i]) > (split_rank.get(splits[j], 9), paths[j]):
             i, j = j, i
-        return DuplicatePair(kind, paths[i], splits[i], int(labels[i]), paths[j], splits[j],
-                             int(labels[j]), distance)
+        return DuplicatePair(
+            kind, paths[i], splits[i], int(labels[i]), paths[j], splits[j], int(labels[j]), distance
+        )
 
     # Exact: group identical pixel hashes.
     exact_keys: set[tuple[int, int]] = set()
@@ -196,10 +199,10 @@ def find_leakage(
         ib = np.flatnonzero(splits == sb)
         hb = hashes[ib]
         for start in range(0, ia.size, _BLOCK):
-            block = ia[start:start + _BLOCK]
+            block = ia[start : start + _BLOCK]
             dist = np.bitwise_count(hashes[block][:, None] ^ hb[None, :])
             rows, cols = np.nonzero(dist <= max_distance)
-            for r, c in zip(rows, cols):
+            for r, c in zip(rows, cols, strict=False):
                 i, j = int(block[r]), int(ib[c])
                 key = (min(i, j), max(i, j))
                 if key in exact_keys:
@@ -207,6 +210,7 @@ def find_leakage(
                 report.n_near += 1
                 if len(report.near_pairs) < MAX_PAIRS_KEPT:
                     report.near_pairs.append(make("near", i, j, int(dist[r, c])))
+
     def order(p: DuplicatePair) -> tuple[int, int, int, str, str]:
         return (p.distance, split_rank.get(p.split_a, 9), split_rank.get(p.split_b, 9), p.path_a, p.path_b)
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ class PreparedData:
 def dataset_digest(frame: pd.DataFrame) -> str:
     """sha256 over sorted ``relpath``, file ``sha256`` and ``label``."""
     digest = hashlib.sha256()
-    for rel, sha, label in sorted(zip(frame["relpath"], frame["sha256"], frame["label"])):
+    for rel, sha, label in sorted(zip(frame["relpath"], frame["sha256"], frame["label"], strict=False)):
         digest.update(f"{rel}\t{sha}\t{int(label)}\n".encode())
     return digest.hexdigest()
 
@@ -225,7 +225,7 @@ def _report(
     leakage: LeakageReport,
 ) -> dict[str, Any]:
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "data_path": str(root.resolve()),
         "layout": layout,
         "source": source,

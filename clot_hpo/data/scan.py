@@ -133,8 +133,9 @@ def _scan_metadata(cfg: DataConfig, root: Path, csv_path: Path) -> pd.DataFrame:
         raise DataError(f"{csv_path}: metadata CSV not found (layout: metadata)")
     try:
         # utf-8-sig: spreadsheet exports often start with a byte-order mark.
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True,
-                            encoding="utf-8-sig")
+        table = pd.read_csv(
+            csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig"
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         first = first_line(exc)
         raise DataError(f"{csv_path}: not a readable CSV: {first}") from exc
@@ -179,7 +180,9 @@ def _scan_metadata(cfg: DataConfig, root: Path, csv_path: Path) -> pd.DataFrame:
 
     paths = [Path(v) if Path(v).is_absolute() else root / v for v in images]
     missing = [
-        f"row {row_no(i)}: file {images[i]!r} not found" for i, p in zip(table.index, paths) if not p.is_file()
+        f"row {row_no(i)}: file {images[i]!r} not found"
+        for i, p in zip(table.index, paths, strict=False)
+        if not p.is_file()
     ]
     if missing:
         raise DataError(f"{csv_path}: {format_offenders(missing)} (paths are relative to {root})")
@@ -187,7 +190,7 @@ def _scan_metadata(cfg: DataConfig, root: Path, csv_path: Path) -> pd.DataFrame:
     relpaths = [_relpath(p, root) for p in paths]
     seen: dict[str, int] = {}
     repeated = []
-    for i, rel in zip(table.index, relpaths):
+    for i, rel in zip(table.index, relpaths, strict=False):
         if rel in seen:
             repeated.append(f"rows {seen[rel]} and {row_no(i)}: {rel!r} listed twice")
         else:
@@ -201,7 +204,9 @@ def _scan_metadata(cfg: DataConfig, root: Path, csv_path: Path) -> pd.DataFrame:
         if no_group:
             log.warning(
                 "%s: %d row(s) have an empty %r; each is treated as its own group",
-                csv_path, no_group, group_column,
+                csv_path,
+                no_group,
+                group_column,
             )
         groups: list[str | None] = [g if g else f"__row{row_no(i)}" for i, g in raw.items()]
     else:
@@ -221,8 +226,10 @@ def _scan_metadata(cfg: DataConfig, root: Path, csv_path: Path) -> pd.DataFrame:
 
 def check_classes(frame: pd.DataFrame, cfg: DataConfig, source: str, layout: str) -> None:
     """Refuse a dataset in which a class has no images (also rerun after skipping files)."""
-    counts = {name: int((frame["label"] == value).sum())
-              for name, value in ((cfg.positive_label, 1), (cfg.negative_label, 0))}
+    counts = {
+        name: int((frame["label"] == value).sum())
+        for name, value in ((cfg.positive_label, 1), (cfg.negative_label, 0))
+    }
     empty = [name for name, n in counts.items() if n == 0]
     if empty:
         where = {cfg.positive_label: cfg.positive_dir, cfg.negative_label: cfg.negative_dir}
@@ -230,7 +237,4 @@ def check_classes(frame: pd.DataFrame, cfg: DataConfig, source: str, layout: str
             f"class {name!r}" + ("" if layout == "metadata" else f" (folder {where[name]}/)")
             for name in empty
         )
-        raise DataError(
-            f"{source}: {detail} has no images; both classes need images "
-            f"(found {counts})"
-        )
+        raise DataError(f"{source}: {detail} has no images; both classes need images (found {counts})")

@@ -88,9 +88,7 @@ def assign_splits(
     return result
 
 
-def _stratified_split(
-    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
-) -> np.ndarray:
+def _stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
     # Imported here: scikit-learn takes seconds to import, and most commands that fail on bad
     # input do so before any split.
     from sklearn.model_selection import train_test_split
@@ -125,7 +123,8 @@ def _grouped_split(
     """
     groups = data["group"].astype(object).where(data["group"].notna(), None)
     keys = np.array(
-        [g if g is not None else f"\0row:{rel}" for g, rel in zip(groups, data["relpath"])], dtype=object
+        [g if g is not None else f"\0row:{rel}" for g, rel in zip(groups, data["relpath"], strict=False)],
+        dtype=object,
     )
     unique, inverse = np.unique(keys.astype(str), return_inverse=True)
     n_groups = unique.size
@@ -175,7 +174,8 @@ def _check_every_split_has_each_class(
         how = (
             f"grouped by {group_name!r}; whole groups go to one split, so add groups, change the "
             f"fractions, or disable grouping with an empty group_column"
-            if grouped else "add images or change the fractions"
+            if grouped
+            else "add images or change the fractions"
         )
         raise DataError(
             "too few images for a train/val/test split: every split needs at least one image of "

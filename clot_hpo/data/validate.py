@@ -100,8 +100,9 @@ def inspect_image(path: str | Path, relpath: str | None = None) -> ImageInfo:
         with Image.open(io.BytesIO(data)) as probe:
             fmt = probe.format or ""
             if fmt not in SUPPORTED_FORMATS:
-                return replace(base, format=fmt,
-                               error=f"unsupported format {fmt or 'unknown'} (PNG or JPEG expected)")
+                return replace(
+                    base, format=fmt, error=f"unsupported format {fmt or 'unknown'} (PNG or JPEG expected)"
+                )
             probe.verify()
         # verify() leaves the image unusable and does not decode pixel data; a full load() is
         # what detects a truncated file (Pillow's LOAD_TRUNCATED_IMAGES stays False).
@@ -209,7 +210,7 @@ def inspect_images(
     cache = load_cache(cache_path)
     results: list[ImageInfo | None] = [None] * len(paths)
     todo = []
-    for i, (path, rel) in enumerate(zip(paths, relpaths)):
+    for i, (path, rel) in enumerate(zip(paths, relpaths, strict=False)):
         cached = cache.get(rel)
         if _still_valid(cached, path):
             results[i] = cached
@@ -218,8 +219,11 @@ def inspect_images(
     if todo:
         log.debug("inspecting %d image(s), %d from cache", len(todo), len(paths) - len(todo))
         _run_parallel(
-            todo, lambda i: inspect_image(paths[i], relpaths[i]), results,
-            workers=workers or default_workers(), progress=progress,
+            todo,
+            lambda i: inspect_image(paths[i], relpaths[i]),
+            results,
+            workers=workers or default_workers(),
+            progress=progress,
         )
     final = [r for r in results if r is not None]
     if cache_path is not None and (todo or len(cache) != len(final)):
@@ -240,8 +244,9 @@ def _run_parallel(
     from clot_hpo.data.console import show_progress, stderr_console
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr_console(), disable=not show_progress(progress),
-                  transient=True) as bar:
+    with Progress(
+        *columns, console=stderr_console(), disable=not show_progress(progress), transient=True
+    ) as bar:
         task = bar.add_task("checking images", total=len(todo))
         if workers == 1 or len(todo) < 32:
             for i in todo:
@@ -249,7 +254,7 @@ def _run_parallel(
                 bar.advance(task)
             return
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clot-hpo-inspect") as pool:
-            for i, info in zip(todo, pool.map(work, todo)):
+            for i, info in zip(todo, pool.map(work, todo), strict=False):
                 results[i] = info
                 bar.advance(task)
 
@@ -292,10 +297,13 @@ def validate_images(
             off; the message names them.
     """
     infos = inspect_images(
-        list(frame["path"]), list(frame["relpath"]),
-        cache_path=cache_path, workers=workers, progress=progress,
+        list(frame["path"]),
+        list(frame["relpath"]),
+        cache_path=cache_path,
+        workers=workers,
+        progress=progress,
     )
-    bad = [(row_path, info) for row_path, info in zip(frame["path"], infos) if not info.ok]
+    bad = [(row_path, info) for row_path, info in zip(frame["path"], infos, strict=False) if not info.ok]
     if bad and not skip_corrupt:
         listed = [f"{info.relpath}: {info.error}" for _, info in bad]
         raise DataError(

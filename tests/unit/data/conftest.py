@@ -39,8 +39,14 @@ def folders_dataset() -> Callable[..., Path]:
     """``make(root, n_pos, n_neg, ...)`` writes ``root/positive`` and ``root/negative``."""
 
     def make(
-        root: Path, n_pos: int = 10, n_neg: int = 10, *, pos_dir: str = "positive",
-        neg_dir: str = "negative", size: int = 48, seed: int = 0,
+        root: Path,
+        n_pos: int = 10,
+        n_neg: int = 10,
+        *,
+        pos_dir: str = "positive",
+        neg_dir: str = "negative",
+        size: int = 48,
+        seed: int = 0,
     ) -> Path:
         for i in range(n_pos):
             save_image(root / pos_dir / f"p{i:03d}.png", smooth_pixels(seed * 100_000 + i, size))
@@ -70,7 +76,12 @@ def metadata_dataset() -> Callable[..., Path]:
     """``make(root, n_pos, n_neg, per_group=...)``: images in ``root/img`` and ``metadata.csv``."""
 
     def make(
-        root: Path, n_pos: int = 12, n_neg: int = 12, *, per_group: int | None = 2, seed: int = 0,
+        root: Path,
+        n_pos: int = 12,
+        n_neg: int = 12,
+        *,
+        per_group: int | None = 2,
+        seed: int = 0,
     ) -> Path:
         rows = []
         for i in range(n_pos + n_neg):

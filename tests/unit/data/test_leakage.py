@@ -35,8 +35,10 @@ def planted(tmp_path: Path, folders_dataset) -> pd.DataFrame:
 def test_planted_duplicates_are_found(planted: pd.DataFrame) -> None:
     report = find_leakage(planted, max_distance=4)
     exact = {(p.path_a, p.path_b) for p in report.exact_pairs}
-    assert exact == {("positive/p000.png", "positive/copy_of_p000.png"),
-                     ("positive/p001.png", "positive/reencoded_p001.png")}
+    assert exact == {
+        ("positive/p000.png", "positive/copy_of_p000.png"),
+        ("positive/p001.png", "positive/reencoded_p001.png"),
+    }
     near_pairs = [(p.path_a, p.path_b) for p in report.near_pairs]
     assert near_pairs == [("negative/n000.png", "positive/brighter_n000.jpg")]
     near = report.near_pairs[0]
@@ -73,13 +75,16 @@ def test_near_duplicate_search_scales_to_20k_images() -> None:
     rng = np.random.default_rng(0)
     hashes = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
     hashes[1] = hashes[0] ^ np.uint64(0b101)  # one planted pair at distance 2
-    frame = pd.DataFrame({
-        "relpath": [f"{i:05d}.png" for i in range(n)],
-        "label": rng.integers(0, 2, n),
-        "split": ["train", "test"] + list(rng.choice(["train", "val", "test"], n - 2, p=[0.7, 0.15, 0.15])),
-        "pixel_sha256": [f"{i:064x}" for i in range(n)],
-        "phash": [f"{int(h):016x}" for h in hashes],
-    })
+    frame = pd.DataFrame(
+        {
+            "relpath": [f"{i:05d}.png" for i in range(n)],
+            "label": rng.integers(0, 2, n),
+            "split": ["train", "test"]
+            + list(rng.choice(["train", "val", "test"], n - 2, p=[0.7, 0.15, 0.15])),
+            "pixel_sha256": [f"{i:064x}" for i in range(n)],
+            "phash": [f"{int(h):016x}" for h in hashes],
+        }
+    )
     start = time.perf_counter()
     report = find_leakage(frame, max_distance=4)
     elapsed = time.perf_counter() - start

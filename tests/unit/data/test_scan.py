@@ -64,15 +64,24 @@ def test_auto_layout_prefers_metadata_and_explicit_layout_wins(
     assert len(scan_dataset(DataConfig(path=str(root), layout="folders"))) == 10
 
 
-def test_metadata_columns_and_label_values_are_configurable(tmp_path: Path, pixels, save, metadata_csv) -> None:
+def test_metadata_columns_and_label_values_are_configurable(
+    tmp_path: Path, pixels, save, metadata_csv
+) -> None:
     root = tmp_path / "d"
     rows = []
     for i in range(6):
         save(root / f"x{i}.png", pixels(i))
         rows.append((f"x{i}.png", "1" if i % 2 else "0", f"patient{i // 2}"))
     metadata_csv(root / "labels.csv", rows, header=("file", "clot", "patient"))
-    cfg = DataConfig(path=str(root), metadata_csv="labels.csv", image_column="file", label_column="clot",
-                     group_column="patient", positive_label="1", negative_label="0")
+    cfg = DataConfig(
+        path=str(root),
+        metadata_csv="labels.csv",
+        image_column="file",
+        label_column="clot",
+        group_column="patient",
+        positive_label="1",
+        negative_label="0",
+    )
     frame = scan_dataset(cfg)
     assert frame["label"].tolist() == [0, 1, 0, 1, 0, 1]
     assert frame["group"].tolist() == ["patient0", "patient0", "patient1", "patient1", "patient2", "patient2"]
@@ -84,8 +93,11 @@ def test_default_group_column_may_be_absent_but_a_named_one_may_not(
     root = tmp_path / "d"
     for i in range(4):
         save(root / f"x{i}.png", pixels(i))
-    metadata_csv(root / "metadata.csv", [(f"x{i}.png", "positive" if i < 2 else "negative") for i in range(4)],
-                 header=("image", "label"))
+    metadata_csv(
+        root / "metadata.csv",
+        [(f"x{i}.png", "positive" if i < 2 else "negative") for i in range(4)],
+        header=("image", "label"),
+    )
     assert scan_dataset(DataConfig(path=str(root)))["group"].isna().all()
     with pytest.raises(DataError, match=r"column\(s\) \['patient'\] not found"):
         scan_dataset(DataConfig(path=str(root), group_column="patient"))
@@ -135,7 +147,9 @@ def test_empty_class_in_metadata_is_refused(tmp_path: Path, metadata_dataset) ->
 def test_missing_columns_list_what_the_csv_has(tmp_path: Path, metadata_csv) -> None:
     root = tmp_path / "d"
     metadata_csv(root / "metadata.csv", [("a.png", "positive")], header=("filename", "label"))
-    with pytest.raises(DataError, match=r"\['image'\] not found; the CSV has columns \['filename', 'label'\]"):
+    with pytest.raises(
+        DataError, match=r"\['image'\] not found; the CSV has columns \['filename', 'label'\]"
+    ):
         scan_dataset(DataConfig(path=str(root)))
 
 
@@ -148,5 +162,7 @@ def test_spreadsheet_export_with_byte_order_mark(tmp_path: Path, pixels, save) -
     root = tmp_path / "d"
     for i in range(2):
         save(root / f"x{i}.png", pixels(i))
-    (root / "metadata.csv").write_text("image,label\nx0.png,positive\nx1.png,negative\n", encoding="utf-8-sig")
+    (root / "metadata.csv").write_text(
+        "image,label\nx0.png,positive\nx1.png,negative\n", encoding="utf-8-sig"
+    )
     assert scan_dataset(DataConfig(path=str(root)))["label"].tolist() == [1, 0]

@@ -16,12 +16,14 @@ def _frame(n_pos: int, n_neg: int, per_group: int | None = None, seed: int = 0) 
     rng.shuffle(labels)
     n = len(labels)
     groups = [f"g{i // per_group:04d}" for i in range(n)] if per_group else [None] * n
-    return pd.DataFrame({
-        "path": [f"/data/{i:05d}.png" for i in range(n)],
-        "relpath": [f"{i:05d}.png" for i in range(n)],
-        "label": labels,
-        "group": pd.Series(groups, dtype=object),
-    })
+    return pd.DataFrame(
+        {
+            "path": [f"/data/{i:05d}.png" for i in range(n)],
+            "relpath": [f"{i:05d}.png" for i in range(n)],
+            "label": labels,
+            "group": pd.Series(groups, dtype=object),
+        }
+    )
 
 
 def _split(frame: pd.DataFrame, seed: int = 1, val: float = 0.15, test: float = 0.15) -> pd.DataFrame:

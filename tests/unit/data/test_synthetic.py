@@ -19,7 +19,8 @@ from clot_hpo.errors import ConfigError, DataError
 def _fingerprint(root: Path) -> dict[str, str]:
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -28,8 +29,13 @@ def test_kaggle_layout_with_groups(tmp_path: Path) -> None:
     meta = pd.read_csv(out / "metadata.csv")
     assert list(meta.columns) == ["image", "label", "group"]
     assert meta["label"].value_counts().to_dict() == {"negative": 9, "positive": 9}
-    assert all((out / rel).is_file() and rel.startswith(f"{label}/") for rel, label in zip(meta.image, meta.label))
-    assert len(list((out / "positive").glob("*.png"))) == 9 and len(list((out / "negative").glob("*.png"))) == 9
+    assert all(
+        (out / rel).is_file() and rel.startswith(f"{label}/")
+        for rel, label in zip(meta.image, meta.label, strict=False)
+    )
+    assert (
+        len(list((out / "positive").glob("*.png"))) == 9 and len(list((out / "negative").glob("*.png"))) == 9
+    )
     sizes = meta.groupby("group").size()
     assert sizes.max() <= 4 and len(sizes) == 5  # a few images per "patient"
     with Image.open(out / meta.image[0]) as img:
@@ -63,9 +69,12 @@ def test_rerun_keeps_or_replaces_own_output_and_refuses_foreign_folders(tmp_path
 def test_difficulty_by_number_or_name_and_refused_out_of_range(tmp_path: Path) -> None:
     assert resolve_difficulty("easy") == 0.0 and resolve_difficulty("Hard") == 1.0
     assert resolve_difficulty(0.25) == resolve_difficulty("0.25") == 0.25
-    for bad, message in ((3, r"`0 <= difficulty <= 1` must hold, but got difficulty=3$"),
-                         (float("nan"), "must hold"), ("extreme", "one of easy, medium, hard"),
-                         (True, "must be a number")):
+    for bad, message in (
+        (3, r"`0 <= difficulty <= 1` must hold, but got difficulty=3$"),
+        (float("nan"), "must hold"),
+        ("extreme", "one of easy, medium, hard"),
+        (True, "must be a number"),
+    ):
         with pytest.raises(DataError, match=message):
             make_synthetic(tmp_path / "x", n_per_class=2, image_size=16, seed=0, difficulty=bad)
     assert not (tmp_path / "x").exists()  # refused before writing anything
@@ -87,20 +96,34 @@ def test_difficulty_is_in_the_marker_and_a_change_regenerates(tmp_path: Path) ->
     assert pngs.keys() == {k for k in easy if k.endswith(".png")}  # same names, other pixels
     assert set(pngs.values()).isdisjoint(easy.values())
     # A folder from an older generator (version 1 had no difficulty) is regenerated.
-    (out / MARKER).write_text('{"complete": true, "image_size": 32, "n_per_class": 4, "seed": 0, "version": 1}\n')
+    (out / MARKER).write_text(
+        '{"complete": true, "image_size": 32, "n_per_class": 4, "seed": 0, "version": 1}\n'
+    )
     assert _fingerprint(make_synthetic(out, n_per_class=4, image_size=32, seed=0, difficulty="easy")) == easy
 
 
 def test_make_synthetic_command_takes_difficulty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
-    args = parser.parse_args(["make-synthetic", str(tmp_path / "s"), "--n-per-class", "3",
-                              "--image-size", "24", "--difficulty", "medium"])
+    args = parser.parse_args(
+        [
+            "make-synthetic",
+            str(tmp_path / "s"),
+            "--n-per-class",
+            "3",
+            "--image-size",
+            "24",
+            "--difficulty",
+            "medium",
+        ]
+    )
     assert args.func(args) == 0
     assert "difficulty 0.5" in capsys.readouterr().out
     direct = make_synthetic(tmp_path / "d", n_per_class=3, image_size=24, seed=0, difficulty=0.5)
     assert _fingerprint(tmp_path / "s") == _fingerprint(direct)
     args = parser.parse_args(["make-synthetic", str(tmp_path / "t"), "--difficulty", "2"])
-    with pytest.raises(ConfigError, match=r"--difficulty: `0 <= difficulty <= 1` must hold, but got difficulty=2"):
+    with pytest.raises(
+        ConfigError, match=r"--difficulty: `0 <= difficulty <= 1` must hold, but got difficulty=2"
+    ):
         args.func(args)
 
 
@@ -133,10 +156,12 @@ def test_global_and_linear_cues_fail_but_a_small_cnn_learns_the_easy_set(tmp_pat
     from sklearn.preprocessing import StandardScaler
 
     size = 32
-    x_tr, t_tr, y_tr = _load(make_synthetic(tmp_path / "train", n_per_class=200, image_size=size,
-                                            seed=0, difficulty="easy"))
-    x_te, t_te, y_te = _load(make_synthetic(tmp_path / "test", n_per_class=150, image_size=size,
-                                            seed=1000, difficulty="easy"))
+    x_tr, t_tr, y_tr = _load(
+        make_synthetic(tmp_path / "train", n_per_class=200, image_size=size, seed=0, difficulty="easy")
+    )
+    x_te, t_te, y_te = _load(
+        make_synthetic(tmp_path / "test", n_per_class=150, image_size=size, seed=1000, difficulty="easy")
+    )
 
     mean_lr = make_pipeline(StandardScaler(), LogisticRegression())
     mean_lr.fit(x_tr.mean(axis=(1, 2, 3))[:, None], y_tr)
@@ -153,24 +178,28 @@ def test_global_and_linear_cues_fail_but_a_small_cnn_learns_the_easy_set(tmp_pat
 
     keras.utils.set_random_seed(0)
     layers = keras.layers
-    model = keras.Sequential([
-        keras.Input((size, size, 3)),
-        layers.Rescaling(1 / 127.5, offset=-1.0),
-        layers.Conv2D(16, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Conv2D(64, 3, padding="same", activation="relu"),
-        layers.GlobalMaxPooling2D(),
-        layers.Dense(1, activation="sigmoid"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            layers.Rescaling(1 / 127.5, offset=-1.0),
+            layers.Conv2D(16, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, padding="same", activation="relu"),
+            layers.GlobalMaxPooling2D(),
+            layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile(keras.optimizers.Adam(3e-3), "binary_crossentropy")
     model.fit(x_tr, y_tr.astype(np.float32), epochs=8, batch_size=32, verbose=0)
     p = model.predict(x_te, batch_size=256, verbose=0).ravel()
     cnn_acc = float(np.mean((p >= 0.5) == (y_te == 1)))
     cnn_auc = roc_auc_score(y_te, p)
 
-    figures = (f"mean-intensity LR acc {mean_acc:.3f}; pixel LR acc {pixel_acc:.3f} AUC {pixel_auc:.3f}; "
-               f"CNN acc {cnn_acc:.3f} AUC {cnn_auc:.3f}")
+    figures = (
+        f"mean-intensity LR acc {mean_acc:.3f}; pixel LR acc {pixel_acc:.3f} AUC {pixel_auc:.3f}; "
+        f"CNN acc {cnn_acc:.3f} AUC {cnn_auc:.3f}"
+    )
     assert cnn_auc >= 0.85, figures
     assert cnn_auc >= pixel_auc + 0.15 and cnn_acc >= pixel_acc + 0.15, figures

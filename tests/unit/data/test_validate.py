@@ -19,9 +19,16 @@ def _truncate(path: Path, keep: float = 0.6) -> None:
     path.write_bytes(data[: int(len(data) * keep)])
 
 
-@pytest.mark.parametrize(("mode", "fmt", "suffix"), [("L", "PNG", "png"), ("RGB", "PNG", "png"),
-                                                       ("RGBA", "PNG", "png"), ("RGB", "JPEG", "jpg"),
-                                                       ("L", "JPEG", "jpeg")])
+@pytest.mark.parametrize(
+    ("mode", "fmt", "suffix"),
+    [
+        ("L", "PNG", "png"),
+        ("RGB", "PNG", "png"),
+        ("RGBA", "PNG", "png"),
+        ("RGB", "JPEG", "jpg"),
+        ("L", "JPEG", "jpeg"),
+    ],
+)
 def test_good_images_pass_with_hashes(tmp_path: Path, pixels, save, mode: str, fmt: str, suffix: str) -> None:
     path = save(tmp_path / f"a.{suffix}", pixels(1, 40), mode=mode, fmt=fmt)
     info = inspect_image(path, "a")
@@ -41,14 +48,17 @@ def test_same_pixels_in_another_encoding_share_the_pixel_hash(tmp_path: Path, pi
     assert a.pixel_sha256 == b.pixel_sha256
 
 
-@pytest.mark.parametrize(("damage", "expected"), [
-    ("truncate_png", "truncated"),
-    ("truncate_jpeg", "truncated"),
-    ("garbage_in_png", "corrupt"),
-    ("text_file", "not an image"),
-    ("empty", "empty file"),
-    ("gif", "unsupported format GIF"),
-])
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("truncate_png", "truncated"),
+        ("truncate_jpeg", "truncated"),
+        ("garbage_in_png", "corrupt"),
+        ("text_file", "not an image"),
+        ("empty", "empty file"),
+        ("gif", "unsupported format GIF"),
+    ],
+)
 def test_bad_files_are_reported_not_raised(tmp_path: Path, pixels, save, damage: str, expected: str) -> None:
     if damage == "truncate_png":
         path = save(tmp_path / "x.png", pixels(2, 64))
@@ -83,7 +93,9 @@ def _dataset_with_bad_file(tmp_path: Path, folders_dataset) -> tuple[DataConfig,
 
 def test_bad_image_is_refused_by_name(tmp_path: Path, folders_dataset) -> None:
     cfg, _ = _dataset_with_bad_file(tmp_path, folders_dataset)
-    with pytest.raises(DataError, match=r"1 unusable image\(s\): negative/n002.png: truncated.*--skip-corrupt"):
+    with pytest.raises(
+        DataError, match=r"1 unusable image\(s\): negative/n002.png: truncated.*--skip-corrupt"
+    ):
         validate_images(scan_dataset(cfg))
 
 
@@ -99,8 +111,9 @@ def test_skip_corrupt_drops_and_lists_each_file(tmp_path: Path, folders_dataset,
     assert sum("skipped" in r.message and "n00" in r.message for r in caplog.records) == 2
 
 
-def test_cache_skips_unchanged_files_and_rechecks_changed_ones(tmp_path: Path, folders_dataset, pixels, save,
-                                                               monkeypatch) -> None:
+def test_cache_skips_unchanged_files_and_rechecks_changed_ones(
+    tmp_path: Path, folders_dataset, pixels, save, monkeypatch
+) -> None:
     root = folders_dataset(tmp_path / "d", 4, 4)
     frame = scan_dataset(DataConfig(path=str(root)))
     cache = tmp_path / "out" / "image_index.csv"
