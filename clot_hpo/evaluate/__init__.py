@@ -23,23 +23,39 @@ from clot_hpo.evaluate.metrics import (
     sensitivity_at_specificity,
     wilson_interval,
 )
+from clot_hpo.evaluate.paired import (
+    PREDICTION_COLUMNS,
+    McNemar,
+    PairedAuc,
+    align,
+    delong_test,
+    mcnemar_exact,
+    read_predictions,
+)
 from clot_hpo.evaluate.report import EvaluationReport, evaluate_trial, format_table
 
 __all__ = [
     "METRIC_NAMES",
+    "PREDICTION_COLUMNS",
     "THRESHOLD_METHODS",
     "EvaluationReport",
     "LabelledFolder",
+    "McNemar",
+    "PairedAuc",
+    "align",
     "binary_metrics",
     "choose_threshold",
     "confusion_counts",
+    "delong_test",
     "evaluate_model",
     "evaluate_trial",
     "expected_calibration_error",
     "format_table",
     "load_labelled_folder",
     "make_figures",
+    "mcnemar_exact",
     "predict_image_files",
+    "read_predictions",
     "sensitivity_at_specificity",
     "wilson_interval",
 ]
