@@ -34,6 +34,22 @@ ROLE_STUDY = "study"
 ROLE_TRIAL = "trial"
 DIRECTIONS = ("maximize", "minimize")
 
+# ----- model version tags (written by `promote`) --------------------------------------------
+# sha256 (hex) of the registered model's file, ``data/model.keras`` inside the logged MLflow
+# model: loading a registered version checks the file against it.
+TAG_MODEL_SHA256 = "model_sha256"
+MODEL_FILE_PATH = "data/model.keras"  # the hashed file, relative to the logged model's root
+# The promotion gate's decision about the version, moved or not (docs/model-card.md).
+GATE_PREFIX = "promotion."
+TAG_GATE_DECISION = "promotion.decision"  # first champion | promoted | kept | refused | already champion
+TAG_GATE_METRIC = "promotion.metric"  # auc (DeLong) or accuracy (McNemar)
+TAG_GATE_DIFFERENCE = "promotion.difference"  # candidate minus champion
+TAG_GATE_INTERVAL = "promotion.interval"  # "[low, high]" at 95%
+TAG_GATE_P_VALUE = "promotion.p_value"
+TAG_GATE_CHAMPION = "promotion.compared_with"  # the champion version compared with ("none")
+TAG_GATE_REASON = "promotion.reason"  # the decision in one sentence
+TAG_GATE_RULE = "promotion.rule"  # the rule applied (min delta, floors, test sets)
+
 # ----- experiment tags ----------------------------------------------------------------------
 TAG_EXPERIMENT = ("clot_hpo.experiment", "true")
 # Without it MLflow 3's UI opens an experiment on its GenAI (traces) overview, not the runs.
@@ -65,6 +81,7 @@ __all__ = [
     "BEST_PREFIX",
     "DIRECTIONS",
     "EXPERIMENT_KIND_TAG",
+    "GATE_PREFIX",
     "HEADLINE_TEST_METRICS",
     "META_IMAGE_SIZE",
     "META_INPUT",
@@ -74,14 +91,24 @@ __all__ = [
     "METRIC_N_FAILED",
     "METRIC_N_PRUNED",
     "METRIC_VALUE",
+    "MODEL_FILE_PATH",
     "ROLE_STUDY",
     "ROLE_TRIAL",
     "TAG_DIGEST",
     "TAG_DIRECTION",
     "TAG_EXPERIMENT",
     "TAG_FAIL_REASON",
+    "TAG_GATE_CHAMPION",
+    "TAG_GATE_DECISION",
+    "TAG_GATE_DIFFERENCE",
+    "TAG_GATE_INTERVAL",
+    "TAG_GATE_METRIC",
+    "TAG_GATE_P_VALUE",
+    "TAG_GATE_REASON",
+    "TAG_GATE_RULE",
     "TAG_IMAGE_SIZE",
     "TAG_MODEL_ID",
+    "TAG_MODEL_SHA256",
     "TAG_OBJECTIVE",
     "TAG_OPTUNA_STUDY",
     "TAG_PARENT",
