@@ -347,7 +347,9 @@ class StudyRunner:
         run = self.uploads.submit(
             f"open the run of trial {number}", self.tracker.start_trial, number, tags=tags
         )
-        spool = SpoolReader(self._trial_dir(number) / "tracking") if self.tracker.enabled else None
+        # A fresh folder per trial and attempt: one left by an older study of the same name
+        # (fresh stores number trials from 0 again) is never replayed into this trial's run.
+        spool = SpoolReader.fresh(self._trial_dir(number)) if self.tracker.enabled else None
         self._uploading.add(number)
         task = TrialTask(
             config=self.config.model_dump(mode="json"),
@@ -398,7 +400,7 @@ class StudyRunner:
             )
             if outcome.state == "FAIL" and outcome.oom:
                 outcome, rest = self._retry_after_oom(
-                    task, outcome, trial, on_line=on_line, start_next=start_next
+                    task, outcome, trial, on_line=on_line, start_next=start_next, spool=spool
                 )
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted by the user")
@@ -490,6 +492,7 @@ class StudyRunner:
         *,
         on_line: Callable[[str], None],
         start_next: bool,
+        spool: SpoolReader | None = None,
     ) -> tuple[TrialOutcome, Callable[[], None] | None]:
         """Runtime OOM: retry once at half the batch with gradient accumulation, else fail.
 
@@ -515,6 +518,8 @@ class StudyRunner:
         task.attempt = 1
         task.batch_override, task.accumulation_override = new_batch, accumulation
         task.result_path = str(Path(task.result_path).with_name("outcome.retry.json"))
+        if spool is not None:  # the retry spools into a fresh folder; the reader follows both
+            task.spool_dir = str(spool.new_attempt())
         second, rest = self.launcher.run(
             task, self._trial_dir(task.trial_number), on_line=on_line, start_next=start_next
         )

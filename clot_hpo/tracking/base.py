@@ -38,6 +38,19 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+def as_figure(obj: Any) -> Any:
+    """A matplotlib Figure from a Figure, an Axes or an array of Axes (Optuna returns Axes)."""
+    if hasattr(obj, "savefig"):
+        return obj
+    if hasattr(obj, "figure"):
+        return obj.figure
+    try:  # numpy array of Axes
+        first = next(iter(getattr(obj, "flat", obj)))
+        return first.figure
+    except (TypeError, StopIteration, AttributeError):
+        return obj
+
+
 # Final trial states as Optuna names them; trackers map them to their own run statuses.
 TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
@@ -221,5 +234,6 @@ __all__ = [
     "StudyTracker",
     "Tracker",
     "TrialTracker",
+    "as_figure",
     "to_plain",
 ]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from clot_hpo.errors import ConfigError, TrackingUnavailable
+from clot_hpo.tracking.base import as_figure
 from clot_hpo.tracking.retry import call_with_retry, is_transient
 from clot_hpo.tracking.store import (
     MlflowClient,
@@ -47,19 +48,6 @@ def now_ms() -> int:
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
-
-
-def as_figure(obj: Any) -> Any:
-    """A matplotlib Figure from a Figure, an Axes or an array of Axes (Optuna returns Axes)."""
-    if hasattr(obj, "savefig"):
-        return obj
-    if hasattr(obj, "figure"):
-        return obj.figure
-    try:  # numpy array of Axes
-        first = next(iter(getattr(obj, "flat", obj)))
-        return first.figure
-    except (TypeError, StopIteration, AttributeError):
-        return obj
 
 
 def close_figure(fig: Any) -> None:
@@ -226,15 +214,35 @@ class MlflowBackend:
             )
 
     def _log_figures(self, run_id: str | None, figures: dict[str, Any] | None, *, folder: str) -> None:
-        """Log matplotlib figures (or Axes) as PNG files of the run, closing each either way."""
+        """Log figures as PNG files of the run, closing each either way.
+
+        A value is a matplotlib figure (or Axes), or the path of a PNG file already rendered
+        (what a trial's process spools: :mod:`clot_hpo.tracking.spool`).
+        """
         for name, obj in (figures or {}).items():
-            fig = as_figure(obj)
+            fig = None if isinstance(obj, Path) else as_figure(obj)
             try:
                 if not run_id:
                     continue
                 file = str(name)
                 if "." not in Path(file).name:
                     file += ".png"
-                self._call(f"log figure {file}", self.client.log_figure, run_id, fig, f"{folder}{file}")
+                if fig is not None:
+                    self._call(f"log figure {file}", self.client.log_figure, run_id, fig, f"{folder}{file}")
+                else:
+                    self._call(f"log figure {file}", self._log_png, run_id, Path(obj), f"{folder}{file}")
             finally:
-                close_figure(fig)
+                if fig is not None:
+                    close_figure(fig)
+
+    def _log_png(self, run_id: str, png: Path, artifact_file: str) -> None:
+        """Upload ``png`` as the run's artifact ``artifact_file`` (a folder and a file name)."""
+        import shutil
+        import tempfile
+
+        folder, _, name = artifact_file.rpartition("/")
+        with tempfile.TemporaryDirectory(prefix="clot-hpo-figure-") as tmp:
+            # log_artifact keeps the local file's name: copy it under the artifact's.
+            local = Path(tmp) / name
+            shutil.copyfile(png, local)
+            self.client.log_artifact(run_id, str(local), folder or None)

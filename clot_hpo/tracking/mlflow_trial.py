@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from clot_hpo.tracking import model_packaging
-from clot_hpo.tracking.base import TrialTracker, to_plain
-from clot_hpo.tracking.mlflow_backend import MlflowBackend, as_figure, close_figure, now_ms
+from clot_hpo.tracking.base import TrialTracker, as_figure, to_plain
+from clot_hpo.tracking.mlflow_backend import MlflowBackend, close_figure, now_ms
 from clot_hpo.tracking.store import MAX_PARAM_LENGTH, entities
 from clot_hpo.tracking.tags import TAG_IMAGE_SIZE, TAG_MODEL_ID, TAG_THRESHOLD
 from clot_hpo.util import finite_float

@@ -40,6 +40,10 @@ def is_transient(exc: BaseException) -> bool:
     """Whether trying again might succeed (connection errors, 5xx, a locked database)."""
     if isinstance(exc, ClotHpoError):  # our own rule violations (a deleted experiment, ...)
         return False
+    # A local file that is missing (or is a folder) stays so: an error, not a network hiccup.
+    # (requests' ConnectionError is an OSError too, hence these subclasses only.)
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return False
     code = getattr(exc, "error_code", None)
     if isinstance(code, str):
         return code not in PERMANENT_ERROR_CODES

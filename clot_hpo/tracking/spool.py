@@ -1,20 +1,25 @@
 """A trial's tracking, written to files by its process and forwarded by the study process.
 
 The trial process never talks to the tracking backend: :class:`SpoolTracker` appends what a
-trial logs (params, each epoch's metrics, the evaluation, its figures pickled, the model as a
-``.keras`` file) to a folder, and the study process's :class:`SpoolReader` forwards it to
+trial logs (params, each epoch's metrics, the evaluation, its figures as PNG files, the model
+as a ``.keras`` file) to a folder, and the study process's :class:`SpoolReader` forwards it to
 the real tracker, on a background thread, while the next trial trains. This keeps MLflow's
 import (~1 s), its store's start-up (~1.5 s) and every upload off the critical path of each
 trial; only the model's own ``.keras`` save stays in the trial process, which alone holds it.
 
-The folder (``studies/<study>/trials/<n>/tracking/``)::
+The folder (``studies/<study>/trials/<n>/tracking-<attempt>-<token>/``), fresh for each
+trial and attempt (:meth:`SpoolReader.fresh`), so that a folder left by an older study of
+the same name is never read again::
 
     events.jsonl        one JSON object per line: params, epoch, evaluation, model
-    figures.<k>.pkl     the evaluation's matplotlib figures, pickled (removed once forwarded)
+    figure-<k>.png      the evaluation's figures, rendered (removed once forwarded)
     model.keras         the trained model (removed once the tracker has stored it)
 
-Figures travel pickled (~0.02 s) rather than as PNG files: rendering them (~0.7 s a trial)
-then happens in the study process, off the trial's critical path.
+The spool is data, not code: figures travel as PNG files, never pickled (unpickling runs
+whatever the file says). The evaluation's figures are drawn after the trial's outcome is
+written, so their rendering stays off the study's critical path. Events name their files by
+bare name inside the spool folder; an absolute path, ``..``, a sub-folder or a symbolic link
+is refused and logged, as is a file that is missing.
 
 A line is complete only with its newline, so a trial killed mid-write loses that line alone.
 """
@@ -24,16 +29,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
+import re
+import secrets
 from pathlib import Path
 from typing import Any
 
-from clot_hpo.tracking.base import TrialTracker, to_plain
+from clot_hpo.tracking.base import NullTrialTracker, TrialTracker, as_figure, to_plain
 
 log = logging.getLogger("clot_hpo.tracking")
 
 EVENTS_FILE = "events.jsonl"
 MODEL_FILE = "model.keras"
+FIGURE_PREFIX = "figure-"
+# A file an event may name: one path component, no leading dot (so neither "." nor "..").
+_BARE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,200}")
+# A figure's artifact name in the run: relative, "/"-separated bare names.
+_ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,200}(/[A-Za-z0-9_][A-Za-z0-9_.+-]{0,200})*")
 
 
 class SpoolTracker(TrialTracker):
@@ -72,19 +83,23 @@ class SpoolTracker(TrialTracker):
         artifacts: dict[str, Any],
         figures: dict[str, Any],
     ) -> None:
-        """Record the evaluation; the figures are pickled (and closed) for the study process to draw."""
+        """Record the evaluation; each figure is saved as a PNG file (and closed)."""
         import matplotlib.pyplot as plt
 
         event: dict[str, Any] = {"event": "evaluation", "metrics": metrics, "artifacts": artifacts}
-        if figures:
-            file = f"figures.{len(list(self.folder.glob('figures.*.pkl')))}.pkl"
-            try:
-                with open(self.folder / file, "wb") as fh:
-                    pickle.dump(dict(figures), fh, protocol=pickle.HIGHEST_PROTOCOL)
-                event["figures_file"] = file
-            finally:
-                for fig in figures.values():
-                    plt.close(fig)
+        files: dict[str, str] = {}
+        try:
+            start = len(list(self.folder.glob(f"{FIGURE_PREFIX}*.png")))
+            for k, (name, obj) in enumerate(figures.items(), start=start):
+                file = f"{FIGURE_PREFIX}{k}.png"
+                # The resolution MLflow's log_figure uses (matplotlib's default).
+                as_figure(obj).savefig(self.folder / file, format="png")
+                files[str(name)] = file
+        finally:
+            for obj in figures.values():
+                plt.close(as_figure(obj))
+        if files:
+            event["figures"] = files
         self._append(event)
 
     def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> bool:
@@ -103,44 +118,115 @@ class SpoolTracker(TrialTracker):
         return True
 
 
-def _load_figures(path: Path) -> dict[str, Any]:
-    """Unpickle a trial's figures (its own process wrote them, with the same matplotlib)."""
-    import matplotlib
+def trial_tracker(folder: str | Path | None) -> TrialTracker:
+    """A trial process's tracker: the spool in ``folder``, or one that records nothing (None)."""
+    return SpoolTracker(folder) if folder else NullTrialTracker()
 
-    # Unpickled pyplot figures get a manager of this process's backend: never a GUI one on
-    # the upload thread.
-    matplotlib.use("Agg")
-    try:
-        with open(path, "rb") as fh:
-            return dict(pickle.load(fh))  # noqa: S301 - written by our own trial process
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
-        log.warning("tracking: could not read the figures in %s: %s", path, exc)
+
+def spool_file(folder: Path, name: Any) -> Path | None:
+    """The file ``name`` of an event, if it is a bare name of a regular file in ``folder``.
+
+    Anything else (an absolute path, ``..``, a sub-folder, a symbolic link, a missing file) is
+    refused with an error in the log: the spool's writer is another process, and the study
+    process must upload or delete nothing outside the trial's own folder.
+    """
+    if not isinstance(name, str) or not _BARE_NAME.fullmatch(name):
+        log.error(
+            "tracking: refused the file %r named in %s: spool events name files by bare name "
+            "inside the spool folder",
+            name,
+            folder,
+        )
+        return None
+    path = folder / name
+    if path.is_symlink():
+        log.error("tracking: refused %s: a symbolic link in a spool folder is never followed", path)
+        return None
+    if not path.is_file():
+        log.error("tracking: %s, named in the trial's spool, is missing; it is not uploaded", path)
+        return None
+    return path
+
+
+def _figure_files(folder: Path, named: Any) -> dict[str, Path]:
+    """The evaluation's figures: artifact name -> PNG file, each checked by :func:`spool_file`."""
+    if not isinstance(named, dict):
+        if named is not None:
+            log.error("tracking: refused the figures %r in %s: not a name -> file mapping", named, folder)
         return {}
+    out = {}
+    for name, file in named.items():
+        if not isinstance(name, str) or not _ARTIFACT_NAME.fullmatch(name):
+            log.error(
+                "tracking: refused the figure name %r in %s: not a relative artifact path", name, folder
+            )
+            continue
+        path = spool_file(folder, file)
+        if path is not None and path.name.startswith(FIGURE_PREFIX) and path.suffix == ".png":
+            out[name] = path
+        elif path is not None:
+            log.error("tracking: refused %s as a figure: figures are %s<k>.png files", path, FIGURE_PREFIX)
+    return out
 
 
 class SpoolReader:
-    """Forwards a spool folder's new events to a tracker, remembering how far it got."""
+    """Forwards a trial's spool folders' new events to a tracker, remembering how far it got.
+
+    A trial's attempts (the retry after running out of memory) each write into a fresh folder
+    of their own (:meth:`new_attempt`); the reader forwards them in order.
+    """
 
     def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.offset = 0  # bytes of events.jsonl already forwarded
+        self.folders = [Path(folder)]
+        self.offsets = [0]  # bytes of each folder's events.jsonl already forwarded
 
-    def _new_events(self) -> list[dict[str, Any]]:
-        path = self.folder / EVENTS_FILE
+    @property
+    def folder(self) -> Path:
+        """The folder the trial's current attempt writes into."""
+        return self.folders[-1]
+
+    @staticmethod
+    def _create(parent: Path, attempt: int) -> Path:
+        # A random part: trial numbers (and storage ids) restart with a fresh study of the same
+        # name, and an old folder must never be read as this trial's.
+        parent.mkdir(parents=True, exist_ok=True)
+        folder = parent / f"tracking-{attempt}-{secrets.token_hex(6)}"
+        folder.mkdir(mode=0o700)  # fails if it exists: the folder is this reader's alone
+        return folder
+
+    @classmethod
+    def fresh(cls, parent: str | Path) -> SpoolReader:
+        """A reader of a new, empty spool folder under ``parent`` (a trial's folder)."""
+        return cls(cls._create(Path(parent), 0))
+
+    def new_attempt(self) -> Path:
+        """A new, empty folder for the trial's next attempt; the reader follows it."""
+        folder = self._create(self.folder.parent, len(self.folders))
+        self.folders.append(folder)
+        self.offsets.append(0)
+        return folder
+
+    def _new_events(self, index: int) -> list[dict[str, Any]]:
+        path = self.folders[index] / EVENTS_FILE
         try:
             with open(path, "rb") as fh:
-                fh.seek(self.offset)
+                fh.seek(self.offsets[index])
                 data = fh.read()
         except FileNotFoundError:
             return []
         complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
-        self.offset += len(complete)
+        self.offsets[index] += len(complete)
         events = []
         for raw in complete.splitlines():
             try:
-                events.append(json.loads(raw))
+                event = json.loads(raw)
             except ValueError:
                 log.warning("tracking: skipped an unreadable line of %s", path)
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+            else:
+                log.warning("tracking: skipped a line of %s that is not an event object", path)
         return events
 
     def forward(self, tracker: TrialTracker, run_id: str) -> int:
@@ -149,32 +235,46 @@ class SpoolReader:
         Epoch metrics of consecutive epochs go out one batch per epoch (the tracker batches
         each); a model file is removed once the tracker reports it stored.
         """
-        events = self._new_events()
-        for event in events:
-            kind = event.get("event")
-            if kind == "params":
-                tracker.log_params(run_id, event["params"])
-            elif kind == "epoch":
-                tracker.log_epoch(run_id, int(event["epoch"]), event["metrics"])
-            elif kind == "evaluation":
-                figures_file = self.folder / event["figures_file"] if event.get("figures_file") else None
-                tracker.log_evaluation(
-                    run_id,
-                    metrics=event["metrics"],
-                    artifacts=event.get("artifacts", {}),
-                    figures=_load_figures(figures_file) if figures_file else {},
-                )
-                if figures_file:
-                    figures_file.unlink(missing_ok=True)
-            elif kind == "model":
-                file = self.folder / event["file"]
-                stored = tracker.log_model(
-                    run_id, file, image_size=int(event["image_size"]), threshold=float(event["threshold"])
-                )
-                if stored:
-                    file.unlink(missing_ok=True)
-                else:
-                    log.warning("tracking: the model of run %s was not stored; it stays at %s", run_id, file)
+        count = 0
+        for index, folder in enumerate(self.folders):
+            events = self._new_events(index)
+            for event in events:
+                try:
+                    self._forward_one(tracker, run_id, folder, event)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.error(
+                        "tracking: skipped a malformed %r event in %s: %s", event.get("event"), folder, exc
+                    )
+            count += len(events)
+        return count
+
+    @staticmethod
+    def _forward_one(tracker: TrialTracker, run_id: str, folder: Path, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "params":
+            tracker.log_params(run_id, dict(event["params"]))
+        elif kind == "epoch":
+            tracker.log_epoch(run_id, int(event["epoch"]), dict(event["metrics"]))
+        elif kind == "evaluation":
+            figures = _figure_files(folder, event.get("figures"))
+            tracker.log_evaluation(
+                run_id,
+                metrics=dict(event["metrics"]),
+                artifacts=dict(event.get("artifacts", {})),
+                figures=dict(figures),
+            )
+            for png in figures.values():
+                png.unlink(missing_ok=True)
+        elif kind == "model":
+            file = spool_file(folder, event["file"])
+            if file is None:
+                return
+            stored = tracker.log_model(
+                run_id, file, image_size=int(event["image_size"]), threshold=float(event["threshold"])
+            )
+            if stored:
+                file.unlink(missing_ok=True)
             else:
-                log.warning("tracking: skipped an unknown event %r in %s", kind, self.folder)
-        return len(events)
+                log.warning("tracking: the model of run %s was not stored; it stays at %s", run_id, file)
+        else:
+            log.warning("tracking: skipped an unknown event %r in %s", kind, folder)

@@ -153,7 +153,7 @@ def test_spool_drops_what_the_server_stored(study: dict[str, Any]) -> None:
     spool = study["root"] / "spool-0"
     assert (spool / "events.jsonl").is_file()
     assert not (spool / "model.keras").exists(), "the model file goes once the server stored it"
-    assert not list(spool.glob("figures.*.pkl")), "forwarded figures are not kept twice"
+    assert not list(spool.glob("*.png")) and not list(spool.glob("*.pkl")), "figures: PNG, forwarded once"
 
 
 def test_epoch_metrics_and_params(study: dict[str, Any]) -> None:

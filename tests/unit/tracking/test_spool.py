@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,9 @@ def test_missing_spool_forwards_nothing(tmp_path: Path) -> None:
     assert SpoolReader(tmp_path / "never-written").forward(RecordingTracker(), "r") == 0
 
 
-def test_figures_travel_pickled_and_are_closed_on_both_sides(tmp_path: Path) -> None:
+def test_figures_travel_as_png_files_not_pickles(tmp_path: Path) -> None:
+    # Finding (issue 12, item 5): figures travelled pickled, and the study process unpickled
+    # whatever the spool folder held. Now they are PNG files, the figure closed on the writer's side.
     spool, tracker = SpoolTracker(tmp_path / "s"), RecordingTracker()
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1], label="chance")
@@ -87,17 +90,111 @@ def test_figures_travel_pickled_and_are_closed_on_both_sides(tmp_path: Path) -> 
         "",
         metrics={"val_auc": 0.9},
         artifacts={"confusion_matrix.json": {"tp": 3}},
-        figures={"roc_curve.png": fig},
+        figures={"roc_curve.png": fig, "explanations/false_positives": ax},
     )
     assert not plt.fignum_exists(fig.number), "the trial process keeps no figure open"
+    assert not list(spool.folder.glob("*.pkl")), "nothing is pickled"
     SpoolReader(spool.folder).forward(tracker, "r")
     [(kind, (run_id, kwargs))] = tracker.calls
     assert kind == "evaluation" and kwargs["metrics"] == {"val_auc": 0.9}
     assert kwargs["artifacts"] == {"confusion_matrix.json": {"tp": 3}}
-    [(name, received)] = kwargs["figures"].items()
-    assert name == "roc_curve.png"
-    assert [line.get_label() for line in received.axes[0].get_lines()] == ["chance"]
-    assert not list(spool.folder.glob("figures.*.pkl")), "forwarded figures are not kept twice"
+    figures = kwargs["figures"]
+    assert sorted(figures) == ["explanations/false_positives", "roc_curve.png"]
+    for path in figures.values():
+        assert isinstance(path, Path) and path.parent == spool.folder
+    assert not list(spool.folder.glob("*.png")), "forwarded figures are not kept twice"
+
+
+def test_a_pickled_figures_file_is_never_loaded(tmp_path: Path) -> None:
+    # The old event format: a pickle whose loading would run code (it would write `pwned`).
+    import pickle
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (Path(tmp_path / "pwned").write_text, ("ran",))
+
+    (folder / "figures.0.pkl").write_bytes(pickle.dumps({"roc.png": Payload()}))
+    _write_events(
+        folder, {"event": "evaluation", "metrics": {}, "artifacts": {}, "figures_file": "figures.0.pkl"}
+    )
+    tracker = RecordingTracker()
+    SpoolReader(folder).forward(tracker, "r")
+    assert not (tmp_path / "pwned").exists(), "the spool reader unpickled a file"
+    assert tracker.calls[0][1][1]["figures"] == {}
+
+
+def _write_events(folder: Path, *events: dict[str, Any]) -> None:
+    import json
+
+    with open(folder / EVENTS_FILE, "a", encoding="utf-8") as fh:
+        for event in events:
+            fh.write(json.dumps(event) + "\n")
+
+
+@pytest.mark.parametrize("kind", ["absolute", "dotdot", "subfolder", "symlink"])
+def test_files_outside_the_spool_folder_are_refused(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Finding (item 5): a spool event's `file` was joined to the folder as given, so an
+    # absolute path or `..` uploaded a file from elsewhere as model.keras, then deleted it.
+    outside = tmp_path / "secret.keras"
+    outside.write_bytes(b"not yours")
+    folder = tmp_path / "trial" / "spool"
+    folder.mkdir(parents=True)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "model.keras").write_bytes(b"nested")
+    name = {
+        "absolute": str(outside),
+        "dotdot": "../../secret.keras",
+        "subfolder": "sub/model.keras",
+        "symlink": "link.keras",
+    }[kind]
+    if kind == "symlink":
+        (folder / "link.keras").symlink_to(outside)
+    _write_events(folder, {"event": "model", "file": name, "image_size": 32, "threshold": 0.5})
+    tracker = RecordingTracker()
+    with caplog.at_level(logging.ERROR, logger="clot_hpo.tracking"):
+        assert SpoolReader(folder).forward(tracker, "r") == 1
+    assert tracker.calls == [], f"{name!r} was forwarded"
+    assert outside.read_bytes() == b"not yours", "the file outside the spool was touched"
+    assert any("refused" in r.getMessage() for r in caplog.records)
+
+
+def test_a_missing_model_file_is_an_error_not_a_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "s"
+    folder.mkdir()
+    _write_events(folder, {"event": "model", "file": MODEL_FILE, "image_size": 32, "threshold": 0.5})
+    tracker = RecordingTracker()
+    with caplog.at_level(logging.ERROR, logger="clot_hpo.tracking"):
+        SpoolReader(folder).forward(tracker, "r")
+    assert tracker.calls == []
+    assert any("missing" in r.getMessage() for r in caplog.records)
+
+
+def test_each_trial_and_attempt_spools_into_a_fresh_folder(tmp_path: Path) -> None:
+    # Finding (item 5): a study name reused with fresh stores replayed the old trial 0's spool
+    # (`trials/0000/tracking/`) into the new trial 0's run.
+    trial_dir = tmp_path / "trials" / "0000"
+    old = trial_dir / "tracking"
+    old.mkdir(parents=True)
+    _write_events(old, {"event": "params", "params": {"from": "an older study"}})
+    first = SpoolReader.fresh(trial_dir)
+    second = SpoolReader.fresh(trial_dir)
+    assert first.folder != second.folder and first.folder != old
+    assert not any(first.folder.iterdir()), "a fresh folder starts empty"
+    tracker = RecordingTracker()
+    assert first.forward(tracker, "r") == 0, "nothing of the older study is replayed"
+    SpoolTracker(first.folder).log_params("", {"attempt": 0})
+    retry = first.new_attempt()
+    assert retry not in (first.folders[0], old) and not any(retry.iterdir())
+    SpoolTracker(retry).log_params("", {"attempt": 1})
+    assert first.forward(tracker, "r") == 2
+    assert [c[1][1] for c in tracker.calls] == [{"attempt": 0}, {"attempt": 1}]
 
 
 def test_an_evaluation_without_figures(tmp_path: Path) -> None:
