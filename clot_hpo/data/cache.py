@@ -138,8 +138,8 @@ class DecodedSplits:
     """A study's splits, decoded at one image size through the cache (read on first use).
 
     Args:
-        manifest_path: CSV with ``path``, ``label`` and ``split`` columns (the study's
-            ``trial_manifest.csv``).
+        manifest_path: CSV with ``path``, ``label`` and ``split`` columns, and ``sha256``
+            for :meth:`keys` (the study's ``trial_manifest.csv``).
         image_size: side of the square images.
         folder: the study's cache folder (``None``: decode into memory, no cache).
         data_digest: the dataset's content digest (part of the cache key).
@@ -170,6 +170,27 @@ class DecodedSplits:
     def labels(self, split: str) -> np.ndarray:
         """The split's labels (float32), in manifest order."""
         return np.asarray(self._part(split)["label"], dtype=np.float32)
+
+    def keys(self, split: str) -> list[str]:
+        """The split's image keys, in manifest order: each file's content hash (``sha256``).
+
+        Never a path: a key names the picture wherever it is stored. A file repeated within a
+        split gets ``#2``, ``#3``... on its later rows, so keys are unique and still line up
+        between two models scored on the same manifest.
+
+        Raises:
+            DataError: the manifest has no ``sha256`` column (written by an older version).
+        """
+        part = self._part(split)
+        if "sha256" not in part.columns:
+            raise DataError(f"the trial manifest has no `sha256` column (columns: {list(part.columns)})")
+        hashes = [str(h) for h in part["sha256"]]
+        seen: dict[str, int] = {}
+        keys = []
+        for digest in hashes:
+            seen[digest] = seen.get(digest, 0) + 1
+            keys.append(digest if seen[digest] == 1 else f"{digest}#{seen[digest]}")
+        return keys
 
     def images(self, split: str) -> np.ndarray:
         """The split's uint8 ``(N, S, S, 3)`` images, decoded or read from the cache once."""

@@ -2,7 +2,8 @@
 
 ``prepare_data`` runs scan -> validate -> split -> leakage and saves, in ``out_dir``:
 
-- ``split_manifest.csv``: ``relpath,label,split[,group]`` (label 1 = positive/clot);
+- ``split_manifest.csv``: ``relpath,label,split[,group],sha256`` (label 1 = positive/clot;
+  ``sha256`` is the file's content hash, the image's key in every trial's predictions files);
 - ``data_report.json``: counts, digest, skipped files and the leakage report;
 - ``image_index.csv``: the hash cache that makes reruns cheap.
 """
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "split_manifest.csv"
 REPORT_NAME = "data_report.json"
-MANIFEST_COLUMNS = ["path", "relpath", "label", "group", "split"]
+MANIFEST_COLUMNS = ["path", "relpath", "label", "group", "split", "sha256"]
 _PROGRESS_MIN_IMAGES = 200
 
 
@@ -43,7 +44,8 @@ class PreparedData:
 
     Attributes:
         manifest: one row per usable image: ``path`` (absolute), ``relpath``, ``label``
-            (1 = positive/clot, 0 = negative), ``group`` (str or None), ``split``.
+            (1 = positive/clot, 0 = negative), ``group`` (str or None), ``split``, ``sha256``
+            (the file's content hash: an image's key in predictions files, never its path).
         manifest_path: the saved ``split_manifest.csv``.
         digest: sha256 over the sorted (relpath, file sha256, label) triples: the same
             data gives the same digest, whatever the split.
@@ -173,7 +175,7 @@ def prepare_data(cfg: DataConfig, *, seed: int, out_dir: Path, progress: bool = 
 
     manifest = split[MANIFEST_COLUMNS].reset_index(drop=True)
     manifest_path = out_dir / MANIFEST_NAME
-    columns = ["relpath", "label", "split"] + (["group"] if grouped else [])
+    columns = ["relpath", "label", "split"] + (["group"] if grouped else []) + ["sha256"]
     manifest[columns].to_csv(manifest_path, index=False, lineterminator="\n")
 
     report_path = out_dir / REPORT_NAME

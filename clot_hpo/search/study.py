@@ -590,7 +590,7 @@ def run_search(
     manifest_path = out_dir / "trial_manifest.csv"
     # Written atomically: workers sharing a folder must never hand a trial half a file.
     partial = manifest_path.with_suffix(f".{os.getpid()}.tmp")
-    prepared.manifest[["path", "label", "split"]].to_csv(partial, index=False)
+    prepared.manifest[["path", "label", "split", "sha256"]].to_csv(partial, index=False)
     os.replace(partial, manifest_path)
 
     storage = open_storage(

@@ -65,7 +65,11 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
         artifacts: dict[str, Any],
         figures: dict[str, Any],
     ) -> None:
-        """Evaluation metrics in one batch, JSON artifacts via ``log_dict``, then the figures."""
+        """Evaluation metrics in one batch, artifacts, then the figures.
+
+        An artifact given as a dict is written as JSON (``log_dict``); one given as a string
+        is a text file stored as it is (``log_text``: ``test_predictions.csv``).
+        """
         if not run_id:
             for fig in (figures or {}).values():
                 close_figure(as_figure(fig))
@@ -85,7 +89,10 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
                 repr(float(metrics["threshold"])),
             )
         for name, payload in (artifacts or {}).items():
-            self._call(f"log {name}", self.client.log_dict, run_id, to_plain(payload), str(name))
+            if isinstance(payload, str):  # a text file as written: the predictions CSVs
+                self._call(f"log {name}", self.client.log_text, run_id, payload, str(name))
+            else:
+                self._call(f"log {name}", self.client.log_dict, run_id, to_plain(payload), str(name))
         self._log_figures(run_id, figures, folder="")
 
     def _evaluation_step(self, run_id: str, metrics: dict[str, Any]) -> int:

@@ -118,3 +118,21 @@ def test_decoded_splits_read_a_manifest(files: list[Path], tmp_path: Path) -> No
     assert splits.sample_rows("train", 2, seed=1).tolist() == expected, "the rows DataFrame.sample picks"
     with pytest.raises(DataError, match="has no 'holdout' rows"):
         splits.images("holdout")
+
+
+def test_decoded_splits_key_images_by_content_not_path(files: list[Path], tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame(
+        {
+            "path": [str(f) for f in files],
+            "label": [0, 1, 0, 1, 1],
+            "split": ["test"] * 5,
+            "sha256": ["aa", "bb", "aa", "cc", "aa"],  # a file repeated within the split
+        }
+    ).to_csv(manifest, index=False)
+    splits = DecodedSplits(manifest, image_size=12, folder=None)
+    # Unique within the split, in manifest order; repeats numbered so two models' rows still align.
+    assert splits.keys("test") == ["aa", "bb", "aa#2", "cc", "aa#3"]
+    pd.read_csv(manifest).drop(columns="sha256").to_csv(manifest, index=False)
+    with pytest.raises(DataError, match="no `sha256` column"):
+        DecodedSplits(manifest, image_size=12, folder=None).keys("test")

@@ -22,9 +22,11 @@ def test_prepare_writes_manifest_report_and_counts(tmp_path: Path, metadata_data
 
     assert prepared.manifest_path == out / "split_manifest.csv"
     saved = pd.read_csv(prepared.manifest_path)
-    assert list(saved.columns) == ["relpath", "label", "split", "group"]
+    assert list(saved.columns) == ["relpath", "label", "split", "group", "sha256"]
     assert saved["relpath"].tolist() == prepared.manifest["relpath"].tolist()
-    assert list(prepared.manifest.columns) == ["path", "relpath", "label", "group", "split"]
+    assert list(prepared.manifest.columns) == ["path", "relpath", "label", "group", "split", "sha256"]
+    # The key of an image in predictions files: its content hash, never its path.
+    assert saved["sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
     assert prepared.grouped and (prepared.manifest.groupby("group")["split"].nunique() == 1).all()
     assert sum(sum(c.values()) for c in prepared.counts.values()) == 40
     assert prepared.counts["train"]["positive"] == int(((saved.split == "train") & (saved.label == 1)).sum())

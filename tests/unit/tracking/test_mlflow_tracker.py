@@ -230,7 +230,10 @@ def test_evaluation_comes_after_the_epochs_with_artifacts_and_figures(store: dic
     tracker.log_evaluation(
         run_id,
         metrics={"val_auc": 0.81, "val_accuracy": 0.75, "test_auc": 0.79, "threshold": 0.42},
-        artifacts={"confusion_matrix.json": {"tn": 5, "fp": 1, "fn": 2, "tp": 7, "threshold": 0.42}},
+        artifacts={
+            "confusion_matrix.json": {"tn": 5, "fp": 1, "fn": 2, "tp": 7, "threshold": 0.42},
+            "test_predictions.csv": "key,label,probability\nab12,1,0.9375\n",
+        },
         figures={"roc_curve.png": fig},
     )
     client = _client(store)
@@ -244,6 +247,9 @@ def test_evaluation_comes_after_the_epochs_with_artifacts_and_figures(store: dic
     assert {"confusion_matrix.json", "roc_curve.png"} <= names
     local = client.download_artifacts(run_id, "confusion_matrix.json")
     assert json.loads(Path(local).read_text()) == {"tn": 5, "fp": 1, "fn": 2, "tp": 7, "threshold": 0.42}
+    # A text artifact (the predictions CSV) is stored as it was written, not as JSON.
+    local = client.download_artifacts(run_id, "test_predictions.csv")
+    assert Path(local).read_text() == "key,label,probability\nab12,1,0.9375\n"
 
     # A fresh tracker (another process) finds the step from the stored histories.
     other = _tracker(store, "exp-eval")
