@@ -105,6 +105,45 @@ def make_dataset(
     return ds.prefetch(autotune)
 
 
+class EpochOrder:
+    """The order of one epoch's training images: a seeded permutation of (seed, epoch) alone.
+
+    ``tf.data``'s ``shuffle(reshuffle_each_iteration=True)`` draws each epoch's order from a
+    generator that advances once per pass, so a process that resumes a trial at epoch k would
+    replay epoch 0's order. Here epoch ``e``'s order depends on ``seed`` and ``e`` only:
+    whoever runs epoch ``e`` sets :attr:`epoch` before its first batch (a Keras callback's
+    ``on_epoch_begin``), and a resumed trial sees the batches the uninterrupted one saw.
+
+    Args:
+        size: rows to order.
+        seed: the trial's seed.
+        batch_size: rows per batch (the last batch may be smaller).
+    """
+
+    def __init__(self, size: int, seed: int, batch_size: int) -> None:
+        if size < 1 or batch_size < 1:
+            raise ValueError(f"`size >= 1` and `batch_size >= 1` must hold, but got {size}, {batch_size}")
+        self.size = int(size)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.epoch = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches in one epoch (the last may be smaller)."""
+        return -(-self.size // self.batch_size)
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        """Epoch ``epoch``'s order of the positions ``0..size-1``."""
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(self.size)
+
+    def batches(self) -> Iterable[np.ndarray]:
+        """The positions of each batch of the current :attr:`epoch`, batch by batch."""
+        order = self.permutation(self.epoch)
+        for start in range(0, self.size, self.batch_size):
+            yield order[start : start + self.batch_size]
+
+
 def make_array_dataset(
     images: np.ndarray,
     labels: Sequence[float] | np.ndarray,
@@ -114,6 +153,7 @@ def make_array_dataset(
     seed: int,
     rows: Sequence[int] | np.ndarray | None = None,
     repeat: bool = False,
+    order: EpochOrder | None = None,
 ) -> tf.data.Dataset:
     """A batched dataset of ``(images, labels)`` over decoded uint8 images.
 
@@ -130,6 +170,9 @@ def make_array_dataset(
         seed: shuffle seed.
         rows: use only these rows of ``images``, in this order (default: all).
         repeat: repeat forever (use with ``steps_per_epoch``).
+        order: each pass's order comes from ``order`` (its ``epoch`` set by the caller before
+            each pass, see :class:`EpochOrder`) instead of ``tf.data``'s per-pass reshuffle;
+            ``shuffle`` and ``seed`` are then unused.
 
     Returns:
         A ``tf.data.Dataset`` yielding ``images`` float32 (B, S, S, 3) in [0, 255] and
@@ -161,6 +204,21 @@ def make_array_dataset(
         y.set_shape([None])
         return tf.cast(x, tf.float32), y
 
+    if order is not None:
+        if order.size != len(index) or order.batch_size != batch_size:
+            raise ValueError(
+                f"the epoch order must cover {len(index)} rows in batches of {batch_size}, but got "
+                f"{order.size} rows in batches of {order.batch_size}"
+            )
+        positions = tf.data.Dataset.from_generator(
+            order.batches, output_signature=tf.TensorSpec([None], tf.int64)
+        )
+        # Known length: Keras sizes its epoch (and the BatchNorm momentum) from it.
+        positions = positions.apply(tf.data.experimental.assert_cardinality(order.batches_per_epoch))
+        if repeat:
+            positions = positions.repeat()
+        ds = positions.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.prefetch(tf.data.AUTOTUNE)
     ds = tf.data.Dataset.range(len(index))
     if shuffle:
         ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)

@@ -206,10 +206,13 @@ class ClotHyperModel(keras_tuner.HyperModel):
     ) -> keras.callbacks.History:
         """Transfer-learning schedule: base frozen for ``freeze_epochs``, then top fraction unfrozen.
 
-        Accepts ``model.fit``'s arguments; returns a History whose ``history`` spans all epochs.
+        Accepts ``model.fit``'s arguments; returns a History whose ``history`` spans the epochs
+        run. With ``initial_epoch=k`` (a resumed trial) it starts at epoch k, in the schedule's
+        phase that epoch belongs to.
         """
         s = self.settings(hp)
         epochs = int(kwargs.pop("epochs", 1))
+        initial = int(kwargs.pop("initial_epoch", 0) or 0)
         if not self.pretrained:
             momentum = s["bn_momentum"]
             if momentum is None:
@@ -217,8 +220,12 @@ class ClotHyperModel(keras_tuner.HyperModel):
             set_batchnorm_momentum(model, float(momentum))
         frozen = min(self._frozen_epochs(s), epochs)
         if frozen == 0 or frozen == epochs:
-            return model.fit(*args, epochs=epochs, **kwargs)
-        first = model.fit(*args, epochs=frozen, **kwargs)
+            return model.fit(*args, initial_epoch=initial, epochs=epochs, **kwargs)
+        if initial >= frozen:  # resumed after the base was unfrozen: straight to the second phase
+            set_trainable_fraction(model, self._unfreeze_fraction(s), freeze_batchnorm=self.pretrained)
+            self.compile(model, s)
+            return model.fit(*args, initial_epoch=initial, epochs=epochs, **kwargs)
+        first = model.fit(*args, initial_epoch=initial, epochs=frozen, **kwargs)
         set_trainable_fraction(model, self._unfreeze_fraction(s), freeze_batchnorm=self.pretrained)
         self.compile(model, s)  # Keras 3 needs a recompile after `trainable` changes.
         second = model.fit(*args, initial_epoch=frozen, epochs=epochs, **kwargs)
