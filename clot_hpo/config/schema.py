@@ -6,6 +6,7 @@ This module must not import TensorFlow, Optuna or MLflow.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,6 +17,20 @@ from clot_hpo.models.backbones import BACKBONES
 def _known_backbone(name: str) -> str:
     if name not in BACKBONES:
         raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, but got {name!r}")
+    return name
+
+
+_STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+def _safe_study_name(name: str | None) -> str | None:
+    # The name becomes a folder (mlruns/studies/<name>), an MLflow experiment and a file name,
+    # so `../../x` or `/etc` must not get that far.
+    if name is not None and not _STUDY_NAME.fullmatch(name):
+        raise ValueError(
+            "a study name must be 1-128 characters of letters, digits, `.`, `_` and `-`, not starting "
+            f"with `.` (it names a folder under mlruns/studies/), but got {name!r}"
+        )
     return name
 
 
@@ -98,6 +113,23 @@ class DataConfig(_Section):
         description="decode each image size once per study into an on-disk cache of uint8 arrays "
         "(mlruns/studies/<study>/cache); false: decode in every trial",
     )
+    max_pixels: int = Field(
+        50_000_000,
+        ge=1,
+        description="largest width x height of an image, read from its header before any decode "
+        "(validation, training, predict, evaluate, the web page); refuses decompression bombs",
+    )
+    decode_memory_mb: int = Field(
+        2048,
+        ge=1,
+        description="memory that images decoded at the same time may take together (estimated from "
+        "their headers); bounds decode threads besides the cores",
+    )
+    allow_outside_root: bool = Field(
+        False,
+        description="accept images outside the data folder (absolute paths, `../`, links leaving "
+        "it); off: such a row or file is refused",
+    )
     # Generate the synthetic set into `path` when it does not exist (demo only).
     synthetic: SyntheticConfig | None = Field(
         None, description="generate a synthetic set at data.path when it is missing (demo)"
@@ -149,8 +181,10 @@ class SearchConfig(_Section):
         description="search space per backbone: a YAML file relative to the config file, or a bundled "
         "name such as `quickstart_resnet50` (default: the bundled `<backbone>.yaml`)",
     )
-    study_name: str | None = Field(
-        None, description="Optuna study and MLflow experiment name (default: name)"
+    study_name: Annotated[str | None, AfterValidator(_safe_study_name)] = Field(
+        None,
+        description="Optuna study and MLflow experiment name (default: name); letters, digits, `.`, "
+        "`_`, `-`, at most 128, no leading `.`",
     )
     storage: str = Field(
         "sqlite:///mlruns/optuna.db",
@@ -229,6 +263,11 @@ class TrackingConfig(_Section):
     )
     experiment: str | None = Field(None, description="MLflow experiment (default: the study name)")
     log_model: bool = Field(True, description="log each completed trial's Keras model")
+    log_manifest: Literal["keys", "full"] = Field(
+        "keys",
+        description="what MLflow gets of the split manifest: keys (content hashes, labels, splits) or "
+        "full (file names and group ids too, which can carry patient identifiers; see docs/tracking.md)",
+    )
     model_name: str = Field(
         "blood-clot-detector",
         description="registered model name; `promote`, `predict` and `evaluate` use it when given `--config`",
@@ -252,7 +291,9 @@ class BudgetConfig(_Section):
 class ExperimentConfig(_Section):
     """A whole experiment: one YAML file, overridable from the command line."""
 
-    name: str = Field("experiment", description="experiment name; default study name")
+    name: Annotated[str, AfterValidator(_safe_study_name)] = Field(
+        "experiment", description="experiment name; default study name (same rules as search.study_name)"
+    )
     seed: int = Field(42, description="seeds splits, samplers and training")
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

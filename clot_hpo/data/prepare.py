@@ -153,6 +153,8 @@ def prepare_data(cfg: DataConfig, *, seed: int, out_dir: Path, progress: bool = 
         skip_corrupt=cfg.skip_corrupt,
         cache_path=out_dir / CACHE_NAME,
         progress=progress and len(scanned) >= _PROGRESS_MIN_IMAGES,
+        max_pixels=cfg.max_pixels,
+        memory_bytes=cfg.decode_memory_mb * 2**20,
     )
     frame = checked.frame
     if checked.skipped:

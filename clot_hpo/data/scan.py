@@ -18,6 +18,15 @@ from pathlib import Path
 import pandas as pd
 
 from clot_hpo.config.schema import DataConfig
+from clot_hpo.data.limits import (
+    DICOM_MESSAGE,
+    display_name,
+    has_utf8_name,
+    inside_root,
+    is_dicom_name,
+    non_utf8_message,
+    outside_root_message,
+)
 from clot_hpo.errors import DataError
 from clot_hpo.util import first_line
 
@@ -100,6 +109,7 @@ def _relpath(path: Path, root: Path) -> str:
 def _scan_folders(cfg: DataConfig, root: Path) -> pd.DataFrame:
     rows = []
     missing = []
+    refused: list[str] = []
     for name, label in ((cfg.positive_dir, 1), (cfg.negative_dir, 0)):
         folder = root / name
         if not folder.is_dir():
@@ -109,10 +119,17 @@ def _scan_folders(cfg: DataConfig, root: Path) -> pd.DataFrame:
         for path in sorted(folder.rglob("*")):
             if not path.is_file():
                 continue
-            if is_image_file(path):
-                rows.append((str(path.resolve()), _relpath(path, root), label, None))
-            elif not path.name.startswith("."):
-                ignored += 1
+            shown = display_name(path.relative_to(root).as_posix())
+            if is_dicom_name(path):
+                refused.append(f"{shown}: {DICOM_MESSAGE}")
+            elif not is_image_file(path):
+                ignored += not path.name.startswith(".")
+            elif not has_utf8_name(path):
+                refused.append(non_utf8_message(path.relative_to(root)))
+            elif not cfg.allow_outside_root and not inside_root(path, root):
+                refused.append(outside_root_message(shown, path, root))
+            else:
+                rows.append((str(path.resolve()), _relpath(path, root), label, None, shown))
         if ignored:
             log.warning("%s: ignored %d file(s) that are not PNG/JPEG", folder, ignored)
     if missing:
@@ -122,10 +139,33 @@ def _scan_folders(cfg: DataConfig, root: Path) -> pd.DataFrame:
             f"{present}; set data.positive_dir/negative_dir, or provide "
             f"{cfg.metadata_csv} for the metadata layout)"
         )
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    refused += _same_file_twice(rows, cfg)
+    if refused:
+        raise DataError(f"{root}: {format_offenders(refused)}")
+    frame = pd.DataFrame([r[:4] for r in rows], columns=COLUMNS)
     frame["label"] = frame["label"].astype(int)
     frame["group"] = frame["group"].astype(object)
     return frame
+
+
+def _same_file_twice(rows: list[tuple[str, str, int, None, str]], cfg: DataConfig) -> list[str]:
+    """Entries that are one file reached twice (through a link): in both classes, or twice in one."""
+    by_file: dict[str, list[tuple[int, str]]] = {}
+    for path, _, label, _, shown in rows:
+        by_file.setdefault(path, []).append((label, shown))
+    problems = []
+    for entries in by_file.values():
+        if len(entries) < 2:
+            continue
+        names = ", ".join(shown for _, shown in entries)
+        if len({label for label, _ in entries}) > 1:
+            problems.append(
+                f"{names}: the same file (through a link) in both classes {cfg.positive_label!r} and "
+                f"{cfg.negative_label!r}; an image can have one label only"
+            )
+        else:
+            problems.append(f"{names}: the same file (through a link); each image must appear once")
+    return problems
 
 
 def _scan_metadata(cfg: DataConfig, root: Path, csv_path: Path) -> pd.DataFrame:
@@ -179,6 +219,17 @@ def _scan_metadata(cfg: DataConfig, root: Path, csv_path: Path) -> pd.DataFrame:
         raise DataError(f"{csv_path}: {format_offenders(empty)}")
 
     paths = [Path(v) if Path(v).is_absolute() else root / v for v in images]
+    # Refused before anything else, and whatever data.skip_corrupt says: a row reaching outside
+    # the data folder (`../../etc/passwd`, an absolute path, a link) is never skipped silently.
+    refused = []
+    for i, path in zip(table.index, paths, strict=True):
+        shown = f"row {row_no(i)}: {images[i]!r}"
+        if is_dicom_name(path):
+            refused.append(f"{shown}: {DICOM_MESSAGE}")
+        elif not cfg.allow_outside_root and not inside_root(path, root):
+            refused.append(outside_root_message(shown, path, root))
+    if refused:
+        raise DataError(f"{csv_path}: {format_offenders(refused)}")
     missing = [
         f"row {row_no(i)}: file {images[i]!r} not found"
         for i, p in zip(table.index, paths, strict=False)

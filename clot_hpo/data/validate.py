@@ -1,9 +1,12 @@
 """Check every image before any compute is spent, and hash it for the leakage report.
 
-Each file is read once: its bytes are hashed (sha256, for the dataset digest), then decoded
-by Pillow twice, first with ``verify()`` (structure and checksums) and then with a full
-``load()``, which is what catches truncated files; the decoded pixels give an exact-content
-hash and a perceptual hash (``imagehash.phash``) for near-duplicates. Results are cached in
+Each file is read once: its bytes are hashed (sha256, for the dataset digest), its header's
+width x height is checked against ``data.max_pixels`` (nothing is decoded above it), then it
+is decoded by Pillow twice, first with ``verify()`` (structure and checksums) and then with a
+full ``load()``, which is what catches truncated files. The pixels training decodes (8-bit
+RGB; 16-bit samples keep their high byte, as TensorFlow's ``decode_image`` does) give an
+exact-content hash and a perceptual hash (``imagehash.phash``) for near-duplicates. Decodes
+run in threads within a memory budget (:class:`~clot_hpo.data.limits.MemoryBudget`). Results are cached in
 a CSV keyed by relpath, size and modification time, so a rerun on 20k unchanged images only
 stats the files.
 """
@@ -17,13 +20,24 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from clot_hpo.data.limits import (
+    DEFAULT_DECODE_MEMORY_MB,
+    DEFAULT_MAX_PIXELS,
+    DICOM_MESSAGE,
+    Header,
+    MemoryBudget,
+    is_dicom_bytes,
+    pixel_limit_message,
+)
 from clot_hpo.data.scan import format_offenders
 from clot_hpo.errors import DataError
 
@@ -31,7 +45,9 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG"})
 CACHE_NAME = "image_index.csv"
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"  # 2: 16-bit pixels hashed as training decodes them; pixel limits
+_TOO_MANY_PIXELS = "too many pixels"
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
 @dataclass(frozen=True)
@@ -76,12 +92,34 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def inspect_image(path: str | Path, relpath: str | None = None) -> ImageInfo:
-    """Read, verify, fully decode and hash one image; never raises for a bad file.
+def training_pixels(image: Image.Image) -> np.ndarray:
+    """The uint8 ``(H, W, 3)`` pixels the training pipeline decodes from this image.
+
+    TensorFlow's ``decode_image(channels=3, dtype=uint8)`` keeps the high byte of 16-bit
+    samples; Pillow's ``convert("RGB")`` would clip them at 255 instead, which made two
+    different 16-bit scans hash as identical white pictures.
+    """
+    if image.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(image).astype(np.int64)
+        eight = np.clip(wide >> 8, 0, 255).astype(np.uint8)
+        return np.repeat(eight[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def inspect_image(
+    path: str | Path,
+    relpath: str | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    budget: MemoryBudget | None = None,
+) -> ImageInfo:
+    """Read, check the declared size, verify, fully decode and hash one image; never raises for a bad file.
 
     Args:
         path: the file.
         relpath: the key stored in :attr:`ImageInfo.relpath` (default: ``str(path)``).
+        max_pixels: largest width x height decoded; a larger image is refused from its header.
+        budget: memory the decode waits for (None: decode at once).
     """
     import imagehash
 
@@ -96,25 +134,40 @@ def inspect_image(path: str | Path, relpath: str | None = None) -> ImageInfo:
     if not data:
         return replace(base, error="empty file")
     base = replace(base, sha256=hashlib.sha256(data).hexdigest())
+    if is_dicom_bytes(data):
+        return replace(base, format="DICOM", error=DICOM_MESSAGE)
     try:
-        with Image.open(io.BytesIO(data)) as probe:
+        with Image.open(io.BytesIO(data)) as probe:  # lazy: only the header is read
             fmt = probe.format or ""
+            header = Header(probe.width, probe.height, probe.mode, fmt)
             if fmt not in SUPPORTED_FORMATS:
                 return replace(
                     base, format=fmt, error=f"unsupported format {fmt or 'unknown'} (PNG or JPEG expected)"
                 )
+            if header.pixels > max_pixels:
+                return replace(
+                    base,
+                    width=header.width,
+                    height=header.height,
+                    mode=header.mode,
+                    format=fmt,
+                    error=pixel_limit_message(header, max_pixels),
+                )
             probe.verify()
         # verify() leaves the image unusable and does not decode pixel data; a full load() is
         # what detects a truncated file (Pillow's LOAD_TRUNCATED_IMAGES stays False).
-        with Image.open(io.BytesIO(data)) as img:
+        with (
+            budget.hold(header.decode_bytes()) if budget is not None else nullcontext(),
+            Image.open(io.BytesIO(data)) as img,
+        ):
             img.load()
-            rgb = img.convert("RGB")
-            digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
+            rgb = training_pixels(img)
+            digest = hashlib.sha256(f"{rgb.shape[1]}x{rgb.shape[0]}:".encode())
             digest.update(rgb.tobytes())
             return replace(
                 base,
                 pixel_sha256=digest.hexdigest(),
-                phash=str(imagehash.phash(rgb)),
+                phash=str(imagehash.phash(Image.fromarray(rgb))),
                 width=img.width,
                 height=img.height,
                 mode=img.mode,
@@ -123,7 +176,7 @@ def inspect_image(path: str | Path, relpath: str | None = None) -> ImageInfo:
     except UnidentifiedImageError:
         return replace(base, error="not an image (unknown or damaged header)")
     except Image.DecompressionBombError as exc:
-        return replace(base, error=f"too large: {_first_line(exc)}")
+        return replace(base, error=f"{_TOO_MANY_PIXELS}: {_first_line(exc)}")
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         # Pillow reports damaged data with all of these (SyntaxError from PNG chunk parsing).
         reason = _first_line(exc)
@@ -172,9 +225,11 @@ def save_cache(path: Path, infos: Sequence[ImageInfo]) -> None:
     os.replace(tmp, path)
 
 
-def _still_valid(cached: ImageInfo | None, path: str) -> bool:
+def _still_valid(cached: ImageInfo | None, path: str, max_pixels: int) -> bool:
     if cached is None:
         return False
+    if cached.error.startswith(_TOO_MANY_PIXELS) or cached.width * cached.height > max_pixels:
+        return False  # checked under another limit: check again (from the header: cheap)
     try:
         stat = os.stat(path)
     except OSError:
@@ -194,6 +249,8 @@ def inspect_images(
     cache_path: Path | None = None,
     workers: int | None = None,
     progress: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    memory_bytes: int = DEFAULT_DECODE_MEMORY_MB * 2**20,
 ) -> list[ImageInfo]:
     """Inspect many images in parallel, reusing cached results of unchanged files.
 
@@ -203,6 +260,9 @@ def inspect_images(
         cache_path: the cache CSV to read and update (None: no cache).
         workers: threads (default :func:`default_workers`).
         progress: show a progress bar on stderr.
+        max_pixels: largest width x height decoded (see :func:`inspect_image`).
+        memory_bytes: what the images decoded at once may take together: threads wait for
+            it, so a folder of large scans is not decoded eight at a time.
 
     Returns:
         One :class:`ImageInfo` per path, in order.
@@ -212,15 +272,16 @@ def inspect_images(
     todo = []
     for i, (path, rel) in enumerate(zip(paths, relpaths, strict=False)):
         cached = cache.get(rel)
-        if _still_valid(cached, path):
+        if _still_valid(cached, path, max_pixels):
             results[i] = cached
         else:
             todo.append(i)
+    budget = MemoryBudget(memory_bytes)
     if todo:
         log.debug("inspecting %d image(s), %d from cache", len(todo), len(paths) - len(todo))
         _run_parallel(
             todo,
-            lambda i: inspect_image(paths[i], relpaths[i]),
+            lambda i: inspect_image(paths[i], relpaths[i], max_pixels=max_pixels, budget=budget),
             results,
             workers=workers or default_workers(),
             progress=progress,
@@ -281,6 +342,8 @@ def validate_images(
     cache_path: Path | None = None,
     workers: int | None = None,
     progress: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    memory_bytes: int = DEFAULT_DECODE_MEMORY_MB * 2**20,
 ) -> ValidationResult:
     """Refuse (or skip) every image that cannot be read completely.
 
@@ -291,10 +354,13 @@ def validate_images(
         cache_path: image-index cache (see :func:`inspect_images`).
         workers: threads.
         progress: show a progress bar on stderr.
+        max_pixels: largest width x height decoded (``data.max_pixels``).
+        memory_bytes: memory budget of the decodes in flight (``data.decode_memory_mb``).
 
     Raises:
-        DataError: some images are unreadable, corrupt or truncated and ``skip_corrupt`` is
-            off; the message names them.
+        DataError: some images are unreadable, corrupt, truncated or too large and
+            ``skip_corrupt`` is off; some are DICOM (whatever ``skip_corrupt`` says: that is
+            a dataset to convert, not a damaged file); the message names them.
     """
     infos = inspect_images(
         list(frame["path"]),
@@ -302,7 +368,12 @@ def validate_images(
         cache_path=cache_path,
         workers=workers,
         progress=progress,
+        max_pixels=max_pixels,
+        memory_bytes=memory_bytes,
     )
+    dicom = [f"{info.relpath}: {info.error}" for info in infos if info.error == DICOM_MESSAGE]
+    if dicom:
+        raise DataError(f"{len(dicom)} DICOM file(s): {format_offenders(dicom)}")
     bad = [(row_path, info) for row_path, info in zip(frame["path"], infos, strict=False) if not info.ok]
     if bad and not skip_corrupt:
         listed = [f"{info.relpath}: {info.error}" for _, info in bad]

@@ -30,6 +30,7 @@ from clot_hpo.search_space.spec import (
     BACKBONE,
     NAME_PATTERN,
     PARAM_TYPES,
+    SIZE_BOUNDS,
     Condition,
     ParamSpec,
     ParamType,
@@ -337,7 +338,10 @@ def _parse_parameters(raw_params: dict[Any, Any], problems: list[str]) -> dict[s
                 if when is not None:
                     found += _check_condition(f"{path}.when", name, when, declared, params, all_names)
                 if not found:
-                    params[name] = parsed.spec(name, when)
+                    spec = parsed.spec(name, when)
+                    found += _check_size_bounds(path, spec)
+                if not found:
+                    params[name] = spec
         problems += found
         declared.append(str(name))
     return params
@@ -358,6 +362,28 @@ def _model_for(path: str, name: Any, raw: Any, found: list[str]) -> type[_Param]
     else:
         return PARAM_MODELS[raw["type"]]
     return None
+
+
+def _check_size_bounds(path: str, spec: ParamSpec) -> list[str]:
+    """Problems of an ``image_size`` or ``batch_size`` whose values leave :data:`SIZE_BOUNDS`."""
+    if spec.name not in SIZE_BOUNDS:
+        return []
+    low, high = SIZE_BOUNDS[spec.name]
+    if spec.type == "int":
+        values: tuple[Any, ...] = (spec.low, spec.high)
+    elif spec.type == "categorical":
+        values = spec.choices or ()
+    elif spec.type == "fixed":
+        values = (spec.value,)
+    else:
+        kinds = "type int, categorical or fixed"
+        return [f"{path}: must be an integer {spec.name} ({kinds}), but got type {spec.type}"]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return [f"{path}: must be an integer, but got {value!r}"]
+        if not low <= value <= high:
+            return [f"{path}: `{low} <= {spec.name} <= {high}` must hold, but got {value}"]
+    return []
 
 
 def _check_condition(

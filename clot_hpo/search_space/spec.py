@@ -20,6 +20,9 @@ PARAM_TYPES: tuple[str, ...] = ("float", "int", "categorical", "bool", "fixed")
 BACKBONE = "backbone"
 # Parameter, backbone and search-space names: identifiers, so they are safe as file stems too.
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Inclusive bounds of every value a parameter with one of these names can take: an image size
+# of 0 or 100000, or a batch of -1, fails deep inside Keras (or exhausts memory) instead of at load.
+SIZE_BOUNDS: dict[str, tuple[int, int]] = {"image_size": (16, 1024), "batch_size": (1, 1024)}
 
 
 @dataclass(frozen=True)

@@ -123,9 +123,9 @@ def test_cache_skips_unchanged_files_and_rechecks_changed_ones(
     calls: list[str] = []
     real = validate_mod.inspect_image
 
-    def counting(path, relpath=None):
+    def counting(path, relpath=None, **limits):
         calls.append(str(relpath))
-        return real(path, relpath)
+        return real(path, relpath, **limits)
 
     monkeypatch.setattr(validate_mod, "inspect_image", counting)
     again = validate_images(frame, cache_path=cache)
