@@ -113,6 +113,16 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return explain_command(args)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from clot_hpo.report.commands import report_command
+
+    if args.tracking_uri is None:
+        from clot_hpo.config import TrackingConfig
+
+        args.tracking_uri = TrackingConfig().uri
+    return report_command(args)
+
+
 # ----- parser -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``clot-hpo`` command."""
@@ -242,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=25_000_000,
         help="largest declared width x height accepted, checked before decoding (413 above)",
     )
+
+    p = add("report", _cmd_report, "a study's report: results with intervals, paired tests, calibration")
+    p.add_argument("--experiment", required=True, help="MLflow experiment (the study name)")
+    p.add_argument("--tracking-uri", help="default: sqlite:///mlruns/mlflow.db")
+    p.add_argument("--out", help="folder for report.md and report.html (default: mlruns/reports/EXPERIMENT)")
 
     p = add("explain", _cmd_explain, "write Grad-CAM overlays of images with a registered model")
     p.add_argument("--config", help=config_help.format(" (--model)"))

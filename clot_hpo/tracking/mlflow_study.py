@@ -150,7 +150,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         manifest_path: Path | None,
         dataset_digest: str | None,
     ) -> None:
-        """Attach ``config.yaml``, ``search_spaces/*.yaml``, the split manifest and the dataset.
+        """Attach ``config.yaml``, ``search_spaces/*.yaml``, the split manifest and data report, the dataset.
 
         The dataset is logged as an MLflow dataset input built from the manifest (paths,
         labels, groups, splits: never pixels); its digest is cut to MLflow's 36 characters,
@@ -174,6 +174,11 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
                 str(manifest_path),
                 "data",
             )
+            # The data report `prepare_data` wrote beside the manifest (counts, grouping, leakage):
+            # `clot-hpo report` reads it from here.
+            data_report = manifest_path.with_name("data_report.json")
+            if data_report.is_file():
+                self._call("log the data report", self.client.log_artifact, run_id, str(data_report), "data")
             self._call(
                 "log the dataset input", self._log_dataset, run_id, manifest_path, dataset_digest, config
             )

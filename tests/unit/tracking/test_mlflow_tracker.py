@@ -265,6 +265,7 @@ def test_study_inputs_and_summary(store: dict[str, Any], tmp_path: Path) -> None
     pd.DataFrame(
         {"path": ["a.png", "b.png", "c.png"], "label": [0, 1, 1], "split": ["train", "val", "test"]}
     ).to_csv(manifest, index=False)
+    (tmp_path / "data_report.json").write_text('{"grouped": false}')  # prepare_data writes it beside
     space_file = tmp_path / "tiny_cnn.yaml"
     space_file.write_text("learning_rate: {type: float, low: 0.0001, high: 0.01, log: true}\n")
     digest = "sha256:" + "ab" * 32
@@ -302,7 +303,10 @@ def test_study_inputs_and_summary(store: dict[str, Any], tmp_path: Path) -> None
         "search_spaces/efficientnet_b1.yaml",
         "search_spaces/tiny_cnn.yaml",
     }
-    assert {a.path for a in client.list_artifacts(parent, "data")} == {"data/split_manifest.csv"}
+    assert {a.path for a in client.list_artifacts(parent, "data")} == {
+        "data/split_manifest.csv",
+        "data/data_report.json",
+    }
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "synthetic"
     assert dataset_input.dataset.digest == digest[:36]

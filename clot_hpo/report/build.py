@@ -1,0 +1,834 @@
+"""What the report says, computed from a study's tracked record (:mod:`clot_hpo.tracking.study_record`).
+
+Every number about the models comes from the trials' predictions files (``val_predictions.csv``
+for the threshold, ``test_predictions.csv`` for everything else), with the same functions and
+seeds the trials used, so the table reproduces what each trial logged and anyone holding the
+files can recompute it. Trials that lack the files (studies run before they existed) are
+reported from their logged metrics, and left out of the paired tests and calibration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clot_hpo.errors import DataError
+from clot_hpo.evaluate.metrics import binary_metrics, choose_threshold, expected_calibration_error
+from clot_hpo.evaluate.paired import McNemar, PairedAuc, align, delong_test, mcnemar_exact, read_predictions
+from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS
+from clot_hpo.report import figures
+from clot_hpo.report.document import Document, Figure, Heading, Paragraph, Table
+from clot_hpo.tracking.study_record import StudyRecord, TrialRecord, download_trial_file
+from clot_hpo.yaml_io import read_yaml
+
+log = logging.getLogger(__name__)
+
+ALPHA = 0.05
+# The seed's Results table, then AUC and F1: (title, metric).
+TABLE_METRICS = (
+    ("Accuracy", "accuracy"),
+    ("Precision", "precision"),
+    ("Recall", "recall"),
+    ("Sensitivity", "sensitivity"),
+    ("Specificity", "specificity"),
+    ("AUC", "auc"),
+    ("F1", "f1"),
+)
+# Params a trial logs that are bookkeeping, not searched hyperparameters.
+NOT_SEARCHED = {"batch_size_run", "accumulation_steps", "mixed_precision", "epochs"}
+MAX_SUBGROUP_LEVELS = 12
+AGE_BANDS = 4
+
+
+# ----- formatting ---------------------------------------------------------------------------
+def cell(metrics: dict[str, float], name: str, digits: int = 3) -> str:
+    """``0.912 (0.871–0.941)``; ``–`` when the metric is absent."""
+    if name not in metrics:
+        return "–"
+    text = f"{metrics[name]:.{digits}f}"
+    low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+    return text + (f" ({low:.{digits}f}–{high:.{digits}f})" if low is not None and high is not None else "")
+
+
+def p_text(p: float) -> str:
+    """A p-value as a reader expects it (``< 0.001`` below that)."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def duration(seconds: float | None) -> str:
+    """``1 h 02 min``, ``3 min 05 s`` or ``42 s``."""
+    if seconds is None:
+        return "not recorded"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"
+
+
+# ----- the models ---------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    """The best trial of one backbone, and what its files say."""
+
+    backbone: str
+    trial: TrialRecord
+    objective_value: float | None
+    val: pd.DataFrame | None = None
+    test: pd.DataFrame | None = None
+    threshold: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    from_files: bool = False
+
+
+@dataclass
+class Comparison:
+    """One paired comparison of two backbones on the same test images."""
+
+    a: str
+    b: str
+    delong: PairedAuc | None = None
+    mcnemar: McNemar | None = None
+    problem: str = ""
+    p_holm: float | None = None
+
+
+@dataclass
+class Settings:
+    """How the study evaluated its trials (its config's ``evaluation`` section and seed)."""
+
+    method: str = "youden"
+    target_sensitivity: float = 0.95
+    confidence: float = 0.95
+    n_bootstrap: int = 1000
+    seed: int = 42
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Settings:
+        """Read from the study's resolved config (defaults where it is silent)."""
+        ev = config.get("evaluation") or {}
+        return cls(
+            method=str(ev.get("threshold", "youden")),
+            target_sensitivity=float(ev.get("target_sensitivity", 0.95)),
+            confidence=float(ev.get("confidence_level", 0.95)),
+            n_bootstrap=int(ev.get("bootstrap_samples", 1000)),
+            seed=int(config.get("seed", 42)),
+        )
+
+
+def objective_value(trial: TrialRecord, objective: str | None) -> float | None:
+    """The trial's objective as its run logged it (the evaluation's, else Optuna's ``value``)."""
+    for key in (objective, "value"):
+        if key and key in trial.metrics and math.isfinite(trial.metrics[key]):
+            return float(trial.metrics[key])
+    return None
+
+
+def best_per_backbone(record: StudyRecord) -> list[Candidate]:
+    """The best completed trial of each backbone, by the study's objective and direction."""
+    sign = 1.0 if record.direction == "maximize" else -1.0
+    best: dict[str, Candidate] = {}
+    for trial in record.trials:
+        if trial.state != "COMPLETE" or not trial.backbone:
+            continue
+        value = objective_value(trial, record.objective)
+        if value is None:
+            continue
+        current = best.get(trial.backbone)
+        if current is None or sign * value > sign * (current.objective_value or -math.inf * sign):
+            best[trial.backbone] = Candidate(trial.backbone, trial, value)
+    return [best[k] for k in sorted(best)]
+
+
+def _logged_metrics(trial: TrialRecord) -> dict[str, float]:
+    """The trial's logged test metrics, without their ``test_`` prefix."""
+    return {k[len("test_") :]: v for k, v in trial.metrics.items() if k.startswith("test_")}
+
+
+def evaluate_candidate(record: StudyRecord, cand: Candidate, settings: Settings) -> None:
+    """Fill the candidate's metrics: from its predictions files, else from its logged metrics."""
+    val_path = download_trial_file(record, cand.trial, VAL_PREDICTIONS)
+    test_path = download_trial_file(record, cand.trial, TEST_PREDICTIONS)
+    if val_path is None or test_path is None:
+        cand.metrics = _logged_metrics(cand.trial)
+        cand.threshold = cand.trial.metrics.get("threshold")
+        return
+    cand.val, cand.test = read_predictions(val_path), read_predictions(test_path)
+    cand.threshold = choose_threshold(
+        cand.val["label"],
+        cand.val["probability"],
+        method=settings.method,
+        target_sensitivity=settings.target_sensitivity,
+    )
+    # The trial's own seed for its test intervals (evaluate_trial: seed + 1), so the bootstrap
+    # intervals here are the ones the trial logged.
+    cand.metrics = binary_metrics(
+        cand.test["label"],
+        cand.test["probability"],
+        threshold=cand.threshold,
+        confidence=settings.confidence,
+        n_bootstrap=settings.n_bootstrap,
+        seed=settings.seed + cand.trial.number + 1,
+    )
+    cand.from_files = True
+
+
+def compare(cands: list[Candidate], confidence: float) -> list[Comparison]:
+    """DeLong and McNemar for every pair of backbones with predictions (Holm-adjusted when several)."""
+    with_files = [c for c in cands if c.from_files]
+    out = []
+    for a, b in itertools.combinations(with_files, 2):
+        comparison = Comparison(a.backbone, b.backbone)
+        assert a.test is not None and b.test is not None
+        try:
+            joined = align(a.test, b.test, names=(a.backbone, b.backbone))
+        except DataError as exc:
+            comparison.problem = str(exc)
+            out.append(comparison)
+            continue
+        index_a = a.test.set_index("key")["probability"]
+        index_b = b.test.set_index("key")["probability"]
+        pa, pb = index_a.loc[joined["key"]].to_numpy(), index_b.loc[joined["key"]].to_numpy()
+        y = joined["label"].to_numpy()
+        try:
+            comparison.delong = delong_test(y, pa, pb, confidence=confidence)
+        except ValueError as exc:
+            comparison.problem = f"DeLong's test is undefined here: {exc}"
+        assert a.threshold is not None and b.threshold is not None
+        comparison.mcnemar = mcnemar_exact(
+            y, (pa >= a.threshold).astype(int), (pb >= b.threshold).astype(int)
+        )
+        out.append(comparison)
+    tested = [c for c in out if c.delong is not None]
+    if len(tested) > 1:
+        from statsmodels.stats.multitest import multipletests
+
+        adjusted = multipletests([c.delong.p_value for c in tested if c.delong], method="holm")[1]
+        for c, p in zip(tested, adjusted, strict=True):
+            c.p_holm = float(p)
+    return out
+
+
+def verdict(c: Comparison) -> str:
+    """One plain sentence on whether the AUC difference is significant at 0.05."""
+    if c.delong is None:
+        return f"{c.a} and {c.b} could not be compared: {c.problem}"
+    d = c.delong
+    p = c.p_holm if c.p_holm is not None else d.p_value
+    adjusted = " (Holm-adjusted for the several comparisons)" if c.p_holm is not None else ""
+    if p < ALPHA:
+        better, worse = (c.a, c.b) if d.difference > 0 else (c.b, c.a)
+        return (
+            f"**{better} has a higher AUC than {worse}, and the difference is statistically significant "
+            f"at 0.05** (DeLong p = {p_text(p)}{adjusted}; difference {d.difference:+.3f}, 95% interval "
+            f"{d.ci_low:+.3f} to {d.ci_high:+.3f})."
+        )
+    return (
+        f"**The AUC difference between {c.a} and {c.b} is not statistically significant at 0.05** "
+        f"(DeLong p = {p_text(p)}{adjusted}; difference {d.difference:+.3f}, 95% interval {d.ci_low:+.3f} "
+        f"to {d.ci_high:+.3f}, which includes 0): on this test set, neither backbone is shown to be better."
+    )
+
+
+# ----- the data -----------------------------------------------------------------------------
+def _load_json(path: Path | None) -> dict[str, Any]:
+    import json
+
+    if path is None:
+        return {}
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return {}
+
+
+def subgroup_columns(
+    config: dict[str, Any], data_report: dict[str, Any], manifest: pd.DataFrame | None
+) -> tuple[pd.DataFrame | None, str]:
+    """The metadata CSV's extra columns, keyed by image ``sha256``; or None and why not.
+
+    Extra columns are every column but the image, label and group columns. Numbers with more
+    than :data:`MAX_SUBGROUP_LEVELS` distinct values are cut into :data:`AGE_BANDS` quantile
+    bands; other columns with 2 to :data:`MAX_SUBGROUP_LEVELS` values are used as they are.
+    """
+    data = config.get("data") or {}
+    if manifest is None or "sha256" not in manifest.columns:
+        return None, "the split manifest has no image keys (a study run before they existed)"
+    root = Path(str(data_report.get("data_path") or data.get("path") or ""))
+    csv_path = Path(str(data.get("metadata_csv") or "metadata.csv"))
+    csv_path = csv_path if csv_path.is_absolute() else root / csv_path
+    if data_report.get("layout", "metadata") != "metadata" or not csv_path.is_file():
+        return None, "the data has no metadata CSV here (class folders, or the data folder is elsewhere)"
+    table = pd.read_csv(
+        csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig"
+    )
+    table.columns = [str(c).strip() for c in table.columns]
+    image, label = str(data.get("image_column") or "image"), str(data.get("label_column") or "label")
+    used = {image, label, str(data.get("group_column") or "group")}
+    extra = [c for c in table.columns if c not in used]
+    if image not in table.columns or not extra:
+        return None, f"the metadata CSV ({csv_path.name}) has no columns besides image, label and group"
+    resolved_root = root.resolve()
+
+    def relpath(value: str) -> str:
+        path = Path(value.strip())
+        path = (path if path.is_absolute() else root / path).resolve()
+        try:
+            return path.relative_to(resolved_root).as_posix()
+        except ValueError:
+            return path.as_posix()
+
+    table["relpath"] = table[image].map(relpath)
+    columns: dict[str, pd.Series] = {}
+    for name in extra:
+        values = table[name].str.strip()
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.notna().all() and numbers.nunique() > MAX_SUBGROUP_LEVELS:
+            bands = pd.qcut(numbers, AGE_BANDS, duplicates="drop")
+            values = bands.map(lambda iv: f"{iv.left:g}–{iv.right:g}").astype(str)
+        if 2 <= values.nunique() <= MAX_SUBGROUP_LEVELS:
+            columns[name] = values
+    if not columns:
+        return None, "the metadata CSV's extra columns have a single value or too many to form subgroups"
+    frame = pd.DataFrame({"relpath": table["relpath"], **columns})
+    keyed = manifest[["relpath", "sha256"]].merge(frame, on="relpath", how="inner")
+    return keyed.drop(columns="relpath"), ""
+
+
+# ----- the report ---------------------------------------------------------------------------
+@dataclass
+class Report:
+    """The document and the facts a caller (or a test) may want without parsing it."""
+
+    document: Document
+    candidates: list[Candidate]
+    comparisons: list[Comparison]
+    notes: list[str] = field(default_factory=list)
+
+
+def build_report(record: StudyRecord) -> Report:
+    """Compute every section of the study's report (see the module docstring)."""
+    config = read_yaml(record.files["config.yaml"]) if "config.yaml" in record.files else {}
+    config = config if isinstance(config, dict) else {}
+    settings = Settings.from_config(config)
+    data_report = _load_json(record.files.get("data/data_report.json"))
+    manifest = (
+        pd.read_csv(record.files["data/split_manifest.csv"], dtype={"sha256": str})
+        if "data/split_manifest.csv" in record.files
+        else None
+    )
+    trials_csv = pd.read_csv(record.files["trials.csv"]) if "trials.csv" in record.files else None
+
+    cands = best_per_backbone(record)
+    for cand in cands:
+        evaluate_candidate(record, cand, settings)
+    comparisons = compare(cands, settings.confidence)
+
+    doc = Document(f"Study report: {record.study}")
+    report = Report(doc, cands, comparisons)
+    _intro(doc, record, config, settings)
+    _results(doc, report, record, settings)
+    _paired(doc, report)
+    _calibration(doc, report)
+    _search(doc, record, trials_csv, cands)
+    _data(doc, record, config, data_report, manifest, cands, settings)
+    return report
+
+
+def _intro(doc: Document, record: StudyRecord, config: dict[str, Any], settings: Settings) -> None:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    doc.add(
+        Paragraph(
+            f"Experiment `{record.experiment}` at `{record.tracking_uri}`, study run `{record.run_id}` "
+            f"({record.status.lower()}); generated {when} by `clot-hpo report`. Every figure about the "
+            "models is recomputed from the trials' `val_predictions.csv` and `test_predictions.csv` "
+            "artifacts (image key = content hash, label, probability)."
+        )
+    )
+    synthetic = (config.get("data") or {}).get("synthetic")
+    if synthetic:
+        doc.add(
+            Paragraph(
+                "**Synthetic data, for demonstration only.** These images were generated by "
+                "`clot-hpo make-synthetic`; nothing here says how a model performs on real clot images.",
+                kind="note",
+            )
+        )
+    doc.add(Paragraph("Research tool, not a diagnostic device.", kind="note"))
+
+
+def _results(doc: Document, report: Report, record: StudyRecord, settings: Settings) -> None:
+    doc.add(Heading("Results on the test split", anchor="results"))
+    cands = report.candidates
+    if not cands:
+        doc.add(Paragraph("No trial completed: there is nothing to report on.", kind="note"))
+        return
+    columns = ["Backbone", "Trial", "Threshold", *(t for t, _ in TABLE_METRICS), "n"]
+    rows = []
+    for c in cands:
+        n = str(len(c.test)) if c.test is not None else "–"
+        threshold = f"{c.threshold:.3f}" if c.threshold is not None else "–"
+        rows.append(
+            [c.backbone, str(c.trial.number), threshold, *(cell(c.metrics, m) for _, m in TABLE_METRICS), n]
+        )
+    how = "Youden's J" if settings.method == "youden" else f"sensitivity ≥ {settings.target_sensitivity:g}"
+    doc.add(
+        Table(
+            columns,
+            rows,
+            caption=(
+                f"The best trial of each backbone (by {record.objective or 'the objective'} on validation), "
+                f"at its threshold chosen on the validation split ({how}). {settings.confidence:.0%} "
+                f"intervals: Wilson for proportions, percentile bootstrap ({settings.n_bootstrap} "
+                "resamples) for AUC and F1."
+            ),
+            numeric_from=1,
+            ident="results-table",
+        )
+    )
+    tests = {c.backbone: set(c.test["key"]) for c in cands if c.test is not None}
+    if len(tests) > 1:
+        same = len({frozenset(k) for k in tests.values()}) == 1
+        n_images = len(next(iter(tests.values())))
+        doc.add(
+            Paragraph(
+                f"All backbones were scored on the same {n_images} test images (identical image keys)."
+                if same
+                else "The backbones' test sets differ (their image keys do not match): the rows are not "
+                "comparable and no paired test is possible.",
+                kind="" if same else "note",
+            )
+        )
+    missing = [c for c in cands if not c.from_files]
+    if missing:
+        names = ", ".join(f"{c.backbone} (trial {c.trial.number})" for c in missing)
+        note = (
+            f"No predictions files for {names}: a run from before trials kept them. Its row shows the "
+            "metrics the trial logged; it is left out of the paired tests and calibration."
+        )
+        report.notes.append(note)
+        doc.add(Paragraph(note, kind="note"))
+
+
+def _paired(doc: Document, report: Report) -> None:
+    doc.add(Heading("Paired comparison of the backbones", anchor="paired"))
+    with_files = [c for c in report.candidates if c.from_files]
+    if len(with_files) < 2:
+        why = (
+            f"Only one backbone ({with_files[0].backbone}) has a completed trial with predictions files"
+            if with_files
+            else "No backbone has a completed trial with predictions files"
+        )
+        if len(report.candidates) > len(with_files):
+            why += " (the other rows come from older runs without them)"
+        note = f"{why}: no paired comparison. A study over two or more backbones makes one."
+        report.notes.append(note)
+        doc.add(Paragraph(note, kind="note"))
+        return
+    rows, mc_rows = [], []
+    for c in report.comparisons:
+        if c.delong is not None:
+            d = c.delong
+            rows.append(
+                [
+                    f"{c.a} − {c.b}",
+                    f"{d.auc_a:.3f}",
+                    f"{d.auc_b:.3f}",
+                    f"{d.difference:+.3f}",
+                    f"{d.ci_low:+.3f} to {d.ci_high:+.3f}",
+                    p_text(d.p_value),
+                    p_text(c.p_holm) if c.p_holm is not None else "–",
+                    str(d.n),
+                ]
+            )
+        if c.mcnemar is not None:
+            m = c.mcnemar
+            mc_rows.append(
+                [
+                    f"{c.a} vs {c.b}",
+                    f"{m.accuracy_a:.3f}",
+                    f"{m.accuracy_b:.3f}",
+                    str(m.b),
+                    str(m.c),
+                    p_text(m.p_value),
+                    str(m.n),
+                ]
+            )
+    if rows:
+        doc.add(
+            Table(
+                ["Comparison", "AUC A", "AUC B", "Difference", "95% interval", "p (DeLong)", "p (Holm)", "n"],
+                rows,
+                caption="DeLong's test for two correlated AUCs on the same test images (A − B).",
+                ident="delong-table",
+            )
+        )
+    if mc_rows:
+        doc.add(
+            Table(
+                [
+                    "Comparison",
+                    "Accuracy A",
+                    "Accuracy B",
+                    "A right, B wrong",
+                    "B right, A wrong",
+                    "p (McNemar exact)",
+                    "n",
+                ],
+                mc_rows,
+                caption="McNemar's exact test on the discordant images, each model at its own threshold.",
+                ident="mcnemar-table",
+            )
+        )
+    for c in report.comparisons:
+        doc.add(Paragraph(verdict(c), kind="finding"))
+        if c.mcnemar is not None:
+            m = c.mcnemar
+            sig = "is" if m.p_value < ALPHA else "is not"
+            doc.add(
+                Paragraph(
+                    f"Accuracy: {c.a} {m.accuracy_a:.3f} against {c.b} {m.accuracy_b:.3f}; the difference "
+                    f"{sig} significant at 0.05 (McNemar exact p = {p_text(m.p_value)}, {m.b} + {m.c} "
+                    "discordant images)."
+                )
+            )
+
+
+def _calibration(doc: Document, report: Report) -> None:
+    doc.add(Heading("Calibration", anchor="calibration"))
+    with_files = [c for c in report.candidates if c.from_files and c.test is not None]
+    if not with_files:
+        doc.add(Paragraph("No predictions files: calibration cannot be computed.", kind="note"))
+        return
+    rows = []
+    for c in with_files:
+        assert c.test is not None
+        y, p = c.test["label"].to_numpy(), c.test["probability"].to_numpy()
+        rows.append(
+            [
+                c.backbone,
+                f"{expected_calibration_error(y, p):.3f}",
+                f"{c.metrics.get('brier', float('nan')):.3f}",
+                f"{p.mean():.3f}",
+                f"{y.mean():.3f}",
+                str(y.size),
+            ]
+        )
+    doc.add(
+        Table(
+            ["Backbone", "ECE", "Brier score", "Mean probability", "Share of clots", "n"],
+            rows,
+            caption="Test split. ECE over 10 equal-width bins (0 is perfect); Brier score = mean squared "
+            "error of the probability (0 is perfect, 0.25 is a constant 0.5).",
+            ident="calibration-table",
+        )
+    )
+    curves = {c.backbone: (c.test["label"], c.test["probability"]) for c in with_files if c.test is not None}
+    doc.add(
+        Figure(
+            "reliability.png",
+            figures.reliability_png(curves),
+            "Reliability diagram: points on the diagonal are calibrated; numbers are images per bin.",
+        )
+    )
+
+
+def _search(
+    doc: Document, record: StudyRecord, trials_csv: pd.DataFrame | None, cands: list[Candidate]
+) -> None:
+    from clot_hpo.search.importance import MIN_TRIALS, param_importances
+
+    doc.add(Heading("The search", anchor="search"))
+    states = {s: sum(t.state == s for t in record.trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+    by_backbone: dict[str, dict[str, int]] = {}
+    for t in record.trials:
+        row = by_backbone.setdefault(t.backbone or "(not built)", dict.fromkeys(states, 0))
+        row[t.state] = row.get(t.state, 0) + 1
+    rows = [
+        [b, *(str(v.get(s, 0)) for s in states), str(sum(v.values()))] for b, v in sorted(by_backbone.items())
+    ]
+    rows.append(["all", *(str(v) for v in states.values()), str(len(record.trials))])
+    doc.add(
+        Table(
+            ["Backbone", "Complete", "Pruned", "Failed", "Running", "Trials"],
+            rows,
+            caption="Trials by state.",
+            ident="states-table",
+        )
+    )
+
+    # Budget: epochs and VRAM plans are Optuna user attributes (trials.csv); times from the runs.
+    epochs = None
+    plans: dict[str, int] = {}
+    if trials_csv is not None:
+        if "user_attrs_epochs_run" in trials_csv.columns:
+            epochs = int(pd.to_numeric(trials_csv["user_attrs_epochs_run"], errors="coerce").fillna(0).sum())
+        if "user_attrs_budget_action" in trials_csv.columns:
+            counts = trials_csv["user_attrs_budget_action"].dropna().astype(str).value_counts()
+            plans = {str(k): int(v) for k, v in counts.items()}
+    trial_seconds = sum(t.seconds or 0.0 for t in record.trials)
+    budget_rows = [
+        ["Trials", str(len(record.trials))],
+        ["Epochs trained (all trials)", str(epochs) if epochs is not None else "not recorded"],
+        ["Wall time of the study", duration(record.seconds)],
+        ["Trial runs' time, summed", duration(trial_seconds)],
+        [
+            "VRAM plans",
+            ", ".join(
+                f"{plans.get(k, 0)} {label}"
+                for k, label in (
+                    ("run", "run as sampled"),
+                    ("reshape", "reshaped (smaller batch, accumulation)"),
+                    ("prune", "pruned before training"),
+                )
+            )
+            if plans
+            else "not recorded (no trials.csv)",
+        ],
+    ]
+    doc.add(
+        Table(
+            ["Budget", "Spent"],
+            budget_rows,
+            caption="What the search cost.",
+            numeric_from=1,
+            ident="budget-table",
+        )
+    )
+
+    objective = record.objective or "value"
+    points = [
+        (t.number, v, t.backbone or "?")
+        for t in record.trials
+        if t.state == "COMPLETE" and (v := objective_value(t, record.objective)) is not None
+    ]
+    if points:
+        doc.add(
+            Figure(
+                "optimization_history.png",
+                figures.history_png(points, objective=objective, direction=record.direction),
+                f"Each completed trial's {objective}, and the best so far ({record.direction}).",
+            )
+        )
+    complete = [
+        (t, v)
+        for t in record.trials
+        if t.state == "COMPLETE" and (v := objective_value(t, record.objective)) is not None
+    ]
+    # Parameters are named per backbone (``resnet50.learning_rate``): the study's shared ones
+    # (the backbone itself) across all trials, each backbone's own across its trials.
+    scopes: dict[str, dict[str, float]] = {}
+    overall = [({k: v for k, v in t.params.items() if k not in NOT_SEARCHED}, v) for t, v in complete]
+    scopes["all trials"] = param_importances(overall, direction=record.direction)
+    for backbone in sorted({t.backbone for t, _ in complete if t.backbone}):
+        own = [
+            (
+                {
+                    short: v
+                    for k, v in t.params.items()
+                    if (short := _short(k, backbone)) not in NOT_SEARCHED and k != "backbone"
+                },
+                value,
+            )
+            for t, value in complete
+            if t.backbone == backbone
+        ]
+        scopes[backbone] = param_importances(own, direction=record.direction)
+    scopes = {k: v for k, v in scopes.items() if v}
+    doc.add(Heading("Parameter importances", level=3))
+    if scopes:
+        names = list(dict.fromkeys(n for imp in scopes.values() for n in imp))
+        rows = [[n, *(f"{imp[n]:.3f}" if n in imp else "–" for imp in scopes.values())] for n in names]
+        doc.add(
+            Table(
+                ["Parameter", *scopes],
+                rows,
+                caption="fANOVA (optuna.importance) over completed trials: the shares of the objective's "
+                "variance each parameter explains, within each scope (they add up to 1 per column).",
+                ident="importances-table",
+            )
+        )
+        widest = max(scopes, key=lambda k: len(scopes[k]))
+        doc.add(
+            Figure(
+                "param_importances.png",
+                figures.importances_png(scopes[widest]),
+                f"Hyperparameter importances ({widest}).",
+            )
+        )
+    else:
+        doc.add(
+            Paragraph(
+                f"Not computed: importances need at least {MIN_TRIALS} completed trials whose parameters "
+                f"vary (this study has {len(complete)} completed)."
+            )
+        )
+    doc.add(Heading("Best parameters per backbone", level=3))
+    if cands:
+        shown = [
+            {
+                _short(k, c.backbone): v
+                for k, v in c.trial.params.items()
+                if k not in NOT_SEARCHED and k != "backbone"
+            }
+            for c in cands
+        ]
+        names = sorted({k for params in shown for k in params})
+        rows = [[n, *(params.get(n, "–") for params in shown)] for n in names]
+        doc.add(
+            Table(
+                ["Parameter", *(f"{c.backbone} (trial {c.trial.number})" for c in cands)],
+                rows,
+                numeric_from=1,
+                ident="params-table",
+            )
+        )
+
+
+def _short(name: str, backbone: str) -> str:
+    """A parameter's name without its backbone's prefix (``resnet50.dropout`` -> ``dropout``)."""
+    return name[len(backbone) + 1 :] if name.startswith(f"{backbone}.") else name
+
+
+def _data(
+    doc: Document,
+    record: StudyRecord,
+    config: dict[str, Any],
+    data_report: dict[str, Any],
+    manifest: pd.DataFrame | None,
+    cands: list[Candidate],
+    settings: Settings,
+) -> None:
+    doc.add(Heading("The data", anchor="data"))
+    data = config.get("data") or {}
+    facts = [
+        ["Dataset digest (sha256)", f"`{record.digest or data_report.get('digest') or 'not recorded'}`"],
+        ["Source", str(data_report.get("source") or data.get("path") or "not recorded")],
+        ["Layout", str(data_report.get("layout") or "not recorded")],
+    ]
+    grouped = data_report.get("grouped")
+    if grouped is None and manifest is not None:
+        grouped = "group" in manifest.columns
+    facts.append(
+        [
+            "Split",
+            ("grouped by " + str(data_report.get("group_column") or "group") + ": no group spans two splits")
+            if grouped
+            else "not grouped (image by image)",
+        ]
+    )
+    doc.add(Table(["", ""], facts, numeric_from=2, ident="data-facts"))
+
+    classes = data_report.get("classes") or {"1": "positive", "0": "negative"}
+    counts = data_report.get("counts")
+    if not counts and manifest is not None:
+        counts = {
+            split: {classes.get(str(k), str(k)): int(v) for k, v in part["label"].value_counts().items()}
+            for split, part in manifest.groupby("split")
+        }
+    if counts:
+        names = [classes.get("1", "positive"), classes.get("0", "negative")]
+        rows = [
+            [split, *(str(counts[split].get(n, 0)) for n in names), str(sum(counts[split].values()))]
+            for split in ("train", "val", "test")
+            if split in counts
+        ]
+        doc.add(
+            Table(
+                ["Split", *names, "Images"], rows, caption="Images per class and split.", ident="counts-table"
+            )
+        )
+    leakage = data_report.get("leakage")
+    if leakage:
+        if leakage.get("has_leakage"):
+            pairs = ", ".join(
+                f"{k}: {v['exact']} exact, {v['near']} near"
+                for k, v in sorted((leakage.get("by_split_pair") or {}).items())
+            )
+            text = (
+                f"**Leakage: {leakage.get('n_exact', 0)} exact and {leakage.get('n_near', 0)} near-duplicate "
+                f"pair(s) cross splits** ({pairs}); test figures may be optimistic."
+            )
+            doc.add(Paragraph(text, kind="note"))
+        else:
+            doc.add(
+                Paragraph(
+                    f"Leakage check: no duplicate crosses splits among {leakage.get('n_images', '?')} images "
+                    f"(exact, and perceptual hash distance ≤ {leakage.get('max_distance', '?')})."
+                )
+            )
+        if leakage.get("within_split_exact"):
+            doc.add(
+                Paragraph(f"{leakage['within_split_exact']} exact duplicate pair(s) inside a single split.")
+            )
+    else:
+        doc.add(Paragraph("No data report on the study run: the leakage check is not shown.", kind="note"))
+
+    doc.add(Heading("Subgroups", level=3))
+    keyed, why = subgroup_columns(config, data_report, manifest)
+    with_files = [c for c in cands if c.from_files and c.test is not None]
+    if keyed is None or not with_files:
+        doc.add(Paragraph(f"No subgroup table: {why or 'no predictions files'}."))
+        return
+    for column in [c for c in keyed.columns if c != "sha256"]:
+        rows = []
+        for cand in with_files:
+            assert cand.test is not None and cand.threshold is not None
+            test = cand.test.assign(sha256=cand.test["key"].str.split("#").str[0])
+            merged = test.merge(keyed[["sha256", column]].drop_duplicates("sha256"), on="sha256", how="left")
+            merged[column] = merged[column].fillna("(not in the metadata)")
+            for level, part in merged.groupby(column, sort=True):
+                m = binary_metrics(
+                    part["label"],
+                    part["probability"],
+                    threshold=cand.threshold,
+                    confidence=settings.confidence,
+                    n_bootstrap=settings.n_bootstrap,
+                    seed=settings.seed,
+                )
+                rows.append(
+                    [
+                        cand.backbone,
+                        str(level),
+                        str(len(part)),
+                        str(int(part["label"].sum())),
+                        cell(m, "sensitivity"),
+                        cell(m, "specificity"),
+                        cell(m, "auc"),
+                        cell(m, "accuracy"),
+                    ]
+                )
+        doc.add(
+            Table(
+                ["Backbone", column, "n", "Clots", "Sensitivity", "Specificity", "AUC", "Accuracy"],
+                rows,
+                caption=f"Test split by `{column}` (from the metadata CSV), each model at its threshold. "
+                "Small subgroups give wide intervals; AUC needs both classes.",
+                numeric_from=2,
+                ident=f"subgroup-{column}",
+            )
+        )
+
+
+__all__ = [
+    "ALPHA",
+    "TABLE_METRICS",
+    "Candidate",
+    "Comparison",
+    "Report",
+    "Settings",
+    "best_per_backbone",
+    "build_report",
+    "cell",
+    "compare",
+    "subgroup_columns",
+    "verdict",
+]

@@ -1,0 +1,41 @@
+"""``clot-hpo report``: a study's evidence as ``report.md`` and a self-contained ``report.html``."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+from clot_hpo.report.build import build_report
+from clot_hpo.report.document import write_document
+from clot_hpo.tracking.study_record import log_report, read_study
+
+DEFAULT_OUT = Path("mlruns") / "reports"
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Read the study from MLflow, write the report, attach it to the study run, say where it is."""
+    out = Path(args.out) if args.out else DEFAULT_OUT / args.experiment
+    with tempfile.TemporaryDirectory(prefix="clot-hpo-report-") as tmp:
+        record = read_study(args.tracking_uri, args.experiment, folder=Path(tmp))
+        report = build_report(record)
+        if out.exists():  # a rerun replaces the report and its figures, nothing else
+            for old in ("report.md", "report.html"):
+                (out / old).unlink(missing_ok=True)
+            shutil.rmtree(out / "figures", ignore_errors=True)
+        md, page = write_document(report.document, out)
+        logged = log_report(record, [md, page])
+    print(
+        f"report of study {record.study!r} ({len(record.trials)} trials, "
+        f"{len(report.candidates)} backbone(s) compared):"
+    )
+    print(f"  {page.resolve()}")
+    print(f"  {md.resolve()}")
+    print(f"  attached to the study run: {logged}")
+    for note in report.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+__all__ = ["DEFAULT_OUT", "report_command"]
