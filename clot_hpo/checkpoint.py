@@ -9,28 +9,30 @@ One file, ``checkpoint.npz`` in the trial's folder, holds everything the next ep
 * the epoch count, the per-epoch history of the metrics and a small JSON header.
 
 The data order needs no state: :class:`clot_hpo.data.pipeline.EpochOrder` makes each epoch's
-order a function of the trial's seed and the epoch, and :class:`EpochCheckpoint` tells it the
+order a function of the trial's seed and the epoch, and :func:`epoch_checkpoint` tells it the
 epoch. The file is written next to its final name and renamed over it (``os.replace``), so a
 process killed mid-write leaves the previous checkpoint whole; only the last one is kept.
 
 A checkpoint that cannot be read (truncated, another format, another model) is reported in one
 log line and the trial starts from scratch: :func:`load_checkpoint` returns None.
 
-Nothing here knows Optuna, MLflow or the search: the trial process wires it in.
+Nothing here knows Optuna, MLflow or the search: the trial process wires it in. Keras is
+imported only by :func:`epoch_checkpoint`, so the study process reads headers without it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import keras
 import numpy as np
 
 log = logging.getLogger("clot_hpo.checkpoint")
@@ -177,8 +179,15 @@ def restore_optimizer(model: Any, checkpoint: TrainingCheckpoint) -> bool:
     return True
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Keras callback: restore a checkpoint when training begins, save one after every epoch.
+def epoch_checkpoint(
+    path: str | Path | None,
+    *,
+    resume: TrainingCheckpoint | None = None,
+    order: _HasEpoch | None = None,
+    meta: dict[str, Any] | None = None,
+    on_saved: Callable[[int, Path], None] | None = None,
+) -> Any:
+    """A Keras callback that restores ``resume`` when training begins and saves after every epoch.
 
     Put it first among the callbacks, so that the checkpoint is on disk before any later
     callback (reporting to a pruner, say) may stop the training.
@@ -190,63 +199,77 @@ class EpochCheckpoint(keras.callbacks.Callback):
             told each epoch's number before its first batch.
         meta: JSON-able facts written into every checkpoint (trial number, seed, parameters).
         on_saved: called with ``(epochs_done, path)`` after each checkpoint is on disk.
+
+    Returns:
+        The callback; its ``history`` holds every epoch's logs, the restored epochs first,
+        and ``optimizer_restored`` says whether the optimizer state was restored.
     """
+    return _callback_class()(path, resume=resume, order=order, meta=meta, on_saved=on_saved)
 
-    def __init__(
-        self,
-        path: str | Path | None,
-        *,
-        resume: TrainingCheckpoint | None = None,
-        order: _HasEpoch | None = None,
-        meta: dict[str, Any] | None = None,
-        on_saved: Any = None,
-    ) -> None:
-        super().__init__()
-        self.path = Path(path) if path is not None else None
-        self.order = order
-        self.meta = dict(meta or {})
-        self.on_saved = on_saved
-        self._pending = resume
-        self.history: dict[str, list[float]] = {
-            k: list(v) for k, v in (resume.history if resume else {}).items()
-        }
-        self.optimizer_restored: bool | None = None
-        self.save_seconds = 0.0
 
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:  # noqa: D102
-        checkpoint, self._pending = self._pending, None
-        if checkpoint is None:
-            return
-        restore_model(self.model, checkpoint)
-        self.optimizer_restored = restore_optimizer(self.model, checkpoint)
-        if not self.optimizer_restored:
-            log.info(
-                "checkpoint: the optimizer starts fresh at epoch %d (the schedule recompiled)",
-                checkpoint.epoch + 1,
-            )
+@functools.cache
+def _callback_class() -> type:
+    import keras
 
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:  # noqa: D102
-        if self.order is not None:
-            self.order.epoch = int(epoch)
+    class EpochCheckpoint(keras.callbacks.Callback):
+        def __init__(
+            self,
+            path: str | Path | None,
+            *,
+            resume: TrainingCheckpoint | None,
+            order: _HasEpoch | None,
+            meta: dict[str, Any] | None,
+            on_saved: Callable[[int, Path], None] | None,
+        ) -> None:
+            super().__init__()
+            self.path = Path(path) if path is not None else None
+            self.order = order
+            self.meta = dict(meta or {})
+            self.on_saved = on_saved
+            self._pending = resume
+            self.history: dict[str, list[float]] = {
+                k: list(v) for k, v in (resume.history if resume else {}).items()
+            }
+            self.optimizer_restored: bool | None = None
+            self.save_seconds = 0.0
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:  # noqa: D102
-        for key, value in (logs or {}).items():
-            if np.isscalar(value) or np.ndim(value) == 0:
-                self.history.setdefault(str(key), []).append(float(value))
-        if self.path is None:
-            return
-        started = time.perf_counter()
-        save_checkpoint(self.path, capture(self.model, epoch=epoch + 1, history=self.history, meta=self.meta))
-        self.save_seconds += time.perf_counter() - started
-        if self.on_saved is not None:
-            self.on_saved(epoch + 1, self.path)
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            checkpoint, self._pending = self._pending, None
+            if checkpoint is None:
+                return
+            restore_model(self.model, checkpoint)
+            self.optimizer_restored = restore_optimizer(self.model, checkpoint)
+            if not self.optimizer_restored:
+                log.info(
+                    "checkpoint: the optimizer starts fresh at epoch %d (the schedule recompiled)",
+                    checkpoint.epoch + 1,
+                )
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if self.order is not None:
+                self.order.epoch = int(epoch)
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            for key, value in (logs or {}).items():
+                if np.isscalar(value) or np.ndim(value) == 0:
+                    self.history.setdefault(str(key), []).append(float(value))
+            if self.path is None:
+                return
+            started = time.perf_counter()
+            state = capture(self.model, epoch=epoch + 1, history=self.history, meta=self.meta)
+            save_checkpoint(self.path, state)
+            self.save_seconds += time.perf_counter() - started
+            if self.on_saved is not None:
+                self.on_saved(epoch + 1, self.path)
+
+    return EpochCheckpoint
 
 
 __all__ = [
     "CHECKPOINT_FILE",
-    "EpochCheckpoint",
     "TrainingCheckpoint",
     "capture",
+    "epoch_checkpoint",
     "load_checkpoint",
     "read_header",
     "restore_model",

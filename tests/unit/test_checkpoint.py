@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -11,8 +12,8 @@ import pytest
 
 from clot_hpo.checkpoint import (
     CHECKPOINT_FILE,
-    EpochCheckpoint,
     TrainingCheckpoint,
+    epoch_checkpoint,
     load_checkpoint,
     read_header,
     save_checkpoint,
@@ -61,9 +62,9 @@ def _model_and_data(
 
 def _fit(
     tmp_path: Path, folder: Path, *, epochs: int, initial: int = 0, resume: TrainingCheckpoint | None = None
-) -> tuple[keras.Model, EpochCheckpoint]:
+) -> tuple[keras.Model, Any]:
     hypermodel, hp, model, order, train = _model_and_data(tmp_path)
-    callback = EpochCheckpoint(folder / CHECKPOINT_FILE, resume=resume, order=order, meta={"trial": 0})
+    callback = epoch_checkpoint(folder / CHECKPOINT_FILE, resume=resume, order=order, meta={"trial": 0})
     hypermodel.fit(hp, model, train, epochs=epochs, initial_epoch=initial, callbacks=[callback], verbose=0)
     return model, callback
 
