@@ -5,7 +5,11 @@
 - ``split_manifest.csv``: ``relpath,label,split[,group],sha256`` (label 1 = positive/clot;
   ``sha256`` is the file's content hash, the image's key in every trial's predictions files);
 - ``data_report.json``: counts, digest, skipped files and the leakage report;
-- ``image_index.csv``: the hash cache that makes reruns cheap.
+- ``image_index.csv``: the hash cache that makes reruns cheap;
+- ``shared/split_manifest.csv`` and ``shared/data_report.json``: what may leave the machine
+  (MLflow gets these unless ``tracking.log_manifest: full``): each image's key is its content
+  hash, and no file name, path or group id is written, since those can carry patient
+  identifiers. Counts, digest, grouping and the leakage report (by key) are kept.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "split_manifest.csv"
 REPORT_NAME = "data_report.json"
+SHARED_DIR = "shared"
 MANIFEST_COLUMNS = ["path", "relpath", "label", "group", "split", "sha256"]
 _PROGRESS_MIN_IMAGES = 200
 
@@ -68,6 +73,18 @@ class PreparedData:
     root: Path = field(default_factory=Path)
     layout: str = "folders"
     grouped: bool = False
+    shared_manifest_path: Path | None = None
+
+    def tracked_manifest(self, mode: str = "keys") -> Path:
+        """The manifest to hand to tracking: ``keys`` (no names, the default) or ``full``.
+
+        The ``keys`` one lies in ``shared/`` beside its own ``data_report.json``.
+        """
+        if mode not in ("keys", "full"):
+            raise ValueError(f"mode must be 'keys' or 'full', but got {mode!r}")
+        if mode == "full" or self.shared_manifest_path is None:
+            return self.manifest_path
+        return self.shared_manifest_path
 
     def subset(self, split: str) -> pd.DataFrame:
         """The manifest rows of one split (``train``, ``val`` or ``test``)."""
@@ -185,6 +202,7 @@ def prepare_data(cfg: DataConfig, *, seed: int, out_dir: Path, progress: bool = 
         cfg, root, layout, source, seed, grouped, counts, digest, manifest_path, checked.skipped, leakage
     )
     report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    shared_manifest_path = _write_shared(out_dir / SHARED_DIR, manifest, report)
 
     total = {s: sum(c.values()) for s, c in counts.items()}
     log.info(
@@ -212,7 +230,37 @@ def prepare_data(cfg: DataConfig, *, seed: int, out_dir: Path, progress: bool = 
         root=root,
         layout=layout,
         grouped=grouped,
+        shared_manifest_path=shared_manifest_path,
     )
+
+
+def _write_shared(folder: Path, manifest: pd.DataFrame, report: dict[str, Any]) -> Path:
+    """Write the pseudonymised manifest and report into ``folder``; returns the manifest's path.
+
+    A key is the file's sha256: it names the picture (and lines up with every trial's
+    predictions file) without naming the patient; a group id would, and is left out.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = manifest[["sha256", "label", "split"]].rename(columns={"sha256": "key"})
+    path = folder / MANIFEST_NAME
+    keys.to_csv(path, index=False, lineterminator="\n")
+    key_of = dict(zip(manifest["relpath"], manifest["sha256"], strict=True))
+    shared = {
+        k: v for k, v in report.items() if k not in ("data_path", "source", "manifest", "skipped", "leakage")
+    }
+    shared["skipped"] = [{"reason": item["reason"]} for item in report["skipped"]]
+    leakage = dict(report["leakage"])
+    for kind in ("exact_pairs", "near_pairs"):
+        leakage[kind] = [_pair_by_key(pair, key_of) for pair in leakage[kind]]
+    shared["leakage"] = leakage
+    (folder / REPORT_NAME).write_text(json.dumps(shared, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _pair_by_key(pair: dict[str, Any], key_of: dict[str, str]) -> dict[str, Any]:
+    out = {k: v for k, v in pair.items() if k not in ("path_a", "path_b")}
+    out["key_a"], out["key_b"] = key_of.get(pair["path_a"], ""), key_of.get(pair["path_b"], "")
+    return out
 
 
 def _report(

@@ -636,7 +636,9 @@ def run_search(
         config=config.model_dump(mode="json"),
         # The files themselves: their key order carries meaning (a parent before its children).
         search_spaces=dict(spaces),
-        manifest_path=prepared.manifest_path,
+        # Content hashes, labels and splits unless tracking.log_manifest is `full`: file names
+        # and group ids can carry patient identifiers (the study folder keeps the full one).
+        manifest_path=prepared.tracked_manifest(config.tracking.log_manifest),
         dataset_digest=prepared.digest,
     )
     status = "FINISHED"

@@ -208,6 +208,11 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         df = pd.read_csv(manifest)
         data_path = (config.get("data") or {}).get("path") if isinstance(config, dict) else None
         name = Path(str(data_path)).name if data_path else manifest.stem
+        tracking = (config.get("tracking") or {}) if isinstance(config, dict) else {}
+        # By default the dataset names no path (tracking.log_manifest: keys, docs/tracking.md): its
+        # source is the manifest artifact logged beside it.
+        full = tracking.get("log_manifest") == "full"
+        source = str(data_path or manifest) if full else f"data/{manifest.name}"
         targets = "label" if "label" in df.columns else None
         from mlflow.data.pandas_dataset import from_pandas
 
@@ -216,7 +221,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
             warnings.simplefilter("ignore", UserWarning)
             dataset = from_pandas(
                 df,
-                source=str(data_path or manifest),
+                source=source,
                 targets=targets,
                 name=name,
                 digest=(digest or None) and digest[:MAX_DIGEST_LENGTH],
