@@ -9,6 +9,9 @@ EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+# A worker stopped by SIGTERM (docker stop, Kubernetes, a spot-instance notice) after it
+# checkpointed its trial and queued it to resume: EX_TEMPFAIL, "try again later".
+EXIT_PREEMPTED = 75
 
 
 class ClotHpoError(Exception):
@@ -44,3 +47,9 @@ class TrialFailed(ClotHpoError):
 
 class FatalError(ClotHpoError):
     """The study cannot go on (for example too many consecutive failures)."""
+
+
+class Preempted(ClotHpoError):
+    """The worker was told to stop (SIGTERM); its trial resumes in the next worker (exit code 75)."""
+
+    exit_code = EXIT_PREEMPTED

@@ -48,6 +48,13 @@ class TrialTask:
     # Set on the runtime-OOM retry: the batch the child must use, with accumulation.
     batch_override: int | None = None
     accumulation_override: int | None = None
+    # Where the trial writes its per-epoch checkpoint ("": none, search.resume is off), and
+    # the checkpoint it resumes from ("": from scratch), of trial `resume_trial`.
+    checkpoint_path: str = ""
+    resume_from: str = ""
+    resume_trial: int | None = None
+    # Seconds SIGTERM leaves the trial to finish its epoch's checkpoint (search.preemption_grace_s).
+    preemption_grace_s: float = 25.0
 
     def save(self, path: Path) -> Path:
         """Write the task as JSON."""
@@ -74,6 +81,10 @@ class TrialOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     # time_<phase> -> seconds (clot_hpo.search.timing), as far as the trial got.
     timings: dict[str, float] = field(default_factory=dict)
+    # Stopped by SIGTERM (after its checkpoint, or at the end of the grace time).
+    preempted: bool = False
+    # Epochs taken over from a checkpoint (0: trained from scratch); `epochs_run` includes them.
+    resumed_from_epoch: int = 0
 
     def save(self, path: str | Path) -> None:
         """Write the outcome as JSON (atomically: a crash never leaves half a file)."""

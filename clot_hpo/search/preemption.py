@@ -1,0 +1,269 @@
+"""Preemptible workers: resuming a retried trial from its checkpoint, and stopping on SIGTERM.
+
+A trial checkpoints after every epoch (:mod:`clot_hpo.checkpoint`). When it is retried, the
+retry starts from the newest checkpoint of the trials it retries:
+
+* **Lineage.** Optuna re-queues a dead trial's parameters as a new WAITING trial
+  (``RetryHeartbeatStaleTrialCallback``), whose system attributes list the trials it retries
+  (``retry_history``, oldest first). :func:`find_checkpoint` looks for their checkpoints in the
+  local trial folders, newest epoch first, and, when another machine ran them, downloads the
+  newest from the tracking server (:mod:`clot_hpo.tracking.checkpoints`).
+* **Preemption.** SIGTERM to a worker (:class:`GracefulStop`) is forwarded to its trial
+  process (:class:`TrialPreemption`), which finishes the epoch it is in and its checkpoint
+  within ``search.preemption_grace_s``, then stops. The worker marks the trial FAIL with the
+  user attribute ``preempted`` and queues its retry at once (:func:`requeue`), so the next
+  worker resumes it without waiting out the heartbeat's grace period; then it exits with
+  :data:`~clot_hpo.errors.EXIT_PREEMPTED` (75).
+* **Budget.** A resumed trial records the epoch it resumed from (``resumed_from_epoch``);
+  :func:`epochs_spent` counts only the epochs each trial trained itself, so the epochs a retry
+  took over from its checkpoint are not counted twice against ``search.max_total_epochs``.
+  :func:`too_many_resumes` fails a trial resumed more than ``search.max_resumes`` times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from clot_hpo.checkpoint import CHECKPOINT_FILE, read_header
+
+log = logging.getLogger("clot_hpo.search")
+
+PREEMPTED_ATTR = "preempted"
+"""Trial user attribute: the trial stopped because its worker was told to (SIGTERM)."""
+RESUMED_FROM_ATTR = "resumed_from_epoch"
+"""Trial user attribute: epochs the trial took over from a checkpoint (0: from scratch)."""
+RESUMED_TRIAL_ATTR = "resumed_from_trial"
+"""Trial user attribute: the trial whose checkpoint it resumed."""
+TAG_RESUMED_FROM = "clot_hpo.resumed_from_epoch"
+"""Tag of a resumed trial's MLflow run: the epoch it resumed from."""
+
+
+def lineage(trial: optuna.trial.FrozenTrial) -> list[int]:
+    """The numbers of the trials ``trial`` retries, oldest first (empty: not a retry)."""
+    with warnings.catch_warnings():  # experimental since Optuna 3.0, unchanged since
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return [int(n) for n in RetryHeartbeatStaleTrialCallback.retry_history(trial)]
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a retried trial resumes: the checkpoint file and the epochs it holds."""
+
+    trial: int
+    path: Path
+    epoch: int
+    downloaded: bool = False
+
+
+def _local_candidates(numbers: Iterable[int], trial_dir: Callable[[int], Path]) -> list[ResumePoint]:
+    found = []
+    for number in numbers:
+        path = trial_dir(number) / CHECKPOINT_FILE
+        header = read_header(path) if path.is_file() else None
+        if header is not None:
+            found.append(ResumePoint(number, path, int(header["epoch"])))
+        elif path.is_file():
+            log.warning("checkpoint %s cannot be read; skipped", path)
+    return found
+
+
+def find_checkpoint(
+    trial: optuna.trial.FrozenTrial,
+    *,
+    trial_dir: Callable[[int], Path],
+    download: Callable[[int, Path], Path | None] | None = None,
+    dest: Path | None = None,
+) -> ResumePoint | None:
+    """The newest checkpoint among the trials ``trial`` retries, local first, then downloaded.
+
+    Args:
+        trial: the retry (its ``retry_history`` names the trials it retries).
+        trial_dir: the local folder of a trial number.
+        download: fetches a trial's checkpoint into a folder (the tracking server), or None.
+        dest: where a downloaded checkpoint goes (the retry's own folder).
+    """
+    numbers = lineage(trial)
+    if not numbers:
+        return None
+    local = _local_candidates(numbers, trial_dir)
+    if local:
+        return max(local, key=lambda p: (p.epoch, p.trial))
+    if download is None or dest is None:
+        return None
+    for number in reversed(numbers):  # the newest retry got furthest
+        path = download(number, dest / f"from-{number:04d}")
+        header = read_header(path) if path is not None else None
+        if path is not None and header is not None:
+            return ResumePoint(number, path, int(header["epoch"]), downloaded=True)
+        if path is not None:
+            log.warning(
+                "the checkpoint of trial %d downloaded from the tracking server cannot be read", number
+            )
+    return None
+
+
+def too_many_resumes(trial: optuna.trial.FrozenTrial, max_resumes: int) -> str | None:
+    """Why ``trial`` must not run again (resumed more than ``max_resumes`` times), or None."""
+    before = lineage(trial)
+    if len(before) <= max_resumes:
+        return None
+    return (
+        f"retried {len(before)} times (trials {', '.join(map(str, before))}), more than "
+        f"search.max_resumes={max_resumes}: the trial keeps dying, see their fail reasons"
+    )
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue ``trial``'s parameters again at once, as Optuna does for a dead trial's.
+
+    The copy carries ``retry_history``, so it resumes from ``trial``'s checkpoint; how often a
+    trial may come back is :func:`too_many_resumes`' to decide, not the callback's.
+    """
+    RetryHeartbeatStaleTrialCallback(max_retry=None)(study, trial)
+
+
+def epochs_spent(trials: Iterable[optuna.trial.FrozenTrial]) -> int:
+    """Epochs trained over ``trials``, each epoch once.
+
+    A retry inherits its original's user attributes (``epochs_run`` among them) while it
+    waits, and a resumed trial's ``epochs_run`` includes the epochs it took over from the
+    checkpoint: neither is counted again.
+    """
+    total = 0
+    for t in trials:
+        if t.state == TrialState.WAITING:
+            continue
+        run = int(t.user_attrs.get("epochs_run", 0) or 0)
+        resumed = int(t.user_attrs.get(RESUMED_FROM_ATTR, 0) or 0)
+        total += max(0, run - resumed)
+    return total
+
+
+class GracefulStop:
+    """The study process's SIGTERM: stop after the running trial has checkpointed.
+
+    While installed, SIGTERM sets :attr:`requested` and is passed on to the trial process
+    named by :meth:`watch`; the study loop checks :attr:`requested` between trials. A second
+    SIGTERM is passed on as well (the trial process then stops at once).
+    """
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self.at: float | None = None
+        self._pid: int | None = None
+        self._previous: Any = None
+
+    def install(self) -> GracefulStop:
+        """Handle SIGTERM from now on (main thread only); :meth:`uninstall` restores the old handler."""
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        """Restore the handler that was there before :meth:`install`."""
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def watch(self, pid: int | None) -> None:
+        """The trial process to pass SIGTERM on to (None: no trial runs)."""
+        self._pid = pid
+        if pid is not None and self.requested:
+            self._forward()
+
+    def _forward(self) -> None:
+        if self._pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._pid, signal.SIGTERM)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = signal.Signals(signum).name
+        self.at = self.at or time.monotonic()
+        self._forward()
+
+
+class PreemptedStop(Exception):
+    """Raised in the trial process after the checkpoint of the epoch that saw SIGTERM."""
+
+
+class TrialPreemption:
+    """The trial process's SIGTERM: finish the epoch and its checkpoint, within a grace time.
+
+    Before :meth:`arm` (no checkpoint to finish: starting up, evaluating) SIGTERM interrupts
+    at once, as SIGINT does (``interrupt``). Armed, it sets :attr:`requested`; the epoch's end
+    calls :meth:`check` after the checkpoint is written, which raises :class:`PreemptedStop`.
+    If the epoch does not end within ``grace_s`` (less a margin for the outcome and the
+    process's exit), ``interrupt`` runs anyway: the previous epoch's checkpoint stands.
+
+    Args:
+        grace_s: ``search.preemption_grace_s``.
+        interrupt: what stops the process at once (raises ``KeyboardInterrupt``).
+    """
+
+    # Seconds of the grace kept for writing the outcome and exiting.
+    MARGIN_S = 3.0
+
+    def __init__(self, grace_s: float, interrupt: Callable[[int, object], None]) -> None:
+        self.grace_s = float(grace_s)
+        self.interrupt = interrupt
+        self.armed = False
+        self.requested: str | None = None
+        self.epoch_started_at: float | None = None
+
+    def arm(self) -> None:
+        """From now on, SIGTERM waits for the epoch's checkpoint."""
+        self.armed = True
+
+    def disarm(self) -> None:
+        """SIGTERM interrupts at once again (training is over); a pending alarm is cancelled."""
+        self.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def handle(self, signum: int, frame: object) -> None:
+        """The SIGTERM handler."""
+        if not self.armed or self.requested:
+            self.interrupt(signum, frame)
+            return
+        self.requested = signal.Signals(signum).name
+        signal.signal(signal.SIGALRM, self._too_late)
+        signal.setitimer(signal.ITIMER_REAL, max(0.1, self.grace_s - self.MARGIN_S))
+
+    def _too_late(self, signum: int, frame: object) -> None:
+        self.armed = False
+        self.interrupt(signal.SIGTERM, frame)
+
+    def check(self, epochs_done: int) -> None:
+        """After an epoch's checkpoint: stop here when SIGTERM came."""
+        if self.requested and self.armed:
+            self.disarm()
+            raise PreemptedStop(f"preempted ({self.requested}) after epoch {epochs_done}, checkpointed")
+
+
+__all__ = [
+    "PREEMPTED_ATTR",
+    "RESUMED_FROM_ATTR",
+    "RESUMED_TRIAL_ATTR",
+    "TAG_RESUMED_FROM",
+    "GracefulStop",
+    "PreemptedStop",
+    "ResumePoint",
+    "TrialPreemption",
+    "epochs_spent",
+    "find_checkpoint",
+    "lineage",
+    "requeue",
+    "too_many_resumes",
+]
