@@ -5,18 +5,33 @@ A model URI may be ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
 threshold and input image size) is read from the MLflow model's own ``metadata``
 (``mlflow.models.get_model_info(uri).metadata``, written by
 :mod:`clot_hpo.tracking.model_packaging`); the image size falls back to the signature.
+
+Models are code: loading one with the wrong loader runs what its author put in it.
+:func:`load_keras_model` therefore loads only the Keras flavor's ``.keras`` file, with Keras
+safe mode on, never through MLflow's loaders (an ``MLmodel`` saying
+``save_exported_model: true`` makes ``mlflow.keras`` call ``tf.saved_model.load``, which
+bypasses safe mode; ``keras_module.txt`` names a module it imports). Exported SavedModels,
+other flavors, Lambda layers and a file whose sha256 differs from the version's
+``model_sha256`` tag (written by ``promote``) are refused with a ``ConfigError`` (exit 2).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
+import tempfile
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from clot_hpo.errors import ConfigError
 from clot_hpo.tracking.store import MlflowClient, MlflowException, global_tracking_uri, is_not_found
-from clot_hpo.tracking.tags import META_IMAGE_SIZE, META_THRESHOLD
+from clot_hpo.tracking.tags import META_IMAGE_SIZE, META_THRESHOLD, MODEL_FILE_PATH, TAG_MODEL_SHA256
 from clot_hpo.util import finite_float, first_line
 
 log = logging.getLogger("clot_hpo.registry")
@@ -41,6 +56,8 @@ class ResolvedModel:
     run_id: str | None
     threshold: float
     image_size: int
+    # The registered version's ``model_sha256`` tag (None: not a registered version, or no tag).
+    model_sha256: str | None = None
 
 
 def alias_version(client: MlflowClient, model_name: str, alias: str) -> Any | None:
@@ -113,7 +130,7 @@ def resolve_model(client: MlflowClient, tracking_uri: str, model_uri: str) -> Re
     Raises:
         ConfigError: the registered model, version, alias, logged model or run does not exist.
     """
-    name = version_str = run_id = None
+    name = version_str = run_id = sha256 = None
     load_uri = model_uri
     match = _MODELS_URI.match(model_uri)
     if match and _MODEL_ID.match(match["name"]) and not match["alias"] and not match["version"]:
@@ -125,6 +142,7 @@ def resolve_model(client: MlflowClient, tracking_uri: str, model_uri: str) -> Re
         name = match["name"]
         version = _registered_version(client, tracking_uri, model_uri, name, match["alias"], match["version"])
         version_str, run_id = str(version.version), version.run_id
+        sha256 = (getattr(version, "tags", None) or {}).get(TAG_MODEL_SHA256)
         load_uri = f"models:/{name}/{version_str}"
     elif model_uri.startswith("runs:/"):
         run_id = model_uri.split("/", 2)[1] if model_uri.count("/") >= 2 else ""
@@ -145,15 +163,136 @@ def resolve_model(client: MlflowClient, tracking_uri: str, model_uri: str) -> Re
         run_id=run_id,
         threshold=threshold,
         image_size=_image_size(info, load_uri),
+        model_sha256=sha256 or None,
     )
 
 
-def load_keras_model(tracking_uri: str, resolved: ResolvedModel) -> Any:
-    """The Keras model behind ``resolved`` (``mlflow.keras.load_model``)."""
-    import mlflow.keras
+def file_sha256(path: str | Path) -> str:
+    """The sha256 (hex) of a file, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(4 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    with global_tracking_uri(tracking_uri):
-        return mlflow.keras.load_model(resolved.load_uri)
+
+def keras_file_of_model(root: Path, uri: str) -> Path:
+    """The ``.keras`` file of the MLflow model folder ``root``, once its ``MLmodel`` is acceptable.
+
+    Raises:
+        ConfigError: no ``MLmodel``; no Keras flavor; an exported SavedModel; no regular
+            ``data/model.keras`` inside the folder.
+    """
+    try:
+        spec = yaml.safe_load((root / "MLmodel").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{uri}: no readable MLmodel file: {first_line(exc, limit=200)}") from exc
+    flavors = spec.get("flavors") if isinstance(spec, dict) else None
+    flavors = flavors if isinstance(flavors, dict) else {}
+    keras_flavor = flavors.get("keras")
+    if not isinstance(keras_flavor, dict):
+        raise ConfigError(
+            f"{uri} is not a Keras model (its flavors: {', '.join(map(str, flavors)) or 'none'}): "
+            "clot-hpo loads only the Keras flavor from a .keras file, because loading other "
+            "flavors runs code stored with the model"
+        )
+    if keras_flavor.get("save_exported_model"):
+        raise ConfigError(
+            f"{uri} is an exported TensorFlow SavedModel (save_exported_model: true in its MLmodel): "
+            "loading one runs its graph outside Keras safe mode, so clot-hpo refuses it; "
+            "log the model as a .keras file (clot-hpo search does)"
+        )
+    keras_file = root / MODEL_FILE_PATH
+    inside = keras_file.resolve().is_relative_to(root.resolve())
+    if keras_file.is_symlink() or not inside or not keras_file.is_file():
+        raise ConfigError(
+            f"{uri}: the Keras flavor has no regular file {MODEL_FILE_PATH} inside the model "
+            "(clot-hpo loads only a .keras file)"
+        )
+    return keras_file
+
+
+def _lambda_layers(keras_file: Path) -> list[str]:
+    """The names of the Lambda layers in a ``.keras`` archive's ``config.json``."""
+    try:
+        with zipfile.ZipFile(keras_file) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        return []  # not a Keras 3 archive: Keras itself says so below
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda":
+                inner = node.get("config")
+                found.append(str(inner.get("name", "?")) if isinstance(inner, dict) else "?")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found
+
+
+def load_keras_file(keras_file: Path, uri: str) -> Any:
+    """``keras.saving.load_model(keras_file, safe_mode=True, compile=False)``, refusals as exit 2.
+
+    Raises:
+        ConfigError: the model has a Lambda layer (named), or Keras cannot or will not load it.
+    """
+    lambdas = _lambda_layers(keras_file)
+    if lambdas:
+        raise ConfigError(
+            f"{uri} has a Lambda layer ({', '.join(repr(n) for n in lambdas)}): its function is "
+            "Python code stored in the model file, which Keras safe mode refuses to load; "
+            "clot-hpo never turns safe mode off"
+        )
+    import keras
+
+    try:
+        return keras.saving.load_model(keras_file, compile=False, safe_mode=True)
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as exc:
+        why = "Keras safe mode refused it" if "safe_mode" in str(exc) else "Keras cannot load it"
+        raise ConfigError(f"{uri}: {why}: {first_line(exc, limit=300)}") from exc
+
+
+def load_keras_model(tracking_uri: str, resolved: ResolvedModel) -> Any:
+    """The Keras model behind ``resolved``: its ``.keras`` file, checked, loaded in safe mode.
+
+    The model's folder is downloaded, its ``MLmodel`` checked (:func:`keras_file_of_model`),
+    the file's sha256 compared with the version's ``model_sha256`` tag when there is one, and
+    the file loaded by Keras itself (:func:`load_keras_file`), not by ``mlflow.keras``.
+
+    Raises:
+        ConfigError: the model cannot be downloaded, is not an acceptable Keras model, or its
+            file differs from the one ``promote`` registered.
+    """
+    import mlflow.artifacts
+
+    with tempfile.TemporaryDirectory(prefix="clot-hpo-model-") as tmp:
+        with global_tracking_uri(tracking_uri):
+            try:
+                root = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=resolved.load_uri, dst_path=tmp, tracking_uri=tracking_uri
+                    )
+                )
+            except (MlflowException, OSError) as exc:
+                raise ConfigError(
+                    f"cannot download the model {resolved.uri!r}: {first_line(exc, limit=300)}"
+                ) from exc
+        keras_file = keras_file_of_model(root, resolved.uri)
+        if resolved.model_sha256:
+            actual = file_sha256(keras_file)
+            if actual != resolved.model_sha256.strip().lower():
+                raise ConfigError(
+                    f"{resolved.uri}: {MODEL_FILE_PATH} has sha256 {actual}, but the version's "
+                    f"{TAG_MODEL_SHA256} tag says {resolved.model_sha256}: the file changed after "
+                    "`promote` registered it, so it is not loaded"
+                )
+        return load_keras_file(keras_file, resolved.uri)
 
 
 __all__ = [
@@ -163,6 +302,9 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "ResolvedModel",
     "alias_version",
+    "file_sha256",
+    "keras_file_of_model",
+    "load_keras_file",
     "load_keras_model",
     "resolve_model",
 ]
