@@ -53,6 +53,9 @@ class TrialTask:
     checkpoint_path: str = ""
     resume_from: str = ""
     resume_trial: int | None = None
+    # A retry trains with the seed of the trial it retries (its lineage's first): the same
+    # dropout, augmentation and data order as the trial it continues.
+    seed_trial: int | None = None
     # Seconds SIGTERM leaves the trial to finish its epoch's checkpoint (search.preemption_grace_s).
     preemption_grace_s: float = 25.0
 
