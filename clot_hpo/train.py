@@ -15,6 +15,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from clot_hpo.errors import TrialFailed
+
 EpochHook = Callable[[int, dict[str, float], float], None]
 
 
@@ -63,6 +65,34 @@ def train(
     )
     raw = history.history if hasattr(history, "history") else dict(history or {})
     return {k: [float(x) for x in v] for k, v in raw.items()}
+
+
+def monitored_value(logs: dict[str, float], key: str, epoch: int) -> float:
+    """``logs[key]`` after ``epoch`` (0-based), the value the search reports and prunes on.
+
+    Raises:
+        TrialFailed: the value is missing or NaN: the run diverged.
+    """
+    value = logs.get(key)
+    if value is None or value != value:  # NaN: the run diverged
+        raise TrialFailed(f"{key} is {value} at epoch {epoch + 1} (diverged?)")
+    return float(value)
+
+
+def format_epoch(number: int, epoch: int, epochs: int, logs: dict[str, float], seconds: float) -> str:
+    """The console line of trial ``number``'s epoch ``epoch`` (0-based) of ``epochs``."""
+    keys = ("loss", "auc", "val_loss", "val_auc", "val_accuracy")
+    parts = [f"{k} {logs[k]:.4f}" for k in keys if k in logs]
+    return f"  trial {number} · epoch {epoch + 1}/{epochs} · " + " · ".join(parts) + f" · {seconds:.1f}s"
+
+
+def inference_copy(model: keras.Model) -> keras.Model:
+    """An uncompiled functional copy of ``model`` (same layers and weights), the one to save.
+
+    A saved model is for inference and must not carry training metrics that Keras cannot
+    deserialize (``SensitivityAtSpecificity``'s compile config does not round-trip in Keras 3.15).
+    """
+    return keras.Model(model.inputs, model.outputs, name=model.name)
 
 
 # Up to this many batches, predictions run eagerly: tracing the forward pass costs as much as

@@ -22,12 +22,14 @@ from clot_hpo.budget.policy import (
     largest_fitting_batch,
     plan_trial,
 )
+from clot_hpo.budget.trial import TrialBudget, plan_budget, plan_trial_budget, planned_trainable
 
 __all__ = [
     "BackboneProfile",
     "BudgetDecision",
     "GpuInfo",
     "NvmlReading",
+    "TrialBudget",
     "VramBudget",
     "VramEstimate",
     "backbone_profile",
@@ -40,7 +42,10 @@ __all__ = [
     "is_oom_error",
     "is_oom_exit",
     "largest_fitting_batch",
+    "plan_budget",
     "plan_trial",
+    "plan_trial_budget",
+    "planned_trainable",
     "profile_model",
     "read_nvml",
 ]

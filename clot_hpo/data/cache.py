@@ -29,6 +29,7 @@ from clot_hpo.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,43 @@ class DecodedSplits:
                 data_digest=self.data_digest,
             )
         return self._images[split]
+
+    def decode(self, splits: Sequence[str] = ("train", "val", "test")) -> DecodedSplits:
+        """Decode (or map from the cache) each of ``splits`` now, not on first use; returns self."""
+        for split in splits:
+            self.images(split)
+        return self
+
+    def dataset(
+        self,
+        split: str,
+        *,
+        batch_size: int,
+        seed: int,
+        shuffle: bool = False,
+        max_images: int | None = None,
+        sample_seed: int = 0,
+    ) -> tf.data.Dataset:
+        """The split as batches of ``(images, labels)`` (:func:`~clot_hpo.data.pipeline.make_array_dataset`).
+
+        Args:
+            split: ``train``, ``val`` or ``test``.
+            batch_size: images per batch.
+            seed: the shuffle's seed.
+            shuffle: reshuffle every epoch.
+            max_images: at most this many images, a seeded sample (:meth:`sample_rows`).
+            sample_seed: the sample's seed (the study's: every trial trains on the same images).
+        """
+        from clot_hpo.data.pipeline import make_array_dataset
+
+        return make_array_dataset(
+            self.images(split),
+            self.labels(split),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            rows=self.sample_rows(split, max_images, sample_seed),
+        )
 
     def sample_rows(self, split: str, cap: int | None, seed: int) -> np.ndarray | None:
         """Row numbers of a seeded sample of at most ``cap`` images (None: every row, in order).

@@ -32,7 +32,7 @@ from clot_hpo.evaluate.paired import (
     mcnemar_exact,
     read_predictions,
 )
-from clot_hpo.evaluate.report import EvaluationReport, evaluate_trial, format_table
+from clot_hpo.evaluate.report import EvaluationReport, evaluate_trial, format_table, point_metrics
 
 __all__ = [
     "METRIC_NAMES",
@@ -54,6 +54,7 @@ __all__ = [
     "load_labelled_folder",
     "make_figures",
     "mcnemar_exact",
+    "point_metrics",
     "predict_image_files",
     "read_predictions",
     "sensitivity_at_specificity",

@@ -176,3 +176,31 @@ def evaluate_trial(
         confidence=cfg.confidence_level,
         n_bootstrap=cfg.bootstrap_samples,
     )
+
+
+def point_metrics(
+    y_val: Any, p_val: Any, y_test: Any, p_test: Any, cfg: EvaluationConfig
+) -> dict[str, float]:
+    """The threshold and both splits' metrics without intervals, as :func:`evaluate_trial` gives them.
+
+    No bootstrap: cheap enough for the search's objective and a trial's outcome, which need
+    them before the intervals and figures are drawn.
+
+    Args:
+        y_val, p_val: validation labels (0/1) and predicted probabilities (the threshold's split).
+        y_test, p_test: the same for the test split.
+        cfg: the experiment's ``evaluation`` section.
+
+    Returns:
+        ``threshold`` and ``val_<metric>`` / ``test_<metric>`` for each metric.
+    """
+    threshold = choose_threshold(
+        y_val, p_val, method=cfg.threshold, target_sensitivity=cfg.target_sensitivity
+    )
+    points = {"threshold": threshold}
+    for split, (y, p) in {"val": (y_val, p_val), "test": (y_test, p_test)}.items():
+        values = binary_metrics(y, p, threshold=threshold, confidence=cfg.confidence_level, n_bootstrap=0)
+        points.update(
+            {f"{split}_{k}": v for k, v in values.items() if not k.endswith(("_ci_low", "_ci_high"))}
+        )
+    return points

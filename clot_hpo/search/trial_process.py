@@ -24,9 +24,9 @@ import signal
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,26 +36,6 @@ from clot_hpo.search.timing import PhaseTimer, process_started_at
 from clot_hpo.util import first_line
 
 log = logging.getLogger("clot_hpo.trial")
-
-# Test hook: "oom:N" raises ResourceExhaustedError in trial N's first attempt; "crash:N" kills
-# trial N's process with SIGKILL; "segv:N" with SIGSEGV. Never set by users.
-FAULT_ENV = "CLOT_HPO_FAULT_INJECT"
-
-
-def _injected_fault(task: TrialTask) -> str | None:
-    spec = os.environ.get(FAULT_ENV, "")
-    for item in filter(None, spec.split(",")):
-        kind, _, number = item.partition(":")
-        if number.isdigit() and int(number) == task.trial_number:
-            return kind
-    return None
-
-
-def _format_epoch(number: int, epoch: int, epochs: int, logs: dict[str, float], seconds: float) -> str:
-    keys = ("loss", "auc", "val_loss", "val_auc", "val_accuracy")
-    parts = [f"{k} {logs[k]:.4f}" for k in keys if k in logs]
-    return f"  trial {number} · epoch {epoch + 1}/{epochs} · " + " · ".join(parts) + f" · {seconds:.1f}s"
-
 
 # Storages opened by preload(), by URL; a trial takes its own out (a process runs one trial).
 _OPENED_STORAGES: dict[str, Any] = {}
@@ -84,6 +64,7 @@ def preload() -> None:
     import clot_hpo.search.hp  # noqa: F401
     import clot_hpo.search.samplers  # noqa: F401
     import clot_hpo.search.storage  # noqa: F401
+    import clot_hpo.search.trial_phases  # noqa: F401
     import clot_hpo.search_space  # noqa: F401
     import clot_hpo.tracking.spool  # noqa: F401
     import clot_hpo.train  # noqa: F401
@@ -132,81 +113,6 @@ def _warm_up_keras() -> None:
     keras.backend.clear_session()
 
 
-def planned_trainable(*, pretrained: bool, unfreeze_fraction: float, freeze_epochs: int, epochs: int) -> str:
-    """What the VRAM plan trains: ``"head"`` only when a pretrained base stays frozen all trial.
-
-    ``pretrained`` is whether the built backbone got pretrained weights
-    (``ClotHyperModel.pretrained``), not whether they were asked for: offline, ImageNet weights
-    fall back to random initialization, and a random base is trained whole.
-    """
-    frozen_all_along = unfreeze_fraction <= 0 or freeze_epochs >= epochs
-    return "head" if pretrained and frozen_all_along else "all"
-
-
-def plan_budget(
-    config: Any,
-    hypermodel: Any,
-    settings: Any,
-    model: Any,
-    *,
-    budget: Any,
-    epochs: int,
-    mixed_precision: bool,
-) -> tuple[Any, str]:
-    """The trial's VRAM plan, read from the model it will train, and what it plans to train.
-
-    Build first, plan second: the plan then sees the weights the backbone actually got, and
-    the backbone is built once. The batch size, which the plan may change, is no part of the
-    model's graph.
-
-    Returns:
-        The ``budget.BudgetDecision`` and the ``trainable`` mode it was planned for.
-    """
-    from clot_hpo.budget import plan_trial
-    from clot_hpo.budget.estimator import profile_model
-
-    trainable = planned_trainable(
-        pretrained=hypermodel.pretrained,
-        unfreeze_fraction=float(settings["unfreeze_fraction"]),
-        freeze_epochs=settings.freeze_epochs,
-        epochs=epochs,
-    )
-    profile = profile_model(
-        model.get_layer("backbone"), backbone=settings.backbone, image_size=settings.image_size
-    )
-    decision = plan_trial(
-        backbone=settings.backbone,
-        image_size=settings.image_size,
-        batch_size=settings.batch_size,
-        budget=budget,
-        mixed_precision=mixed_precision,
-        trainable=trainable,
-        optimizer=str(settings["optimizer"]),
-        min_batch_size=config.budget.min_batch_size,
-        profile=profile,
-    )
-    return decision, trainable
-
-
-def _load_trial(task: TrialTask, config: Any, seed: int) -> Any:
-    """The Optuna trial the study process created, opened from this process."""
-    import optuna
-
-    from clot_hpo.search.optuna_compat import trial_for_other_process
-    from clot_hpo.search.pruners import create_pruner
-    from clot_hpo.search.samplers import create_sampler
-    from clot_hpo.search.storage import open_storage
-
-    study = optuna.load_study(
-        study_name=task.study_name,
-        storage=_OPENED_STORAGES.pop(task.storage, None) or open_storage(task.storage),
-        # Seeded per trial: a fresh process with the study's seed would repeat its samples.
-        sampler=create_sampler(config.search.sampler, seed=seed),
-        pruner=create_pruner(config.search.pruner, max_epochs=config.training.epochs),
-    )
-    return trial_for_other_process(study, task.trial_id)
-
-
 @dataclass
 class TrialResult:
     """How a trial ended, and the work left once the study process knows it."""
@@ -217,241 +123,67 @@ class TrialResult:
 
 
 def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
-    """Run one trial end to end and return how it ended (pruning raises ``TrialPruned``).
+    """Run one trial end to end; each phase is its package's (:mod:`~clot_hpo.search.trial_phases`).
 
     ``timer`` receives each phase's wall time (:mod:`clot_hpo.search.timing`).
     """
-    import keras
     import optuna
 
-    from clot_hpo.budget import configure_gpu, constraint_value, detect_budget
-    from clot_hpo.config import ExperimentConfig
-    from clot_hpo.data.cache import DecodedSplits
-    from clot_hpo.data.pipeline import make_array_dataset
-    from clot_hpo.errors import TrialFailed
-    from clot_hpo.evaluate import binary_metrics, choose_threshold, evaluate_trial
-    from clot_hpo.models.hypermodel import ClotHyperModel
-    from clot_hpo.search.hp import OptunaHyperParameters
-    from clot_hpo.search.objectives import get_objective
-    from clot_hpo.search.samplers import VRAM_CONSTRAINT
-    from clot_hpo.search_space import load_search_space
-    from clot_hpo.tracking import NullTracker
-    from clot_hpo.tracking.spool import SpoolTracker
+    from clot_hpo.evaluate import point_metrics
+    from clot_hpo.search import trial_phases as phase
     from clot_hpo.train import predict_probabilities, train
 
     timer = timer or PhaseTimer()
-    config = ExperimentConfig.model_validate(task.config)
-    seed = config.seed + task.trial_number
-    keras.utils.set_random_seed(seed)
-    gpu = configure_gpu(config.budget.mixed_precision)
-    mixed = bool(gpu.mixed_precision)
-    trial = _load_trial(task, config, seed)
-    hp = OptunaHyperParameters(trial)
-    spaces = {name: load_search_space(path) for name, path in task.spaces.items()}
-    hypermodel = ClotHyperModel(
-        spaces,
-        weights=config.training.weights,
-        target_specificity=(
-            config.search.target_specificity
-            if config.search.objective == "sensitivity_at_specificity"
-            else None
-        ),
-        seed=seed,
-    )
-    hypermodel.jit_compile = config.training.jit_compile
-    settings = hypermodel.settings(hp)
-    epochs = max(1, min(config.training.epochs, task.max_epochs))
-    trial.set_user_attr("backbone", settings.backbone)
+    setup = phase.set_up_trial(task, storage=_OPENED_STORAGES.pop(task.storage, None))
     timer.lap("setup")
-
-    # ----- data: decoded once per image size for the whole study ----------------------------
-    data = DecodedSplits(
-        task.manifest_path,
-        image_size=settings.image_size,
-        folder=task.cache_dir if config.data.cache and task.cache_dir else None,
-        data_digest=task.data_digest,
-    )
-    images = {split: data.images(split) for split in ("train", "val", "test")}
+    data = phase.open_splits(setup)  # decoded once per image size for the whole study
     timer.lap("data")
-
-    # ----- the model, then the VRAM budget read from it ---------------------------------------
-    model = hypermodel.build(hp)
-    trial.set_user_attr("weights_used", hypermodel.weights_used)
+    model = phase.build_model(setup)
     timer.lap("build")
-    budget = detect_budget(config.budget)
-    decision, trainable = plan_budget(
-        config, hypermodel, settings, model, budget=budget, epochs=epochs, mixed_precision=mixed
-    )
-    trial.set_user_attr("budget_trainable", trainable)
-    trial.set_constraint(VRAM_CONSTRAINT, float(constraint_value(decision)))
-    for key, value in decision.to_attrs().items():
-        trial.set_user_attr(f"budget_{key}", value)
-    trial.set_user_attr("budget_source", budget.describe())
+    plan = phase.plan_vram(setup, model)  # read from the built model, recorded on the trial
     timer.lap("vram_estimate")
-    if decision.action == "prune":
-        raise optuna.TrialPruned(f"VRAM budget: {decision.reason}")
-    batch_size = task.batch_override or decision.batch_size
-    accumulation = task.accumulation_override or decision.accumulation_steps
-    if accumulation != hypermodel.accumulation_steps:
-        # Only the optimizer changes (it accumulates gradients): recompiling costs no tracing.
-        hypermodel.accumulation_steps = accumulation
-        hypermodel.compile(model, settings)
+    phase.prune_if_over_budget(plan)
+    if phase.apply_plan(setup, model, plan):
         timer.lap("build")
-
-    # Never the backend itself: the study process forwards the spool while the next trial trains.
-    tracker = SpoolTracker(task.spool_dir) if task.spool_dir else NullTracker()
-    tracker.log_params(
-        "",
-        {
-            **hp.values,
-            "backbone": settings.backbone,
-            "batch_size_run": batch_size,
-            "accumulation_steps": accumulation,
-            "mixed_precision": mixed,
-            "epochs": epochs,
-        },
-    )
-
-    fault = _injected_fault(task)
-    if fault == "oom" and task.attempt == 0:
-        import tensorflow as tf
-
-        raise tf.errors.ResourceExhaustedError(None, None, "injected OOM when allocating tensor")
-    if fault in ("crash", "segv"):
-        os.kill(os.getpid(), signal.SIGKILL if fault == "crash" else signal.SIGSEGV)
-
-    def dataset(split: str, shuffle: bool, rows: Any = None) -> Any:
-        return make_array_dataset(
-            images[split], data.labels(split), batch_size=batch_size, shuffle=shuffle, seed=seed, rows=rows
-        )
-
-    train_ds = dataset(
-        "train", True, data.sample_rows("train", config.training.max_train_images, config.seed)
-    )
-    val_ds = dataset("val", False)
-    if task.attempt == 0:
-        print(
-            f"  trial {task.trial_number} · {settings.backbone} · {settings.image_size}px · batch "
-            f"{batch_size}x{accumulation} · weights: {hypermodel.weights_used}",
-            flush=True,
-        )
+    tracker = phase.trial_tracker(task)
+    tracker.log_params("", phase.trial_params(setup, plan))
+    phase.inject_fault(task)
+    train_ds, val_ds = (phase.dataset(setup, data, plan, split) for split in ("train", "val"))
+    phase.announce(setup, plan)
     timer.lap("data")
 
-    # ----- train, reporting every epoch -----------------------------------------------------
-    objective = get_objective(config.search.objective)
-    epochs_run = 0
-
-    def on_epoch_end(epoch: int, logs: dict[str, float], seconds: float) -> None:
-        nonlocal epochs_run
-        epochs_run = epoch + 1
-        timer.lap("first_epoch" if epoch == 0 else "later_epochs")
-        # Spooled before the line is printed: the study process forwards the spool on each line.
-        tracker.log_epoch("", epoch, logs)
-        print(_format_epoch(task.trial_number, epoch, epochs, logs, seconds), flush=True)
-        trial.set_user_attr("epochs_run", epochs_run)
-        value = logs.get(objective.history_key)
-        if value is None or value != value:  # NaN: the run diverged
-            raise TrialFailed(f"{objective.history_key} is {value} at epoch {epoch + 1} (diverged?)")
-        with warnings.catch_warnings():
-            # On the OOM retry, epochs reported by the first attempt are kept, not overwritten.
-            warnings.filterwarnings("ignore", message=".*already reported.*")
-            trial.report(float(value), epoch)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} with {objective.history_key}={value:.4f}")
-        timer.restart()  # reporting and the pruning check belong to no epoch
-
+    epochs = phase.EpochReports(setup, tracker, timer)  # reports to Optuna, which may prune
     try:
         history = train(
-            hypermodel,
-            hp,
+            setup.hypermodel,
+            setup.hp,
             model,
             train_ds,
             val_ds,
-            epochs=epochs,
-            steps_per_epoch=config.training.steps_per_epoch,
-            on_epoch_end=on_epoch_end,
+            epochs=setup.epochs,
+            steps_per_epoch=setup.config.training.steps_per_epoch,
+            on_epoch_end=epochs,
         )
     except optuna.TrialPruned as exc:
-        return TrialResult(
-            TrialOutcome(
-                state="PRUNED",
-                reason=str(exc),
-                epochs_run=epochs_run,
-                batch_size=batch_size,
-                accumulation_steps=accumulation,
-            )
-        )
+        return TrialResult(epochs.outcome("PRUNED", plan, reason=str(exc)))
 
-    # ----- evaluate on validation (threshold) and test, then log -------------------------------
     timer.restart()
-    y_val, p_val = predict_probabilities(model, val_ds)
-    y_test, p_test = predict_probabilities(model, dataset("test", False))
-    # The point figures Optuna and the outcome need (no intervals: cheap), exactly as the
-    # evaluation below reports them.
-    ev = config.evaluation
-    threshold = choose_threshold(y_val, p_val, method=ev.threshold, target_sensitivity=ev.target_sensitivity)
-    points = {"threshold": threshold}
-    for split, (y, p) in {"val": (y_val, p_val), "test": (y_test, p_test)}.items():
-        values = binary_metrics(y, p, threshold=threshold, confidence=ev.confidence_level, n_bootstrap=0)
-        points.update(
-            {f"{split}_{k}": v for k, v in values.items() if not k.endswith(("_ci_low", "_ci_high"))}
-        )
-
-    def evaluate_and_log() -> None:
-        """Intervals (bootstrap) and figures, spooled: only a tracked trial has a use for them."""
-        samples = None
-        # Opt-in: by default no image leaves the machine.
-        if ev.log_sample_images:
-            samples = np.asarray(images["val"][: ev.log_sample_images], dtype=np.float32)
-        report = evaluate_trial(
-            y_val, p_val, y_test, p_test, ev, history=history, seed=seed, sample_images=samples, figures=True
-        )
-        if ev.explanations:  # Grad-CAM overlays of test images, one figure per kind (explanations/)
-            from clot_hpo.explain import failure_gallery
-
-            gallery = failure_gallery(model, images["test"], y_test, p_test, float(threshold))
-            report.figures.update({f"explanations/{kind}": fig for kind, fig in gallery.items()})
-        tracker.log_evaluation("", metrics=report.metrics, artifacts=report.artifacts, figures=report.figures)
-
-    # Without a GPU they come after the outcome, while the next trial starts (the study process
-    # waits for them before it closes this trial's run). With one, this process would hold its
-    # GPU memory into the next trial's: they come first.
-    after = evaluate_and_log if tracker.enabled and not gpu.gpus else None
-    if tracker.enabled and after is None:
-        evaluate_and_log()
+    test_ds = phase.dataset(setup, data, plan, "test")
+    predictions = (*predict_probabilities(model, val_ds), *predict_probabilities(model, test_ds))
+    points = point_metrics(*predictions, setup.config.evaluation)  # cheap: no intervals
+    threshold = float(points["threshold"])
+    after = partial(phase.evaluate_and_log, setup, tracker, model, data, predictions, history, threshold)
+    # Without a GPU, intervals and figures come after the outcome, while the next trial starts
+    # (the study process waits for them before it closes this trial's run). With one, this
+    # process would hold its GPU memory into the next trial's: they come first.
+    deferred = tracker.enabled and not setup.gpu.gpus
+    if tracker.enabled and not deferred:
+        after()
     timer.lap("evaluate")
-    if config.tracking.log_model:
-        # An uncompiled functional copy (same layers and weights): the saved model is for
-        # inference and must not carry training metrics that Keras cannot deserialize
-        # (SensitivityAtSpecificity's compile config does not round-trip in Keras 3.15).
-        inference = keras.Model(model.inputs, model.outputs, name=model.name)
-        tracker.log_model("", inference, image_size=settings.image_size, threshold=float(threshold))
+    if setup.config.tracking.log_model:
+        phase.log_model(setup, tracker, model, threshold)
         timer.lap("save_model")
-    # The exact (scikit-learn) AUC where we have it, so Optuna's best is what `promote` picks;
-    # Keras' binned AUC served for the per-epoch pruning reports.
-    value = float(
-        points[objective.name] if objective.name == "val_auc" else history[objective.history_key][-1]
-    )
-    keep = (
-        "val_auc",
-        "val_accuracy",
-        "val_sensitivity",
-        "val_specificity",
-        "test_auc",
-        "test_accuracy",
-        "test_sensitivity",
-        "test_specificity",
-        "threshold",
-    )
-    outcome = TrialOutcome(
-        state="COMPLETE",
-        value=value,
-        epochs_run=epochs_run,
-        batch_size=batch_size,
-        accumulation_steps=accumulation,
-        metrics={k: float(points[k]) for k in keep if k in points},
-    )
-    return TrialResult(outcome, after=after)
+    return TrialResult(epochs.completed(plan, history, points), after=after if deferred else None)
 
 
 _interrupted_by: str | None = None

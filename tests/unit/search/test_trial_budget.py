@@ -8,10 +8,16 @@ import keras
 import keras_tuner
 import pytest
 
-from clot_hpo.budget import VramBudget, backbone_profile, estimate_vram, profile_model
+from clot_hpo.budget import (
+    VramBudget,
+    backbone_profile,
+    estimate_vram,
+    plan_budget,
+    planned_trainable,
+    profile_model,
+)
 from clot_hpo.config import ExperimentConfig
 from clot_hpo.models.hypermodel import ClotHyperModel, set_trainable_fraction
-from clot_hpo.search.trial_process import plan_budget, planned_trainable
 from clot_hpo.search_space import load_search_space
 
 

@@ -7,28 +7,36 @@ import inspect
 import subprocess
 import sys
 
-from clot_hpo.search import trial_process
+from clot_hpo.search import trial_phases, trial_process
 
 
-def _modules_imported_by(func: object) -> list[str]:
-    tree = ast.parse(inspect.getsource(trial_process))
-    fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == func.__name__)
-    names = []
-    for node in ast.walk(fn):
+def _imports(tree: ast.AST) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
-            names.append(node.module)
+            names.add(node.module)
         elif isinstance(node, ast.Import):
-            names.extend(alias.name for alias in node.names)
-    return sorted(set(names))
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def _modules_imported_by(func: object) -> set[str]:
+    tree = ast.parse(inspect.getsource(trial_process))
+    return _imports(
+        next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == func.__name__)
+    )
 
 
 def test_nothing_the_trial_process_imports_pulls_in_mlflow() -> None:
-    # preload: what a waiting trial process imports; run_trial: what a trial imports.
+    # preload: what a waiting trial process imports; run_trial and its phases: what a trial imports.
     modules = sorted(
-        set(_modules_imported_by(trial_process.preload)) | set(_modules_imported_by(trial_process.run_trial))
+        _modules_imported_by(trial_process.preload)
+        | _modules_imported_by(trial_process.run_trial)
+        | _imports(ast.parse(inspect.getsource(trial_phases)))
     )
     assert "clot_hpo.tracking.spool" in modules and "keras" in modules  # the walk found the imports
     assert "clot_hpo.data.cache" in modules and "sklearn.metrics" in modules
+    assert "clot_hpo.explain" in modules and "clot_hpo.budget" in modules
     code = (
         f"import sys\nfor m in {modules!r}: __import__(m)\n"
         "print(sorted(m for m in sys.modules if m == 'mlflow' or m.startswith('mlflow.')))"

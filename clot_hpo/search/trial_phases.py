@@ -1,0 +1,371 @@
+"""The search's share of a trial: the Optuna trial, what is recorded on it, reports and pruning.
+
+:func:`clot_hpo.search.trial_process.run_trial` reads as the trial's table of contents. Each
+phase is done by the package that owns it: :mod:`clot_hpo.data` decodes and batches the
+images, :mod:`clot_hpo.budget` plans the VRAM, :mod:`clot_hpo.train` fits and predicts,
+:mod:`clot_hpo.evaluate` measures, :mod:`clot_hpo.tracking` records. What is left is the
+search's own: opening the Optuna trial and sampling the model, recording the plan on the
+trial, reporting each epoch (and pruning), and drawing the evaluation the trial's run gets.
+
+Imported by the trial process only (it loads Keras, Optuna and TensorFlow).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import optuna
+
+from clot_hpo.budget import GpuInfo, TrialBudget, configure_gpu, plan_trial_budget
+from clot_hpo.config import ExperimentConfig
+from clot_hpo.data.cache import DecodedSplits
+from clot_hpo.evaluate import evaluate_trial
+from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings
+from clot_hpo.search.hp import OptunaHyperParameters
+from clot_hpo.search.objectives import get_objective
+from clot_hpo.search.optuna_compat import trial_for_other_process
+from clot_hpo.search.pruners import create_pruner
+from clot_hpo.search.samplers import VRAM_CONSTRAINT, create_sampler
+from clot_hpo.search.storage import open_storage
+from clot_hpo.search.task import TrialOutcome, TrialTask
+from clot_hpo.search.timing import PhaseTimer
+from clot_hpo.search_space import load_search_space
+from clot_hpo.tracking import NullTrialTracker, TrialTracker
+from clot_hpo.tracking.spool import SpoolTracker
+from clot_hpo.train import format_epoch, inference_copy, monitored_value
+
+# Test hook: "oom:N" raises ResourceExhaustedError in trial N's first attempt; "crash:N" kills
+# trial N's process with SIGKILL; "segv:N" with SIGSEGV. Never set by users.
+FAULT_ENV = "CLOT_HPO_FAULT_INJECT"
+
+# What a completed trial's outcome carries to the study process (point values, no intervals).
+OUTCOME_METRICS = (
+    "val_auc",
+    "val_accuracy",
+    "val_sensitivity",
+    "val_specificity",
+    "test_auc",
+    "test_accuracy",
+    "test_sensitivity",
+    "test_specificity",
+    "threshold",
+)
+
+
+@dataclass
+class TrialSetup:
+    """One trial, set up: its config, seed, devices, Optuna trial and the model it samples.
+
+    Attributes:
+        task: what the study process asked for.
+        config: the experiment config the task carries.
+        seed: the trial's seed (the study's plus the trial number).
+        gpu: the devices and dtype policy :func:`~clot_hpo.budget.configure_gpu` set.
+        trial: the Optuna trial the study process created, opened from this process.
+        hp: the trial's hyperparameters (sampled through ``trial``).
+        hypermodel: the builder of the trial's model.
+        settings: the sampled settings (backbone, image size, batch size...).
+        epochs: the epochs this trial runs (the schedule's budget may cap them).
+    """
+
+    task: TrialTask
+    config: ExperimentConfig
+    seed: int
+    gpu: GpuInfo
+    trial: optuna.Trial
+    hp: OptunaHyperParameters
+    hypermodel: ClotHyperModel
+    settings: TrialSettings
+    epochs: int
+
+    @property
+    def mixed_precision(self) -> bool:
+        """Whether training runs in float16."""
+        return bool(self.gpu.mixed_precision)
+
+
+def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
+    """Seed, set the devices, open the Optuna trial and sample the trial's settings.
+
+    Args:
+        task: the trial's task.
+        storage: the study's storage, opened ahead of the task (None: open it now).
+    """
+    config = ExperimentConfig.model_validate(task.config)
+    seed = config.seed + task.trial_number
+    keras.utils.set_random_seed(seed)
+    gpu = configure_gpu(config.budget.mixed_precision)
+    study = optuna.load_study(
+        study_name=task.study_name,
+        storage=storage or open_storage(task.storage),
+        # Seeded per trial: a fresh process with the study's seed would repeat its samples.
+        sampler=create_sampler(config.search.sampler, seed=seed),
+        pruner=create_pruner(config.search.pruner, max_epochs=config.training.epochs),
+    )
+    trial = trial_for_other_process(study, task.trial_id)
+    hp = OptunaHyperParameters(trial)
+    hypermodel = ClotHyperModel(
+        {name: load_search_space(path) for name, path in task.spaces.items()},
+        weights=config.training.weights,
+        target_specificity=(
+            config.search.target_specificity
+            if config.search.objective == "sensitivity_at_specificity"
+            else None
+        ),
+        seed=seed,
+    )
+    hypermodel.jit_compile = config.training.jit_compile
+    settings = hypermodel.settings(hp)
+    trial.set_user_attr("backbone", settings.backbone)
+    epochs = max(1, min(config.training.epochs, task.max_epochs))
+    return TrialSetup(task, config, seed, gpu, trial, hp, hypermodel, settings, epochs)
+
+
+def open_splits(setup: TrialSetup) -> DecodedSplits:
+    """The study's splits at the trial's image size, decoded (or mapped from the study's cache)."""
+    task, config = setup.task, setup.config
+    return DecodedSplits(
+        task.manifest_path,
+        image_size=setup.settings.image_size,
+        folder=task.cache_dir if config.data.cache and task.cache_dir else None,
+        data_digest=task.data_digest,
+    ).decode()
+
+
+def build_model(setup: TrialSetup) -> keras.Model:
+    """Build the sampled model and record which weights its backbone got."""
+    model = setup.hypermodel.build(setup.hp)
+    setup.trial.set_user_attr("weights_used", setup.hypermodel.weights_used)
+    return model
+
+
+def plan_vram(setup: TrialSetup, model: keras.Model) -> TrialBudget:
+    """The trial's VRAM plan (:func:`~clot_hpo.budget.plan_trial_budget`), recorded on the trial.
+
+    The trial gets the plan's ``budget_*`` attributes and the sampler's VRAM constraint; the
+    OOM retry's batch, when the task carries one, overrides the plan's.
+    """
+    plan = plan_trial_budget(
+        setup.config,
+        setup.hypermodel,
+        setup.settings,
+        model,
+        epochs=setup.epochs,
+        mixed_precision=setup.mixed_precision,
+        batch_size=setup.task.batch_override,
+        accumulation_steps=setup.task.accumulation_override,
+    )
+    setup.trial.set_constraint(VRAM_CONSTRAINT, plan.constraint)
+    for key, value in plan.attrs().items():
+        setup.trial.set_user_attr(key, value)
+    return plan
+
+
+def prune_if_over_budget(plan: TrialBudget) -> None:
+    """Prune before training when not even the smallest batch fits.
+
+    Raises:
+        optuna.TrialPruned: the plan's action is ``prune``.
+    """
+    if plan.over_budget:
+        raise optuna.TrialPruned(f"VRAM budget: {plan.decision.reason}")
+
+
+def apply_plan(setup: TrialSetup, model: keras.Model, plan: TrialBudget) -> bool:
+    """Compile again when the plan accumulates gradients otherwise; return whether it did.
+
+    Only the optimizer changes (it accumulates gradients): compiling again costs no tracing.
+    """
+    if plan.accumulation_steps == setup.hypermodel.accumulation_steps:
+        return False
+    setup.hypermodel.accumulation_steps = plan.accumulation_steps
+    setup.hypermodel.compile(model, setup.settings)
+    return True
+
+
+def trial_tracker(task: TrialTask) -> TrialTracker:
+    """The trial's tracker: its spool folder, never the backend (the study process forwards it).
+
+    The study process forwards the spool while the next trial trains; without a spool folder
+    (an untracked study) nothing is recorded.
+    """
+    return SpoolTracker(task.spool_dir) if task.spool_dir else NullTrialTracker()
+
+
+def trial_params(setup: TrialSetup, plan: TrialBudget) -> dict[str, Any]:
+    """The parameters the trial's run records: the sampled values and how the trial ran."""
+    return {
+        **setup.hp.values,
+        "backbone": setup.settings.backbone,
+        "batch_size_run": plan.batch_size,
+        "accumulation_steps": plan.accumulation_steps,
+        "mixed_precision": setup.mixed_precision,
+        "epochs": setup.epochs,
+    }
+
+
+def _injected_fault(task: TrialTask) -> str | None:
+    for item in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+        kind, _, number = item.partition(":")
+        if number.isdigit() and int(number) == task.trial_number:
+            return kind
+    return None
+
+
+def inject_fault(task: TrialTask) -> None:
+    """Fail as :data:`FAULT_ENV` asks for this trial (tests of the study's recovery only)."""
+    fault = _injected_fault(task)
+    if fault == "oom" and task.attempt == 0:
+        import tensorflow as tf
+
+        raise tf.errors.ResourceExhaustedError(None, None, "injected OOM when allocating tensor")
+    if fault in ("crash", "segv"):
+        os.kill(os.getpid(), signal.SIGKILL if fault == "crash" else signal.SIGSEGV)
+
+
+def announce(setup: TrialSetup, plan: TrialBudget) -> None:
+    """Print the trial's first line (its first attempt only: a retry says so elsewhere)."""
+    if setup.task.attempt == 0:
+        print(
+            f"  trial {setup.task.trial_number} · {setup.settings.backbone} · "
+            f"{setup.settings.image_size}px · batch {plan.batch_size}x{plan.accumulation_steps} · "
+            f"weights: {setup.hypermodel.weights_used}",
+            flush=True,
+        )
+
+
+def dataset(setup: TrialSetup, data: DecodedSplits, plan: TrialBudget, split: str) -> Any:
+    """A split in the trial's batches; ``train`` shuffled, and capped at the study's sample.
+
+    The training sample is seeded by the study's seed (every trial trains on the same
+    images), the shuffle by the trial's.
+    """
+    if split == "train":
+        return data.dataset(
+            "train",
+            batch_size=plan.batch_size,
+            seed=setup.seed,
+            shuffle=True,
+            max_images=setup.config.training.max_train_images,
+            sample_seed=setup.config.seed,
+        )
+    return data.dataset(split, batch_size=plan.batch_size, seed=setup.seed)
+
+
+class EpochReports:
+    """The trial's ``on_epoch_end``: time the epoch, record and print it, report it, maybe prune.
+
+    Args:
+        setup: the trial.
+        tracker: where the epoch's metrics go.
+        timer: charges epoch 1 to ``first_epoch`` and the others to ``later_epochs``.
+    """
+
+    def __init__(self, setup: TrialSetup, tracker: TrialTracker, timer: PhaseTimer) -> None:
+        self.setup = setup
+        self.tracker = tracker
+        self.timer = timer
+        self.objective = get_objective(setup.config.search.objective)
+        self.epochs_run = 0
+
+    def __call__(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
+        """Handle epoch ``epoch`` (0-based).
+
+        Raises:
+            TrialFailed: the objective's metric is NaN (the run diverged).
+            optuna.TrialPruned: the pruner stops the trial.
+        """
+        setup, key = self.setup, self.objective.history_key
+        self.epochs_run = epoch + 1
+        self.timer.lap("first_epoch" if epoch == 0 else "later_epochs")
+        # Spooled before the line is printed: the study process forwards the spool on each line.
+        self.tracker.log_epoch("", epoch, logs)
+        print(format_epoch(setup.task.trial_number, epoch, setup.epochs, logs, seconds), flush=True)
+        setup.trial.set_user_attr("epochs_run", self.epochs_run)
+        value = monitored_value(logs, key, epoch)
+        with warnings.catch_warnings():
+            # On the OOM retry, epochs reported by the first attempt are kept, not overwritten.
+            warnings.filterwarnings("ignore", message=".*already reported.*")
+            setup.trial.report(value, epoch)
+        if setup.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} with {key}={value:.4f}")
+        self.timer.restart()  # reporting and the pruning check belong to no epoch
+
+    def outcome(self, state: str, plan: TrialBudget, **fields: Any) -> TrialOutcome:
+        """The trial's outcome after the epochs run so far, with the batch it ran."""
+        return TrialOutcome(
+            state=state,
+            epochs_run=self.epochs_run,
+            batch_size=plan.batch_size,
+            accumulation_steps=plan.accumulation_steps,
+            **fields,
+        )
+
+    def completed(
+        self, plan: TrialBudget, history: dict[str, list[float]], points: dict[str, float]
+    ) -> TrialOutcome:
+        """The outcome of a trial that trained to the end, valued by its objective.
+
+        The exact (scikit-learn) AUC where there is one, so Optuna's best is what ``promote``
+        picks; Keras' binned AUC served for the per-epoch pruning reports.
+        """
+        name, key = self.objective.name, self.objective.history_key
+        value = float(points[name] if name == "val_auc" else history[key][-1])
+        metrics = {k: float(points[k]) for k in OUTCOME_METRICS if k in points}
+        return self.outcome("COMPLETE", plan, value=value, metrics=metrics)
+
+
+def evaluate_and_log(
+    setup: TrialSetup,
+    tracker: TrialTracker,
+    model: keras.Model,
+    data: DecodedSplits,
+    predictions: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    history: dict[str, list[float]],
+    threshold: float,
+) -> None:
+    """Intervals (bootstrap) and figures, for the trial's run: only a tracked trial needs them.
+
+    Args:
+        setup: the trial.
+        tracker: receives the evaluation.
+        model: the trained model (the failure gallery explains its predictions).
+        data: the decoded splits (sample images, the gallery's test images).
+        predictions: validation labels and probabilities, then test labels and probabilities.
+        history: the training history (drawn as training curves).
+        threshold: the decision threshold chosen on validation.
+    """
+    ev = setup.config.evaluation
+    y_val, p_val, y_test, p_test = predictions
+    samples = None
+    # Opt-in: by default no image leaves the machine.
+    if ev.log_sample_images:
+        samples = np.asarray(data.images("val")[: ev.log_sample_images], dtype=np.float32)
+    report = evaluate_trial(
+        y_val,
+        p_val,
+        y_test,
+        p_test,
+        ev,
+        history=history,
+        seed=setup.seed,
+        sample_images=samples,
+        figures=True,
+    )
+    if ev.explanations:  # Grad-CAM overlays of test images, one figure per kind (explanations/)
+        from clot_hpo.explain import failure_gallery
+
+        gallery = failure_gallery(model, data.images("test"), y_test, p_test, float(threshold))
+        report.figures.update({f"explanations/{kind}": fig for kind, fig in gallery.items()})
+    tracker.log_evaluation("", metrics=report.metrics, artifacts=report.artifacts, figures=report.figures)
+
+
+def log_model(setup: TrialSetup, tracker: TrialTracker, model: keras.Model, threshold: float) -> None:
+    """Record the trained model for inference (:func:`~clot_hpo.train.inference_copy`)."""
+    tracker.log_model("", inference_copy(model), image_size=setup.settings.image_size, threshold=threshold)
