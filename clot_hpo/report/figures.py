@@ -101,7 +101,7 @@ def history_png(points: Sequence[tuple[int, float, str]], *, objective: str, dir
 def importances_png(importances: Mapping[str, float]) -> bytes:
     """Horizontal bars of each parameter's importance (fANOVA), largest on top."""
     items = sorted(importances.items(), key=lambda kv: kv[1])
-    fig, ax = _figure(6.4, 0.6 + 0.32 * max(1, len(items)))
+    fig, ax = _figure(6.4, 1.6 + 0.32 * len(items))
     ax.barh([k for k, _ in items], [v for _, v in items], color=COLORS[0])
     ax.set(
         xlabel="importance (share of the objective's variance)",
