@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from clot_hpo.evaluate.metrics import as_arrays
+
+log = logging.getLogger(__name__)
 
 PREDICTION_FIELDS = ("key", "label", "probability")
 VAL_PREDICTIONS = "val_predictions.csv"
@@ -85,6 +88,33 @@ def prediction_artifacts(
     return files
 
 
+def trial_predictions(splits: Any, predictions: tuple[Any, Any, Any, Any]) -> dict[str, str]:
+    """A trial's predictions files, keyed by its splits' content hashes; ``{}`` when it cannot say.
+
+    Args:
+        splits: the trial's decoded splits (``DecodedSplits``): ``keys(split)`` and
+            ``labels(split)`` in manifest order.
+        predictions: validation labels and probabilities, then test labels and probabilities,
+            in manifest order.
+
+    Keys that cannot be had (a manifest written before they existed) or rows that do not line
+    up with the manifest are logged and leave the files out: the rest of the trial's
+    evaluation is kept either way.
+    """
+    from clot_hpo.errors import DataError
+
+    y_val, p_val, y_test, p_test = predictions
+    try:
+        return prediction_artifacts(
+            {split: splits.keys(split) for split in PREDICTION_FILES},
+            {"val": (y_val, p_val), "test": (y_test, p_test)},
+            expected_labels={split: splits.labels(split) for split in PREDICTION_FILES},
+        )
+    except (DataError, ValueError) as exc:
+        log.warning("the trial's predictions files are left out: %s", exc)
+        return {}
+
+
 __all__ = [
     "PREDICTION_FIELDS",
     "PREDICTION_FILES",
@@ -92,4 +122,5 @@ __all__ = [
     "VAL_PREDICTIONS",
     "prediction_artifacts",
     "predictions_csv",
+    "trial_predictions",
 ]

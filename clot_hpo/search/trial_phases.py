@@ -26,6 +26,7 @@ from clot_hpo.budget import GpuInfo, TrialBudget, configure_gpu, plan_trial_budg
 from clot_hpo.config import ExperimentConfig
 from clot_hpo.data.cache import DecodedSplits
 from clot_hpo.evaluate import evaluate_trial
+from clot_hpo.evaluate.predictions import trial_predictions
 from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings
 from clot_hpo.search.hp import OptunaHyperParameters
 from clot_hpo.search.objectives import get_objective
@@ -363,7 +364,10 @@ def evaluate_and_log(
 
         gallery = failure_gallery(model, data.images("test"), y_test, p_test, float(threshold))
         report.figures.update({f"explanations/{kind}": fig for kind, fig in gallery.items()})
-    tracker.log_evaluation("", metrics=report.metrics, artifacts=report.artifacts, figures=report.figures)
+    evidence = trial_predictions(data, predictions)  # key,label,probability CSVs for `clot-hpo report`
+    tracker.log_evaluation(
+        "", metrics=report.metrics, artifacts={**report.artifacts, **evidence}, figures=report.figures
+    )
 
 
 def log_model(setup: TrialSetup, tracker: TrialTracker, model: keras.Model, threshold: float) -> None:

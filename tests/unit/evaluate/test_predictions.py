@@ -51,3 +51,32 @@ def test_artifacts_per_split_and_manifest_order_is_checked() -> None:
         prediction_artifacts(keys, scored, expected_labels={"test": [0, 1, 1]})
     # A split without keys (or an unknown split) is left out, not guessed.
     assert list(prediction_artifacts({"val": ["v1", "v2"]}, scored)) == ["val_predictions.csv"]
+
+
+def test_a_trials_files_come_keyed_by_its_manifest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import pandas as pd
+
+    from clot_hpo.data.cache import DecodedSplits
+    from clot_hpo.evaluate.predictions import trial_predictions
+
+    manifest = tmp_path / "trial_manifest.csv"
+    frame = pd.DataFrame(
+        {
+            "path": [f"/x/{i}.png" for i in range(5)],
+            "label": [0, 1, 1, 0, 1],
+            "split": ["val", "val", "test", "test", "test"],
+            "sha256": ["v0", "v1", "t0", "t1", "t2"],
+        }
+    )
+    frame.to_csv(manifest, index=False)
+    splits = DecodedSplits(manifest, image_size=8, folder=None)
+    scored = (np.array([0, 1]), np.array([0.2, 0.9]), np.array([1, 0, 1]), np.array([0.8, 0.3, 0.6]))
+    files = trial_predictions(splits, scored)
+    assert files["val_predictions.csv"] == "key,label,probability\nv0,0,0.2\nv1,1,0.9\n"
+    assert files["test_predictions.csv"].splitlines()[1:] == ["t0,1,0.8", "t1,0,0.3", "t2,1,0.6"]
+    # Rows out of manifest order, or a manifest without keys: the files are left out, said in the log.
+    shuffled = (scored[0], scored[1], np.array([0, 1, 1]), scored[3])
+    assert trial_predictions(splits, shuffled) == {}
+    frame.drop(columns="sha256").to_csv(manifest, index=False)
+    assert trial_predictions(DecodedSplits(manifest, image_size=8, folder=None), scored) == {}
+    assert caplog.text.count("predictions files are left out") == 2
