@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from clot_hpo.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClotHpoError, ConfigError
 from clot_hpo.models import list_backbones, list_optimizers
+from clot_hpo.util import redact_logging, redact_text
 
 log = logging.getLogger("clot_hpo")
 
@@ -310,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug else "%(message)s",
     )
+    redact_logging()  # no log line shows a URL's password (a storage or tracking URL)
     for noisy in ("alembic", "mlflow", "urllib3", "absl", "tensorflow", "optuna"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
     if not debug:
@@ -327,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClotHpoError as exc:
         if debug:
             traceback.print_exc()
-        print(f"clot-hpo: error: {exc}", file=sys.stderr)
+        print(f"clot-hpo: error: {redact_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("clot-hpo: interrupted", file=sys.stderr)
@@ -336,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(
-            f"clot-hpo: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            f"clot-hpo: unexpected error: {type(exc).__name__}: {redact_text(str(exc))} "
+            "(rerun with --debug for the traceback)",
             file=sys.stderr,
         )
         return EXIT_UNEXPECTED

@@ -1,4 +1,4 @@
-"""Small helpers every layer uses: an exception's first line, its chain, finite numbers, trial states.
+"""Small helpers every layer uses: first lines, exception chains, numbers, states, redacted URLs.
 
 Like :mod:`clot_hpo.errors`, this module imports nothing else of the package (nor Optuna or
 MLflow), so any layer can use it.
@@ -6,7 +6,9 @@ MLflow), so any layer can use it.
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -82,6 +84,74 @@ def is_finished(state: Any) -> bool:
     return str(getattr(state, "name", state)) in FINISHED_TRIAL_STATES
 
 
+def redact_url(url: str) -> str:
+    """Hide a password in a database or http URL before it is shown or written anywhere.
+
+    Parsed with SQLAlchemy's ``make_url`` (imported here, when called); a URL without a
+    password is unchanged.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        parsed = None
+    if parsed is not None and "@" not in (parsed.host or ""):
+        return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    if "@" not in url:
+        return url
+    # Unparseable, or an unescaped "@" in the password that SQLAlchemy reads as part of the
+    # host: hide everything before the last "@".
+    scheme, sep, _ = url.partition("://")
+    return f"{scheme}{sep}***@{url.rpartition('@')[2]}"
+
+
+# ``scheme://user:password@`` anywhere in a text (a log line, an error from a library).
+_CREDENTIALS_IN_TEXT = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/:@'\"]*):[^\s'\"]*@")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` URL in it hidden."""
+    return _CREDENTIALS_IN_TEXT.sub(r"\g<head>:***@", text) if "://" in text else text
+
+
+def redact_secrets(obj: Any) -> Any:
+    """A copy of a JSON-like value (a config dump) with every URL's password hidden.
+
+    Every string is redacted, at any depth: storage and tracking URLs are not the only places
+    a URL with credentials can be written (a database URL in a search-space note, say).
+    """
+    if isinstance(obj, dict):
+        return {k: redact_secrets(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_secrets(v) for v in obj]
+    if isinstance(obj, str) and "://" in obj:
+        return redact_text(redact_url(obj)) if "@" in obj else obj
+    return obj
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that hides URL passwords in each record's message (see :func:`redact_text`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed record: logging reports it itself
+            return True
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def redact_logging(logger: logging.Logger | None = None) -> None:
+    """Add a :class:`RedactingFilter` to every handler of ``logger`` (the root logger by default)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
 __all__ = [
     "FINISHED_TRIAL_STATES",
     "exception_chain",
@@ -89,4 +159,9 @@ __all__ = [
     "find_in_chain",
     "first_line",
     "is_finished",
+    "RedactingFilter",
+    "redact_logging",
+    "redact_secrets",
+    "redact_text",
+    "redact_url",
 ]

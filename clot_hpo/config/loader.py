@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from clot_hpo.config.schema import ExperimentConfig
 from clot_hpo.errors import ConfigError
 from clot_hpo.search_space import locate_search_space
+from clot_hpo.util import redact_secrets
 from clot_hpo.yaml_io import config_error, describe_errors, read_yaml
 
 # Values of training.weights that name no file.
@@ -98,10 +99,14 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 
 def save_resolved(config: ExperimentConfig, path: str | Path) -> Path:
-    """Write the resolved config (defaults and overrides applied, paths absolute) as YAML."""
+    """Write the resolved config (defaults and overrides applied, paths absolute) as YAML.
+
+    Passwords in URLs (``search.storage``, ``tracking.uri``) are written as ``***``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    data = redact_secrets(config.model_dump(mode="json"))
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
 
 

@@ -3,23 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import time
 from pathlib import Path
 
 from rich.console import Console
 
 from clot_hpo.config import load_config
+from clot_hpo.util import redact_url
+
+# The Optuna storage URL from the environment: credentials never on the command line, where
+# `ps` shows them to every user of the machine. `--storage` wins; the YAML's value comes last.
+STORAGE_ENV = "CLOT_HPO_STORAGE"
 
 
 def search_command(args: argparse.Namespace) -> int:
     """Run (or resume) the study of ``args.config``; returns the exit code."""
     started = time.monotonic()
+    for flag, url in (("--storage", args.storage), ("--tracking-uri", args.tracking_uri)):
+        if url and redact_url(url) != url:
+            logging.getLogger("clot_hpo").warning(
+                "%s carries a password, which every user of this machine can read (`ps`): put "
+                "the storage URL in %s, or its password in PGPASSWORD / ~/.pgpass; the tracking "
+                "login in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+                flag,
+                STORAGE_ENV,
+            )
     overrides = {
         "search.n_trials": args.n_trials,
         "search.timeout": args.timeout,
         "search.max_total_epochs": args.max_total_epochs,
         "search.study_name": args.study_name,
-        "search.storage": args.storage,
+        "search.storage": args.storage or os.environ.get(STORAGE_ENV) or None,
         "tracking.uri": args.tracking_uri,
         "data.path": args.data,
         "seed": args.seed,
@@ -36,7 +52,8 @@ def search_command(args: argparse.Namespace) -> int:
     console.print(f"results: {outcome.out_dir} (resolved config, split manifest, trials.csv)")
     if not args.no_tracking:
         console.print(
-            f"tracking: {config.tracking.uri} · experiment {config.tracking.experiment or outcome.study_name}"
+            f"tracking: {redact_url(config.tracking.uri)} · "
+            f"experiment {config.tracking.experiment or outcome.study_name}"
         )
     console.print(f"search took {time.monotonic() - started:.0f} s")
     return 0

@@ -11,6 +11,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from clot_hpo.errors import ConfigError
 from clot_hpo.util import first_line
+from clot_hpo.util import redact_url as redact_url  # re-exported: clot_hpo.search.redact_url
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def open_storage(
         return _create_rdb_storage(url, kwargs)
     except ImportError as exc:
         raise ConfigError(
-            f"search.storage {url!r} needs a database driver that is not installed: {exc}"
+            f"search.storage {redact_url(url)!r} needs a database driver that is not installed: {exc}"
         ) from exc
     except Exception as exc:  # sqlalchemy raises many kinds for a bad URL or a dead server
         raise ConfigError(
@@ -113,25 +114,6 @@ def _create_rdb_storage(url: str, kwargs: dict[str, Any]) -> RDBStorage:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK_KEY})
     finally:
         engine.dispose()
-
-
-def redact_url(url: str) -> str:
-    """Hide a password in a database URL before printing it; a URL without one is unchanged."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        parsed = None
-    if parsed is not None and "@" not in (parsed.host or ""):
-        return url if parsed.password is None else parsed.render_as_string(hide_password=True)
-    if "@" not in url:
-        return url
-    # Unparseable, or an unescaped "@" in the password that SQLAlchemy reads as part of the
-    # host: hide everything before the last "@".
-    scheme, sep, _ = url.partition("://")
-    return f"{scheme}{sep}***@{url.rpartition('@')[2]}"
 
 
 def retried_from(trial: optuna.trial.FrozenTrial) -> int | None:

@@ -14,8 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clot_hpo.util import redact_secrets, redact_url
+
 # Set by the study process for the trial processes it starts ahead: the Optuna storage URL, so
 # that a waiting process opens it (and imports SQLAlchemy and Alembic, ~2 s) before its task.
+# It is also where a trial process gets the URL's password: task files hold it redacted.
 PRELOAD_STORAGE_ENV = "CLOT_HPO_PRELOAD_STORAGE"
 # The line a trial process prints once its outcome is written while it still has work to do
 # (the evaluation's intervals and figures): the study process goes on with the next trial.
@@ -60,14 +63,25 @@ class TrialTask:
     preemption_grace_s: float = 25.0
 
     def save(self, path: Path) -> Path:
-        """Write the task as JSON."""
-        _atomic_write_json(path, asdict(self))
+        """Write the task as JSON (mode 0600), every URL's password hidden.
+
+        The trial process gets the storage's password from its environment
+        (:data:`PRELOAD_STORAGE_ENV`), never from a file.
+        """
+        _atomic_write_json(path, redact_secrets(asdict(self)))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> TrialTask:
-        """Read a task written by :meth:`save`."""
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read a task written by :meth:`save`; the storage URL's password comes from the environment."""
+        task = cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+        secret = os.environ.get(PRELOAD_STORAGE_ENV, "")
+        if secret and secret != task.storage and redact_url(secret) == task.storage:
+            task.storage = secret
+            search = task.config.get("search")
+            if isinstance(search, dict) and search.get("storage") == redact_url(secret):
+                search["storage"] = secret
+        return task
 
 
 @dataclass
@@ -105,5 +119,9 @@ class TrialOutcome:
 def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    tmp.unlink(missing_ok=True)
+    # Owner only: a task names the study's storage and data, for no other user to read.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)

@@ -32,7 +32,7 @@ from clot_hpo.tracking.store import (
     sqlite_path,
 )
 from clot_hpo.tracking.tags import EXPERIMENT_KIND_TAG, TAG_EXPERIMENT
-from clot_hpo.util import first_line
+from clot_hpo.util import first_line, redact_text, redact_url
 
 log = logging.getLogger("clot_hpo.tracking")
 
@@ -120,7 +120,7 @@ class MlflowBackend:
             tries=1 if degraded else self.tries,
             backoff_s=self.backoff_s,
             default=failed,
-            where=self.tracking_uri,
+            where=redact_url(self.tracking_uri),
             on_give_up=self._gave_up,
             **kwargs,
         )
@@ -151,7 +151,7 @@ class MlflowBackend:
         exp = self.client.get_experiment_by_name(self.experiment_name)
         if exp is not None and exp.lifecycle_stage == "deleted":
             raise ConfigError(
-                f"MLflow experiment {self.experiment_name!r} at {self.tracking_uri} is deleted; "
+                f"MLflow experiment {self.experiment_name!r} at {redact_url(self.tracking_uri)} is deleted; "
                 f"restore it (`mlflow experiments restore --experiment-id {exp.experiment_id}`) "
                 "or choose another experiment name"
             )
@@ -189,6 +189,7 @@ class MlflowBackend:
             ConfigError: the experiment exists but is deleted.
         """
         uri = self.tracking_uri
+        shown = redact_url(uri)
         if is_http(uri):
             check_http_health(uri)
         else:
@@ -199,16 +200,20 @@ class MlflowBackend:
                 if self.artifact_root and is_database(uri):
                     Path(self.artifact_root).expanduser().mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise TrackingUnavailable(f"cannot create the MLflow store for {uri}: {exc}") from exc
+                raise TrackingUnavailable(f"cannot create the MLflow store for {shown}: {exc}") from exc
         try:
             exp = self.client.get_experiment_by_name(self.experiment_name)
         except Exception as exc:  # noqa: BLE001 - any failure here means "unusable"
-            raise TrackingUnavailable(
-                f"MLflow tracking at {uri} is unusable: {first_line(exc, limit=300)}"
-            ) from exc
+            why = redact_text(first_line(exc, limit=300))
+            if any(word in why for word in ("401", "UNAUTHENTICATED", "Unauthorized", "credentials")):
+                why += (
+                    "; the server requires a login: set MLFLOW_TRACKING_USERNAME and "
+                    "MLFLOW_TRACKING_PASSWORD in the environment"
+                )
+            raise TrackingUnavailable(f"MLflow tracking at {shown} is unusable: {why}") from exc
         if exp is not None and exp.lifecycle_stage == "deleted":
             raise ConfigError(
-                f"MLflow experiment {self.experiment_name!r} at {uri} is deleted; restore it "
+                f"MLflow experiment {self.experiment_name!r} at {shown} is deleted; restore it "
                 f"(`mlflow experiments restore --experiment-id {exp.experiment_id}`) or choose "
                 "another experiment name"
             )

@@ -36,7 +36,7 @@ from clot_hpo.tracking.tags import (
     TAG_TRIAL_STATE,
     TAG_UI_VIEW,
 )
-from clot_hpo.util import finite_float
+from clot_hpo.util import finite_float, redact_secrets
 
 log = logging.getLogger("clot_hpo.tracking")
 
@@ -162,7 +162,10 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         if dataset_digest:
             self.dataset_digest = dataset_digest
             self._call("tag the dataset digest", self.client.set_tag, run_id, TAG_DIGEST, dataset_digest)
-        self._call("log config.yaml", self.client.log_dict, run_id, to_plain(config), "config.yaml")
+        # Passwords in the storage and tracking URLs never reach the tracking server.
+        self._call(
+            "log config.yaml", self.client.log_dict, run_id, redact_secrets(to_plain(config)), "config.yaml"
+        )
         for name, space in (search_spaces or {}).items():
             self._log_search_space(run_id, str(name), space)
         if manifest_path is not None:

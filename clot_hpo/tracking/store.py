@@ -12,6 +12,7 @@ import contextlib
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ from mlflow import MlflowClient, entities  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from clot_hpo.errors import ConfigError, TrackingUnavailable  # noqa: E402
+from clot_hpo.util import redact_url  # noqa: E402
 
 HEALTH_TIMEOUT_S = 2.0  # one /health request
 HEALTH_BUDGET_S = 5.0  # all of them: a server restarting gets this long
@@ -109,7 +111,9 @@ def check_http_health(uri: str) -> None:
     Raises:
         TrackingUnavailable: naming the server and the last answer (or its absence).
     """
-    url = uri.rstrip("/") + "/health"
+    # /health needs no login, and urllib cannot take one in the URL (user:password@host).
+    parts = urllib.parse.urlsplit(uri)
+    url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl().rstrip("/") + "/health"
     deadline = time.monotonic() + HEALTH_BUDGET_S
     last = "no answer"
     while True:
@@ -127,7 +131,7 @@ def check_http_health(uri: str) -> None:
             break
         time.sleep(0.5)
     raise TrackingUnavailable(
-        f"MLflow tracking server {uri} is unreachable ({last}); start it (`make mlflow-server`) "
+        f"MLflow tracking server {redact_url(uri)} is unreachable ({last}); start it (`make mlflow-server`) "
         "or use a local store (--tracking-uri sqlite:///mlruns/mlflow.db)"
     )
 
