@@ -169,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="folder for the split manifest and report (default: DATA/.clot-hpo)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        help="largest width x height, checked from the header before decoding "
+        "(default: the config's data.max_pixels, else 50,000,000)",
+    )
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        default=None,
+        help="accept images outside the data folder (absolute paths, ../, links leaving it)",
+    )
 
     p = add("search", _cmd_search, "launch or resume an Optuna study")
     p.add_argument("config", help="experiment YAML (experiments/*.yaml)")
@@ -220,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db"
     )
     p.add_argument("--model", help=model_help)
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        help="largest width x height, checked from the header before decoding "
+        "(default: the config's data.max_pixels, else 50,000,000)",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
 
     p = add("evaluate", _cmd_evaluate, "the product's metrics table for a model on a dataset")
@@ -232,6 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help=config_help.format(" (--model)") + "; its `data` and `evaluation` sections apply"
     )
     p.add_argument("--json", action="store_true", help="print JSON only")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        help="largest width x height, checked from the header before decoding "
+        "(default: the config's data.max_pixels, else 50,000,000)",
+    )
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        default=None,
+        help="accept images outside the data folder (absolute paths, ../, links leaving it)",
+    )
 
     p = add("serve", _cmd_serve, "the diagnostic web page (probability, decision, Grad-CAM) of a model")
     p.add_argument("--config", help=config_help.format(" (--model)"))
@@ -250,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-pixels",
         type=int,
-        default=25_000_000,
-        help="largest declared width x height accepted, checked before decoding (413 above)",
+        help="largest declared width x height accepted, checked before decoding (413 above; "
+        "default: the config's data.max_pixels, else 50,000,000)",
     )
 
     p = add("report", _cmd_report, "a study's report: results with intervals, paired tests, calibration")
@@ -266,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help=model_help)
     p.add_argument("--out", required=True, help="folder for the overlays (<image>.gradcam.png)")
-    p.add_argument("--max-pixels", type=int, default=25_000_000, help="largest width x height accepted")
+    p.add_argument(
+        "--max-pixels", type=int, help="largest width x height accepted (default: data.max_pixels)"
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     return parser
 
@@ -290,6 +322,10 @@ def apply_config_defaults(args: argparse.Namespace) -> None:
     tracking = config.tracking if config is not None else TrackingConfig()
     if args.tracking_uri is None:
         args.tracking_uri = tracking.uri
+    if getattr(args, "max_pixels", False) is None:  # one pixel limit: the config's data.max_pixels
+        from clot_hpo.config import DataConfig
+
+        args.max_pixels = (config.data if config is not None else DataConfig()).max_pixels
     if args.command == "promote":
         if args.model_name is None:
             args.model_name = tracking.model_name
@@ -318,7 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Library deprecation/experimental warnings are for us, not for the user's terminal;
         # the environment variable carries the choice into each trial's process.
         warnings.simplefilter("ignore")
-        os.environ["PYTHONWARNINGS"] = "ignore"
+        # ...except Pillow's decompression-bomb warning ("Image size (N pixels) exceeds limit"),
+        # which says something about the user's data (only above a raised data.max_pixels).
+        warnings.filterwarnings("default", message=r"Image size \(")
+        os.environ["PYTHONWARNINGS"] = "ignore,default:Image size ("
     else:
         os.environ["CLOT_HPO_DEBUG"] = "1"
     try:

@@ -60,6 +60,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "data.group_column": args.group_column,
         "data.skip_corrupt": args.skip_corrupt,
         "data.fail_on_leakage": args.fail_on_leakage,
+        "data.max_pixels": getattr(args, "max_pixels", None),
+        "data.allow_outside_root": getattr(args, "allow_outside_root", None),
         "seed": args.seed,
     }
 

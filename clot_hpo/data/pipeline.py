@@ -22,6 +22,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clot_hpo.data.limits import (
+    DEFAULT_DECODE_MEMORY_MB,
+    DEFAULT_MAX_PIXELS,
+    check_headers,
+    decode_parallelism,
+    dicom_message,
+    has_utf8_name,
+    is_dicom_name,
+    non_utf8_message,
+)
 from clot_hpo.data.scan import format_offenders, is_image_file
 from clot_hpo.errors import DataError
 from clot_hpo.util import first_line
@@ -229,23 +239,35 @@ def make_array_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def decode_images(paths: Sequence[str | Path], image_size: int) -> np.ndarray:
+def decode_images(
+    paths: Sequence[str | Path],
+    image_size: int,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    memory_bytes: int = DEFAULT_DECODE_MEMORY_MB * 2**20,
+) -> np.ndarray:
     """Decode and resize images exactly as :func:`make_dataset` does, as uint8.
+
+    Every file's header is read first: one that declares more than ``max_pixels`` pixels
+    (or is DICOM, or no image) is refused before anything is decoded, and TensorFlow decodes
+    only as many files at once as ``memory_bytes`` holds of the largest.
 
     Returns:
         uint8 array (N, S, S, 3).
 
     Raises:
-        DataError: some files cannot be decoded; the message names them.
+        DataError: some files are too large or cannot be decoded; the message names them.
     """
-    import tensorflow as tf
-
     if len(paths) == 0:
         return np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
     files = [str(p) for p in paths]
+    parallel = decode_parallelism(check_headers(files, max_pixels), memory_bytes)
+
+    import tensorflow as tf
+
     ds = (
         tf.data.Dataset.from_tensor_slices(tf.constant(files, dtype=tf.string))
-        .map(lambda p: _decode_resize(p, image_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .map(lambda p: _decode_resize(p, image_size), num_parallel_calls=parallel, deterministic=True)
         .batch(256)
     )
     try:
@@ -255,16 +277,19 @@ def decode_images(paths: Sequence[str | Path], image_size: int) -> np.ndarray:
     return np.concatenate(batches)
 
 
-def load_image_batch(paths: Sequence[str | Path], image_size: int) -> np.ndarray:
+def load_image_batch(
+    paths: Sequence[str | Path], image_size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Decode and resize images exactly as :func:`make_dataset` does (for predict/evaluate).
 
     Returns:
         float32 array (N, S, S, 3) with pixels in [0, 255].
 
     Raises:
-        DataError: some files cannot be decoded; the message names them.
+        DataError: some files are too large (``max_pixels``, checked before decoding) or
+            cannot be decoded; the message names them.
     """
-    return decode_images(paths, image_size).astype(np.float32)
+    return decode_images(paths, image_size, max_pixels=max_pixels).astype(np.float32)
 
 
 def _raise_for_bad_files(files: list[str], exc: Exception) -> None:
@@ -289,24 +314,36 @@ def list_images(paths_or_dirs: Iterable[str | Path]) -> list[Path]:
         Sorted, de-duplicated paths.
 
     Raises:
-        DataError: a path does not exist, a file given by name is not PNG/JPEG, or no image
-            was found at all.
+        DataError: a path does not exist, a file given by name is not PNG/JPEG, a file is
+            DICOM or has a name that is not UTF-8, or no image was found at all.
     """
     found: set[Path] = set()
     problems = []
     given = [Path(p) for p in paths_or_dirs]
     for path in given:
         if path.is_dir():
-            found.update(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            for p in path.rglob("*"):
+                if not p.is_file():
+                    continue
+                if is_dicom_name(p):
+                    problems.append(dicom_message(p))
+                elif is_image_file(p) and not has_utf8_name(p):
+                    problems.append(non_utf8_message(p))
+                elif is_image_file(p):
+                    found.add(p)
         elif path.is_file():
-            if path.suffix.lower() in {".png", ".jpg", ".jpeg"}:
+            if is_dicom_name(path):
+                problems.append(dicom_message(path))
+            elif not has_utf8_name(path):
+                problems.append(non_utf8_message(path))
+            elif path.suffix.lower() in {".png", ".jpg", ".jpeg"}:
                 found.add(path)
             else:
                 problems.append(f"{path}: not a PNG/JPEG file")
         else:
             problems.append(f"{path}: not found")
     if problems:
-        raise DataError(format_offenders(problems))
+        raise DataError(format_offenders(sorted(problems)))
     if not found:
         raise DataError(
             f"no PNG/JPEG images found in {', '.join(str(p) for p in given) or '(nothing given)'}"

@@ -26,27 +26,33 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def score_image_files(
-    model: Any, paths: Sequence[Path | str], image_size: int
+    model: Any, paths: Sequence[Path | str], image_size: int, *, max_pixels: int | None = None
 ) -> Iterator[list[tuple[Any, float]]]:
     """``(path, probability)`` pairs of image files, one list per chunk of :data:`PREDICT_CHUNK`.
 
     ``model`` is a Keras model taking raw [0, 255] float32 pixels. At most one chunk of
     images is in memory at a time; a caller streaming results writes each chunk as it comes.
+    ``max_pixels`` (default ``data.max_pixels``'s) is checked from each header before decoding.
 
     Raises:
-        DataError: a file cannot be decoded (the message names it).
+        DataError: a file is too large or cannot be decoded (the message names it).
     """
+    from clot_hpo.data.limits import DEFAULT_MAX_PIXELS
     from clot_hpo.data.pipeline import load_image_batch
 
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     for chunk in _chunks(list(paths), PREDICT_CHUNK):
-        batch = load_image_batch([str(p) for p in chunk], image_size)
+        batch = load_image_batch([str(p) for p in chunk], image_size, max_pixels=limit)
         probs = model.predict(batch, batch_size=PREDICT_BATCH, verbose=0)
         yield list(zip(chunk, (float(v) for v in probs.reshape(len(chunk), -1)[:, 0]), strict=True))
 
 
-def predict_image_files(model: Any, paths: Sequence[Path | str], image_size: int) -> list[float]:
+def predict_image_files(
+    model: Any, paths: Sequence[Path | str], image_size: int, *, max_pixels: int | None = None
+) -> list[float]:
     """Positive-class probabilities of image files, one per path, in order (see :func:`score_image_files`)."""
-    return [prob for scored in score_image_files(model, paths, image_size) for _, prob in scored]
+    scored = score_image_files(model, paths, image_size, max_pixels=max_pixels)
+    return [prob for chunk in scored for _, prob in chunk]
 
 
 @dataclass
@@ -58,21 +64,35 @@ class LabelledFolder:
     labels: list[int]
     confidence: float = 0.95
     n_bootstrap: int = 1000
+    max_pixels: int | None = None
+    skipped: list[tuple[str, str]] | None = None
 
 
-def load_labelled_folder(data: str | Path, *, config_path: str | None = None) -> LabelledFolder:
-    """Scan a labelled data folder (either layout) before any model is loaded.
+def load_labelled_folder(
+    data: str | Path,
+    *,
+    config_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> LabelledFolder:
+    """Scan and validate a labelled data folder (either layout) before any model is loaded.
+
+    The folder gets the checks training data gets (:func:`clot_hpo.data.validate_images`):
+    images inside the data folder, within ``data.max_pixels``, decodable to the end; a bad
+    one is named (or skipped and listed with ``data.skip_corrupt``).
 
     Args:
         data: a folder with class folders or a metadata CSV.
         config_path: an experiment YAML whose ``data`` section and interval settings
             (``evaluation.confidence_level``, ``evaluation.bootstrap_samples``) apply.
+        overrides: ``data`` keys set on the command line (``max_pixels``,
+            ``allow_outside_root``, ``skip_corrupt``); None values are ignored.
 
     Raises:
-        DataError: the folder holds no labelled image.
+        DataError: the folder holds no labelled image, or an unusable one.
     """
     from clot_hpo.config import DataConfig, load_config
-    from clot_hpo.data.scan import scan_dataset
+    from clot_hpo.data.scan import check_classes, scan_dataset
+    from clot_hpo.data.validate import validate_images
 
     settings: dict[str, Any] = {}
     if config_path:
@@ -84,13 +104,26 @@ def load_labelled_folder(data: str | Path, *, config_path: str | None = None) ->
         }
     else:
         data_cfg = DataConfig(path=str(data))
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if given:
+        data_cfg = DataConfig.model_validate({**data_cfg.model_dump(), **given})
     table = scan_dataset(data_cfg, root=Path(data))
     if len(table) == 0:
         raise DataError(f"{data}: no labelled images found")
+    checked = validate_images(
+        table,
+        skip_corrupt=data_cfg.skip_corrupt,
+        max_pixels=data_cfg.max_pixels,
+        memory_bytes=data_cfg.decode_memory_mb * 2**20,
+    )
+    if checked.skipped:
+        check_classes(checked.frame, data_cfg, str(data), table.attrs.get("layout", "folders"))
     return LabelledFolder(
         data=str(data),
-        paths=[str(p) for p in table["path"]],
-        labels=[int(v) for v in table["label"]],
+        paths=[str(p) for p in checked.frame["path"]],
+        labels=[int(v) for v in checked.frame["label"]],
+        max_pixels=data_cfg.max_pixels,
+        skipped=checked.skipped,
         **settings,
     )
 
@@ -110,7 +143,7 @@ def evaluate_model(
     Raises:
         DataError: an image cannot be decoded.
     """
-    probs = predict_image_files(model, folder.paths, image_size)
+    probs = predict_image_files(model, folder.paths, image_size, max_pixels=folder.max_pixels)
     return {
         "data": folder.data,
         "n": len(folder.labels),

@@ -61,14 +61,17 @@ def predict_command(args: argparse.Namespace) -> int:
     else 0. Missing paths and non-images are a ``DataError`` (exit 2) naming them. Lines are
     written chunk by chunk, so a big folder shows results while it is still being scored.
     """
+    from clot_hpo.data.limits import DEFAULT_MAX_PIXELS, check_headers
     from clot_hpo.data.pipeline import list_images
     from clot_hpo.evaluate.holdout import score_image_files
 
     files = list_images(args.paths)  # DataError (exit 2) names missing paths and non-images
+    max_pixels = getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS
+    check_headers(files, max_pixels)  # a bomb is refused from its header, before any model loads
     client = open_client(args.tracking_uri)
     resolved = resolve_model(client, args.tracking_uri, args.model)
     model = load_keras_model(args.tracking_uri, resolved)
-    for scored in score_image_files(model, files, resolved.image_size):
+    for scored in score_image_files(model, files, resolved.image_size, max_pixels=max_pixels):
         for path, prob in scored:
             line = {
                 "image": str(path),
@@ -81,15 +84,21 @@ def predict_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_registered_model(
-    tracking_uri: str, model_uri: str, data: str, *, config_path: str | None = None
+    tracking_uri: str,
+    model_uri: str,
+    data: str,
+    *,
+    config_path: str | None = None,
+    data_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Metrics (with intervals) of a registered model on a labelled dataset folder.
 
-    The folder is scanned before the model is loaded, so a bad folder fails fast.
+    The folder is scanned and validated before the model is loaded, so a bad folder fails
+    fast; ``data_overrides`` are ``data`` keys from the command line (``max_pixels``...).
     """
     from clot_hpo.evaluate.holdout import evaluate_model, load_labelled_folder
 
-    folder = load_labelled_folder(data, config_path=config_path)
+    folder = load_labelled_folder(data, config_path=config_path, overrides=data_overrides)
     resolved = resolve_model(open_client(tracking_uri), tracking_uri, model_uri)
     model = load_keras_model(tracking_uri, resolved)
     result = evaluate_model(model, folder, threshold=resolved.threshold, image_size=resolved.image_size)
@@ -100,7 +109,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """``clot-hpo evaluate``: the product's table as Markdown, then as JSON (``--json``: JSON only)."""
     from clot_hpo.evaluate import format_table
 
-    result = evaluate_registered_model(args.tracking_uri, args.model, args.data, config_path=args.config)
+    overrides = {
+        "max_pixels": getattr(args, "max_pixels", None),
+        "allow_outside_root": getattr(args, "allow_outside_root", None),
+    }
+    result = evaluate_registered_model(
+        args.tracking_uri, args.model, args.data, config_path=args.config, data_overrides=overrides
+    )
     if not args.json:
         title = Path(args.data).name or str(args.data)
         print(format_table({title: result["metrics"]}, counts={title: result["confusion_matrix"]}))

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_MAX_PIXELS = 25_000_000  # 5000 x 5000: far above any scan, far below a bomb
+from clot_hpo.data.limits import DEFAULT_MAX_PIXELS, DICOM_MESSAGE, is_dicom_bytes
+
+# DEFAULT_MAX_PIXELS is data.max_pixels' default: the page, training, predict and evaluate
+# share one limit (`clot-hpo serve --max-pixels` or the config's data.max_pixels change it).
 # Formats TensorFlow decodes (and training used); others that Pillow reads go through Pillow.
 _TF_FORMATS = {"PNG", "JPEG", "GIF", "BMP"}
 DISPLAY_MIN, DISPLAY_MAX = 256, 512  # the longest side of the image shown under its overlay
@@ -54,6 +57,8 @@ def decode_image_bytes(
 
     if not data:
         raise ImageRejected(400, f"{filename}: the file is empty")
+    if is_dicom_bytes(data) or filename.lower().endswith((".dcm", ".dicom")):
+        raise ImageRejected(400, f"{filename}: {DICOM_MESSAGE}")
     try:
         # Lazy: only the header is read here, so the size check below costs nothing.
         image = Image.open(io.BytesIO(data))

@@ -28,7 +28,7 @@ def _serve_args(**overrides: Any) -> argparse.Namespace:
         port=8080,
         max_upload_mb=10.0,
         max_files=16,
-        max_pixels=25_000_000,
+        max_pixels=50_000_000,
     )
     return argparse.Namespace(**{**values, **overrides})
 
@@ -89,7 +89,7 @@ def test_explain_writes_one_overlay_per_image(
         tracking_uri=champion.tracking_uri,
         model=champion.model_uri,
         out=str(tmp_path / "out"),
-        max_pixels=25_000_000,
+        max_pixels=50_000_000,
         paths=[*map(str, images), str(twin)],
     )
     assert commands.explain_command(args) == 0
