@@ -76,3 +76,26 @@ def test_evaluate_validates_its_folder(tmp_path: Path, folders_dataset, damage: 
     expected = "truncated" if damage == "truncated" else "too many pixels"
     with pytest.raises(DataError, match=rf"negative/n002\.png: {expected}"):
         load_labelled_folder(root)
+
+
+def test_the_cli_does_not_silence_pillows_bomb_warning(tmp_path: Path, monkeypatch) -> None:
+    import warnings
+
+    from PIL import Image
+
+    from clot_hpo.cli import main
+
+    monkeypatch.setenv("PYTHONWARNINGS", "")
+    with warnings.catch_warnings():
+        assert main(["validate-data", str(tmp_path / "missing")]) == 2  # sets up warnings, then fails
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.warn(
+                "Image size (100000000 pixels) exceeds limit of 89478485 pixels, could be decompression "
+                "bomb DOS attack.",
+                Image.DecompressionBombWarning,
+                stacklevel=1,
+            )
+            warnings.warn("some library's deprecation", DeprecationWarning, stacklevel=1)
+        assert [type(w.message) for w in caught] == [Image.DecompressionBombWarning]
+        # Trial processes inherit the choice through the environment.
+        assert os.environ["PYTHONWARNINGS"].startswith("ignore,default:Image size")
