@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -46,13 +46,22 @@ def train(
     epochs: int,
     steps_per_epoch: int | None = None,
     on_epoch_end: EpochHook | None = None,
+    initial_epoch: int = 0,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, list[float]]:
     """Train through ``hypermodel.fit`` (so HyperModels that override ``fit`` keep working).
 
+    Args:
+        initial_epoch: the first epoch to run (0-based): a trial resumed from a checkpoint
+            continues at the epoch after it.
+        callbacks: Keras callbacks run before ``on_epoch_end`` (a checkpoint's, say).
+
     Returns:
-        The Keras history: metric name -> one value per epoch.
+        The Keras history of the epochs run: metric name -> one value per epoch.
     """
-    callbacks = [_EpochHook(on_epoch_end)] if on_epoch_end else []
+    hooks = [*callbacks, *([_EpochHook(on_epoch_end)] if on_epoch_end else [])]
+    # Only when resuming: a HyperModel's own `fit` need not know the argument otherwise.
+    resume = {"initial_epoch": initial_epoch} if initial_epoch else {}
     history = hypermodel.fit(
         hp,
         model,
@@ -60,8 +69,9 @@ def train(
         validation_data=val_data,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
+        callbacks=hooks,
         verbose=0,
+        **resume,
     )
     raw = history.history if hasattr(history, "history") else dict(history or {})
     return {k: [float(x) for x in v] for k, v in raw.items()}

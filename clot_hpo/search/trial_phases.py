@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,10 @@ import numpy as np
 import optuna
 
 from clot_hpo.budget import GpuInfo, TrialBudget, configure_gpu, plan_trial_budget
+from clot_hpo.checkpoint import TrainingCheckpoint, load_checkpoint
 from clot_hpo.config import ExperimentConfig
 from clot_hpo.data.cache import DecodedSplits
+from clot_hpo.data.pipeline import EpochOrder, make_array_dataset
 from clot_hpo.evaluate import evaluate_trial
 from clot_hpo.evaluate.predictions import trial_predictions
 from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings
@@ -38,6 +41,7 @@ from clot_hpo.search.task import TrialOutcome, TrialTask
 from clot_hpo.search.timing import PhaseTimer
 from clot_hpo.search_space import load_search_space
 from clot_hpo.tracking import NullTrialTracker, TrialTracker
+from clot_hpo.tracking.base import to_plain
 from clot_hpo.tracking.spool import SpoolTracker
 from clot_hpo.train import format_epoch, inference_copy, monitored_value
 
@@ -99,7 +103,8 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
         storage: the study's storage, opened ahead of the task (None: open it now).
     """
     config = ExperimentConfig.model_validate(task.config)
-    seed = config.seed + task.trial_number
+    # A retry keeps its original's seed: the same dropout, augmentation and data order.
+    seed = config.seed + (task.seed_trial if task.seed_trial is not None else task.trial_number)
     keras.utils.set_random_seed(seed)
     gpu = configure_gpu(config.budget.mixed_precision)
     study = optuna.load_study(
@@ -136,6 +141,8 @@ def open_splits(setup: TrialSetup) -> DecodedSplits:
         image_size=setup.settings.image_size,
         folder=task.cache_dir if config.data.cache and task.cache_dir else None,
         data_digest=task.data_digest,
+        max_pixels=config.data.max_pixels,
+        memory_bytes=config.data.decode_memory_mb * 2**20,
     ).decode()
 
 
@@ -259,6 +266,90 @@ def dataset(setup: TrialSetup, data: DecodedSplits, plan: TrialBudget, split: st
     return data.dataset(split, batch_size=plan.batch_size, seed=setup.seed)
 
 
+def training_data(setup: TrialSetup, data: DecodedSplits, plan: TrialBudget) -> tuple[Any, EpochOrder]:
+    """The training split in the trial's batches, each epoch's order a function of (seed, epoch).
+
+    The sample (``training.max_train_images``) is seeded by the study's seed, as in
+    :func:`dataset`; the order by the trial's, through an :class:`EpochOrder` that the
+    checkpoint callback tells each epoch's number, so a resumed trial replays the order the
+    uninterrupted one had.
+    """
+    rows = data.sample_rows("train", setup.config.training.max_train_images, setup.config.seed)
+    size = len(rows) if rows is not None else len(data.labels("train"))
+    order = EpochOrder(size, setup.seed, plan.batch_size)
+    ds = make_array_dataset(
+        data.images("train"),
+        data.labels("train"),
+        batch_size=plan.batch_size,
+        shuffle=True,
+        seed=setup.seed,
+        rows=rows,
+        order=order,
+    )
+    return ds, order
+
+
+def load_resume(setup: TrialSetup) -> TrainingCheckpoint | None:
+    """The checkpoint the task resumes from, if it is readable and this trial's; else None.
+
+    A checkpoint of other parameters (a study edited in between) is refused in one line: the
+    trial then starts from scratch, as with an unreadable one.
+    """
+    task = setup.task
+    if not task.resume_from:
+        return None
+    checkpoint = load_checkpoint(task.resume_from)
+    if checkpoint is None:
+        return None
+    recorded = checkpoint.meta.get("params")
+    if recorded is not None and recorded != to_plain(setup.hp.values):
+        print(
+            f"  trial {task.trial_number} · the checkpoint {task.resume_from} holds other parameters; "
+            "starting from scratch",
+            flush=True,
+        )
+        return None
+    return checkpoint
+
+
+def checkpoint_meta(setup: TrialSetup) -> dict[str, Any]:
+    """What each checkpoint records about its trial (checked when a retry loads it)."""
+    return {
+        "study": setup.task.study_name,
+        "trial": setup.task.trial_number,
+        "seed": setup.seed,
+        "params": to_plain(setup.hp.values),
+    }
+
+
+def replay_checkpoint(setup: TrialSetup, tracker: TrialTracker, checkpoint: TrainingCheckpoint) -> None:
+    """Give the retry the epochs its checkpoint holds: Optuna reports, the run's metrics, a line.
+
+    The retry's intermediate values and its run's metric history then cover every epoch once,
+    on the epoch's own step, as one unbroken learning curve.
+    """
+    task, trial = setup.task, setup.trial
+    key = get_objective(setup.config.search.objective).history_key
+    epochs = checkpoint.epoch
+    history = checkpoint.history
+    for epoch in range(min(epochs, max((len(v) for v in history.values()), default=0))):
+        logs = {k: v[epoch] for k, v in history.items() if epoch < len(v)}
+        tracker.log_epoch("", epoch, logs)
+        if key in logs and logs[key] == logs[key]:
+            with warnings.catch_warnings():
+                # A heartbeat retry may already hold its original's reports.
+                warnings.filterwarnings("ignore", message=".*already reported.*")
+                trial.report(float(logs[key]), epoch)
+    trial.set_user_attr("resumed_from_epoch", epochs)
+    trial.set_user_attr("resumed_from_trial", task.resume_trial)
+    trial.set_user_attr("epochs_run", epochs)
+    print(
+        f"  trial {task.trial_number} · resumed from trial {task.resume_trial}'s checkpoint "
+        f"at epoch {epochs}",
+        flush=True,
+    )
+
+
 class EpochReports:
     """The trial's ``on_epoch_end``: time the epoch, record and print it, report it, maybe prune.
 
@@ -274,6 +365,10 @@ class EpochReports:
         self.timer = timer
         self.objective = get_objective(setup.config.search.objective)
         self.epochs_run = 0
+        # Epochs taken over from a checkpoint; `after_epoch(epochs_done)` runs last each epoch
+        # (the preemption check: the epoch is checkpointed and reported by then).
+        self.resumed_from = 0
+        self.after_epoch: Callable[[int], None] | None = None
 
     def __call__(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
         """Handle epoch ``epoch`` (0-based).
@@ -297,14 +392,17 @@ class EpochReports:
         if setup.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} with {key}={value:.4f}")
         self.timer.restart()  # reporting and the pruning check belong to no epoch
+        if self.after_epoch is not None:
+            self.after_epoch(self.epochs_run)
 
     def outcome(self, state: str, plan: TrialBudget, **fields: Any) -> TrialOutcome:
         """The trial's outcome after the epochs run so far, with the batch it ran."""
         return TrialOutcome(
             state=state,
-            epochs_run=self.epochs_run,
+            epochs_run=max(self.epochs_run, self.resumed_from),
             batch_size=plan.batch_size,
             accumulation_steps=plan.accumulation_steps,
+            resumed_from_epoch=self.resumed_from,
             **fields,
         )
 
