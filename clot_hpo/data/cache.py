@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clot_hpo.data.limits import DEFAULT_DECODE_MEMORY_MB, DEFAULT_MAX_PIXELS
 from clot_hpo.errors import DataError
 
 if TYPE_CHECKING:
@@ -86,8 +87,13 @@ def decoded_images(
     folder: str | Path | None,
     split: str,
     data_digest: str = "",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    memory_bytes: int = DEFAULT_DECODE_MEMORY_MB * 2**20,
 ) -> np.ndarray:
     """The split's images as uint8 ``(N, S, S, 3)``, from the cache when it has them.
+
+    ``max_pixels`` and ``memory_bytes`` bound a decode (``data.max_pixels``,
+    ``data.decode_memory_mb``; see :func:`clot_hpo.data.pipeline.decode_images`).
 
     Args:
         paths: the split's image files, in manifest order.
@@ -110,14 +116,14 @@ def decoded_images(
             f"paths and labels must have the same length, but got {len(paths)} and {len(labels)}"
         )
     if folder is None:
-        return decode_images(paths, image_size)
+        return decode_images(paths, image_size, max_pixels=max_pixels, memory_bytes=memory_bytes)
     path = cache_path(
         folder, split, image_size, cache_key(paths, labels, image_size=image_size, data_digest=data_digest)
     )
     cached = _open(path, len(paths), image_size)
     if cached is not None:
         return cached
-    images = decode_images(paths, image_size)
+    images = decode_images(paths, image_size, max_pixels=max_pixels, memory_bytes=memory_bytes)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     try:
@@ -144,10 +150,19 @@ class DecodedSplits:
         image_size: side of the square images.
         folder: the study's cache folder (``None``: decode into memory, no cache).
         data_digest: the dataset's content digest (part of the cache key).
+        max_pixels: largest width x height decoded (``data.max_pixels``), from each header.
+        memory_bytes: memory budget of the decodes in flight (``data.decode_memory_mb``).
     """
 
     def __init__(
-        self, manifest_path: str | Path, *, image_size: int, folder: str | Path | None, data_digest: str = ""
+        self,
+        manifest_path: str | Path,
+        *,
+        image_size: int,
+        folder: str | Path | None,
+        data_digest: str = "",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        memory_bytes: int = DEFAULT_DECODE_MEMORY_MB * 2**20,
     ) -> None:
         import pandas as pd
 
@@ -161,6 +176,8 @@ class DecodedSplits:
         self.image_size = image_size
         self.folder = folder
         self.data_digest = data_digest
+        self.max_pixels = max_pixels
+        self.memory_bytes = memory_bytes
         self._parts = {str(name): part.reset_index(drop=True) for name, part in frame.groupby("split")}
         self._images: dict[str, np.ndarray] = {}
 
@@ -203,6 +220,8 @@ class DecodedSplits:
                 folder=self.folder,
                 split=split,
                 data_digest=self.data_digest,
+                max_pixels=self.max_pixels,
+                memory_bytes=self.memory_bytes,
             )
         return self._images[split]
 

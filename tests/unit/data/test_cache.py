@@ -25,9 +25,9 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = decode_images
 
-    def counting(paths, size):  # type: ignore[no-untyped-def]
+    def counting(paths, size, **limits):  # type: ignore[no-untyped-def]
         calls.append(len(paths))
-        return real(paths, size)
+        return real(paths, size, **limits)
 
     monkeypatch.setattr("clot_hpo.data.pipeline.decode_images", counting)
     return calls

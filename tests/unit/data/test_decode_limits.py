@@ -99,3 +99,15 @@ def test_the_cli_does_not_silence_pillows_bomb_warning(tmp_path: Path, monkeypat
         assert [type(w.message) for w in caught] == [Image.DecompressionBombWarning]
         # Trial processes inherit the choice through the environment.
         assert os.environ["PYTHONWARNINGS"].startswith("ignore,default:Image size")
+
+
+def test_training_decodes_within_the_configured_limit(tmp_path: Path, pixels, save, monkeypatch) -> None:
+    from clot_hpo.data.cache import DecodedSplits
+
+    paths = [save(tmp_path / f"{i}.png", pixels(i, 40)) for i in range(2)]
+    manifest = tmp_path / "trial_manifest.csv"
+    manifest.write_text("path,label,split\n" + "".join(f"{p},{i},train\n" for i, p in enumerate(paths)))
+    monkeypatch.setattr(pipeline, "_decode_resize", lambda *a, **k: pytest.fail("decoded"))
+    splits = DecodedSplits(manifest, image_size=32, folder=tmp_path / "cache", max_pixels=1_000)
+    with pytest.raises(DataError, match=r"0\.png: too many pixels"):
+        splits.images("train")
