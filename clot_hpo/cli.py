@@ -86,8 +86,10 @@ def _cmd_estimate_vram(args: argparse.Namespace) -> int:
 
 def _cmd_promote(args: argparse.Namespace) -> int:
     from clot_hpo.registry.commands import promote_command
+    from clot_hpo.search.ledger import TrialLedger
 
-    return promote_command(args)
+    # The registry does not import Optuna: the search's ledger of real trials is passed in.
+    return promote_command(args, ledger=TrialLedger(args.storage))
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -224,6 +226,31 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["maximize", "minimize"],
         help="only for a metric the study did not optimize: whether higher or lower is better",
     )
+    p.add_argument(
+        "--storage",
+        help="Optuna storage the study ran on (only its COMPLETE trials can be promoted); "
+        "default: the config's search.storage, else sqlite:///mlruns/optuna.db",
+    )
+    p.add_argument(
+        "--gate-metric",
+        choices=["auc", "accuracy"],
+        default="auc",
+        help="paired test on the test split: auc (DeLong, default) or accuracy (McNemar)",
+    )
+    p.add_argument(
+        "--min-delta",
+        type=float,
+        default=0.0,
+        help="the 95%% interval of the difference must lie above this (default 0)",
+    )
+    p.add_argument("--min-sensitivity", type=float, help="floor: the candidate's test sensitivity")
+    p.add_argument("--max-ece", type=float, help="ceiling: the candidate's test ECE")
+    p.add_argument(
+        "--allow-different-test-sets",
+        action="store_true",
+        help="compare with a champion tested on other data (as independent samples) instead of refusing",
+    )
+    p.add_argument("--lock-timeout", type=float, default=300.0, help="seconds to wait for another promotion")
 
     model_help = "default: models:/<the config's tracking.model_name, else blood-clot-detector>@champion"
     p = add("predict", _cmd_predict, "classify images with a registered model")
@@ -327,6 +354,10 @@ def apply_config_defaults(args: argparse.Namespace) -> None:
 
         args.max_pixels = (config.data if config is not None else DataConfig()).max_pixels
     if args.command == "promote":
+        if args.storage is None:
+            from clot_hpo.config.schema import SearchConfig
+
+            args.storage = config.search.storage if config is not None else SearchConfig().storage
         if args.model_name is None:
             args.model_name = tracking.model_name
         if args.experiment is None:

@@ -25,15 +25,20 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
 from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
 from clot_hpo.errors import DataError
 from clot_hpo.evaluate.metrics import as_arrays
 
 __all__ = [
     "PREDICTION_COLUMNS",
+    "AccuracyDifference",
     "McNemar",
     "PairedAuc",
+    "accuracy_difference",
+    "accuracy_difference_independent",
     "align",
+    "auc_difference_independent",
     "delong_test",
     "mcnemar_exact",
     "read_predictions",
@@ -296,4 +301,108 @@ def mcnemar_exact(labels: Any, pred_a: Any, pred_b: Any) -> McNemar:
         n=int(y.size),
         accuracy_a=float(right_a.mean()),
         accuracy_b=float(right_b.mean()),
+    )
+
+
+# ----- differences with intervals -------------------------------------------------------------
+@dataclass(frozen=True)
+class AccuracyDifference:
+    """``accuracy_a - accuracy_b`` with its interval and a two-sided p-value."""
+
+    accuracy_a: float
+    accuracy_b: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: int
+
+
+def accuracy_difference(
+    labels: Any, pred_a: Any, pred_b: Any, *, confidence: float = 0.95
+) -> AccuracyDifference:
+    """Paired accuracy difference: Wald interval for paired proportions, McNemar's exact p-value.
+
+    With ``b`` (A right, B wrong) and ``c`` (B right, A wrong) among ``n`` examples, the
+    difference is ``(b - c) / n`` and its standard error ``sqrt(b + c - (b - c)^2 / n) / n``
+    (Agresti, *Categorical Data Analysis*, 3rd ed., 11.1.1); the p-value is
+    :func:`mcnemar_exact`'s. No discordant pair gives the interval ``[0, 0]`` and ``p = 1``.
+    """
+    test = mcnemar_exact(labels, pred_a, pred_b)
+    n, b, c = test.n, test.b, test.c
+    difference = (b - c) / n
+    se = float(np.sqrt(max(0.0, b + c - (b - c) ** 2 / n))) / n
+    z = float(norm.ppf(0.5 + confidence / 2.0))
+    return AccuracyDifference(
+        accuracy_a=test.accuracy_a,
+        accuracy_b=test.accuracy_b,
+        difference=difference,
+        ci_low=max(-1.0, difference - z * se),
+        ci_high=min(1.0, difference + z * se),
+        p_value=test.p_value,
+        n=n,
+    )
+
+
+def accuracy_difference_independent(
+    labels_a: Any, pred_a: Any, labels_b: Any, pred_b: Any, *, confidence: float = 0.95
+) -> AccuracyDifference:
+    """Accuracy difference of two models scored on different test sets (independent samples).
+
+    Newcombe's hybrid score interval and the score test, both from statsmodels
+    (``confint_proportions_2indep`` / ``test_proportions_2indep``). ``n`` counts both sets.
+    """
+    ya, pa = as_arrays(labels_a, pred_a)
+    yb, pb = as_arrays(labels_b, pred_b)
+    right_a, right_b = int(np.sum(pa.astype(np.int64) == ya)), int(np.sum(pb.astype(np.int64) == yb))
+    low, high = confint_proportions_2indep(
+        right_a, ya.size, right_b, yb.size, method="newcomb", compare="diff", alpha=1.0 - confidence
+    )
+    p_value = float(test_proportions_2indep(right_a, ya.size, right_b, yb.size, method="score").pvalue)
+    acc_a, acc_b = right_a / ya.size, right_b / yb.size
+    return AccuracyDifference(
+        accuracy_a=acc_a,
+        accuracy_b=acc_b,
+        difference=acc_a - acc_b,
+        ci_low=float(low),
+        ci_high=float(high),
+        p_value=1.0 if not np.isfinite(p_value) else min(1.0, p_value),
+        n=int(ya.size + yb.size),
+    )
+
+
+def auc_difference_independent(
+    labels_a: Any, prob_a: Any, labels_b: Any, prob_b: Any, *, confidence: float = 0.95
+) -> PairedAuc:
+    """AUC difference of two models scored on different test sets (independent samples).
+
+    Each AUC's variance is DeLong's (``S10/m + S01/n`` of its own structural components);
+    the two are independent, so the difference's variance is their sum. ``n`` counts both sets.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"`0 < confidence < 1` must hold, but got {confidence}")
+    aucs, variances = [], []
+    for labels, prob in ((labels_a, prob_a), (labels_b, prob_b)):
+        y, p = as_arrays(labels, prob)
+        m, n = int(y.sum()), int(y.size - y.sum())
+        if m < 2 or n < 2:
+            raise ValueError(
+                f"an AUC interval needs at least 2 positives and 2 negatives, but got {m} and {n}"
+            )
+        auc, v10, v01 = _delong_components(y, p[None, :])
+        aucs.append(float(auc[0]))
+        variances.append(float(np.var(v10[0], ddof=1) / m + np.var(v01[0], ddof=1) / n))
+    difference = aucs[0] - aucs[1]
+    se = float(np.sqrt(sum(variances)))
+    z = float(norm.ppf(0.5 + confidence / 2.0))
+    p_value = float(2.0 * norm.sf(abs(difference) / se)) if se > 0 else (1.0 if difference == 0 else 0.0)
+    n_total = int(np.asarray(labels_a).size + np.asarray(labels_b).size)
+    return PairedAuc(
+        auc_a=aucs[0],
+        auc_b=aucs[1],
+        difference=difference,
+        ci_low=difference - z * se,
+        ci_high=difference + z * se,
+        p_value=min(1.0, p_value),
+        n=n_total,
     )

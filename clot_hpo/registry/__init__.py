@@ -1,9 +1,12 @@
 """The model registry: promote the best trial, and use a registered model.
 
 * :mod:`clot_hpo.registry.promotion`: :func:`promote` registers the best finished trial of
-  an experiment as a new version of ``blood-clot-detector`` and moves the alias
-  ``champion`` to it only when it beats the current champion, in the direction its study
-  recorded.
+  an experiment that the Optuna storage vouches for as a new version of
+  ``blood-clot-detector`` (with its model file's sha256 and its model card), and moves the
+  alias ``champion`` to it only when the gate finds proof that it is better.
+* :mod:`clot_hpo.registry.gate`: the promotion gate (paired test on the test split, floors).
+* :mod:`clot_hpo.registry.card`: the model card of a registered version.
+* :mod:`clot_hpo.registry.lock`: the promotion lock, across processes and machines.
 * :mod:`clot_hpo.registry.models`: resolve a model URI (``models:/blood-clot-detector@champion``
   by default), read how to apply it (threshold and image size, from the model's metadata)
   and load it.
@@ -20,6 +23,8 @@ from clot_hpo.registry.commands import (
     predict_command,
     promote_command,
 )
+from clot_hpo.registry.gate import GateDecision, GateRule
+from clot_hpo.registry.lock import promotion_lock
 from clot_hpo.registry.models import (
     DEFAULT_ALIAS,
     DEFAULT_MODEL_NAME,
@@ -28,19 +33,23 @@ from clot_hpo.registry.models import (
     load_keras_model,
     resolve_model,
 )
-from clot_hpo.registry.promotion import PromotionResult, promote
+from clot_hpo.registry.promotion import PromotionResult, TrialLedger, promote
 
 __all__ = [
     "DEFAULT_ALIAS",
     "DEFAULT_MODEL_NAME",
     "DEFAULT_MODEL_URI",
+    "GateDecision",
+    "GateRule",
     "PromotionResult",
     "ResolvedModel",
+    "TrialLedger",
     "evaluate_command",
     "evaluate_registered_model",
     "load_keras_model",
     "predict_command",
     "promote",
     "promote_command",
+    "promotion_lock",
     "resolve_model",
 ]

@@ -8,21 +8,41 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clot_hpo.registry.models import load_keras_model, resolve_model
-from clot_hpo.registry.promotion import promote
+from clot_hpo.registry.gate import GateRule
+from clot_hpo.registry.models import alias_version, load_keras_model, resolve_model
+from clot_hpo.registry.promotion import TrialLedger, promote
 from clot_hpo.tracking.store import open_client
 from clot_hpo.tracking.tags import TAG_TRIAL_NUMBER
 
 
-def promote_command(args: argparse.Namespace) -> int:
-    """``clot-hpo promote``: print what happened, one line each."""
+def gate_rule(args: argparse.Namespace) -> GateRule:
+    """The promotion gate's rule from ``promote``'s options."""
+    return GateRule(
+        metric=getattr(args, "gate_metric", None) or "auc",
+        min_delta=float(getattr(args, "min_delta", None) or 0.0),
+        min_sensitivity=getattr(args, "min_sensitivity", None),
+        max_ece=getattr(args, "max_ece", None),
+        allow_different_test_sets=bool(getattr(args, "allow_different_test_sets", False)),
+    )
+
+
+def promote_command(args: argparse.Namespace, *, ledger: TrialLedger) -> int:
+    """``clot-hpo promote``: print what happened, one line each.
+
+    ``ledger`` is the Optuna storage the study ran on (``--storage``); only runs it vouches
+    for are considered.
+    """
     result = promote(
         args.tracking_uri,
         args.experiment,
+        ledger=ledger,
         model_name=args.model_name,
         alias=args.alias,
         metric=args.metric,
         direction=getattr(args, "direction", None),
+        rule=gate_rule(args),
+        lock_timeout_s=float(getattr(args, "lock_timeout", None) or 300.0),
+        on_wait=lambda line: print(line, flush=True),
     )
     for line in result.messages:
         print(line)
@@ -40,7 +60,9 @@ def champion_table(tracking_uri: str, model_name: str, alias: str) -> str:
     from clot_hpo.evaluate import format_table
 
     client = open_client(tracking_uri)
-    version = client.get_model_version_by_alias(model_name, alias)
+    version = alias_version(client, model_name, alias)
+    if version is None:
+        return f"{model_name}@{alias} is not set: no champion yet"
     if not version.run_id:  # registered from a bare model: no run holds its metrics
         return f"{model_name}@{alias} is version {version.version} (no run: no metrics to show)"
     run = client.get_run(version.run_id)
@@ -130,6 +152,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 __all__ = [
     "champion_table",
+    "gate_rule",
     "evaluate_command",
     "evaluate_registered_model",
     "predict_command",

@@ -1,20 +1,39 @@
-"""Promotion: register an experiment's best trial and move the alias to it when it wins.
+"""Promotion: register an experiment's best real trial, write its model card, and move the alias on proof.
 
-:func:`promote` registers the best finished trial of an experiment as a new version of
-``blood-clot-detector`` and moves the alias ``champion`` to it only when it beats the
-current champion on the same metric. Registry stages are deprecated in MLflow: aliases only.
+:func:`promote`:
 
-"Best" follows the direction the study recorded for its objective (the parent run's tags
-``clot_hpo.objective`` and ``optuna.direction``, :mod:`clot_hpo.tracking.tags`), never a
-guess from the metric's name.
+1. ranks the experiment's FINISHED trial runs by the metric its study optimized, in the
+   direction the study recorded (the parent run's tags ``clot_hpo.objective`` and
+   ``optuna.direction``, :mod:`clot_hpo.tracking.tags`), never a guess from its name;
+2. keeps only runs that a COMPLETE trial of the Optuna storage names (same study, trial
+   number, run id, parent run, dataset digest: :class:`TrialLedger`): a run injected into
+   the MLflow server is refused;
+3. under the registry's promotion lock (:mod:`clot_hpo.registry.lock`), registers the best
+   one (once per run) with the sha256 of its model file, re-reads the champion, and lets
+   the gate (:mod:`clot_hpo.registry.gate`) decide on the paired test-set evidence whether
+   the alias moves; the decision is recorded on the version as tags, and the model card
+   (:mod:`clot_hpo.registry.card`) as the run's artifacts and the version's description.
+
+Rerunning it changes nothing: a version whose decision was taken against the current
+champion under the same rule is not decided again. Registry stages are deprecated in
+MLflow: aliases only.
 """
 
 from __future__ import annotations
 
+import logging
+import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
-from clot_hpo.errors import ConfigError
+import pandas as pd
+
+from clot_hpo.errors import ConfigError, DataError
+from clot_hpo.registry import card as cards
+from clot_hpo.registry.gate import FIRST, REFUSED, Evidence, GateDecision, GateRule, decide
+from clot_hpo.registry.lock import promotion_lock
 from clot_hpo.registry.models import DEFAULT_ALIAS, DEFAULT_MODEL_NAME, alias_version
 from clot_hpo.tracking.store import (
     MlflowClient,
@@ -31,18 +50,53 @@ from clot_hpo.tracking.tags import (
     ROLE_TRIAL,
     TAG_DIGEST,
     TAG_DIRECTION,
+    TAG_GATE_CHAMPION,
+    TAG_GATE_DECISION,
+    TAG_GATE_REASON,
+    TAG_GATE_RULE,
     TAG_IMAGE_SIZE,
     TAG_MODEL_ID,
+    TAG_MODEL_SHA256,
     TAG_OBJECTIVE,
+    TAG_OPTUNA_STUDY,
     TAG_PARENT,
     TAG_ROLE,
     TAG_STUDY,
     TAG_THRESHOLD,
     TAG_TRIAL_NUMBER,
 )
-from clot_hpo.util import finite_float
+from clot_hpo.util import finite_float, first_line
+
+log = logging.getLogger("clot_hpo.registry")
 
 MODEL_DESCRIPTION = "Binary blood-clot classifier (input: raw RGB pixels in [0, 255])."
+TEST_PREDICTIONS = "test_predictions.csv"
+MODEL_FILE = "data/model.keras"  # inside the logged MLflow model (tracking/keras_file_flavor.py)
+MAX_LISTED_REFUSALS = 5
+
+
+class TrialRecordLike(Protocol):
+    """A trial as the Optuna storage holds it (:class:`clot_hpo.search.ledger.TrialRecord`)."""
+
+    @property
+    def state(self) -> str: ...  # noqa: D102
+    @property
+    def run_id(self) -> str | None: ...  # noqa: D102
+    @property
+    def parent_run_id(self) -> str | None: ...  # noqa: D102
+    @property
+    def dataset_digest(self) -> str | None: ...  # noqa: D102
+    @property
+    def user_attrs(self) -> dict[str, Any]: ...  # noqa: D102
+
+
+class TrialLedger(Protocol):
+    """Where the trials a study really ran are recorded (:class:`clot_hpo.search.ledger.TrialLedger`).
+
+    The registry does not import Optuna: ``clot-hpo promote`` passes the search's ledger in.
+    """
+
+    def trial(self, study: str, number: int) -> TrialRecordLike | None: ...  # noqa: D102
 
 
 @dataclass
@@ -60,6 +114,8 @@ class PromotionResult:
     trial_number: int | None = None
     registered: bool = False  # a new version was created
     alias_moved: bool = False
+    decision: str | None = None  # the gate's (gate.FIRST, PROMOTED, KEPT, BLOCKED, REFUSED)
+    decided_now: bool = False  # False: the recorded decision stands (a rerun)
     previous_version: str | None = None
     previous_value: float | None = None
     messages: list[str] = field(default_factory=list)
@@ -83,6 +139,7 @@ class _Candidate:
     run: Any
     value: float
     model_id: str
+    trial: Any = None  # its record in the Optuna storage, once verified
 
     @property
     def trial_number(self) -> int | None:
@@ -176,6 +233,47 @@ def _candidates(
     return out, len(finished)
 
 
+def verify_trial(run: Any, ledger: TrialLedger) -> tuple[Any, str | None]:
+    """The Optuna record of a trial run, and why the run is refused (None when it is real).
+
+    A run is a real trial when the Optuna storage holds a COMPLETE trial of the run's study
+    with the run's trial number that names this run, its parent (study) run and its dataset
+    digest. MLflow tags alone prove nothing: anyone who reaches the server can write them.
+    """
+    tags = run.data.tags
+    study = tags.get(TAG_OPTUNA_STUDY) or tags.get(TAG_STUDY)
+    number_text = tags.get(TAG_TRIAL_NUMBER, "")
+    parent, digest = tags.get(TAG_PARENT), tags.get(TAG_DIGEST)
+    missing = [
+        name
+        for name, value in (("study", study), ("trial number", number_text), ("parent run", parent))
+        if not value
+    ]
+    if not digest:
+        missing.append("dataset digest")
+    if missing:
+        return None, f"it has no {', '.join(missing)} tag, so no Optuna trial can vouch for it"
+    if not number_text.isdigit():
+        return None, f"its trial number tag {number_text!r} is not a number"
+    record = ledger.trial(str(study), int(number_text))
+    if record is None:
+        return None, f"the Optuna storage has no trial {number_text} of study {study!r}"
+    if record.state != "COMPLETE":
+        return None, f"trial {number_text} of study {study!r} is {record.state} in the Optuna storage"
+    checks = (
+        ("run id", record.run_id, run.info.run_id),
+        ("parent run", record.parent_run_id, parent),
+        ("dataset digest", record.dataset_digest, digest),
+    )
+    for what, recorded, claimed in checks:
+        if recorded != claimed:
+            return None, (
+                f"trial {number_text} of study {study!r} records {what} {recorded or 'none'} in the Optuna "
+                f"storage, but the run has {claimed}"
+            )
+    return record, None
+
+
 def _ready(client: MlflowClient, model_id: str) -> bool:
     try:
         model = client.get_logged_model(model_id)
@@ -187,12 +285,6 @@ def _ready(client: MlflowClient, model_id: str) -> bool:
 # ----- registering --------------------------------------------------------------------------
 def _version_tags(client: MlflowClient, cand: _Candidate, experiment: str, metric: str) -> dict[str, str]:
     tags = cand.run.data.tags
-    digest = tags.get(TAG_DIGEST)
-    if not digest and tags.get(TAG_PARENT):
-        try:
-            digest = client.get_run(tags[TAG_PARENT]).data.tags.get(TAG_DIGEST)
-        except MlflowException:
-            digest = None
     out = {
         "experiment": experiment,
         "study": tags.get(TAG_STUDY, experiment),
@@ -203,8 +295,8 @@ def _version_tags(client: MlflowClient, cand: _Candidate, experiment: str, metri
     for key in (TAG_THRESHOLD, TAG_IMAGE_SIZE):
         if key in tags:
             out[key] = tags[key]
-    if digest:
-        out["dataset_digest"] = digest
+    if tags.get(TAG_DIGEST):
+        out["dataset_digest"] = tags[TAG_DIGEST]
     for key, value in cand.run.data.metrics.items():
         if key.startswith(("val_", "test_")) and "_ci_" not in key and finite_float(value) is not None:
             out[key] = repr(float(value))
@@ -219,83 +311,297 @@ def _existing_version(client: MlflowClient, model_name: str, run_id: str) -> Any
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def _register(client: MlflowClient, best: _Candidate, experiment: str, result: PromotionResult) -> None:
-    """Reuse the candidate's version if it has one, else create it; fill ``result.version``."""
+def _download_model_file(client: MlflowClient, tracking_uri: str, model_id: str, dst: Path) -> Path | None:
+    """The logged model's ``data/model.keras``, downloaded into ``dst`` (None when unreadable)."""
+    import mlflow.artifacts
+
+    try:
+        location = client.get_logged_model(model_id).artifact_location
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{location.rstrip('/')}/{MODEL_FILE}", dst_path=str(dst), tracking_uri=tracking_uri
+        )
+    except (MlflowException, OSError) as exc:
+        log.warning("promote: the model file of %s cannot be read: %s", model_id, first_line(exc))
+        return None
+    return Path(path)
+
+
+def _register(
+    client: MlflowClient,
+    tracking_uri: str,
+    best: _Candidate,
+    experiment: str,
+    result: PromotionResult,
+    work: Path,
+) -> Path | None:
+    """Reuse the candidate's version if it has one, else create it with its model file's sha256.
+
+    Fills ``result.version``; returns the downloaded model file (None when unreadable).
+    """
+    model_file = _download_model_file(client, tracking_uri, best.model_id, work / "model")
     existing = _existing_version(client, result.model_name, result.run_id)
     if existing is not None:
         result.version = str(existing.version)
         result.messages.append(
             f"already registered as {result.model_name} version {result.version}: no new version"
         )
-        return
+        return model_file
+    if model_file is None:
+        raise ConfigError(
+            f"run {result.run_id}: its model file {MODEL_FILE} of models:/{best.model_id} cannot be read, "
+            "so its sha256 cannot be recorded; nothing registered"
+        )
     try:
         client.create_registered_model(result.model_name, description=MODEL_DESCRIPTION)
     except MlflowException as exc:
         if not is_already_exists(exc):
             raise
+    tags = _version_tags(client, best, experiment, result.metric)
+    tags[TAG_MODEL_SHA256] = cards.file_sha256(model_file)
     version = client.create_model_version(
         result.model_name,
         source=f"models:/{best.model_id}",
         run_id=result.run_id,
-        tags=_version_tags(client, best, experiment, result.metric),
+        tags=tags,
         model_id=best.model_id,
         description=f"trial {result.trial_number} of study {result.study}",
     )
     result.version, result.registered = str(version.version), True
     result.messages.append(f"registered {result.model_name} version {result.version}")
+    return model_file
 
 
-def _champion_value(client: MlflowClient, version: Any, metric: str) -> float | None:
-    """The champion's own value of ``metric``: from its run, else from its version tags."""
-    if version.run_id:
-        try:
-            value = finite_float(client.get_run(version.run_id).data.metrics.get(metric))
-        except MlflowException:
-            value = None
-        if value is not None:
-            return value
-    return finite_float((version.tags or {}).get(metric))
+# ----- evidence -----------------------------------------------------------------------------
+def _has_artifact(client: MlflowClient, run_id: str, path: str) -> bool:
+    try:
+        return path in {a.path for a in client.list_artifacts(run_id)}
+    except (MlflowException, OSError):
+        return False
 
 
-def _move_alias(client: MlflowClient, result: PromotionResult) -> None:
-    """Point the alias at ``result.version`` when there is no holder or the candidate beats it."""
-    name, alias, metric, say = result.model_name, result.alias, result.metric, result.messages.append
-    current = alias_version(client, name, alias)
+def _download(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path | None:
+    """An artifact of a run, or None when the run has no such file."""
+    folder = str(Path(path).parent) if "/" in path else None
+    try:
+        names = {a.path for a in client.list_artifacts(run_id, folder)}
+        if path not in names:
+            return None
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(client.download_artifacts(run_id, path, str(dst)))
+    except (MlflowException, OSError) as exc:
+        log.warning("promote: %s of run %s cannot be read: %s", path, run_id, first_line(exc))
+        return None
+
+
+def _threshold(run: Any) -> float:
+    value = finite_float(run.data.metrics.get("threshold"))
+    if value is None:
+        value = finite_float(run.data.tags.get(TAG_THRESHOLD))
+    return 0.5 if value is None else value
+
+
+def _evidence(client: MlflowClient, version: Any, run: Any, dst: Path, who: str) -> Evidence:
+    """A version's test predictions, threshold and dataset digest.
+
+    Raises:
+        ConfigError: the run has no ``test_predictions.csv`` (exit code 2).
+        DataError: the file is malformed (exit code 2, naming it).
+    """
+    from clot_hpo.evaluate.paired import read_predictions  # heavy: only when a promotion needs it
+
+    path = _download(client, run.info.run_id, TEST_PREDICTIONS, dst)
+    if path is None:
+        raise ConfigError(
+            f"{who} (version {version.version}, run {run.info.run_id}) has no {TEST_PREDICTIONS} artifact: "
+            "the gate compares models on their test predictions, so it cannot decide"
+        )
+    try:
+        frame = read_predictions(path)
+    except DataError as exc:
+        raise DataError(f"{who} run {run.info.run_id}: {exc}") from exc
+    digest = run.data.tags.get(TAG_DIGEST) or (version.tags or {}).get("dataset_digest")
+    return Evidence(version=str(version.version), predictions=frame, threshold=_threshold(run), digest=digest)
+
+
+# ----- the model card -----------------------------------------------------------------------
+def _read_json(path: Path | None) -> dict[str, Any] | None:
+    import json
+
+    if path is None:
+        return None
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _read_yaml(path: Path | None) -> dict[str, Any] | None:
+    import yaml
+
+    if path is None:
+        return None
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _requirements(client: MlflowClient, tracking_uri: str, model_id: str, dst: Path) -> list[str]:
+    import mlflow.artifacts
+
+    try:
+        location = client.get_logged_model(model_id).artifact_location
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{location.rstrip('/')}/requirements.txt",
+            dst_path=str(dst),
+            tracking_uri=tracking_uri,
+        )
+        text = Path(path).read_text(encoding="utf-8")
+    except (MlflowException, OSError):
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _write_card(
+    client: MlflowClient,
+    tracking_uri: str,
+    result: PromotionResult,
+    best: _Candidate,
+    model_file: Path | None,
+    evidence: Evidence | None,
+    decision: GateDecision,
+    work: Path,
+) -> None:
+    """Build the model card, log it to the version's run, and set the version's description."""
+    run = best.run
+    parent_id = run.data.tags.get(TAG_PARENT)
+    config = manifest = report = None
+    if parent_id:
+        config = _read_yaml(_download(client, parent_id, "config.yaml", work / "parent"))
+        manifest_path = _download(client, parent_id, "data/split_manifest.csv", work / "parent")
+        if manifest_path is not None:
+            try:
+                manifest = pd.read_csv(manifest_path)
+            except (OSError, ValueError):
+                manifest = None
+        report = _read_json(_download(client, parent_id, "data/data_report.json", work / "parent"))
+    version = client.get_model_version(result.model_name, result.version)
+    card = cards.build_card(
+        model_name=result.model_name,
+        version=result.version,
+        run=run,
+        model_id=best.model_id,
+        study_config=config,
+        manifest=manifest,
+        data_report=report,
+        trial_attrs=dict(getattr(best.trial, "user_attrs", {}) or {}),
+        model_sha256=(version.tags or {}).get(TAG_MODEL_SHA256),
+        parameter_count=cards.keras_parameter_count(model_file) if model_file is not None else None,
+        requirements=_requirements(client, tracking_uri, best.model_id, work / "env"),
+        test_predictions=evidence.predictions if evidence is not None else None,
+        decision=decision.tags(),
+        dataset_digest=run.data.tags.get(TAG_DIGEST),
+    )
+    client.log_text(result.run_id, cards.render_markdown(card), cards.CARD_MD)
+    client.log_text(result.run_id, cards.card_json(card), cards.CARD_JSON)
+    client.update_model_version(result.model_name, result.version, description=cards.summary_markdown(card))
+    result.messages.append(
+        f"model card written: {cards.CARD_MD} and {cards.CARD_JSON} of run {result.run_id}"
+    )
+
+
+# ----- the decision -------------------------------------------------------------------------
+def _recorded_decision(version: Any, current: Any | None, rule: GateRule) -> str | None:
+    """The decision already recorded against the current champion under the same rule, if any."""
+    tags = version.tags or {}
+    compared = tags.get(TAG_GATE_CHAMPION)
+    now = str(current.version) if current is not None else "none"
+    if tags.get(TAG_GATE_DECISION) and compared == now and tags.get(TAG_GATE_RULE) == rule.describe():
+        return str(tags[TAG_GATE_DECISION])
+    return None
+
+
+def _decide_and_record(
+    client: MlflowClient,
+    tracking_uri: str,
+    best: _Candidate,
+    result: PromotionResult,
+    rule: GateRule,
+    model_file: Path | None,
+    work: Path,
+) -> None:
+    """Under the lock: re-read the champion, let the gate decide, record it, move the alias."""
+    name, alias, say = result.model_name, result.alias, result.messages.append
+    version = client.get_model_version(name, result.version)
+    current = alias_version(client, name, alias)  # re-read under the lock
     if current is not None and str(current.version) == result.version:
         result.previous_version, result.previous_value = result.version, result.value
+        result.decision = (version.tags or {}).get(TAG_GATE_DECISION)
         say(f"alias {alias!r} already points to version {result.version}: nothing to move")
         return
-    if current is None:
-        client.set_registered_model_alias(name, alias, result.version)
-        result.alias_moved = True
-        say(f"alias {alias!r} set to version {result.version} (there was no {alias})")
+    result.previous_version = str(current.version) if current is not None else None
+    recorded = _recorded_decision(version, current, rule)
+    if recorded is not None:
+        result.decision = recorded
+        reason = (version.tags or {}).get(TAG_GATE_REASON, "")
+        say(f"gate: version {result.version} {recorded} (recorded earlier, nothing changed): {reason}")
+        if recorded == REFUSED:
+            raise ConfigError(f"promotion refused: {reason}")
         return
-    result.previous_version = str(current.version)
-    prev = result.previous_value = _champion_value(client, current, metric)
-    if prev is None:
-        client.set_registered_model_alias(name, alias, result.version)
-        result.alias_moved = True
-        say(
-            f"alias {alias!r} moved from version {current.version} (which has no {metric}) "
-            f"to version {result.version}"
-        )
+    floors = rule.min_sensitivity is not None or rule.max_ece is not None
+    if current is None and not floors and not _has_artifact(client, best.run.info.run_id, TEST_PREDICTIONS):
+        # Nothing to compare with and no floor to check: a run from before trials kept their
+        # predictions can still become the first champion (its card says what is missing).
+        decision = GateDecision(FIRST, rule.metric, None, "there was no champion", rule.describe())
+        _record(client, tracking_uri, best, result, decision, model_file, None, None, work)
         return
-    if result.beats(prev):
+    candidate = _evidence(client, version, best.run, work / "candidate", "the candidate")
+    champion = None
+    if current is not None:
+        champ_run = client.get_run(current.run_id) if current.run_id else None
+        if champ_run is None:
+            raise ConfigError(
+                f"champion version {current.version} of {name!r} has no run, so it has no test predictions "
+                "to compare with; move the alias by hand or promote into another model name"
+            )
+        champion = _evidence(
+            client, current, champ_run, work / "champion", f"champion version {current.version}"
+        )
+    decision = decide(candidate, champion, rule)
+    _record(client, tracking_uri, best, result, decision, model_file, candidate, current, work)
+
+
+def _record(
+    client: MlflowClient,
+    tracking_uri: str,
+    best: _Candidate,
+    result: PromotionResult,
+    decision: GateDecision,
+    model_file: Path | None,
+    candidate: Evidence | None,
+    current: Any | None,
+    work: Path,
+) -> None:
+    """Record the decision on the version, move the alias if it says so, write the card, say it."""
+    name, alias, say = result.model_name, result.alias, result.messages.append
+    for key, value in decision.tags().items():
+        client.set_model_version_tag(name, result.version, key, value)
+    result.decision, result.decided_now = decision.decision, True
+    if decision.moves:
         client.set_registered_model_alias(name, alias, result.version)
         result.alias_moved = True
-        say(
-            f"alias {alias!r} moved from version {current.version} ({metric} = {prev:.4f}) to version "
-            f"{result.version} ({metric} = {result.value:.4f})"
-        )
+    _write_card(client, tracking_uri, result, best, model_file, candidate, decision, work)
+    say(decision.line(result.version))
+    if decision.moves:
+        were = f"from version {current.version}" if current is not None else "(there was no champion)"
+        say(f"alias {alias!r} moved {were} to version {result.version}")
     else:
-        say(
-            f"alias {alias!r} stays on version {current.version}: its {metric} = {prev:.4f} is not beaten "
-            f"by {result.value:.4f}"
-        )
-    digest_new = client.get_model_version(name, result.version).tags.get("dataset_digest")
-    digest_old = (current.tags or {}).get("dataset_digest")
-    if digest_new and digest_old and digest_new != digest_old:
-        say("note: the two versions were evaluated on different datasets (dataset digests differ)")
+        held = f"version {current.version}" if current is not None else "nobody"
+        say(f"alias {alias!r} stays on {held}")
+    if decision.decision == REFUSED:
+        raise ConfigError(f"promotion refused: {decision.reason}")
 
 
 # ----- promote ------------------------------------------------------------------------------
@@ -303,28 +609,36 @@ def promote(
     tracking_uri: str,
     experiment: str,
     *,
+    ledger: TrialLedger,
     model_name: str = DEFAULT_MODEL_NAME,
     alias: str = DEFAULT_ALIAS,
     metric: str | None = None,
     direction: str | None = None,
+    rule: GateRule | None = None,
+    lock_timeout_s: float = 300.0,
+    on_wait: Callable[[str], None] | None = None,
 ) -> PromotionResult:
-    """Register the experiment's best finished trial and move ``alias`` to it if it wins.
+    """Register the experiment's best real trial and move ``alias`` to it if the gate says so.
 
     The best trial is the FINISHED child run with a finite ``metric`` and a logged model,
-    ranked in the direction its study recorded (ties go to the lower trial number).
-    ``metric`` defaults to the study's objective; ``direction`` is needed only for a metric
-    no study recorded. If the best run is already registered, its version is reused
-    (running this twice changes nothing). The alias moves only when the candidate is
-    strictly better than the current holder on the same metric.
+    ranked in the direction its study recorded (ties go to the lower trial number), among
+    runs that ``ledger`` vouches for (:func:`verify_trial`). ``metric`` defaults to the
+    study's objective; ``direction`` is needed only for a metric no study recorded. The
+    alias moves only when ``rule`` (default: the AUC's paired 95% interval above zero) holds
+    against the current champion; the decision is recorded on the version either way.
 
     Raises:
         ConfigError: the experiment does not exist, the metric's direction cannot be told,
-            or no finished trial has the metric and a logged model.
+            no real finished trial has the metric and a logged model, the evidence is
+            missing, the test sets differ (without ``allow_different_test_sets``; the
+            decision is recorded first), or the lock stayed taken.
     """
+    rule = rule or GateRule()
     client = open_client(tracking_uri)
     # MLflow's SQL registry store resolves `models:/<model_id>` sources through a client built
     # from the process-wide tracking URI, so that URI must be ours during the promotion.
-    with global_tracking_uri(tracking_uri):
+    with global_tracking_uri(tracking_uri), tempfile.TemporaryDirectory(prefix="clot-promote-") as tmp:
+        work = Path(tmp)
         exp = client.get_experiment_by_name(experiment)
         if exp is None or exp.lifecycle_stage == "deleted":
             names = sorted(e.name for e in client.search_experiments(max_results=50))
@@ -336,11 +650,23 @@ def promote(
             recorded_objectives(client, exp.experiment_id), experiment, metric, direction
         )
         candidates, n_finished = _candidates(client, exp.experiment_id, metric, direction)
-        best = next((c for c in candidates if _ready(client, c.model_id)), None)
+        refusals: list[str] = []
+        best = None
+        for cand in candidates:
+            record, why = verify_trial(cand.run, ledger)
+            if why is not None:
+                refusals.append(f"run {cand.run.info.run_id} ({metric} = {cand.value:.4f}): {why}")
+                continue
+            if _ready(client, cand.model_id):
+                cand.trial = record
+                best = cand
+                break
         if best is None:
+            detail = "; ".join(refusals[:MAX_LISTED_REFUSALS])
             raise ConfigError(
                 f"experiment {experiment!r} has no finished trial with metric {metric!r} and a logged "
-                f"model ({n_finished} finished trial run{'s' if n_finished != 1 else ''})"
+                f"model that the Optuna storage vouches for ({n_finished} finished trial "
+                f"run{'s' if n_finished != 1 else ''}" + (f"; refused: {detail}" if detail else "") + ")"
             )
         result = PromotionResult(
             model_name=model_name,
@@ -353,14 +679,25 @@ def promote(
             study=best.run.data.tags.get(TAG_STUDY),
             trial_number=best.trial_number,
         )
+        for refusal in refusals[:MAX_LISTED_REFUSALS]:
+            result.messages.append(f"refused (not a trial of the Optuna storage): {refusal}")
         better = "higher" if direction == "maximize" else "lower"
         result.messages.append(
             f"best trial: {result.trial_number} of {experiment!r} ({metric} = {best.value:.4f}, "
             f"{better} is better as the study recorded; run {result.run_id})"
         )
-        _register(client, best, experiment, result)
-        _move_alias(client, result)
+        with promotion_lock(client, model_name, timeout_s=lock_timeout_s, on_wait=on_wait):
+            model_file = _register(client, tracking_uri, best, experiment, result, work)
+            _decide_and_record(client, tracking_uri, best, result, rule, model_file, work)
         return result
 
 
-__all__ = ["PromotionResult", "promote", "recorded_objectives", "resolve_direction"]
+__all__ = [
+    "PromotionResult",
+    "TrialLedger",
+    "TrialRecordLike",
+    "promote",
+    "recorded_objectives",
+    "resolve_direction",
+    "verify_trial",
+]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from clot_hpo.search.hp import OptunaHyperParameters, optuna_distribution
+    from clot_hpo.search.ledger import TrialLedger, TrialRecord
     from clot_hpo.search.objectives import Objective, get_objective, list_objectives
     from clot_hpo.search.pruners import create_pruner, describe_pruner, list_pruners
     from clot_hpo.search.samplers import VRAM_CONSTRAINT, create_sampler, list_samplers
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 _WHERE = {
     "OptunaHyperParameters": "hp",
     "optuna_distribution": "hp",
+    "TrialLedger": "ledger",
+    "TrialRecord": "ledger",
     "Objective": "objectives",
     "get_objective": "objectives",
     "list_objectives": "objectives",
@@ -44,6 +47,8 @@ __all__ = [
     "Objective",
     "OptunaHyperParameters",
     "SearchOutcome",
+    "TrialLedger",
+    "TrialRecord",
     "create_or_load_study",
     "create_pruner",
     "create_sampler",

@@ -28,6 +28,7 @@ from rich.console import Console
 
 from clot_hpo.config import ExperimentConfig, save_resolved
 from clot_hpo.errors import ConfigError, FatalError, TrialFailed
+from clot_hpo.search.ledger import ATTR_DIGEST, ATTR_PARENT_RUN_ID, ATTR_RUN_ID
 from clot_hpo.search.objectives import Objective, get_objective
 from clot_hpo.search.optuna_compat import storage_error, trial_user_attrs
 from clot_hpo.search.progress import StudyProgress, print_top_trials
@@ -198,6 +199,9 @@ class StudyRunner:
         # next trial's training instead of delaying it.
         self.uploads = BackgroundQueue()
         self._uploading: set[int] = set()  # trial numbers whose runs this worker still closes
+        # The study run's id, once the upload queue has opened it (run_search sets it): each
+        # trial records it in Optuna, which `promote` checks runs against (search/ledger.py).
+        self.parent_run: Future[Any] | None = None
 
     # ----- the loop ---------------------------------------------------------------------------
     def run(self) -> str:
@@ -332,6 +336,8 @@ class StudyRunner:
     # ----- one trial (runs in this process, trains in a child) ---------------------------------
     def _objective(self, trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, self.worker_id)
+        if self.data_digest:
+            trial.set_user_attr(ATTR_DIGEST, self.data_digest)
         # One read of the study serves the surplus check, the retry lineage and the epoch budget.
         trials = self.study.get_trials(deepcopy=False)
         frozen = trials[trial.number]  # a study's trials are listed by number
@@ -433,21 +439,24 @@ class StudyRunner:
         raise TrialFailed(reason)
 
     # ----- tracking, on the upload thread -------------------------------------------------------
-    @staticmethod
-    def _note_run_id(trial: optuna.Trial, run: Future[Any], *, wait: bool = False) -> None:
-        """Record the trial's MLflow run id as a user attribute once the run exists.
+    def _note_run_id(self, trial: optuna.Trial, run: Future[Any], *, wait: bool = False) -> None:
+        """Record the trial's MLflow run id (and its study run's) as user attributes once the run exists.
 
         ``wait`` waits a little (the run is normally long open by then), never through a
         tracking outage: the run id is also on the run's own tags.
         """
-        if "mlflow_run_id" in trial.user_attrs or not (wait or run.done()):
+        if ATTR_RUN_ID in trial.user_attrs or not (wait or run.done()):
             return
         try:
             run_id = run.result(timeout=RUN_ID_WAIT_SECONDS)
         except FutureTimeout:
             return
         if run_id:
-            trial.set_user_attr("mlflow_run_id", run_id)
+            trial.set_user_attr(ATTR_RUN_ID, run_id)
+            # The queue runs in order: the study run was opened before this trial's run.
+            parent = self.parent_run
+            if parent is not None and parent.done() and parent.result():
+                trial.set_user_attr(ATTR_PARENT_RUN_ID, str(parent.result()))
 
     def _forward(self, run: Future[Any], spool: SpoolReader) -> None:
         run_id = run.result()  # resolved: the queue runs in order
@@ -621,7 +630,7 @@ def run_search(
         data_digest=prepared.digest,
     )
     # Queued like everything else the tracker does from here on: it overlaps the first trial.
-    runner.uploads.submit(
+    runner.parent_run = runner.uploads.submit(
         "open the study's run",
         tracker.start_study,
         study_name,

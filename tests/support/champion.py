@@ -2,9 +2,11 @@
 
 :func:`register_tiny_champion` trains the product's ``ClotHyperModel`` with the ``tiny_cnn``
 backbone at 32 px on a synthetic set for a few epochs, logs it as a trial of a study with
-:class:`MlflowTracker` (params, test metrics with an interval, the model, a model card) into
-a temporary SQLite store, and promotes it to ``blood-clot-detector@champion``: what
-``make demo`` leaves behind, in seconds.
+:class:`MlflowTracker` (params, test metrics with an interval, ``test_predictions.csv``, the
+model) into a temporary SQLite store, records the trial in an Optuna storage as the search
+does (``promote`` takes only trials it vouches for), promotes it to
+``blood-clot-detector@champion`` and replaces the model card promote wrote with
+:data:`MODEL_CARD` (the page must escape it): what ``make demo`` leaves behind, in seconds.
 
 :func:`running_app` serves an application with uvicorn on a free loopback port in a thread
 of the test process; the fixture stops it.
@@ -65,15 +67,20 @@ def register_tiny_champion(
     The tiny CNN at 32 px by default; the benchmark builds the demo's backbones at 48 px
     (``epochs=0`` registers the untrained model: latency does not depend on the weights).
     """
+    import hashlib
+
     import keras
     import keras_tuner
     import numpy as np
+    import optuna
+    import pandas as pd
     from sklearn.metrics import roc_auc_score
 
     from clot_hpo.data.pipeline import load_image_batch
     from clot_hpo.data.synthetic import make_synthetic
     from clot_hpo.models.hypermodel import ClotHyperModel
     from clot_hpo.registry import promote
+    from clot_hpo.search.ledger import TrialLedger
     from clot_hpo.tracking.mlflow_tracker import MlflowTracker
 
     data = make_synthetic(root / "data", n_per_class=n_per_class, image_size=image_size, seed=5)
@@ -94,7 +101,14 @@ def register_tiny_champion(
         uri, experiment_name="serve-study", artifact_root=str(root / "artifacts"), tries=2, backoff_s=0.01
     )
     tracker.check_available()
-    tracker.start_study("serve-study", objective="val_auc", direction="maximize")
+    parent = tracker.start_study("serve-study", objective="val_auc", direction="maximize")
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()
+    tracker.log_study_inputs(
+        config={"data": {"path": str(data), "synthetic": {}}},
+        search_spaces={},
+        manifest_path=None,
+        dataset_digest=digest,
+    )
     run_id = tracker.start_trial(0)
     tracker.log_params(run_id, {"backbone": backbone, "image_size": image_size})
     metrics = {
@@ -104,13 +118,35 @@ def register_tiny_champion(
         "test_auc_ci_high": min(1.0, auc + 0.05),
         "threshold": 0.5,
     }
-    tracker.log_evaluation(run_id, metrics=metrics, artifacts={}, figures={})
+    predictions = pd.DataFrame(
+        {
+            "key": [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths],
+            "label": y.astype(int),
+            "probability": probs,
+        }
+    )
+    tracker.log_evaluation(
+        run_id,
+        metrics=metrics,
+        artifacts={"test_predictions.csv": predictions.to_csv(index=False)},
+        figures={},
+    )
     inference = keras.Model(model.inputs, model.outputs, name=model.name)
     tracker.log_model(run_id, inference, image_size=image_size, threshold=0.5)
-    tracker.client.log_text(run_id, MODEL_CARD, "model_card.md")
     tracker.end_trial(run_id, "COMPLETE")
     tracker.end_study()
-    promote(uri, "serve-study")
+    storage = f"sqlite:///{root / 'optuna.db'}"
+    study = optuna.create_study(study_name="serve-study", storage=storage, direction="maximize")
+    trial = study.ask()
+    for key, value in (
+        ("mlflow_run_id", run_id),
+        ("mlflow_parent_run_id", parent),
+        ("dataset_digest", digest),
+    ):
+        trial.set_user_attr(key, value)
+    study.tell(trial, auc)
+    promote(uri, "serve-study", ledger=TrialLedger(storage))
+    tracker.client.log_text(run_id, MODEL_CARD, "model_card.md")
     return Champion(
         tracking_uri=uri, model_uri="models:/blood-clot-detector@champion", data=data, test_auc=auc
     )

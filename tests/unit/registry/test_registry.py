@@ -17,15 +17,16 @@ from clot_hpo.evaluate import binary_metrics
 from clot_hpo.registry import (
     evaluate_command,
     predict_command,
-    promote,
     promote_command,
     resolve_model,
 )
+from clot_hpo.registry import promote as promote_model
 from clot_hpo.registry.promotion import resolve_direction
-from clot_hpo.tracking.mlflow_tracker import MlflowTracker
+from clot_hpo.search.ledger import TrialLedger
 from clot_hpo.tracking.store import global_tracking_uri
 from tests.support.cli import run_cli
-from tests.support.mlflow_server import tiny_keras_model, write_images
+from tests.support.mlflow_server import write_images
+from tests.support.promotion import fabricate_study, predictions
 
 NAME = "blood-clot-detector"
 USE = "clot-detector-in-use"  # registered by the fixture for predict/evaluate
@@ -43,34 +44,33 @@ def _study(
     """A study with one child run per entry: metrics, final state, and a model unless told not to.
 
     The study records ``objective`` and ``direction`` as `clot-hpo search` does (None: a study
-    run that recorded no direction, as before clot-hpo recorded it).
+    run that recorded no direction, as before clot-hpo recorded it), and its trials in the
+    Optuna storage ``root/optuna.db`` (``promote`` takes only trials recorded there). Every
+    trial has test predictions on the same images (``predictions``, default: a middling model).
     """
-    tracker = MlflowTracker(
-        uri, experiment_name=name, artifact_root=str(root / "artifacts"), tries=2, backoff_s=0.01
+    specs = [
+        {"predictions": predictions(separation=0.8, noise_seed=n), **spec} for n, spec in enumerate(trials)
+    ]
+    return fabricate_study(
+        uri,
+        _storage(root),
+        root,
+        name,
+        specs,
+        digest="digest-shared",
+        objective=objective,
+        direction=direction,
     )
-    tracker.check_available()
-    tracker.start_study(name, objective=objective if direction else None, direction=direction)
-    tracker.log_study_inputs(
-        config={"data": {"path": "data/x"}},
-        search_spaces={},
-        manifest_path=None,
-        dataset_digest=f"digest-of-{name}",
-    )
-    runs = {}
-    for number, spec in enumerate(trials):
-        run_id = tracker.start_trial(number)
-        tracker.log_evaluation(run_id, metrics=spec["metrics"], artifacts={}, figures={})
-        if spec.get("model", True):
-            tracker.log_model(
-                run_id,
-                tiny_keras_model(32, seed=spec.get("seed", number)),
-                image_size=32,
-                threshold=spec["metrics"].get("threshold", 0.5),
-            )
-        tracker.end_trial(run_id, spec.get("state", "COMPLETE"))
-        runs[number] = run_id
-    tracker.end_study()
-    return runs
+
+
+def _storage(root: Path) -> str:
+    return f"sqlite:///{root / 'optuna.db'}"
+
+
+def promote(uri: str, experiment: str, **kwargs: Any) -> Any:
+    """``promote`` with the Optuna storage the studies of this module record their trials in."""
+    root = Path(uri.removeprefix("sqlite:///")).parent
+    return promote_model(uri, experiment, ledger=TrialLedger(_storage(root)), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +118,9 @@ def test_promote_registers_the_best_finished_trial_and_sets_the_alias(store: dic
     assert str(champion.version) == result.version and champion.run_id == store["runs_a"][1]
     tags = champion.tags
     assert tags["study"] == "study-a" and tags["trial"] == "1" and tags["threshold"] == "0.45"
-    assert tags["dataset_digest"] == "digest-of-study-a" and tags["val_auc"] == "0.9"
+    assert tags["dataset_digest"] == "digest-shared" and tags["val_auc"] == "0.9"
     assert tags["image_size"] == "32" and tags["test_auc"] == "0.8"
-    assert "alias 'champion' set" in result.message
+    assert "gate: version 1 first champion" in result.message
 
     # Running it again changes nothing, and says so.
     again = promote(store["uri"], "study-a")
@@ -132,22 +132,22 @@ def test_promote_registers_the_best_finished_trial_and_sets_the_alias(store: dic
 def test_a_worse_candidate_is_registered_but_does_not_take_the_alias(store: dict[str, Any]) -> None:
     name = "worse-scenario"
     promote(store["uri"], "study-a", model_name=name)
-    _study(store["uri"], store["root"], "study-worse", [{"metrics": {"val_auc": 0.80, "threshold": 0.5}}])
+    worse = {"metrics": {"val_auc": 0.80, "threshold": 0.5}, "predictions": predictions(separation=0.2)}
+    _study(store["uri"], store["root"], "study-worse", [worse])
     result = promote(store["uri"], "study-worse", model_name=name)
-    assert result.registered and not result.alias_moved
-    assert result.previous_value == 0.90
+    assert result.registered and not result.alias_moved and result.decision == "kept"
     assert "stays on version" in result.message
     client = MlflowClient(store["uri"], registry_uri=store["uri"])
     assert str(client.get_model_version_by_alias(name, "champion").version) == result.previous_version
-    assert "different datasets" in result.message  # the digests differ
 
 
 def test_a_better_candidate_takes_the_alias_and_lower_is_better_metrics(store: dict[str, Any]) -> None:
     name = "better-scenario"
     promote(store["uri"], "study-a", model_name=name)
-    _study(store["uri"], store["root"], "study-better", [{"metrics": {"val_auc": 0.95, "threshold": 0.5}}])
+    better = {"metrics": {"val_auc": 0.95, "threshold": 0.5}, "predictions": predictions(separation=2.5)}
+    _study(store["uri"], store["root"], "study-better", [better])
     result = promote(store["uri"], "study-better", model_name=name)
-    assert result.alias_moved and result.previous_value == 0.90
+    assert result.alias_moved and result.decision == "promoted"
     client = MlflowClient(store["uri"], registry_uri=store["uri"])
     assert str(client.get_model_version_by_alias(name, "champion").version) == result.version
 
@@ -162,7 +162,7 @@ def test_promote_errors_name_what_is_missing(store: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="'no-such-study'"):
         promote(store["uri"], "no-such-study")
     _study(store["uri"], store["root"], "study-pruned", [{"metrics": {"val_auc": 0.9}, "state": "PRUNED"}])
-    with pytest.raises(ConfigError, match="no finished trial with metric 'val_auc'"):
+    with pytest.raises(ConfigError, match="no finished trial with metric 'val_auc' and a logged model that"):
         promote(store["uri"], "study-pruned")
     with pytest.raises(ConfigError, match="does not exist"):
         promote(f"sqlite:///{store['root'] / 'nowhere.db'}", "study-a")
@@ -242,7 +242,7 @@ def test_promote_command_prints_what_happened(
         metric=None,
         direction=None,
     )
-    assert promote_command(args) == 0
+    assert promote_command(args, ledger=TrialLedger(_storage(store["root"]))) == 0
     out = capsys.readouterr().out
     assert "best trial: 1" in out and "alias 'champion'" in out
 
@@ -334,7 +334,15 @@ def test_predict_and_evaluate_input_errors(store: dict[str, Any], tmp_path: Path
 def test_cli_exit_code_2_names_the_missing_experiment_and_alias(
     store: dict[str, Any], tmp_path: Path
 ) -> None:
-    proc = run_cli("promote", "--tracking-uri", store["uri"], "--experiment", "ghost-study")
+    proc = run_cli(
+        "promote",
+        "--tracking-uri",
+        store["uri"],
+        "--storage",
+        _storage(store["root"]),
+        "--experiment",
+        "ghost-study",
+    )
     assert proc.returncode == 2, proc.stderr
     assert "ghost-study" in proc.stderr and "Traceback" not in proc.stderr
     image = write_images(tmp_path, 1)[0]

@@ -1,0 +1,495 @@
+"""The model card of a registered version (after Mitchell et al., 2019, "Model Cards for Model Reporting").
+
+``promote`` builds it from the facts the study recorded, never from boilerplate: the trial's
+run (parameters, metrics with intervals, tags, ``test_predictions.csv``), its study run
+(``config.yaml``, ``data/split_manifest.csv``, ``data/data_report.json`` when logged), the
+trial as the Optuna storage holds it (weights used, VRAM plan, timings) and the model file
+itself (its sha256 and parameter count, read from the ``.keras`` archive without Keras).
+What was not recorded is said to be "not recorded", so a reader knows it is missing.
+
+Written as ``model_card.json`` (the facts) and ``model_card.md`` (the same, for people) on
+the version's run; :func:`summary_markdown` is the short form set as the version's
+description, which the MLflow registry page shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import zipfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clot_hpo.tracking.tags import (
+    TAG_GATE_CHAMPION,
+    TAG_GATE_DECISION,
+    TAG_GATE_METRIC,
+    TAG_GATE_REASON,
+    TAG_GATE_RULE,
+)
+from clot_hpo.util import finite_float
+
+CARD_MD = "model_card.md"
+CARD_JSON = "model_card.json"
+SMALL_TEST_SET = 500  # fewer test images than this: say how wide the intervals are
+WEIGHTS_MEMBER = "model.weights.h5"
+TABLE_METRICS = ("accuracy", "precision", "sensitivity", "specificity", "f1", "auc", "pr_auc")
+
+
+# ----- facts from files ---------------------------------------------------------------------
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def keras_parameter_count(keras_file: Path) -> int | None:
+    """Numbers stored in a ``.keras`` archive's weights (trainable and not), without Keras.
+
+    None when the archive or its HDF5 weights cannot be read.
+    """
+    try:
+        import h5py  # type: ignore[import-untyped]  # Keras's own dependency, no stubs
+    except ImportError:
+        return None
+    total = 0
+    try:
+        with (
+            zipfile.ZipFile(keras_file) as archive,
+            archive.open(WEIGHTS_MEMBER) as raw,
+            h5py.File(raw, "r") as h5,
+        ):
+
+            def visit(_: str, obj: Any) -> None:
+                nonlocal total
+                if isinstance(obj, h5py.Dataset):
+                    total += int(obj.size)
+
+            h5.visititems(visit)
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return None
+    return total
+
+
+def manifest_facts(manifest: pd.DataFrame | None) -> dict[str, Any]:
+    """Counts per split and class, and whether groups were kept together, from the split manifest."""
+    if manifest is None or manifest.empty or "split" not in manifest.columns:
+        return {}
+    counts: dict[str, dict[str, int]] = {}
+    for split, frame in manifest.groupby("split"):
+        labels = frame["label"].astype(int) if "label" in frame.columns else pd.Series(dtype=int)
+        counts[str(split)] = {"positive": int((labels == 1).sum()), "negative": int((labels == 0).sum())}
+    groups = manifest["group"].dropna() if "group" in manifest.columns else pd.Series(dtype=object)
+    return {
+        "counts": counts,
+        "n_images": int(len(manifest)),
+        "grouped": bool(len(groups) > 0),
+        "n_groups": int(groups.nunique()) if len(groups) else None,
+    }
+
+
+def calibration_facts(predictions: pd.DataFrame | None) -> dict[str, Any]:
+    """ECE and Brier score recomputed from ``test_predictions.csv``."""
+    from clot_hpo.evaluate.metrics import expected_calibration_error  # heavy: only when a card is built
+
+    if predictions is None or predictions.empty:
+        return {}
+    y = predictions["label"].to_numpy(dtype=np.int64)
+    p = predictions["probability"].to_numpy(dtype=np.float64)
+    return {
+        "ece": expected_calibration_error(y, p),
+        "brier": float(np.mean((p - y) ** 2)),
+        "n": int(y.size),
+        "source": "test_predictions.csv",
+    }
+
+
+# ----- the card -------------------------------------------------------------------------------
+def _num(value: Any) -> float | None:
+    number = finite_float(value)
+    return None if number is None or math.isnan(number) else number
+
+
+def _metric_rows(metrics: dict[str, float], prefix: str) -> dict[str, dict[str, float | None]]:
+    rows = {}
+    for name in TABLE_METRICS:
+        point = _num(metrics.get(f"{prefix}{name}"))
+        if point is None:
+            continue
+        rows[name] = {
+            "value": point,
+            "ci_low": _num(metrics.get(f"{prefix}{name}_ci_low")),
+            "ci_high": _num(metrics.get(f"{prefix}{name}_ci_high")),
+        }
+    return rows
+
+
+def _caveats(card: dict[str, Any]) -> list[str]:
+    """Limits written from this model's facts."""
+    out = []
+    data = card["training_data"]
+    details = card["model_details"]
+    if data.get("synthetic"):
+        out.append(
+            "Trained and tested on synthetic images generated by clot-hpo (data.synthetic in the study's "
+            "config): its figures say nothing about performance on real clinical images."
+        )
+    weights = str(details.get("weights_used") or "")
+    if weights in ("none", "random") or weights.startswith("none"):
+        out.append(
+            "The backbone started from random initialisation (no pretrained weights): with a small "
+            "training set, features are learned from these images alone."
+        )
+    test = card["evaluation_data"]
+    n_test = test.get("n_images")
+    if n_test is not None and n_test < SMALL_TEST_SET:
+        pos = test.get("positive")
+        sens = card["metrics"]["test"].get("sensitivity", {})
+        width = (
+            f" (sensitivity 95% interval [{sens['ci_low']:.3f}, {sens['ci_high']:.3f}])"
+            if sens.get("ci_low") is not None and sens.get("ci_high") is not None
+            else ""
+        )
+        out.append(
+            f"Small test set: {n_test} images"
+            + (f", {pos} with a clot" if pos is not None else "")
+            + f"; intervals are wide{width} and rare failure modes may not appear at all."
+        )
+    if data.get("grouped") is False:
+        out.append(
+            "The split did not keep patients (groups) together: images of one patient may sit in both "
+            "training and test, which flatters the test figures."
+        )
+    leakage = data.get("leakage") or {}
+    if leakage.get("has_leakage"):
+        out.append(
+            f"Duplicates cross splits: {leakage.get('n_exact', 0)} exact and {leakage.get('n_near', 0)} "
+            "near-duplicate pairs (leakage report): test figures may be optimistic."
+        )
+    ece = card["calibration"].get("ece")
+    if ece is not None and ece > 0.1:
+        out.append(f"Poorly calibrated on test (ECE {ece:.3f}): read the probability as a score, not a risk.")
+    out.append(
+        "No subgroup analysis (site, scanner, sex, age) is recorded for this model: performance on any "
+        "subgroup is unknown."
+    )
+    return out
+
+
+def build_card(
+    *,
+    model_name: str,
+    version: str,
+    run: Any,
+    model_id: str | None,
+    study_config: dict[str, Any] | None,
+    manifest: pd.DataFrame | None,
+    data_report: dict[str, Any] | None,
+    trial_attrs: dict[str, Any],
+    model_sha256: str | None,
+    parameter_count: int | None,
+    requirements: list[str],
+    test_predictions: pd.DataFrame | None,
+    decision: dict[str, str] | None,
+    dataset_digest: str | None,
+) -> dict[str, Any]:
+    """The card's facts as a JSON-ready dict (sections after Mitchell et al. 2019)."""
+    params, metrics, tags = dict(run.data.params), dict(run.data.metrics), dict(run.data.tags)
+    config = study_config or {}
+    data_cfg = config.get("data") or {}
+    eval_cfg = config.get("evaluation") or {}
+    split_facts = manifest_facts(manifest)
+    report = data_report or {}
+    counts = split_facts.get("counts") or report.get("counts") or {}
+    test_counts = counts.get("test") or {}
+    n_test_pred = None if test_predictions is None else len(test_predictions)
+    image_size = params.get("image_size") or tags.get("image_size")
+    try:
+        clot_version = metadata.version("clot-hpo")
+    except metadata.PackageNotFoundError:
+        clot_version = "unknown"
+    budget = {k.removeprefix("budget_"): v for k, v in trial_attrs.items() if k.startswith("budget_")}
+    timings = {k: v for k, v in metrics.items() if k.startswith("time_") and k.endswith("_s")}
+    card: dict[str, Any] = {
+        "model_details": {
+            "name": model_name,
+            "version": version,
+            "run_id": run.info.run_id,
+            "model_id": model_id,
+            "study": tags.get("clot_hpo.study"),
+            "trial": tags.get("optuna.trial_number"),
+            "backbone": params.get("backbone"),
+            "input": {
+                "image_size": int(str(image_size)) if str(image_size or "").isdigit() else image_size,
+                "channels": 3,
+                "range": "raw RGB pixels in [0, 255]; the model rescales them itself",
+            },
+            "weights_used": trial_attrs.get("weights_used") or params.get("weights") or "not recorded",
+            "parameters": parameter_count,
+            "model_file_sha256": model_sha256,
+            "hyperparameters": {k: v for k, v in sorted(params.items())},
+            "code": {
+                "git_commit": tags.get("mlflow.source.git.commit")
+                or tags.get("clot_hpo.git_commit")
+                or "not recorded by the run",
+                "clot_hpo_version_at_promotion": clot_version,
+            },
+            "environment": requirements,
+        },
+        "intended_use": {
+            "primary": (
+                "Research tool: ranking and comparing blood-clot image classifiers built by a "
+                "hyperparameter search, on data like its training data."
+            ),
+            "out_of_scope": [
+                "Diagnosis or triage of patients: this is not a medical device and has no regulatory "
+                "clearance.",
+                "Images from other modalities, sites, scanners or preprocessing than the training data.",
+                "Reading the probability as a calibrated risk without checking calibration on local data.",
+            ],
+        },
+        "training_data": {
+            "dataset_digest": dataset_digest or "not recorded",
+            "source_path": data_cfg.get("path") or report.get("source") or "not recorded",
+            "layout": report.get("layout") or data_cfg.get("layout"),
+            # `data.synthetic` set (even to its defaults) means make_synthetic made the images.
+            "synthetic": data_cfg.get("synthetic") is not None if data_cfg else None,
+            "counts": counts,
+            "split": {
+                "val_fraction": data_cfg.get("val_fraction", report.get("val_fraction")),
+                "test_fraction": data_cfg.get("test_fraction", report.get("test_fraction")),
+                "seed": config.get("seed", report.get("seed")),
+            },
+            "grouped": split_facts.get("grouped", report.get("grouped")),
+            "n_groups": split_facts.get("n_groups"),
+            "leakage": report.get("leakage")
+            and {
+                k: report["leakage"].get(k)
+                for k in ("has_leakage", "n_exact", "n_near", "within_split_exact")
+            },
+        },
+        "evaluation_data": {
+            "split": "test (held out from the search; the threshold was chosen on validation)",
+            "n_images": n_test_pred if n_test_pred is not None else (sum(test_counts.values()) or None),
+            "positive": int(test_predictions["label"].sum())
+            if test_predictions is not None
+            else test_counts.get("positive"),
+            "negative": int((test_predictions["label"] == 0).sum())
+            if test_predictions is not None
+            else test_counts.get("negative"),
+            "predictions": "test_predictions.csv (key = content hash of each image)"
+            if test_predictions is not None
+            else "not recorded",
+        },
+        "metrics": {
+            "confidence": eval_cfg.get("confidence_level", 0.95),
+            "intervals": "Wilson for proportions, percentile bootstrap for AUC, PR AUC and F1",
+            "test": _metric_rows(metrics, "test_"),
+            "validation": _metric_rows(metrics, "val_"),
+        },
+        "calibration": calibration_facts(test_predictions)
+        or {
+            "ece": _num(metrics.get("test_ece")),
+            "brier": _num(metrics.get("test_brier")),
+            "source": "run metrics",
+        },
+        "threshold": {
+            "value": _num(metrics.get("threshold")) or _num(tags.get("threshold")),
+            "method": eval_cfg.get("threshold", "not recorded"),
+            "target_sensitivity": eval_cfg.get("target_sensitivity")
+            if eval_cfg.get("threshold") == "target_sensitivity"
+            else None,
+            "chosen_on": "validation split",
+        },
+        "training": {
+            "epochs": params.get("epochs"),
+            "epochs_run": trial_attrs.get("epochs_run", _num(metrics.get("epochs_run"))),
+            "batch_size": params.get("batch_size_run") or params.get("batch_size"),
+            "accumulation_steps": params.get("accumulation_steps"),
+            "mixed_precision": params.get("mixed_precision"),
+            "vram_plan": budget or "not recorded",
+            "time_s": timings or "not recorded",
+        },
+        "promotion": decision or {},
+    }
+    card["caveats"] = _caveats(card)
+    return card
+
+
+# ----- rendering ------------------------------------------------------------------------------
+def _fmt(value: Any) -> str:
+    if value is None or value == "":
+        return "not recorded"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items()) or "not recorded"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "not recorded"
+    return str(value)
+
+
+def _metrics_table(rows: dict[str, dict[str, float | None]]) -> list[str]:
+    if not rows:
+        return ["not recorded"]
+    out = ["| metric | value | 95% interval |", "|---|---|---|"]
+    for name, row in rows.items():
+        low, high = row.get("ci_low"), row.get("ci_high")
+        interval = f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else "-"
+        out.append(f"| {name} | {row['value']:.3f} | {interval} |")
+    return out
+
+
+def _promotion_lines(decision: dict[str, str]) -> list[str]:
+    if not decision:
+        return ["- not decided"]
+    compared = decision.get(TAG_GATE_CHAMPION, "none")
+    against = f"against version {compared}" if compared != "none" else "with no champion before it"
+    return [
+        f"- Decision: **{decision.get(TAG_GATE_DECISION)}** {against} "
+        f"(rule: {decision.get(TAG_GATE_RULE)}; metric {decision.get(TAG_GATE_METRIC)})",
+        f"- {decision.get(TAG_GATE_REASON)}",
+    ]
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    """``model_card.md``: every section of the card, for people."""
+    d, u, t, e = card["model_details"], card["intended_use"], card["training_data"], card["evaluation_data"]
+    m, cal, th, tr = card["metrics"], card["calibration"], card["threshold"], card["training"]
+    inp = d["input"]
+    lines = [
+        f"# Model card: {d['name']} version {d['version']}",
+        "",
+        f"Trial {d.get('trial')} of study {d.get('study')} (run `{d['run_id']}`).",
+        "",
+        "## Model details",
+        f"- Backbone: {_fmt(d.get('backbone'))}; weights used: {_fmt(d.get('weights_used'))}",
+        f"- Input: {_fmt(inp.get('image_size'))} x {_fmt(inp.get('image_size'))} x 3, {inp['range']}",
+        f"- Parameters: {_fmt(d.get('parameters'))} (stored weights, trainable and not)",
+        f"- Model file sha256: `{_fmt(d.get('model_file_sha256'))}`",
+        f"- Code: git commit {_fmt(d['code']['git_commit'])}; card written by clot-hpo "
+        f"{d['code']['clot_hpo_version_at_promotion']}",
+        f"- Environment (pinned with the model): {_fmt(d.get('environment'))}",
+        f"- Hyperparameters: {_fmt(d.get('hyperparameters'))}",
+        "",
+        "## Intended use",
+        f"- {u['primary']}",
+        "- Out of scope:",
+        *[f"  - {item}" for item in u["out_of_scope"]],
+        "",
+        "## Training data",
+        f"- Dataset digest: `{_fmt(t.get('dataset_digest'))}`; source: {_fmt(t.get('source_path'))}"
+        + (" (synthetic)" if t.get("synthetic") else ""),
+        f"- Images per split: {_fmt(t.get('counts'))}",
+        f"- Split: {_fmt(t.get('split'))}; patients/groups kept together: {_fmt(t.get('grouped'))}"
+        + (f" ({t['n_groups']} groups)" if t.get("n_groups") else ""),
+        f"- Leakage report: {_fmt(t.get('leakage'))}",
+        "",
+        "## Evaluation data",
+        f"- {e['split']}",
+        f"- {_fmt(e.get('n_images'))} images ({_fmt(e.get('positive'))} positive, "
+        f"{_fmt(e.get('negative'))} negative); predictions: {e['predictions']}",
+        "",
+        f"## Metrics (test, {_fmt(m.get('confidence'))} intervals: {m['intervals']})",
+        *_metrics_table(m["test"]),
+        "",
+        "Validation:",
+        "",
+        *_metrics_table(m["validation"]),
+        "",
+        "## Calibration",
+        f"- ECE (10 bins): {_fmt(cal.get('ece'))}; Brier score: {_fmt(cal.get('brier'))} "
+        f"(from {_fmt(cal.get('source'))})",
+        "",
+        "## Decision threshold",
+        f"- {_fmt(th.get('value'))}, chosen on the {th['chosen_on']} by {_fmt(th.get('method'))}"
+        + (f" (target sensitivity {th['target_sensitivity']})" if th.get("target_sensitivity") else "")
+        + "; an image is called a clot when its probability is at least the threshold",
+        "",
+        "## Training",
+        f"- Epochs: {_fmt(tr.get('epochs'))} planned, {_fmt(tr.get('epochs_run'))} run; batch "
+        f"{_fmt(tr.get('batch_size'))} x {_fmt(tr.get('accumulation_steps'))} accumulation; mixed precision "
+        f"{_fmt(tr.get('mixed_precision'))}",
+        f"- VRAM plan: {_fmt(tr.get('vram_plan'))}",
+        f"- Time (s): {_fmt(tr.get('time_s'))}",
+        "",
+        "## Promotion",
+        *_promotion_lines(card.get("promotion") or {}),
+        "",
+        "## Caveats",
+        *[f"- {c}" for c in card["caveats"]],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def summary_markdown(card: dict[str, Any]) -> str:
+    """The version's description: the card's essentials, for the MLflow registry page."""
+    d, t, e, cal, th = (
+        card["model_details"],
+        card["training_data"],
+        card["evaluation_data"],
+        card["calibration"],
+        card["threshold"],
+    )
+    test = card["metrics"]["test"]
+
+    def cell(name: str) -> str:
+        row = test.get(name)
+        if not row:
+            return "n/a"
+        low, high = row.get("ci_low"), row.get("ci_high")
+        return f"{row['value']:.3f}" + (
+            f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+        )
+
+    decision = card.get("promotion") or {}
+    lines = [
+        f"**{_fmt(d.get('backbone'))}**, {_fmt(d['input'].get('image_size'))} px, weights "
+        f"{_fmt(d.get('weights_used'))}, {_fmt(d.get('parameters'))} parameters; trial {d.get('trial')} of "
+        f"study {d.get('study')}.",
+        "",
+        f"Research tool, not a diagnostic device. Data: digest `{str(t.get('dataset_digest'))[:12]}`, "
+        f"source {_fmt(t.get('source_path'))}" + (" (synthetic)" if t.get("synthetic") else "") + ".",
+        "",
+        f"| test (n={_fmt(e.get('n_images'))}) | value [95% CI] |",
+        "|---|---|",
+        *[f"| {name} | {cell(name)} |" for name in ("auc", "sensitivity", "specificity", "accuracy")],
+        f"| ECE / Brier | {_fmt(cal.get('ece'))} / {_fmt(cal.get('brier'))} |",
+        f"| threshold | {_fmt(th.get('value'))} ({_fmt(th.get('method'))}, on validation) |",
+        "",
+        f"Promotion: **{decision.get(TAG_GATE_DECISION, 'not decided')}**: "
+        f"{decision.get(TAG_GATE_REASON, '')}",
+        "",
+        "Caveats: " + " ".join(card["caveats"]),
+        "",
+        f"Full card: artifacts `{CARD_MD}` and `{CARD_JSON}` of run {d['run_id']}.",
+    ]
+    return "\n".join(lines)
+
+
+def card_json(card: dict[str, Any]) -> str:
+    """``model_card.json``: the facts, sorted keys, no NaN."""
+    return json.dumps(card, indent=2, sort_keys=True, default=str, allow_nan=False)
+
+
+__all__ = [
+    "CARD_JSON",
+    "CARD_MD",
+    "build_card",
+    "calibration_facts",
+    "card_json",
+    "file_sha256",
+    "keras_parameter_count",
+    "manifest_facts",
+    "render_markdown",
+    "summary_markdown",
+]
