@@ -250,6 +250,16 @@ def _load_json(path: Path | None) -> dict[str, Any]:
         return {}
 
 
+def _file_sha256(path: Path) -> str:
+    """The file's content hash, as the data layer keys images (sha256 of its bytes)."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
 def subgroup_columns(
     config: dict[str, Any], data_report: dict[str, Any], manifest: pd.DataFrame | None
 ) -> tuple[pd.DataFrame | None, str]:
@@ -258,10 +268,12 @@ def subgroup_columns(
     Extra columns are every column but the image, label and group columns. Numbers with more
     than :data:`MAX_SUBGROUP_LEVELS` distinct values are cut into :data:`AGE_BANDS` quantile
     bands; other columns with 2 to :data:`MAX_SUBGROUP_LEVELS` values are used as they are.
+    The CSV is read from the study's data folder (``data.path`` of its config), so subgroups
+    need that folder on this machine. Its rows are keyed through the tracked manifest when it
+    names files (``tracking.log_manifest: full``), else by hashing each listed file, since
+    by default tracking keeps only keys.
     """
     data = config.get("data") or {}
-    if manifest is None or "sha256" not in manifest.columns:
-        return None, "the split manifest has no image keys (a study run before they existed)"
     root = Path(str(data_report.get("data_path") or data.get("path") or ""))
     csv_path = Path(str(data.get("metadata_csv") or "metadata.csv"))
     csv_path = csv_path if csv_path.is_absolute() else root / csv_path
@@ -276,17 +288,6 @@ def subgroup_columns(
     extra = [c for c in table.columns if c not in used]
     if image not in table.columns or not extra:
         return None, f"the metadata CSV ({csv_path.name}) has no columns besides image, label and group"
-    resolved_root = root.resolve()
-
-    def relpath(value: str) -> str:
-        path = Path(value.strip())
-        path = (path if path.is_absolute() else root / path).resolve()
-        try:
-            return path.relative_to(resolved_root).as_posix()
-        except ValueError:
-            return path.as_posix()
-
-    table["relpath"] = table[image].map(relpath)
     columns: dict[str, pd.Series] = {}
     for name in extra:
         values = table[name].str.strip()
@@ -298,9 +299,25 @@ def subgroup_columns(
             columns[name] = values
     if not columns:
         return None, "the metadata CSV's extra columns have a single value or too many to form subgroups"
-    frame = pd.DataFrame({"relpath": table["relpath"], **columns})
-    keyed = manifest[["relpath", "sha256"]].merge(frame, on="relpath", how="inner")
-    return keyed.drop(columns="relpath"), ""
+    resolved_root = root.resolve()
+    files = [(p if p.is_absolute() else root / p).resolve() for p in (Path(v.strip()) for v in table[image])]
+    if manifest is not None and {"relpath", "sha256"} <= set(manifest.columns):
+        key_of = dict(zip(manifest["relpath"], manifest["sha256"], strict=False))
+
+        def relpath(path: Path) -> str:
+            try:
+                return path.relative_to(resolved_root).as_posix()
+            except ValueError:
+                return path.as_posix()
+
+        keys = [key_of.get(relpath(f), "") for f in files]
+    else:
+        keys = [_file_sha256(f) for f in files]
+    keyed = pd.DataFrame({"sha256": keys, **columns})
+    keyed = keyed[keyed["sha256"] != ""]
+    if keyed.empty:
+        return None, f"none of the images in {csv_path.name} could be matched to the study's images"
+    return keyed, ""
 
 
 # ----- the report ---------------------------------------------------------------------------
@@ -321,7 +338,7 @@ def build_report(record: StudyRecord) -> Report:
     settings = Settings.from_config(config)
     data_report = _load_json(record.files.get("data/data_report.json"))
     manifest = (
-        pd.read_csv(record.files["data/split_manifest.csv"], dtype={"sha256": str})
+        pd.read_csv(record.files["data/split_manifest.csv"], dtype={"sha256": str, "key": str})
         if "data/split_manifest.csv" in record.files
         else None
     )
@@ -711,7 +728,7 @@ def _data(
     data = config.get("data") or {}
     facts = [
         ["Dataset digest (sha256)", f"`{record.digest or data_report.get('digest') or 'not recorded'}`"],
-        ["Source", str(data_report.get("source") or data.get("path") or "not recorded")],
+        ["Data folder", str(data.get("path") or data_report.get("data_path") or "not recorded")],
         ["Layout", str(data_report.get("layout") or "not recorded")],
     ]
     grouped = data_report.get("grouped")
