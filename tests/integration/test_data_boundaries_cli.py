@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,25 +68,48 @@ def test_non_utf8_name_is_refused_by_name(tmp_path: Path) -> None:
     assert_refused(run_cli("validate-data", str(data)), r"m\xfcller.png", "not valid UTF-8")
 
 
-def test_bomb_is_refused_by_validate_data_and_predict(tmp_path: Path) -> None:
+def run_in_process(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``clot-hpo ARGS`` through ``cli.main`` in this process.
+
+    For ``predict`` and ``evaluate``, which import TensorFlow before they start (20 s in a
+    fresh process; the test session has it loaded already). The CLI's global warning filters
+    and environment are restored afterwards.
+    """
+    from clot_hpo.cli import main
+
+    monkeypatch.setenv("PYTHONWARNINGS", "")
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
+
+
+def test_bomb_is_refused_by_validate_data_and_predict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = folders(tmp_path / "d")
     bomb = bomb_png(data / "negative" / "bomb.png", 12_000, 12_000)
     assert_refused(run_cli("validate-data", str(data)), "negative/bomb.png", "too many pixels")
     # predict refuses it from its header before it opens the tracking store or the model.
     store = tmp_path / "nowhere.db"
-    assert_refused(
-        run_cli("predict", "--tracking-uri", f"sqlite:///{store}", str(bomb)), "bomb.png", "too many pixels"
-    )
+    result = run_in_process(capsys, monkeypatch, "predict", "--tracking-uri", f"sqlite:///{store}", str(bomb))
+    assert_refused(result, "bomb.png", "too many pixels")
     assert not store.exists()
 
 
-def test_evaluate_validates_its_data_before_loading_a_model(tmp_path: Path) -> None:
+def test_evaluate_validates_its_data_before_loading_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = folders(tmp_path / "d")
     bad = data / "positive" / "3.png"
     bad.write_bytes(bad.read_bytes()[:-40])
     store = tmp_path / "nowhere.db"
-    result = run_cli("evaluate", "--tracking-uri", f"sqlite:///{store}", "--data", str(data))
-    assert_refused(result, "positive/3.png", "truncated")
+    args = ("evaluate", "--tracking-uri", f"sqlite:///{store}", "--data", str(data))
+    assert_refused(run_in_process(capsys, monkeypatch, *args), "positive/3.png", "truncated")
+    assert not store.exists()
 
 
 @pytest.mark.parametrize("name", ["../../escaped"])

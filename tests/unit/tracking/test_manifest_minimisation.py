@@ -37,21 +37,26 @@ def _everything_logged(client: MlflowClient, run_id: str, tmp: Path) -> str:
     return "\n".join(parts)
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite store for both cases (creating its schema takes seconds); each has its experiment."""
+    return tmp_path_factory.mktemp("mlruns")
+
+
 @pytest.mark.parametrize("mode", ["keys", "full"])
 def test_mlflow_gets_no_file_names_or_group_ids_by_default(
-    tmp_path: Path, tiny_dataset: Path, mode: str
+    tmp_path: Path, tiny_dataset: Path, store: Path, mode: str
 ) -> None:
     prepared = prepare_data(DataConfig(path=str(tiny_dataset)), seed=0, out_dir=tmp_path / "study" / "data")
-    store = tmp_path / "mlruns"
     tracker = MlflowTracker(
         f"sqlite:///{store / 'mlflow.db'}",
-        experiment_name="minimal",
+        experiment_name=f"minimal-{mode}",
         artifact_root=str(store / "artifacts"),
         tries=1,
         backoff_s=0.01,
     )
     tracker.check_available()
-    run_id = tracker.start_study("minimal")
+    run_id = tracker.start_study(f"minimal-{mode}")
     config: dict[str, Any] = {
         "name": "minimal",
         "data": {"path": str(tiny_dataset.resolve())},
