@@ -65,8 +65,13 @@ def make_dataset(
     seed: int,
     cache: bool = True,
     repeat: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    memory_bytes: int = DEFAULT_DECODE_MEMORY_MB * 2**20,
 ) -> tf.data.Dataset:
     """A batched dataset of ``(images, labels)``.
+
+    Every file's header is checked against ``max_pixels`` first (nothing is decoded above
+    it), and files are decoded as many at once as ``memory_bytes`` holds of the largest.
 
     Args:
         paths: image files.
@@ -77,13 +82,16 @@ def make_dataset(
         seed: shuffle seed.
         cache: keep decoded, resized images in memory after the first pass.
         repeat: repeat forever (use with ``steps_per_epoch``).
+        max_pixels: largest width x height decoded (``data.max_pixels``).
+        memory_bytes: memory budget of the decodes in flight (``data.decode_memory_mb``).
 
     Returns:
         A ``tf.data.Dataset`` yielding ``images`` float32 (B, S, S, 3) in [0, 255] and
         ``labels`` float32 (B,).
-    """
-    import tensorflow as tf
 
+    Raises:
+        DataError: the split is empty, or a file is too large, DICOM or no image (named).
+    """
     if len(paths) != len(labels):
         raise ValueError(
             f"paths and labels must have the same length, but got {len(paths)} and {len(labels)}"
@@ -94,13 +102,17 @@ def make_dataset(
         raise ValueError(
             f"`image_size >= 1` and `batch_size >= 1` must hold, but got {image_size}, {batch_size}"
         )
+    parallel = decode_parallelism(check_headers([str(p) for p in paths], max_pixels), memory_bytes)
+
+    import tensorflow as tf
+
     autotune = tf.data.AUTOTUNE
     files = tf.constant([str(p) for p in paths], dtype=tf.string)
     targets = tf.constant(np.asarray(labels, dtype=np.float32))
     ds = tf.data.Dataset.from_tensor_slices((files, targets))
     ds = ds.map(
         lambda p, y: (_decode_resize(p, image_size), y),
-        num_parallel_calls=autotune,
+        num_parallel_calls=parallel,
         deterministic=True,
     )
     if cache:

@@ -111,3 +111,10 @@ def test_training_decodes_within_the_configured_limit(tmp_path: Path, pixels, sa
     splits = DecodedSplits(manifest, image_size=32, folder=tmp_path / "cache", max_pixels=1_000)
     with pytest.raises(DataError, match=r"0\.png: too many pixels"):
         splits.images("train")
+
+
+def test_the_file_pipeline_checks_headers_before_decoding(tmp_path: Path, monkeypatch) -> None:
+    bomb = bomb_png(tmp_path / "huge.png", 12_000, 12_000)
+    monkeypatch.setattr(pipeline, "_decode_resize", lambda *a, **k: pytest.fail("decoded"))
+    with pytest.raises(DataError, match=r"huge\.png: too many pixels"):
+        pipeline.make_dataset([bomb], [1], image_size=32, batch_size=1, shuffle=False, seed=0)
