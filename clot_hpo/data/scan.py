@@ -22,7 +22,6 @@ from clot_hpo.data.limits import (
     DICOM_MESSAGE,
     display_name,
     has_utf8_name,
-    inside_root,
     is_dicom_name,
     non_utf8_message,
     outside_root_message,
@@ -99,17 +98,18 @@ def scan_dataset(cfg: DataConfig, root: Path | None = None) -> pd.DataFrame:
     return frame
 
 
-def _relpath(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.resolve().as_posix()
+def _relpath(resolved: Path, resolved_root: Path) -> str:
+    """``resolved`` relative to the root, or absolute when outside it (both already resolved)."""
+    if resolved.is_relative_to(resolved_root):
+        return resolved.relative_to(resolved_root).as_posix()
+    return resolved.as_posix()
 
 
 def _scan_folders(cfg: DataConfig, root: Path) -> pd.DataFrame:
     rows = []
     missing = []
     refused: list[str] = []
+    resolved_root = root.resolve()
     for name, label in ((cfg.positive_dir, 1), (cfg.negative_dir, 0)):
         folder = root / name
         if not folder.is_dir():
@@ -126,10 +126,12 @@ def _scan_folders(cfg: DataConfig, root: Path) -> pd.DataFrame:
                 ignored += not path.name.startswith(".")
             elif not has_utf8_name(path):
                 refused.append(non_utf8_message(path.relative_to(root)))
-            elif not cfg.allow_outside_root and not inside_root(path, root):
-                refused.append(outside_root_message(shown, path, root))
             else:
-                rows.append((str(path.resolve()), _relpath(path, root), label, None, shown))
+                real = path.resolve()
+                if cfg.allow_outside_root or real.is_relative_to(resolved_root):
+                    rows.append((str(real), _relpath(real, resolved_root), label, None, shown))
+                else:
+                    refused.append(outside_root_message(shown, path, root))
         if ignored:
             log.warning("%s: ignored %d file(s) that are not PNG/JPEG", folder, ignored)
     if missing:
@@ -219,14 +221,16 @@ def _scan_metadata(cfg: DataConfig, root: Path, csv_path: Path) -> pd.DataFrame:
         raise DataError(f"{csv_path}: {format_offenders(empty)}")
 
     paths = [Path(v) if Path(v).is_absolute() else root / v for v in images]
+    resolved_root = root.resolve()
+    resolved = [p.resolve() for p in paths]
     # Refused before anything else, and whatever data.skip_corrupt says: a row reaching outside
     # the data folder (`../../etc/passwd`, an absolute path, a link) is never skipped silently.
     refused = []
-    for i, path in zip(table.index, paths, strict=True):
+    for i, path, real in zip(table.index, paths, resolved, strict=True):
         shown = f"row {row_no(i)}: {images[i]!r}"
         if is_dicom_name(path):
             refused.append(f"{shown}: {DICOM_MESSAGE}")
-        elif not cfg.allow_outside_root and not inside_root(path, root):
+        elif not cfg.allow_outside_root and not real.is_relative_to(resolved_root):
             refused.append(outside_root_message(shown, path, root))
     if refused:
         raise DataError(f"{csv_path}: {format_offenders(refused)}")
@@ -238,7 +242,7 @@ def _scan_metadata(cfg: DataConfig, root: Path, csv_path: Path) -> pd.DataFrame:
     if missing:
         raise DataError(f"{csv_path}: {format_offenders(missing)} (paths are relative to {root})")
 
-    relpaths = [_relpath(p, root) for p in paths]
+    relpaths = [_relpath(p, resolved_root) for p in resolved]
     seen: dict[str, int] = {}
     repeated = []
     for i, rel in zip(table.index, relpaths, strict=False):
@@ -265,7 +269,7 @@ def _scan_metadata(cfg: DataConfig, root: Path, csv_path: Path) -> pd.DataFrame:
 
     frame = pd.DataFrame(
         {
-            "path": [str(p.resolve()) for p in paths],
+            "path": [str(p) for p in resolved],
             "relpath": relpaths,
             "label": [allowed[v] for v in labels],
             "group": pd.Series(groups, dtype=object),
