@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: search both backbones on synthetic data, promote the best model, use it.
+# `make demo`: search both backbones on synthetic data, promote the best model, report, use it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -8,6 +8,9 @@ URI=sqlite:///mlruns/mlflow.db
 
 $BIN/clot-hpo search experiments/quickstart.yaml
 $BIN/clot-hpo promote --tracking-uri "$URI" --experiment quickstart
+echo
+# The study's evidence: the table with intervals per backbone, paired tests, calibration.
+$BIN/clot-hpo report --tracking-uri "$URI" --experiment quickstart --out mlruns/reports/quickstart
 echo
 echo "Using the champion on two synthetic images:"
 $BIN/clot-hpo predict --tracking-uri "$URI" --model models:/blood-clot-detector@champion \
@@ -20,6 +23,8 @@ cat <<MSG
 
 Done in $((END - START)) s (including installation).
   Results:    mlruns/studies/quickstart/ (resolved config, split manifest, trials.csv)
+  Report:     mlruns/reports/quickstart/report.html (self-contained; report.md beside it,
+              and both on the study's MLflow run under report/)
   MLflow:     $URI, artifacts in mlruns/artifacts/
   Optuna:     sqlite:///mlruns/optuna.db (study "quickstart"; rerun to resume)
   Browse:     make mlflow-server   then open $LINK
