@@ -466,10 +466,13 @@ def summary_markdown(card: dict[str, Any]) -> str:
         f"| ECE / Brier | {_fmt(cal.get('ece'))} / {_fmt(cal.get('brier'))} |",
         f"| threshold | {_fmt(th.get('value'))} ({_fmt(th.get('method'))}, on validation) |",
         "",
+        "",
         f"Promotion: **{decision.get(TAG_GATE_DECISION, 'not decided')}**: "
         f"{decision.get(TAG_GATE_REASON, '')}",
         "",
-        "Caveats: " + " ".join(card["caveats"]),
+        "Caveats:",
+        "",
+        *[f"- {c}" for c in card["caveats"]],
         "",
         f"Full card: artifacts `{CARD_MD}` and `{CARD_JSON}` of run {d['run_id']}.",
     ]

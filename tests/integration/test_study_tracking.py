@@ -158,9 +158,21 @@ def test_promote_predict_and_pyfunc_use_the_champion(
 ) -> None:
     uri = str(tracked_study["uri"])
     # Its own model name: the server is shared with other tests that promote the default one.
-    first = run_cli("promote", "--tracking-uri", uri, "--experiment", "tracked", "--model-name", MODEL)
+    storage = str(tracked_study["storage"])  # the Optuna storage vouches for the trials
+    args = (
+        "promote",
+        "--tracking-uri",
+        uri,
+        "--storage",
+        storage,
+        "--experiment",
+        "tracked",
+        "--model-name",
+        MODEL,
+    )
+    first = run_cli(*args)
     assert first.returncode == 0, first.stderr
-    again = run_cli("promote", "--tracking-uri", uri, "--experiment", "tracked", "--model-name", MODEL)
+    again = run_cli(*args)
     assert again.returncode == 0 and "no new version" in again.stdout
     client = MlflowClient(uri)
     champion = client.get_model_version_by_alias(MODEL, "champion")

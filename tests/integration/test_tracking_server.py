@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from clot_hpo.config import EvaluationConfig
 from clot_hpo.evaluate import evaluate_trial
 from clot_hpo.registry import promote
+from clot_hpo.search.ledger import TrialLedger
 from clot_hpo.tracking.mlflow_tracker import MlflowTracker
 from clot_hpo.tracking.spool import SpoolReader, SpoolTracker
 from tests.support.cli import run_cli
@@ -109,6 +110,20 @@ def study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
             run_id, state, reason={"PRUNED": "pruned at epoch 1", "FAIL": "injected OOM"}.get(state)
         )
         runs[number] = run_id
+    # The trials as the search records them in its Optuna storage: `promote` takes only those.
+    import optuna
+
+    storage = f"sqlite:///{root / 'optuna.db'}"
+    optuna_study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
+    for number, state in STATES.items():
+        trial = optuna_study.ask()
+        for key, value in (("mlflow_run_id", runs[number]), ("mlflow_parent_run_id", parent)):
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("dataset_digest", "d" * 64)
+        if state == "COMPLETE":
+            optuna_study.tell(trial, reports[number].metrics["val_auc"])
+        else:
+            optuna_study.tell(trial, state=getattr(optuna.trial.TrialState, state))
     trials_csv = root / "trials.csv"
     trials_csv.write_text("number,state\n" + "\n".join(f"{n},{s}" for n, s in STATES.items()) + "\n")
     tracker.log_study_summary(trials_csv, {})
@@ -116,6 +131,7 @@ def study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
     return {
         "uri": mlflow_server.uri,
         "root": root,
+        "storage": storage,
         "parent": parent,
         "runs": runs,
         "reports": reports,
@@ -216,14 +232,14 @@ def test_artifacts_are_present(study: dict[str, Any]) -> None:
 def test_promote_predict_and_pyfunc_through_the_server(study: dict[str, Any]) -> None:
     uri, client = study["uri"], study["client"]
     best = max(study["reports"], key=lambda n: study["reports"][n].metrics["val_auc"])
-    proc = run_cli("promote", "--tracking-uri", uri, "--experiment", STUDY)
+    proc = run_cli("promote", "--tracking-uri", uri, "--storage", study["storage"], "--experiment", STUDY)
     assert proc.returncode == 0, proc.stderr
     champion = client.get_model_version_by_alias("blood-clot-detector", "champion")
     assert champion.run_id == study["runs"][best]
     headline = client.get_run(study["parent"]).data.metrics
     assert headline["best_trial"] == best
     assert headline["best_val_auc"] == pytest.approx(study["reports"][best].metrics["val_auc"])
-    again = promote(uri, STUDY)
+    again = promote(uri, STUDY, ledger=TrialLedger(study["storage"]))
     assert not again.registered and not again.alias_moved and "nothing to move" in again.message
     assert len(client.search_model_versions("name = 'blood-clot-detector'")) == 1
 
