@@ -22,7 +22,8 @@ BACKBONE = "backbone"
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Inclusive bounds of every value a parameter with one of these names can take: an image size
 # of 0 or 100000, or a batch of -1, fails deep inside Keras (or exhausts memory) instead of at load.
-SIZE_BOUNDS: dict[str, tuple[int, int]] = {"image_size": (16, 1024), "batch_size": (1, 1024)}
+# Up to 4096 px stays searchable: the VRAM budget prunes what the card cannot hold.
+SIZE_BOUNDS: dict[str, tuple[int, int]] = {"image_size": (16, 4096), "batch_size": (1, 1024)}
 
 
 @dataclass(frozen=True)
@@ -62,17 +63,9 @@ class ParamSpec:
 
     def register(self, hp: Any, name: str) -> Any:
         """Declare this parameter on ``hp`` under ``name``; returns its value (None if inactive)."""
-        if self.type == "float":
-            return hp.Float(
-                name,
-                self.low,
-                self.high,
-                step=self.step,
-                sampling="log" if self.log else "linear",
-                default=self.default,
-            )
-        if self.type == "int":
-            return hp.Int(
+        if self.type in ("float", "int"):
+            declare = hp.Float if self.type == "float" else hp.Int
+            return declare(
                 name,
                 self.low,
                 self.high,
