@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
@@ -77,13 +78,10 @@ def mlflow_ui(uri: str) -> Iterator[str]:
             log.close()
 
 
-def _close_assistant(page: object) -> None:
-    """Close MLflow 3's assistant side panel when it is open (it hides half of the page)."""
+def _close_assistant(page: Any) -> None:
+    """Close MLflow 3's assistant side panel when it is open (it hides a third of the page)."""
     with contextlib.suppress(Exception):
-        panel = page.get_by_text("MLflow Assistant", exact=True).first  # type: ignore[attr-defined]
-        if panel.is_visible(timeout=2000):
-            header = panel.locator("xpath=ancestor::*[.//button][1]")
-            header.locator("button").last.click(timeout=3000)
+        page.get_by_role("button", name="Close", exact=True).first.click(timeout=3000)
 
 
 def screenshot(uri: str, model: str, version: str, out: Path) -> Path:
@@ -103,15 +101,17 @@ def screenshot(uri: str, model: str, version: str, out: Path) -> Path:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
-                # Tall: the version page scrolls inside its own pane, which a full-page shot misses.
-                page = browser.new_page(viewport={"width": 1400, "height": 2300})
+                page = browser.new_page(viewport={"width": 1300, "height": 1250})
                 page.goto(url, wait_until="load", timeout=120_000)
                 # The description holds the card's summary; the tags the gate's decision.
                 page.get_by_text("Research tool, not a diagnostic device", exact=False).first.wait_for(
                     timeout=120_000
                 )
-                page.get_by_text("promotion.decision", exact=False).first.wait_for(timeout=60_000)
+                decision = page.get_by_text("promotion.decision", exact=True).first
+                decision.wait_for(timeout=60_000)
                 _close_assistant(page)
+                # The tags table scrolls inside its own pane: bring the gate's decision into it.
+                decision.scroll_into_view_if_needed(timeout=10_000)
                 page.wait_for_timeout(1000)  # the last tables settle
                 out.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(out), full_page=True)
