@@ -8,6 +8,16 @@ set -euo pipefail
 
 : "${OPTUNA_DB_PASSWORD:?OPTUNA_DB_PASSWORD must be set (see .env.example)}"
 : "${MLFLOW_DB_PASSWORD:?MLFLOW_DB_PASSWORD must be set (see .env.example)}"
+# A placeholder from .env.example never becomes a real database password.
+for var in OPTUNA_DB_PASSWORD MLFLOW_DB_PASSWORD; do
+    value="${!var}"
+    case "$value" in
+    change-me* | changeme*)
+        echo "initdb.sh: $var is still the placeholder '$value': replace it in .env" >&2
+        exit 2
+        ;;
+    esac
+done
 OPTUNA_DB="${OPTUNA_DB:-optuna}"
 MLFLOW_DB="${MLFLOW_DB:-mlflow}"
 

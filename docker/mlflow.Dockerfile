@@ -14,7 +14,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MLFLOW_DISABLE_TELEMETRY=true \
     DO_NOT_TRACK=true
 
-RUN pip install "mlflow==${MLFLOW_VERSION}" "psycopg2-binary==${PSYCOPG2_VERSION}"
+# mlflow[auth]: the basic-auth app (`--app-name basic-auth`) needs Flask-WTF.
+RUN pip install "mlflow[auth]==${MLFLOW_VERSION}" "psycopg2-binary==${PSYCOPG2_VERSION}"
+
+# Refuses placeholder secrets and writes the basic-auth config before `mlflow "$@"`; the
+# mlflow-users service creates logins with the second script.
+COPY mlflow-entrypoint.sh /usr/local/bin/mlflow-entrypoint.sh
+COPY mlflow_users.py /usr/local/lib/clot-hpo/mlflow_users.py
 
 # Non-root; /mlartifacts exists in the image owned by that user so a named volume mounted
 # there starts with the same owner.
@@ -24,5 +30,5 @@ RUN useradd --create-home --uid 10001 mlflow \
 USER mlflow
 WORKDIR /home/mlflow
 EXPOSE 5000
-ENTRYPOINT ["mlflow"]
+ENTRYPOINT ["sh", "/usr/local/bin/mlflow-entrypoint.sh"]
 CMD ["server", "--help"]

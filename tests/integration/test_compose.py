@@ -183,8 +183,9 @@ def test_worker_command_is_a_search_our_cli_accepts(
     from clot_hpo.cli import build_parser
 
     raw_command = " ".join(str(c) for c in raw["services"]["worker"]["command"])
-    for var in ("STUDY_CONFIG", "STUDY_NAME", "OPTUNA_DB_PASSWORD"):
+    for var in ("STUDY_CONFIG", "STUDY_NAME"):
         assert f"${{{var}" in raw_command, f"the worker command must take {var} from the environment"
+    assert "OPTUNA_DB_PASSWORD" not in raw_command, "the database password must not be on the command line"
 
     worker = stack["services"]["worker"]
     command = [str(c) for c in worker["command"]]
@@ -205,10 +206,9 @@ def test_worker_command_is_a_search_our_cli_accepts(
     )
     assert resolved.study_name == env["STUDY_NAME"]
     assert args.study_name == env["STUDY_NAME"]
-    assert args.storage == (
-        f"postgresql+psycopg2://{env['OPTUNA_DB']}:{env['OPTUNA_DB_PASSWORD']}"
-        f"@postgres:5432/{env['OPTUNA_DB']}"
-    )
+    # No password on the command line (`ps` shows it to every user): libpq reads PGPASSWORD.
+    assert args.storage == f"postgresql+psycopg2://{env['OPTUNA_DB']}@postgres:5432/{env['OPTUNA_DB']}"
+    assert worker["environment"]["PGPASSWORD"] == env["OPTUNA_DB_PASSWORD"]
     assert args.tracking_uri == "http://mlflow:5000"
     # The dataset is mounted read-only where --data points.
     mounts = {t: ro for _, t, ro in _volume_sources(worker)}
@@ -252,8 +252,109 @@ def test_every_required_variable_is_in_env_example(env: dict[str, str]) -> None:
     used = variables_used(COMPOSE.read_text(encoding="utf-8"))
     missing = sorted(name for name, has_default in used.items() if not has_default and name not in env)
     assert not missing, f".env.example must define {missing}"
-    for key in ("POSTGRES_PASSWORD", "OPTUNA_DB_PASSWORD", "MLFLOW_DB_PASSWORD"):
+    for key in (
+        "POSTGRES_PASSWORD",
+        "OPTUNA_DB_PASSWORD",
+        "MLFLOW_DB_PASSWORD",
+        "MLFLOW_ADMIN_PASSWORD",
+        "MLFLOW_WORKER_PASSWORD",
+        "MLFLOW_SECRET_KEY",
+    ):
         assert env[key].startswith("change-me"), f"{key} in .env.example must be a placeholder"
+
+
+# ----- the shared server's logins (issue 12, item 3) ------------------------------------------
+SECRET_KEYS = (
+    "POSTGRES_PASSWORD",
+    "OPTUNA_DB_PASSWORD",
+    "MLFLOW_DB_PASSWORD",
+    "MLFLOW_ADMIN_PASSWORD",
+    "MLFLOW_WORKER_PASSWORD",
+    "MLFLOW_SECRET_KEY",
+)
+
+
+def test_the_server_requires_logins_and_no_secret_is_on_a_command_line(
+    raw: dict[str, Any], stack: dict[str, Any], env: dict[str, str]
+) -> None:
+    services = stack["services"]
+    mlflow = services["mlflow"]
+    command = [str(c) for c in mlflow["command"]]
+    assert command[command.index("--app-name") + 1] == "basic-auth", "the shared server needs logins"
+    environment = mlflow["environment"]
+    assert environment["MLFLOW_AUTH_ADMIN_PASSWORD"] == env["MLFLOW_ADMIN_PASSWORD"]
+    assert environment["PGPASSWORD"] == env["MLFLOW_DB_PASSWORD"]
+    assert environment["MLFLOW_FLASK_SERVER_SECRET_KEY"] == env["MLFLOW_SECRET_KEY"]
+    # Required: an unset admin password stops `docker compose up` (`${VAR:?...}`).
+    raw_text = COMPOSE.read_text(encoding="utf-8")
+    for key in ("MLFLOW_ADMIN_PASSWORD", "MLFLOW_WORKER_PASSWORD", "MLFLOW_SECRET_KEY", "MLFLOW_DB_PASSWORD"):
+        assert f"${{{key}:?" in raw_text, f"{key} must be required"
+    # Workers authenticate through MLflow's own environment variables.
+    for name in ("worker", "worker-gpu"):
+        worker_env = services[name]["environment"]
+        assert worker_env["MLFLOW_TRACKING_USERNAME"] == env["MLFLOW_WORKER_USER"]
+        assert worker_env["MLFLOW_TRACKING_PASSWORD"] == env["MLFLOW_WORKER_PASSWORD"]
+        assert services[name]["depends_on"]["mlflow-users"]["condition"] == "service_completed_successfully"
+    users = services["mlflow-users"]
+    assert users["environment"]["MLFLOW_TRACKING_USERNAME"] == env["MLFLOW_ADMIN_USER"]
+    assert users["command"] == ["ensure-worker"]
+    # No secret on any command line or entrypoint, in any service.
+    secrets = {env[key] for key in SECRET_KEYS}
+    for name, service in services.items():
+        argv = " ".join(str(c) for c in (service.get("command") or []) + (service.get("entrypoint") or []))
+        leaked = sorted(s for s in secrets if s in argv)
+        assert not leaked, f"{name}'s command line carries {leaked}: `ps` shows it to every user"
+        assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", argv), f"{name}: a URL with a password: {argv}"
+    # The image runs the entrypoint that refuses placeholders.
+    server = (ROOT / "docker" / "mlflow.Dockerfile").read_text(encoding="utf-8")
+    assert "mlflow-entrypoint.sh" in re.findall(r"^ENTRYPOINT (.*)$", server, re.M)[-1]
+    assert "mlflow[auth]==" in server, "the basic-auth app needs Flask-WTF (mlflow[auth])"
+
+
+def _run_entrypoint(tmp_path: Path, values: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """docker/mlflow-entrypoint.sh with a stand-in `mlflow` that prints its arguments and config."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    fake = bindir / "mlflow"
+    fake.write_text('#!/bin/sh\necho "mlflow $*"\ncat "$MLFLOW_AUTH_CONFIG_PATH"\n')
+    fake.chmod(0o755)
+    run_env = {
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
+        "MLFLOW_AUTH_DATABASE_URI": "postgresql+psycopg2://mlflow@postgres:5432/mlflow",
+        **values,
+    }
+    return subprocess.run(
+        ["sh", str(ROOT / "docker" / "mlflow-entrypoint.sh"), "server", "--app-name", "basic-auth"],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_the_server_refuses_to_start_with_placeholder_secrets(env: dict[str, str], tmp_path: Path) -> None:
+    good = {
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "a9f3c2d1e8b7a6f5",
+        "PGPASSWORD": "0c1d2e3f4a5b6c7d",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "9e8d7c6b5a4f3e2d",
+    }
+    started = _run_entrypoint(tmp_path, good)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.startswith("mlflow server --app-name basic-auth")
+    assert "default_permission = READ" in started.stdout and "admin_username = admin" in started.stdout
+    assert not any(v in started.stdout for v in good.values()), "the auth config holds no secret"
+    for key, placeholder in (
+        ("MLFLOW_AUTH_ADMIN_PASSWORD", env["MLFLOW_ADMIN_PASSWORD"]),
+        ("PGPASSWORD", env["MLFLOW_DB_PASSWORD"]),
+        ("MLFLOW_FLASK_SERVER_SECRET_KEY", env["MLFLOW_SECRET_KEY"]),
+        ("MLFLOW_AUTH_ADMIN_PASSWORD", ""),
+        ("MLFLOW_AUTH_ADMIN_PASSWORD", "short"),
+    ):
+        refused = _run_entrypoint(tmp_path, {**good, key: placeholder})
+        assert refused.returncode == 2, (key, placeholder, refused.stdout)
+        assert key in refused.stderr and "mlflow server" not in refused.stdout
 
 
 def test_secrets_stay_out_of_git_and_the_image() -> None:
@@ -311,10 +412,20 @@ def test_initdb_script_creates_both_databases(
         "PGPORT": str(postgres_session.port),
         "POSTGRES_USER": postgres_session.user,
         "OPTUNA_DB": "compose_optuna",
-        "OPTUNA_DB_PASSWORD": env["OPTUNA_DB_PASSWORD"],
+        "OPTUNA_DB_PASSWORD": "initdb-optuna-7f3a9c",
         "MLFLOW_DB": "compose_mlflow",
-        "MLFLOW_DB_PASSWORD": env["MLFLOW_DB_PASSWORD"],
+        "MLFLOW_DB_PASSWORD": "initdb-mlflow-2b8e4d",
     }
+    # .env.example's placeholders are refused before anything is created.
+    placeholder = subprocess.run(
+        ["bash", str(ROOT / "docker" / "initdb.sh")],
+        env={**run_env, "OPTUNA_DB_PASSWORD": env["OPTUNA_DB_PASSWORD"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert placeholder.returncode == 2 and "OPTUNA_DB_PASSWORD" in placeholder.stderr
     proc = subprocess.run(
         ["bash", str(ROOT / "docker" / "initdb.sh")],
         env=run_env,

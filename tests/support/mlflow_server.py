@@ -8,6 +8,11 @@ context manager. Test modules that need the server import the fixture::
 Each module that imports it gets its own session-scoped fixture definition, so the process
 itself is shared through a reference count here: the first user starts it, the last
 finalizer stops it, by process id.
+
+``start_mlflow_server(root, auth=BasicAuth(...))`` starts the compose stack's server instead:
+MLflow's basic-auth app, launched through the stack's own entrypoint
+(``docker/mlflow-entrypoint.sh``, which refuses placeholder secrets and writes the auth config),
+with its login database beside the tracking database.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +35,19 @@ from pathlib import Path
 import pytest
 
 STARTUP_TIMEOUT_S = 120.0
+REPO = Path(__file__).resolve().parents[2]
+ENTRYPOINT = REPO / "docker" / "mlflow-entrypoint.sh"
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """How to start the server with MLflow's basic-auth app: the admin's login."""
+
+    admin_password: str
+    admin_username: str = "admin"
+    # What the compose stack passes for the PostgreSQL backend; the entrypoint checks it.
+    db_password: str = "test-db-password-0123"
+    flask_secret_key: str = "test-csrf-signing-key-0123"
 
 
 @dataclass
@@ -42,6 +60,7 @@ class MlflowServer:
     process: subprocess.Popen[bytes]
     log_path: Path
     _log_file: object = field(repr=False, default=None)
+    auth: BasicAuth | None = None
 
     @property
     def backend_store_uri(self) -> str:
@@ -77,8 +96,32 @@ def _healthy(uri: str) -> bool:
         return False
 
 
-def start_mlflow_server(root: Path, *, port: int | None = None) -> MlflowServer:
-    """Start ``mlflow server`` over ``root/mlflow.db`` and ``root/artifacts``; wait for health."""
+def _auth_launch(root: Path, auth: BasicAuth) -> tuple[list[str], dict[str, str]]:
+    """The stack's entrypoint and its environment, for a server on local files."""
+    env = {
+        # The entrypoint runs `mlflow` from PATH: this interpreter's.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_AUTH_ADMIN_USERNAME": auth.admin_username,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": auth.admin_password,
+        "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{root / 'basic_auth.db'}",
+        "MLFLOW_AUTH_CONFIG_PATH": str(root / "basic_auth.ini"),
+        "PGPASSWORD": auth.db_password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": auth.flask_secret_key,
+    }
+    return ["sh", str(ENTRYPOINT), "server", "--app-name", "basic-auth"], env
+
+
+def start_mlflow_server(
+    root: Path,
+    *,
+    port: int | None = None,
+    auth: BasicAuth | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> MlflowServer:
+    """Start ``mlflow server`` over ``root/mlflow.db`` and ``root/artifacts``; wait for health.
+
+    With ``auth``: MLflow's basic-auth app through the compose stack's entrypoint.
+    """
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -89,9 +132,13 @@ def start_mlflow_server(root: Path, *, port: int | None = None) -> MlflowServer:
         MLFLOW_DISABLE_TELEMETRY="true",
         DO_NOT_TRACK="true",
     )
+    launch = [*_mlflow_executable(), "server"]
+    if auth is not None:
+        launch, auth_env = _auth_launch(root, auth)
+        env.update(auth_env)
+    env.update(extra_env or {})
     cmd = [
-        *_mlflow_executable(),
-        "server",
+        *launch,
         "--backend-store-uri",
         f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination",
@@ -110,7 +157,7 @@ def start_mlflow_server(root: Path, *, port: int | None = None) -> MlflowServer:
         cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
     )
     server = MlflowServer(
-        uri=uri, port=port, root=root, process=process, log_path=log_path, _log_file=log_file
+        uri=uri, port=port, root=root, process=process, log_path=log_path, _log_file=log_file, auth=auth
     )
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
