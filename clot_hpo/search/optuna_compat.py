@@ -12,7 +12,7 @@ import optuna
 
 from clot_hpo.util import find_in_chain
 
-__all__ = ["storage_error", "trial_for_other_process", "trial_user_attrs"]
+__all__ = ["failed_elsewhere", "storage_error", "trial_for_other_process", "trial_id", "trial_user_attrs"]
 
 
 def trial_for_other_process(study: optuna.Study, trial_id: int) -> optuna.Trial:
@@ -26,6 +26,16 @@ def trial_for_other_process(study: optuna.Study, trial_id: int) -> optuna.Trial:
     """
     study.get_trials(deepcopy=False)
     return optuna.trial.Trial(study, trial_id)
+
+
+def trial_id(trial: optuna.Trial) -> int:
+    """The storage's id of ``trial``, which :func:`trial_for_other_process` opens it by.
+
+    ``Trial.number`` counts within a study; the storage addresses a trial by its id, which
+    Optuna keeps private (``_trial_id``; https://github.com/optuna/optuna/issues/2949 asks
+    for a public way to hand a trial to another process).
+    """
+    return int(trial._trial_id)
 
 
 def trial_user_attrs(study: optuna.Study, trial: optuna.Trial) -> dict[str, Any]:
@@ -46,3 +56,14 @@ def storage_error(exc: BaseException, kind: type[BaseException]) -> Any:
     (https://github.com/optuna/optuna/issues/5280): the cause is in the exception chain.
     """
     return find_in_chain(exc, kind)
+
+
+def failed_elsewhere(exc: ValueError) -> bool:
+    """Whether ``study.optimize`` raised because another worker failed the trial meanwhile.
+
+    When the database was away longer than the heartbeat's grace period, another worker marks
+    the trial FAIL (and queues its retry); telling it then raises a plain ``ValueError``
+    ("Cannot tell a FAIL trial.") that Optuna gives no type of its own, so the message is
+    matched (https://github.com/optuna/optuna/issues/5280 covers the storage-error side).
+    """
+    return "Cannot tell a FAIL trial" in str(exc)

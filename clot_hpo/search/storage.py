@@ -1,17 +1,23 @@
-"""Optuna storages: SQLite for one machine, PostgreSQL for many workers."""
+"""Optuna storages: SQLite for one machine, PostgreSQL for many workers; riding out an outage."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from clot_hpo.errors import ConfigError
+from clot_hpo.errors import ConfigError, FatalError
+from clot_hpo.search.optuna_compat import storage_error
 from clot_hpo.util import first_line
 from clot_hpo.util import redact_url as redact_url  # re-exported: clot_hpo.search.redact_url
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -119,3 +125,47 @@ def _create_rdb_storage(url: str, kwargs: dict[str, Any]) -> RDBStorage:
 def retried_from(trial: optuna.trial.FrozenTrial) -> int | None:
     """The number of the stale trial this one retries, if any."""
     return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
+# Retrying the storage for this long covers a database restart; then the study stops.
+STORAGE_RETRY_SECONDS = 60.0
+
+
+def call_retrying_storage(
+    func: Callable[[], Any],
+    *,
+    console: Console,
+    rerun: bool = True,
+    retry_seconds: float = STORAGE_RETRY_SECONDS,
+) -> Any:
+    """Call ``func``, retrying with backoff while the storage is unreachable.
+
+    ``rerun=False`` waits once and returns None instead of calling ``func`` again: for
+    ``study.optimize``, whose trial may already have run (and even been told) when the
+    error came, so the caller must re-read the study and its budgets first.
+
+    Raises:
+        FatalError: the storage stayed unreachable for ``retry_seconds``.
+    """
+    import sqlalchemy.exc
+
+    deadline = time.monotonic() + retry_seconds
+    delay = 1.0
+    while True:
+        try:
+            return func()
+        except Exception as raised:  # noqa: BLE001 - storage errors hide behind others, see below
+            exc = storage_error(raised, sqlalchemy.exc.OperationalError)
+            if exc is None:
+                raise
+            if time.monotonic() >= deadline:
+                raise FatalError(
+                    f"lost the Optuna storage for {retry_seconds:.0f} s "
+                    f"({first_line(exc.orig)}); finished trials are safe in "
+                    "the storage: rerun the same command to resume"
+                ) from exc
+            console.print(f"[yellow]storage unreachable, retrying in {delay:.0f} s[/]")
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            if not rerun:
+                return None

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -30,42 +28,24 @@ from clot_hpo.config import ExperimentConfig, save_resolved
 from clot_hpo.errors import ConfigError, FatalError, TrialFailed
 from clot_hpo.search.ledger import ATTR_DIGEST, ATTR_PARENT_RUN_ID, ATTR_RUN_ID
 from clot_hpo.search.objectives import Objective, get_objective
-from clot_hpo.search.optuna_compat import storage_error, trial_user_attrs
+from clot_hpo.search.oom_retry import run_with_oom_retry
+from clot_hpo.search.optuna_compat import failed_elsewhere, trial_id
 from clot_hpo.search.progress import StudyProgress, print_top_trials
 from clot_hpo.search.pruners import create_pruner
 from clot_hpo.search.samplers import create_sampler
-from clot_hpo.search.storage import open_storage, redact_url, retried_from
+from clot_hpo.search.storage import call_retrying_storage, open_storage, redact_url, retried_from
 from clot_hpo.search.task import PRELOAD_STORAGE_ENV, TrialOutcome, TrialTask
 from clot_hpo.search.timing import metric_names
+from clot_hpo.search.trial_runs import TrialRun, runs_in_use
 from clot_hpo.search.worker_process import TrialLauncher
+from clot_hpo.search.workers import FINISHED, WORKER_ATTR, ConsecutiveFailures, new_worker_id
 from clot_hpo.tracking.background import BackgroundQueue
 from clot_hpo.tracking.base import Tracker
 from clot_hpo.tracking.spool import SpoolReader
-from clot_hpo.util import FINISHED_TRIAL_STATES, first_line
-
-WORKER_ATTR = "worker_id"
-"""Trial user attribute naming the study process (worker) that ran the trial."""
-
-
-def new_worker_id() -> str:
-    """A worker id unique across machines and containers: host name, process id, random token.
-
-    The process id alone is not: identical containers (``docker compose --scale worker=4``)
-    very likely run their worker under the same PID, and each would count the others'
-    failures as its own.
-    """
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-
 
 log = logging.getLogger(__name__)
 
-FINISHED = tuple(TrialState[name] for name in sorted(FINISHED_TRIAL_STATES))
 STUDIES_DIR = Path("mlruns") / "studies"
-# Retrying the storage for this long covers a database restart; then the study stops.
-STORAGE_RETRY_SECONDS = 60.0
-# A finished trial's run stays open while its worker uploads the trial's model; another
-# worker closes it as orphaned only after this long (its worker must have died meanwhile).
-UPLOAD_GRACE_SECONDS = 600.0
 RUN_ID_WAIT_SECONDS = 10.0
 
 
@@ -191,9 +171,8 @@ class StudyRunner:
         self._last_outcome_at: float | None = None
         self.objective: Objective = get_objective(config.search.objective)
         self.budget = _Budget(config, time.monotonic())
-        self.consecutive_failures = 0
         self.worker_id = new_worker_id()
-        self._counted: set[int] = set()  # trial numbers already in consecutive_failures
+        self.failures = ConsecutiveFailures(self.worker_id, config.search.max_consecutive_failures)
         self.progress: StudyProgress | None = None
         # Tracking runs on one background thread, in order: each trial's uploads overlap the
         # next trial's training instead of delaying it.
@@ -220,7 +199,7 @@ class StudyRunner:
                 self.uploads.submit(
                     "close the runs of dead workers' trials",
                     self.tracker.close_orphaned_trials,
-                    keep=self._runs_in_use(trials),
+                    keep=runs_in_use(trials, self._uploading),
                     reason="its worker stopped beating (killed?); Optuna marked the trial FAIL",
                 )
                 progress.update(trials)
@@ -233,41 +212,29 @@ class StudyRunner:
                     progress.note("waiting for trials running in other workers")
                     time.sleep(max(1.0, self.config.search.heartbeat_interval / 2))
                     continue
-                try:
-                    self._storage_call(
-                        lambda: self.study.optimize(
-                            self._objective,
-                            n_trials=1,
-                            catch=(TrialFailed,),
-                            gc_after_trial=False,
-                            show_progress_bar=False,
-                        ),
-                        rerun=False,
-                    )
-                except ValueError as exc:
-                    # Optuna: "Cannot tell a FAIL trial." Another worker saw no heartbeat (the
-                    # database was away longer than grace_period), failed the trial and queued
-                    # its parameters again; this result is dropped, the retry counts.
-                    if "Cannot tell a FAIL trial" not in str(exc):
-                        raise
-                    self.console.print(
-                        "  [yellow]this trial was marked failed by another worker "
-                        "(no heartbeat while the database was away); its retry counts[/]"
-                    )
-                self._storage_call(self._count_failures)
+                self._storage_call(self._run_one_trial, rerun=False)
+                self._storage_call(lambda: self.failures.update(self.study.get_trials(deepcopy=False)))
 
-    def _runs_in_use(self, trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-        """Trials whose runs are legitimately open: running, or finished and still uploading."""
-        now = time.time()
-        recent = {
-            t.number
-            for t in trials
-            if t.state in FINISHED
-            and t.datetime_complete is not None
-            and now - t.datetime_complete.timestamp() < UPLOAD_GRACE_SECONDS
-        }
-        running = {t.number for t in trials if t.state == TrialState.RUNNING}
-        return running | recent | self._uploading.copy()
+    def _run_one_trial(self) -> None:
+        """Ask Optuna for one trial and run it (a failed trial is recorded, not raised)."""
+        try:
+            self.study.optimize(
+                self._objective,
+                n_trials=1,
+                catch=(TrialFailed,),
+                gc_after_trial=False,
+                show_progress_bar=False,
+            )
+        except ValueError as exc:
+            # Another worker saw no heartbeat (the database was away longer than grace_period),
+            # failed the trial and queued its parameters again: this result is dropped, the
+            # retry counts.
+            if not failed_elsewhere(exc):
+                raise
+            self.console.print(
+                "  [yellow]this trial was marked failed by another worker "
+                "(no heartbeat while the database was away); its retry counts[/]"
+            )
 
     def finish_uploads(self) -> None:
         """Wait for the queued tracking uploads (say so when there are any), then stop the queue."""
@@ -280,58 +247,8 @@ class StudyRunner:
         return self.study.get_trials(deepcopy=False)
 
     def _storage_call(self, func: Any, *, rerun: bool = True) -> Any:
-        """Call ``func``, retrying with backoff while the storage is unreachable.
-
-        ``rerun=False`` waits once and returns None instead of calling ``func`` again: for
-        ``study.optimize``, whose trial may already have run (and even been told) when the
-        error came, so the caller must re-read the study and its budgets first.
-        """
-        import sqlalchemy.exc
-
-        deadline = time.monotonic() + STORAGE_RETRY_SECONDS
-        delay = 1.0
-        while True:
-            try:
-                return func()
-            except Exception as raised:  # noqa: BLE001 - storage errors hide behind others, see below
-                exc = storage_error(raised, sqlalchemy.exc.OperationalError)
-                if exc is None:
-                    raise
-                if time.monotonic() >= deadline:
-                    raise FatalError(
-                        f"lost the Optuna storage for {STORAGE_RETRY_SECONDS:.0f} s "
-                        f"({first_line(exc.orig)}); finished trials are safe in "
-                        "the storage: rerun the same command to resume"
-                    ) from exc
-                self.console.print(f"[yellow]storage unreachable, retrying in {delay:.0f} s[/]")
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                if not rerun:
-                    return None
-
-    def _count_failures(self) -> None:
-        # By worker and by number, not by position: an enqueued trial (defaults first, a retry)
-        # was already listed, WAITING, before this worker ran it.
-        mine = [
-            t
-            for t in self.study.get_trials(deepcopy=False)
-            if t.user_attrs.get(WORKER_ATTR) == self.worker_id
-            and t.number not in self._counted
-            and t.state != TrialState.RUNNING
-        ]
-        self._counted.update(t.number for t in mine)
-        for trial in mine:
-            if trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus"):
-                self.consecutive_failures += 1
-            elif trial.state in FINISHED:
-                self.consecutive_failures = 0
-        limit = self.config.search.max_consecutive_failures
-        if self.consecutive_failures >= limit:
-            last = mine[-1].user_attrs.get("fail_reason", "unknown") if mine else "unknown"
-            raise FatalError(
-                f"{self.consecutive_failures} trials failed in a row (search.max_consecutive_failures="
-                f"{limit}); last reason: {last}"
-            )
+        """``func()``, riding out a storage outage (:func:`.storage.call_retrying_storage`)."""
+        return call_retrying_storage(func, console=self.console, rerun=rerun)
 
     # ----- one trial (runs in this process, trains in a child) ---------------------------------
     def _objective(self, trial: optuna.Trial) -> float:
@@ -344,24 +261,76 @@ class StudyRunner:
         if self._is_surplus(frozen, trials):
             trial.set_user_attr("surplus", True)
             raise TrialFailed("not run: the trial budget was taken by other workers meanwhile")
-        source = retried_from(frozen)
-        tags = {"optuna.study": self.study.study_name, "optuna.trial_number": str(trial.number)}
-        if source is not None:
-            tags["optuna.retried_from"] = str(source)
         number = trial.number
-        # Queued, not awaited: the previous trial's uploads may still be running.
-        run = self.uploads.submit(
-            f"open the run of trial {number}", self.tracker.start_trial, number, tags=tags
-        )
         # A fresh folder per trial and attempt: one left by an older study of the same name
         # (fresh stores number trials from 0 again) is never replayed into this trial's run.
         spool = SpoolReader.fresh(self._trial_dir(number)) if self.tracker.enabled else None
-        self._uploading.add(number)
-        task = TrialTask(
+        tracked = TrialRun(
+            self.uploads,
+            self.tracker,
+            number,
+            tags=self._run_tags(frozen),
+            spool=spool,
+            in_use=self._uploading,
+        )
+        task = self._task(trial, trials, spool)
+        assert self.progress is not None
+        self.progress.start_trial(number)
+        # This process's own time between two trials: telling Optuna, reading the study, asking.
+        handoff = time.time() - self._last_outcome_at if self._last_outcome_at is not None else None
+        start_next = self.budget.another_likely(trials)
+
+        def on_line(line: str) -> None:  # the child spools before it prints: forward while it trains
+            self.console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
+            self._note_run_id(trial, tracked.run)
+            tracked.forward()
+
+        def launch(task: TrialTask) -> tuple[TrialOutcome, Callable[[], None] | None]:
+            return self.launcher.run(task, self._trial_dir(number), on_line=on_line, start_next=start_next)
+
+        rest: Callable[[], None] | None = None  # the trial process's work after its outcome
+        try:
+            outcome, rest = run_with_oom_retry(
+                launch, task, study=self.study, trial=trial, console=self.console, spool=spool
+            )
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted by the user")
+            tracked.finish("FAIL", "interrupted by the user", {"interrupted": True}, rest)
+            raise
+        self._last_outcome_at = time.time()
+        # The phases' timings go to the run as metrics time_<phase>_s.
+        timings = metric_names(self._record(trial, outcome, handoff))
+        self._note_run_id(trial, tracked.run, wait=True)
+        if outcome.state == "COMPLETE" and outcome.value is not None:
+            tracked.finish("COMPLETE", None, {"value": outcome.value, **timings}, rest)
+            return float(outcome.value)
+        reason = outcome.reason or "unknown"
+        if outcome.state == "PRUNED":
+            trial.set_user_attr("prune_reason", reason)
+            tracked.finish("PRUNED", reason, timings, rest)
+            raise optuna.TrialPruned(reason)
+        trial.set_user_attr("fail_reason", reason)
+        tracked.finish("FAIL", reason, timings, rest)
+        self.console.print(f"  [red]trial {trial.number} failed:[/] {reason}")
+        raise TrialFailed(reason)
+
+    def _run_tags(self, frozen: optuna.trial.FrozenTrial) -> dict[str, str]:
+        """The tags of a trial's run: its study, its number and the trial it retries."""
+        tags = {"optuna.study": self.study.study_name, "optuna.trial_number": str(frozen.number)}
+        source = retried_from(frozen)
+        if source is not None:
+            tags["optuna.retried_from"] = str(source)
+        return tags
+
+    def _task(
+        self, trial: optuna.Trial, trials: list[optuna.trial.FrozenTrial], spool: SpoolReader | None
+    ) -> TrialTask:
+        """What the trial's process is to do."""
+        return TrialTask(
             config=self.config.model_dump(mode="json"),
             study_name=self.study.study_name,
             storage=self.config.search.storage,
-            trial_id=trial._trial_id,
+            trial_id=trial_id(trial),
             trial_number=trial.number,
             spool_dir=str(spool.folder) if spool else "",
             manifest_path=str(self.manifest_path),
@@ -371,72 +340,22 @@ class StudyRunner:
             cache_dir=str(self.out_dir / "cache"),
             data_digest=self.data_digest,
         )
-        assert self.progress is not None
-        self.progress.start_trial(trial.number)
-        # This process's own time between two trials: telling Optuna, reading the study, asking.
-        handoff = time.time() - self._last_outcome_at if self._last_outcome_at is not None else None
-        start_next = self.budget.another_likely(trials)
 
-        def on_line(line: str) -> None:  # the child spools before it prints: forward while it trains
-            self.console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
-            self._note_run_id(trial, run)
-            if spool is not None:
-                self.uploads.submit(f"log trial {number}'s epochs", self._forward, run, spool)
-
-        def finish(state: str, reason: str | None = None, attrs: dict[str, Any] | None = None) -> None:
-            # The phases' timings go to the run as metrics time_<phase>_s.
-            attrs = {**(attrs or {}), **metric_names(timings)}
-            self.uploads.submit(
-                f"log and close the run of trial {number}",
-                self._forward_and_end,
-                number,
-                run,
-                spool,
-                state,
-                reason,
-                attrs,
-                rest,
-            )
-
-        timings: dict[str, float] = {}
-        rest: Callable[[], None] | None = None  # the trial process's work after its outcome
-        try:
-            outcome, rest = self.launcher.run(
-                task, self._trial_dir(number), on_line=on_line, start_next=start_next
-            )
-            if outcome.state == "FAIL" and outcome.oom:
-                outcome, rest = self._retry_after_oom(
-                    task, outcome, trial, on_line=on_line, start_next=start_next, spool=spool
-                )
-        except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted by the user")
-            finish("FAIL", "interrupted by the user", {"interrupted": True})
-            raise
-        self._last_outcome_at = time.time()
+    @staticmethod
+    def _record(trial: optuna.Trial, outcome: TrialOutcome, handoff: float | None) -> dict[str, float]:
+        """Record the outcome's timings, epochs, batch and metrics on the trial; return the timings."""
         timings = dict(outcome.timings)
         if handoff is not None:
             timings["time_handoff"] = round(handoff, 3)
         for key, value in timings.items():
             trial.set_user_attr(key, value)
-        self._note_run_id(trial, run, wait=True)
         trial.set_user_attr("epochs_run", outcome.epochs_run)
         if outcome.batch_size is not None:
             trial.set_user_attr("batch_size_run", outcome.batch_size)
             trial.set_user_attr("accumulation_steps_run", outcome.accumulation_steps)
         for key, value in outcome.metrics.items():
             trial.set_user_attr(key, value)
-        if outcome.state == "COMPLETE" and outcome.value is not None:
-            finish("COMPLETE", attrs={"value": outcome.value})
-            return float(outcome.value)
-        reason = outcome.reason or "unknown"
-        if outcome.state == "PRUNED":
-            trial.set_user_attr("prune_reason", reason)
-            finish("PRUNED", reason)
-            raise optuna.TrialPruned(reason)
-        trial.set_user_attr("fail_reason", reason)
-        finish("FAIL", reason)
-        self.console.print(f"  [red]trial {trial.number} failed:[/] {reason}")
-        raise TrialFailed(reason)
+        return timings
 
     # ----- tracking, on the upload thread -------------------------------------------------------
     def _note_run_id(self, trial: optuna.Trial, run: Future[Any], *, wait: bool = False) -> None:
@@ -458,33 +377,6 @@ class StudyRunner:
             if parent is not None and parent.done() and parent.result():
                 trial.set_user_attr(ATTR_PARENT_RUN_ID, str(parent.result()))
 
-    def _forward(self, run: Future[Any], spool: SpoolReader) -> None:
-        run_id = run.result()  # resolved: the queue runs in order
-        if run_id:
-            spool.forward(self.tracker, run_id)
-
-    def _forward_and_end(
-        self,
-        number: int,
-        run: Future[Any],
-        spool: SpoolReader | None,
-        state: str,
-        reason: str | None,
-        attrs: dict[str, Any] | None,
-        rest: Callable[[], None] | None = None,
-    ) -> None:
-        try:
-            if rest is not None:  # the trial process still writes the evaluation into the spool
-                rest()
-            run_id = run.result()
-            if not run_id:
-                return
-            if spool is not None:
-                spool.forward(self.tracker, run_id)
-            self.tracker.end_trial(run_id, state, reason=reason, attrs=attrs)
-        finally:
-            self._uploading.discard(number)
-
     def _is_surplus(self, trial: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTrial]) -> bool:
         """Whether earlier-numbered trials already cover the budget (two workers asked at once)."""
         if self.budget.n_trials is None or trial.system_attrs.get("failed_trial") is not None:
@@ -492,52 +384,6 @@ class StudyRunner:
         earlier = trials[: trial.number]
         live = sum(t.state in FINISHED or t.state == TrialState.RUNNING for t in earlier)
         return live >= self.budget.n_trials
-
-    def _retry_after_oom(
-        self,
-        task: TrialTask,
-        first: TrialOutcome,
-        trial: optuna.Trial,
-        *,
-        on_line: Callable[[str], None],
-        start_next: bool,
-        spool: SpoolReader | None = None,
-    ) -> tuple[TrialOutcome, Callable[[], None] | None]:
-        """Runtime OOM: retry once at half the batch with gradient accumulation, else fail.
-
-        Returns what :meth:`TrialLauncher.run` returns for the retry (or the first outcome).
-        """
-        from clot_hpo.budget import BudgetDecision, halve_for_oom
-
-        try:
-            decision = BudgetDecision.from_attrs(trial_user_attrs(self.study, trial), prefix="budget_")
-        except ConfigError:  # the child died before it planned: nothing to halve
-            return first, None
-        batch = first.batch_size or decision.batch_size
-        retry = halve_for_oom(decision)
-        if retry is None:
-            first.reason = f"out of memory at batch {batch} and no smaller batch is allowed: {first.reason}"
-            return first, None
-        new_batch, accumulation = retry.batch_size, retry.accumulation_steps
-        trial.set_user_attr("oom_retry", f"batch {batch} -> {new_batch} x{accumulation} accumulation")
-        self.console.print(
-            f"  [yellow]trial {task.trial_number} ran out of memory; retrying at batch "
-            f"{new_batch} with {accumulation} accumulation steps[/]"
-        )
-        task.attempt = 1
-        task.batch_override, task.accumulation_override = new_batch, accumulation
-        task.result_path = str(Path(task.result_path).with_name("outcome.retry.json"))
-        if spool is not None:  # the retry spools into a fresh folder; the reader follows both
-            task.spool_dir = str(spool.new_attempt())
-        second, rest = self.launcher.run(
-            task, self._trial_dir(task.trial_number), on_line=on_line, start_next=start_next
-        )
-        # Both attempts' phases count: the retry's first epoch traces again.
-        for key, value in first.timings.items():
-            second.timings[key] = round(second.timings.get(key, 0.0) + value, 3)
-        if second.state == "FAIL" and second.oom:
-            second.reason = f"out of memory again at batch {new_batch} after the retry: {second.reason}"
-        return second, rest
 
     def _trial_dir(self, number: int) -> Path:
         path = self.out_dir / "trials" / f"{number:04d}"

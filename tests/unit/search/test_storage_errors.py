@@ -36,11 +36,10 @@ def test_other_errors_are_not_storage_errors() -> None:
 
 def test_an_outage_during_a_trial_does_not_run_another_trial() -> None:
     import io
-    from types import SimpleNamespace
 
     from rich.console import Console
 
-    from clot_hpo.search.study import StudyRunner
+    from clot_hpo.search.storage import call_retrying_storage
 
     calls = []
 
@@ -48,7 +47,7 @@ def test_an_outage_during_a_trial_does_not_run_another_trial() -> None:
         calls.append(1)
         raise _optuna_style_failure()
 
-    runner = SimpleNamespace(console=Console(file=io.StringIO()))
-    assert StudyRunner._storage_call(runner, optimize_once, rerun=False) is None
+    console = Console(file=io.StringIO())
+    assert call_retrying_storage(optimize_once, console=console, rerun=False) is None
     assert calls == [1], "the loop must re-read the study and its budget before another trial"
-    assert "storage unreachable" in runner.console.file.getvalue()
+    assert "storage unreachable" in console.file.getvalue()

@@ -1,0 +1,127 @@
+"""A trial's tracking run, driven from the study process: opened, fed from the spool, closed.
+
+Everything goes through the study's upload queue (:class:`~clot_hpo.tracking.background.
+BackgroundQueue`: one thread, in order), so a trial's uploads overlap the next trial's
+training instead of delaying it. The trial process never talks to the tracker: it spools
+what it records (:mod:`clot_hpo.tracking.spool`), and :class:`TrialRun` forwards the spool
+as the trial goes and once more when it ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from clot_hpo.search.workers import FINISHED
+from clot_hpo.tracking.background import BackgroundQueue
+from clot_hpo.tracking.base import Tracker
+from clot_hpo.tracking.spool import SpoolReader
+
+
+class TrialRun:
+    """One trial's run in the tracker, from the study process.
+
+    Args:
+        uploads: the study's upload queue.
+        tracker: the study's tracker (opens and closes runs, receives the spool).
+        number: the trial's number.
+        tags: the run's tags.
+        spool: the trial's spool reader (None: the study is not tracked).
+        in_use: trial numbers whose runs this worker still closes; ``number`` is in it until
+            the run is closed (another worker must not close it as orphaned meanwhile).
+    """
+
+    def __init__(
+        self,
+        uploads: BackgroundQueue,
+        tracker: Tracker,
+        number: int,
+        *,
+        tags: dict[str, str],
+        spool: SpoolReader | None,
+        in_use: set[int],
+    ) -> None:
+        self.uploads = uploads
+        self.tracker = tracker
+        self.number = number
+        self.spool = spool
+        self._in_use = in_use
+        # Queued, not awaited: the previous trial's uploads may still be running.
+        self.run: Future[Any] = uploads.submit(
+            f"open the run of trial {number}", tracker.start_trial, number, tags=tags
+        )
+        in_use.add(number)
+
+    def forward(self) -> None:
+        """Queue forwarding what the trial spooled so far (its process spools, then prints)."""
+        if self.spool is not None:
+            self.uploads.submit(f"log trial {self.number}'s epochs", self._forward)
+
+    def finish(
+        self,
+        state: str,
+        reason: str | None = None,
+        attrs: dict[str, Any] | None = None,
+        rest: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue closing the run with ``state``, ``reason`` and ``attrs``.
+
+        First ``rest`` (the trial process's work after its outcome) and the spool's last events.
+        """
+        self.uploads.submit(
+            f"log and close the run of trial {self.number}", self._forward_and_end, state, reason, attrs, rest
+        )
+
+    def _forward(self) -> None:
+        run_id = self.run.result()  # resolved: the queue runs in order
+        if run_id and self.spool is not None:
+            self.spool.forward(self.tracker, run_id)
+
+    def _forward_and_end(
+        self,
+        state: str,
+        reason: str | None,
+        attrs: dict[str, Any] | None,
+        rest: Callable[[], None] | None,
+    ) -> None:
+        try:
+            if rest is not None:  # the trial process still writes the evaluation into the spool
+                rest()
+            run_id = self.run.result()
+            if not run_id:
+                return
+            if self.spool is not None:
+                self.spool.forward(self.tracker, run_id)
+            self.tracker.end_trial(run_id, state, reason=reason, attrs=attrs)
+        finally:
+            self._in_use.discard(self.number)
+
+
+# A finished trial's run stays open while its worker uploads the trial's model; another
+# worker closes it as orphaned only after this long (its worker must have died meanwhile).
+UPLOAD_GRACE_SECONDS = 600.0
+
+
+def runs_in_use(trials: Iterable[optuna.trial.FrozenTrial], uploading: set[int]) -> set[int]:
+    """Trials whose runs are legitimately open: running, or finished and still uploading.
+
+    Args:
+        trials: the study's trials.
+        uploading: trial numbers whose runs this worker still closes (:class:`TrialRun`).
+    """
+    now = time.time()
+    trials = list(trials)
+    recent = {
+        t.number
+        for t in trials
+        if t.state in FINISHED
+        and t.datetime_complete is not None
+        and now - t.datetime_complete.timestamp() < UPLOAD_GRACE_SECONDS
+    }
+    running = {t.number for t in trials if t.state == TrialState.RUNNING}
+    return running | recent | uploading.copy()
