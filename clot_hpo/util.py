@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from importlib import import_module
 from typing import Any, TypeVar
 
 E = TypeVar("E", bound=BaseException)
@@ -152,6 +153,35 @@ def redact_logging(logger: logging.Logger | None = None) -> None:
             handler.addFilter(RedactingFilter())
 
 
+def lazy_exports(
+    package: str, where: Mapping[str, str], namespace: dict[str, Any]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A package's PEP 562 ``__getattr__`` and ``__dir__``: each name imported on first use.
+
+    Keeps a package's import cheap (the CLI starts without TensorFlow, pandas or FastAPI)
+    while ``from clot_hpo.data import make_dataset`` still works. Use it as
+    ``__getattr__, __dir__ = lazy_exports(__name__, _WHERE, globals())``.
+
+    Args:
+        package: the package's name (``__name__``).
+        where: exported name -> the submodule that defines it (``"make_dataset": "pipeline"``).
+        namespace: the package's ``globals()``: a name, once imported, is stored there, and
+            ``__dir__`` lists it with ``__all__``.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name in where:
+            value = getattr(import_module(f"{package}.{where[name]}"), name)
+            namespace[name] = value
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(namespace.get("__all__", ())))
+
+    return __getattr__, __dir__
+
+
 __all__ = [
     "FINISHED_TRIAL_STATES",
     "exception_chain",
@@ -159,6 +189,7 @@ __all__ = [
     "find_in_chain",
     "first_line",
     "is_finished",
+    "lazy_exports",
     "RedactingFilter",
     "redact_logging",
     "redact_secrets",

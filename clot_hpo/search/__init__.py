@@ -7,8 +7,9 @@ not pay for Optuna's samplers, KerasTuner or the study loop.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from clot_hpo.util import lazy_exports
 
 if TYPE_CHECKING:
     from clot_hpo.search.hp import OptunaHyperParameters, optuna_distribution
@@ -64,13 +65,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(import_module(f"clot_hpo.search.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'clot_hpo.search' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, globals())
