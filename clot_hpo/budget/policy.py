@@ -216,17 +216,7 @@ def plan_trial(
         requested_estimate_bytes=requested.total_bytes,
         min_batch_size=min_batch_size,
     )
-    if usable is None:
-        return BudgetDecision(
-            action="run",
-            batch_size=batch_size,
-            accumulation_steps=1,
-            estimate_bytes=requested.total_bytes,
-            min_estimate_bytes=requested.total_bytes,
-            reason=f"no VRAM limit; estimate {format_bytes(requested.total_bytes)} at batch {batch_size}",
-            **common,
-        )
-    if requested.total_bytes <= usable:
+    if usable is None or requested.total_bytes <= usable:
         return BudgetDecision(
             action="run",
             batch_size=batch_size,
@@ -234,7 +224,9 @@ def plan_trial(
             estimate_bytes=requested.total_bytes,
             min_estimate_bytes=requested.total_bytes,
             reason=(
-                f"batch {batch_size} fits: estimate {format_bytes(requested.total_bytes)} "
+                f"no VRAM limit; estimate {format_bytes(requested.total_bytes)} at batch {batch_size}"
+                if usable is None
+                else f"batch {batch_size} fits: estimate {format_bytes(requested.total_bytes)} "
                 f"<= budget {format_bytes(usable)}"
             ),
             **common,
