@@ -12,7 +12,6 @@ a single value carries no information and is left out, as is one absent from som
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,21 +19,13 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from clot_hpo.util import finite_float
+
 MIN_TRIALS = 2
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _distribution(values: list[Any]) -> BaseDistribution | None:
-    numbers = [_number(v) for v in values]
+    numbers = [finite_float(v) for v in values]
     if all(n is not None for n in numbers):
         low, high = min(numbers), max(numbers)  # type: ignore[type-var]
         if low == high:
@@ -59,7 +50,7 @@ def param_importances(
         Parameter -> importance (the shares add up to 1); empty with fewer than
         :data:`MIN_TRIALS` trials or no parameter that varies in every trial.
     """
-    usable = [(dict(p), float(v)) for p, v in trials if _number(v) is not None]
+    usable = [(dict(p), float(v)) for p, v in trials if finite_float(v) is not None]
     if len(usable) < MIN_TRIALS:
         return {}
     shared = set.intersection(*(set(p) for p, _ in usable))
