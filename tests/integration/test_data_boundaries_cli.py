@@ -120,3 +120,24 @@ def test_study_name_cannot_leave_mlruns(tmp_path: Path, name: str) -> None:
     result = run_cli("search", "exp.yaml", "--study-name", name, "--no-tracking", cwd=work)
     assert_refused(result, "search.study_name", name)
     assert not (tmp_path / "escaped").exists() and not (work / "mlruns").exists()
+
+
+def test_allow_outside_root_lets_an_outside_image_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = folders(tmp_path / "d")
+    folders(tmp_path / "other", 1)
+    with (data / "metadata.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "label"])
+        writer.writerows([[f"positive/{i}.png", "positive"] for i in range(8)])
+        writer.writerows([[f"negative/{i}.png", "negative"] for i in range(8)])
+        writer.writerow(["../other/positive/0.png", "positive"])
+    out = tmp_path / "out"
+    refused = run_in_process(capsys, monkeypatch, "validate-data", str(data), "--out", str(out))
+    assert_refused(refused, "row 18", "../other/positive/0.png")
+    allowed = run_in_process(
+        capsys, monkeypatch, "validate-data", str(data), "--out", str(out), "--allow-outside-root"
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert "other/positive/0.png" in (out / "split_manifest.csv").read_text()
