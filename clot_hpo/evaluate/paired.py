@@ -358,7 +358,10 @@ def accuracy_difference_independent(
     low, high = confint_proportions_2indep(
         right_a, ya.size, right_b, yb.size, method="newcomb", compare="diff", alpha=1.0 - confidence
     )
-    p_value = float(test_proportions_2indep(right_a, ya.size, right_b, yb.size, method="score").pvalue)
+    # At an accuracy of exactly 0 or 1 statsmodels divides by zero on the way (the p-value
+    # it returns is still finite): keep its RuntimeWarning out of the user's console.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_value = float(test_proportions_2indep(right_a, ya.size, right_b, yb.size, method="score").pvalue)
     acc_a, acc_b = right_a / ya.size, right_b / yb.size
     return AccuracyDifference(
         accuracy_a=acc_a,

@@ -17,7 +17,15 @@ from sklearn.metrics import roc_auc_score
 
 from clot_hpo.errors import DataError
 from clot_hpo.evaluate.metrics import fast_roc_auc
-from clot_hpo.evaluate.paired import align, delong_test, mcnemar_exact, read_predictions
+from clot_hpo.evaluate.paired import (
+    accuracy_difference,
+    accuracy_difference_independent,
+    align,
+    auc_difference_independent,
+    delong_test,
+    mcnemar_exact,
+    read_predictions,
+)
 
 
 def _two_models(n: int = 240, seed: int = 7, gap: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -179,3 +187,49 @@ def test_align_joins_on_key_and_refuses_other_test_sets() -> None:
     relabelled = b.assign(label=[1, 0, 0])
     with pytest.raises(DataError, match="disagree on 1 keys: k3"):
         align(a, relabelled)
+
+
+def test_accuracy_difference_is_the_paired_wald_interval_with_mcnemars_p() -> None:
+    y = np.array([1] * 30 + [0] * 30)
+    pa = y.copy()
+    pa[:3] = 0  # A wrong on 3
+    pb = y.copy()
+    pb[:12] = 0  # B wrong on 12 (including A's 3)
+    result = accuracy_difference(y, pa, pb)
+    b, c, n = 9, 0, 60
+    se = np.sqrt(b + c - (b - c) ** 2 / n) / n
+    assert result.difference == pytest.approx((b - c) / n)
+    assert result.ci_low == pytest.approx((b - c) / n - 1.959963984540054 * se)
+    assert result.p_value == pytest.approx(binomtest(b, b + c, 0.5).pvalue)
+    assert (result.accuracy_a, result.accuracy_b) == (57 / 60, 48 / 60)
+
+
+def test_independent_auc_difference_matches_bootstraps_of_each_set() -> None:
+    ya, a, _ = _two_models(n=300, seed=21)
+    yb, _, b = _two_models(n=260, seed=22)
+    result = auc_difference_independent(ya, a, yb, b)
+    assert result.difference == pytest.approx(roc_auc_score(ya, a) - roc_auc_score(yb, b))
+    rng = np.random.default_rng(1)
+    variances = []
+    for y, p in ((ya, a), (yb, b)):
+        draws = []
+        for _ in range(800):
+            idx = rng.integers(0, y.size, y.size)
+            draws.append(fast_roc_auc(y[idx], p[idx]))
+        variances.append(np.var(draws, ddof=1))
+    se = (result.ci_high - result.ci_low) / (2 * 1.959963984540054)
+    assert se == pytest.approx(np.sqrt(sum(variances)), rel=0.15)
+    assert result.n == ya.size + yb.size
+
+
+def test_independent_accuracy_difference_uses_newcombes_interval() -> None:
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    ya, yb = np.array([1, 0] * 50), np.array([1, 0] * 40)
+    pa, pb = ya.copy(), yb.copy()
+    pb[:20] = 1 - pb[:20]  # B wrong on 20 of 80
+    result = accuracy_difference_independent(ya, pa, yb, pb)
+    low, high = confint_proportions_2indep(100, 100, 60, 80, method="newcomb", compare="diff")
+    assert (result.accuracy_a, result.accuracy_b) == (1.0, 0.75)
+    assert (result.ci_low, result.ci_high) == pytest.approx((low, high))
+    assert result.ci_low > 0 and result.p_value < 0.01
