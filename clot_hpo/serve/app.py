@@ -7,14 +7,18 @@ field ``file``, repeatable), ``POST /api/explain`` (one ``file``, answers ``imag
 Safety: the body is read with a byte limit (413) before it is parsed, and parsed in
 memory (Starlette spools uploads over 1 MiB to a temporary file; here the spool's limit
 is above the body's, so an upload never touches the disk); each image's declared pixel
-count is checked before it is decoded (:mod:`clot_hpo.serve.images`). There is no
-authentication: the command binds 127.0.0.1 unless told otherwise.
+count is checked before it is decoded (:mod:`clot_hpo.serve.images`), and requests decode
+and score within a memory budget (``Limits.decode_memory_bytes``, estimated from the images'
+headers), so concurrent requests of large images wait instead of exhausting memory. There is
+no authentication: the command binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
 
+import io
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -25,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from clot_hpo.data.limits import DEFAULT_DECODE_MEMORY_MB, MemoryBudget, read_header
 from clot_hpo.serve.images import DEFAULT_MAX_PIXELS, DecodedImage, ImageRejected, decode_image_bytes
 from clot_hpo.serve.service import ModelService
 
@@ -48,6 +53,7 @@ class Limits:
     max_file_bytes: int = 10 * 1024 * 1024
     max_files: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
+    decode_memory_bytes: int = DEFAULT_DECODE_MEMORY_MB * 2**20
 
     @property
     def max_body_bytes(self) -> int:
@@ -127,9 +133,26 @@ async def _uploads(request: Request, limits: Limits, *, at_most: int) -> list[tu
     return uploads
 
 
-def _decode_all(
+def _decode_bytes(data: bytes, max_pixels: int) -> int:
+    """Estimated memory of decoding one upload (0 for one that is refused before decoding)."""
+    try:
+        header = read_header(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - decode_image_bytes names whatever is wrong with it
+        return 0
+    return header.decode_bytes() if header.pixels <= max_pixels else 0
+
+
+@contextmanager
+def holding(budget: MemoryBudget, uploads: list[tuple[str, bytes]], max_pixels: int) -> Iterator[None]:
+    """Wait until the request's images fit in ``budget``; hold that memory for the block."""
+    with budget.hold(sum(_decode_bytes(data, max_pixels) for _, data in uploads)):
+        yield
+
+
+def decode_uploads(
     uploads: list[tuple[str, bytes]], image_size: int, max_pixels: int
 ) -> tuple[list[DecodedImage], list[float]]:
+    """Each upload decoded for the model, and the milliseconds each took."""
     images, ms = [], []
     for name, data in uploads:
         start = time.perf_counter()
@@ -141,6 +164,7 @@ def _decode_all(
 def create_app(service: ModelService, limits: Limits | None = None) -> FastAPI:
     """The FastAPI application serving ``service``'s model."""
     limits = limits or Limits()
+    budget = MemoryBudget(limits.decode_memory_bytes)  # shared by every request
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN.
     app = FastAPI(title="clot-hpo diagnostic page", docs_url=None, redoc_url=None)
     page = _static("index.html")
@@ -195,7 +219,9 @@ def create_app(service: ModelService, limits: Limits | None = None) -> FastAPI:
         uploads = await _uploads(request, limits, at_most=limits.max_files)
 
         def work() -> list[dict[str, Any]]:
-            images, decode_ms = _decode_all(uploads, info.image_size, limits.max_pixels)
+            with holding(budget, uploads, limits.max_pixels):
+                images, decode_ms = decode_uploads(uploads, info.image_size, limits.max_pixels)
+                scores = service.score(images, decode_ms)
             return [
                 {
                     "filename": s.filename,
@@ -206,7 +232,7 @@ def create_app(service: ModelService, limits: Limits | None = None) -> FastAPI:
                     "model": model_ref,
                     "ms": s.ms,
                 }
-                for s in service.score(images, decode_ms)
+                for s in scores
             ]
 
         return await run_in_threadpool(work)
@@ -217,8 +243,9 @@ def create_app(service: ModelService, limits: Limits | None = None) -> FastAPI:
 
         def work() -> tuple[bytes, float, float]:
             start = time.perf_counter()
-            images, _ = _decode_all(uploads, info.image_size, limits.max_pixels)
-            png, prob = service.explain(images[0])
+            with holding(budget, uploads, limits.max_pixels):
+                images, _ = decode_uploads(uploads, info.image_size, limits.max_pixels)
+                png, prob = service.explain(images[0])
             return png, prob, (time.perf_counter() - start) * 1000
 
         png, prob, ms = await run_in_threadpool(work)
@@ -232,4 +259,4 @@ def create_app(service: ModelService, limits: Limits | None = None) -> FastAPI:
     return app
 
 
-__all__ = ["FIELD", "Limits", "Rejected", "create_app"]
+__all__ = ["FIELD", "Limits", "Rejected", "create_app", "decode_uploads", "holding"]
