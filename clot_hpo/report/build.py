@@ -26,6 +26,7 @@ from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS
 from clot_hpo.report import figures
 from clot_hpo.report.document import Document, Figure, Heading, Paragraph, Table
 from clot_hpo.tracking.study_record import StudyRecord, TrialRecord, download_trial_file
+from clot_hpo.util import redact_url
 from clot_hpo.yaml_io import read_yaml
 
 log = logging.getLogger(__name__)
@@ -364,10 +365,10 @@ def _intro(doc: Document, record: StudyRecord, config: dict[str, Any], settings:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     doc.add(
         Paragraph(
-            f"Experiment `{record.experiment}` at `{record.tracking_uri}`, study run `{record.run_id}` "
-            f"({record.status.lower()}); generated {when} by `clot-hpo report`. Every figure about the "
-            "models is recomputed from the trials' `val_predictions.csv` and `test_predictions.csv` "
-            "artifacts (image key = content hash, label, probability)."
+            f"Experiment `{record.experiment}` at `{redact_url(record.tracking_uri)}`, study run "
+            f"`{record.run_id}` ({record.status.lower()}); generated {when} by `clot-hpo report`. "
+            "Every figure about the models is recomputed from the trials' `val_predictions.csv` and "
+            "`test_predictions.csv` artifacts (image key = content hash, label, probability)."
         )
     )
     synthetic = (config.get("data") or {}).get("synthetic")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +98,17 @@ def to_markdown(doc: Document) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+_WITH_INTERVAL = re.compile(r"^(\S+) (\(.+–.+\))$")
+
+
+def _num_cell(text: str) -> str:
+    """A number cell; an interval goes under its point estimate, so wide tables still fit."""
+    match = _WITH_INTERVAL.match(text)
+    if match is None:
+        return _inline(text)
+    return f'{_inline(match.group(1))} <span class="ci">{_inline(match.group(2))}</span>'
+
+
 def _inline(text: str) -> str:
     """Escaped text with ``**bold**`` as ``<strong>`` and backticks as ``<code>``."""
     escaped = html.escape(text)
@@ -109,7 +121,7 @@ def _inline(text: str) -> str:
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2430; margin: 0;
   background: #f6f7f9; }
-main { max-width: 1080px; margin: 0 auto; padding: 24px 32px 64px; background: #fff; }
+main { max-width: 1200px; margin: 0 auto; padding: 24px 32px 64px; background: #fff; }
 h1 { font-size: 26px; margin: 8px 0 4px; } h2 { font-size: 20px; margin-top: 36px;
   border-bottom: 1px solid #d8dde5; padding-bottom: 4px; } h3 { font-size: 16px; margin-top: 24px; }
 table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13.5px; }
@@ -120,7 +132,9 @@ caption { caption-side: top; text-align: left; font-style: italic; color: #4a556
 p.note { background: #fff8e6; border-left: 4px solid #e0a800; padding: 6px 10px; }
 p.finding { background: #eef6ff; border-left: 4px solid #2b6cb0; padding: 6px 10px; }
 figure { margin: 12px 0 20px; } figure img { max-width: 100%; border: 1px solid #d8dde5; }
-figcaption { font-size: 13px; color: #4a5568; } code { background: #eef1f5; padding: 0 3px; }
+figcaption { font-size: 13px; color: #4a5568; }
+span.ci { display: block; font-size: 12px; color: #4a5568; } .wide { overflow-x: auto; }
+code { background: #eef1f5; padding: 0 3px; }
 """
 
 
@@ -144,7 +158,7 @@ def to_html(doc: Document) -> str:
             out.append(f"<p{cls}>{_inline(block.text)}</p>")
         elif isinstance(block, Table):
             ident = f' id="{html.escape(block.ident)}"' if block.ident else ""
-            out.append(f"<table{ident}>")
+            out.append(f'<div class="wide"><table{ident}>')
             if block.caption:
                 out.append(f"<caption>{_inline(block.caption)}</caption>")
             out.append(
@@ -153,13 +167,13 @@ def to_html(doc: Document) -> str:
             out.append("<tbody>")
             for row in block.rows:
                 cells = "".join(
-                    f'<td class="num">{_inline(c)}</td>'
+                    f'<td class="num">{_num_cell(c)}</td>'
                     if i >= block.numeric_from
                     else f"<td>{_inline(c)}</td>"
                     for i, c in enumerate(row)
                 )
                 out.append(f"<tr>{cells}</tr>")
-            out.append("</tbody></table>")
+            out.append("</tbody></table></div>")
         else:
             data = base64.b64encode(block.png).decode("ascii")
             alt = html.escape(block.caption)

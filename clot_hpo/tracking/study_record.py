@@ -29,6 +29,7 @@ from clot_hpo.tracking.tags import (
     TAG_TRIAL_NUMBER,
     TAG_TRIAL_STATE,
 )
+from clot_hpo.util import redact_url
 
 log = logging.getLogger("clot_hpo.tracking")
 
@@ -118,7 +119,9 @@ def _experiment(client: MlflowClient, tracking_uri: str, name: str) -> Any:
         known = sorted(e.name for e in client.search_experiments(max_results=200) if e.name != "Default")
         shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") if known else "none"
         why = "is deleted" if experiment is not None else "does not exist"
-        raise ConfigError(f"MLflow experiment {name!r} at {tracking_uri} {why} (experiments there: {shown})")
+        raise ConfigError(
+            f"MLflow experiment {name!r} at {redact_url(tracking_uri)} {why} (experiments there: {shown})"
+        )
     return experiment
 
 
@@ -143,7 +146,7 @@ def read_study(tracking_uri: str, experiment: str, *, folder: str | Path) -> Stu
     )
     if not studies:
         raise ConfigError(
-            f"MLflow experiment {experiment!r} at {tracking_uri} holds no clot-hpo study run "
+            f"MLflow experiment {experiment!r} at {redact_url(tracking_uri)} holds no clot-hpo study run "
             "(run `clot-hpo search` first)"
         )
     parent = studies[-1]
