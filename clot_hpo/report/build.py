@@ -144,7 +144,8 @@ def best_per_backbone(record: StudyRecord) -> list[Candidate]:
         if value is None:
             continue
         current = best.get(trial.backbone)
-        if current is None or sign * value > sign * (current.objective_value or -math.inf * sign):
+        # Strictly better only: among equal values the lower trial number stays, as in Optuna.
+        if current is None or sign * value > sign * (current.objective_value or 0.0):
             best[trial.backbone] = Candidate(trial.backbone, trial, value)
     return [best[k] for k in sorted(best)]
 
