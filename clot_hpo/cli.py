@@ -17,7 +17,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
-from clot_hpo.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClotHpoError, ConfigError
+from clot_hpo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClotHpoError, ConfigError
 from clot_hpo.models import list_backbones, list_optimizers
 from clot_hpo.util import redact_logging, redact_text
 
@@ -368,6 +368,23 @@ def apply_config_defaults(args: argparse.Namespace) -> None:
         args.model = f"models:/{tracking.model_name}@champion"
 
 
+def _server_refusal(exc: BaseException) -> str | None:
+    """The sentence for a tracking server that refused the login (401) or the action (403)."""
+    code = getattr(exc, "error_code", None)
+    first = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    if code == "UNAUTHENTICATED":
+        return (
+            f"the MLflow server requires a login ({first[:300]}); set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD in the environment"
+        )
+    if code == "PERMISSION_DENIED":
+        return (
+            f"the MLflow server refused this to the signed-in user ({first[:300]}); sign in as a user "
+            "allowed to do it (registering models and moving aliases: the admin, docs/scale-out.md)"
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``clot-hpo`` console script; returns the exit code."""
     _quiet_libraries()
@@ -407,6 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
         if debug:
             traceback.print_exc()
+        refusal = _server_refusal(exc)
+        if refusal:
+            print(f"clot-hpo: error: {refusal}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         print(
             f"clot-hpo: unexpected error: {type(exc).__name__}: {redact_text(str(exc))} "
             "(rerun with --debug for the traceback)",

@@ -77,6 +77,8 @@ def _registered_version(
     try:
         client.get_registered_model(name)
     except MlflowException as exc:
+        if getattr(exc, "error_code", None) in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            raise  # a login problem, not a missing model: the command line says which
         raise ConfigError(
             f"registered model {name!r} does not exist at {tracking_uri} (run `clot-hpo promote` first)"
         ) from exc

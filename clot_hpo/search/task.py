@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clot_hpo.util import redact_secrets, redact_url
+from clot_hpo.util import redact_secrets, redact_text, redact_url
 
 # Set by the study process for the trial processes it starts ahead: the Optuna storage URL, so
 # that a waiting process opens it (and imports SQLAlchemy and Alembic, ~2 s) before its task.
@@ -104,7 +104,13 @@ class TrialOutcome:
     resumed_from_epoch: int = 0
 
     def save(self, path: str | Path) -> None:
-        """Write the outcome as JSON (atomically: a crash never leaves half a file)."""
+        """Write the outcome as JSON (atomically: a crash never leaves half a file).
+
+        The reason is an error's message: any URL's password in it is hidden (it becomes a
+        tag of the trial's run and a user attribute of its Optuna trial).
+        """
+        if self.reason:
+            self.reason = redact_text(self.reason)
         _atomic_write_json(Path(path), asdict(self))
 
     @classmethod
@@ -113,7 +119,10 @@ class TrialOutcome:
         path = Path(path)
         if not path.is_file():
             return None
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        outcome = cls(**json.loads(path.read_text(encoding="utf-8")))
+        if outcome.reason:
+            outcome.reason = redact_text(outcome.reason)
+        return outcome
 
 
 def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:

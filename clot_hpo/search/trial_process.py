@@ -33,7 +33,7 @@ import numpy as np
 
 from clot_hpo.search.task import OUTCOME_WRITTEN, PRELOAD_STORAGE_ENV, TrialOutcome, TrialTask
 from clot_hpo.search.timing import PhaseTimer, process_started_at
-from clot_hpo.util import first_line
+from clot_hpo.util import first_line, redact_logging
 
 log = logging.getLogger("clot_hpo.trial")
 
@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.basicConfig(level=logging.WARNING, format="  %(levelname)s %(name)s: %(message)s")
+    redact_logging()  # its log is a file in the study's folder: no URL's password in it
     # The study process stops us with SIGTERM (Ctrl-C, or a waiting process it no longer
     # needs); end like a KeyboardInterrupt, and say which signal it was in the reason.
     signal.signal(signal.SIGTERM, _interrupt)

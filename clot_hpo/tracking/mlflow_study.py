@@ -36,7 +36,7 @@ from clot_hpo.tracking.tags import (
     TAG_TRIAL_STATE,
     TAG_UI_VIEW,
 )
-from clot_hpo.util import finite_float, redact_secrets
+from clot_hpo.util import finite_float, redact_secrets, redact_text
 
 log = logging.getLogger("clot_hpo.tracking")
 
@@ -297,7 +297,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
     def _end_run(self, run_id: str, state: str, reason: str | None, attrs: dict[str, Any] | None) -> None:
         tags = [entities.RunTag(TAG_TRIAL_STATE, state)]
         if reason:
-            tags.append(entities.RunTag(TAG_FAIL_REASON, str(reason)[:MAX_TAG_LENGTH]))
+            tags.append(entities.RunTag(TAG_FAIL_REASON, redact_text(str(reason))[:MAX_TAG_LENGTH]))
         metrics = []
         ts = now_ms()
         for key, value in (attrs or {}).items():
@@ -305,7 +305,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
             if number is not None:
                 metrics.append(entities.Metric(str(key), number, ts, 0))
             else:
-                tags.append(entities.RunTag(str(key), str(value)[:MAX_TAG_LENGTH]))
+                tags.append(entities.RunTag(str(key), redact_text(str(value))[:MAX_TAG_LENGTH]))
         self._call(f"tag the end of run {run_id}", self.client.log_batch, run_id, metrics=metrics, tags=tags)
         self._call(
             f"end run {run_id} as {STATUS_OF_STATE[state]}",

@@ -33,7 +33,13 @@ from clot_hpo.errors import TrackingUnavailable
 from clot_hpo.tracking.mlflow_tracker import MlflowTracker
 from clot_hpo.tracking.tags import TAG_MODEL_ID
 from tests.support.cli import REPO, run_cli
-from tests.support.mlflow_server import BasicAuth, MlflowServer, start_mlflow_server, stop_mlflow_server
+from tests.support.mlflow_server import (
+    BasicAuth,
+    MlflowServer,
+    start_mlflow_server,
+    stop_mlflow_server,
+    write_images,
+)
 from tests.support.postgres import PostgresServer, postgres_session  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
@@ -229,3 +235,29 @@ def test_a_reader_can_read_but_not_promote(server: MlflowServer, study: dict[str
             call()
         assert refused.value.error_code == "PERMISSION_DENIED", what
     assert len(admin.search_model_versions("name = 'blood-clot-detector'")) == 1
+
+
+def test_predict_needs_a_login_and_a_reader_may_use_the_champion(
+    server: MlflowServer,
+    study: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from clot_hpo.cli import main
+
+    monkeypatch.setenv("PYTHONWARNINGS", "")
+    admin = MlflowClient(_with_login(server.uri, ADMIN), registry_uri=_with_login(server.uri, ADMIN))
+    if not admin.search_registered_models("name = 'blood-clot-detector'"):
+        pytest.skip("needs the champion that test_a_reader_can_read_but_not_promote registers")
+    image = write_images(tmp_path, 1)[0]
+    args = ["predict", "--tracking-uri", server.uri, str(image)]
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(args) == 2, "anonymous: refused with exit 2, not 'unexpected error'"
+    err = capsys.readouterr().err
+    assert "requires a login" in err and "MLFLOW_TRACKING_USERNAME" in err
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", READER[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", READER[1])
+    assert main(args) == 0, capsys.readouterr().err
+    assert '"probability"' in capsys.readouterr().out

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from clot_hpo.config import load_config, save_resolved
-from clot_hpo.search.task import PRELOAD_STORAGE_ENV, TrialTask
+from clot_hpo.search.task import PRELOAD_STORAGE_ENV, TrialOutcome, TrialTask
 from clot_hpo.util import RedactingFilter, redact_secrets, redact_text
 
 SECRET = "s3cret-Pw9"
@@ -98,3 +98,13 @@ def test_errors_and_log_lines_show_no_password(
     for file in (sandbox / "mlruns").rglob("*"):
         if file.is_file():
             assert SECRET.encode() not in file.read_bytes(), file
+
+
+def test_a_failed_trials_reason_shows_no_password(tmp_path: Path) -> None:
+    # The reason becomes the run's fail_reason tag and the Optuna trial's user attribute.
+    path = tmp_path / "outcome.json"
+    TrialOutcome(state="FAIL", reason=f"cannot open {STORAGE}: connection refused").save(path)
+    assert SECRET not in path.read_text()
+    loaded = TrialOutcome.load(path)
+    assert loaded is not None and loaded.reason is not None
+    assert SECRET not in loaded.reason and "optuna:***@db.internal" in loaded.reason
