@@ -16,8 +16,8 @@ the same name is never read again::
     model.keras         the trained model (removed once the tracker has stored it)
 
 The spool is data, not code: figures travel as PNG files, never pickled (unpickling runs
-whatever the file says). The evaluation's figures are drawn after the trial's outcome is
-written, so their rendering stays off the study's critical path. Events name their files by
+whatever the file says). Without a GPU the evaluation's figures are drawn after the trial's
+outcome is written, so their rendering stays off the study's critical path. Events name their files by
 bare name inside the spool folder; an absolute path, ``..``, a sub-folder or a symbolic link
 is refused and logged, as is a file that is missing.
 
