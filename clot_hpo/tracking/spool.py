@@ -179,6 +179,7 @@ class SpoolReader:
     def __init__(self, folder: str | Path) -> None:
         self.folders = [Path(folder)]
         self.offsets = [0]  # bytes of each folder's events.jsonl already forwarded
+        self._refused: set[Path] = set()
 
     @property
     def folder(self) -> Path:
@@ -208,6 +209,11 @@ class SpoolReader:
 
     def _new_events(self, index: int) -> list[dict[str, Any]]:
         path = self.folders[index] / EVENTS_FILE
+        if path.is_symlink():
+            if path not in self._refused:  # said once
+                self._refused.add(path)
+                log.error("tracking: refused %s: a symbolic link in a spool folder is never followed", path)
+            return []
         try:
             with open(path, "rb") as fh:
                 fh.seek(self.offsets[index])

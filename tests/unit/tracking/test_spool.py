@@ -163,6 +163,19 @@ def test_files_outside_the_spool_folder_are_refused(
     assert any("refused" in r.getMessage() for r in caplog.records)
 
 
+def test_a_symlinked_events_file_is_not_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    elsewhere.write_text('{"event": "params", "params": {"from": "outside"}}\n')
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / EVENTS_FILE).symlink_to(elsewhere)
+    tracker = RecordingTracker()
+    with caplog.at_level(logging.ERROR, logger="clot_hpo.tracking"):
+        assert SpoolReader(folder).forward(tracker, "r") == 0
+        assert SpoolReader(folder).forward(tracker, "r") == 0
+    assert tracker.calls == [] and any("refused" in r.getMessage() for r in caplog.records)
+
+
 def test_a_missing_model_file_is_an_error_not_a_retry(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
