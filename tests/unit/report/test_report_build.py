@@ -45,6 +45,7 @@ def _write_study(
     backbones: dict[str, float | None],
     extra_trials: int = 0,
     metadata: bool = True,
+    other_test_set: str | None = None,
 ) -> dict[str, Any]:
     """A study in its own experiment: one completed trial per backbone (separation None: no files)."""
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -131,7 +132,8 @@ def _write_study(
                 sep = separation if best else 0.1
                 pv, pt = _scores(rng, y_val, sep), _scores(rng, y_test, sep)
                 client.log_text(run, predictions_csv(val_keys, y_val, pv), "val_predictions.csv")
-                client.log_text(run, predictions_csv(test_keys, y_test, pt), "test_predictions.csv")
+                keys = _keys("cc", N_TEST) if backbone == other_test_set else test_keys
+                client.log_text(run, predictions_csv(keys, y_test, pt), "test_predictions.csv")
                 if best:
                     scores[backbone] = (pv, pt)
             client.set_terminated(run, "FINISHED")
@@ -148,6 +150,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "two": _write_study(root, "two", backbones={"resnet50": 3.0, "tiny_cnn": 0.8}, extra_trials=2),
         "one": _write_study(root, "one", backbones={"resnet50": 2.0}, metadata=False),
         "old": _write_study(root, "old", backbones={"resnet50": None, "tiny_cnn": 1.0}),
+        "apart": _write_study(
+            root,
+            "apart",
+            backbones={"resnet50": 2.0, "tiny_cnn": 1.0},
+            metadata=False,
+            other_test_set="tiny_cnn",
+        ),
     }
 
 
@@ -269,7 +278,17 @@ def test_the_command_writes_logs_and_refuses_a_bad_experiment(store: dict[str, A
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         f"clot-hpo: error: MLflow experiment 'nope' at {uri} does not exist "
-        "(experiments there: old, one, two)"
+        "(experiments there: apart, old, one, two)"
     ]
     with pytest.raises(ConfigError, match="does not exist"):
         read_study(uri, "missing", folder=tmp_path)
+
+
+def test_backbones_scored_on_different_images_are_not_compared(store: dict[str, Any], tmp_path: Path) -> None:
+    report = build_report(read_study(store["apart"]["uri"], "apart", folder=tmp_path))
+    [comparison] = report.comparisons
+    assert comparison.delong is None and comparison.mcnemar is None
+    assert "only in resnet50" in comparison.problem
+    text = to_markdown(report.document)
+    assert "The backbones' test sets differ" in text
+    assert "resnet50 and tiny_cnn could not be compared: a paired comparison needs the same images" in text
