@@ -68,9 +68,10 @@ def keras_parameter_count(keras_file: Path) -> int | None:
             h5py.File(raw, "r") as h5,
         ):
 
-            def visit(_: str, obj: Any) -> None:
+            def visit(name: str, obj: Any) -> None:
                 nonlocal total
-                if isinstance(obj, h5py.Dataset):
+                # A compiled model's file may also hold its optimizer's state: not parameters.
+                if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer"):
                     total += int(obj.size)
 
             h5.visititems(visit)
@@ -87,7 +88,10 @@ def manifest_facts(manifest: pd.DataFrame | None) -> dict[str, Any]:
     for split, frame in manifest.groupby("split"):
         labels = frame["label"].astype(int) if "label" in frame.columns else pd.Series(dtype=int)
         counts[str(split)] = {"positive": int((labels == 1).sum()), "negative": int((labels == 0).sum())}
-    groups = manifest["group"].dropna() if "group" in manifest.columns else pd.Series(dtype=object)
+    if "group" not in manifest.columns:
+        # The tracked manifest leaves group ids out by default (patient identifiers): unknown here.
+        return {"counts": counts, "n_images": int(len(manifest)), "grouped": None, "n_groups": None}
+    groups = manifest["group"].dropna()
     return {
         "counts": counts,
         "n_images": int(len(manifest)),
@@ -268,7 +272,8 @@ def build_card(
                 "test_fraction": data_cfg.get("test_fraction", report.get("test_fraction")),
                 "seed": config.get("seed", report.get("seed")),
             },
-            "grouped": split_facts.get("grouped", report.get("grouped")),
+            # The data report says how the split was made; the manifest only what it holds.
+            "grouped": report["grouped"] if "grouped" in report else split_facts.get("grouped"),
             "n_groups": split_facts.get("n_groups"),
             "leakage": report.get("leakage")
             and {

@@ -14,6 +14,7 @@ search records (``mlflow_run_id``, ``mlflow_parent_run_id``, ``dataset_digest``)
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,14 @@ def fabricate_study(
         "evaluation": {"threshold": "youden", "confidence_level": 0.95},
     }
     tracker.log_study_inputs(config=config, search_spaces={}, manifest_path=manifest, dataset_digest=digest)
+    # What `prepare_data` reports, as the study run keeps it (data/data_report.json).
+    report = {
+        "grouped": False,
+        "source": "synthetic" if synthetic else "folder",
+        "layout": "folders",
+        "leakage": {"has_leakage": True, "n_exact": 2, "n_near": 1, "within_split_exact": 0},
+    }
+    tracker.client.log_text(parent, json.dumps(report), "data/data_report.json")
     study = optuna.create_study(
         study_name=name, storage=storage, direction=direction or "maximize", load_if_exists=True
     )

@@ -144,6 +144,9 @@ def test_the_model_card_is_written_from_the_runs_facts(gate: dict[str, Any], tmp
     caveats = " ".join(card["caveats"])
     assert "synthetic images" in caveats and "random initialisation" in caveats
     assert f"Small test set: {len(STRONG)} images" in caveats
+    # From the study's data report: no patient grouping, duplicates across splits.
+    assert card["training_data"]["grouped"] is False and "did not keep patients" in caveats
+    assert "2 exact and 1 near-duplicate pairs" in caveats
     markdown = Path(client.download_artifacts(result.run_id, "model_card.md", str(tmp_path))).read_text()
     assert "## Intended use" in markdown and "not a medical device" in markdown
     # The registry page shows the version's description: the card's summary.
