@@ -701,7 +701,7 @@ def _search(
             for c in cands
         ]
         names = sorted({k for params in shown for k in params})
-        rows = [[n, *(params.get(n, "–") for params in shown)] for n in names]
+        rows = [[n, *(_value(params.get(n, "–")) for params in shown)] for n in names]
         doc.add(
             Table(
                 ["Parameter", *(f"{c.backbone} (trial {c.trial.number})" for c in cands)],
@@ -710,6 +710,15 @@ def _search(
                 ident="params-table",
             )
         )
+
+
+def _value(text: str) -> str:
+    """A logged parameter as a reader wants it: ``0.000724`` rather than ``0.000724150397721805``."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return text if number.is_integer() or len(text) <= 8 else f"{number:.4g}"
 
 
 def _short(name: str, backbone: str) -> str:
@@ -744,7 +753,7 @@ def _data(
             else "not grouped (image by image)",
         ]
     )
-    doc.add(Table(["", ""], facts, numeric_from=2, ident="data-facts"))
+    doc.add(Table(["About the data", ""], facts, numeric_from=2, ident="data-facts"))
 
     classes = data_report.get("classes") or {"1": "positive", "0": "negative"}
     counts = data_report.get("counts")

@@ -92,6 +92,9 @@ def history_png(points: Sequence[tuple[int, float, str]], *, objective: str, dir
     for _, v in ordered:
         best.append(v if not best else (max(best[-1], v) if direction == "maximize" else min(best[-1], v)))
     ax.step([n for n, _ in ordered], best, where="post", color="#1d2430", lw=1.2, label="best so far")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers are whole
     ax.set(xlabel="trial number", ylabel=objective, title="Optimisation history (completed trials)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
