@@ -190,8 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="wall-clock budget in seconds")
     p.add_argument("--max-total-epochs", type=int, help="budget of epochs over all trials")
     p.add_argument("--study-name")
-    p.add_argument("--storage", help="Optuna storage URL (sqlite:///..., postgresql+psycopg2://...)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (sqlite:///... or http://...)")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL (sqlite:///..., postgresql+psycopg2://...); default: $CLOT_HPO_STORAGE, "
+        "else the config's search.storage. No password here (`ps` shows it): use PGPASSWORD",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (sqlite:///... or http://...); a server's login comes from "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+    )
     p.add_argument("--no-tracking", action="store_true", help="use the no-op tracker")
     p.add_argument("--data", help="data folder (overrides data.path)")
     p.add_argument("--seed", type=int)
