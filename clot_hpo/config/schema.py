@@ -214,6 +214,21 @@ class SearchConfig(_Section):
         description="seconds without heartbeat before a trial counts as dead (default 3x interval)",
     )
     max_retry: int = Field(1, ge=0, description="times a dead trial's parameters are retried")
+    resume: bool = Field(
+        True,
+        description="checkpoint every epoch in the trial's folder (and, tracked, on the tracking server) "
+        "and resume a retried or preempted trial from its last epoch; false: retries start from "
+        "scratch and no checkpoint is written. See docs/preemption.md",
+    )
+    max_resumes: int = Field(
+        3, ge=0, description="times one trial may be resumed (any cause); one more fails it with the reason"
+    )
+    preemption_grace_s: float = Field(
+        25.0,
+        gt=0,
+        description="seconds a worker given SIGTERM lets its trial finish the current epoch and "
+        "checkpoint before it stops it; docker-compose.yml's stop_grace_period leaves room for it",
+    )
     defaults_first: bool = Field(
         True,
         description="a new study's first trials build each search space's defaults (one per "

@@ -24,12 +24,26 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
+from clot_hpo.checkpoint import CHECKPOINT_FILE
 from clot_hpo.config import ExperimentConfig, save_resolved
-from clot_hpo.errors import ConfigError, FatalError, TrialFailed
+from clot_hpo.errors import ConfigError, FatalError, Preempted, TrialFailed
 from clot_hpo.search.ledger import ATTR_DIGEST, ATTR_PARENT_RUN_ID, ATTR_RUN_ID
 from clot_hpo.search.objectives import Objective, get_objective
 from clot_hpo.search.oom_retry import run_with_oom_retry
 from clot_hpo.search.optuna_compat import failed_elsewhere, trial_id
+from clot_hpo.search.preemption import (
+    PREEMPTED_ATTR,
+    RESUMED_FROM_ATTR,
+    RESUMED_TRIAL_ATTR,
+    TAG_RESUMED_FROM,
+    GracefulStop,
+    ResumePoint,
+    epochs_spent,
+    find_checkpoint,
+    lineage,
+    requeue,
+    too_many_resumes,
+)
 from clot_hpo.search.progress import StudyProgress, print_top_trials
 from clot_hpo.search.pruners import create_pruner
 from clot_hpo.search.samplers import create_sampler
@@ -41,12 +55,15 @@ from clot_hpo.search.worker_process import TrialLauncher
 from clot_hpo.search.workers import FINISHED, WORKER_ATTR, ConsecutiveFailures, new_worker_id
 from clot_hpo.tracking.background import BackgroundQueue
 from clot_hpo.tracking.base import Tracker
+from clot_hpo.tracking.checkpoints import CheckpointStore, NullCheckpointStore, checkpoint_store_for
 from clot_hpo.tracking.spool import SpoolReader
 
 log = logging.getLogger(__name__)
 
 STUDIES_DIR = Path("mlruns") / "studies"
 RUN_ID_WAIT_SECONDS = 10.0
+# How long a stopping worker waits for its last checkpoint upload (MLflow's own retries included).
+CHECKPOINT_UPLOAD_WAIT_SECONDS = 60.0
 
 
 @dataclass
@@ -98,7 +115,8 @@ class _Budget:
         self.started = started
 
     def epochs_spent(self, trials: list[optuna.trial.FrozenTrial]) -> int:
-        return sum(int(t.user_attrs.get("epochs_run", 0)) for t in trials)
+        # Each epoch once: not the epochs a resumed trial took over from its checkpoint.
+        return epochs_spent(trials)
 
     def exhausted(self, trials: list[optuna.trial.FrozenTrial]) -> str | None:
         """Why no new trial may start, or None."""
@@ -181,13 +199,31 @@ class StudyRunner:
         # The study run's id, once the upload queue has opened it (run_search sets it): each
         # trial records it in Optuna, which `promote` checks runs against (search/ledger.py).
         self.parent_run: Future[Any] | None = None
+        # Checkpoints go to the tracking server when other machines may retry the trial: a
+        # database storage, not a SQLite file (docs/preemption.md).
+        self.checkpoints: CheckpointStore = (
+            checkpoint_store_for(tracker)
+            if config.search.resume and not config.search.storage.startswith("sqlite")
+            else NullCheckpointStore()
+        )
+        # SIGTERM: the running trial checkpoints and is queued again, then the worker exits 75.
+        self.stop = GracefulStop()
+        self.launcher.on_handed = self.stop.watch
+        self._requeued: set[int] = set()
+        self._noted: set[int] = set()  # trials whose run id this process recorded
 
     # ----- the loop ---------------------------------------------------------------------------
     def run(self) -> str:
-        """Run trials until a budget is spent; return which one."""
+        """Run trials until a budget is spent; return which one.
+
+        Raises:
+            Preempted: SIGTERM came (the trial it stopped is queued to resume).
+        """
+        self.stop.install()
         try:
             return self._run()
         finally:
+            self.stop.uninstall()
             self.launcher.close()
 
     def _run(self) -> str:
@@ -203,6 +239,8 @@ class StudyRunner:
                     reason="its worker stopped beating (killed?); Optuna marked the trial FAIL",
                 )
                 progress.update(trials)
+                if self.stop.requested:
+                    raise self._preempted()
                 reason = self.budget.exhausted(trials)
                 if reason:
                     return reason
@@ -213,7 +251,29 @@ class StudyRunner:
                     time.sleep(max(1.0, self.config.search.heartbeat_interval / 2))
                     continue
                 self._storage_call(self._run_one_trial, rerun=False)
+                if self.stop.requested:
+                    raise self._preempted()
                 self._storage_call(lambda: self.failures.update(self.study.get_trials(deepcopy=False)))
+
+    def _preempted(self) -> Preempted:
+        """Queue this worker's preempted trials to resume at once; the error that ends the worker."""
+        trials = self._storage_call(lambda: self.study.get_trials(deepcopy=False))
+        mine = [
+            t
+            for t in trials
+            if t.state == TrialState.FAIL
+            and t.user_attrs.get(PREEMPTED_ATTR)
+            and t.user_attrs.get(WORKER_ATTR) == self.worker_id
+            and t.number not in self._requeued
+        ]
+        for trial in mine:
+            self._requeued.add(trial.number)
+            self._storage_call(lambda t=trial: requeue(self.study, t))
+        what = ", ".join(
+            f"trial {t.number} stopped after epoch {t.user_attrs.get('epochs_run', 0)}, queued to resume"
+            for t in mine
+        )
+        return Preempted(f"preempted ({self.stop.requested}): {what or 'no trial was running'}")
 
     def _run_one_trial(self) -> None:
         """Ask Optuna for one trial and run it (a failed trial is recorded, not raised)."""
@@ -262,18 +322,35 @@ class StudyRunner:
             trial.set_user_attr("surplus", True)
             raise TrialFailed("not run: the trial budget was taken by other workers meanwhile")
         number = trial.number
+        point = self._resume_point(trial, frozen, trials)
         # A fresh folder per trial and attempt: one left by an older study of the same name
         # (fresh stores number trials from 0 again) is never replayed into this trial's run.
         spool = SpoolReader.fresh(self._trial_dir(number)) if self.tracker.enabled else None
+        checkpoint = self._trial_dir(number) / CHECKPOINT_FILE
+        tags = self._run_tags(frozen)
+        if point is not None:
+            tags[TAG_RESUMED_FROM] = str(point.epoch)
         tracked = TrialRun(
             self.uploads,
             self.tracker,
             number,
-            tags=self._run_tags(frozen),
+            tags=tags,
             spool=spool,
             in_use=self._uploading,
+            checkpoints=self.checkpoints,
+            checkpoint_file=checkpoint,
         )
         task = self._task(trial, trials, spool)
+        if self.config.search.resume:
+            task.checkpoint_path = str(checkpoint)
+        task.preemption_grace_s = self.config.search.preemption_grace_s
+        chain = lineage(frozen)
+        task.seed_trial = chain[0] if chain else None
+        if point is not None:
+            task.resume_from, task.resume_trial = str(point.path), point.trial
+            # The budget's epochs are new epochs: the checkpoint's are spent already.
+            left = self.budget.epochs_left(trials, self.config.training.epochs)
+            task.max_epochs = min(self.config.training.epochs, point.epoch + left)
         assert self.progress is not None
         self.progress.start_trial(number)
         # This process's own time between two trials: telling Optuna, reading the study, asking.
@@ -301,6 +378,10 @@ class StudyRunner:
         # The phases' timings go to the run as metrics time_<phase>_s.
         timings = metric_names(self._record(trial, outcome, handoff))
         self._note_run_id(trial, tracked.run, wait=True)
+        if outcome.state in ("COMPLETE", "PRUNED"):  # nothing left to resume
+            checkpoint.unlink(missing_ok=True)
+            if point is not None and point.downloaded:
+                point.path.unlink(missing_ok=True)
         if outcome.state == "COMPLETE" and outcome.value is not None:
             tracked.finish("COMPLETE", None, {"value": outcome.value, **timings}, rest)
             return float(outcome.value)
@@ -310,9 +391,66 @@ class StudyRunner:
             tracked.finish("PRUNED", reason, timings, rest)
             raise optuna.TrialPruned(reason)
         trial.set_user_attr("fail_reason", reason)
+        tracked.offer_last_checkpoint()  # a retry on another machine starts from it
+        if outcome.preempted or self.stop.requested:
+            trial.set_user_attr(PREEMPTED_ATTR, True)
+            tracked.finish("FAIL", reason, {**timings, PREEMPTED_ATTR: "true"}, rest)
+            self.console.print(
+                f"  [yellow]trial {trial.number} preempted:[/] {reason}; it resumes in the next worker"
+            )
+            raise TrialFailed(reason)
         tracked.finish("FAIL", reason, timings, rest)
         self.console.print(f"  [red]trial {trial.number} failed:[/] {reason}")
         raise TrialFailed(reason)
+
+    def _resume_point(
+        self, trial: optuna.Trial, frozen: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTrial]
+    ) -> ResumePoint | None:
+        """Where a retried trial resumes (None: from scratch); refuse one retried too often.
+
+        A retry inherits its original's user attributes: what describes a run of its own
+        (epochs, run id, the resume) starts over here.
+
+        Raises:
+            TrialFailed: the trial was retried more than ``search.max_resumes`` times.
+        """
+        if not lineage(frozen):
+            return None
+        for key in ("epochs_run", RESUMED_FROM_ATTR, PREEMPTED_ATTR, "fail_reason"):
+            if key in frozen.user_attrs:
+                trial.set_user_attr(key, 0 if key in ("epochs_run", RESUMED_FROM_ATTR) else None)
+        too_many = too_many_resumes(frozen, self.config.search.max_resumes)
+        if too_many is not None:
+            trial.set_user_attr("fail_reason", too_many)
+            self.console.print(f"  [red]trial {trial.number} not resumed:[/] {too_many}")
+            raise TrialFailed(too_many)
+        if not self.config.search.resume:
+            return None
+
+        def download(number: int, dest: Path) -> Path | None:
+            run_id = trials[number].user_attrs.get(ATTR_RUN_ID) if number < len(trials) else None
+            return self.checkpoints.download(number, dest, name=CHECKPOINT_FILE, run_id=run_id)
+
+        point = find_checkpoint(
+            frozen,
+            trial_dir=lambda n: self.out_dir / "trials" / f"{n:04d}",
+            download=download if self.checkpoints.enabled else None,
+            dest=self._trial_dir(trial.number) / "resume",
+        )
+        if point is None:
+            self.console.print(
+                f"  trial {trial.number} retries trial {retried_from(frozen)} from scratch (no checkpoint)"
+            )
+            return None
+        trial.set_user_attr(RESUMED_FROM_ATTR, point.epoch)
+        trial.set_user_attr(RESUMED_TRIAL_ATTR, point.trial)
+        trial.set_user_attr("epochs_run", point.epoch)
+        where = "downloaded from the tracking server" if point.downloaded else "local"
+        self.console.print(
+            f"  trial {trial.number} resumes trial {point.trial} at epoch {point.epoch + 1} "
+            f"(checkpoint {where})"
+        )
+        return point
 
     def _run_tags(self, frozen: optuna.trial.FrozenTrial) -> dict[str, str]:
         """The tags of a trial's run: its study, its number and the trial it retries."""
@@ -349,7 +487,8 @@ class StudyRunner:
             timings["time_handoff"] = round(handoff, 3)
         for key, value in timings.items():
             trial.set_user_attr(key, value)
-        trial.set_user_attr("epochs_run", outcome.epochs_run)
+        if outcome.epochs_run:  # a process that died reported none: keep what it recorded
+            trial.set_user_attr("epochs_run", outcome.epochs_run)
         if outcome.batch_size is not None:
             trial.set_user_attr("batch_size_run", outcome.batch_size)
             trial.set_user_attr("accumulation_steps_run", outcome.accumulation_steps)
@@ -364,13 +503,15 @@ class StudyRunner:
         ``wait`` waits a little (the run is normally long open by then), never through a
         tracking outage: the run id is also on the run's own tags.
         """
-        if ATTR_RUN_ID in trial.user_attrs or not (wait or run.done()):
+        # Noted by this process only: a retry inherits its original's user attributes, run id too.
+        if trial.number in self._noted or not (wait or run.done()):
             return
         try:
             run_id = run.result(timeout=RUN_ID_WAIT_SECONDS)
         except FutureTimeout:
             return
         if run_id:
+            self._noted.add(trial.number)
             trial.set_user_attr(ATTR_RUN_ID, run_id)
             # The queue runs in order: the study run was opened before this trial's run.
             parent = self.parent_run
@@ -499,8 +640,8 @@ def run_search(
     status = "FINISHED"
     try:
         stop_reason = runner.run()
-    except KeyboardInterrupt:
-        status, stop_reason = "KILLED", "interrupted by the user"
+    except (KeyboardInterrupt, Preempted):
+        status, stop_reason = "KILLED", "interrupted"
         raise
     except FatalError:
         status = "FAILED"
@@ -508,6 +649,8 @@ def run_search(
     finally:
         try:
             runner.finish_uploads()  # every trial's results reach the tracker before the study ends
+            # A stopped trial's last checkpoint reaches the server before the worker exits.
+            runner.checkpoints.close(timeout=CHECKPOINT_UPLOAD_WAIT_SECONDS)
             summarize_study(study, tracker=tracker, out_dir=out_dir)
         finally:
             tracker.end_study(status)

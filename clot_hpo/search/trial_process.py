@@ -129,8 +129,10 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     """
     import optuna
 
+    from clot_hpo.checkpoint import epoch_checkpoint
     from clot_hpo.evaluate import point_metrics
     from clot_hpo.search import trial_phases as phase
+    from clot_hpo.search.preemption import PreemptedStop
     from clot_hpo.train import predict_probabilities, train
 
     timer = timer or PhaseTimer()
@@ -148,13 +150,25 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     tracker = phase.trial_tracker(task)
     tracker.log_params("", phase.trial_params(setup, plan))
     phase.inject_fault(task)
-    train_ds, val_ds = (phase.dataset(setup, data, plan, split) for split in ("train", "val"))
+    train_ds, order = phase.training_data(setup, data, plan)  # each epoch's order: (seed, epoch)
+    val_ds = phase.dataset(setup, data, plan, "val")
     phase.announce(setup, plan)
     timer.lap("data")
 
     epochs = phase.EpochReports(setup, tracker, timer)  # reports to Optuna, which may prune
+    resume = phase.load_resume(setup)  # a retry: its original's last checkpoint (docs/preemption.md)
+    if resume is not None:
+        phase.replay_checkpoint(setup, tracker, resume)
+        epochs.resumed_from = resume.epoch
+    # Saves each epoch before it is reported: an epoch Optuna knows is an epoch on disk.
+    checkpoints = epoch_checkpoint(
+        task.checkpoint_path or None, resume=resume, order=order, meta=phase.checkpoint_meta(setup)
+    )
+    if task.checkpoint_path and _preemption is not None:
+        epochs.after_epoch = _preemption.check  # SIGTERM stops the trial after the epoch's checkpoint
+        _preemption.arm()
     try:
-        history = train(
+        train(
             setup.hypermodel,
             setup.hp,
             model,
@@ -163,9 +177,14 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
             epochs=setup.epochs,
             steps_per_epoch=setup.config.training.steps_per_epoch,
             on_epoch_end=epochs,
+            initial_epoch=epochs.resumed_from,
+            callbacks=[checkpoints],
         )
     except optuna.TrialPruned as exc:
         return TrialResult(epochs.outcome("PRUNED", plan, reason=str(exc)))
+    except PreemptedStop as exc:
+        return TrialResult(epochs.outcome("FAIL", plan, reason=str(exc), preempted=True))
+    history = checkpoints.history  # every epoch, the resumed ones first
 
     timer.restart()
     test_ds = phase.dataset(setup, data, plan, "test")
@@ -187,6 +206,9 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
 
 
 _interrupted_by: str | None = None
+# SIGTERM's handler (clot_hpo.search.preemption.TrialPreemption), set by main(): armed while
+# the trial trains with checkpoints, it lets the epoch finish its checkpoint first.
+_preemption: Any = None
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -236,9 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.basicConfig(level=logging.WARNING, format="  %(levelname)s %(name)s: %(message)s")
     redact_logging()  # its log is a file in the study's folder: no URL's password in it
-    # The study process stops us with SIGTERM (Ctrl-C, or a waiting process it no longer
-    # needs); end like a KeyboardInterrupt, and say which signal it was in the reason.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM: a waiting process the study process no longer needs, or a preempted worker
+    # passing its signal on. Before training it ends like a KeyboardInterrupt, saying which
+    # signal it was in the reason; while training with checkpoints it first finishes the
+    # epoch's checkpoint, within the task's grace time (docs/preemption.md).
+    global _preemption
+    from clot_hpo.search.preemption import TrialPreemption
+
+    _preemption = TrialPreemption(25.0, _interrupt)
+    signal.signal(signal.SIGTERM, _preemption.handle)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when ignored
         signal.signal(signal.SIGINT, _interrupt)
     timer = PhaseTimer(origin=started)
@@ -248,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130  # stopped before it had a task: there is no trial to record
     if task is None:
         return 0
+    _preemption.grace_s = task.preemption_grace_s
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -256,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         result = run_trial(task, timer)
         outcome, after = result.outcome, result.after
     except KeyboardInterrupt:
-        outcome = TrialOutcome(state="FAIL", reason=f"interrupted ({_interrupted_by or 'KeyboardInterrupt'})")
+        preempted = _preemption.requested is not None
+        how = "preempted, past the grace time" if preempted else "interrupted"
+        outcome = TrialOutcome(
+            state="FAIL", reason=f"{how} ({_interrupted_by or 'KeyboardInterrupt'})", preempted=preempted
+        )
     except Exception as exc:  # noqa: BLE001 - every failure becomes the trial's recorded reason
         if isinstance(exc, optuna.TrialPruned):
             outcome = TrialOutcome(state="PRUNED", reason=str(exc))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -20,6 +21,7 @@ from optuna.trial import TrialState
 from clot_hpo.search.workers import FINISHED
 from clot_hpo.tracking.background import BackgroundQueue
 from clot_hpo.tracking.base import Tracker
+from clot_hpo.tracking.checkpoints import CheckpointStore
 from clot_hpo.tracking.spool import SpoolReader
 
 
@@ -34,6 +36,10 @@ class TrialRun:
         spool: the trial's spool reader (None: the study is not tracked).
         in_use: trial numbers whose runs this worker still closes; ``number`` is in it until
             the run is closed (another worker must not close it as orphaned meanwhile).
+        checkpoints: where the trial's checkpoints go besides its folder (the tracking
+            server, :mod:`clot_hpo.tracking.checkpoints`); None: nowhere.
+        checkpoint_file: the trial's checkpoint file, offered to ``checkpoints`` each time
+            it changes.
     """
 
     def __init__(
@@ -45,8 +51,13 @@ class TrialRun:
         tags: dict[str, str],
         spool: SpoolReader | None,
         in_use: set[int],
+        checkpoints: CheckpointStore | None = None,
+        checkpoint_file: Path | None = None,
     ) -> None:
         self.uploads = uploads
+        self.checkpoints = checkpoints if checkpoints is not None and checkpoints.enabled else None
+        self.checkpoint_file = checkpoint_file
+        self._offered: int | None = None  # mtime (ns) of the checkpoint last offered
         self.tracker = tracker
         self.number = number
         self.spool = spool
@@ -58,9 +69,32 @@ class TrialRun:
         in_use.add(number)
 
     def forward(self) -> None:
-        """Queue forwarding what the trial spooled so far (its process spools, then prints)."""
+        """Queue forwarding what the trial spooled so far (its process spools, then prints).
+
+        A new checkpoint (the trial writes one before it prints an epoch's line) is offered to
+        the checkpoint store once the run exists: throttled there, never queued here.
+        """
         if self.spool is not None:
             self.uploads.submit(f"log trial {self.number}'s epochs", self._forward)
+        if self.checkpoints is not None and self.run.done():
+            self._offer_checkpoint()
+
+    def offer_last_checkpoint(self) -> None:
+        """Queue offering the trial's last checkpoint (a stopped trial's), once its run exists."""
+        if self.checkpoints is not None:
+            self.uploads.submit(f"offer trial {self.number}'s last checkpoint", self._offer_checkpoint)
+
+    def _offer_checkpoint(self) -> None:
+        run_id = self.run.result()
+        if not run_id or self.checkpoints is None or self.checkpoint_file is None:
+            return
+        try:
+            changed = self.checkpoint_file.stat().st_mtime_ns
+        except OSError:
+            return
+        if changed != self._offered:
+            self._offered = changed
+            self.checkpoints.offer(run_id, self.checkpoint_file)
 
     def finish(
         self,

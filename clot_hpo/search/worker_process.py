@@ -165,6 +165,9 @@ class TrialLauncher:
         self.command = command
         self.env = dict(env or {})
         self._waiting: TrialProcess | None = None
+        # Told the PID of the process running a trial, and None once it reported: the study
+        # process passes SIGTERM on to it (clot_hpo.search.preemption.GracefulStop).
+        self.on_handed: Callable[[int | None], None] | None = None
 
     def take(self) -> TrialProcess:
         """The waiting process if it is alive, else a fresh one."""
@@ -229,6 +232,8 @@ class TrialLauncher:
                     f"before it could take its task (stderr: {process.stderr_path})"
                 )
                 return TrialOutcome(state="FAIL", reason=reason), None
+        if self.on_handed is not None:
+            self.on_handed(process.proc.pid)
         if start_next:
             self.start_next()
         try:
@@ -236,6 +241,9 @@ class TrialLauncher:
         except KeyboardInterrupt:
             process.stop()
             raise
+        finally:
+            if self.on_handed is not None:
+                self.on_handed(None)
         outcome = TrialOutcome.load(task.result_path)
         if returncode is None and outcome is not None:
             return outcome, functools.partial(_finish, process, on_line, task.trial_number)

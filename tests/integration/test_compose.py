@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from clot_hpo.config import ExperimentConfig
 from tests.support.postgres import PostgresServer, postgres_session  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,6 +115,14 @@ def _published_ports(service: dict[str, Any]) -> list[dict[str, str]]:
         else:
             out.append({"host_ip": "", "published": "", "target": parts[0]})
     return out
+
+
+def _seconds(duration: Any) -> float:
+    """A compose duration (``40s``, ``1m30s``, or seconds) in seconds."""
+    total, units = 0.0, {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    for number, unit in re.findall(r"([0-9.]+)(ms|h|m|s)?", str(duration)):
+        total += float(number) * units[unit or "s"]
+    return total
 
 
 def _volume_sources(service: dict[str, Any]) -> list[tuple[str, str, bool]]:
@@ -217,8 +226,11 @@ def test_worker_command_is_a_search_our_cli_accepts(
         assert worker["depends_on"][dep]["condition"] == "service_healthy"
     assert "build" in worker and "profiles" not in worker, "`--scale worker=N` needs no profile"
     assert "container_name" not in worker, "a fixed container name would block --scale"
-    # Stopping a worker must be Ctrl-C (the CLI's interrupt path), not an ignored SIGTERM.
-    assert worker["stop_signal"] == "SIGINT" and worker["init"] is True
+    # Stopping a worker is a preemption (SIGTERM, handled: not Python as PID 1, which ignores
+    # it), with time for the trial's grace and the checkpoint's upload.
+    assert worker["stop_signal"] == "SIGTERM" and worker["init"] is True
+    grace = ExperimentConfig().search.preemption_grace_s
+    assert _seconds(worker["stop_grace_period"]) >= grace + 10, worker["stop_grace_period"]
 
 
 def test_gpu_profile_reserves_nvidia_devices(stack: dict[str, Any]) -> None:
