@@ -43,6 +43,10 @@ default_permission = READ
 database_uri = ${MLFLOW_AUTH_DATABASE_URI}
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# Each request's password check is a PBKDF2 hash (~0.1-0.5 s of CPU): cache a checked login for
+# a minute. With one worker process (--workers 1) a password changed through the API takes
+# effect at once; one changed in the database directly, within this many seconds.
+auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_TTL_SECONDS:-60}
 INI
 export MLFLOW_AUTH_CONFIG_PATH
 exec mlflow "$@"
