@@ -1,0 +1,216 @@
+"""Preemptible workers, for real: SIGKILL and SIGTERM to `clot-hpo search`, then the resume.
+
+One trial (the tiny CNN's search-space defaults, 32 px, 4 epochs, a few dozen images), SQLite
+storage, tracking off: the checkpoint travels through the trial folders here; through the
+tracking server in tests/integration/test_scale_out.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CLOT_HPO = str(BIN / "clot-hpo") if (BIN / "clot-hpo").exists() else "clot-hpo"
+EPOCHS = 8  # short epochs (a fraction of a second): the kill lands well before the last
+STUDY = "preempt"
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
+    """One trial of the tiny CNN's defaults at 32 px, 8 epochs; heartbeat 1 s, grace 2 s."""
+    folder = tmp_path_factory.mktemp("preempt-config")
+    space = yaml.safe_load((ROOT / "search_spaces" / "tiny_cnn.yaml").read_text(encoding="utf-8"))
+    space["parameters"]["image_size"] = {"type": "fixed", "value": 32}
+    (folder / "tiny_cnn_32.yaml").write_text(yaml.safe_dump(space, sort_keys=False), encoding="utf-8")
+    config = {
+        "name": STUDY,
+        "seed": 7,
+        "data": {"path": str(tiny_dataset), "val_fraction": 0.25, "test_fraction": 0.25},
+        "training": {"epochs": EPOCHS, "weights": "none"},
+        "search": {
+            "backbones": ["tiny_cnn"],
+            "search_spaces": {"tiny_cnn": "tiny_cnn_32.yaml"},
+            "storage": "sqlite:///mlruns/optuna.db",
+            "pruner": "none",
+            "n_trials": 1,
+            "heartbeat_interval": 1,
+            "grace_period": 2,
+            "max_retry": 2,
+            "preemption_grace_s": 20,
+        },
+        "evaluation": {"bootstrap_samples": 100, "explanations": False},
+    }
+    path = folder / "preempt.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _start(config: Path, cwd: Path, *extra: str) -> subprocess.Popen[bytes]:
+    cwd.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", COLUMNS="200")
+    with open(cwd / "out.log", "ab") as out:
+        return subprocess.Popen(
+            [CLOT_HPO, "search", str(config), "--no-tracking", *extra],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own group: SIGKILL of the group takes the trial process
+        )
+
+
+def _log(cwd: Path) -> str:
+    return (cwd / "out.log").read_text(errors="replace")
+
+
+def _trials(cwd: Path) -> list[Any]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}")
+    except Exception:  # noqa: BLE001 - not created yet
+        return []
+    return study.get_trials(deepcopy=False)
+
+
+def _wait_running_epochs(cwd: Path, proc: subprocess.Popen[bytes], epochs: int, timeout: float = 180) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for trial in _trials(cwd):
+            if trial.state.name == "RUNNING" and len(trial.intermediate_values) >= epochs:
+                return trial
+        if proc.poll() is not None:
+            pytest.fail(f"the worker exited {proc.returncode} before epoch {epochs}:\n{_log(cwd)[-3000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"no trial reached epoch {epochs} in {timeout:.0f} s:\n{_log(cwd)[-3000:]}")
+
+
+def _finish(proc: subprocess.Popen[bytes], cwd: Path, timeout: float = 240) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"the worker did not finish in {timeout:.0f} s:\n{_log(cwd)[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(config_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The same study run to its end without interruption: the reference."""
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    assert _finish(_start(config_path, cwd), cwd) == 0, _log(cwd)
+    (trial,) = _trials(cwd)
+    assert trial.state.name == "COMPLETE"
+    return trial
+
+
+def _auc_tolerance(cwd: Path) -> float:
+    """One positive/negative pair of the validation split swapping order: 1 / (n_pos * n_neg).
+
+    The resumed weights equal the uninterrupted ones up to float32 rounding (the unit test
+    measures exactly 0 in one process; another process may pick other oneDNN reduction
+    orders), so the predictions agree to ~1e-6, and the exact AUC moves only if two validation
+    images score within that distance of each other, by one pair's share at a time.
+    """
+    import pandas as pd
+
+    manifest = pd.read_csv(cwd / "mlruns" / "studies" / STUDY / "data" / "split_manifest.csv")
+    val = manifest[manifest["split"] == "val"]
+    n_pos = int((val["label"] == 1).sum())
+    return 1.0 / (n_pos * (len(val) - n_pos)) + 1e-9
+
+
+def test_sigkill_after_a_checkpoint_resumes_at_the_next_epoch(
+    config_path: Path, tmp_path: Path, uninterrupted: Any
+) -> None:
+    from clot_hpo.checkpoint import read_header
+
+    worker = _start(config_path, tmp_path)
+    killed = _wait_running_epochs(tmp_path, worker, 2)  # reported: its checkpoint is on disk
+    os.killpg(worker.pid, signal.SIGKILL)  # the whole machine, as far as the study can tell
+    worker.wait(timeout=30)
+    folder = tmp_path / "mlruns" / "studies" / STUDY / "trials" / f"{killed.number:04d}"
+    header = read_header(folder / "checkpoint.npz")
+    assert header is not None
+    k = header["epoch"]  # the trial may have gone on an epoch or two before the kill landed
+    assert 2 <= k < EPOCHS
+
+    rerun = _start(config_path, tmp_path)  # "resume the study": the same command again
+    assert _finish(rerun, tmp_path) == 0, _log(tmp_path)[-3000:]
+
+    trials = _trials(tmp_path)
+    original, retry = trials[killed.number], trials[-1]
+    assert original.state.name == "FAIL" and retry.state.name == "COMPLETE"
+    assert retry.system_attrs["failed_trial"] == original.number
+    assert retry.params == original.params == uninterrupted.params
+    assert retry.user_attrs["resumed_from_epoch"] == k
+    assert retry.user_attrs["resumed_from_trial"] == original.number
+    # One unbroken curve: epochs 1..n reported once each, the first k as the killed trial had them.
+    assert sorted(retry.intermediate_values) == list(range(EPOCHS))
+    for epoch in sorted(original.intermediate_values):
+        assert retry.intermediate_values[epoch] == original.intermediate_values[epoch]
+    log = _log(tmp_path)
+    assert f"resumed from trial {original.number}'s checkpoint at epoch {k}" in log
+    trained = [
+        int(line.split(" · epoch ")[1].split("/")[0])
+        for line in log.splitlines()
+        if f"trial {retry.number} · epoch " in line
+    ]
+    assert trained == list(range(k + 1, EPOCHS + 1)), "the retry trains from epoch k+1 on, each once"
+    # The epoch budget counts each epoch once: k by the killed trial, n - k by its retry.
+    own = retry.user_attrs["epochs_run"] - retry.user_attrs["resumed_from_epoch"]
+    assert own == EPOCHS - k and original.user_attrs["epochs_run"] >= k
+    # Same seed, same data order, same optimizer state: the uninterrupted run's result.
+    assert retry.value == pytest.approx(uninterrupted.value, abs=_auc_tolerance(tmp_path))
+    for epoch in range(EPOCHS):
+        assert retry.intermediate_values[epoch] == pytest.approx(
+            uninterrupted.intermediate_values[epoch], abs=1e-4
+        )
+
+
+def test_sigterm_mid_epoch_exits_within_the_grace_and_the_next_worker_resumes_at_once(
+    config_path: Path, tmp_path: Path
+) -> None:
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    # A heartbeat retry would take a minute: the resume below must not wait for it.
+    config["search"].update(grace_period=60, preemption_grace_s=15)
+    config["training"]["epochs"] = 12  # SIGTERM lands mid-training, not after it
+    path = config_path.with_name("preempt-sigterm.yaml")
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+    worker = _start(path, tmp_path)
+    running = _wait_running_epochs(tmp_path, worker, 1)
+    time.sleep(0.3)  # into the second epoch
+    sent = time.monotonic()
+    os.kill(worker.pid, signal.SIGTERM)  # the worker only, as `docker stop` does
+    code = _finish(worker, tmp_path, timeout=60)
+    stopped_in = time.monotonic() - sent
+    assert code == 75, _log(tmp_path)[-3000:]
+    assert stopped_in < 15 + 5, f"the worker took {stopped_in:.1f} s to stop"
+    trials = _trials(tmp_path)
+    preempted = trials[running.number]
+    assert preempted.state.name == "FAIL" and preempted.user_attrs["preempted"] is True
+    done = preempted.user_attrs["epochs_run"]
+    assert done >= 1
+    assert trials[-1].state.name == "WAITING"  # queued at once, no heartbeat needed
+    assert "preempted" in _log(tmp_path)
+
+    started = time.monotonic()
+    second = _start(path, tmp_path)
+    assert _finish(second, tmp_path) == 0, _log(tmp_path)[-3000:]
+    assert time.monotonic() - started < 60, "the second worker waited for the heartbeat's grace period"
+    retry = _trials(tmp_path)[-1]
+    assert retry.state.name == "COMPLETE" and retry.user_attrs["resumed_from_epoch"] == done
+    assert sorted(retry.intermediate_values) == list(range(12))
