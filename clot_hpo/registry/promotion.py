@@ -32,7 +32,7 @@ import pandas as pd
 
 from clot_hpo.errors import ConfigError, DataError
 from clot_hpo.registry import card as cards
-from clot_hpo.registry.gate import FIRST, REFUSED, Evidence, GateDecision, GateRule, decide
+from clot_hpo.registry.gate import FIRST, PROMOTED, REFUSED, Evidence, GateDecision, GateRule, decide
 from clot_hpo.registry.lock import promotion_lock
 from clot_hpo.registry.models import DEFAULT_ALIAS, DEFAULT_MODEL_NAME, alias_version
 from clot_hpo.tracking.store import (
@@ -546,6 +546,13 @@ def _decide_and_record(
     if recorded is not None:
         result.decision = recorded
         reason = (version.tags or {}).get(TAG_GATE_REASON, "")
+        if recorded in (FIRST, PROMOTED):
+            # Recorded as moving but the alias is elsewhere: a promotion interrupted between
+            # its tags and the alias (or an alias removed by hand). Finish it.
+            client.set_registered_model_alias(name, alias, result.version)
+            result.alias_moved = True
+            say(f"gate: version {result.version} {recorded} (recorded earlier): alias {alias!r} set to it")
+            return
         say(f"gate: version {result.version} {recorded} (recorded earlier, nothing changed): {reason}")
         if recorded == REFUSED:
             raise ConfigError(f"promotion refused: {reason}")

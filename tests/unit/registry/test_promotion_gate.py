@@ -310,3 +310,18 @@ def test_a_promotion_waits_for_the_lock_another_process_holds(gate: dict[str, An
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert _champion(gate, name).run_id == gate["runs"]["weak"][0]
+
+
+def test_a_recorded_promotion_whose_alias_is_missing_is_finished(gate: dict[str, Any]) -> None:
+    # The tags are written before the alias: a promotion interrupted between the two (or an
+    # alias removed by hand) is completed by the next run, not decided again.
+    name = "gate-interrupted"
+    first = _promote(gate, "weak", name)
+    gate["client"].delete_registered_model_alias(name, "champion")
+    again = _promote(gate, "weak", name)
+    assert (
+        again.alias_moved
+        and not again.decided_now
+        and "(recorded earlier): alias 'champion' set" in again.message
+    )
+    assert _champion(gate, name).version == first.version
