@@ -83,3 +83,23 @@ def test_promote_needs_an_experiment_or_a_config(capsys: pytest.CaptureFixture[s
         _args("promote")
     assert cli.main(["promote"]) == 2
     assert "promote needs --experiment (the study name) or --config" in capsys.readouterr().err
+
+
+def test_promote_reads_the_optuna_storage_and_the_gate_options(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text('name: a\nsearch: {storage: "postgresql+psycopg2://db/optuna"}\n')
+    assert _args("promote", "--config", str(path)).storage == "postgresql+psycopg2://db/optuna"
+    assert _args("promote", "--experiment", "a").storage == "sqlite:///mlruns/optuna.db"
+    assert _args("promote", "--config", str(path), "--storage", "sqlite:///o.db").storage == "sqlite:///o.db"
+    from clot_hpo.registry.commands import gate_rule
+
+    rule = gate_rule(
+        _args("promote", "--experiment", "a", "--gate-metric", "accuracy", "--min-delta", "0.01")
+    )
+    assert (rule.metric, rule.min_delta, rule.min_sensitivity, rule.allow_different_test_sets) == (
+        "accuracy",
+        0.01,
+        None,
+        False,
+    )
+    assert gate_rule(_args("promote", "--experiment", "a", "--max-ece", "0.1")).max_ece == 0.1
