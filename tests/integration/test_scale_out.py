@@ -255,7 +255,7 @@ class Cluster:
     tmp: Path
     workers: list[Worker] = field(default_factory=list)
 
-    def start_worker(self, study: str, n_trials: int, name: str | None = None) -> Worker:
+    def start_worker(self, study: str, n_trials: int, name: str | None = None, *extra: str) -> Worker:
         name = name or f"w{len(self.workers)}"
         cwd = self.tmp / name  # its own mlruns/studies/...: like one container each
         cwd.mkdir(parents=True, exist_ok=True)
@@ -274,6 +274,7 @@ class Cluster:
             str(n_trials),
             "--data",
             str(self.data),
+            *extra,
         ]
         env = dict(
             os.environ,
@@ -551,6 +552,52 @@ def test_killed_worker_trial_is_retried(cluster: Cluster) -> None:
     assert [r.info.status for r in killed_runs] in (["FAILED"], ["KILLED"]), (
         f"the killed trial's run must be closed FAILED/KILLED, got {[r.info.status for r in killed_runs]}"
     )
+
+
+@pytest.mark.timeout(300)
+def test_preempted_trial_resumes_on_another_machine_through_the_tracking_server(cluster: Cluster) -> None:
+    """SIGTERM to a worker mid-epoch; a worker in another folder resumes from the server's copy."""
+    from mlflow import MlflowClient
+
+    study, epochs = "preempt", 10  # short epochs: SIGTERM lands mid-training
+    first = cluster.start_worker(study, 1, "first", "--epochs", str(epochs))
+
+    def running_with_run() -> Any:
+        return next(
+            (
+                t
+                for t in _trials(cluster.storage, study)
+                if t.state.name == "RUNNING" and t.intermediate_values and "mlflow_run_id" in t.user_attrs
+            ),
+            None,
+        )
+
+    running = _wait_for(running_with_run, 180, "a trial past its first epoch", [first])
+    os.kill(first.proc.pid, signal.SIGTERM)  # the worker only, as `docker stop` does
+    assert first.wait(timeout=60) == 75, first.output()
+    trials = _trials(cluster.storage, study)
+    preempted = trials[running.number]
+    done = preempted.user_attrs["epochs_run"]
+    assert preempted.state.name == "FAIL" and preempted.user_attrs["preempted"] is True
+    assert 1 <= done < epochs
+    assert trials[-1].state.name == "WAITING", "the preempted trial must be queued again at once"
+    client = MlflowClient(cluster.mlflow.uri)
+    uploaded = [a.path for a in client.list_artifacts(preempted.user_attrs["mlflow_run_id"], "checkpoint")]
+    assert uploaded == ["checkpoint/checkpoint.npz"], uploaded
+
+    second = cluster.start_worker(study, 1, "second", "--epochs", str(epochs))  # another folder
+    assert second.wait() == 0, second.output()
+    assert "downloaded from the tracking server" in second.stdout_path.read_text()
+    retry = _trials(cluster.storage, study)[-1]
+    assert retry.state.name == "COMPLETE" and retry.user_attrs["resumed_from_epoch"] == done
+    assert sorted(retry.intermediate_values) == list(range(epochs))
+    # The retry's run holds the whole curve, each epoch on its own step once, and says where it resumed.
+    run = client.get_run(retry.user_attrs["mlflow_run_id"])
+    assert run.data.tags["clot_hpo.resumed_from_epoch"] == str(done)
+    assert run.data.tags["optuna.retried_from"] == str(preempted.number)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert steps == list(range(epochs)), steps
+    _assert_tracking_complete(cluster.mlflow.uri, study, _trials(cluster.storage, study))
 
 
 # A deliberate stop (exit 1 or 2 with the CLI's one line), not "unexpected error".
