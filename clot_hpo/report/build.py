@@ -63,6 +63,12 @@ def p_text(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def p_is(p: float) -> str:
+    """``p = 0.046`` or ``p < 0.001``, for a sentence."""
+    text = p_text(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def duration(seconds: float | None) -> str:
     """``1 h 02 min``, ``3 min 05 s`` or ``42 s``."""
     if seconds is None:
@@ -230,12 +236,12 @@ def verdict(c: Comparison) -> str:
         better, worse = (c.a, c.b) if d.difference > 0 else (c.b, c.a)
         return (
             f"**{better} has a higher AUC than {worse}, and the difference is statistically significant "
-            f"at 0.05** (DeLong p = {p_text(p)}{adjusted}; difference {d.difference:+.3f}, 95% interval "
+            f"at 0.05** (DeLong {p_is(p)}{adjusted}; difference {d.difference:+.3f}, 95% interval "
             f"{d.ci_low:+.3f} to {d.ci_high:+.3f})."
         )
     return (
         f"**The AUC difference between {c.a} and {c.b} is not statistically significant at 0.05** "
-        f"(DeLong p = {p_text(p)}{adjusted}; difference {d.difference:+.3f}, 95% interval {d.ci_low:+.3f} "
+        f"(DeLong {p_is(p)}{adjusted}; difference {d.difference:+.3f}, 95% interval {d.ci_low:+.3f} "
         f"to {d.ci_high:+.3f}, which includes 0): on this test set, neither backbone is shown to be better."
     )
 
@@ -515,7 +521,7 @@ def _paired(doc: Document, report: Report) -> None:
             doc.add(
                 Paragraph(
                     f"Accuracy: {c.a} {m.accuracy_a:.3f} against {c.b} {m.accuracy_b:.3f}; the difference "
-                    f"{sig} significant at 0.05 (McNemar exact p = {p_text(m.p_value)}, {m.b} + {m.c} "
+                    f"{sig} significant at 0.05 (McNemar exact {p_is(m.p_value)}, {m.b} + {m.c} "
                     "discordant images)."
                 )
             )
