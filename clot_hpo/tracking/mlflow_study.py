@@ -19,6 +19,7 @@ from typing import Any
 from clot_hpo.tracking.base import TRIAL_STATES, StudyTracker, to_plain
 from clot_hpo.tracking.headline import study_headline, ui_view_state
 from clot_hpo.tracking.mlflow_backend import MlflowBackend, now_ms
+from clot_hpo.tracking.source import source_tags
 from clot_hpo.tracking.store import MAX_DIGEST_LENGTH, MAX_TAG_LENGTH, entities, quote, search_all_runs
 from clot_hpo.tracking.tags import (
     DIRECTIONS,
@@ -103,7 +104,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         found = self.client.search_runs(
             [exp_id], filter_string=study_filter, max_results=1, order_by=["attributes.start_time DESC"]
         )
-        all_tags = {k: str(v)[:MAX_TAG_LENGTH] for k, v in tags.items()}
+        all_tags = {k: str(v)[:MAX_TAG_LENGTH] for k, v in {**source_tags(), **tags}.items()}
         all_tags.update({TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, TAG_OPTUNA_STUDY: study_name})
         if found:
             return self._reopen_study(found[0], all_tags)
@@ -249,7 +250,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         exp_id = self._get_or_create_experiment()
         study = self.study_name or self.experiment_name
         all_tags = {
-            **{k: str(v)[:MAX_TAG_LENGTH] for k, v in tags.items()},
+            **{k: str(v)[:MAX_TAG_LENGTH] for k, v in {**source_tags(), **tags}.items()},
             TAG_ROLE: ROLE_TRIAL,
             TAG_STUDY: study,
             TAG_OPTUNA_STUDY: study,

@@ -392,3 +392,18 @@ def test_links_open_the_runs_table_of_the_model_training_view(store: dict[str, A
     assert ("exp-links", link) in study_links(store["uri"], server="http://h:1")
     assert experiment_link(store["uri"], "no-such-experiment") is None
     assert main(["--store", store["uri"], "--experiment", "no-such-experiment"]) == 2
+
+
+def test_study_and_trial_runs_name_the_code_that_made_them(store: dict[str, Any]) -> None:
+    import subprocess
+
+    here = Path(__file__).parent
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout (e.g. an unpacked source archive)")
+    tracker = _tracker(store, "exp-source")
+    parent = tracker.start_study("study-source")
+    trial = tracker.start_trial(0)
+    for run_id in (parent, trial):
+        commit = _client(store).get_run(run_id).data.tags["mlflow.source.git.commit"]
+        assert commit.removesuffix("-dirty") == head.stdout.strip()
