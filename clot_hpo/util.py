@@ -6,11 +6,13 @@ MLflow), so any layer can use it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from importlib import import_module
+from pathlib import Path
 from typing import Any, TypeVar
 
 E = TypeVar("E", bound=BaseException)
@@ -153,6 +155,15 @@ def redact_logging(logger: logging.Logger | None = None) -> None:
             handler.addFilter(RedactingFilter())
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 (hex) of a file's bytes, read in 4 MiB blocks (model files, image keys)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(4 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def lazy_exports(
     package: str, where: Mapping[str, str], namespace: dict[str, Any]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
@@ -183,6 +194,7 @@ def lazy_exports(
 
 
 __all__ = [
+    "file_sha256",
     "FINISHED_TRIAL_STATES",
     "exception_chain",
     "finite_float",

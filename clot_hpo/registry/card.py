@@ -14,7 +14,6 @@ description, which the MLflow registry page shows.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import zipfile
@@ -32,7 +31,7 @@ from clot_hpo.tracking.tags import (
     TAG_GATE_REASON,
     TAG_GATE_RULE,
 )
-from clot_hpo.util import finite_float
+from clot_hpo.util import file_sha256, finite_float
 
 CARD_MD = "model_card.md"
 CARD_JSON = "model_card.json"
@@ -42,15 +41,6 @@ TABLE_METRICS = ("accuracy", "precision", "sensitivity", "specificity", "f1", "a
 
 
 # ----- facts from files ---------------------------------------------------------------------
-def file_sha256(path: Path) -> str:
-    """sha256 (hex) of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def keras_parameter_count(keras_file: Path) -> int | None:
     """Numbers stored in a ``.keras`` archive's weights (trainable and not), without Keras.
 

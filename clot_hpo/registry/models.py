@@ -17,7 +17,6 @@ other flavors, Lambda layers and a file whose sha256 differs from the version's
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -32,7 +31,7 @@ import yaml
 from clot_hpo.errors import ConfigError
 from clot_hpo.tracking.store import MlflowClient, MlflowException, global_tracking_uri, is_not_found
 from clot_hpo.tracking.tags import META_IMAGE_SIZE, META_THRESHOLD, MODEL_FILE_PATH, TAG_MODEL_SHA256
-from clot_hpo.util import finite_float, first_line
+from clot_hpo.util import file_sha256, finite_float, first_line
 
 log = logging.getLogger("clot_hpo.registry")
 
@@ -167,15 +166,6 @@ def resolve_model(client: MlflowClient, tracking_uri: str, model_uri: str) -> Re
         image_size=_image_size(info, load_uri),
         model_sha256=sha256 or None,
     )
-
-
-def file_sha256(path: str | Path) -> str:
-    """The sha256 (hex) of a file, read in 4 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(4 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def keras_file_of_model(root: Path, uri: str) -> Path:

@@ -26,7 +26,7 @@ from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS
 from clot_hpo.report import figures
 from clot_hpo.report.document import Document, Figure, Heading, Paragraph, Table
 from clot_hpo.tracking.study_record import StudyRecord, TrialRecord, download_trial_file
-from clot_hpo.util import redact_url
+from clot_hpo.util import file_sha256, redact_url
 from clot_hpo.yaml_io import read_yaml
 
 log = logging.getLogger(__name__)
@@ -260,10 +260,8 @@ def _load_json(path: Path | None) -> dict[str, Any]:
 
 def _file_sha256(path: Path) -> str:
     """The file's content hash, as the data layer keys images (sha256 of its bytes)."""
-    import hashlib
-
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return ""
 
