@@ -89,8 +89,12 @@ def start_worker(config: Path, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def own_epochs(storage: str) -> int | None:
-    """Epochs the RUNNING trial's current attempt trained itself (None: no trial running)."""
+def running_attempt(storage: str, skip: set[int]) -> tuple[int, int] | None:
+    """(number, epochs it trained itself) of the RUNNING trial not in ``skip``, or None.
+
+    A killed worker's trial stays RUNNING until the heartbeat's grace period has passed:
+    ``skip`` holds the trials already killed.
+    """
     import optuna
 
     try:
@@ -98,8 +102,9 @@ def own_epochs(storage: str) -> int | None:
     except Exception:  # noqa: BLE001 - the study is being created
         return None
     for trial in study.get_trials(deepcopy=False):
-        if trial.state.name == "RUNNING":
-            return len(trial.intermediate_values) - int(trial.user_attrs.get("resumed_from_epoch", 0) or 0)
+        if trial.state.name == "RUNNING" and trial.number not in skip:
+            resumed = int(trial.user_attrs.get("resumed_from_epoch", 0) or 0)
+            return trial.number, len(trial.intermediate_values) - resumed
     return None
 
 
@@ -114,15 +119,19 @@ def run(folder: Path, *, kills: int, kill_after: int, **settings: Any) -> dict[s
     log = folder / "workers.log"
     started = time.monotonic()
     worker = start_worker(config, folder, log)
+    killed: set[int] = set()
     for _ in range(kills):
-        while (own_epochs(storage) or 0) < kill_after:
+        while True:
+            attempt = running_attempt(storage, killed)
+            if attempt is not None and attempt[1] >= kill_after:
+                break
             if worker.poll() is not None:
-                raise RuntimeError(
-                    f"the worker exited {worker.returncode} before its kill:\n{log.read_text()[-3000:]}"
-                )
+                tail = log.read_text()[-3000:]
+                raise RuntimeError(f"the worker exited {worker.returncode} before its kill:\n{tail}")
             time.sleep(0.1)
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
+        killed.add(attempt[0])
         worker = start_worker(config, folder, log)
     code = worker.wait(timeout=3600)
     elapsed = time.monotonic() - started
