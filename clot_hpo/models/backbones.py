@@ -16,6 +16,7 @@ model loads in a plain Python process without this package.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,7 +205,10 @@ def create_backbone_with_info(name: str, *, image_size: int, weights: str | None
             reason = first_line(exc, limit=160)
             log.warning("ImageNet weights for %s unavailable (%s); using random initialization", name, reason)
             model = _build(None)
-            weights_used = f"none (imagenet unavailable: {reason})"
+            # The trial's record, the model card and the registry page show this: no URL, no errno
+            # soup ("URL fetch failure on https://...: None -- [Errno -2] ..."); the log keeps it all.
+            short = re.sub(r"\s*(on\s+)?https?://\S+(\s*None)?", "", reason).split(" -- ")[0].rstrip(" :")
+            weights_used = f"none (imagenet unavailable: {short[:80]})"
     model.name = "backbone"
     return Backbone(model=model, weights_used=weights_used)
 

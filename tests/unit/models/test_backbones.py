@@ -48,6 +48,7 @@ def test_offline_imagenet_falls_back_and_says_so(monkeypatch: pytest.MonkeyPatch
     info = create_backbone_with_info("efficientnet_b1", image_size=32, weights="imagenet")
     assert info.weights_used.startswith("none (imagenet unavailable")
     assert "URL fetch failure" in info.weights_used
+    assert "http" not in info.weights_used and "Errno" not in info.weights_used  # shown on the card
 
 
 def test_missing_local_weights_file_is_a_config_error(tmp_path: Path) -> None:
