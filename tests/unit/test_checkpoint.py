@@ -38,18 +38,20 @@ def _images(n: int = 24, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _model_and_data(
-    tmp_path: Path, freeze_epochs: int = 0
-) -> tuple[ClotHyperModel, object, keras.Model, EpochOrder, object]:
+    tmp_path: Path, weights: str = "none", freeze_epochs: int = 0
+) -> tuple[ClotHyperModel, Any, keras.Model, EpochOrder, Any]:
     space_file = tmp_path / "tiny_cnn.yaml"
     space_file.write_text(
         "backbone: tiny_cnn\nparameters:\n"
         "  image_size: {type: categorical, choices: [32]}\n"
         "  dropout: {type: float, low: 0.3, high: 0.3}\n"
         "  optimizer: {type: categorical, choices: [adam]}\n"
+        f"  freeze_epochs: {{type: fixed, value: {freeze_epochs}}}\n"
+        "  unfreeze_fraction: {type: fixed, value: 1.0}\n"
     )
     keras.backend.clear_session()
     keras.utils.set_random_seed(SEED)
-    hypermodel = ClotHyperModel({"tiny_cnn": load_search_space(space_file)}, weights="none", seed=SEED)
+    hypermodel = ClotHyperModel({"tiny_cnn": load_search_space(space_file)}, weights=weights, seed=SEED)
     import keras_tuner
 
     hp = keras_tuner.HyperParameters()
@@ -61,12 +63,20 @@ def _model_and_data(
 
 
 def _fit(
-    tmp_path: Path, folder: Path, *, epochs: int, initial: int = 0, resume: TrainingCheckpoint | None = None
+    tmp_path: Path,
+    folder: Path,
+    *,
+    epochs: int,
+    initial: int = 0,
+    resume: TrainingCheckpoint | None = None,
+    **model: Any,
 ) -> tuple[keras.Model, Any]:
-    hypermodel, hp, model, order, train = _model_and_data(tmp_path)
+    hypermodel, hp, keras_model, order, train = _model_and_data(tmp_path, **model)
     callback = epoch_checkpoint(folder / CHECKPOINT_FILE, resume=resume, order=order, meta={"trial": 0})
-    hypermodel.fit(hp, model, train, epochs=epochs, initial_epoch=initial, callbacks=[callback], verbose=0)
-    return model, callback
+    hypermodel.fit(
+        hp, keras_model, train, epochs=epochs, initial_epoch=initial, callbacks=[callback], verbose=0
+    )
+    return keras_model, callback
 
 
 def test_one_epoch_then_two_resumed_equals_three_in_one_go(tmp_path: Path) -> None:
@@ -103,6 +113,30 @@ def test_without_the_optimizer_state_the_resumed_run_differs(tmp_path: Path) -> 
         for a, b in zip(straight.variables, resumed.variables, strict=True)
     ]
     assert max(differences) > 100 * ATOL
+
+
+def test_resume_follows_the_freeze_schedule(tmp_path: Path) -> None:
+    """Base frozen for epoch 1, then unfrozen (a recompile: a fresh optimizer), as uninterrupted."""
+    from clot_hpo.models import create_backbone
+
+    weights = tmp_path / "tiny.weights.h5"
+    create_backbone("tiny_cnn", image_size=32).save_weights(weights)  # stands in for pretrained
+    model = {"weights": str(weights), "freeze_epochs": 1}
+    straight, _ = _fit(tmp_path, tmp_path / "straight", epochs=3, **model)
+    # Killed after the frozen epoch (the optimizer's state was the head's) and after the first
+    # unfrozen one (the whole model's).
+    for killed_after, restored in ((1, False), (2, True)):
+        folder = tmp_path / f"killed-{killed_after}"
+        _fit(tmp_path, folder, epochs=killed_after, **model)
+        checkpoint = load_checkpoint(folder / CHECKPOINT_FILE)
+        assert checkpoint is not None and checkpoint.epoch == killed_after
+        resumed, callback = _fit(tmp_path, folder, epochs=3, initial=killed_after, resume=checkpoint, **model)
+        assert callback.optimizer_restored is restored
+        assert resumed.get_layer("backbone").trainable
+        for a, b in zip(straight.variables, resumed.variables, strict=True):
+            np.testing.assert_allclose(
+                np.asarray(a), np.asarray(b), atol=ATOL, err_msg=f"{killed_after}: {a.path}"
+            )
 
 
 def test_each_epoch_order_depends_on_seed_and_epoch_only() -> None:
