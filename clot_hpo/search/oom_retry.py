@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 from rich.console import Console
 
+from clot_hpo.checkpoint import read_header
 from clot_hpo.errors import ConfigError
 from clot_hpo.search.optuna_compat import trial_user_attrs
 from clot_hpo.search.task import TrialOutcome, TrialTask
@@ -68,6 +69,9 @@ def run_with_oom_retry(
     )
     task.attempt = 1
     task.batch_override, task.accumulation_override = new_batch, accumulation
+    if task.checkpoint_path and read_header(task.checkpoint_path) is not None:
+        # Out of memory after some epochs: the retry keeps them (docs/preemption.md).
+        task.resume_from, task.resume_trial = task.checkpoint_path, task.trial_number
     task.result_path = str(Path(task.result_path).with_name("outcome.retry.json"))
     if spool is not None:  # the retry spools into a fresh folder; the reader follows both
         task.spool_dir = str(spool.new_attempt())

@@ -45,8 +45,9 @@ from clot_hpo.tracking.base import to_plain
 from clot_hpo.tracking.spool import SpoolTracker
 from clot_hpo.train import format_epoch, inference_copy, monitored_value
 
-# Test hook: "oom:N" raises ResourceExhaustedError in trial N's first attempt; "crash:N" kills
-# trial N's process with SIGKILL; "segv:N" with SIGSEGV. Never set by users.
+# Test hook: "oom:N" raises ResourceExhaustedError in trial N's first attempt; "oom2:N" does so
+# after its second epoch (checkpointed); "crash:N" kills trial N's process with SIGKILL;
+# "segv:N" with SIGSEGV. Never set by users.
 FAULT_ENV = "CLOT_HPO_FAULT_INJECT"
 
 # What a completed trial's outcome carries to the study process (point values, no intervals).
@@ -329,8 +330,11 @@ def replay_checkpoint(setup: TrialSetup, tracker: TrialTracker, checkpoint: Trai
     on the epoch's own step, as one unbroken learning curve.
     """
     task, trial = setup.task, setup.trial
-    key = get_objective(setup.config.search.objective).history_key
     epochs = checkpoint.epoch
+    if task.resume_trial == task.trial_number:  # its own (the OOM retry): all recorded already
+        print(f"  trial {task.trial_number} · resumed its own checkpoint at epoch {epochs}", flush=True)
+        return
+    key = get_objective(setup.config.search.objective).history_key
     history = checkpoint.history
     for epoch in range(min(epochs, max((len(v) for v in history.values()), default=0))):
         logs = {k: v[epoch] for k, v in history.items() if epoch < len(v)}
@@ -394,6 +398,10 @@ class EpochReports:
         self.timer.restart()  # reporting and the pruning check belong to no epoch
         if self.after_epoch is not None:
             self.after_epoch(self.epochs_run)
+        if self.epochs_run == 2 and setup.task.attempt == 0 and _injected_fault(setup.task) == "oom2":
+            import tensorflow as tf
+
+            raise tf.errors.ResourceExhaustedError(None, None, "injected OOM when allocating tensor")
 
     def outcome(self, state: str, plan: TrialBudget, **fields: Any) -> TrialOutcome:
         """The trial's outcome after the epochs run so far, with the batch it ran."""

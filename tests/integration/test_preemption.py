@@ -57,9 +57,9 @@ def config_path(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) ->
     return path
 
 
-def _start(config: Path, cwd: Path, *extra: str) -> subprocess.Popen[bytes]:
+def _start(config: Path, cwd: Path, *extra: str, **env_extra: str) -> subprocess.Popen[bytes]:
     cwd.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", COLUMNS="200")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", COLUMNS="200", **env_extra)
     with open(cwd / "out.log", "ab") as out:
         return subprocess.Popen(
             [CLOT_HPO, "search", str(config), "--no-tracking", *extra],
@@ -214,3 +214,21 @@ def test_sigterm_mid_epoch_exits_within_the_grace_and_the_next_worker_resumes_at
     retry = _trials(tmp_path)[-1]
     assert retry.state.name == "COMPLETE" and retry.user_attrs["resumed_from_epoch"] == done
     assert sorted(retry.intermediate_values) == list(range(12))
+
+
+def test_an_oom_after_two_epochs_resumes_the_trials_own_checkpoint(config_path: Path, tmp_path: Path) -> None:
+    """The same trial number resumed: the runtime-OOM retry keeps the epochs done before it."""
+    worker = _start(config_path, tmp_path, CLOT_HPO_FAULT_INJECT="oom2:0")
+    assert _finish(worker, tmp_path) == 0, _log(tmp_path)[-3000:]
+    (trial,) = _trials(tmp_path)
+    assert trial.state.name == "COMPLETE" and "oom_retry" in trial.user_attrs
+    log = _log(tmp_path)
+    assert "trial 0 · resumed its own checkpoint at epoch 2" in log
+    trained = [
+        int(line.split(" · epoch ")[1].split("/")[0])
+        for line in log.splitlines()
+        if "trial 0 · epoch " in line
+    ]
+    assert trained == list(range(1, EPOCHS + 1)), "epochs 1-2 before the OOM, 3..n after it, each once"
+    assert sorted(trial.intermediate_values) == list(range(EPOCHS))
+    assert trial.user_attrs["epochs_run"] == EPOCHS and not trial.user_attrs.get("resumed_from_epoch")
