@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from clot_hpo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClotHpoError, ConfigError
 from clot_hpo.models import list_backbones, list_optimizers
-from clot_hpo.util import redact_logging, redact_text
+from clot_hpo.util import first_line, redact_logging, redact_text
 
 log = logging.getLogger("clot_hpo")
 
@@ -379,7 +379,7 @@ def apply_config_defaults(args: argparse.Namespace) -> None:
 def _server_refusal(exc: BaseException) -> str | None:
     """The sentence for a tracking server that refused the login (401) or the action (403)."""
     code = getattr(exc, "error_code", None)
-    first = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    first = redact_text(first_line(exc))
     if code == "UNAUTHENTICATED":
         return (
             f"the MLflow server requires a login ({first[:300]}); set MLFLOW_TRACKING_USERNAME and "

@@ -31,13 +31,19 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from clot_hpo.checkpoint import CHECKPOINT_FILE, read_header
+from clot_hpo.errors import TrialFailed
+from clot_hpo.search.ledger import ATTR_RUN_ID
+from clot_hpo.search.workers import WORKER_ATTR
+
+if TYPE_CHECKING:
+    from clot_hpo.tracking.checkpoints import CheckpointStore
 
 log = logging.getLogger("clot_hpo.search")
 
@@ -252,7 +258,125 @@ class TrialPreemption:
             raise PreemptedStop(f"preempted ({self.requested}) after epoch {epochs_done}, checkpointed")
 
 
+class Resumer:
+    """The study process's side of resuming: where a retry starts, what its task says, what stays.
+
+    Args:
+        search: the config's ``search`` section (``resume``, ``max_resumes``,
+            ``preemption_grace_s``).
+        checkpoints: the tracking server's checkpoints (a no-op store when trials stay local).
+        trials_root: the study's ``trials/`` folder (one ``NNNN`` folder per trial number).
+        console: where the decisions are printed.
+    """
+
+    def __init__(self, search: Any, *, checkpoints: CheckpointStore, trials_root: Path, console: Any) -> None:
+        self.search = search
+        self.checkpoints = checkpoints
+        self.trials_root = trials_root
+        self.console = console
+        self._requeued: set[int] = set()
+
+    def trial_dir(self, number: int) -> Path:
+        """The local folder of trial ``number``."""
+        return self.trials_root / f"{number:04d}"
+
+    def point(
+        self, trial: optuna.Trial, frozen: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTrial]
+    ) -> ResumePoint | None:
+        """Where a retried trial resumes (None: from scratch); refuse one retried too often.
+
+        A retry inherits its original's user attributes: what describes a run of its own
+        (epochs, run id, the resume) starts over here.
+
+        Raises:
+            TrialFailed: the trial was retried more than ``search.max_resumes`` times.
+        """
+        if not lineage(frozen):
+            return None
+        for key in ("epochs_run", RESUMED_FROM_ATTR, PREEMPTED_ATTR, "fail_reason"):
+            if key in frozen.user_attrs:
+                trial.set_user_attr(key, 0 if key in ("epochs_run", RESUMED_FROM_ATTR) else None)
+        too_many = too_many_resumes(frozen, self.search.max_resumes)
+        if too_many is not None:
+            trial.set_user_attr("fail_reason", too_many)
+            self.console.print(f"  [red]trial {trial.number} not resumed:[/] {too_many}")
+            raise TrialFailed(too_many)
+        if not self.search.resume:
+            return None
+
+        def download(number: int, dest: Path) -> Path | None:
+            run_id = trials[number].user_attrs.get(ATTR_RUN_ID) if number < len(trials) else None
+            return self.checkpoints.download(number, dest, name=CHECKPOINT_FILE, run_id=run_id)
+
+        point = find_checkpoint(
+            frozen,
+            trial_dir=self.trial_dir,
+            download=download if self.checkpoints.enabled else None,
+            dest=self.trial_dir(trial.number) / "resume",
+        )
+        if point is None:
+            self.console.print(
+                f"  trial {trial.number} retries trial {lineage(frozen)[-1]} from scratch (no checkpoint)"
+            )
+            return None
+        trial.set_user_attr(RESUMED_FROM_ATTR, point.epoch)
+        trial.set_user_attr(RESUMED_TRIAL_ATTR, point.trial)
+        trial.set_user_attr("epochs_run", point.epoch)
+        where = "downloaded from the tracking server" if point.downloaded else "local"
+        self.console.print(
+            f"  trial {trial.number} resumes trial {point.trial} at epoch {point.epoch + 1} "
+            f"(checkpoint {where})"
+        )
+        return point
+
+    def prepare(
+        self, task: Any, frozen: optuna.trial.FrozenTrial, point: ResumePoint | None, *, epochs_left: int
+    ) -> None:
+        """Tell the trial's task where to checkpoint, which seed to keep and where to resume.
+
+        ``epochs_left`` is the study's epoch budget left: the checkpoint's epochs are spent.
+        """
+        if self.search.resume:
+            task.checkpoint_path = str(self.trial_dir(task.trial_number) / CHECKPOINT_FILE)
+        task.preemption_grace_s = self.search.preemption_grace_s
+        chain = lineage(frozen)
+        task.seed_trial = chain[0] if chain else None  # a retry trains with its original's seed
+        if point is not None:
+            task.resume_from, task.resume_trial = str(point.path), point.trial
+            task.max_epochs = min(task.max_epochs, point.epoch + epochs_left)
+
+    def finished(self, number: int, point: ResumePoint | None) -> None:
+        """A trial that completed or was pruned has nothing left to resume: drop its checkpoints."""
+        (self.trial_dir(number) / CHECKPOINT_FILE).unlink(missing_ok=True)
+        if point is not None and point.downloaded:
+            point.path.unlink(missing_ok=True)
+
+    def requeue_preempted(
+        self, trials: list[optuna.trial.FrozenTrial], study: optuna.Study, worker_id: str
+    ) -> str:
+        """Queue this worker's preempted trials to resume at once; say which, in a few words."""
+        mine = [
+            t
+            for t in trials
+            if t.state == TrialState.FAIL
+            and t.user_attrs.get(PREEMPTED_ATTR)
+            and t.user_attrs.get(WORKER_ATTR) == worker_id
+            and t.number not in self._requeued
+        ]
+        for trial in mine:
+            self._requeued.add(trial.number)
+            requeue(study, trial)
+        return (
+            ", ".join(
+                f"trial {t.number} stopped after epoch {t.user_attrs.get('epochs_run', 0)}, queued to resume"
+                for t in mine
+            )
+            or "no trial was running"
+        )
+
+
 __all__ = [
+    "Resumer",
     "PREEMPTED_ATTR",
     "RESUMED_FROM_ATTR",
     "RESUMED_TRIAL_ATTR",

@@ -33,16 +33,10 @@ from clot_hpo.search.oom_retry import run_with_oom_retry
 from clot_hpo.search.optuna_compat import failed_elsewhere, trial_id
 from clot_hpo.search.preemption import (
     PREEMPTED_ATTR,
-    RESUMED_FROM_ATTR,
-    RESUMED_TRIAL_ATTR,
     TAG_RESUMED_FROM,
     GracefulStop,
-    ResumePoint,
+    Resumer,
     epochs_spent,
-    find_checkpoint,
-    lineage,
-    requeue,
-    too_many_resumes,
 )
 from clot_hpo.search.progress import StudyProgress, print_top_trials
 from clot_hpo.search.pruners import create_pruner
@@ -57,6 +51,7 @@ from clot_hpo.tracking.background import BackgroundQueue
 from clot_hpo.tracking.base import Tracker
 from clot_hpo.tracking.checkpoints import CheckpointStore, NullCheckpointStore, checkpoint_store_for
 from clot_hpo.tracking.spool import SpoolReader
+from clot_hpo.util import FINISHED_TRIAL_STATES
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +204,9 @@ class StudyRunner:
         # SIGTERM: the running trial checkpoints and is queued again, then the worker exits 75.
         self.stop = GracefulStop()
         self.launcher.on_handed = self.stop.watch
-        self._requeued: set[int] = set()
+        self.resumer = Resumer(
+            config.search, checkpoints=self.checkpoints, trials_root=out_dir / "trials", console=console
+        )
         self._noted: set[int] = set()  # trials whose run id this process recorded
 
     # ----- the loop ---------------------------------------------------------------------------
@@ -258,22 +255,8 @@ class StudyRunner:
     def _preempted(self) -> Preempted:
         """Queue this worker's preempted trials to resume at once; the error that ends the worker."""
         trials = self._storage_call(lambda: self.study.get_trials(deepcopy=False))
-        mine = [
-            t
-            for t in trials
-            if t.state == TrialState.FAIL
-            and t.user_attrs.get(PREEMPTED_ATTR)
-            and t.user_attrs.get(WORKER_ATTR) == self.worker_id
-            and t.number not in self._requeued
-        ]
-        for trial in mine:
-            self._requeued.add(trial.number)
-            self._storage_call(lambda t=trial: requeue(self.study, t))
-        what = ", ".join(
-            f"trial {t.number} stopped after epoch {t.user_attrs.get('epochs_run', 0)}, queued to resume"
-            for t in mine
-        )
-        return Preempted(f"preempted ({self.stop.requested}): {what or 'no trial was running'}")
+        what = self._storage_call(lambda: self.resumer.requeue_preempted(trials, self.study, self.worker_id))
+        return Preempted(f"preempted ({self.stop.requested}): {what}")
 
     def _run_one_trial(self) -> None:
         """Ask Optuna for one trial and run it (a failed trial is recorded, not raised)."""
@@ -322,7 +305,7 @@ class StudyRunner:
             trial.set_user_attr("surplus", True)
             raise TrialFailed("not run: the trial budget was taken by other workers meanwhile")
         number = trial.number
-        point = self._resume_point(trial, frozen, trials)
+        point = self.resumer.point(trial, frozen, trials)
         # A fresh folder per trial and attempt: one left by an older study of the same name
         # (fresh stores number trials from 0 again) is never replayed into this trial's run.
         spool = SpoolReader.fresh(self._trial_dir(number)) if self.tracker.enabled else None
@@ -341,16 +324,9 @@ class StudyRunner:
             checkpoint_file=checkpoint,
         )
         task = self._task(trial, trials, spool)
-        if self.config.search.resume:
-            task.checkpoint_path = str(checkpoint)
-        task.preemption_grace_s = self.config.search.preemption_grace_s
-        chain = lineage(frozen)
-        task.seed_trial = chain[0] if chain else None
-        if point is not None:
-            task.resume_from, task.resume_trial = str(point.path), point.trial
-            # The budget's epochs are new epochs: the checkpoint's are spent already.
-            left = self.budget.epochs_left(trials, self.config.training.epochs)
-            task.max_epochs = min(self.config.training.epochs, point.epoch + left)
+        self.resumer.prepare(
+            task, frozen, point, epochs_left=self.budget.epochs_left(trials, self.config.training.epochs)
+        )
         assert self.progress is not None
         self.progress.start_trial(number)
         # This process's own time between two trials: telling Optuna, reading the study, asking.
@@ -378,10 +354,24 @@ class StudyRunner:
         # The phases' timings go to the run as metrics time_<phase>_s.
         timings = metric_names(self._record(trial, outcome, handoff))
         self._note_run_id(trial, tracked.run, wait=True)
-        if outcome.state in ("COMPLETE", "PRUNED"):  # nothing left to resume
-            checkpoint.unlink(missing_ok=True)
-            if point is not None and point.downloaded:
-                point.path.unlink(missing_ok=True)
+        if outcome.state in FINISHED_TRIAL_STATES:  # nothing left to resume
+            self.resumer.finished(number, point)
+        return self._conclude(trial, outcome, tracked, timings, rest)
+
+    def _conclude(
+        self,
+        trial: optuna.Trial,
+        outcome: TrialOutcome,
+        tracked: TrialRun,
+        timings: dict[str, float],
+        rest: Callable[[], None] | None,
+    ) -> float:
+        """Close the trial's run with its outcome; return the value, or raise how Optuna is told.
+
+        Raises:
+            optuna.TrialPruned: the trial was pruned.
+            TrialFailed: it failed, or was preempted (then it is marked to resume elsewhere).
+        """
         if outcome.state == "COMPLETE" and outcome.value is not None:
             tracked.finish("COMPLETE", None, {"value": outcome.value, **timings}, rest)
             return float(outcome.value)
@@ -402,55 +392,6 @@ class StudyRunner:
         tracked.finish("FAIL", reason, timings, rest)
         self.console.print(f"  [red]trial {trial.number} failed:[/] {reason}")
         raise TrialFailed(reason)
-
-    def _resume_point(
-        self, trial: optuna.Trial, frozen: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTrial]
-    ) -> ResumePoint | None:
-        """Where a retried trial resumes (None: from scratch); refuse one retried too often.
-
-        A retry inherits its original's user attributes: what describes a run of its own
-        (epochs, run id, the resume) starts over here.
-
-        Raises:
-            TrialFailed: the trial was retried more than ``search.max_resumes`` times.
-        """
-        if not lineage(frozen):
-            return None
-        for key in ("epochs_run", RESUMED_FROM_ATTR, PREEMPTED_ATTR, "fail_reason"):
-            if key in frozen.user_attrs:
-                trial.set_user_attr(key, 0 if key in ("epochs_run", RESUMED_FROM_ATTR) else None)
-        too_many = too_many_resumes(frozen, self.config.search.max_resumes)
-        if too_many is not None:
-            trial.set_user_attr("fail_reason", too_many)
-            self.console.print(f"  [red]trial {trial.number} not resumed:[/] {too_many}")
-            raise TrialFailed(too_many)
-        if not self.config.search.resume:
-            return None
-
-        def download(number: int, dest: Path) -> Path | None:
-            run_id = trials[number].user_attrs.get(ATTR_RUN_ID) if number < len(trials) else None
-            return self.checkpoints.download(number, dest, name=CHECKPOINT_FILE, run_id=run_id)
-
-        point = find_checkpoint(
-            frozen,
-            trial_dir=lambda n: self.out_dir / "trials" / f"{n:04d}",
-            download=download if self.checkpoints.enabled else None,
-            dest=self._trial_dir(trial.number) / "resume",
-        )
-        if point is None:
-            self.console.print(
-                f"  trial {trial.number} retries trial {retried_from(frozen)} from scratch (no checkpoint)"
-            )
-            return None
-        trial.set_user_attr(RESUMED_FROM_ATTR, point.epoch)
-        trial.set_user_attr(RESUMED_TRIAL_ATTR, point.trial)
-        trial.set_user_attr("epochs_run", point.epoch)
-        where = "downloaded from the tracking server" if point.downloaded else "local"
-        self.console.print(
-            f"  trial {trial.number} resumes trial {point.trial} at epoch {point.epoch + 1} "
-            f"(checkpoint {where})"
-        )
-        return point
 
     def _run_tags(self, frozen: optuna.trial.FrozenTrial) -> dict[str, str]:
         """The tags of a trial's run: its study, its number and the trial it retries."""

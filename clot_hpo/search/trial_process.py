@@ -255,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     started = process_started_at()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.basicConfig(level=logging.WARNING, format="  %(levelname)s %(name)s: %(message)s")
     redact_logging()  # its log is a file in the study's folder: no URL's password in it
     # SIGTERM: a waiting process the study process no longer needs, or a preempted worker
