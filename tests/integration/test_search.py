@@ -125,7 +125,7 @@ def test_median_pruner_stops_a_hopeless_trial(sandbox: Path, learnable_dataset: 
     storage = f"sqlite:///{sandbox}/optuna.db"
     study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
     good = {
-        "learning_rate": 0.005,
+        "learning_rate": 0.002,
         "batch_size": 16,
         "optimizer": "adam",
         "image_size": 32,
@@ -164,7 +164,7 @@ def test_median_pruner_stops_a_hopeless_trial(sandbox: Path, learnable_dataset: 
     assert result.returncode == 0, result.stderr
     trials = _trials(sandbox)
     assert trials[2].state == TrialState.PRUNED, [t.intermediate_values for t in trials]
-    assert trials[2].user_attrs["epochs_run"] < 5
+    assert trials[2].user_attrs["epochs_run"] < 5, [t.intermediate_values for t in trials]
     assert "pruned at epoch" in trials[2].user_attrs["prune_reason"]
 
 
