@@ -109,7 +109,7 @@ def _one_distribution_per_name(study: optuna.Study) -> dict[str, Any]:
 
 
 def test_same_name_with_other_choices_in_two_scopes_builds_every_trial() -> None:
-    study = _run(build_scoped_choice, 10)
+    study = _run(build_scoped_choice, 6)
     dists = _one_distribution_per_name(study)
     assert dists["child"] == CategoricalDistribution([4, 5, 6])  # the first declaration's name
     assert dists["child[choice=2]"] == CategoricalDistribution([7, 8, 9])
@@ -122,7 +122,7 @@ def test_same_name_with_other_choices_in_two_scopes_builds_every_trial() -> None
 
 
 def test_same_name_log_in_one_scope_linear_in_the_other_builds_every_trial() -> None:
-    study = _run(build_scoped_log, 10)
+    study = _run(build_scoped_log, 6)
     dists = _one_distribution_per_name(study)
     assert dists["lr"] == FloatDistribution(1e-4, 1e-2, log=True)
     assert dists["lr[optimizer=sgd]"] == FloatDistribution(0.01, 0.1)
@@ -278,7 +278,7 @@ def test_bundled_application_builders(
     hypermodel = make()
     plain = kt.HyperParameters()
     hypermodel.build(plain)  # KerasTuner's first trial: the declared defaults
-    study = _run(hypermodel.build, 3, seed=11, defaults_first=True)
+    study = _run(hypermodel.build, 2, seed=11, defaults_first=True)
     assert study.trials[0].params == {k: v for k, v in plain.values.items() if k in study.trials[0].params}
     first = OptunaHyperParameters.from_params(study.trials[0].params)
     keras.utils.clear_session()
