@@ -109,7 +109,7 @@ def _one_distribution_per_name(study: optuna.Study) -> dict[str, Any]:
 
 
 def test_same_name_with_other_choices_in_two_scopes_builds_every_trial() -> None:
-    study = _run(build_scoped_choice, 6)
+    study = _run(build_scoped_choice, 8)
     dists = _one_distribution_per_name(study)
     assert dists["child"] == CategoricalDistribution([4, 5, 6])  # the first declaration's name
     assert dists["child[choice=2]"] == CategoricalDistribution([7, 8, 9])
