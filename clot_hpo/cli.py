@@ -127,6 +127,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 # ----- parser -----------------------------------------------------------------------------
+def _add_image_limits(p: argparse.ArgumentParser, *, outside_root: bool = False) -> None:
+    """The data layer's limits as options: the pixel limit and, for data folders, the root rule."""
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        help="largest width x height, checked from the header before decoding "
+        "(default: the config's data.max_pixels, else 50,000,000)",
+    )
+    if outside_root:
+        p.add_argument(
+            "--allow-outside-root",
+            action="store_true",
+            default=None,
+            help="accept images outside the data folder (absolute paths, ../, links leaving it)",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``clot-hpo`` command."""
     parser = argparse.ArgumentParser(
@@ -171,18 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="folder for the split manifest and report (default: DATA/.clot-hpo)")
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        help="largest width x height, checked from the header before decoding "
-        "(default: the config's data.max_pixels, else 50,000,000)",
-    )
-    p.add_argument(
-        "--allow-outside-root",
-        action="store_true",
-        default=None,
-        help="accept images outside the data folder (absolute paths, ../, links leaving it)",
-    )
+    _add_image_limits(p, outside_root=True)
 
     p = add("search", _cmd_search, "launch or resume an Optuna study")
     p.add_argument("config", help="experiment YAML (experiments/*.yaml)")
@@ -267,12 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri", help="default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db"
     )
     p.add_argument("--model", help=model_help)
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        help="largest width x height, checked from the header before decoding "
-        "(default: the config's data.max_pixels, else 50,000,000)",
-    )
+    _add_image_limits(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
 
     p = add("evaluate", _cmd_evaluate, "the product's metrics table for a model on a dataset")
@@ -285,18 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help=config_help.format(" (--model)") + "; its `data` and `evaluation` sections apply"
     )
     p.add_argument("--json", action="store_true", help="print JSON only")
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        help="largest width x height, checked from the header before decoding "
-        "(default: the config's data.max_pixels, else 50,000,000)",
-    )
-    p.add_argument(
-        "--allow-outside-root",
-        action="store_true",
-        default=None,
-        help="accept images outside the data folder (absolute paths, ../, links leaving it)",
-    )
+    _add_image_limits(p, outside_root=True)
 
     p = add("serve", _cmd_serve, "the diagnostic web page (probability, decision, Grad-CAM) of a model")
     p.add_argument("--config", help=config_help.format(" (--model)"))
@@ -331,9 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help=model_help)
     p.add_argument("--out", required=True, help="folder for the overlays (<image>.gradcam.png)")
-    p.add_argument(
-        "--max-pixels", type=int, help="largest width x height accepted (default: data.max_pixels)"
-    )
+    _add_image_limits(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     return parser
 

@@ -23,6 +23,7 @@ from clot_hpo.errors import DataError
 from clot_hpo.evaluate.metrics import binary_metrics, choose_threshold, expected_calibration_error
 from clot_hpo.evaluate.paired import McNemar, PairedAuc, align, delong_test, mcnemar_exact, read_predictions
 from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS
+from clot_hpo.evaluate.report import TABLE_COLUMNS
 from clot_hpo.report import figures
 from clot_hpo.report.document import Document, Figure, Heading, Paragraph, Table
 from clot_hpo.tracking.study_record import StudyRecord, TrialRecord, download_trial_file
@@ -32,16 +33,8 @@ from clot_hpo.yaml_io import read_yaml
 log = logging.getLogger(__name__)
 
 ALPHA = 0.05
-# The seed's Results table, then AUC and F1: (title, metric).
-TABLE_METRICS = (
-    ("Accuracy", "accuracy"),
-    ("Precision", "precision"),
-    ("Recall", "recall"),
-    ("Sensitivity", "sensitivity"),
-    ("Specificity", "specificity"),
-    ("AUC", "auc"),
-    ("F1", "f1"),
-)
+# The product's headline table (the seed's Results columns and AUC), then F1: (title, metric).
+TABLE_METRICS = (*TABLE_COLUMNS, ("F1", "f1"))
 # Params a trial logs that are bookkeeping, not searched hyperparameters.
 NOT_SEARCHED = {"batch_size_run", "accumulation_steps", "mixed_precision", "epochs"}
 MAX_SUBGROUP_LEVELS = 12

@@ -30,17 +30,11 @@ from mlflow import MlflowClient
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.cli import run_cli
 from tests.support.mlflow_server import MlflowServer, mlflow_server  # noqa: F401  (fixture)
+from tests.support.stats import delong_by_placements
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-]
 A, B = "efficientnet_b1", "resnet50"  # the report orders a pair by name: A − B
 INTERVAL = r"\d\.\d{3} \(\d\.\d{3}–\d\.\d{3}\)"
 
@@ -113,20 +107,6 @@ def _test_predictions(uri: str, dest: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _delong_by_placements(y: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> tuple[float, float]:
-    """AUC difference and its standard error from DeLong's placement values (pairwise, O(mn))."""
-    pos, neg = y == 1, y == 0
-
-    def placements(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        diff = p[pos][:, None] - p[neg][None, :]
-        psi = (diff > 0) + 0.5 * (diff == 0)
-        return psi.mean(axis=1), psi.mean(axis=0)
-
-    (va, wa), (vb, wb) = placements(pa), placements(pb)
-    variance = np.var(va - vb, ddof=1) / pos.sum() + np.var(wa - wb, ddof=1) / neg.sum()
-    return float(np.mean(va) - np.mean(vb)), float(np.sqrt(variance))
-
-
 def test_the_report_opens_in_chromium_and_its_numbers_are_recomputed(
     reported: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -175,7 +155,7 @@ def test_the_report_opens_in_chromium_and_its_numbers_are_recomputed(
     [line] = delong
     cells = [" ".join(cell.split()) for cell in line.split("\t")]
     assert cells[0] == f"{A} − {B}"  # pairs in name order
-    difference, se = _delong_by_placements(y, pa, pb)
+    difference, se = delong_by_placements(y, pa, pb)
     assert difference == pytest.approx(roc_auc_score(y, pa) - roc_auc_score(y, pb), abs=1e-12)
     p_value = 2 * norm.sf(abs(difference) / se)
     shown_p = "< 0.001" if p_value < 0.001 else f"{p_value:.3f}"

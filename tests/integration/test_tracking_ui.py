@@ -16,19 +16,8 @@ import pytest
 
 from clot_hpo.tracking.mlflow_tracker import MlflowTracker
 from clot_hpo.tracking.ui_links import experiment_link
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.mlflow_server import MlflowServer, mlflow_server  # noqa: F401  (pytest fixture)
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = [
     pytest.mark.slow,

@@ -26,6 +26,7 @@ from clot_hpo.report.build import build_report
 from clot_hpo.report.document import Table, to_html, to_markdown
 from clot_hpo.tracking.study_record import read_study
 from tests.support.cli import run_cli
+from tests.support.stats import delong_by_placements
 
 N_TEST, N_VAL = 80, 40
 
@@ -193,22 +194,14 @@ def test_paired_delong_agrees_with_an_independent_computation(store: dict[str, A
     y = study["y_test"]
     pa, pb = study["scores"]["resnet50"][1], study["scores"]["tiny_cnn"][1]
     # DeLong by its original definition: placement values from pairwise comparisons (O(mn)).
-    pos, neg = y == 1, y == 0
-
-    def placements(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        diff = p[pos][:, None] - p[neg][None, :]
-        psi = (diff > 0) + 0.5 * (diff == 0)
-        return psi.mean(axis=1), psi.mean(axis=0)
-
-    (va, wa), (vb, wb) = placements(pa), placements(pb)
-    var = np.var(va - vb, ddof=1) / pos.sum() + np.var(wa - wb, ddof=1) / neg.sum()
+    _, se = delong_by_placements(y, pa, pb)
     diff = roc_auc_score(y, pa) - roc_auc_score(y, pb)
-    p_value = 2 * norm.sf(abs(diff) / np.sqrt(var))
+    p_value = 2 * norm.sf(abs(diff) / se)
     d = comparison.delong
     assert d is not None
     assert d.difference == pytest.approx(diff, abs=1e-12)
     assert d.p_value == pytest.approx(p_value, rel=1e-9)
-    assert d.ci_low == pytest.approx(diff - 1.959963984540054 * np.sqrt(var), abs=1e-9)
+    assert d.ci_low == pytest.approx(diff - 1.959963984540054 * se, abs=1e-9)
     text = to_markdown(report.document)
     assert "resnet50 has a higher AUC than tiny_cnn, and the difference is statistically significant" in text
     assert f"{diff:+.3f}" in text
