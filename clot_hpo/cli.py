@@ -135,6 +135,20 @@ def _add_image_limits(p: argparse.ArgumentParser, *, outside_root: bool = False)
         help="largest width x height, checked from the header before decoding "
         "(default: the config's data.max_pixels, else 50,000,000)",
     )
+    p.add_argument(
+        "--dicom-window",
+        type=float,
+        nargs=2,
+        metavar=("CENTER", "WIDTH"),
+        help="window of DICOM files that carry none (default: the config's data.dicom.window, else "
+        "the full range); use the study's",
+    )
+    p.add_argument(
+        "--dicom-frame",
+        type=int,
+        help="frame (0-based) of multi-frame DICOM files (default: the config's data.dicom.frame, "
+        "else such files are refused)",
+    )
     if outside_root:
         p.add_argument(
             "--allow-outside-root",
@@ -169,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="0 (easy: large, high-contrast clot) to 1 (hard: small, faint clot, more "
         "distractors), or easy, medium, hard (default: easy, 0)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["png", "dicom"],
+        default="png",
+        help="png (default), or dicom: the same pictures as 16-bit CT-like DICOM files with "
+        "fictitious patient headers, in class folders without a metadata CSV",
     )
 
     p = add("validate-data", _cmd_validate_data, "check a dataset, split it and report leakage")
@@ -349,6 +370,14 @@ def apply_config_defaults(args: argparse.Namespace) -> None:
         from clot_hpo.config import DataConfig
 
         args.max_pixels = (config.data if config is not None else DataConfig()).max_pixels
+    if hasattr(args, "dicom_window"):  # the study's DICOM window and frame, unless flags say otherwise
+        from clot_hpo.config.schema import DicomConfig
+
+        dicom = config.data.dicom if config is not None else DicomConfig()
+        if args.dicom_window is None:
+            args.dicom_window = dicom.window
+        if args.dicom_frame is None:
+            args.dicom_frame = dicom.frame
     if args.command == "promote":
         if args.storage is None:
             from clot_hpo.config.schema import SearchConfig

@@ -79,6 +79,29 @@ class SyntheticConfig(_Section):
         return value
 
 
+class DicomConfig(_Section):
+    """How DICOM pixels become an image (docs/data.md, "DICOM")."""
+
+    window: tuple[float, float] | None = Field(
+        None,
+        description="[center, width] of the window used when a file carries none of its own, in "
+        "the modality's units after rescale (CT: Hounsfield units; CT angiography: [300, 600]); "
+        "none: the full range of the stored values",
+    )
+    frame: int | None = Field(
+        None,
+        ge=0,
+        description="the frame (0-based) taken from a multi-frame file; none: multi-frame files are refused",
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _positive_width(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[1] >= 1:  # also refuses NaN
+            raise ValueError(f"`width >= 1` must hold for data.dicom.window, but got {list(value)}")
+        return value
+
+
 class DataConfig(_Section):
     """Where the images are and how to split them."""
 
@@ -111,7 +134,7 @@ class DataConfig(_Section):
     cache: bool = Field(
         True,
         description="decode each image size once per study into an on-disk cache of uint8 arrays "
-        "(mlruns/studies/<study>/cache); false: decode in every trial",
+        "(float32 for a split with DICOM files) (mlruns/studies/<study>/cache); false: decode in every trial",
     )
     max_pixels: int = Field(
         50_000_000,
@@ -129,6 +152,9 @@ class DataConfig(_Section):
         False,
         description="accept images outside the data folder (absolute paths, `../`, links leaving "
         "it); off: such a row or file is refused",
+    )
+    dicom: DicomConfig = Field(
+        default_factory=DicomConfig, description="windowing and frame choice of DICOM files"
     )
     # Generate the synthetic set into `path` when it does not exist (demo only).
     synthetic: SyntheticConfig | None = Field(

@@ -27,6 +27,7 @@ from clot_hpo.budget import GpuInfo, TrialBudget, configure_gpu, plan_trial_budg
 from clot_hpo.checkpoint import TrainingCheckpoint, load_checkpoint
 from clot_hpo.config import ExperimentConfig
 from clot_hpo.data.cache import DecodedSplits
+from clot_hpo.data.dicom import DicomSettings
 from clot_hpo.data.pipeline import EpochOrder, make_array_dataset
 from clot_hpo.evaluate import evaluate_trial
 from clot_hpo.evaluate.predictions import trial_predictions
@@ -144,6 +145,7 @@ def open_splits(setup: TrialSetup) -> DecodedSplits:
         data_digest=task.data_digest,
         max_pixels=config.data.max_pixels,
         memory_bytes=config.data.decode_memory_mb * 2**20,
+        dicom=DicomSettings.from_config(config.data.dicom),
     ).decode()
 
 

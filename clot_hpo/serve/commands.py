@@ -61,6 +61,7 @@ def explain_command(args: argparse.Namespace) -> int:
     Lines are ``{"image", "probability", "label", "overlay"}``; the overlay is
     ``OUT/<image stem>.gradcam.png`` (a number is added when two images share a stem).
     """
+    from clot_hpo.data.dicom import DicomSettings
     from clot_hpo.data.pipeline import list_images
     from clot_hpo.explain import GradCam, overlay, png_bytes
     from clot_hpo.registry.models import load_keras_model, resolve_model
@@ -76,7 +77,11 @@ def explain_command(args: argparse.Namespace) -> int:
     for path in files:
         try:
             image = decode_image_bytes(
-                path.read_bytes(), str(path), resolved.image_size, max_pixels=args.max_pixels
+                path.read_bytes(),
+                str(path),
+                resolved.image_size,
+                max_pixels=args.max_pixels,
+                dicom=DicomSettings.from_args(args),
             )
         except ImageRejected as exc:
             raise ConfigError(exc.message) from None

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clot_hpo.data.limits import DEFAULT_MAX_PIXELS, DICOM_MESSAGE, is_dicom_bytes
+from clot_hpo.data.dicom import DicomRefused, DicomSettings, decode_dicom
+from clot_hpo.data.limits import DEFAULT_MAX_PIXELS, is_dicom_bytes, is_dicom_name
 
 # DEFAULT_MAX_PIXELS is data.max_pixels' default: the page, training, predict and evaluate
 # share one limit (`clot-hpo serve --max-pixels` or the config's data.max_pixels change it).
@@ -40,25 +41,36 @@ class DecodedImage:
     """An upload decoded: the original RGB pixels and the model's input."""
 
     filename: str
-    pixels: np.ndarray  # uint8 (H, W, 3), as uploaded
+    pixels: np.ndarray  # uint8 (H, W, 3), as uploaded (a DICOM file's window, rounded for display)
     model_input: np.ndarray  # float32 (S, S, 3), raw [0, 255], as in training
 
 
 def decode_image_bytes(
-    data: bytes, filename: str, image_size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    filename: str,
+    image_size: int,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    dicom: DicomSettings | None = None,
 ) -> DecodedImage:
     """Decode an image file's bytes for a model of input ``image_size``.
 
+    A DICOM upload is decoded by the data layer's DICOM reader with ``dicom``'s window and
+    frame (default: the file's own window, else the full range; single-frame only), as
+    ``predict`` decodes the same file.
+
     Raises:
         ImageRejected: 400 for an empty file or one that is not a decodable image, 413 for
-            one whose declared width x height exceeds ``max_pixels``; the message names the file.
+            one whose declared width x height exceeds ``max_pixels``, 415 for a DICOM file
+            that cannot become an image (the sentence ``predict`` prints); the message names
+            the file.
     """
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise ImageRejected(400, f"{filename}: the file is empty")
-    if is_dicom_bytes(data) or filename.lower().endswith((".dcm", ".dicom")):
-        raise ImageRejected(400, f"{filename}: {DICOM_MESSAGE}")
+    if is_dicom_bytes(data) or is_dicom_name(filename):
+        return _decode_dicom_upload(data, filename, image_size, max_pixels, dicom)
     try:
         # Lazy: only the header is read here, so the size check below costs nothing.
         image = Image.open(io.BytesIO(data))
@@ -90,6 +102,20 @@ def decode_image_bytes(
             400, f"{filename}: not an image file that can be decoded ({type(exc).__name__}: {exc})"
         ) from None
     return DecodedImage(filename=filename, pixels=pixels, model_input=resize_for_model(pixels, image_size))
+
+
+def _decode_dicom_upload(
+    data: bytes, filename: str, image_size: int, max_pixels: int, dicom: DicomSettings | None
+) -> DecodedImage:
+    from clot_hpo.data.pipeline import resize_pixels
+
+    try:
+        pixels, _ = decode_dicom(data, settings=dicom, max_pixels=max_pixels)
+    except DicomRefused as exc:
+        status = 413 if exc.reason.startswith("too many pixels") else 415
+        raise ImageRejected(status, f"{filename}: {exc.reason}") from None
+    shown = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    return DecodedImage(filename=filename, pixels=shown, model_input=resize_pixels(pixels, image_size))
 
 
 def _decode_with_tensorflow(data: bytes) -> np.ndarray:

@@ -104,10 +104,10 @@ def test_list_images_recurses_and_filters(tmp_path: Path, pixels, save) -> None:
     assert list_images([tmp_path / "x", single, a]) == sorted([a, b, single])
     with pytest.raises(DataError, match="missing.png: not found"):
         list_images([tmp_path / "missing.png"])
-    with pytest.raises(DataError, match="notes.txt: not a PNG/JPEG file"):
+    with pytest.raises(DataError, match="notes.txt: not a PNG/JPEG/DICOM file"):
         list_images([tmp_path / "x" / "notes.txt"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no PNG/JPEG images found"):
+    with pytest.raises(DataError, match="no PNG/JPEG/DICOM images found"):
         list_images([tmp_path / "empty"])
 
 
@@ -135,11 +135,18 @@ def test_array_rows_select_and_order_a_subset() -> None:
     assert y.numpy().tolist() == [0.0, 0.0, 1.0]
 
 
+def test_array_dataset_keeps_float32_pixels_unrounded() -> None:
+    # A DICOM window's output: fractions reach the model as they are (issue 23).
+    images = np.full((2, 2, 2, 3), 100.25, dtype=np.float32)
+    ((x, _),) = list(make_array_dataset(images, [0, 1], batch_size=2, shuffle=False, seed=0))
+    assert x.numpy().dtype == np.float32 and float(x.numpy()[0, 0, 0, 0]) == 100.25
+
+
 @pytest.mark.parametrize(
     ("images", "labels", "message"),
     [
-        (np.zeros((2, 4, 4, 3), np.float32), [0, 1], "must be uint8"),
-        (np.zeros((2, 4, 4), np.uint8), [0, 1], "must be uint8"),
+        (np.zeros((2, 4, 4, 3), np.float64), [0, 1], "must be uint8 or float32"),
+        (np.zeros((2, 4, 4), np.uint8), [0, 1], "must be uint8 or float32"),
         (np.zeros((2, 4, 4, 3), np.uint8), [0], "same length"),
     ],
 )

@@ -1,4 +1,4 @@
-"""Issue 12: the web page shares the data layer's pixel limit and names DICOM uploads."""
+"""Issue 12: the web page shares the data layer's pixel limit; issue 23: it reads DICOM uploads."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ def test_the_page_uses_the_one_pixel_limit() -> None:
     assert DataConfig().max_pixels == DEFAULT_MAX_PIXELS
 
 
-def test_a_dicom_upload_is_named_as_dicom() -> None:
+def test_a_dicom_upload_without_an_image_is_415_with_the_decoders_sentence() -> None:
     with pytest.raises(ImageRejected) as err:
         decode_image_bytes(dicom_bytes(), "chest.dcm", 32)
-    assert err.value.status == 400
-    assert err.value.message == "chest.dcm: DICOM is not supported: convert to PNG/JPEG"
+    assert err.value.status == 415
+    assert err.value.message.startswith("chest.dcm: no pixel data")
+    assert "transfer syntax Implicit VR Little Endian (1.2.840.10008.1.2)" in err.value.message
 
 
 def test_concurrent_requests_decode_within_the_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
