@@ -61,3 +61,22 @@ def test_concurrent_requests_decode_within_the_memory_budget(monkeypatch: pytest
     for t in threads:
         t.join()
     assert most == 1 and budget.peak == one_request
+
+
+def test_a_dicom_upload_is_decoded_and_its_header_values_stay_out_of_the_answer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Issue 23: the page decodes DICOM through the data layer; a refusal names no header value.
+    import numpy as np
+
+    from tests.support.dicom import identifying_values, write_dicom
+
+    phi = {"PatientName": "Kowalski^Anna", "PatientID": "MRN55501234", "InstitutionName": "Mercy West"}
+    single = write_dicom(tmp_path / "a.dcm", np.full((40, 40), 900, np.uint16), **phi)
+    image = decode_image_bytes(single.read_bytes(), "a.dcm", 32)
+    assert image.model_input.shape == (32, 32, 3) and image.model_input.dtype == np.float32
+    frames = write_dicom(tmp_path / "m.dcm", np.zeros((3, 40, 40), np.uint16), **phi)
+    with pytest.raises(ImageRejected) as err:
+        decode_image_bytes(frames.read_bytes(), "m.dcm", 32)
+    assert err.value.status == 415 and "multi-frame DICOM (3 frames)" in err.value.message
+    values = identifying_values([single, frames])
+    assert {"Kowalski^Anna", "MRN55501234", "Mercy West"} <= values
+    assert not [v for v in values if v in err.value.message + repr(image.filename)]
