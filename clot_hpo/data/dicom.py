@@ -61,7 +61,9 @@ _PACKAGE_BY_SYNTAX = {
     "1.2.840.10008.1.2.5": "pylibjpeg with pylibjpeg-rle (or pydicom's own RLE decoder)",
 }
 _VIDEO_PREFIXES = ("1.2.840.10008.1.2.4.10", "1.2.840.10008.1.2.4.11")  # MPEG-2/4, HEVC
-_VIDEO_PACKAGE = "PyAV (`av`) with pydicom >= 3.1 (or convert the video to image frames)"
+_VIDEO_PACKAGE = (
+    "none for pydicom 3.0 (PyAV or ffmpeg decode the video outside it: convert it to image frames)"
+)
 _NO_PIXELS = (
     "no pixel data (a DICOM file without an image: a report, an RT plan or structure set, "
     "a DICOMDIR or a waveform)"
@@ -299,9 +301,10 @@ def _check_decoder(header: DicomHeader) -> None:
         package = _VIDEO_PACKAGE
     else:
         package = _PACKAGE_BY_SYNTAX.get(uid, "no Python package known to this tool")
+    convert = "" if package == _VIDEO_PACKAGE else " (or convert the file to an uncompressed transfer syntax)"
     raise DicomRefused(
-        f"cannot decode {header.syntax()}: no installed decoder; the package that decodes it: {package} "
-        "(or convert the file to an uncompressed transfer syntax)"
+        f"cannot decode {header.syntax()}: no installed decoder; the package that decodes it: "
+        f"{package}{convert}"
     )
 
 
