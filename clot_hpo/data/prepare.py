@@ -218,6 +218,8 @@ def prepare_data(cfg: DataConfig, *, seed: int, out_dir: Path, progress: bool = 
     if group_source != "column":
         report["group_column"] = None
     report["patients"] = patient_counts(split) if grouped else None
+    # The leakage report counts patients too: a patient in two splits is leakage of its own.
+    report["leakage"]["patients"] = report["patients"]
     report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     shared_manifest_path = _write_shared(out_dir / SHARED_DIR, manifest, report)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -282,6 +283,10 @@ def test_a_dicom_split_groups_by_a_salted_patient_hash_and_counts_patients(
     assert len(groups) == 10 and all(g.startswith("patient-") for g in groups)  # 40 images, 4 per patient
     assert prepared.patients is not None and prepared.patients["all"] == 10
     assert prepared.patients["in_several_splits"] == 0
+    report = json.loads(prepared.report_path.read_text())
+    assert report["leakage"]["patients"] == prepared.patients == report["patients"]
+    shared = json.loads((tmp_path / "out" / "shared" / "data_report.json").read_text())
+    assert shared["leakage"]["patients"]["all"] == 10 and "group" not in shared
     split_of = prepared.manifest.groupby("group")["split"].nunique()
     assert (split_of == 1).all()
     # The same data gives the same pseudonyms (the salt is kept beside the data) ...
