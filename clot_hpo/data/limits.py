@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from clot_hpo.config.schema import DataConfig
-from clot_hpo.data.dicom import DicomRefused, DicomSettings, check_dicom_header, read_dicom_header
+from clot_hpo.data.dicom import (
+    DicomHeader,
+    DicomRefused,
+    DicomSettings,
+    check_dicom_header,
+    read_dicom_header,
+)
 from clot_hpo.errors import DataError
 
 DEFAULT_MAX_PIXELS: int = DataConfig.model_fields["max_pixels"].default
@@ -139,6 +145,11 @@ def dicom_header(source: str | Path | BinaryIO | bytes, max_pixels: int, setting
     """
     info = read_dicom_header(source)
     check_dicom_header(info, max_pixels, settings)
+    return _as_header(info)
+
+
+def _as_header(info: DicomHeader) -> Header:
+    """A DICOM header as the :class:`Header` every format shares (width = columns)."""
     return Header(
         info.columns,
         info.rows,
@@ -150,17 +161,41 @@ def dicom_header(source: str | Path | BinaryIO | bytes, max_pixels: int, setting
 
 
 def read_header(source: str | Path | BinaryIO) -> Header:
-    """The declared size, mode and format of an image (Pillow reads only the header).
+    """The declared size, mode and format of an image (only the header is read).
+
+    Pillow reads a PNG/JPEG header; a DICOM file (by name or its ``DICM`` mark) is read by
+    pydicom without its pixel data, so a caller sizing a memory budget sees its frames and
+    bit depth too.
 
     Raises:
         PIL.UnidentifiedImageError, OSError, PIL.Image.DecompressionBombError: as
             ``Image.open`` does; callers turn them into their own messages.
+        DicomRefused: a DICOM file whose header declares no image or cannot be read.
     """
     from PIL import Image
 
+    if _looks_like_dicom(source):
+        info = read_dicom_header(source)
+        return Header(
+            info.columns,
+            info.rows,
+            info.photometric,
+            "DICOM",
+            frames=info.frames,
+            decode_need=info.decode_bytes(),
+        )
     with Image.open(source) as image:
         width, height = image.size
         return Header(int(width), int(height), image.mode, image.format or "")
+
+
+def _looks_like_dicom(source: str | Path | BinaryIO) -> bool:
+    if isinstance(source, str | Path):
+        return is_dicom_file(source)
+    start = source.tell()
+    head = source.read(_DICOM_MAGIC_OFFSET + 4)
+    source.seek(start)
+    return is_dicom_bytes(head)
 
 
 def pixel_limit_message(header: Header, max_pixels: int) -> str:

@@ -319,3 +319,17 @@ def test_the_dicom_config_section_is_checked() -> None:
     assert DicomSettings.from_config(DicomConfig(window=(40, 400), frame=2)) == DicomSettings(
         (40.0, 400.0), 2
     )
+
+
+def test_read_header_sizes_a_dicom_upload_from_its_header(tmp_path: Path) -> None:
+    # The page sizes its memory budget with read_header on the upload's bytes.
+    import io
+
+    from clot_hpo.data.limits import read_header
+
+    frames = np.zeros((4, 30, 20), np.uint16)
+    data = write_dicom(tmp_path / "m.dcm", frames).read_bytes()
+    header = read_header(io.BytesIO(data))
+    assert (header.format, header.width, header.height, header.frames) == ("DICOM", 20, 30, 4)
+    assert header.pixels == 2400 and header.decode_bytes() >= 30 * 20 * 2 + 30 * 20 * 3 * 4
+    assert read_header(tmp_path / "m.dcm") == header

@@ -153,3 +153,24 @@ def test_array_dataset_keeps_float32_pixels_unrounded() -> None:
 def test_array_dataset_states_what_it_needs(images: np.ndarray, labels: list[int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_array_dataset(images, labels, batch_size=2, shuffle=False, seed=0)
+
+
+def test_make_dataset_reads_dicom_in_the_same_seeded_order(tmp_path: Path) -> None:
+    # Issue 23: DICOM files decode up front (float32) and batch like the decoded cache does.
+    from clot_hpo.data.pipeline import decode_images
+    from tests.support.dicom import write_dicom
+
+    paths = [
+        write_dicom(
+            tmp_path / f"{i}.dcm", np.full((10, 10), 1000 * i, np.uint16), RescaleSlope=1, RescaleIntercept=0
+        )
+        for i in range(5)
+    ]
+    labels = [0, 1, 0, 1, 1]
+    from_files = make_dataset(paths, labels, image_size=8, batch_size=2, shuffle=True, seed=3)
+    images = decode_images(paths, 8)
+    assert images.dtype == np.float32
+    from_arrays = make_array_dataset(images, labels, batch_size=2, shuffle=True, seed=3)
+    for (a, y), (b, z) in zip(from_files, from_arrays, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        np.testing.assert_array_equal(y.numpy(), z.numpy())
