@@ -333,3 +333,29 @@ def test_read_header_sizes_a_dicom_upload_from_its_header(tmp_path: Path) -> Non
     assert (header.format, header.width, header.height, header.frames) == ("DICOM", 20, 30, 4)
     assert header.pixels == 2400 and header.decode_bytes() >= 30 * 20 * 2 + 30 * 20 * 3 * 4
     assert read_header(tmp_path / "m.dcm") == header
+
+
+def test_ybr_becomes_the_rgb_it_encodes() -> None:
+    files = {p.name: p for p in shipped_test_files()}
+    ybr, header = decode_dicom(files["SC_ybr_full_422_uncompressed.dcm"], max_pixels=LIMIT)
+    rgb, _ = decode_dicom(files["SC_rgb_rle.dcm"], max_pixels=LIMIT)  # the same picture in RGB
+    assert header.photometric == "YBR_FULL_422"
+    assert np.abs(ybr - rgb).mean() < 1.0 and np.abs(ybr - rgb).max() <= 6.0  # 4:2:2 chroma
+
+
+def test_a_voi_lut_sequence_wins_over_any_window(tmp_path: Path) -> None:
+    from pydicom import dcmread, dcmwrite
+    from pydicom.dataset import Dataset
+
+    path = write_dicom(tmp_path / "lut.dcm", np.arange(16, dtype=np.uint16).reshape(4, 4))
+    ds = dcmread(path)
+    item = Dataset()
+    item.LUTDescriptor = [16, 0, 8]  # 16 entries from stored value 0, 8-bit output
+    item.LUTData = [255 - 17 * i for i in range(16)]  # an inverting LUT
+    item["LUTData"].VR = "US"
+    ds.VOILUTSequence = [item]
+    ds.WindowCenter, ds.WindowWidth = 8, 4
+    dcmwrite(path, ds)
+    pixels, _ = decode_dicom(path, settings=DicomSettings(window=(300, 600)), max_pixels=LIMIT)
+    expected = np.array([255 - 17 * i for i in range(16)], dtype=np.float32).reshape(4, 4)
+    np.testing.assert_allclose(pixels[..., 0], expected, atol=1e-3)
