@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from clot_hpo.config import DataConfig
-from clot_hpo.serve.images import DEFAULT_MAX_PIXELS, ImageRejected, decode_image_bytes
+from clot_hpo.serve.images import (
+    DECODE_BYTES_PER_PIXEL,
+    DEFAULT_MAX_PIXELS,
+    ImageRejected,
+    decode_image_bytes,
+)
 from tests.unit.data.test_boundaries import dicom_bytes
 
 
@@ -16,7 +21,7 @@ def test_the_page_uses_the_one_pixel_limit() -> None:
 def test_a_dicom_upload_is_named_as_dicom() -> None:
     with pytest.raises(ImageRejected) as err:
         decode_image_bytes(dicom_bytes(), "chest.dcm", 32)
-    assert err.value.status == 400
+    assert err.value.status == 415  # a format the data layer does not read (issue 20)
     assert err.value.message == "chest.dcm: DICOM is not supported: convert to PNG/JPEG"
 
 
@@ -36,7 +41,7 @@ def test_concurrent_requests_decode_within_the_memory_budget(monkeypatch: pytest
     in_flight, most = 0, 0
     lock = threading.Lock()
 
-    def slow_decode(data: bytes, name: str, size: int, *, max_pixels: int) -> str:
+    def slow_decode(data: bytes, name: str, size: int, *, max_pixels: int, display: bool) -> str:
         nonlocal in_flight, most
         with lock:
             in_flight += 1
@@ -47,7 +52,7 @@ def test_concurrent_requests_decode_within_the_memory_budget(monkeypatch: pytest
         return name
 
     monkeypatch.setattr(app_module, "decode_image_bytes", slow_decode)
-    one_request = 2 * 200 * 200 * (3 + 3 + 3)
+    one_request = 2 * 200 * 200 * DECODE_BYTES_PER_PIXEL
     budget = MemoryBudget(one_request + one_request // 2)  # room for one request, not two
 
     def request() -> None:
