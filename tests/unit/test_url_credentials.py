@@ -11,7 +11,7 @@ import logging
 
 import pytest
 
-from clot_hpo.cli import build_parser, warn_url_credentials
+from clot_hpo.cli import build_parser
 from clot_hpo.util import redact_secrets, redact_text, redact_url
 
 SECRET = "Pg-q8w2e-secret"
@@ -70,21 +70,26 @@ COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize(
-    "argv", COMMANDS, ids=lambda argv: f"{argv[0]} {argv[-2] if argv[-2].startswith('--') else argv[-3]}"
-)
+def _flag(argv: list[str]) -> str:
+    return next(a for a in argv if a in ("--storage", "--tracking-uri"))
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=lambda argv: f"{argv[0]} {_flag(argv)}")
 def test_every_command_taking_a_url_warns_about_its_password(
     argv: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    from clot_hpo.cli import warn_url_credentials
+
     args = build_parser().parse_args(argv)
     with caplog.at_level(logging.WARNING, logger="clot_hpo"):
         warn_url_credentials(args)
-    flag = next(a for a in argv if a in ("--storage", "--tracking-uri"))
-    assert [r.getMessage().split(" ", 1)[0] for r in caplog.records] == [flag]
+    assert [r.getMessage().split(" ", 1)[0] for r in caplog.records] == [_flag(argv)]
     assert "carries a password" in caplog.text and SECRET not in caplog.text
 
 
 def test_a_url_without_a_credential_gives_no_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from clot_hpo.cli import warn_url_credentials
+
     args = build_parser().parse_args(["serve", "--tracking-uri", "http://mlflow:5000/?x=1"])
     with caplog.at_level(logging.WARNING, logger="clot_hpo"):
         warn_url_credentials(args)
