@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/page_memory.py                          # this checkout
     .venv/bin/python benchmarks/page_memory.py --code /old/checkout --code .   # before / after
 
-For each checkout (``--code``, the folder whose ``clot_hpo`` the server runs) it starts
-``clot-hpo serve`` on loopback with an untrained tiny CNN (32 px, registered in a temporary
-store), then, per scenario, resets the server process's peak RSS (``/proc/PID/clear_refs``),
-sends the requests and reads ``VmHWM`` from ``/proc/PID/status``:
+For each checkout (``--code``, the folder whose ``clot_hpo`` the server runs) and each
+scenario it starts ``clot-hpo serve`` on loopback with an untrained tiny CNN (32 px,
+registered in a temporary store), resets the server process's peak RSS
+(``/proc/PID/clear_refs``), sends the requests, reads ``VmHWM`` from ``/proc/PID/status`` and
+stops the server:
 
 * ``gif``: one animated GIF of 300 full-canvas frames of 2000 x 2000 (about 1.4 MB);
 * ``gif x3``: three of them at once;
@@ -168,12 +169,15 @@ def main() -> None:
     }
     results: dict[str, object] = {"gif_bytes": len(gif), "load": os.getloadavg()}
     for code in codes:
-        process, port = start_server(code, champion.tracking_uri, champion.model_uri, cache / "serve.log")
-        try:
-            results[str(code)] = {name: measure(process.pid, port, reqs) for name, reqs in scenarios.items()}
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+        measured = {}
+        for name, reqs in scenarios.items():  # a fresh server each: freed memory is not reused
+            process, port = start_server(code, champion.tracking_uri, champion.model_uri, cache / "serve.log")
+            try:
+                measured[name] = measure(process.pid, port, reqs)
+            finally:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
+        results[str(code)] = measured
     if len(codes) == 2:
         first, second = (results[str(c)] for c in codes)
         assert isinstance(first, dict) and isinstance(second, dict)
