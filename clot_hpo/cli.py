@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from clot_hpo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClotHpoError, ConfigError
 from clot_hpo.models import list_backbones, list_optimizers
-from clot_hpo.util import first_line, redact_logging, redact_text
+from clot_hpo.util import first_line, redact_logging, redact_text, redact_url
 
 log = logging.getLogger("clot_hpo")
 
@@ -127,14 +127,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 # ----- parser -----------------------------------------------------------------------------
-def _add_image_limits(p: argparse.ArgumentParser, *, outside_root: bool = False) -> None:
-    """The data layer's limits as options: the pixel limit and, for data folders, the root rule."""
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        help="largest width x height, checked from the header before decoding "
-        "(default: the config's data.max_pixels, else 50,000,000)",
-    )
+def _add_dicom_options(p: argparse.ArgumentParser) -> None:
+    """How a DICOM file becomes an image: the study's window and frame, unless these say otherwise."""
     p.add_argument(
         "--dicom-window",
         type=float,
@@ -149,6 +143,17 @@ def _add_image_limits(p: argparse.ArgumentParser, *, outside_root: bool = False)
         help="frame (0-based) of multi-frame DICOM files (default: the config's data.dicom.frame, "
         "else such files are refused)",
     )
+
+
+def _add_image_limits(p: argparse.ArgumentParser, *, outside_root: bool = False) -> None:
+    """The data layer's limits as options: the pixel limit and, for data folders, the root rule."""
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        help="largest width x height, checked from the header before decoding "
+        "(default: the config's data.max_pixels, else 50,000,000)",
+    )
+    _add_dicom_options(p)
     if outside_root:
         p.add_argument(
             "--allow-outside-root",
@@ -264,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--storage",
         help="Optuna storage the study ran on (only its COMPLETE trials can be promoted); "
-        "default: the config's search.storage, else sqlite:///mlruns/optuna.db",
+        "default: $CLOT_HPO_STORAGE, else the config's search.storage, else sqlite:///mlruns/optuna.db",
     )
     p.add_argument(
         "--gate-metric",
@@ -321,14 +326,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to bind (default 127.0.0.1: the page has no authentication)",
     )
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image file accepted (413)")
-    p.add_argument("--max-files", type=int, default=16, help="most images per request")
+    p.add_argument(
+        "--trusted-host",
+        action="append",
+        dest="trusted_hosts",
+        metavar="NAME",
+        help="a name the page answers to besides the loopback names and --host (repeatable; the Host "
+        "header of any other is refused: default the config's serve.trusted_hosts)",
+    )
+    serve_default = "default: the config's serve.{}, else {}"
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        help="largest image file accepted (413); " + serve_default.format("max_upload_mb", 10),
+    )
+    p.add_argument(
+        "--max-files", type=int, help="most images per request; " + serve_default.format("max_files", 16)
+    )
+    p.add_argument(
+        "--max-request-mb",
+        type=float,
+        help="largest request body (413); " + serve_default.format("max_request_mb", 32),
+    )
+    p.add_argument(
+        "--max-concurrent-uploads",
+        type=int,
+        help="request bodies received at once (503 with Retry-After past it); "
+        + serve_default.format("max_concurrent_uploads", 4),
+    )
+    p.add_argument(
+        "--max-buffered-mb",
+        type=float,
+        help="bytes all requests in flight may hold (503 with Retry-After past it); "
+        + serve_default.format("max_buffered_mb", 128),
+    )
     p.add_argument(
         "--max-pixels",
         type=int,
         help="largest declared width x height accepted, checked before decoding (413 above; "
         "default: the config's data.max_pixels, else 50,000,000)",
     )
+    _add_dicom_options(p)
 
     p = add("report", _cmd_report, "a study's report: results with intervals, paired tests, calibration")
     p.add_argument("--experiment", required=True, help="MLflow experiment (the study name)")
@@ -378,11 +416,21 @@ def apply_config_defaults(args: argparse.Namespace) -> None:
             args.dicom_window = dicom.window
         if args.dicom_frame is None:
             args.dicom_frame = dicom.frame
-    if args.command == "promote":
-        if args.storage is None:
-            from clot_hpo.config.schema import SearchConfig
+    if args.command == "serve":  # the page's limits: flags, else the config's serve section
+        from clot_hpo.config import ServeConfig
 
-            args.storage = config.search.storage if config is not None else SearchConfig().storage
+        serve = config.serve if config is not None else ServeConfig()
+        for key in ServeConfig.model_fields:
+            if getattr(args, key, None) is None:
+                setattr(args, key, getattr(serve, key))
+    if args.command == "promote":
+        if args.storage is None:  # as `search` finds it: the environment, then the config
+            from clot_hpo.config.schema import SearchConfig
+            from clot_hpo.search.commands import STORAGE_ENV
+
+            args.storage = os.environ.get(STORAGE_ENV) or (
+                config.search.storage if config is not None else SearchConfig().storage
+            )
         if args.model_name is None:
             args.model_name = tracking.model_name
         if args.experiment is None:
@@ -391,6 +439,26 @@ def apply_config_defaults(args: argparse.Namespace) -> None:
             args.experiment = tracking.experiment or config.study_name
     elif args.model is None:
         args.model = f"models:/{tracking.model_name}@champion"
+
+
+def warn_url_credentials(args: argparse.Namespace) -> None:
+    """Warn about a credential in a URL given on the command line, for every command that takes one.
+
+    ``ps`` shows a process's arguments to every user of the machine; the warning says where
+    the credential belongs instead (the URL itself is never printed).
+    """
+    from clot_hpo.search.commands import STORAGE_ENV
+
+    for flag, attr in (("--storage", "storage"), ("--tracking-uri", "tracking_uri")):
+        url = getattr(args, attr, None)
+        if url and redact_url(url) != url:
+            log.warning(
+                "%s carries a password, which every user of this machine can read (`ps`): put the storage "
+                "URL in %s or the config, or its password in PGPASSWORD / ~/.pgpass; the tracking login "
+                "in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+                flag,
+                STORAGE_ENV,
+            )
 
 
 def _server_refusal(exc: BaseException) -> str | None:
@@ -434,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         os.environ["CLOT_HPO_DEBUG"] = "1"
     try:
+        warn_url_credentials(args)  # before the config's URLs fill in what the command line lacks
         apply_config_defaults(args)
         if args.command in ("predict", "evaluate", "estimate-vram", "serve", "explain") and not debug:
             _import_tensorflow_quietly()

@@ -47,19 +47,37 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 
-def _decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """File path -> uint8 (S, S, 3) image."""
+def decode_image(raw: tf.Tensor | bytes) -> tf.Tensor:
+    """An image file's bytes -> uint8 ``(H, W, 3)``: the one decoder of training, ``predict`` and the page.
+
+    The first frame only (``expand_animations=False``); grayscale becomes RGB, alpha is
+    dropped, 16-bit samples are scaled to 8 bits. Callers check the header first
+    (:func:`clot_hpo.data.limits.check_headers`, or the page's own check of an upload).
+    """
     import tensorflow as tf
 
-    raw = tf.io.read_file(path)
     # channels=3 turns grayscale into RGB and drops alpha; expand_animations=False keeps a
     # (H, W, C) shape for every format so the graph has a static rank.
     image = tf.io.decode_image(raw, channels=3, expand_animations=False, dtype=tf.uint8)
     image.set_shape([None, None, 3])
+    return image
+
+
+def resize_image(image: tf.Tensor | np.ndarray, image_size: int) -> tf.Tensor:
+    """uint8 ``(H, W, 3)`` -> uint8 ``(S, S, 3)``, resized as every model input is."""
+    import tensorflow as tf
+
     # antialias=True: downscaling 512 px scans to 64 px without aliasing artefacts.
-    image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
+    resized = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
     # saturate_cast clips and casts in one op (measured faster than clip_by_value + cast).
-    return tf.saturate_cast(tf.round(image), tf.uint8)
+    return tf.saturate_cast(tf.round(resized), tf.uint8)
+
+
+def _decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """File path -> uint8 (S, S, 3) image."""
+    import tensorflow as tf
+
+    return resize_image(decode_image(tf.io.read_file(path)), image_size)
 
 
 def resize_pixels(pixels: np.ndarray, image_size: int) -> np.ndarray:
@@ -70,9 +88,9 @@ def resize_pixels(pixels: np.ndarray, image_size: int) -> np.ndarray:
     """
     import tensorflow as tf
 
-    resized = tf.image.resize(pixels, [image_size, image_size], method="bilinear", antialias=True)
     if pixels.dtype == np.uint8:
-        return np.asarray(tf.saturate_cast(tf.round(resized), tf.uint8))
+        return np.asarray(resize_image(pixels, image_size))
+    resized = tf.image.resize(pixels, [image_size, image_size], method="bilinear", antialias=True)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 255.0)
 
 

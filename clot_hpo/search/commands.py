@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import time
 from pathlib import Path
@@ -21,15 +20,6 @@ STORAGE_ENV = "CLOT_HPO_STORAGE"
 def search_command(args: argparse.Namespace) -> int:
     """Run (or resume) the study of ``args.config``; returns the exit code."""
     started = time.monotonic()
-    for flag, url in (("--storage", args.storage), ("--tracking-uri", args.tracking_uri)):
-        if url and redact_url(url) != url:
-            logging.getLogger("clot_hpo").warning(
-                "%s carries a password, which every user of this machine can read (`ps`): put "
-                "the storage URL in %s, or its password in PGPASSWORD / ~/.pgpass; the tracking "
-                "login in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
-                flag,
-                STORAGE_ENV,
-            )
     overrides = {
         "search.n_trials": args.n_trials,
         "search.timeout": args.timeout,

@@ -467,7 +467,9 @@ def evaluate_and_log(
         sample_images=samples,
         figures=True,
     )
-    if ev.explanations:  # Grad-CAM overlays of test images, one figure per kind (explanations/)
+    # Grad-CAM overlays of test images, one figure per kind (explanations/): images of the data,
+    # so by default only to a store that keeps them on this machine (evaluation.explanations).
+    if setup.config.logs_explanations:
         from clot_hpo.explain import failure_gallery
 
         gallery = failure_gallery(model, data.images("test"), y_test, p_test, float(threshold))
