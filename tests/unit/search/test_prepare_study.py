@@ -55,10 +55,18 @@ def test_a_prepared_study_is_not_enqueued_again_even_once_its_trials_are_gone() 
     assert study.trials == []
 
 
-def test_the_check_and_the_enqueueing_happen_under_the_lock() -> None:
-    """Two workers that both saw an empty study: the second, once it holds the lock, sees the first's."""
+def test_the_check_and_the_enqueueing_happen_under_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers that all saw an empty study: the others, once they hold the lock, see the first's."""
     study = optuna.create_study()
     spaces = {"tiny_cnn": TINY_SPACE}
+    read = study.get_trials
+
+    def slow_read(*args: object, **kwargs: object) -> list[optuna.trial.FrozenTrial]:
+        trials = read(*args, **kwargs)  # type: ignore[arg-type]
+        time.sleep(0.1)  # a busy database: every thread sees the study empty without the lock
+        return trials
+
+    monkeypatch.setattr(study, "get_trials", slow_read)
     lock = threading.Lock()
     results: list[list[dict[str, object]]] = []
     barrier = threading.Barrier(4)
