@@ -227,6 +227,8 @@ _SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$", re.IGNORECASE)
 def test_passwords_only_through_secret_key_refs() -> None:
     placeholders = set(secret_template().values())
     assert all(v.startswith("change-me") for v in placeholders), "the template holds placeholders only"
+    ignored = (ROOT / ".gitignore").read_text()
+    assert "/deploy/kubernetes/secret.yaml" in ignored, "a filled copy of the template stays out of git"
     for resource in load_resources():
         if resource.kind == "Secret":
             continue
