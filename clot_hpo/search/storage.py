@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 # Connections a database storage keeps per process. SQLAlchemy's default pool keeps every
 # connection a process ever opened (up to 5 idle): benchmarks/storage_scale.py measured two per
-# worker process at 16 workers, and each PostgreSQL connection is a server process. One kept
-# connection serves the study's main thread; its heartbeat thread may open one more for a moment.
+# worker process (128 connections at 64), and each PostgreSQL connection is a server process.
+# One kept connection serves the study's main thread (66 at 64 processes, docs/kubernetes.md);
+# its heartbeat thread may open one more for a moment.
 POOL_SIZE, POOL_OVERFLOW = 1, 2
 
 
@@ -36,7 +37,7 @@ def _engine_kwargs(url: str, *, pooled: bool = True) -> dict[str, Any]:
     if not pooled:
         from sqlalchemy.pool import NullPool
 
-        # A connection per call (about 4x slower per call, benchmarks/storage_scale.py), none
+        # A connection per call (about 3x slower per call, benchmarks/storage_scale.py), none
         # held between calls: for a trial process, which writes once per epoch.
         return {"poolclass": NullPool}
     # Survive a database restart: test pooled connections before use.

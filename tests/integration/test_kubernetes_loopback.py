@@ -10,9 +10,9 @@ servers: a throwaway PostgreSQL (the Optuna storage, a role named as in the Conf
 2. three worker pods start together; one gets SIGTERM mid-epoch (what the kubelet sends on
    preemption), one SIGKILL (a node lost); the Job controller's reading of the
    podFailurePolicy decides on each exit code, and the preempted pod is replaced as it would be;
-3. the study ends with every trial counted once, nothing RUNNING or WAITING, the defaults
-   enqueued once, the preempted trial resumed from its checkpoint (through the tracking
-   server) and the killed one retried.
+3. the study ends with every trial counted once, nothing RUNNING or WAITING (in Optuna or
+   MLflow), the defaults enqueued once, the preempted trial resumed from its checkpoint
+   (through the tracking server) and the killed one retried.
 
 Tiny on purpose: tiny CNN at 32 px, 80 images, 8 short epochs, 4 trials.
 """
@@ -228,8 +228,24 @@ def pods(
     yield Pods(postgres_session, server, study_config, tiny_dataset, tmp_path)
 
 
+def _runs_left_running(server: MlflowServer, study: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The study's MLflow runs still RUNNING, read as the admin."""
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+    client = MlflowClient(server.uri)
+    experiment = client.get_experiment_by_name(study)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert len(runs) >= N_TRIALS + 1, "the study's run and a run per trial"
+    return [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+
+
 @pytest.mark.timeout(420)
-def test_the_manifests_worker_pods_survive_preemption_and_a_lost_node(pods: Pods) -> None:
+def test_the_manifests_worker_pods_survive_preemption_and_a_lost_node(
+    pods: Pods, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config, _ = pods.values()
     storage, study = config["CLOT_HPO_STORAGE"], config["STUDY_NAME"]
     users = pods.run("clot-hpo-mlflow-users", "mlflow-users")
@@ -310,3 +326,4 @@ def test_the_manifests_worker_pods_survive_preemption_and_a_lost_node(pods: Pods
     assert lost.state.name == "FAIL", "a vanished worker's trial is failed by heartbeat"
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert [t.state.name for t in retries] == ["COMPLETE"] and retries[0].params == lost.params
+    assert _runs_left_running(pods.server, study, monkeypatch) == [], "no MLflow run left RUNNING"
