@@ -96,6 +96,8 @@ def test_the_stack_has_each_part() -> None:
         ("PersistentVolumeClaim", "clot-hpo-data"),
         ("Job", "clot-hpo-mlflow-users"),
         ("Job", "clot-hpo-prepare"),
+        ("NetworkPolicy", "clot-hpo-postgres"),
+        ("NetworkPolicy", "clot-hpo-mlflow"),
         *(("Job", name) for name in WORKER_JOBS),
     ]:
         assert expected in kinds, f"missing {expected}"
@@ -313,6 +315,34 @@ def test_nothing_is_published_outside_the_namespace() -> None:
         assert resource.kind not in ("Ingress", "Route"), resource.name
         if resource.kind == "Service":
             assert resource.doc["spec"].get("type", "ClusterIP") == "ClusterIP", resource.name
+
+
+def test_network_policies_admit_only_the_stacks_own_clients() -> None:
+    """PostgreSQL and MLflow accept connections only from the pods that need them."""
+
+    def admitted(policy: Resource) -> tuple[set[str], list[int]]:
+        (rule,) = policy.doc["spec"]["ingress"]
+        (source,) = rule["from"]
+        (components,) = [
+            e for e in source["podSelector"]["matchExpressions"] if e["key"] == "app.kubernetes.io/component"
+        ]
+        return set(components["values"]), [p["port"] for p in rule["ports"]]
+
+    def component(resource: Resource) -> str:
+        return str(resource.doc["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"])
+
+    postgres, mlflow = find("NetworkPolicy", "clot-hpo-postgres"), find("NetworkPolicy", "clot-hpo-mlflow")
+    users_of_db = {component(r) for r in workloads() if "PGPASSWORD" in str(r.doc) and r.name != "postgres"}
+    assert admitted(postgres) == (users_of_db, [5432]) == ({"mlflow", "prepare", "worker"}, [5432])
+    trackers = {
+        component(r)
+        for r in workloads()
+        for c in containers(r)
+        if any(e["name"] == "MLFLOW_TRACKING_URI" for e in c.get("env", []))
+    }
+    assert admitted(mlflow) == (trackers, [5000]) == ({"mlflow-users", "prepare", "worker"}, [5000])
+    for policy, target in ((postgres, "postgres"), (mlflow, "mlflow")):
+        assert policy.doc["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == target
 
 
 def test_the_postgres_init_script_is_docker_initdb_sh() -> None:
