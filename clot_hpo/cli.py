@@ -78,6 +78,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return search_command(args)
 
 
+def _cmd_prepare_study(args: argparse.Namespace) -> int:
+    from clot_hpo.search.commands import prepare_study_command
+
+    return prepare_study_command(args)
+
+
 def _cmd_estimate_vram(args: argparse.Namespace) -> int:
     from clot_hpo.budget.commands import estimate_vram_command
 
@@ -163,6 +169,25 @@ def _add_image_limits(p: argparse.ArgumentParser, *, outside_root: bool = False)
         )
 
 
+def _add_study_options(p: argparse.ArgumentParser) -> None:
+    """The options that name a study and its servers: ``search`` and ``prepare-study``."""
+    p.add_argument("config", help="experiment YAML (experiments/*.yaml)")
+    p.add_argument("--study-name")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL (sqlite:///..., postgresql+psycopg2://...); default: $CLOT_HPO_STORAGE, "
+        "else the config's search.storage. No password here (`ps` shows it): use PGPASSWORD",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (sqlite:///... or http://...); a server's login comes from "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+    )
+    p.add_argument("--no-tracking", action="store_true", help="use the no-op tracker")
+    p.add_argument("--data", help="data folder (overrides data.path)")
+    p.add_argument("--seed", type=int)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``clot-hpo`` command."""
     parser = argparse.ArgumentParser(
@@ -217,26 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_limits(p, outside_root=True)
 
     p = add("search", _cmd_search, "launch or resume an Optuna study")
-    p.add_argument("config", help="experiment YAML (experiments/*.yaml)")
+    _add_study_options(p)
     p.add_argument("--n-trials", type=int)
     p.add_argument("--timeout", type=float, help="wall-clock budget in seconds")
     p.add_argument("--max-total-epochs", type=int, help="budget of epochs over all trials")
-    p.add_argument("--study-name")
-    p.add_argument(
-        "--storage",
-        help="Optuna storage URL (sqlite:///..., postgresql+psycopg2://...); default: $CLOT_HPO_STORAGE, "
-        "else the config's search.storage. No password here (`ps` shows it): use PGPASSWORD",
-    )
-    p.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (sqlite:///... or http://...); a server's login comes from "
-        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
-    )
-    p.add_argument("--no-tracking", action="store_true", help="use the no-op tracker")
-    p.add_argument("--data", help="data folder (overrides data.path)")
-    p.add_argument("--seed", type=int)
     p.add_argument("--epochs", type=int, help="epochs per trial (overrides training.epochs)")
     p.add_argument("--vram-gb", type=float, help="VRAM budget in GiB (overrides budget.vram_gb)")
+
+    p = add(
+        "prepare-study",
+        _cmd_prepare_study,
+        "validate config, data and servers, then create the study and enqueue its defaults once "
+        "(run before starting workers; again changes nothing)",
+    )
+    _add_study_options(p)
 
     p = add("estimate-vram", _cmd_estimate_vram, "estimate a training configuration's GPU memory")
     p.add_argument("--backbone", required=True, choices=list_backbones())

@@ -111,7 +111,7 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
     gpu = configure_gpu(config.budget.mixed_precision)
     study = optuna.load_study(
         study_name=task.study_name,
-        storage=storage or open_storage(task.storage),
+        storage=storage or open_storage(task.storage, pooled=False),
         # Seeded per trial: a fresh process with the study's seed would repeat its samples.
         sampler=create_sampler(config.search.sampler, seed=seed),
         pruner=create_pruner(config.search.pruner, max_epochs=config.training.epochs),
