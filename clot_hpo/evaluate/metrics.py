@@ -25,26 +25,20 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 from statsmodels.stats.proportion import proportion_confint
 
 from clot_hpo.errors import ConfigError
+from clot_hpo.evaluate.catalogue import (
+    CI_HIGH,
+    CI_LOW,
+    Metric,
+    Scored,
+    all_metrics,
+    register_metric,
+)
 
 THRESHOLD_METHODS = ("youden", "target_sensitivity")
-PROPORTIONS = ("accuracy", "precision", "recall", "sensitivity", "specificity")
-BOOTSTRAPPED = ("auc", "pr_auc", "f1")
-METRIC_NAMES = (
-    "accuracy",
-    "precision",
-    "recall",
-    "sensitivity",
-    "specificity",
-    "f1",
-    "auc",
-    "pr_auc",
-    "brier",
-    "ece",
-)
 FALLBACK_THRESHOLD = 0.5
 ECE_BINS = 10
 
@@ -185,26 +179,83 @@ def _f1(tp: int, fp: int, fn: int) -> float:
     return _ratio(2 * tp, 2 * tp + fp + fn)
 
 
+# ----- the catalogue's entries --------------------------------------------------------------------
+# The order is the tables' order. Proportions are (count, n): Wilson intervals.
+def _accuracy(s: Scored) -> tuple[int, int]:
+    tn, _, _, tp = s.counts
+    return tp + tn, s.y.size
+
+
+def _precision(s: Scored) -> tuple[int, int]:
+    _, fp, _, tp = s.counts
+    return tp, tp + fp
+
+
+def _sensitivity(s: Scored) -> tuple[int, int]:
+    _, _, fn, tp = s.counts
+    return tp, tp + fn
+
+
+def _specificity(s: Scored) -> tuple[int, int]:
+    tn, fp, _, _ = s.counts
+    return tn, tn + fp
+
+
+def _f1_of(s: Scored) -> float:
+    _, fp, fn, tp = s.counts
+    return _f1(tp, fp, fn)
+
+
+def _auc(s: Scored) -> float:
+    return 0.5 if s.single_class else fast_roc_auc(s.y, s.p)
+
+
+def _pr_auc(s: Scored) -> float:
+    return float(s.y.mean()) if s.single_class else fast_average_precision(s.y, s.p)
+
+
+def _brier(s: Scored) -> float:
+    return float(np.mean((s.p - s.y) ** 2))
+
+
+def _ece(s: Scored) -> float:
+    return expected_calibration_error(s.y, s.p)
+
+
+for _entry in (
+    Metric("accuracy", "Accuracy", _accuracy, interval="wilson", summary=True),
+    Metric("precision", "Precision", _precision, interval="wilson"),
+    Metric("recall", "Recall", _sensitivity, interval="wilson"),
+    Metric("sensitivity", "Sensitivity", _sensitivity, interval="wilson", summary=True),
+    Metric("specificity", "Specificity", _specificity, interval="wilson", summary=True),
+    Metric("auc", "AUC", _auc, interval="bootstrap", summary=True, headline=True),
+    Metric("f1", "F1", _f1_of, interval="bootstrap"),
+    Metric("pr_auc", "PR AUC", _pr_auc, interval="bootstrap"),
+    Metric("brier", "Brier score", _brier, direction="minimize", table=False),
+    Metric("ece", "ECE", _ece, direction="minimize", table=False),
+):
+    register_metric(_entry)
+
+
 def _bootstrap(
-    y: np.ndarray, p: np.ndarray, threshold: float, *, confidence: float, n_bootstrap: int, seed: int
+    scored: Scored, metrics: tuple[Metric, ...], *, n_bootstrap: int, seed: int
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of AUC, PR AUC and F1 (paired resampling)."""
+    """Percentile bootstrap intervals of ``metrics`` (paired resampling of label and score)."""
     rng = np.random.default_rng(seed)
+    y, p = scored.y, scored.p
     n = y.size
-    stats: dict[str, list[float]] = {name: [] for name in BOOTSTRAPPED}
+    stats: dict[str, list[float]] = {m.name: [] for m in metrics}
     for _ in range(n_bootstrap):
         idx = rng.integers(0, n, size=n)
-        yb, pb = y[idx], p[idx]
+        yb = y[idx]
         if _single_class(yb):
             continue
-        pred = pb >= threshold
-        tp = int(np.sum(pred & (yb == 1)))
-        fp = int(np.sum(pred & (yb == 0)))
-        fn = int(np.sum(~pred & (yb == 1)))
-        stats["auc"].append(fast_roc_auc(yb, pb))
-        stats["pr_auc"].append(fast_average_precision(yb, pb))
-        stats["f1"].append(_f1(tp, fp, fn))
-    alpha = 1.0 - confidence
+        resample = Scored(yb, p[idx], scored.threshold, scored.confidence, scored.prevalence)
+        for m in metrics:
+            value = m.compute(resample)
+            if value is not None:
+                stats[m.name].append(float(value))
+    alpha = 1.0 - scored.confidence
     out: dict[str, tuple[float, float]] = {}
     for name, values in stats.items():
         if len(values) < 2:
@@ -215,6 +266,20 @@ def _bootstrap(
     return out
 
 
+def _estimate(metric: Metric, scored: Scored) -> tuple[float, float | None, float | None] | None:
+    """A metric's value and, unless bootstrapped or without one, its interval."""
+    raw = metric.compute(scored)
+    if raw is None:
+        return None
+    if metric.interval == "wilson":
+        num, den = raw
+        return (_ratio(num, den), *wilson_interval(num, den, scored.confidence))
+    if metric.interval == "derived":
+        value, low, high = raw
+        return float(value), float(low), float(high)
+    return float(raw), None, None
+
+
 def binary_metrics(
     y_true: Any,
     y_prob: Any,
@@ -223,47 +288,50 @@ def binary_metrics(
     confidence: float = 0.95,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    prevalence: float | None = None,
 ) -> dict[str, float]:
-    """Every metric of one split, with intervals (see the module docstring for conventions).
+    """Every metric of the catalogue on one split, with intervals (conventions: module docstring).
+
+    Args:
+        y_true, y_prob: labels (0/1) and scores.
+        threshold: ``p >= threshold`` is positive.
+        confidence: the level of every interval.
+        n_bootstrap: resamples behind the bootstrap intervals (0: the interval is ``[0, 1]``).
+        seed: seeds the bootstrap.
+        prevalence: the deployment prevalence of the predictive values (None: the split's own).
 
     Returns:
-        ``accuracy, precision, recall, sensitivity, specificity, f1, auc, pr_auc, brier, ece``
-        and ``<name>_ci_low`` / ``<name>_ci_high`` for the proportions, ``f1``, ``auc`` and
-        ``pr_auc``. Every value is a finite float.
+        Each catalogue metric by name (``accuracy, precision, ..., auc, pr_auc, brier, ece``)
+        and ``<name>_ci_low`` / ``<name>_ci_high`` for those with an interval. Every value
+        is a finite float.
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"`0 < confidence < 1` must hold, but got {confidence}")
     if n_bootstrap < 0:
         raise ValueError(f"`n_bootstrap >= 0` must hold, but got {n_bootstrap}")
+    if prevalence is not None and not 0.0 < prevalence < 1.0:
+        raise ValueError(f"`0 < prevalence < 1` must hold, but got {prevalence}")
     y, p = as_arrays(y_true, y_prob)
-    c = confusion_counts(y, p, threshold)
-    tn, fp, fn, tp = c["tn"], c["fp"], c["fn"], c["tp"]
-    fractions = {
-        "accuracy": (tp + tn, y.size),
-        "precision": (tp, tp + fp),
-        "recall": (tp, tp + fn),
-        "sensitivity": (tp, tp + fn),
-        "specificity": (tn, tn + fp),
-    }
+    scored = Scored(y, p, float(threshold), confidence, prevalence)
     out: dict[str, float] = {}
-    for name, (num, den) in fractions.items():
-        out[name] = _ratio(num, den)
-        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = wilson_interval(num, den, confidence)
-    out["f1"] = _f1(tp, fp, fn)
-    single = _single_class(y)
-    out["auc"] = 0.5 if single else float(roc_auc_score(y, p))
-    out["pr_auc"] = float(y.mean()) if single else float(average_precision_score(y, p))
-    out["brier"] = float(brier_score_loss(y, p, labels=[0, 1]))
-    out["ece"] = expected_calibration_error(y, p)
+    for metric in all_metrics():
+        estimate = _estimate(metric, scored)
+        if estimate is None:
+            continue
+        out[metric.name] = estimate[0]
+        if estimate[1] is not None and estimate[2] is not None:
+            out[metric.name + CI_LOW], out[metric.name + CI_HIGH] = estimate[1], estimate[2]
+    booted = tuple(m for m in all_metrics() if m.interval == "bootstrap" and m.name in out)
     intervals = (
-        {name: (0.0, 1.0) for name in BOOTSTRAPPED}
-        if single
-        else _bootstrap(y, p, threshold, confidence=confidence, n_bootstrap=n_bootstrap, seed=seed)
+        {m.name: (0.0, 1.0) for m in booted}
+        if scored.single_class
+        else _bootstrap(scored, booted, n_bootstrap=n_bootstrap, seed=seed)
     )
     for name, (low, high) in intervals.items():
         point = out[name]
-        out[f"{name}_ci_low"] = min(low, point)
-        out[f"{name}_ci_high"] = max(high, point)
+        # A percentile interval may exclude its point estimate on tiny, skewed samples.
+        out[name + CI_LOW] = min(low, point)
+        out[name + CI_HIGH] = max(high, point)
     return out
 
 

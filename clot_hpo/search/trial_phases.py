@@ -29,6 +29,7 @@ from clot_hpo.config import ExperimentConfig
 from clot_hpo.data.cache import DecodedSplits
 from clot_hpo.data.pipeline import EpochOrder, make_array_dataset
 from clot_hpo.evaluate import evaluate_trial
+from clot_hpo.evaluate.catalogue import SPLITS, metric_keys
 from clot_hpo.evaluate.predictions import trial_predictions
 from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings
 from clot_hpo.search.hp import OptunaHyperParameters
@@ -50,17 +51,11 @@ from clot_hpo.train import format_epoch, inference_copy, monitored_value
 # "segv:N" with SIGSEGV. Never set by users.
 FAULT_ENV = "CLOT_HPO_FAULT_INJECT"
 
-# What a completed trial's outcome carries to the study process (point values, no intervals).
+# What a completed trial's outcome carries to the study process (point values, no intervals):
+# the threshold and the catalogue's summary metrics of both splits.
 OUTCOME_METRICS = (
-    "val_auc",
-    "val_accuracy",
-    "val_sensitivity",
-    "val_specificity",
-    "test_auc",
-    "test_accuracy",
-    "test_sensitivity",
-    "test_specificity",
     "threshold",
+    *(k for split in SPLITS for k in metric_keys(split, summary=True, intervals=False)),
 )
 
 

@@ -64,7 +64,8 @@ def fabricate_study(
     """A study ``name`` (experiment and Optuna study) with one trial per entry; trial number -> run id.
 
     Each entry: ``metrics`` (dict, logged on the run), and optionally ``predictions`` (a
-    frame: logged as ``test_predictions.csv``), ``state`` (COMPLETE, PRUNED or FAIL),
+    frame: logged as ``test_predictions.csv``), ``val_predictions`` (``val_predictions.csv``,
+    from which `report` recomputes the threshold), ``state`` (COMPLETE, PRUNED or FAIL),
     ``model`` (False: no model), ``seed`` (of the tiny model).
     """
     import optuna
@@ -117,6 +118,8 @@ def fabricate_study(
             )
             # Test metrics the entry gives itself win (a test may need exact values).
             metrics = {**{f"test_{k}": v for k, v in tested.items()}, **metrics}
+        if spec.get("val_predictions") is not None:
+            artifacts["val_predictions.csv"] = spec["val_predictions"].to_csv(index=False)
         tracker.log_evaluation(run_id, metrics=metrics, artifacts=artifacts, figures={})
         if spec.get("model", True):
             tracker.log_model(
