@@ -170,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="0 (easy: large, high-contrast clot) to 1 (hard: small, faint clot, more "
         "distractors), or easy, medium, hard (default: easy, 0)",
     )
+    p.add_argument(
+        "--prevalence",
+        type=float,
+        default=None,
+        help="share of positive images, 0 < P < 1 (default 0.5); the set keeps 2 x N images "
+        "(rare positives: docs/data.md)",
+    )
 
     p = add("validate-data", _cmd_validate_data, "check a dataset, split it and report leakage")
     p.add_argument("data", help="data folder (class folders or metadata CSV)")

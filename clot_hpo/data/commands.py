@@ -17,7 +17,10 @@ DEFAULT_OUT = ".clot-hpo"
 
 
 def make_synthetic_command(args: argparse.Namespace) -> int:
-    """``clot-hpo make-synthetic OUT --n-per-class N --image-size S --seed K --difficulty D``."""
+    """``clot-hpo make-synthetic OUT --n-per-class N --image-size S --seed K --difficulty D --prevalence P``.
+
+    The set has ``2 N`` images, a share ``P`` of them positive (0.5 by default).
+    """
     from clot_hpo.data.synthetic import DEFAULT_DIFFICULTY, make_synthetic, resolve_difficulty
     from clot_hpo.errors import DataError
 
@@ -29,6 +32,9 @@ def make_synthetic_command(args: argparse.Namespace) -> int:
         difficulty = resolve_difficulty(DEFAULT_DIFFICULTY if args.difficulty is None else args.difficulty)
     except DataError as exc:
         raise ConfigError(f"--difficulty: {exc}") from None
+    prevalence = 0.5 if args.prevalence is None else args.prevalence
+    if not 0.0 < prevalence < 1.0:  # also refuses NaN
+        raise ConfigError(f"--prevalence: `0 < P < 1` must hold, but got {prevalence}")
     out = Path(args.out)
     start = time.perf_counter()
     make_synthetic(
@@ -38,11 +44,14 @@ def make_synthetic_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         difficulty=difficulty,
         progress=None,
+        prevalence=prevalence,
     )
+    n_positive = len(list((out / "positive").glob("*.png")))
     console = Console(soft_wrap=True, highlight=False)
     console.print(
-        f"Wrote a synthetic dataset to [bold]{out}[/bold]: {args.n_per_class} positive + "
-        f"{args.n_per_class} negative images, {args.image_size}x{args.image_size} px, seed {args.seed}, "
+        f"Wrote a synthetic dataset to [bold]{out}[/bold]: {n_positive} positive + "
+        f"{2 * args.n_per_class - n_positive} negative images (prevalence {prevalence:g}), "
+        f"{args.image_size}x{args.image_size} px, seed {args.seed}, "
         f"difficulty {difficulty:g} ({time.perf_counter() - start:.1f} s)."
     )
     console.print(

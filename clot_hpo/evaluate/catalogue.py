@@ -224,7 +224,14 @@ def format_estimate(values: Mapping[str, float | None], key: str, digits: int | 
     return text if low is None or high is None else f"{text} ({format_interval(low, high, digits)})"
 
 
-def interval_note(confidence: float, n_bootstrap: int) -> str:
+def prevalence_text(prevalence: float | None) -> str:
+    """Where PPV and NPV are taken: ``at a prevalence of 0.1 (evaluation.prevalence)`` or the split's own."""
+    if prevalence is None:
+        return "at each split's own prevalence (evaluation.prevalence not set)"
+    return f"at a prevalence of {prevalence:g} (evaluation.prevalence)"
+
+
+def interval_note(confidence: float, n_bootstrap: int, prevalence: float | None = None) -> str:
     """How the intervals were computed, in one sentence built from the catalogue."""
     kinds: dict[str, list[str]] = {}
     for m in all_metrics():
@@ -235,5 +242,8 @@ def interval_note(confidence: float, n_bootstrap: int) -> str:
     if "bootstrap" in kinds:
         parts.append(f"percentile bootstrap ({n_bootstrap} resamples) for {', '.join(kinds['bootstrap'])}")
     if "derived" in kinds:
-        parts.append(f"from the sensitivity and specificity intervals for {', '.join(kinds['derived'])}")
+        parts.append(
+            "Bayes' rule on the sensitivity and specificity Wilson bounds for "
+            + f"{', '.join(kinds['derived'])}, {prevalence_text(prevalence)}"
+        )
     return f"{confidence:.0%} intervals: " + "; ".join(parts) + "."

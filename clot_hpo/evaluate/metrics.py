@@ -9,6 +9,10 @@ Conventions (the same everywhere in clot-hpo):
   ``(label, score)`` are resampled with replacement; resamples holding a single class are
   skipped (AUC is undefined on them). Should a percentile interval exclude its point
   estimate (possible on tiny, skewed samples), it is widened to include it.
+* PPV and NPV are reported at the deployment prevalence (``evaluation.prevalence``; else the
+  split's own, where they equal the observed ``tp / (tp + fp)`` and ``tn / (tn + fn)``), by
+  Bayes' rule from sensitivity and specificity; their interval is Bayes' rule applied to the
+  lower and to the upper Wilson bounds of both (conservative: see :func:`_predictive`).
 * Degenerate cases never produce NaN (MLflow and JSON readers choke on it):
 
   - a proportion whose denominator is 0 (precision with no positive prediction,
@@ -21,10 +25,11 @@ Conventions (the same everywhere in clot-hpo):
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import norm, rankdata
 from sklearn.metrics import roc_curve
 from statsmodels.stats.proportion import proportion_confint
 
@@ -39,6 +44,7 @@ from clot_hpo.evaluate.catalogue import (
 )
 
 THRESHOLD_METHODS = ("youden", "target_sensitivity")
+SENSITIVITY_RULE = "sensitivity@"  # `sensitivity@0.95`: target_sensitivity with its own target
 FALLBACK_THRESHOLD = 0.5
 ECE_BINS = 10
 
@@ -67,6 +73,33 @@ def _single_class(y: np.ndarray) -> bool:
 
 
 # ----- threshold --------------------------------------------------------------------------
+def threshold_rule(method: str, target_sensitivity: float = 0.95) -> tuple[str, float]:
+    """``(method, target)`` of a threshold rule: ``sensitivity@0.9`` is ``("target_sensitivity", 0.9)``.
+
+    Raises:
+        ConfigError: the rule is none of ``youden``, ``target_sensitivity``, ``sensitivity@S``.
+    """
+    if method.startswith(SENSITIVITY_RULE):
+        text = method[len(SENSITIVITY_RULE) :]
+        try:
+            return "target_sensitivity", float(text)
+        except ValueError:
+            raise ConfigError(
+                f"a threshold rule sensitivity@S needs a number S, but got {method!r}"
+            ) from None
+    if method not in THRESHOLD_METHODS:
+        raise ConfigError(
+            f"threshold method must be one of {list(THRESHOLD_METHODS)} or sensitivity@S, but got {method!r}"
+        )
+    return method, target_sensitivity
+
+
+def describe_threshold_rule(method: str, target_sensitivity: float = 0.95) -> str:
+    """The rule in words: ``Youden's J`` or ``sensitivity ≥ 0.95``."""
+    kind, target = threshold_rule(method, target_sensitivity)
+    return "Youden's J" if kind == "youden" else f"sensitivity ≥ {target:g}"
+
+
 def choose_threshold(
     y_true: Any, y_prob: Any, *, method: str = "youden", target_sensitivity: float = 0.95
 ) -> float:
@@ -78,15 +111,15 @@ def choose_threshold(
         method: ``"youden"`` maximises Youden's J = sensitivity + specificity - 1 (ties go
             to the higher threshold, the more specific one); ``"target_sensitivity"`` takes
             the highest threshold whose sensitivity reaches ``target_sensitivity``, which
-            maximises specificity under that constraint.
+            maximises specificity under that constraint; ``"sensitivity@0.95"`` is the same
+            with its own target.
         target_sensitivity: the sensitivity to reach with ``"target_sensitivity"``.
 
     Returns:
         A threshold in [0, 1]; one of the observed scores, so ``p >= threshold``
         reproduces the chosen ROC point. ``0.5`` when ``y_true`` holds a single class.
     """
-    if method not in THRESHOLD_METHODS:
-        raise ConfigError(f"threshold method must be one of {list(THRESHOLD_METHODS)}, but got {method!r}")
+    method, target_sensitivity = threshold_rule(method, target_sensitivity)
     if not 0.0 < target_sensitivity <= 1.0:
         raise ConfigError(f"`0 < target_sensitivity <= 1` must hold, but got {target_sensitivity}")
     y, p = as_arrays(y_true, y_prob)
@@ -127,6 +160,32 @@ def wilson_interval(count: int, nobs: int, confidence: float = 0.95) -> tuple[fl
     # (5.6e-17 > 0.0): the interval must contain its point estimate.
     point = count / nobs
     return float(min(max(0.0, low), point)), float(max(min(1.0, high), point))
+
+
+def wilson_width(p: float, n: int, confidence: float = 0.95) -> float:
+    """The width of Wilson's interval for a proportion ``p`` observed on ``n`` trials (1 when ``n == 0``)."""
+    if n <= 0:
+        return 1.0
+    z = float(norm.ppf(0.5 + confidence / 2.0))
+    return float(2.0 * z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / (1.0 + z * z / n))
+
+
+def positives_for_width(sensitivity: float, width: float, confidence: float = 0.95) -> int:
+    """The fewest positives whose Wilson interval of ``sensitivity`` is at most ``width`` wide.
+
+    The report's "too few positives" note: how many positives a test split needs for a
+    sensitivity interval that narrow, at the sensitivity observed.
+    """
+    if not 0.0 < width <= 1.0:
+        raise ValueError(f"`0 < width <= 1` must hold, but got {width}")
+    high = 1
+    while wilson_width(sensitivity, high, confidence) > width:
+        high *= 2
+    low = high // 2
+    while high - low > 1:  # the width falls as n grows: bisect between low (too wide) and high
+        mid = (low + high) // 2
+        low, high = (mid, high) if wilson_width(sensitivity, mid, confidence) > width else (low, mid)
+    return high
 
 
 def _ratio(num: int, den: int) -> float:
@@ -201,6 +260,42 @@ def _specificity(s: Scored) -> tuple[int, int]:
     return tn, tn + fp
 
 
+def _ppv(sensitivity: float, specificity: float, prevalence: float) -> float | None:
+    """Bayes: P(clot | positive call) at ``prevalence``; None when nothing would be called positive."""
+    hits = sensitivity * prevalence
+    den = hits + (1.0 - specificity) * (1.0 - prevalence)
+    return hits / den if den > 0 else None
+
+
+def _npv(sensitivity: float, specificity: float, prevalence: float) -> float | None:
+    """Bayes: P(no clot | negative call) at ``prevalence``; None when nothing would be called negative."""
+    clear = specificity * (1.0 - prevalence)
+    den = clear + (1.0 - sensitivity) * prevalence
+    return clear / den if den > 0 else None
+
+
+def _predictive(s: Scored, value: Any) -> tuple[float, float, float]:
+    """A predictive value at the deployment prevalence, its interval from Bayes on the Wilson bounds.
+
+    PPV and NPV both rise with sensitivity and with specificity, so the value at the lower
+    (upper) bounds of both Wilson intervals is the lower (upper) bound: a conservative interval
+    (its coverage is at least that of the two intervals together), which holds whatever the
+    test split's own prevalence. Undefined values (nothing called positive, or negative) are
+    ``0`` with the interval ``[0, 1]``, like precision.
+    """
+    tn, fp, fn, tp = s.counts
+    (sens, sens_lo, sens_hi), (spec, spec_lo, spec_hi) = (
+        (_ratio(tp, tp + fn), *wilson_interval(tp, tp + fn, s.confidence)),
+        (_ratio(tn, tn + fp), *wilson_interval(tn, tn + fp, s.confidence)),
+    )
+    prevalence = s.deployment_prevalence
+    point = value(sens, spec, prevalence)
+    if point is None or tp + fn == 0 or tn + fp == 0:
+        return (0.0 if point is None else point), 0.0, 1.0
+    low, high = value(sens_lo, spec_lo, prevalence), value(sens_hi, spec_hi, prevalence)
+    return point, min(point, 0.0 if low is None else low), max(point, 1.0 if high is None else high)
+
+
 def _f1_of(s: Scored) -> float:
     _, fp, fn, tp = s.counts
     return _f1(tp, fp, fn)
@@ -228,6 +323,20 @@ for _entry in (
     Metric("recall", "Recall", _sensitivity, interval="wilson"),
     Metric("sensitivity", "Sensitivity", _sensitivity, interval="wilson", summary=True),
     Metric("specificity", "Specificity", _specificity, interval="wilson", summary=True),
+    Metric(
+        "ppv",
+        "PPV",
+        lambda s: _predictive(s, _ppv),
+        interval="derived",
+        description="positive predictive value at evaluation.prevalence (else the split's own)",
+    ),
+    Metric(
+        "npv",
+        "NPV",
+        lambda s: _predictive(s, _npv),
+        interval="derived",
+        description="negative predictive value at evaluation.prevalence (else the split's own)",
+    ),
     Metric("auc", "AUC", _auc, interval="bootstrap", summary=True, headline=True),
     Metric("f1", "F1", _f1_of, interval="bootstrap"),
     Metric("pr_auc", "PR AUC", _pr_auc, interval="bootstrap"),

@@ -56,7 +56,8 @@ class EvaluationReport:
             ``val_confusion_matrix.json``.
         figures: matplotlib figures by file name (drawn on the test split when present).
         method: how the threshold was chosen; confidence: the interval level;
-        n_bootstrap: resamples behind the bootstrap intervals.
+        n_bootstrap: resamples behind the bootstrap intervals; prevalence: where PPV and NPV
+        are taken (None: each split's own).
     """
 
     metrics: dict[str, float]
@@ -65,6 +66,7 @@ class EvaluationReport:
     method: str = "youden"
     confidence: float = 0.95
     n_bootstrap: int = 1000
+    prevalence: float | None = None
 
     @property
     def threshold(self) -> float:
@@ -88,7 +90,7 @@ class EvaluationReport:
         }
         note = (
             f"\n\nThreshold {self.threshold:.3f} chosen on the validation split ({self.method}). "
-            + interval_note(self.confidence, self.n_bootstrap)
+            + interval_note(self.confidence, self.n_bootstrap, self.prevalence)
         )
         return format_table(rows, prefixes=prefixes, counts=counts) + note
 
@@ -132,6 +134,7 @@ def evaluate_trial(
         threshold=threshold,
         confidence=cfg.confidence_level,
         n_bootstrap=cfg.bootstrap_samples,
+        prevalence=cfg.prevalence,
     )
     metrics: dict[str, float] = {"threshold": threshold}
     metrics.update({f"val_{k}": v for k, v in metrics_at(yv, pv, seed=seed).items()})
@@ -156,6 +159,7 @@ def evaluate_trial(
         method=cfg.threshold,
         confidence=cfg.confidence_level,
         n_bootstrap=cfg.bootstrap_samples,
+        prevalence=cfg.prevalence,
     )
 
 
@@ -180,6 +184,13 @@ def point_metrics(
     )
     points = {"threshold": threshold}
     for split, (y, p) in {"val": (y_val, p_val), "test": (y_test, p_test)}.items():
-        values = binary_metrics(y, p, threshold=threshold, confidence=cfg.confidence_level, n_bootstrap=0)
+        values = binary_metrics(
+            y,
+            p,
+            threshold=threshold,
+            confidence=cfg.confidence_level,
+            n_bootstrap=0,
+            prevalence=cfg.prevalence,
+        )
         points.update({f"{split}_{k}": v for k, v in values.items() if not k.endswith((CI_LOW, CI_HIGH))})
     return points

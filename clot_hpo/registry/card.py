@@ -299,8 +299,12 @@ def build_card(
         "metrics": {
             "confidence": eval_cfg.get("confidence_level", 0.95),
             "intervals": interval_note(
-                float(eval_cfg.get("confidence_level", 0.95)), int(eval_cfg.get("bootstrap_samples", 1000))
+                float(eval_cfg.get("confidence_level", 0.95)),
+                int(eval_cfg.get("bootstrap_samples", 1000)),
+                eval_cfg.get("prevalence"),
             ),
+            # PPV and NPV are taken at this prevalence (None: the test split's own).
+            "prevalence": eval_cfg.get("prevalence"),
             "test": _metric_rows(metrics, "test"),
             "validation": _metric_rows(metrics, "val"),
         },

@@ -20,7 +20,13 @@ import pandas as pd
 
 from clot_hpo.errors import DataError
 from clot_hpo.evaluate.catalogue import format_estimate, interval_note, summary_metrics, table_metrics
-from clot_hpo.evaluate.metrics import binary_metrics, choose_threshold, expected_calibration_error
+from clot_hpo.evaluate.metrics import (
+    binary_metrics,
+    choose_threshold,
+    describe_threshold_rule,
+    expected_calibration_error,
+    positives_for_width,
+)
 from clot_hpo.evaluate.paired import McNemar, PairedAuc, align, delong_test, mcnemar_exact, read_predictions
 from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS
 from clot_hpo.report import figures
@@ -33,7 +39,7 @@ log = logging.getLogger(__name__)
 
 ALPHA = 0.05
 # Params a trial logs that are bookkeeping, not searched hyperparameters.
-NOT_SEARCHED = {"batch_size_run", "accumulation_steps", "mixed_precision", "epochs"}
+NOT_SEARCHED = {"batch_size_run", "accumulation_steps", "mixed_precision", "epochs", "class_weight_run"}
 MAX_SUBGROUP_LEVELS = 12
 AGE_BANDS = 4
 
@@ -98,17 +104,22 @@ class Settings:
     confidence: float = 0.95
     n_bootstrap: int = 1000
     seed: int = 42
+    prevalence: float | None = None
+    max_interval_width: float = 0.2
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:
         """Read from the study's resolved config (defaults where it is silent)."""
         ev = config.get("evaluation") or {}
+        prevalence = ev.get("prevalence")
         return cls(
             method=str(ev.get("threshold", "youden")),
             target_sensitivity=float(ev.get("target_sensitivity", 0.95)),
             confidence=float(ev.get("confidence_level", 0.95)),
             n_bootstrap=int(ev.get("bootstrap_samples", 1000)),
             seed=int(config.get("seed", 42)),
+            prevalence=None if prevalence is None else float(prevalence),
+            max_interval_width=float(ev.get("max_interval_width", 0.2)),
         )
 
 
@@ -162,6 +173,7 @@ def evaluate_candidate(record: StudyRecord, cand: Candidate, settings: Settings)
         confidence=settings.confidence,
         n_bootstrap=settings.n_bootstrap,
         seed=settings.seed + cand.trial.number + 1,
+        prevalence=settings.prevalence,
     )
     cand.from_files = True
 
@@ -386,7 +398,7 @@ def _results(doc: Document, report: Report, record: StudyRecord, settings: Setti
                 n,
             ]
         )
-    how = "Youden's J" if settings.method == "youden" else f"sensitivity ≥ {settings.target_sensitivity:g}"
+    how = describe_threshold_rule(settings.method, settings.target_sensitivity)
     doc.add(
         Table(
             columns,
@@ -394,7 +406,7 @@ def _results(doc: Document, report: Report, record: StudyRecord, settings: Setti
             caption=(
                 f"The best trial of each backbone (by {record.objective or 'the objective'} on validation), "
                 f"at its threshold chosen on the validation split ({how}). "
-                + interval_note(settings.confidence, settings.n_bootstrap)
+                + interval_note(settings.confidence, settings.n_bootstrap, settings.prevalence)
             ),
             numeric_from=1,
             ident="results-table",
@@ -413,6 +425,9 @@ def _results(doc: Document, report: Report, record: StudyRecord, settings: Setti
                 kind="" if same else "note",
             )
         )
+    for note in few_positives(cands, settings):
+        report.notes.append(note)
+        doc.add(Paragraph(note, kind="note"))
     missing = [c for c in cands if not c.from_files]
     if missing:
         names = ", ".join(f"{c.backbone} (trial {c.trial.number})" for c in missing)
@@ -422,6 +437,31 @@ def _results(doc: Document, report: Report, record: StudyRecord, settings: Setti
         )
         report.notes.append(note)
         doc.add(Paragraph(note, kind="note"))
+
+
+def few_positives(cands: list[Candidate], settings: Settings) -> list[str]:
+    """One sentence per model whose test split has too few positives for the stated interval width.
+
+    The width is ``evaluation.max_interval_width``, of the sensitivity's Wilson interval at the
+    sensitivity observed; the sentence says how many positives would give it.
+    """
+    out = []
+    for c in cands:
+        if c.test is None or "sensitivity" not in c.metrics:
+            continue
+        positives = int(c.test["label"].sum())
+        sensitivity = c.metrics["sensitivity"]
+        width = c.metrics.get("sensitivity_ci_high", 1.0) - c.metrics.get("sensitivity_ci_low", 0.0)
+        if width <= settings.max_interval_width:
+            continue
+        needed = positives_for_width(sensitivity, settings.max_interval_width, settings.confidence)
+        out.append(
+            f"**Too few positives in the test split for {c.backbone}:** {positives} clot image(s) give a "
+            f"sensitivity interval {width:.2f} wide ({format_estimate(c.metrics, 'sensitivity')}), "
+            f"wider than {settings.max_interval_width:g} (evaluation.max_interval_width); about {needed} "
+            f"positives would narrow it to {settings.max_interval_width:g} at this sensitivity."
+        )
+    return out
 
 
 def _paired(doc: Document, report: Report) -> None:
@@ -808,6 +848,7 @@ def _data(
                     confidence=settings.confidence,
                     n_bootstrap=settings.n_bootstrap,
                     seed=settings.seed,
+                    prevalence=settings.prevalence,
                 )
                 rows.append(
                     [
@@ -839,6 +880,7 @@ __all__ = [
     "best_per_backbone",
     "build_report",
     "compare",
+    "few_positives",
     "subgroup_columns",
     "trial_value",
     "verdict",

@@ -121,6 +121,7 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
             else None
         ),
         seed=seed,
+        class_weight=config.training.class_weight,
     )
     hypermodel.jit_compile = config.training.jit_compile
     settings = hypermodel.settings(hp)
@@ -211,6 +212,8 @@ def trial_params(setup: TrialSetup, plan: TrialBudget) -> dict[str, Any]:
         "accumulation_steps": plan.accumulation_steps,
         "mixed_precision": setup.mixed_precision,
         "epochs": setup.epochs,
+        # The loss weighting applied, searched or from training.class_weight.
+        "class_weight_run": setup.settings["class_weight"],
     }
 
 
@@ -283,6 +286,15 @@ def training_data(setup: TrialSetup, data: DecodedSplits, plan: TrialBudget) -> 
         order=order,
     )
     return ds, order
+
+
+def training_class_weight(setup: TrialSetup, data: DecodedSplits) -> dict[int, float] | None:
+    """The trial's ``class_weight`` (:func:`clot_hpo.train.class_weights`) from its training labels."""
+    from clot_hpo.train import class_weights
+
+    labels = np.asarray(data.labels("train"))
+    rows = data.sample_rows("train", setup.config.training.max_train_images, setup.config.seed)
+    return class_weights(labels if rows is None else labels[np.asarray(rows)], setup.settings["class_weight"])
 
 
 def load_resume(setup: TrialSetup) -> TrainingCheckpoint | None:

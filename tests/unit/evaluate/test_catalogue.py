@@ -25,12 +25,14 @@ from clot_hpo.util import objective_value, rank_trials
 
 
 def test_the_built_in_entries_and_their_keys() -> None:
-    assert metric_names()[:8] == (
+    assert metric_names()[:10] == (
         "accuracy",
         "precision",
         "recall",
         "sensitivity",
         "specificity",
+        "ppv",
+        "npv",
         "auc",
         "f1",
         "pr_auc",
@@ -128,3 +130,54 @@ def test_one_rule_for_a_trials_value_and_the_best_trial() -> None:
     assert ranked("minimize") == [2, 1, 3, None]
     with pytest.raises(ValueError, match="maximize or minimize"):
         ranked("up")
+
+
+def test_predictive_values_at_a_deployment_prevalence() -> None:
+    from statsmodels.stats.proportion import proportion_confint
+
+    from clot_hpo.evaluate.metrics import positives_for_width, wilson_width
+
+    # 10 positives (8 caught), 90 negatives (81 cleared): sensitivity 0.8, specificity 0.9.
+    y = [1] * 10 + [0] * 90
+    p = [0.9] * 8 + [0.1] * 2 + [0.9] * 9 + [0.1] * 81
+    own = binary_metrics(y, p, threshold=0.5, n_bootstrap=0)
+    assert own["ppv"] == pytest.approx(8 / 17) and own["npv"] == pytest.approx(81 / 83)
+    rare = binary_metrics(y, p, threshold=0.5, n_bootstrap=0, prevalence=0.01)
+    assert rare["ppv"] == pytest.approx(0.8 * 0.01 / (0.8 * 0.01 + 0.1 * 0.99))
+    sens_low, sens_high = proportion_confint(8, 10, method="wilson")
+    spec_low, spec_high = proportion_confint(81, 90, method="wilson")
+    assert rare["ppv_ci_low"] == pytest.approx(sens_low * 0.01 / (sens_low * 0.01 + (1 - spec_low) * 0.99))
+    assert rare["npv_ci_high"] == pytest.approx(
+        spec_high * 0.99 / (spec_high * 0.99 + (1 - sens_high) * 0.01)
+    )
+    assert rare["ppv_ci_low"] <= rare["ppv"] <= rare["ppv_ci_high"]
+    # Nothing called positive: PPV undefined, 0 with [0, 1] like precision.
+    none = binary_metrics(y, [0.1] * 100, threshold=0.5, n_bootstrap=0, prevalence=0.2)
+    assert (none["ppv"], none["ppv_ci_low"], none["ppv_ci_high"]) == (0.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"`0 < prevalence < 1` must hold, but got 1.5"):
+        binary_metrics(y, p, threshold=0.5, prevalence=1.5)
+
+    # How many positives a sensitivity interval of a given width needs (Wilson, by bisection).
+    n = positives_for_width(0.8, 0.2)
+    assert wilson_width(0.8, n) <= 0.2 < wilson_width(0.8, n - 1)
+    low, high = proportion_confint(int(0.8 * 100), 100, method="wilson")
+    assert wilson_width(0.8, 100) == pytest.approx(high - low)
+
+
+def test_the_threshold_rule_sensitivity_at() -> None:
+    from clot_hpo.config.schema import EvaluationConfig
+    from clot_hpo.errors import ConfigError
+    from clot_hpo.evaluate import choose_threshold
+    from clot_hpo.evaluate.metrics import threshold_rule
+
+    assert EvaluationConfig(threshold="sensitivity@0.950").threshold == "sensitivity@0.95"
+    for bad in ("sensitivity@1.5", "sensitivity@", "f1", "sensitivity@0"):
+        with pytest.raises(ValueError, match="evaluation.threshold must be youden, target_sensitivity or"):
+            EvaluationConfig(threshold=bad)
+    assert threshold_rule("sensitivity@0.8") == ("target_sensitivity", 0.8)
+    with pytest.raises(ConfigError, match="or sensitivity@S, but got 'f1'"):
+        threshold_rule("f1")
+    y = [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    p = [0.1, 0.2, 0.3, 0.6, 0.35, 0.5, 0.7, 0.8, 0.9]
+    by_rule = choose_threshold(y, p, method="sensitivity@0.8")
+    assert by_rule == choose_threshold(y, p, method="target_sensitivity", target_sensitivity=0.8) == 0.5
