@@ -48,7 +48,8 @@ def ui_view_state(objective: str | None, headline: Sequence[str] = ()) -> str:
     ``metrics.`<name>```), checked against MLflow 3.17's UI by ``tests/integration/test_tracking_ui.py``.
     """
     # Then the trials' own objective and test metrics, for the rows under the expanded study.
-    names = [*headline_metric_names(objective, headline), objective or METRIC_VALUE, *headline]
+    points = [key for key in headline if not key.endswith(("_ci_low", "_ci_high"))]
+    names = [*headline_metric_names(objective, headline), objective or METRIC_VALUE, *points]
     columns = [f"metrics.`{name}`" for name in names]
     return json.dumps({"selectedColumns": columns, "columnOrder": columns})
 
