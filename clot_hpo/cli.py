@@ -221,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="png (default), or dicom: the same pictures as 16-bit CT-like DICOM files with "
         "fictitious patient headers, in class folders without a metadata CSV",
     )
+    p.add_argument(
+        "--prevalence",
+        type=float,
+        default=None,
+        help="share of positive images, 0 < P < 1 (default 0.5); the set keeps 2 x N images "
+        "(rare positives: docs/data.md)",
+    )
 
     p = add("validate-data", _cmd_validate_data, "check a dataset, split it and report leakage")
     p.add_argument("data", help="data folder (class folders or metadata CSV)")

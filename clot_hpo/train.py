@@ -48,6 +48,7 @@ def train(
     on_epoch_end: EpochHook | None = None,
     initial_epoch: int = 0,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    class_weight: dict[int, float] | None = None,
 ) -> dict[str, list[float]]:
     """Train through ``hypermodel.fit`` (so HyperModels that override ``fit`` keep working).
 
@@ -55,13 +56,16 @@ def train(
         initial_epoch: the first epoch to run (0-based): a trial resumed from a checkpoint
             continues at the epoch after it.
         callbacks: Keras callbacks run before ``on_epoch_end`` (a checkpoint's, say).
+        class_weight: each class's loss weight (:func:`class_weights`); None weighs all alike.
 
     Returns:
         The Keras history of the epochs run: metric name -> one value per epoch.
     """
     hooks = [*callbacks, *([_EpochHook(on_epoch_end)] if on_epoch_end else [])]
     # Only when resuming: a HyperModel's own `fit` need not know the argument otherwise.
-    resume = {"initial_epoch": initial_epoch} if initial_epoch else {}
+    resume: dict[str, Any] = {"initial_epoch": initial_epoch} if initial_epoch else {}
+    if class_weight is not None:  # likewise: only when weighting
+        resume["class_weight"] = class_weight
     history = hypermodel.fit(
         hp,
         model,
@@ -75,6 +79,28 @@ def train(
     )
     raw = history.history if hasattr(history, "history") else dict(history or {})
     return {k: [float(x) for x in v] for k, v in raw.items()}
+
+
+def class_weights(labels: Any, rule: str) -> dict[int, float] | None:
+    """Keras' ``class_weight`` for a rule: None for ``none``; ``n / (2 n_c)`` per class for ``balanced``.
+
+    ``balanced`` is scikit-learn's ``compute_class_weight("balanced")``: each class then
+    contributes half of the loss, so a rare positive class counts as much as the negatives.
+
+    Raises:
+        ValueError: an unknown rule, or ``balanced`` with a class missing from ``labels``.
+    """
+    if rule == "none":
+        return None
+    if rule != "balanced":
+        raise ValueError(f"class_weight must be none or balanced, but got {rule!r}")
+    y = np.asarray(labels).reshape(-1).astype(np.int64)
+    counts = np.bincount(y, minlength=2)[:2]
+    if y.size == 0 or counts.min() == 0:
+        raise ValueError(
+            f"balanced class weights need both classes in training, but got counts {counts.tolist()}"
+        )
+    return {c: float(y.size / (2.0 * counts[c])) for c in (0, 1)}
 
 
 def monitored_value(logs: dict[str, float], key: str, epoch: int) -> float:

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import import_module
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,6 +85,60 @@ def finite_float(value: Any) -> float | None:
 def is_finished(state: Any) -> bool:
     """Whether an Optuna trial state (a ``TrialState`` or its name) is COMPLETE or PRUNED."""
     return str(getattr(state, "name", state)) in FINISHED_TRIAL_STATES
+
+
+# ----- a trial's objective value and the best trial: the one rule every reader uses --------------
+# The trials' value Optuna ranked by (``value``), else the objective's logged metric (runs that
+# logged no value); ties go to the lower trial number, as in Optuna's ``best_trial``.
+OBJECTIVE_VALUE_KEY = "value"
+T = TypeVar("T")
+
+
+def objective_value(metrics: Mapping[str, Any], objective: str | None) -> float | None:
+    """A finished trial's objective value from its metrics: ``value`` first, else ``objective``.
+
+    Args:
+        metrics: the trial run's metrics (or an Optuna trial's ``{"value": trial.value}``).
+        objective: the metric the study optimizes (``val_auc``), for runs without ``value``.
+
+    Returns:
+        The first finite one, or None.
+    """
+    for key in (OBJECTIVE_VALUE_KEY, objective):
+        value = finite_float(metrics.get(key)) if key else None
+        if value is not None:
+            return value
+    return None
+
+
+def rank_trials(
+    items: Iterable[T],
+    *,
+    value: Callable[[T], float | None],
+    number: Callable[[T], int | None],
+    direction: str,
+) -> list[T]:
+    """Trials with a finite value, best first: by ``direction``, ties to the lower trial number.
+
+    Args:
+        items: the trials (any type: Optuna trials, MLflow runs, records).
+        value: a trial's objective value (see :func:`objective_value`); None leaves it out.
+        number: a trial's number; None sorts after every number.
+        direction: ``"maximize"`` or ``"minimize"``.
+
+    Raises:
+        ValueError: ``direction`` is neither.
+    """
+    if direction not in ("maximize", "minimize"):
+        raise ValueError(f"`direction` must be maximize or minimize, but got {direction!r}")
+    sign = -1.0 if direction == "maximize" else 1.0
+    scored = [(v, item) for item in items if (v := value(item)) is not None and math.isfinite(v)]
+
+    def key(pair: tuple[float, T]) -> tuple[float, int]:
+        n = number(pair[1])
+        return sign * pair[0], n if n is not None else 1 << 62
+
+    return [item for _, item in sorted(scored, key=key)]
 
 
 # A query or connection-string key that carries a credential: libpq's password, sslpassword
@@ -234,8 +288,11 @@ def lazy_exports(
 __all__ = [
     "file_sha256",
     "FINISHED_TRIAL_STATES",
+    "OBJECTIVE_VALUE_KEY",
     "exception_chain",
     "finite_float",
+    "objective_value",
+    "rank_trials",
     "find_in_chain",
     "first_line",
     "is_finished",

@@ -23,6 +23,8 @@ def _known_backbone(name: str) -> str:
 
 # An MLflow server at one of these addresses keeps its artifacts on this machine.
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# `evaluation.threshold: sensitivity@0.95` (parsed by clot_hpo.evaluate.metrics.threshold_rule).
+_SENSITIVITY_RULE = re.compile(r"sensitivity@(?P<target>\d*\.?\d+)")
 _STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 
@@ -48,7 +50,12 @@ class SyntheticConfig(_Section):
     # not imported from there, so loading a config does not import the generator.
     _LEVELS: ClassVar[dict[str, float]] = {"easy": 0.0, "medium": 0.5, "hard": 1.0}
 
-    n_per_class: int = Field(200, ge=4, description="images per class")
+    n_per_class: int = Field(
+        200, ge=4, description="images per class at prevalence 0.5; the set has 2 x n_per_class images"
+    )
+    prevalence: float = Field(
+        0.5, gt=0, lt=1, description="share of positive images (rare positives: 0.1); see docs/data.md"
+    )
     image_size: int = Field(64, ge=16, le=1024, description="side of the generated images in pixels")
     difficulty: float = Field(
         0.0,
@@ -188,6 +195,12 @@ class TrainingConfig(_Section):
     weights: str = Field(
         "imagenet", description="imagenet, none, or a local no-top weights file (relative to the config file)"
     )
+    class_weight: Literal["none", "balanced"] = Field(
+        "none",
+        description="none, or balanced: each class's loss weighted by n / (2 n_class) of the training "
+        "split (rare positives count as much as the negatives); a search space may search it like any "
+        "hyperparameter (`class_weight: {type: categorical, choices: [none, balanced]}`); see docs/data.md",
+    )
     jit_compile: bool | Literal["auto"] = Field(
         "auto",
         description="XLA-compile the train step: auto (Keras decides: on a GPU when every layer "
@@ -274,13 +287,30 @@ class SearchConfig(_Section):
 class EvaluationConfig(_Section):
     """How the decision threshold is chosen and intervals computed."""
 
-    threshold: Literal["youden", "target_sensitivity"] = Field(
-        "youden", description="how the decision threshold is chosen on validation"
+    threshold: str = Field(
+        "youden",
+        description="how the decision threshold is chosen on validation: youden, target_sensitivity "
+        "(at target_sensitivity), or sensitivity@S (the highest threshold whose sensitivity reaches S, "
+        "e.g. sensitivity@0.95)",
     )
     target_sensitivity: float = Field(
         0.95, gt=0, lt=1, description="sensitivity the target_sensitivity threshold reaches"
     )
     confidence_level: float = Field(0.95, gt=0.5, lt=1, description="level of every interval")
+    prevalence: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="deployment prevalence at which PPV and NPV are reported (null: each split's own); "
+        "see docs/data.md",
+    )
+    max_interval_width: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="the report says when the test split has too few positives for a sensitivity "
+        "interval this narrow",
+    )
     bootstrap_samples: int = Field(1000, ge=100, description="bootstrap resamples for AUC intervals")
     log_sample_images: int = Field(
         0, ge=0, le=16, description="sample images logged to MLflow (0: no image leaves the machine)"
@@ -292,6 +322,19 @@ class EvaluationConfig(_Section):
         "store keeps artifacts on this machine (not to a remote MLflow server or object store); true: "
         "always; false: never",
     )
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_rule(cls, value: str) -> str:
+        if value in ("youden", "target_sensitivity"):
+            return value
+        match = _SENSITIVITY_RULE.fullmatch(value.strip())
+        if match is None or not 0 < float(match["target"]) <= 1:
+            raise ValueError(
+                "evaluation.threshold must be youden, target_sensitivity or sensitivity@S with 0 < S <= 1 "
+                f"(e.g. sensitivity@0.95), but got {value!r}"
+            )
+        return f"sensitivity@{float(match['target']):g}"
 
 
 class TrackingConfig(_Section):

@@ -17,7 +17,10 @@ DEFAULT_OUT = ".clot-hpo"
 
 
 def make_synthetic_command(args: argparse.Namespace) -> int:
-    """``clot-hpo make-synthetic OUT --n-per-class N --image-size S --seed K --difficulty D``."""
+    """``clot-hpo make-synthetic OUT --n-per-class N --image-size S --seed K --difficulty D --prevalence P``.
+
+    The set has ``2 N`` images, a share ``P`` of them positive (0.5 by default).
+    """
     from clot_hpo.data.synthetic import DEFAULT_DIFFICULTY, make_synthetic, resolve_difficulty
     from clot_hpo.errors import DataError
 
@@ -29,10 +32,13 @@ def make_synthetic_command(args: argparse.Namespace) -> int:
         difficulty = resolve_difficulty(DEFAULT_DIFFICULTY if args.difficulty is None else args.difficulty)
     except DataError as exc:
         raise ConfigError(f"--difficulty: {exc}") from None
+    prevalence = 0.5 if args.prevalence is None else args.prevalence
+    if not 0.0 < prevalence < 1.0:  # also refuses NaN
+        raise ConfigError(f"--prevalence: `0 < P < 1` must hold, but got {prevalence}")
     out = Path(args.out)
     start = time.perf_counter()
     if getattr(args, "format", "png") == "dicom":
-        return _make_synthetic_dicom(args, out, difficulty, start)
+        return _make_synthetic_dicom(args, out, difficulty, prevalence, start)
     make_synthetic(
         out,
         n_per_class=args.n_per_class,
@@ -40,11 +46,14 @@ def make_synthetic_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         difficulty=difficulty,
         progress=None,
+        prevalence=prevalence,
     )
+    n_positive = len(list((out / "positive").glob("*.png")))
     console = Console(soft_wrap=True, highlight=False)
     console.print(
-        f"Wrote a synthetic dataset to [bold]{out}[/bold]: {args.n_per_class} positive + "
-        f"{args.n_per_class} negative images, {args.image_size}x{args.image_size} px, seed {args.seed}, "
+        f"Wrote a synthetic dataset to [bold]{out}[/bold]: {n_positive} positive + "
+        f"{2 * args.n_per_class - n_positive} negative images (prevalence {prevalence:g}), "
+        f"{args.image_size}x{args.image_size} px, seed {args.seed}, "
         f"difficulty {difficulty:g} ({time.perf_counter() - start:.1f} s)."
     )
     console.print(
@@ -54,15 +63,24 @@ def make_synthetic_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _make_synthetic_dicom(args: argparse.Namespace, out: Path, difficulty: float, start: float) -> int:
+def _make_synthetic_dicom(
+    args: argparse.Namespace, out: Path, difficulty: float, prevalence: float, start: float
+) -> int:
     from clot_hpo.data.synthetic_dicom import make_synthetic_dicom
 
     make_synthetic_dicom(
-        out, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed, difficulty=difficulty
+        out,
+        n_per_class=args.n_per_class,
+        image_size=args.image_size,
+        seed=args.seed,
+        difficulty=difficulty,
+        prevalence=prevalence,
     )
+    n_positive = len(list((out / "positive").glob("*.dcm")))
     Console(soft_wrap=True, highlight=False).print(
-        f"Wrote a synthetic DICOM dataset to [bold]{out}[/bold]: {args.n_per_class} positive + "
-        f"{args.n_per_class} negative 16-bit files, {args.image_size}x{args.image_size} px, seed "
+        f"Wrote a synthetic DICOM dataset to [bold]{out}[/bold]: {n_positive} positive + "
+        f"{2 * args.n_per_class - n_positive} negative 16-bit files (prevalence {prevalence:g}), "
+        f"{args.image_size}x{args.image_size} px, seed "
         f"{args.seed}, difficulty {difficulty:g} ({time.perf_counter() - start:.1f} s). Layout: "
         f"{out}/positive/*.dcm, {out}/negative/*.dcm (grouped by PatientID). Synthetic, for "
         "demonstration only; the patients in the headers are fictitious."

@@ -147,6 +147,7 @@ def _ensure_data(cfg: DataConfig, seed: int) -> Path:
         image_size=cfg.synthetic.image_size,
         difficulty=cfg.synthetic.difficulty,
         seed=seed,
+        prevalence=cfg.synthetic.prevalence,
     )
     return root
 

@@ -339,6 +339,7 @@ def make_synthetic(
     seed: int,
     difficulty: float | str = DEFAULT_DIFFICULTY,
     progress: bool | None = None,
+    prevalence: float = 0.5,
 ) -> Path:
     """Write a deterministic synthetic clot dataset in the Kaggle layout.
 
@@ -357,6 +358,9 @@ def make_synthetic(
             far from the vessels) to 1 (hard: a small, low-contrast clot, more distractors
             close to the vessels, more noise), or ``"easy"``, ``"medium"``, ``"hard"``.
         progress: show a progress bar; None shows one for large sets on a terminal.
+        prevalence: the share of positive images, ``0 < prevalence < 1``: the set keeps its
+            ``2 * n_per_class`` images, ``round(prevalence * 2 * n_per_class)`` of them positive
+            (at least 2 of each class). 0.5 (the default) is the balanced set.
 
     Returns:
         ``out``.
@@ -369,6 +373,10 @@ def make_synthetic(
         raise DataError(f"`n_per_class >= 2` must hold, but got n_per_class={n_per_class}")
     if not 16 <= image_size <= 1024:
         raise DataError(f"`16 <= image_size <= 1024` must hold, but got image_size={image_size}")
+    if not 0.0 < prevalence < 1.0:  # also refuses NaN
+        raise DataError(f"`0 < prevalence < 1` must hold, but got prevalence={prevalence}")
+    n_total = 2 * n_per_class
+    n_positive = min(max(2, round(prevalence * n_total)), n_total - 2)
     level = resolve_difficulty(difficulty)
     settings = _Settings.at(level)
     params: dict[str, object] = {
@@ -378,6 +386,8 @@ def make_synthetic(
         "difficulty": level,
         "version": _GENERATOR_VERSION,
     }
+    if n_positive != n_per_class:  # a balanced set's marker stays as before: its folder is kept
+        params["prevalence"] = float(prevalence)
     if out.exists():
         if not out.is_dir():
             raise DataError(f"{out}: exists and is not a folder")
@@ -402,9 +412,8 @@ def make_synthetic(
     _write_marker(out, params, complete=False)
 
     master = np.random.default_rng(seed)
-    labels = np.array([1] * n_per_class + [0] * n_per_class)
+    labels = np.array([1] * n_positive + [0] * (n_total - n_positive))
     master.shuffle(labels)
-    n_total = labels.size
     n_patients = math.ceil(n_total / IMAGES_PER_PATIENT)
     # One independent stream per patient and per image keeps every image reproducible
     # on its own (and the output independent of how the loop is scheduled).

@@ -104,6 +104,7 @@ def make_synthetic_dicom(
     image_size: int,
     seed: int,
     difficulty: float | str = DEFAULT_DIFFICULTY,
+    prevalence: float = 0.5,
 ) -> Path:
     """Write the synthetic set (same pictures as the PNG one) as 16-bit DICOM files.
 
@@ -114,6 +115,7 @@ def make_synthetic_dicom(
         image_size: side length in pixels.
         seed: random seed (the same as for the PNG set gives the same pictures).
         difficulty: as for :func:`~clot_hpo.data.synthetic.make_synthetic`.
+        prevalence: share of positive images, as for :func:`~clot_hpo.data.synthetic.make_synthetic`.
 
     Returns:
         ``out``.
@@ -138,6 +140,7 @@ def make_synthetic_dicom(
             seed=seed,
             difficulty=difficulty,
             progress=False,
+            prevalence=prevalence,
         )
         for name in ("positive", "negative"):
             shutil.rmtree(out / name, ignore_errors=True)

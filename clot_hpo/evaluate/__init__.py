@@ -6,6 +6,21 @@ pass in the model (:mod:`clot_hpo.evaluate.holdout` applies one to image files).
 
 from __future__ import annotations
 
+from clot_hpo.evaluate.catalogue import (
+    Metric,
+    Scored,
+    all_metrics,
+    format_estimate,
+    format_interval,
+    get_metric,
+    headline_keys,
+    metric_keys,
+    metric_names,
+    register_metric,
+    summary_metrics,
+    table_metrics,
+    unregister_metric,
+)
 from clot_hpo.evaluate.figures import make_figures
 from clot_hpo.evaluate.holdout import (
     LabelledFolder,
@@ -14,7 +29,6 @@ from clot_hpo.evaluate.holdout import (
     predict_image_files,
 )
 from clot_hpo.evaluate.metrics import (
-    METRIC_NAMES,
     THRESHOLD_METHODS,
     binary_metrics,
     choose_threshold,
@@ -35,14 +49,16 @@ from clot_hpo.evaluate.paired import (
 from clot_hpo.evaluate.report import EvaluationReport, evaluate_trial, format_table, point_metrics
 
 __all__ = [
-    "METRIC_NAMES",
     "PREDICTION_COLUMNS",
     "THRESHOLD_METHODS",
     "EvaluationReport",
     "LabelledFolder",
     "McNemar",
+    "Metric",
     "PairedAuc",
+    "Scored",
     "align",
+    "all_metrics",
     "binary_metrics",
     "choose_threshold",
     "confusion_counts",
@@ -50,13 +66,23 @@ __all__ = [
     "evaluate_model",
     "evaluate_trial",
     "expected_calibration_error",
+    "format_estimate",
+    "format_interval",
     "format_table",
+    "get_metric",
+    "headline_keys",
     "load_labelled_folder",
     "make_figures",
     "mcnemar_exact",
+    "metric_keys",
+    "metric_names",
     "point_metrics",
     "predict_image_files",
     "read_predictions",
+    "register_metric",
     "sensitivity_at_specificity",
+    "summary_metrics",
+    "table_metrics",
+    "unregister_metric",
     "wilson_interval",
 ]

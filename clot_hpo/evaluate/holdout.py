@@ -77,6 +77,7 @@ class LabelledFolder:
     confidence: float = 0.95
     n_bootstrap: int = 1000
     max_pixels: int | None = None
+    prevalence: float | None = None  # PPV and NPV at this prevalence (None: the folder's own)
     skipped: list[tuple[str, str]] | None = None
     dicom: DicomSettings | None = None
 
@@ -96,7 +97,8 @@ def load_labelled_folder(
     Args:
         data: a folder with class folders or a metadata CSV.
         config_path: an experiment YAML whose ``data`` section and interval settings
-            (``evaluation.confidence_level``, ``evaluation.bootstrap_samples``) apply.
+            (``evaluation.confidence_level``, ``evaluation.bootstrap_samples``,
+            ``evaluation.prevalence``) apply.
         overrides: ``data`` keys set on the command line (``max_pixels``,
             ``allow_outside_root``, ``skip_corrupt``); None values are ignored.
 
@@ -114,6 +116,7 @@ def load_labelled_folder(
         settings = {
             "confidence": cfg.evaluation.confidence_level,
             "n_bootstrap": cfg.evaluation.bootstrap_samples,
+            "prevalence": cfg.evaluation.prevalence,
         }
     else:
         data_cfg = DataConfig(path=str(data))
@@ -174,6 +177,7 @@ def evaluate_model(
             confidence=folder.confidence,
             n_bootstrap=folder.n_bootstrap,
             seed=seed,
+            prevalence=folder.prevalence,
         ),
         "confusion_matrix": confusion_counts(folder.labels, probs, threshold),
     }

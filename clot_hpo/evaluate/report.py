@@ -9,31 +9,11 @@ from typing import Any
 import numpy as np
 
 from clot_hpo.config.schema import EvaluationConfig
+from clot_hpo.evaluate.catalogue import CI_HIGH, CI_LOW, format_estimate, interval_note, table_metrics
 from clot_hpo.evaluate.figures import make_figures, sample_images_figure
 from clot_hpo.evaluate.metrics import as_arrays, binary_metrics, choose_threshold, confusion_counts
 
-# The product's headline table: (column title, metric name).
-TABLE_COLUMNS = (
-    ("Accuracy", "accuracy"),
-    ("Precision", "precision"),
-    ("Recall", "recall"),
-    ("Sensitivity", "sensitivity"),
-    ("Specificity", "specificity"),
-    ("AUC", "auc"),
-)
 SPLIT_TITLES = {"val": "Validation", "test": "Test"}
-
-
-def format_cell(metrics: dict[str, float], name: str, prefix: str = "", digits: int = 3) -> str:
-    """``0.912 (0.871–0.941)``: a metric and its interval, or ``–`` when absent."""
-    key = f"{prefix}{name}"
-    if key not in metrics:
-        return "–"
-    cell = f"{metrics[key]:.{digits}f}"
-    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-    if low is not None and high is not None:
-        cell += f" ({low:.{digits}f}–{high:.{digits}f})"
-    return cell
 
 
 def format_table(
@@ -42,7 +22,7 @@ def format_table(
     prefixes: dict[str, str] | None = None,
     counts: dict[str, dict[str, Any]] | None = None,
 ) -> str:
-    """The product's table as Markdown: one row per split.
+    """The product's table as Markdown: one row per split, a column per table metric of the catalogue.
 
     Args:
         rows: row title -> metrics dict.
@@ -50,12 +30,14 @@ def format_table(
         counts: row title -> confusion counts; adds an ``n`` column when given.
     """
     prefixes = prefixes or {}
-    head = ["Split", *(title for title, _ in TABLE_COLUMNS)]
+    columns = table_metrics()
+    head = ["Split", *(m.label for m in columns)]
     if counts:
         head.append("n")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for title, metrics in rows.items():
-        cells = [title, *(format_cell(metrics, name, prefixes.get(title, "")) for _, name in TABLE_COLUMNS)]
+        prefix = prefixes.get(title, "")
+        cells = [title, *(format_estimate(metrics, prefix + m.name) for m in columns)]
         if counts:
             c = counts.get(title) or {}
             cells.append(str(sum(int(c.get(k, 0)) for k in ("tn", "fp", "fn", "tp"))))
@@ -74,7 +56,8 @@ class EvaluationReport:
             ``val_confusion_matrix.json``.
         figures: matplotlib figures by file name (drawn on the test split when present).
         method: how the threshold was chosen; confidence: the interval level;
-        n_bootstrap: resamples behind the bootstrap intervals.
+        n_bootstrap: resamples behind the bootstrap intervals; prevalence: where PPV and NPV
+        are taken (None: each split's own).
     """
 
     metrics: dict[str, float]
@@ -83,6 +66,7 @@ class EvaluationReport:
     method: str = "youden"
     confidence: float = 0.95
     n_bootstrap: int = 1000
+    prevalence: float | None = None
 
     @property
     def threshold(self) -> float:
@@ -106,8 +90,7 @@ class EvaluationReport:
         }
         note = (
             f"\n\nThreshold {self.threshold:.3f} chosen on the validation split ({self.method}). "
-            f"{self.confidence:.0%} intervals: Wilson for proportions, percentile bootstrap "
-            f"({self.n_bootstrap} resamples) for AUC."
+            + interval_note(self.confidence, self.n_bootstrap, self.prevalence)
         )
         return format_table(rows, prefixes=prefixes, counts=counts) + note
 
@@ -151,6 +134,7 @@ def evaluate_trial(
         threshold=threshold,
         confidence=cfg.confidence_level,
         n_bootstrap=cfg.bootstrap_samples,
+        prevalence=cfg.prevalence,
     )
     metrics: dict[str, float] = {"threshold": threshold}
     metrics.update({f"val_{k}": v for k, v in metrics_at(yv, pv, seed=seed).items()})
@@ -175,6 +159,7 @@ def evaluate_trial(
         method=cfg.threshold,
         confidence=cfg.confidence_level,
         n_bootstrap=cfg.bootstrap_samples,
+        prevalence=cfg.prevalence,
     )
 
 
@@ -199,8 +184,13 @@ def point_metrics(
     )
     points = {"threshold": threshold}
     for split, (y, p) in {"val": (y_val, p_val), "test": (y_test, p_test)}.items():
-        values = binary_metrics(y, p, threshold=threshold, confidence=cfg.confidence_level, n_bootstrap=0)
-        points.update(
-            {f"{split}_{k}": v for k, v in values.items() if not k.endswith(("_ci_low", "_ci_high"))}
+        values = binary_metrics(
+            y,
+            p,
+            threshold=threshold,
+            confidence=cfg.confidence_level,
+            n_bootstrap=0,
+            prevalence=cfg.prevalence,
         )
+        points.update({f"{split}_{k}": v for k, v in values.items() if not k.endswith((CI_LOW, CI_HIGH))})
     return points

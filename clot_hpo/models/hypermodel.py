@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
     "aug_zoom": 0.0,
     "aug_contrast": 0.0,
     "aug_brightness": 0.0,
+    # Loss weight per class: none, or balanced (n / (2 n_class) of the training split); the
+    # config's training.class_weight replaces this default, a search space may search it.
+    "class_weight": "none",
     # BatchNormalization momentum of a randomly initialized base; None: from the epoch's
     # length (see `batchnorm_momentum_for`). Pretrained bases keep their statistics frozen.
     "bn_momentum": None,
@@ -80,6 +83,8 @@ class ClotHyperModel(keras_tuner.HyperModel):
         target_specificity: when set, the ``sensitivity_at_specificity`` metric is tracked
             at this specificity during training (the study sets it for that objective).
         seed: seeds the augmentation layers.
+        class_weight: ``none`` or ``balanced``, for trials whose search space does not
+            declare ``class_weight`` (the config's ``training.class_weight``).
     """
 
     def __init__(
@@ -89,8 +94,11 @@ class ClotHyperModel(keras_tuner.HyperModel):
         weights: str | None = "imagenet",
         target_specificity: float | None = None,
         seed: int | None = None,
+        class_weight: str = "none",
     ) -> None:
         super().__init__(name="clot_hypermodel", tunable=True)
+        _check_class_weight(class_weight)
+        self.class_weight = class_weight
         if not spaces:
             raise ConfigError("search.backbones must name at least one backbone")
         self.spaces = dict(spaces)
@@ -132,8 +140,9 @@ class ClotHyperModel(keras_tuner.HyperModel):
             backbone = hp.Choice("backbone", names)
             with hp.conditional_scope("backbone", [backbone]):
                 sampled = self.spaces[backbone].sample(hp, prefix=f"{backbone}.")
-        values = {**DEFAULTS, **sampled}
+        values = {**DEFAULTS, "class_weight": self.class_weight, **sampled}
         get_optimizer_spec(str(values["optimizer"]))  # a clear error for an unknown name
+        _check_class_weight(values["class_weight"])
         return TrialSettings(backbone=backbone, values=values)
 
     # ----- model --------------------------------------------------------------------------
@@ -233,6 +242,14 @@ class ClotHyperModel(keras_tuner.HyperModel):
         second.history = merged
         second.epoch = list(first.epoch) + list(second.epoch)
         return second
+
+
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+def _check_class_weight(value: object) -> None:
+    if value not in CLASS_WEIGHTS:
+        raise ConfigError(f"class_weight must be one of {list(CLASS_WEIGHTS)}, but got {value!r}")
 
 
 def make_optimizer(s: TrialSettings, *, accumulation_steps: int = 1) -> keras.optimizers.Optimizer:

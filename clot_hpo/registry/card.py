@@ -24,6 +24,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clot_hpo.evaluate.catalogue import (
+    CI_HIGH,
+    CI_LOW,
+    format_estimate,
+    format_interval,
+    format_number,
+    get_metric,
+    interval_note,
+    summary_metrics,
+    table_metrics,
+)
 from clot_hpo.tracking.tags import (
     TAG_GATE_CHAMPION,
     TAG_GATE_DECISION,
@@ -37,7 +48,6 @@ CARD_MD = "model_card.md"
 CARD_JSON = "model_card.json"
 SMALL_TEST_SET = 500  # fewer test images than this: say how wide the intervals are
 WEIGHTS_MEMBER = "model.weights.h5"
-TABLE_METRICS = ("accuracy", "precision", "sensitivity", "specificity", "f1", "auc", "pr_auc")
 
 
 # ----- facts from files ---------------------------------------------------------------------
@@ -112,16 +122,18 @@ def _num(value: Any) -> float | None:
     return None if number is None or math.isnan(number) else number
 
 
-def _metric_rows(metrics: dict[str, float], prefix: str) -> dict[str, dict[str, float | None]]:
+def _metric_rows(metrics: dict[str, float], split: str) -> dict[str, dict[str, float | None]]:
+    """The catalogue's table metrics the run logged on ``split``, by name."""
     rows = {}
-    for name in TABLE_METRICS:
-        point = _num(metrics.get(f"{prefix}{name}"))
+    for metric in table_metrics():
+        key = metric.key(split)
+        point = _num(metrics.get(key))
         if point is None:
             continue
-        rows[name] = {
+        rows[metric.name] = {
             "value": point,
-            "ci_low": _num(metrics.get(f"{prefix}{name}_ci_low")),
-            "ci_high": _num(metrics.get(f"{prefix}{name}_ci_high")),
+            "ci_low": _num(metrics.get(key + CI_LOW)),
+            "ci_high": _num(metrics.get(key + CI_HIGH)),
         }
     return rows
 
@@ -148,7 +160,7 @@ def _caveats(card: dict[str, Any]) -> list[str]:
         pos = test.get("positive")
         sens = card["metrics"]["test"].get("sensitivity", {})
         width = (
-            f" (sensitivity 95% interval [{sens['ci_low']:.3f}, {sens['ci_high']:.3f}])"
+            f" (sensitivity interval {format_interval(sens['ci_low'], sens['ci_high'])})"
             if sens.get("ci_low") is not None and sens.get("ci_high") is not None
             else ""
         )
@@ -286,9 +298,15 @@ def build_card(
         },
         "metrics": {
             "confidence": eval_cfg.get("confidence_level", 0.95),
-            "intervals": "Wilson for proportions, percentile bootstrap for AUC, PR AUC and F1",
-            "test": _metric_rows(metrics, "test_"),
-            "validation": _metric_rows(metrics, "val_"),
+            "intervals": interval_note(
+                float(eval_cfg.get("confidence_level", 0.95)),
+                int(eval_cfg.get("bootstrap_samples", 1000)),
+                eval_cfg.get("prevalence"),
+            ),
+            # PPV and NPV are taken at this prevalence (None: the test split's own).
+            "prevalence": eval_cfg.get("prevalence"),
+            "test": _metric_rows(metrics, "test"),
+            "validation": _metric_rows(metrics, "val"),
         },
         "calibration": calibration_facts(test_predictions)
         or {
@@ -332,14 +350,23 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _estimate(rows: dict[str, dict[str, float | None]], name: str) -> str:
+    """``0.912 (0.871–0.941)`` for a card's metric row (the catalogue's one format)."""
+    row = rows.get(name) or {}
+    return format_estimate(
+        {name: row.get("value"), name + CI_LOW: row.get("ci_low"), name + CI_HIGH: row.get("ci_high")}, name
+    )
+
+
 def _metrics_table(rows: dict[str, dict[str, float | None]]) -> list[str]:
     if not rows:
         return ["not recorded"]
-    out = ["| metric | value | 95% interval |", "|---|---|---|"]
+    out = ["| metric | value | interval |", "|---|---|---|"]
     for name, row in rows.items():
-        low, high = row.get("ci_low"), row.get("ci_high")
-        interval = f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else "-"
-        out.append(f"| {name} | {row['value']:.3f} | {interval} |")
+        metric = get_metric(name)
+        value = format_number(row["value"], metric.digits)
+        interval = format_interval(row.get("ci_low"), row.get("ci_high"), metric.digits)
+        out.append(f"| {metric.label} | {value} | {interval} |")
     return out
 
 
@@ -393,7 +420,9 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"- {_fmt(e.get('n_images'))} images ({_fmt(e.get('positive'))} positive, "
         f"{_fmt(e.get('negative'))} negative); predictions: {e['predictions']}",
         "",
-        f"## Metrics (test, {_fmt(m.get('confidence'))} intervals: {m['intervals']})",
+        "## Metrics (test)",
+        f"{m['intervals']}",
+        "",
         *_metrics_table(m["test"]),
         "",
         "Validation:",
@@ -437,15 +466,6 @@ def summary_markdown(card: dict[str, Any]) -> str:
     )
     test = card["metrics"]["test"]
 
-    def cell(name: str) -> str:
-        row = test.get(name)
-        if not row:
-            return "n/a"
-        low, high = row.get("ci_low"), row.get("ci_high")
-        return f"{row['value']:.3f}" + (
-            f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
-        )
-
     decision = card.get("promotion") or {}
     lines = [
         f"**{_fmt(d.get('backbone'))}**, {_fmt(d['input'].get('image_size'))} px, weights "
@@ -455,9 +475,9 @@ def summary_markdown(card: dict[str, Any]) -> str:
         f"Research tool, not a diagnostic device. Data: digest `{str(t.get('dataset_digest'))[:12]}`, "
         f"source {_fmt(t.get('source_path'))}" + (" (synthetic)" if t.get("synthetic") else "") + ".",
         "",
-        f"| test (n={_fmt(e.get('n_images'))}) | value [95% CI] |",
+        f"| test (n={_fmt(e.get('n_images'))}) | value (interval) |",
         "|---|---|",
-        *[f"| {name} | {cell(name)} |" for name in ("auc", "sensitivity", "specificity", "accuracy")],
+        *[f"| {m.label} | {_estimate(test, m.name)} |" for m in summary_metrics()],
         f"| ECE / Brier | {_fmt(cal.get('ece'))} / {_fmt(cal.get('brier'))} |",
         f"| threshold | {_fmt(th.get('value'))} ({_fmt(th.get('method'))}, on validation) |",
         "",

@@ -65,7 +65,7 @@ from clot_hpo.tracking.tags import (
     TAG_THRESHOLD,
     TAG_TRIAL_NUMBER,
 )
-from clot_hpo.util import finite_float, first_line
+from clot_hpo.util import finite_float, first_line, rank_trials
 
 log = logging.getLogger("clot_hpo.registry")
 
@@ -228,9 +228,8 @@ def _candidates(
         model_id = _model_id_of(run)
         if value is not None and model_id:
             out.append(_Candidate(run=run, value=value, model_id=model_id))
-    sign = -1.0 if direction == "maximize" else 1.0
-    out.sort(key=lambda c: (sign * c.value, c.trial_number if c.trial_number is not None else 1 << 30))
-    return out, len(finished)
+    ranked = rank_trials(out, value=lambda c: c.value, number=lambda c: c.trial_number, direction=direction)
+    return ranked, len(finished)
 
 
 def verify_trial(run: Any, ledger: TrialLedger) -> tuple[Any, str | None]:

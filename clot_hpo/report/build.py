@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,37 +19,32 @@ from typing import Any
 import pandas as pd
 
 from clot_hpo.errors import DataError
-from clot_hpo.evaluate.metrics import binary_metrics, choose_threshold, expected_calibration_error
+from clot_hpo.evaluate.catalogue import format_estimate, interval_note, summary_metrics, table_metrics
+from clot_hpo.evaluate.metrics import (
+    binary_metrics,
+    choose_threshold,
+    describe_threshold_rule,
+    expected_calibration_error,
+    positives_for_width,
+)
 from clot_hpo.evaluate.paired import McNemar, PairedAuc, align, delong_test, mcnemar_exact, read_predictions
 from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS
-from clot_hpo.evaluate.report import TABLE_COLUMNS
 from clot_hpo.report import figures
 from clot_hpo.report.document import Document, Figure, Heading, Paragraph, Table
 from clot_hpo.tracking.study_record import StudyRecord, TrialRecord, download_trial_file
-from clot_hpo.util import file_sha256, redact_url
+from clot_hpo.util import file_sha256, objective_value, rank_trials, redact_url
 from clot_hpo.yaml_io import read_yaml
 
 log = logging.getLogger(__name__)
 
 ALPHA = 0.05
-# The product's headline table (the seed's Results columns and AUC), then F1: (title, metric).
-TABLE_METRICS = (*TABLE_COLUMNS, ("F1", "f1"))
 # Params a trial logs that are bookkeeping, not searched hyperparameters.
-NOT_SEARCHED = {"batch_size_run", "accumulation_steps", "mixed_precision", "epochs"}
+NOT_SEARCHED = {"batch_size_run", "accumulation_steps", "mixed_precision", "epochs", "class_weight_run"}
 MAX_SUBGROUP_LEVELS = 12
 AGE_BANDS = 4
 
 
 # ----- formatting ---------------------------------------------------------------------------
-def cell(metrics: dict[str, float], name: str, digits: int = 3) -> str:
-    """``0.912 (0.871–0.941)``; ``–`` when the metric is absent."""
-    if name not in metrics:
-        return "–"
-    text = f"{metrics[name]:.{digits}f}"
-    low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
-    return text + (f" ({low:.{digits}f}–{high:.{digits}f})" if low is not None and high is not None else "")
-
-
 def p_text(p: float) -> str:
     """A p-value as a reader expects it (``< 0.001`` below that)."""
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
@@ -110,42 +104,43 @@ class Settings:
     confidence: float = 0.95
     n_bootstrap: int = 1000
     seed: int = 42
+    prevalence: float | None = None
+    max_interval_width: float = 0.2
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:
         """Read from the study's resolved config (defaults where it is silent)."""
         ev = config.get("evaluation") or {}
+        prevalence = ev.get("prevalence")
         return cls(
             method=str(ev.get("threshold", "youden")),
             target_sensitivity=float(ev.get("target_sensitivity", 0.95)),
             confidence=float(ev.get("confidence_level", 0.95)),
             n_bootstrap=int(ev.get("bootstrap_samples", 1000)),
             seed=int(config.get("seed", 42)),
+            prevalence=None if prevalence is None else float(prevalence),
+            max_interval_width=float(ev.get("max_interval_width", 0.2)),
         )
 
 
-def objective_value(trial: TrialRecord, objective: str | None) -> float | None:
-    """The trial's objective as its run logged it (the evaluation's, else Optuna's ``value``)."""
-    for key in (objective, "value"):
-        if key and key in trial.metrics and math.isfinite(trial.metrics[key]):
-            return float(trial.metrics[key])
-    return None
+def trial_value(trial: TrialRecord, objective: str | None) -> float | None:
+    """The trial's objective value, by the one rule (:func:`clot_hpo.util.objective_value`)."""
+    return objective_value(trial.metrics, objective)
 
 
 def best_per_backbone(record: StudyRecord) -> list[Candidate]:
-    """The best completed trial of each backbone, by the study's objective and direction."""
-    sign = 1.0 if record.direction == "maximize" else -1.0
+    """The best completed trial of each backbone, by the one rule (:func:`~clot_hpo.util.rank_trials`)."""
+    complete = [t for t in record.trials if t.state == "COMPLETE" and t.backbone]
+    ranked = rank_trials(
+        complete,
+        value=lambda t: trial_value(t, record.objective),
+        number=lambda t: t.number,
+        direction=record.direction or "maximize",
+    )
     best: dict[str, Candidate] = {}
-    for trial in record.trials:
-        if trial.state != "COMPLETE" or not trial.backbone:
-            continue
-        value = objective_value(trial, record.objective)
-        if value is None:
-            continue
-        current = best.get(trial.backbone)
-        # Strictly better only: among equal values the lower trial number stays, as in Optuna.
-        if current is None or sign * value > sign * (current.objective_value or 0.0):
-            best[trial.backbone] = Candidate(trial.backbone, trial, value)
+    for trial in ranked:
+        if trial.backbone and trial.backbone not in best:
+            best[trial.backbone] = Candidate(trial.backbone, trial, trial_value(trial, record.objective))
     return [best[k] for k in sorted(best)]
 
 
@@ -178,6 +173,7 @@ def evaluate_candidate(record: StudyRecord, cand: Candidate, settings: Settings)
         confidence=settings.confidence,
         n_bootstrap=settings.n_bootstrap,
         seed=settings.seed + cand.trial.number + 1,
+        prevalence=settings.prevalence,
     )
     cand.from_files = True
 
@@ -387,24 +383,30 @@ def _results(doc: Document, report: Report, record: StudyRecord, settings: Setti
     if not cands:
         doc.add(Paragraph("No trial completed: there is nothing to report on.", kind="note"))
         return
-    columns = ["Backbone", "Trial", "Threshold", *(t for t, _ in TABLE_METRICS), "n"]
+    shown = table_metrics()
+    columns = ["Backbone", "Trial", "Threshold", *(m.label for m in shown), "n"]
     rows = []
     for c in cands:
         n = str(len(c.test)) if c.test is not None else "–"
         threshold = f"{c.threshold:.3f}" if c.threshold is not None else "–"
         rows.append(
-            [c.backbone, str(c.trial.number), threshold, *(cell(c.metrics, m) for _, m in TABLE_METRICS), n]
+            [
+                c.backbone,
+                str(c.trial.number),
+                threshold,
+                *(format_estimate(c.metrics, m.name) for m in shown),
+                n,
+            ]
         )
-    how = "Youden's J" if settings.method == "youden" else f"sensitivity ≥ {settings.target_sensitivity:g}"
+    how = describe_threshold_rule(settings.method, settings.target_sensitivity)
     doc.add(
         Table(
             columns,
             rows,
             caption=(
                 f"The best trial of each backbone (by {record.objective or 'the objective'} on validation), "
-                f"at its threshold chosen on the validation split ({how}). {settings.confidence:.0%} "
-                f"intervals: Wilson for proportions, percentile bootstrap ({settings.n_bootstrap} "
-                "resamples) for AUC and F1."
+                f"at its threshold chosen on the validation split ({how}). "
+                + interval_note(settings.confidence, settings.n_bootstrap, settings.prevalence)
             ),
             numeric_from=1,
             ident="results-table",
@@ -423,6 +425,9 @@ def _results(doc: Document, report: Report, record: StudyRecord, settings: Setti
                 kind="" if same else "note",
             )
         )
+    for note in few_positives(cands, settings):
+        report.notes.append(note)
+        doc.add(Paragraph(note, kind="note"))
     missing = [c for c in cands if not c.from_files]
     if missing:
         names = ", ".join(f"{c.backbone} (trial {c.trial.number})" for c in missing)
@@ -432,6 +437,31 @@ def _results(doc: Document, report: Report, record: StudyRecord, settings: Setti
         )
         report.notes.append(note)
         doc.add(Paragraph(note, kind="note"))
+
+
+def few_positives(cands: list[Candidate], settings: Settings) -> list[str]:
+    """One sentence per model whose test split has too few positives for the stated interval width.
+
+    The width is ``evaluation.max_interval_width``, of the sensitivity's Wilson interval at the
+    sensitivity observed; the sentence says how many positives would give it.
+    """
+    out = []
+    for c in cands:
+        if c.test is None or "sensitivity" not in c.metrics:
+            continue
+        positives = int(c.test["label"].sum())
+        sensitivity = c.metrics["sensitivity"]
+        width = c.metrics.get("sensitivity_ci_high", 1.0) - c.metrics.get("sensitivity_ci_low", 0.0)
+        if width <= settings.max_interval_width:
+            continue
+        needed = positives_for_width(sensitivity, settings.max_interval_width, settings.confidence)
+        out.append(
+            f"**Too few positives in the test split for {c.backbone}:** {positives} clot image(s) give a "
+            f"sensitivity interval {width:.2f} wide ({format_estimate(c.metrics, 'sensitivity')}), "
+            f"wider than {settings.max_interval_width:g} (evaluation.max_interval_width); about {needed} "
+            f"positives would narrow it to {settings.max_interval_width:g} at this sensitivity."
+        )
+    return out
 
 
 def _paired(doc: Document, report: Report) -> None:
@@ -624,7 +654,7 @@ def _search(
     points = [
         (t.number, v, t.backbone or "?")
         for t in record.trials
-        if t.state == "COMPLETE" and (v := objective_value(t, record.objective)) is not None
+        if t.state == "COMPLETE" and (v := trial_value(t, record.objective)) is not None
     ]
     if points:
         doc.add(
@@ -637,7 +667,7 @@ def _search(
     complete = [
         (t, v)
         for t in record.trials
-        if t.state == "COMPLETE" and (v := objective_value(t, record.objective)) is not None
+        if t.state == "COMPLETE" and (v := trial_value(t, record.objective)) is not None
     ]
     # Parameters are named per backbone (``resnet50.learning_rate``): the study's shared ones
     # (the backbone itself) across all trials, each backbone's own across its trials.
@@ -818,6 +848,7 @@ def _data(
                     confidence=settings.confidence,
                     n_bootstrap=settings.n_bootstrap,
                     seed=settings.seed,
+                    prevalence=settings.prevalence,
                 )
                 rows.append(
                     [
@@ -825,15 +856,12 @@ def _data(
                         str(level),
                         str(len(part)),
                         str(int(part["label"].sum())),
-                        cell(m, "sensitivity"),
-                        cell(m, "specificity"),
-                        cell(m, "auc"),
-                        cell(m, "accuracy"),
+                        *(format_estimate(m, metric.name) for metric in summary_metrics()),
                     ]
                 )
         doc.add(
             Table(
-                ["Backbone", column, "n", "Clots", "Sensitivity", "Specificity", "AUC", "Accuracy"],
+                ["Backbone", column, "n", "Clots", *(metric.label for metric in summary_metrics())],
                 rows,
                 caption=f"Test split by `{column}` (from the metadata CSV), each model at its threshold. "
                 "Small subgroups give wide intervals; AUC needs both classes.",
@@ -845,15 +873,15 @@ def _data(
 
 __all__ = [
     "ALPHA",
-    "TABLE_METRICS",
     "Candidate",
     "Comparison",
     "Report",
     "Settings",
     "best_per_backbone",
     "build_report",
-    "cell",
     "compare",
+    "few_positives",
     "subgroup_columns",
+    "trial_value",
     "verdict",
 ]

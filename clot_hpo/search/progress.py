@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -19,15 +18,17 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from clot_hpo.evaluate.catalogue import format_number, summary_metrics
 from clot_hpo.search.objectives import Objective
-from clot_hpo.util import FINISHED_TRIAL_STATES
+from clot_hpo.util import FINISHED_TRIAL_STATES, finite_float, rank_trials
 
 _FINISHED = tuple(TrialState[name] for name in sorted(FINISHED_TRIAL_STATES))
 
 
-def objective_value(trial: optuna.trial.FrozenTrial) -> float:
-    """A completed trial's objective value, for sorting (NaN for a trial without one)."""
-    return float("nan") if trial.value is None else trial.value
+def ranked(trials: list[optuna.trial.FrozenTrial], direction: str) -> list[optuna.trial.FrozenTrial]:
+    """The completed trials, best first, by the one best-trial rule (:func:`~clot_hpo.util.rank_trials`)."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    return rank_trials(complete, value=lambda t: t.value, number=lambda t: t.number, direction=direction)
 
 
 class StudyProgress:
@@ -64,12 +65,9 @@ class StudyProgress:
     def update(self, trials: list[optuna.trial.FrozenTrial]) -> None:
         """Refresh the count of finished trials and the best value."""
         finished = sum(t.state in _FINISHED for t in trials)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
         best = ""
-        if complete:
-            pick = max if self.objective.direction == "maximize" else min
-            top = pick(complete, key=objective_value)
-            best = f"best {self.objective.name} {top.value:.4f} (trial {top.number})"
+        if top := ranked(trials, self.objective.direction)[:1]:
+            best = f"best {self.objective.name} {top[0].value:.4f} (trial {top[0].number})"
         self.progress.update(self.task, completed=finished, best=best, description="trials")
 
     def start_trial(self, number: int) -> None:
@@ -81,18 +79,13 @@ class StudyProgress:
         self.progress.update(self.task, description=text)
 
 
-def _fmt(attrs: dict[str, Any], key: str) -> str:
-    value = attrs.get(key)
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
-
-
 def print_top_trials(console: Console, study: optuna.Study, objective: Objective, top: int = 5) -> None:
     """A table of the best completed trials, then a count of every state."""
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    complete.sort(key=objective_value, reverse=objective.direction == "maximize")
+    complete = ranked(trials, objective.direction)
+    shown = summary_metrics()
     table = Table(title=f"top trials of {study.study_name} by {objective.name}")
-    for column in ("trial", "backbone", objective.name, "test AUC", "test sens.", "test spec.", "epochs"):
+    for column in ("trial", "backbone", objective.name, *(f"test {m.label}" for m in shown), "epochs"):
         table.add_column(column, justify="right")
     for t in complete[:top]:
         a = t.user_attrs
@@ -100,9 +93,7 @@ def print_top_trials(console: Console, study: optuna.Study, objective: Objective
             str(t.number),
             str(a.get("backbone", "-")),
             f"{t.value:.4f}",
-            _fmt(a, "test_auc"),
-            _fmt(a, "test_sensitivity"),
-            _fmt(a, "test_specificity"),
+            *(format_number(finite_float(a.get(m.key("test"))), 4) for m in shown),
             str(a.get("epochs_run", "-")),
         )
     if complete:

@@ -27,6 +27,7 @@ from rich.console import Console
 from clot_hpo.checkpoint import CHECKPOINT_FILE
 from clot_hpo.config import ExperimentConfig, save_resolved
 from clot_hpo.errors import ConfigError, FatalError, Preempted, TrialFailed
+from clot_hpo.evaluate.catalogue import headline_keys
 from clot_hpo.search.ledger import ATTR_DIGEST, ATTR_PARENT_RUN_ID, ATTR_RUN_ID
 from clot_hpo.search.objectives import Objective, get_objective
 from clot_hpo.search.oom_retry import run_with_oom_retry
@@ -628,6 +629,7 @@ def run_search(
         # Recorded for `promote` and the run's headline: Optuna's own direction.
         objective=runner.objective.history_key,
         direction=study.direction.name.lower(),
+        headline=headline_keys(),
     )
     runner.uploads.submit(
         "log the study's inputs",

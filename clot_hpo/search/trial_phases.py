@@ -30,6 +30,7 @@ from clot_hpo.data.cache import DecodedSplits
 from clot_hpo.data.dicom import DicomSettings
 from clot_hpo.data.pipeline import EpochOrder, make_array_dataset
 from clot_hpo.evaluate import evaluate_trial
+from clot_hpo.evaluate.catalogue import SPLITS, metric_keys
 from clot_hpo.evaluate.predictions import trial_predictions
 from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings
 from clot_hpo.search.hp import OptunaHyperParameters
@@ -51,17 +52,11 @@ from clot_hpo.train import format_epoch, inference_copy, monitored_value
 # "segv:N" with SIGSEGV. Never set by users.
 FAULT_ENV = "CLOT_HPO_FAULT_INJECT"
 
-# What a completed trial's outcome carries to the study process (point values, no intervals).
+# What a completed trial's outcome carries to the study process (point values, no intervals):
+# the threshold and the catalogue's summary metrics of both splits.
 OUTCOME_METRICS = (
-    "val_auc",
-    "val_accuracy",
-    "val_sensitivity",
-    "val_specificity",
-    "test_auc",
-    "test_accuracy",
-    "test_sensitivity",
-    "test_specificity",
     "threshold",
+    *(k for split in SPLITS for k in metric_keys(split, summary=True, intervals=False)),
 )
 
 
@@ -127,6 +122,7 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
             else None
         ),
         seed=seed,
+        class_weight=config.training.class_weight,
     )
     hypermodel.jit_compile = config.training.jit_compile
     settings = hypermodel.settings(hp)
@@ -218,6 +214,8 @@ def trial_params(setup: TrialSetup, plan: TrialBudget) -> dict[str, Any]:
         "accumulation_steps": plan.accumulation_steps,
         "mixed_precision": setup.mixed_precision,
         "epochs": setup.epochs,
+        # The loss weighting applied, searched or from training.class_weight.
+        "class_weight_run": setup.settings["class_weight"],
     }
 
 
@@ -290,6 +288,15 @@ def training_data(setup: TrialSetup, data: DecodedSplits, plan: TrialBudget) -> 
         order=order,
     )
     return ds, order
+
+
+def training_class_weight(setup: TrialSetup, data: DecodedSplits) -> dict[int, float] | None:
+    """The trial's ``class_weight`` (:func:`clot_hpo.train.class_weights`) from its training labels."""
+    from clot_hpo.train import class_weights
+
+    labels = np.asarray(data.labels("train"))
+    rows = data.sample_rows("train", setup.config.training.max_train_images, setup.config.seed)
+    return class_weights(labels if rows is None else labels[np.asarray(rows)], setup.settings["class_weight"])
 
 
 def load_resume(setup: TrialSetup) -> TrainingCheckpoint | None:

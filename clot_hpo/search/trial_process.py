@@ -179,6 +179,7 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
             on_epoch_end=epochs,
             initial_epoch=epochs.resumed_from,
             callbacks=[checkpoints],
+            class_weight=phase.training_class_weight(setup, data),
         )
     except optuna.TrialPruned as exc:
         return TrialResult(epochs.outcome("PRUNED", plan, reason=str(exc)))

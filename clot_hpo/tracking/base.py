@@ -16,6 +16,7 @@ Two interfaces, one per caller:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ class StudyTracker(ABC):
         tags: dict[str, str] | None = None,
         objective: str | None = None,
         direction: str | None = None,
+        headline: Sequence[str] = (),
     ) -> str:
         """Open (or reopen, on resume) the study's parent run; return its id.
 
@@ -81,6 +83,8 @@ class StudyTracker(ABC):
             tags: extra tags of the parent run.
             objective: the metric the study optimizes, as trial runs log it (``val_auc``).
             direction: Optuna's direction for it, ``"maximize"`` or ``"minimize"``.
+            headline: the best trial's metrics the study run shows (``test_auc`` and its
+                interval), from the metric catalogue.
         """
 
     @abstractmethod
@@ -183,6 +187,7 @@ class NullStudyTracker(StudyTracker):
         tags: dict[str, str] | None = None,
         objective: str | None = None,
         direction: str | None = None,
+        headline: Sequence[str] = (),
     ) -> str:
         return ""
 

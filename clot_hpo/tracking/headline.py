@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from clot_hpo.tracking.tags import (
     BEST_PREFIX,
     DIRECTIONS,
-    HEADLINE_TEST_METRICS,
     METRIC_BEST_TRIAL,
     METRIC_N_COMPLETE,
     METRIC_N_FAILED,
@@ -26,46 +25,37 @@ from clot_hpo.tracking.tags import (
     TAG_TRIAL_NUMBER,
     TAG_TRIAL_STATE,
 )
-from clot_hpo.util import finite_float
+from clot_hpo.util import finite_float, objective_value, rank_trials
 
 _COUNTED = {"COMPLETE": METRIC_N_COMPLETE, "PRUNED": METRIC_N_PRUNED, "FAIL": METRIC_N_FAILED}
 
 
-def _trial_number(run: Any) -> int:
+def _trial_number(run: Any) -> int | None:
     raw = run.data.tags.get(TAG_TRIAL_NUMBER, "")
-    return int(raw) if raw.lstrip("-").isdigit() else 1 << 30
+    return int(raw) if raw.lstrip("-").isdigit() else None
 
 
-def _objective_value(run: Any, objective: str | None) -> float | None:
-    """The value Optuna ranked the trial by (``value``), else the objective's metric."""
-    value = finite_float(run.data.metrics.get(METRIC_VALUE))
-    if value is None and objective:
-        value = finite_float(run.data.metrics.get(objective))
-    return value
-
-
-def headline_metric_names(objective: str | None) -> list[str]:
+def headline_metric_names(objective: str | None, headline: Sequence[str] = ()) -> list[str]:
     """Every headline metric :func:`study_headline` may log, in the order a reader wants them."""
-    names = [f"{BEST_PREFIX}{objective or METRIC_VALUE}"]
-    for key in HEADLINE_TEST_METRICS:
-        names += [f"{BEST_PREFIX}{key}", f"{BEST_PREFIX}{key}_ci_low", f"{BEST_PREFIX}{key}_ci_high"]
+    names = [f"{BEST_PREFIX}{objective or METRIC_VALUE}", *(f"{BEST_PREFIX}{key}" for key in headline)]
     return [*names, METRIC_BEST_TRIAL, *_COUNTED.values()]
 
 
-def ui_view_state(objective: str | None) -> str:
+def ui_view_state(objective: str | None, headline: Sequence[str] = ()) -> str:
     """The MLflow UI's shared view (JSON): the headline metrics as the runs table's first columns.
 
     The keys are the UI's own (``selectedColumns``, ``columnOrder``; a column is
     ``metrics.`<name>```), checked against MLflow 3.17's UI by ``tests/integration/test_tracking_ui.py``.
     """
     # Then the trials' own objective and test metrics, for the rows under the expanded study.
-    names = [*headline_metric_names(objective), objective or METRIC_VALUE, *HEADLINE_TEST_METRICS]
+    points = [key for key in headline if not key.endswith(("_ci_low", "_ci_high"))]
+    names = [*headline_metric_names(objective, headline), objective or METRIC_VALUE, *points]
     columns = [f"metrics.`{name}`" for name in names]
     return json.dumps({"selectedColumns": columns, "columnOrder": columns})
 
 
 def study_headline(
-    trial_runs: Iterable[Any], *, objective: str | None, direction: str | None
+    trial_runs: Iterable[Any], *, objective: str | None, direction: str | None, headline: Sequence[str] = ()
 ) -> dict[str, float]:
     """The parent run's headline metrics from its trial runs (MLflow ``Run`` entities).
 
@@ -74,6 +64,8 @@ def study_headline(
             (runs still open have none and are not counted).
         objective: the metric the study optimizes (``val_auc``); names ``best_<objective>``.
         direction: ``"maximize"`` or ``"minimize"``; without it no best trial is named.
+        headline: the best trial's metrics to copy (``test_auc``, ``test_auc_ci_low``, ...),
+            from the metric catalogue.
 
     Returns:
         The metrics to log; ``best_*`` only when a completed trial has a finite value.
@@ -86,25 +78,26 @@ def study_headline(
     out: dict[str, float] = {name: float(states.get(state, 0)) for state, name in _COUNTED.items()}
     if direction is None:
         return out
-    sign = -1.0 if direction == "maximize" else 1.0
-    scored = [
-        (value, run)
-        for run in runs
-        if run.data.tags.get(TAG_TRIAL_STATE) == "COMPLETE"
-        and (value := _objective_value(run, objective)) is not None
-    ]
-    if not scored:
+    complete = [run for run in runs if run.data.tags.get(TAG_TRIAL_STATE) == "COMPLETE"]
+    ranked = rank_trials(
+        complete,
+        value=lambda run: objective_value(run.data.metrics, objective),
+        number=_trial_number,
+        direction=direction,
+    )
+    if not ranked:
         return out
-    value, best = min(scored, key=lambda item: (sign * item[0], _trial_number(item[1])))
+    best = ranked[0]
+    value = objective_value(best.data.metrics, objective)
+    assert value is not None  # rank_trials keeps only trials with a value
     out[f"{BEST_PREFIX}{objective or METRIC_VALUE}"] = value
     number = _trial_number(best)
-    if number != 1 << 30:
+    if number is not None:
         out[METRIC_BEST_TRIAL] = float(number)
-    for key in HEADLINE_TEST_METRICS:
-        for name in (key, f"{key}_ci_low", f"{key}_ci_high"):
-            metric = finite_float(best.data.metrics.get(name))
-            if metric is not None:
-                out[f"{BEST_PREFIX}{name}"] = metric
+    for name in headline:
+        metric = finite_float(best.data.metrics.get(name))
+        if metric is not None:
+            out[f"{BEST_PREFIX}{name}"] = metric
     return out
 
 

@@ -13,6 +13,7 @@ import logging
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from clot_hpo.tracking.tags import (
     TAG_DIGEST,
     TAG_DIRECTION,
     TAG_FAIL_REASON,
+    TAG_HEADLINE,
     TAG_OBJECTIVE,
     TAG_OPTUNA_STUDY,
     TAG_PARENT,
@@ -60,6 +62,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         self.dataset_digest: str | None = None
         self.objective: str | None = None  # the metric the study optimizes (start_study)
         self.direction: str | None = None  # Optuna's direction for it
+        self.headline: tuple[str, ...] = ()  # the best trial's metrics the parent shows
 
     def start_study(
         self,
@@ -68,20 +71,26 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         tags: dict[str, str] | None = None,
         objective: str | None = None,
         direction: str | None = None,
+        headline: Sequence[str] = (),
     ) -> str:
         """Open the study's parent run, or reopen it on resume (found by its tags).
 
         ``objective`` (the metric trial runs log, e.g. ``val_auc``) and ``direction``
         (Optuna's, ``"maximize"`` or ``"minimize"``) are recorded as the run's tags
         ``clot_hpo.objective`` and ``optuna.direction``: `promote` ranks trials by them, and
-        the run's headline metrics name the best trial by them. On resume without them, the
-        ones the run recorded are used.
+        the run's headline metrics name the best trial by them, and copy its ``headline``
+        metrics (``clot_hpo.headline``). On resume without them, the ones the run recorded are used.
         """
         if direction is not None and direction not in DIRECTIONS:
             raise ValueError(f"`direction` must be one of {list(DIRECTIONS)}, but got {direction!r}")
         self.study_name = study_name
         self.objective, self.direction = objective or self.objective, direction or self.direction
-        extra = {TAG_OBJECTIVE: self.objective, TAG_DIRECTION: self.direction}
+        self.headline = tuple(headline) or self.headline
+        extra = {
+            TAG_OBJECTIVE: self.objective,
+            TAG_DIRECTION: self.direction,
+            TAG_HEADLINE: ",".join(self.headline),
+        }
         all_tags = {**(tags or {}), **{k: v for k, v in extra.items() if v}}
         run_id = self._call(
             f"start the study run of {study_name!r}", self._start_study, study_name, all_tags, default=""
@@ -94,7 +103,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
                 self.client.set_experiment_tag,
                 self._experiment_id,
                 TAG_UI_VIEW,
-                ui_view_state(self.objective),
+                ui_view_state(self.objective, self.headline),
             )
         return str(run_id)
 
@@ -135,6 +144,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         self.dataset_digest = self.dataset_digest or recorded.get(TAG_DIGEST)
         self.objective = self.objective or recorded.get(TAG_OBJECTIVE)
         self.direction = self.direction or recorded.get(TAG_DIRECTION)
+        self.headline = self.headline or tuple(k for k in recorded.get(TAG_HEADLINE, "").split(",") if k)
         log.info(
             "tracking: resumed study run %s of %r in experiment %r",
             run_id,
@@ -356,7 +366,9 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
             return
         exp_id = self._get_or_create_experiment()
         children = search_all_runs(self.client, exp_id, f"tags.`{TAG_PARENT}` = {quote(self.parent_run_id)}")
-        headline = study_headline(children, objective=self.objective, direction=self.direction)
+        headline = study_headline(
+            children, objective=self.objective, direction=self.direction, headline=self.headline
+        )
         ts = now_ms()
         metrics = [entities.Metric(k, v, ts, 0) for k, v in headline.items()]
         self.client.log_batch(self.parent_run_id, metrics=metrics)

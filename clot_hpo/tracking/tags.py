@@ -61,8 +61,10 @@ EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 # trial counts. ``best_<objective>`` is the best trial's objective metric (``best_val_auc``).
 BEST_PREFIX = "best_"
 METRIC_BEST_TRIAL = "best_trial"  # the best trial's number
-# The best trial's test metrics copied to the parent (``best_test_auc``), with their intervals.
-HEADLINE_TEST_METRICS = ("test_auc",)
+# The best trial's test metrics copied to the parent (``best_test_auc``), with their intervals:
+# the search names them from the metric catalogue (``start_study(headline=...)``), and the
+# parent run records them in this tag (comma-separated) for a resumed study.
+TAG_HEADLINE = "clot_hpo.headline"
 METRIC_N_COMPLETE = "n_trials_complete"
 METRIC_N_PRUNED = "n_trials_pruned"
 METRIC_N_FAILED = "n_trials_failed"
@@ -82,7 +84,6 @@ __all__ = [
     "DIRECTIONS",
     "EXPERIMENT_KIND_TAG",
     "GATE_PREFIX",
-    "HEADLINE_TEST_METRICS",
     "META_IMAGE_SIZE",
     "META_INPUT",
     "META_THRESHOLD",
@@ -98,6 +99,7 @@ __all__ = [
     "TAG_DIRECTION",
     "TAG_EXPERIMENT",
     "TAG_FAIL_REASON",
+    "TAG_HEADLINE",
     "TAG_GATE_CHAMPION",
     "TAG_GATE_DECISION",
     "TAG_GATE_DIFFERENCE",

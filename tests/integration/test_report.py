@@ -140,8 +140,9 @@ def test_the_report_opens_in_chromium_and_its_numbers_are_recomputed(
     rows = {cells[0]: cells for cells in split_rows}
     assert set(rows) == {A, B}
     for cells in rows.values():
-        # Accuracy, precision, recall, sensitivity, specificity, AUC, F1: each with its interval.
-        assert all(re.fullmatch(INTERVAL, c) for c in cells[3:10]), cells
+        # Accuracy, precision, recall, sensitivity, specificity, PPV, NPV, AUC, F1, PR AUC: each
+        # with its interval.
+        assert all(re.fullmatch(INTERVAL, c) for c in cells[3:13]), cells
     assert subgroups == 4, "two sites per backbone"
 
     # Independent recomputation from the two artifacts.
@@ -151,7 +152,7 @@ def test_the_report_opens_in_chromium_and_its_numbers_are_recomputed(
     y = joined["label_a"].to_numpy()
     pa, pb = joined["probability_a"].to_numpy(), joined["probability_b"].to_numpy()
     for name, p in ((A, pa), (B, pb)):
-        assert rows[name][8].startswith(f"{roc_auc_score(y, p):.3f} "), (name, rows[name][8])
+        assert rows[name][10].startswith(f"{roc_auc_score(y, p):.3f} "), (name, rows[name][10])
     [line] = delong
     cells = [" ".join(cell.split()) for cell in line.split("\t")]
     assert cells[0] == f"{A} − {B}"  # pairs in name order

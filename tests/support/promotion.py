@@ -24,11 +24,14 @@ import pandas as pd
 from tests.support.mlflow_server import tiny_keras_model
 
 
-def predictions(n: int = 120, *, separation: float = 1.0, seed: int = 0, noise_seed: int = 1) -> pd.DataFrame:
-    """``key,label,probability`` for ``n`` test images; keys and labels depend on ``seed`` only."""
+def predictions(
+    n: int = 120, *, separation: float = 1.0, seed: int = 0, noise_seed: int = 1, prevalence: float = 0.5
+) -> pd.DataFrame:
+    """``key,label,probability`` for ``n`` test images; keys and labels depend on seed and prevalence."""
     rng = np.random.default_rng(seed)
     keys = [hashlib.sha256(f"image-{seed}-{i}".encode()).hexdigest() for i in range(n)]
-    labels = np.r_[np.ones(n // 2, dtype=int), np.zeros(n - n // 2, dtype=int)]
+    n_pos = round(n * prevalence)
+    labels = np.r_[np.ones(n_pos, dtype=int), np.zeros(n - n_pos, dtype=int)]
     rng.shuffle(labels)
     noise = np.random.default_rng(noise_seed).normal(0.0, 1.0, n)
     score = separation * (labels - 0.5) * 2 + noise
@@ -60,12 +63,15 @@ def fabricate_study(
     objective: str = "val_auc",
     direction: str | None = "maximize",
     synthetic: bool = True,
+    evaluation: dict[str, Any] | None = None,
 ) -> dict[int, str]:
     """A study ``name`` (experiment and Optuna study) with one trial per entry; trial number -> run id.
 
     Each entry: ``metrics`` (dict, logged on the run), and optionally ``predictions`` (a
-    frame: logged as ``test_predictions.csv``), ``state`` (COMPLETE, PRUNED or FAIL),
-    ``model`` (False: no model), ``seed`` (of the tiny model).
+    frame: logged as ``test_predictions.csv``), ``val_predictions`` (``val_predictions.csv``,
+    from which `report` recomputes the threshold), ``state`` (COMPLETE, PRUNED or FAIL),
+    ``model`` (False: no model), ``seed`` (of the tiny model). ``evaluation``: keys of the
+    study config's ``evaluation`` section (``prevalence``, ...).
     """
     import optuna
 
@@ -88,7 +94,7 @@ def fabricate_study(
             "path": "data/synthetic" if synthetic else "data/real",
             "synthetic": {} if synthetic else None,
         },
-        "evaluation": {"threshold": "youden", "confidence_level": 0.95},
+        "evaluation": {"threshold": "youden", "confidence_level": 0.95, **(evaluation or {})},
     }
     tracker.log_study_inputs(config=config, search_spaces={}, manifest_path=manifest, dataset_digest=digest)
     # What `prepare_data` reports, as the study run keeps it (data/data_report.json).
@@ -113,10 +119,16 @@ def fabricate_study(
             artifacts["test_predictions.csv"] = frame.to_csv(index=False)
             # The test metrics with intervals, as a trial's evaluation logs them.
             tested = binary_metrics(
-                frame["label"], frame["probability"], threshold=metrics.get("threshold", 0.5), n_bootstrap=100
+                frame["label"],
+                frame["probability"],
+                threshold=metrics.get("threshold", 0.5),
+                n_bootstrap=100,
+                prevalence=config["evaluation"].get("prevalence"),
             )
             # Test metrics the entry gives itself win (a test may need exact values).
             metrics = {**{f"test_{k}": v for k, v in tested.items()}, **metrics}
+        if spec.get("val_predictions") is not None:
+            artifacts["val_predictions.csv"] = spec["val_predictions"].to_csv(index=False)
         tracker.log_evaluation(run_id, metrics=metrics, artifacts=artifacts, figures={})
         if spec.get("model", True):
             tracker.log_model(

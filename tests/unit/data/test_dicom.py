@@ -359,3 +359,10 @@ def test_a_voi_lut_sequence_wins_over_any_window(tmp_path: Path) -> None:
     pixels, _ = decode_dicom(path, settings=DicomSettings(window=(300, 600)), max_pixels=LIMIT)
     expected = np.array([255 - 17 * i for i in range(16)], dtype=np.float32).reshape(4, 4)
     np.testing.assert_allclose(pixels[..., 0], expected, atol=1e-3)
+
+
+def test_synthetic_dicom_takes_the_prevalence_of_the_png_set(tmp_path: Path) -> None:
+    # make-synthetic --format dicom --prevalence P writes the same share of positives as the PNGs.
+    out = make_synthetic_dicom(tmp_path / "d", n_per_class=10, image_size=16, seed=0, prevalence=0.2)
+    assert len(list((out / "positive").glob("*.dcm"))) == 4
+    assert len(list((out / "negative").glob("*.dcm"))) == 16

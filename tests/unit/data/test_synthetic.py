@@ -203,3 +203,29 @@ def test_global_and_linear_cues_fail_but_a_small_cnn_learns_the_easy_set(tmp_pat
     )
     assert cnn_auc >= 0.85, figures
     assert cnn_auc >= pixel_auc + 0.15 and cnn_acc >= pixel_acc + 0.15, figures
+
+
+def test_prevalence_sets_the_share_of_positives_and_keeps_the_set_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = make_synthetic(tmp_path / "rare", n_per_class=10, image_size=16, seed=0, prevalence=0.1)
+    labels = pd.read_csv(out / "metadata.csv")["label"]
+    assert (labels == "positive").sum() == 2 and len(labels) == 20
+    assert len(list((out / "positive").glob("*.png"))) == 2
+    # The balanced default writes what it always wrote (same bytes as without the argument).
+    a = _fingerprint(make_synthetic(tmp_path / "a", n_per_class=3, image_size=16, seed=1))
+    b = _fingerprint(make_synthetic(tmp_path / "b", n_per_class=3, image_size=16, seed=1, prevalence=0.5))
+    assert a == b
+    with pytest.raises(DataError, match=r"`0 < prevalence < 1` must hold, but got prevalence=1.0"):
+        make_synthetic(tmp_path / "x", n_per_class=3, image_size=16, seed=0, prevalence=1.0)
+    parser = build_parser()
+    args = parser.parse_args(
+        ["make-synthetic", str(tmp_path / "c"), "--n-per-class", "5", "--prevalence", "0.3"]
+    )
+    assert args.func(args) == 0
+    assert "3 positive + 7 negative images (prevalence 0.3)" in capsys.readouterr().out
+    for bad in ("0", "1.5", "nan"):
+        args = parser.parse_args(["make-synthetic", str(tmp_path / "d"), "--prevalence", bad])
+        with pytest.raises(ConfigError, match=rf"--prevalence: `0 < P < 1` must hold, but got {bad}"):
+            args.func(args)
+    assert SyntheticConfig().prevalence == 0.5

@@ -103,7 +103,9 @@ def test_validation_only_and_the_markdown_table() -> None:
     assert report.artifacts["confusion_matrix.json"]["split"] == "val"
     table = report.table()
     lines = table.splitlines()
-    assert lines[0].startswith("| Split | Accuracy | Precision | Recall | Sensitivity | Specificity | AUC")
+    assert lines[0].startswith(
+        "| Split | Accuracy | Precision | Recall | Sensitivity | Specificity | PPV | NPV | AUC"
+    )
     row = next(line for line in lines if line.startswith("| Validation"))
     assert f"{report.metrics['val_accuracy']:.3f} ({report.metrics['val_accuracy_ci_low']:.3f}–" in row
     assert f"{report.metrics['val_auc']:.3f}" in row

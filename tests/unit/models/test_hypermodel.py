@@ -147,3 +147,33 @@ def test_random_init_batchnorm_momentum_follows_the_epoch_length(
     x, y = _data(n=40)
     hypermodel.fit(hp, model, x, y, batch_size=4, epochs=1, verbose=0)
     assert model.get_layer("backbone").get_layer("bn").momentum == pytest.approx(expected)
+
+
+def test_class_weight_comes_from_the_config_unless_the_space_searches_it(tmp_path: Path) -> None:
+    from clot_hpo.errors import ConfigError
+    from clot_hpo.train import class_weights
+
+    plain = _space(tmp_path, "tiny_cnn", "  dropout: {type: float, low: 0.1, high: 0.5}\n")
+    hp = keras_tuner.HyperParameters()
+    assert ClotHyperModel({"tiny_cnn": plain}, weights="none").settings(hp)["class_weight"] == "none"
+    settings = ClotHyperModel({"tiny_cnn": plain}, weights="none", class_weight="balanced").settings(hp)
+    assert settings["class_weight"] == "balanced" and "class_weight" not in hp.values
+    searched = _space(
+        tmp_path, "tiny_cnn", "  class_weight: {type: categorical, choices: [none, balanced]}\n"
+    )
+    hp = keras_tuner.HyperParameters()
+    settings = ClotHyperModel({"tiny_cnn": searched}, weights="none", class_weight="balanced").settings(hp)
+    assert hp.values["class_weight"] == settings["class_weight"] == "none"  # the space's first choice
+    with pytest.raises(
+        ConfigError, match=r"class_weight must be one of \['none', 'balanced'\], but got 'even'"
+    ):
+        ClotHyperModel({"tiny_cnn": plain}, weights="none", class_weight="even")
+
+    # balanced: n / (2 n_class), scikit-learn's rule; each class then carries half the loss.
+    labels = np.r_[np.ones(2), np.zeros(18)]
+    weights = class_weights(labels, "balanced")
+    assert weights == pytest.approx({0: 20 / 36, 1: 5.0})
+    assert weights is not None and weights[1] * 2 == pytest.approx(weights[0] * 18)
+    assert class_weights(labels, "none") is None
+    with pytest.raises(ValueError, match=r"need both classes in training, but got counts \[0, 3\]"):
+        class_weights(np.ones(3), "balanced")

@@ -152,7 +152,7 @@ def test_the_model_card_is_written_from_the_runs_facts(gate: dict[str, Any], tmp
     # The registry page shows the version's description: the card's summary.
     description = client.get_model_version(name, result.version).description
     auc = roc_auc_score(STRONG["label"], STRONG["probability"])
-    assert "not a diagnostic device" in description and f"| auc | {auc:.3f} [" in description
+    assert "not a diagnostic device" in description and f"| AUC | {auc:.3f} (" in description
     assert "first champion" in description
 
 

@@ -312,7 +312,9 @@ def test_evaluate_prints_the_table_and_json(
     args.json = False
     assert evaluate_command(args) == 0
     out = capsys.readouterr().out
-    assert out.startswith("| Split | Accuracy | Precision | Recall | Sensitivity | Specificity | AUC")
+    assert out.startswith(
+        "| Split | Accuracy | Precision | Recall | Sensitivity | Specificity | PPV | NPV | AUC"
+    )
     assert json.loads(out[out.index("{") :])["n"] == 12
 
 

@@ -180,7 +180,7 @@ def test_the_table_reproduces_each_backbones_best_trial_from_its_files(
         expected = binary_metrics(study["y_test"], pt, threshold=threshold, n_bootstrap=300, seed=seed)
         assert cand.threshold == pytest.approx(threshold)
         assert row[2] == f"{threshold:.3f}"
-        auc = row[3 + 5]  # Accuracy, Precision, Recall, Sensitivity, Specificity, then AUC
+        auc = row[3 + 7]  # Accuracy, Precision, Recall, Sensitivity, Specificity, PPV, NPV, then AUC
         assert auc == f"{expected['auc']:.3f} ({expected['auc_ci_low']:.3f}–{expected['auc_ci_high']:.3f})"
         low, high = expected["accuracy_ci_low"], expected["accuracy_ci_high"]
         assert row[3] == f"{expected['accuracy']:.3f} ({low:.3f}–{high:.3f})"

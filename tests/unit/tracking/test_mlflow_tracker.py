@@ -104,7 +104,12 @@ def test_study_and_trial_runs_with_their_states(store: dict[str, Any]) -> None:
 
 def _headline_study(store: dict[str, Any], name: str, direction: str) -> tuple[MlflowTracker, str]:
     tracker = _tracker(store, name)
-    parent = tracker.start_study(name, objective="val_auc", direction=direction)
+    parent = tracker.start_study(
+        name,
+        objective="val_auc",
+        direction=direction,
+        headline=("test_auc", "test_auc_ci_low", "test_auc_ci_high"),
+    )
     for number, (state, value) in enumerate(
         (("COMPLETE", 0.7), ("COMPLETE", 0.8), ("PRUNED", None), ("FAIL", None), ("COMPLETE", 0.8))
     ):
