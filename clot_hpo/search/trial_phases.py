@@ -29,9 +29,16 @@ from clot_hpo.config import ExperimentConfig
 from clot_hpo.data.cache import DecodedSplits
 from clot_hpo.data.pipeline import EpochOrder, make_array_dataset
 from clot_hpo.evaluate import evaluate_trial
-from clot_hpo.evaluate.predictions import trial_predictions
+from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS, trial_predictions
 from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings
 from clot_hpo.search.hp import OptunaHyperParameters
+from clot_hpo.search.ledger import (
+    ATTR_MODEL_SHA256,
+    ATTR_SEED,
+    ATTR_TEST_PREDICTIONS_SHA256,
+    ATTR_VAL_PREDICTIONS_SHA256,
+    record_checkpoint,
+)
 from clot_hpo.search.objectives import get_objective
 from clot_hpo.search.optuna_compat import trial_for_other_process
 from clot_hpo.search.pruners import create_pruner
@@ -44,6 +51,7 @@ from clot_hpo.tracking import NullTrialTracker, TrialTracker
 from clot_hpo.tracking.base import to_plain
 from clot_hpo.tracking.spool import SpoolTracker
 from clot_hpo.train import format_epoch, inference_copy, monitored_value
+from clot_hpo.util import file_sha256, text_sha256
 
 # Test hook: "oom:N" raises ResourceExhaustedError in trial N's first attempt; "oom2:N" does so
 # after its second epoch (checkpointed); "crash:N" kills trial N's process with SIGKILL;
@@ -116,6 +124,7 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
         pruner=create_pruner(config.search.pruner, max_epochs=config.training.epochs),
     )
     trial = trial_for_other_process(study, task.trial_id)
+    trial.set_user_attr(ATTR_SEED, seed)  # the ledger: a checkpoint's seed must match it
     hp = OptunaHyperParameters(trial)
     hypermodel = ClotHyperModel(
         {name: load_search_space(path) for name, path in task.spaces.items()},
@@ -436,6 +445,7 @@ def evaluate_and_log(
     predictions: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     history: dict[str, list[float]],
     threshold: float,
+    evidence: dict[str, str],
 ) -> None:
     """Intervals (bootstrap) and figures, for the trial's run: only a tracked trial needs them.
 
@@ -447,6 +457,7 @@ def evaluate_and_log(
         predictions: validation labels and probabilities, then test labels and probabilities.
         history: the training history (drawn as training curves).
         threshold: the decision threshold chosen on validation.
+        evidence: the predictions files (:func:`record_predictions`), logged as they are.
     """
     ev = setup.config.evaluation
     y_val, p_val, y_test, p_test = predictions
@@ -470,12 +481,46 @@ def evaluate_and_log(
 
         gallery = failure_gallery(model, data.images("test"), y_test, p_test, float(threshold))
         report.figures.update({f"explanations/{kind}": fig for kind, fig in gallery.items()})
-    evidence = trial_predictions(data, predictions)  # key,label,probability CSVs for `clot-hpo report`
     tracker.log_evaluation(
         "", metrics=report.metrics, artifacts={**report.artifacts, **evidence}, figures=report.figures
     )
 
 
+def record_predictions(
+    setup: TrialSetup, data: DecodedSplits, predictions: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+) -> dict[str, str]:
+    """The trial's predictions files (``key,label,probability`` CSVs), their sha256 in the ledger.
+
+    Recorded on the Optuna trial before anything is uploaded: ``promote`` checks the files it
+    downloads from the tracking server against these (:mod:`clot_hpo.search.ledger`).
+    """
+    evidence = trial_predictions(data, predictions)
+    files = ((VAL_PREDICTIONS, ATTR_VAL_PREDICTIONS_SHA256), (TEST_PREDICTIONS, ATTR_TEST_PREDICTIONS_SHA256))
+    for name, attr in files:
+        text = evidence.get(name)
+        setup.trial.set_user_attr(attr, text_sha256(text) if text is not None else None)
+    return evidence
+
+
+def checkpoint_recorder(setup: TrialSetup) -> Callable[[int, Any], None]:
+    """``on_saved`` of the epoch checkpoint: each checkpoint's sha256 goes to the ledger at once."""
+
+    def record(epochs_done: int, path: Any) -> None:
+        record_checkpoint(setup.trial, epochs_done, file_sha256(path))
+
+    return record
+
+
 def log_model(setup: TrialSetup, tracker: TrialTracker, model: keras.Model, threshold: float) -> None:
-    """Record the trained model for inference (:func:`~clot_hpo.train.inference_copy`)."""
-    tracker.log_model("", inference_copy(model), image_size=setup.settings.image_size, threshold=threshold)
+    """Record the trained model for inference (:func:`~clot_hpo.train.inference_copy`).
+
+    Saved once here; its file's sha256 goes to the ledger before the file is spooled.
+    """
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="clot-hpo-model-") as tmp:
+        path = Path(tmp) / "model.keras"
+        inference_copy(model).save(path)
+        setup.trial.set_user_attr(ATTR_MODEL_SHA256, file_sha256(path))
+        tracker.log_model("", path, image_size=setup.settings.image_size, threshold=threshold)

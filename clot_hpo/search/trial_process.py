@@ -162,7 +162,11 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
         epochs.resumed_from = resume.epoch
     # Saves each epoch before it is reported: an epoch Optuna knows is an epoch on disk.
     checkpoints = epoch_checkpoint(
-        task.checkpoint_path or None, resume=resume, order=order, meta=phase.checkpoint_meta(setup)
+        task.checkpoint_path or None,
+        resume=resume,
+        order=order,
+        meta=phase.checkpoint_meta(setup),
+        on_saved=phase.checkpoint_recorder(setup),  # each file's sha256 to the ledger
     )
     if task.checkpoint_path and _preemption is not None:
         epochs.after_epoch = _preemption.check  # SIGTERM stops the trial after the epoch's checkpoint
@@ -191,7 +195,10 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     predictions = (*predict_probabilities(model, val_ds), *predict_probabilities(model, test_ds))
     points = point_metrics(*predictions, setup.config.evaluation)  # cheap: no intervals
     threshold = float(points["threshold"])
-    after = partial(phase.evaluate_and_log, setup, tracker, model, data, predictions, history, threshold)
+    evidence = phase.record_predictions(setup, data, predictions)  # their sha256 to the ledger
+    after = partial(
+        phase.evaluate_and_log, setup, tracker, model, data, predictions, history, threshold, evidence
+    )
     # Without a GPU, intervals and figures come after the outcome, while the next trial starts
     # (the study process waits for them before it closes this trial's run). With one, this
     # process would hold its GPU memory into the next trial's: they come first.

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +104,16 @@ class SpoolTracker(TrialTracker):
         self._append(event)
 
     def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> bool:
-        """Save the model as ``model.keras`` (atomically) and record how to log it."""
+        """Save the model as ``model.keras`` (atomically) and record how to log it.
+
+        ``model`` is a Keras model, or the ``.keras`` file of one (copied byte for byte: the
+        trial records that file's sha256 in the Optuna storage before it is spooled).
+        """
         partial = self.folder / f"{MODEL_FILE}.partial.keras"  # Keras insists on the suffix
-        model.save(partial)
+        if isinstance(model, (str, Path)):
+            shutil.copyfile(model, partial)
+        else:
+            model.save(partial)
         os.replace(partial, self.folder / MODEL_FILE)
         self._append(
             {

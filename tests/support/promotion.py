@@ -4,8 +4,9 @@
 reads it: the study's parent run (objective, direction, dataset digest, ``config.yaml``,
 ``data/split_manifest.csv``), one child run per trial with metrics, a tiny Keras model
 (:func:`tests.support.mlflow_server.tiny_keras_model`) and ``test_predictions.csv``; and, in
-the Optuna storage, the study with one trial per run carrying the user attributes the
-search records (``mlflow_run_id``, ``mlflow_parent_run_id``, ``dataset_digest``).
+the Optuna storage, the study with one trial per run carrying the ledger the search records
+(``mlflow_run_id``, ``mlflow_parent_run_id``, ``dataset_digest``, the metrics, the sha256 of
+the model file and of ``test_predictions.csv``: :mod:`clot_hpo.search.ledger`).
 
 :func:`predictions` draws a test set's predictions: the same ``seed`` gives the same images
 (keys and labels); ``separation`` sets how well the model ranks them.
@@ -64,13 +65,20 @@ def fabricate_study(
     """A study ``name`` (experiment and Optuna study) with one trial per entry; trial number -> run id.
 
     Each entry: ``metrics`` (dict, logged on the run), and optionally ``predictions`` (a
-    frame: logged as ``test_predictions.csv``), ``state`` (COMPLETE, PRUNED or FAIL),
+    frame: logged as ``test_predictions.csv``), ``val_predictions`` (a frame: logged as
+    ``val_predictions.csv``), ``state`` (COMPLETE, PRUNED or FAIL),
     ``model`` (False: no model), ``seed`` (of the tiny model).
     """
     import optuna
 
     from clot_hpo.evaluate import binary_metrics
+    from clot_hpo.search.ledger import (
+        ATTR_MODEL_SHA256,
+        ATTR_TEST_PREDICTIONS_SHA256,
+        ATTR_VAL_PREDICTIONS_SHA256,
+    )
     from clot_hpo.tracking.mlflow_tracker import MlflowTracker
+    from clot_hpo.util import file_sha256, text_sha256
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     tracker = MlflowTracker(
@@ -117,14 +125,24 @@ def fabricate_study(
             )
             # Test metrics the entry gives itself win (a test may need exact values).
             metrics = {**{f"test_{k}": v for k, v in tested.items()}, **metrics}
+        if spec.get("val_predictions") is not None:
+            artifacts["val_predictions.csv"] = spec["val_predictions"].to_csv(index=False)
         tracker.log_evaluation(run_id, metrics=metrics, artifacts=artifacts, figures={})
+        ledger: dict[str, Any] = {k: float(v) for k, v in metrics.items()}
+        for file, attr in (
+            ("test_predictions.csv", ATTR_TEST_PREDICTIONS_SHA256),
+            ("val_predictions.csv", ATTR_VAL_PREDICTIONS_SHA256),
+        ):
+            if file in artifacts:
+                ledger[attr] = text_sha256(artifacts[file])
         if spec.get("model", True):
-            tracker.log_model(
-                run_id,
-                tiny_keras_model(32, seed=spec.get("seed", number)),
-                image_size=32,
-                threshold=spec["metrics"].get("threshold", 0.5),
-            )
+            # Saved once, so the sha256 in the ledger is the logged file's (as a trial does).
+            keras_file = root / "models" / name / f"{number}" / "model.keras"
+            keras_file.parent.mkdir(parents=True, exist_ok=True)
+            tiny_keras_model(32, seed=spec.get("seed", number)).save(keras_file)
+            ledger[ATTR_MODEL_SHA256] = file_sha256(keras_file)
+            threshold = spec["metrics"].get("threshold", 0.5)
+            tracker.log_model(run_id, keras_file, image_size=32, threshold=threshold)
         state = spec.get("state", "COMPLETE")
         tracker.end_trial(run_id, state)
         runs[number] = run_id
@@ -134,6 +152,8 @@ def fabricate_study(
         trial.set_user_attr("mlflow_parent_run_id", parent)
         trial.set_user_attr("dataset_digest", digest)
         trial.set_user_attr("weights_used", "none (random initialisation)")
+        for key, value in ledger.items():
+            trial.set_user_attr(key, value)
         if state == "COMPLETE":
             study.tell(trial, float(spec["metrics"].get(objective, 0.0)))
         else:
