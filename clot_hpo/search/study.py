@@ -34,6 +34,7 @@ from clot_hpo.search.optuna_compat import failed_elsewhere, trial_id
 from clot_hpo.search.preemption import (
     PREEMPTED_ATTR,
     TAG_RESUMED_FROM,
+    CheckpointRules,
     GracefulStop,
     Resumer,
     epochs_spent,
@@ -205,7 +206,16 @@ class StudyRunner:
         self.stop = GracefulStop()
         self.launcher.on_handed = self.stop.watch
         self.resumer = Resumer(
-            config.search, checkpoints=self.checkpoints, trials_root=out_dir / "trials", console=console
+            config.search,
+            checkpoints=self.checkpoints,
+            trials_root=out_dir / "trials",
+            console=console,
+            rules=CheckpointRules(
+                study=config.study_name,
+                seed=config.seed,
+                epochs=config.training.epochs,
+                history_key=get_objective(config.search.objective).history_key,
+            ),
         )
         self._noted: set[int] = set()  # trials whose run id this process recorded
 

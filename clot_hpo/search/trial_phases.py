@@ -299,27 +299,43 @@ def training_data(setup: TrialSetup, data: DecodedSplits, plan: TrialBudget) -> 
     return ds, order
 
 
-def load_resume(setup: TrialSetup) -> TrainingCheckpoint | None:
+def load_resume(setup: TrialSetup, model: keras.Model) -> TrainingCheckpoint | None:
     """The checkpoint the task resumes from, if it is readable and this trial's; else None.
 
-    A checkpoint of other parameters (a study edited in between) is refused in one line: the
-    trial then starts from scratch, as with an unreadable one.
+    The study process checked it against the ledger (:func:`~clot_hpo.search.preemption.
+    checkpoint_refusal`); here its arrays are capped at what ``model``'s state can take
+    before anything is decompressed, and its parameters must be the trial's. A checkpoint
+    refused is said in one line: the trial then starts from scratch.
     """
     task = setup.task
     if not task.resume_from:
         return None
-    checkpoint = load_checkpoint(task.resume_from)
+    checkpoint = load_checkpoint(task.resume_from, max_bytes=state_bytes(model))
     if checkpoint is None:
-        return None
-    recorded = checkpoint.meta.get("params")
-    if recorded is not None and recorded != to_plain(setup.hp.values):
         print(
-            f"  trial {task.trial_number} · the checkpoint {task.resume_from} holds other parameters; "
+            f"  trial {task.trial_number} · the checkpoint {task.resume_from} cannot be read; "
             "starting from scratch",
             flush=True,
         )
         return None
+    if checkpoint.meta.get("params") != to_plain(setup.hp.values):
+        print(
+            f"  trial {task.trial_number} · the checkpoint {task.resume_from} holds other parameters "
+            "than the trial's; starting from scratch",
+            flush=True,
+        )
+        return None
     return checkpoint
+
+
+def state_bytes(model: keras.Model) -> int:
+    """The most a checkpoint of ``model`` can hold: its variables, and an optimizer's slots.
+
+    Adam keeps two slots per trainable variable, gradient accumulation one more; with
+    iterations and a schedule's state that stays under four times the variables, plus 1 MiB.
+    """
+    size = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.variables)
+    return int(4 * size + (1 << 20))
 
 
 def checkpoint_meta(setup: TrialSetup) -> dict[str, Any]:
@@ -336,23 +352,25 @@ def replay_checkpoint(setup: TrialSetup, tracker: TrialTracker, checkpoint: Trai
     """Give the retry the epochs its checkpoint holds: Optuna reports, the run's metrics, a line.
 
     The retry's intermediate values and its run's metric history then cover every epoch once,
-    on the epoch's own step, as one unbroken learning curve.
+    on the epoch's own step, as one unbroken learning curve. What goes to Optuna is what the
+    checkpoint's trial reported to it (the ledger), never a value read from the file: the
+    study process refused a checkpoint whose history differs from those.
     """
     task, trial = setup.task, setup.trial
     epochs = checkpoint.epoch
     if task.resume_trial == task.trial_number:  # its own (the OOM retry): all recorded already
         print(f"  trial {task.trial_number} · resumed its own checkpoint at epoch {epochs}", flush=True)
         return
-    key = get_objective(setup.config.search.objective).history_key
+    reported = _reported_values(setup, task.resume_trial)
     history = checkpoint.history
     for epoch in range(min(epochs, max((len(v) for v in history.values()), default=0))):
         logs = {k: v[epoch] for k, v in history.items() if epoch < len(v)}
         tracker.log_epoch("", epoch, logs)
-        if key in logs and logs[key] == logs[key]:
+        if epoch in reported:
             with warnings.catch_warnings():
                 # A heartbeat retry may already hold its original's reports.
                 warnings.filterwarnings("ignore", message=".*already reported.*")
-                trial.report(float(logs[key]), epoch)
+                trial.report(reported[epoch], epoch)
     trial.set_user_attr("resumed_from_epoch", epochs)
     trial.set_user_attr("resumed_from_trial", task.resume_trial)
     trial.set_user_attr("epochs_run", epochs)
@@ -361,6 +379,16 @@ def replay_checkpoint(setup: TrialSetup, tracker: TrialTracker, checkpoint: Trai
         f"at epoch {epochs}",
         flush=True,
     )
+
+
+def _reported_values(setup: TrialSetup, number: int | None) -> dict[int, float]:
+    """The intermediate values trial ``number`` of the study reported to Optuna."""
+    if number is None:
+        return {}
+    trials = setup.trial.study.get_trials(deepcopy=False)
+    if number >= len(trials):
+        return {}
+    return {int(k): float(v) for k, v in trials[number].intermediate_values.items()}
 
 
 class EpochReports:

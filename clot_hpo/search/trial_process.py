@@ -156,7 +156,7 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     timer.lap("data")
 
     epochs = phase.EpochReports(setup, tracker, timer)  # reports to Optuna, which may prune
-    resume = phase.load_resume(setup)  # a retry: its original's last checkpoint (docs/preemption.md)
+    resume = phase.load_resume(setup, model)  # a retry: its original's last checkpoint (docs/preemption.md)
     if resume is not None:
         phase.replay_checkpoint(setup, tracker, resume)
         epochs.resumed_from = resume.epoch
