@@ -96,6 +96,8 @@ class LedgerEntryLike(Protocol):
     @property
     def dataset_digest(self) -> str | None: ...  # noqa: D102
     @property
+    def model_id(self) -> str | None: ...  # noqa: D102
+    @property
     def model_sha256(self) -> str | None: ...  # noqa: D102
     @property
     def user_attrs(self) -> Mapping[str, Any]: ...  # noqa: D102
@@ -424,6 +426,8 @@ def verify_outputs(
         LedgerMismatch: a file, or the model's run, is not the one the trial recorded.
     """
     entry, who = cand.trial, cand.who
+    if entry.model_id != cand.model_id:
+        raise _differs(who, f"its model (tag {TAG_MODEL_ID})", entry.model_id, cand.model_id)
     if not entry.model_sha256:
         raise LedgerMismatch(
             f"{who}: the Optuna storage records no model sha256 for it (a trial from before clot-hpo "

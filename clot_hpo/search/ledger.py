@@ -13,7 +13,9 @@ downloaded from the tracking server (docs/security.md):
   (:data:`ATTR_CHECKPOINTS`, ``{"<epoch>": sha256}``);
 * at the end of a completed trial: the sha256 of the model file (``model.keras``) and of
   ``val_predictions.csv`` / ``test_predictions.csv``; the objective is the trial's value and
-  the headline metrics (:data:`HEADLINE_METRICS`) its user attributes.
+  the headline metrics (:data:`HEADLINE_METRICS`) its user attributes;
+* once the study process has uploaded the model: its MLflow model id, on the study
+  (:data:`STUDY_ATTR_MODEL_ID`: a finished trial cannot be changed).
 
 :class:`LedgerEntry` is one trial's record, typed and free of Optuna and MLflow types: the
 registry reads it through a structural interface (it does not import Optuna),
@@ -40,6 +42,10 @@ ATTR_MODEL_SHA256 = "model_sha256"
 ATTR_VAL_PREDICTIONS_SHA256 = "val_predictions_sha256"
 ATTR_TEST_PREDICTIONS_SHA256 = "test_predictions_sha256"
 ATTR_CHECKPOINTS = "checkpoint_sha256"
+# The logged model's id is known only once its upload is done, usually after Optuna was told
+# the trial's outcome, and Optuna refuses to change a finished trial: the study process records
+# it on the study, one attribute per trial number (:func:`record_model_id`).
+STUDY_ATTR_MODEL_ID = "model_id:{number}"
 
 # What a completed trial's outcome records as user attributes (search/trial_phases.py's
 # OUTCOME_METRICS): the values `promote` ranks by and compares with the mirror's.
@@ -69,6 +75,7 @@ class LedgerEntry:
         state: Optuna's state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING).
         value: the objective's value (COMPLETE trials), as Optuna was told it.
         run_id: the trial's MLflow run.
+        model_id: the MLflow model the study process logged for it (``models:/<model_id>``).
         parent_run_id: the study's MLflow run.
         dataset_digest: the digest of the data the trial trained and was tested on.
         seed: the seed the trial trained with (a retry keeps its original's).
@@ -87,6 +94,7 @@ class LedgerEntry:
     state: str
     value: float | None = None
     run_id: str | None = None
+    model_id: str | None = None
     parent_run_id: str | None = None
     dataset_digest: str | None = None
     seed: int | None = None
@@ -110,8 +118,12 @@ class LedgerEntry:
         }.get(filename)
 
 
-def entry_of(study: str, trial: Any) -> LedgerEntry:
-    """The ledger entry of an Optuna ``FrozenTrial`` of ``study``."""
+def entry_of(study: str, trial: Any, study_attrs: Mapping[str, Any] | None = None) -> LedgerEntry:
+    """The ledger entry of an Optuna ``FrozenTrial`` of ``study``.
+
+    ``study_attrs`` (the study's user attributes) hold the trial's model id; without them the
+    entry has none.
+    """
     attrs = dict(trial.user_attrs)
     metrics = {
         k: v
@@ -132,6 +144,7 @@ def entry_of(study: str, trial: Any) -> LedgerEntry:
         state=trial.state.name,
         value=_number(trial.value) if trial.state.name == "COMPLETE" else None,
         run_id=_text(attrs.get(ATTR_RUN_ID)),
+        model_id=_text((study_attrs or {}).get(STUDY_ATTR_MODEL_ID.format(number=trial.number))),
         parent_run_id=_text(attrs.get(ATTR_PARENT_RUN_ID)),
         dataset_digest=_text(attrs.get(ATTR_DIGEST)),
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
@@ -157,6 +170,11 @@ def record_checkpoint(trial: Any, epoch: int, sha256: str) -> None:
     recorded = dict(known) if isinstance(known, dict) else {}
     recorded[str(int(epoch))] = sha256
     trial.set_user_attr(ATTR_CHECKPOINTS, recorded)
+
+
+def record_model_id(study: Any, number: int, model_id: str) -> None:
+    """Record trial ``number``'s logged model id on ``study`` (an ``optuna.Study``)."""
+    study.set_user_attr(STUDY_ATTR_MODEL_ID.format(number=int(number)), model_id)
 
 
 class TrialLedger:
@@ -205,7 +223,10 @@ class TrialLedger:
                     f"--storage: cannot read study {study!r} from the Optuna storage: "
                     f"{type(exc).__name__}: {first_line(exc)}"
                 ) from exc
-            self._studies[study] = {t.number: entry_of(study, t) for t in loaded.get_trials(deepcopy=False)}
+            attrs = dict(loaded.user_attrs)
+            self._studies[study] = {
+                t.number: entry_of(study, t, attrs) for t in loaded.get_trials(deepcopy=False)
+            }
         return self._studies[study]
 
     def trial(self, study: str, number: int) -> LedgerEntry | None:
@@ -235,8 +256,10 @@ __all__ = [
     "ATTR_VAL_PREDICTIONS_SHA256",
     "HEADLINE_METRICS",
     "OUTPUT_ATTRS",
+    "STUDY_ATTR_MODEL_ID",
     "LedgerEntry",
     "TrialLedger",
     "entry_of",
     "record_checkpoint",
+    "record_model_id",
 ]

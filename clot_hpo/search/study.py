@@ -27,7 +27,7 @@ from rich.console import Console
 from clot_hpo.checkpoint import CHECKPOINT_FILE
 from clot_hpo.config import ExperimentConfig, save_resolved
 from clot_hpo.errors import ConfigError, FatalError, Preempted, TrialFailed
-from clot_hpo.search.ledger import ATTR_DIGEST, ATTR_PARENT_RUN_ID, ATTR_RUN_ID
+from clot_hpo.search.ledger import ATTR_DIGEST, ATTR_PARENT_RUN_ID, ATTR_RUN_ID, record_model_id
 from clot_hpo.search.objectives import Objective, get_objective
 from clot_hpo.search.oom_retry import run_with_oom_retry
 from clot_hpo.search.optuna_compat import failed_elsewhere, trial_id
@@ -332,6 +332,7 @@ class StudyRunner:
             in_use=self._uploading,
             checkpoints=self.checkpoints,
             checkpoint_file=checkpoint,
+            on_model=lambda model_id: self._record_model_id(number, model_id),
         )
         task = self._task(trial, trials, spool)
         self.resumer.prepare(
@@ -468,6 +469,13 @@ class StudyRunner:
             parent = self.parent_run
             if parent is not None and parent.done() and parent.result():
                 trial.set_user_attr(ATTR_PARENT_RUN_ID, str(parent.result()))
+
+    def _record_model_id(self, number: int, model_id: str) -> None:
+        """The ledger's model id of trial ``number`` (on the upload thread, once the model is stored)."""
+        try:
+            self._storage_call(lambda: record_model_id(self.study, number, model_id))
+        except Exception as exc:  # noqa: BLE001 - the upload thread must go on; promote will refuse
+            log.warning("trial %d: its model id %s is not in the Optuna storage: %s", number, model_id, exc)
 
     def _is_surplus(self, trial: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTrial]) -> bool:
         """Whether earlier-numbered trials already cover the budget (two workers asked at once)."""

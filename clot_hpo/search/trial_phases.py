@@ -547,6 +547,8 @@ def log_model(setup: TrialSetup, tracker: TrialTracker, model: keras.Model, thre
     import tempfile
     from pathlib import Path
 
+    if not tracker.enabled:  # an untracked study keeps no model
+        return
     with tempfile.TemporaryDirectory(prefix="clot-hpo-model-") as tmp:
         path = Path(tmp) / "model.keras"
         inference_copy(model).save(path)

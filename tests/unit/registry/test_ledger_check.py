@@ -63,27 +63,32 @@ def _versions(store: dict[str, Any], name: str) -> list[Any]:
 def test_a_model_tag_pointing_at_another_model_is_refused(store: dict[str, Any]) -> None:
     runs = _study(store, "forged-model")
     client = MlflowClient(store["uri"], registry_uri=store["uri"])
+    genuine = client.get_run(runs[0]).data.tags["clot_hpo.model_id"]
     from clot_hpo.tracking.mlflow_tracker import MlflowTracker
 
     # What a worker account can do: log another model into the genuine run; the tracker tags
     # the run with the new model's id (clot_hpo.model_id).
     tracker = MlflowTracker(store["uri"], experiment_name="forged-model", tries=1, backoff_s=0.01)
-    tracker.log_model(runs[0], tiny_keras_model(32, seed=99), image_size=32, threshold=0.5)
-    forged = client.get_run(runs[0]).data.tags["clot_hpo.model_id"]
+    forged = tracker.log_model(runs[0], tiny_keras_model(32, seed=99), image_size=32, threshold=0.5)
+    assert forged and client.get_run(runs[0]).data.tags["clot_hpo.model_id"] == forged
     message = _refused(store, "forged-model", "forged-model")
     assert "trial 0 of study 'forged-model'" in message
-    assert f"sha256 of data/model.keras of models:/{forged}" in message
+    assert f"recorded {genuine}, the tracking server has {forged}" in message
     assert _versions(store, "forged-model") == []
 
 
-def test_a_model_of_another_run_is_refused(store: dict[str, Any]) -> None:
-    runs = _study(store, "moved-model")
+def test_a_model_file_replaced_in_the_genuine_model_is_refused(store: dict[str, Any], tmp_path: Path) -> None:
+    runs = _study(store, "replaced-file")
     client = MlflowClient(store["uri"], registry_uri=store["uri"])
-    other = client.get_run(runs[1]).data.tags["clot_hpo.model_id"]
-    client.set_tag(runs[0], "clot_hpo.model_id", other)
-    message = _refused(store, "moved-model", "moved-model")
-    assert "trial 0 of study 'moved-model'" in message and f"models:/{other}" in message
-    assert runs[1] in message and _versions(store, "moved-model") == []
+    model_id = client.get_run(runs[0]).data.tags["clot_hpo.model_id"]
+    # Same model id, same run: only the file inside the logged model differs.
+    (tmp_path / "data").mkdir()
+    tiny_keras_model(32, seed=99).save(tmp_path / "data" / "model.keras")
+    client.log_model_artifacts(model_id, str(tmp_path))
+    message = _refused(store, "replaced-file", "replaced-file")
+    assert "trial 0 of study 'replaced-file'" in message
+    assert f"sha256 of data/model.keras of models:/{model_id}" in message
+    assert _versions(store, "replaced-file") == []
 
 
 @pytest.mark.parametrize("file", ["test_predictions.csv", "val_predictions.csv"])
