@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from clot_hpo import checkpoint
 from clot_hpo.checkpoint import (
     CHECKPOINT_FILE,
-    MAX_HEADER_BYTES,
     TrainingCheckpoint,
     load_checkpoint,
     read_header,
@@ -112,4 +112,4 @@ def test_a_checkpoint_within_its_caps_loads(tmp_path: Path, max_bytes: int | Non
     loaded = load_checkpoint(path, max_bytes=max_bytes)
     assert loaded is not None and loaded.model[0].tolist() == [0.0, 1.0, 2.0]
     assert load_checkpoint(path, max_bytes=8 * 3 - 1) is None  # one byte short of its array
-    assert MAX_HEADER_BYTES >= 1 << 20  # a long history fits
+    assert checkpoint.MAX_HEADER_BYTES >= 1 << 20  # a long history fits
