@@ -540,7 +540,9 @@ class _Verified:
             who = f"champion version {current.version} (run {run.info.run_id})"
             if entry is None:
                 raise LedgerMismatch(
-                    f"{who}: {why}; its test predictions cannot be verified, so nothing is registered"
+                    f"{who}: {why}; its test predictions cannot be verified, so nothing is registered "
+                    "(the champion's study must be in the same --storage; or promote into another "
+                    "--model-name)"
                 )
             path = _verified_artifact(
                 self.client, run, entry, TEST_PREDICTIONS, self.work / f"champion-{key}", who
