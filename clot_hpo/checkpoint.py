@@ -70,8 +70,15 @@ class TrainingCheckpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def save_checkpoint(path: str | Path, checkpoint: TrainingCheckpoint) -> Path:
-    """Write ``checkpoint`` to ``path`` atomically (a temporary file, then a rename)."""
+def save_checkpoint(
+    path: str | Path, checkpoint: TrainingCheckpoint, *, before_replace: Callable[[Path], None] | None = None
+) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically (a temporary file, then a rename).
+
+    ``before_replace`` gets the complete temporary file before it replaces ``path``: whatever
+    it records about the file (its sha256, in the trial's ledger) is recorded before the file
+    can be found, so a kill at any moment leaves no checkpoint unrecorded.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {
@@ -93,6 +100,8 @@ def save_checkpoint(path: str | Path, checkpoint: TrainingCheckpoint) -> Path:
         archive.writestr(_HEADER, json.dumps(header, allow_nan=True))
     with open(partial, "rb+") as fh:
         os.fsync(fh.fileno())
+    if before_replace is not None:
+        before_replace(partial)
     os.replace(partial, path)
     return path
 
@@ -267,7 +276,7 @@ def epoch_checkpoint(
     resume: TrainingCheckpoint | None = None,
     order: _HasEpoch | None = None,
     meta: dict[str, Any] | None = None,
-    on_saved: Callable[[int, Path], None] | None = None,
+    on_written: Callable[[int, Path], None] | None = None,
 ) -> Any:
     """A Keras callback that restores ``resume`` when training begins and saves after every epoch.
 
@@ -280,13 +289,14 @@ def epoch_checkpoint(
         order: the training data's epoch order (:class:`~clot_hpo.data.pipeline.EpochOrder`),
             told each epoch's number before its first batch.
         meta: JSON-able facts written into every checkpoint (trial number, seed, parameters).
-        on_saved: called with ``(epochs_done, path)`` after each checkpoint is on disk.
+        on_written: called with ``(epochs_done, file)`` for each checkpoint once it is written,
+            before it replaces the previous one (:func:`save_checkpoint`'s ``before_replace``).
 
     Returns:
         The callback; its ``history`` holds every epoch's logs, the restored epochs first,
         and ``optimizer_restored`` says whether the optimizer state was restored.
     """
-    return _callback_class()(path, resume=resume, order=order, meta=meta, on_saved=on_saved)
+    return _callback_class()(path, resume=resume, order=order, meta=meta, on_written=on_written)
 
 
 @functools.cache
@@ -301,13 +311,13 @@ def _callback_class() -> type:
             resume: TrainingCheckpoint | None,
             order: _HasEpoch | None,
             meta: dict[str, Any] | None,
-            on_saved: Callable[[int, Path], None] | None,
+            on_written: Callable[[int, Path], None] | None,
         ) -> None:
             super().__init__()
             self.path = Path(path) if path is not None else None
             self.order = order
             self.meta = dict(meta or {})
-            self.on_saved = on_saved
+            self.on_written = on_written
             self._pending = resume
             self.history: dict[str, list[float]] = {
                 k: list(v) for k, v in (resume.history if resume else {}).items()
@@ -339,10 +349,13 @@ def _callback_class() -> type:
                 return
             started = time.perf_counter()
             state = capture(self.model, epoch=epoch + 1, history=self.history, meta=self.meta)
-            save_checkpoint(self.path, state)
+            written = self.on_written
+            save_checkpoint(
+                self.path,
+                state,
+                before_replace=None if written is None else functools.partial(written, epoch + 1),
+            )
             self.save_seconds += time.perf_counter() - started
-            if self.on_saved is not None:
-                self.on_saved(epoch + 1, self.path)
 
     return EpochCheckpoint
 

@@ -140,10 +140,17 @@ def checkpoint_refusal(
     if not isinstance(epoch, int) or not 1 <= epoch <= rules.epochs:
         return f"its epoch {epoch!r} is not within the trial's 1..{rules.epochs} epochs"
     history = (header.get("history") or {}).get(rules.history_key)
+    if not isinstance(history, list) or len(history) < epoch:
+        return f"its history of {key} does not cover its {epoch} epochs"
+    # A trial killed between writing an epoch's checkpoint and reporting the epoch leaves
+    # the last epochs unreported: only a tail may be missing, and the file's sha256 is recorded.
     reported = [source.intermediate_values.get(e) for e in range(epoch)]
-    if not isinstance(history, list) or len(history) < epoch or any(v is None for v in reported):
-        return f"its history of {key} does not cover the {epoch} epochs trial {number} reported"
-    if [float(v) for v in history[:epoch]] != reported:
+    known = len(reported) - next(
+        (i for i, v in enumerate(reversed(reported)) if v is not None), len(reported)
+    )
+    if any(v is None for v in reported[:known]):
+        return f"the values trial {number} reported to Optuna have a gap before epoch {known}"
+    if [float(v) for v in history[:known]] != reported[:known]:
         return f"its history of {key} differs from the values trial {number} reported to Optuna"
     return None
 

@@ -353,24 +353,27 @@ def replay_checkpoint(setup: TrialSetup, tracker: TrialTracker, checkpoint: Trai
 
     The retry's intermediate values and its run's metric history then cover every epoch once,
     on the epoch's own step, as one unbroken learning curve. What goes to Optuna is what the
-    checkpoint's trial reported to it (the ledger), never a value read from the file: the
-    study process refused a checkpoint whose history differs from those.
+    checkpoint's trial reported to it (the ledger): the study process refused a checkpoint
+    whose history differs from those. Only epochs the trial checkpointed but was killed
+    before reporting come from the file, whose sha256 the trial recorded.
     """
     task, trial = setup.task, setup.trial
     epochs = checkpoint.epoch
     if task.resume_trial == task.trial_number:  # its own (the OOM retry): all recorded already
         print(f"  trial {task.trial_number} · resumed its own checkpoint at epoch {epochs}", flush=True)
         return
+    key = get_objective(setup.config.search.objective).history_key
     reported = _reported_values(setup, task.resume_trial)
     history = checkpoint.history
     for epoch in range(min(epochs, max((len(v) for v in history.values()), default=0))):
         logs = {k: v[epoch] for k, v in history.items() if epoch < len(v)}
         tracker.log_epoch("", epoch, logs)
-        if epoch in reported:
+        value = reported.get(epoch, logs.get(key))
+        if value is not None and value == value:
             with warnings.catch_warnings():
                 # A heartbeat retry may already hold its original's reports.
                 warnings.filterwarnings("ignore", message=".*already reported.*")
-                trial.report(reported[epoch], epoch)
+                trial.report(float(value), epoch)
     trial.set_user_attr("resumed_from_epoch", epochs)
     trial.set_user_attr("resumed_from_trial", task.resume_trial)
     trial.set_user_attr("epochs_run", epochs)
@@ -531,7 +534,7 @@ def record_predictions(
 
 
 def checkpoint_recorder(setup: TrialSetup) -> Callable[[int, Any], None]:
-    """``on_saved`` of the epoch checkpoint: each checkpoint's sha256 goes to the ledger at once."""
+    """``on_written`` of the epoch checkpoint: its sha256 goes to the ledger before the file is in place."""
 
     def record(epochs_done: int, path: Any) -> None:
         record_checkpoint(setup.trial, epochs_done, file_sha256(path))

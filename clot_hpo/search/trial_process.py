@@ -166,7 +166,7 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
         resume=resume,
         order=order,
         meta=phase.checkpoint_meta(setup),
-        on_saved=phase.checkpoint_recorder(setup),  # each file's sha256 to the ledger
+        on_written=phase.checkpoint_recorder(setup),  # each file's sha256 to the ledger
     )
     if task.checkpoint_path and _preemption is not None:
         epochs.after_epoch = _preemption.check  # SIGTERM stops the trial after the epoch's checkpoint

@@ -71,13 +71,22 @@ def test_the_checkpoint_its_trial_recorded_is_accepted(tmp_path: Path) -> None:
         ({"seed": 7 + 3}, "names seed 10, but the lineage's is 8"),
         ({"epoch": 6, "history": [0.5, 0.625, 0.7, 0.7, 0.7, 0.7]}, "epoch 6 is not within the trial's 1..5"),
         ({"history": [0.5, 0.99]}, "differs from the values trial 3 reported to Optuna"),
-        ({"epoch": 3, "history": [0.5, 0.625, 0.7]}, "does not cover the 3 epochs trial 3 reported"),
+        ({"epoch": 3, "history": [0.5, 0.625]}, "its history of val_auc does not cover its 3 epochs"),
     ],
 )
 def test_each_header_fact_must_match_the_ledger(tmp_path: Path, change: dict[str, Any], why: str) -> None:
     path = _write(tmp_path / "changed.npz", **change)
     refusal = _refusal(path)
     assert refusal is not None and why in refusal
+
+
+def test_only_a_tail_of_epochs_may_be_unreported(tmp_path: Path) -> None:
+    # Killed between writing epoch 3's checkpoint and reporting it: the recorded file is used.
+    path = _write(tmp_path / "tail.npz", epoch=3, history=[0.5, 0.625, 0.7])
+    assert _refusal(path) is None
+    # A gap in what the trial reported is not a kill's trace: refused.
+    refusal = _refusal(path, reported={0: 0.5, 2: 0.7})
+    assert refusal is not None and "have a gap before epoch 3" in refusal
 
 
 def test_a_file_its_trial_never_recorded_is_refused(tmp_path: Path) -> None:
