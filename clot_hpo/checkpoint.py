@@ -14,7 +14,11 @@ epoch. The file is written next to its final name and renamed over it (``os.repl
 process killed mid-write leaves the previous checkpoint whole; only the last one is kept.
 
 A checkpoint that cannot be read (truncated, another format, another model) is reported in one
-log line and the trial starts from scratch: :func:`load_checkpoint` returns None.
+log line and the trial starts from scratch: :func:`load_checkpoint` returns None. A checkpoint
+may come from a tracking server that others write to, so nothing is decompressed before its
+size is known and capped: the header's size from the zip directory (:data:`MAX_HEADER_BYTES`),
+each array's from the zip directory and its ``.npy`` header (shape and dtype; no object
+arrays), all of them within the caller's ``max_bytes``. A deflate bomb costs kilobytes.
 
 Nothing here knows Optuna, MLflow or the search: the trial process wires it in. Keras is
 imported only by :func:`epoch_checkpoint`, so the study process reads headers without it.
@@ -40,6 +44,14 @@ log = logging.getLogger("clot_hpo.checkpoint")
 CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT_VERSION = 1
 _HEADER = "header.json"
+# The header holds the epoch, the per-epoch history and a few facts: far below this.
+MAX_HEADER_BYTES = 4 << 20
+# The largest .npy header NumPy writes is a few hundred bytes; read_array_header's own limit.
+_MAX_NPY_HEADER = 10_000
+
+
+class CheckpointTooLarge(ValueError):
+    """A checkpoint member is larger than allowed, or says it is other than it is."""
 
 
 class _HasEpoch(Protocol):
@@ -58,8 +70,15 @@ class TrainingCheckpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def save_checkpoint(path: str | Path, checkpoint: TrainingCheckpoint) -> Path:
-    """Write ``checkpoint`` to ``path`` atomically (a temporary file, then a rename)."""
+def save_checkpoint(
+    path: str | Path, checkpoint: TrainingCheckpoint, *, before_replace: Callable[[Path], None] | None = None
+) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically (a temporary file, then a rename).
+
+    ``before_replace`` gets the complete temporary file before it replaces ``path``: whatever
+    it records about the file (its sha256, in the trial's ledger) is recorded before the file
+    can be found, so a kill at any moment leaves no checkpoint unrecorded.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {
@@ -81,30 +100,102 @@ def save_checkpoint(path: str | Path, checkpoint: TrainingCheckpoint) -> Path:
         archive.writestr(_HEADER, json.dumps(header, allow_nan=True))
     with open(partial, "rb+") as fh:
         os.fsync(fh.fileno())
+    if before_replace is not None:
+        before_replace(partial)
     os.replace(partial, path)
     return path
 
 
+def _read_header(archive: zipfile.ZipFile) -> Any:
+    """The header member, its size checked in the zip directory before it is decompressed.
+
+    Raises:
+        CheckpointTooLarge: the header is larger than :data:`MAX_HEADER_BYTES`.
+        KeyError: there is no header.
+    """
+    info = archive.getinfo(_HEADER)
+    if info.file_size > MAX_HEADER_BYTES:
+        raise CheckpointTooLarge(
+            f"its {_HEADER} is {info.file_size} bytes decompressed, over the {MAX_HEADER_BYTES} allowed"
+        )
+    with archive.open(info) as fh:
+        # zipfile stops at the directory's size; reading one byte more proves it did.
+        data = fh.read(MAX_HEADER_BYTES + 1)
+    if len(data) > MAX_HEADER_BYTES:
+        raise CheckpointTooLarge(f"its {_HEADER} is over the {MAX_HEADER_BYTES} bytes allowed")
+    return json.loads(data)
+
+
 def read_header(path: str | Path) -> dict[str, Any] | None:
-    """A checkpoint's header (epoch, history, meta) without its arrays; None if unreadable."""
+    """A checkpoint's header (epoch, history, meta) without its arrays; None if unreadable.
+
+    The header's size is capped before it is decompressed (:data:`MAX_HEADER_BYTES`).
+    """
     try:
         with zipfile.ZipFile(path) as archive:
-            header = json.loads(archive.read(_HEADER))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            header = _read_header(archive)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        log.warning("checkpoint %s: its header cannot be read (%s)", path, exc)
         return None
     return header if isinstance(header, dict) and header.get("format") == FORMAT_VERSION else None
 
 
-def load_checkpoint(path: str | Path) -> TrainingCheckpoint | None:
-    """Read a checkpoint; None, with one warning line, when there is none or it cannot be read."""
+def _check_array_sizes(archive: zipfile.ZipFile, names: list[str], max_bytes: int | None) -> None:
+    """Each array member's size, from the zip directory and its ``.npy`` header, before reading it.
+
+    Raises:
+        CheckpointTooLarge: a member is missing, holds objects, is not the size its header
+            says, or the arrays together exceed ``max_bytes``.
+    """
+    total = 0
+    for name in names:
+        info = archive.getinfo(f"{name}.npy")
+        with archive.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(
+                    fh, max_header_size=_MAX_NPY_HEADER
+                )
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(
+                    fh, max_header_size=_MAX_NPY_HEADER
+                )
+            offset = fh.tell()
+        if dtype.hasobject:
+            raise CheckpointTooLarge(f"its member {info.filename} holds Python objects")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if info.file_size != offset + nbytes:
+            raise CheckpointTooLarge(
+                f"its member {info.filename} is {info.file_size} bytes in the zip directory, but its "
+                f"header describes {offset + nbytes} ({shape} {dtype})"
+            )
+        total += nbytes
+        if max_bytes is not None and total > max_bytes:
+            raise CheckpointTooLarge(f"its arrays exceed the {max_bytes} bytes this model's state can take")
+
+
+def load_checkpoint(path: str | Path, *, max_bytes: int | None = None) -> TrainingCheckpoint | None:
+    """Read a checkpoint; None, with one warning line, when there is none or it cannot be read.
+
+    Args:
+        path: the checkpoint file.
+        max_bytes: the most its arrays may hold together (the model's state and its
+            optimizer's); checked from the zip directory and each ``.npy`` header before
+            anything is decompressed. None: no limit on the total (each member's size is
+            still checked against its header).
+    """
     path = Path(path)
     if not path.is_file():
         return None
     try:
         with zipfile.ZipFile(path) as archive:
-            header = json.loads(archive.read(_HEADER))
-        if header.get("format") != FORMAT_VERSION:
-            raise ValueError(f"format {header.get('format')!r}, expected {FORMAT_VERSION}")
+            header = _read_header(archive)
+            if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
+                found = header.get("format") if isinstance(header, dict) else header
+                raise ValueError(f"format {found!r}, expected {FORMAT_VERSION}")
+            names = [f"model_{i}" for i in range(int(header["n_model"]))]
+            names += [f"optimizer_{i}" for i in range(int(header["n_optimizer"]))]
+            _check_array_sizes(archive, names, max_bytes)
         with np.load(path, allow_pickle=False) as data:
             model = [data[f"model_{i}"] for i in range(int(header["n_model"]))]
             optimizer = [data[f"optimizer_{i}"] for i in range(int(header["n_optimizer"]))]
@@ -185,7 +276,7 @@ def epoch_checkpoint(
     resume: TrainingCheckpoint | None = None,
     order: _HasEpoch | None = None,
     meta: dict[str, Any] | None = None,
-    on_saved: Callable[[int, Path], None] | None = None,
+    on_written: Callable[[int, Path], None] | None = None,
 ) -> Any:
     """A Keras callback that restores ``resume`` when training begins and saves after every epoch.
 
@@ -198,13 +289,14 @@ def epoch_checkpoint(
         order: the training data's epoch order (:class:`~clot_hpo.data.pipeline.EpochOrder`),
             told each epoch's number before its first batch.
         meta: JSON-able facts written into every checkpoint (trial number, seed, parameters).
-        on_saved: called with ``(epochs_done, path)`` after each checkpoint is on disk.
+        on_written: called with ``(epochs_done, file)`` for each checkpoint once it is written,
+            before it replaces the previous one (:func:`save_checkpoint`'s ``before_replace``).
 
     Returns:
         The callback; its ``history`` holds every epoch's logs, the restored epochs first,
         and ``optimizer_restored`` says whether the optimizer state was restored.
     """
-    return _callback_class()(path, resume=resume, order=order, meta=meta, on_saved=on_saved)
+    return _callback_class()(path, resume=resume, order=order, meta=meta, on_written=on_written)
 
 
 @functools.cache
@@ -219,13 +311,13 @@ def _callback_class() -> type:
             resume: TrainingCheckpoint | None,
             order: _HasEpoch | None,
             meta: dict[str, Any] | None,
-            on_saved: Callable[[int, Path], None] | None,
+            on_written: Callable[[int, Path], None] | None,
         ) -> None:
             super().__init__()
             self.path = Path(path) if path is not None else None
             self.order = order
             self.meta = dict(meta or {})
-            self.on_saved = on_saved
+            self.on_written = on_written
             self._pending = resume
             self.history: dict[str, list[float]] = {
                 k: list(v) for k, v in (resume.history if resume else {}).items()
@@ -257,16 +349,21 @@ def _callback_class() -> type:
                 return
             started = time.perf_counter()
             state = capture(self.model, epoch=epoch + 1, history=self.history, meta=self.meta)
-            save_checkpoint(self.path, state)
+            written = self.on_written
+            save_checkpoint(
+                self.path,
+                state,
+                before_replace=None if written is None else functools.partial(written, epoch + 1),
+            )
             self.save_seconds += time.perf_counter() - started
-            if self.on_saved is not None:
-                self.on_saved(epoch + 1, self.path)
 
     return EpochCheckpoint
 
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "MAX_HEADER_BYTES",
+    "CheckpointTooLarge",
     "TrainingCheckpoint",
     "capture",
     "epoch_checkpoint",

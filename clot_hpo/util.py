@@ -256,6 +256,11 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def text_sha256(text: str) -> str:
+    """The sha256 (hex) of ``text`` as a file stores it (UTF-8): a predictions CSV's, say."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def lazy_exports(
     package: str, where: Mapping[str, str], namespace: dict[str, Any]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
@@ -302,4 +307,5 @@ __all__ = [
     "redact_secrets",
     "redact_text",
     "redact_url",
+    "text_sha256",
 ]

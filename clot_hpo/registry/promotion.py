@@ -2,17 +2,22 @@
 
 :func:`promote`:
 
-1. ranks the experiment's FINISHED trial runs by the metric its study optimized, in the
-   direction the study recorded (the parent run's tags ``clot_hpo.objective`` and
-   ``optuna.direction``, :mod:`clot_hpo.tracking.tags`), never a guess from its name;
-2. keeps only runs that a COMPLETE trial of the Optuna storage names (same study, trial
-   number, run id, parent run, dataset digest: :class:`TrialLedger`): a run injected into
-   the MLflow server is refused;
-3. under the registry's promotion lock (:mod:`clot_hpo.registry.lock`), registers the best
-   one (once per run) with the sha256 of its model file, re-reads the champion, and lets
-   the gate (:mod:`clot_hpo.registry.gate`) decide on the paired test-set evidence whether
-   the alias moves; the decision is recorded on the version as tags, and the model card
-   (:mod:`clot_hpo.registry.card`) as the run's artifacts and the version's description.
+1. keeps only trial runs that a COMPLETE trial of the Optuna storage names (same study,
+   trial number, run id, parent run, dataset digest: :class:`TrialLedger`): a run injected
+   into the MLflow server is refused;
+2. ranks them by the metric their study optimized, in the direction the study recorded (the
+   parent run's tags ``clot_hpo.objective`` and ``optuna.direction``), by the values the
+   Optuna storage records, never the tracking server's: a run whose metric differs from its
+   trial's is refused with exit code 2 (the mirror was changed);
+3. checks the best one's files against the sha256 its trial recorded (the model file,
+   ``val_predictions.csv``, ``test_predictions.csv``), and the champion's test predictions
+   against its own trial's, before anything is registered: any difference is refused with
+   exit code 2, naming the trial (docs/security.md);
+4. under the registry's promotion lock (:mod:`clot_hpo.registry.lock`), registers the best
+   one (once per run) with the model sha256 its trial recorded, re-reads the champion, and
+   lets the gate (:mod:`clot_hpo.registry.gate`) decide on the verified test predictions
+   whether the alias moves; the decision is recorded on the version as tags, and the model
+   card (:mod:`clot_hpo.registry.card`) as the run's artifacts and the version's description.
 
 Rerunning it changes nothing: a version whose decision was taken against the current
 champion under the same rule is not decided again. Registry stages are deprecated in
@@ -22,8 +27,9 @@ MLflow: aliases only.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,21 +71,24 @@ from clot_hpo.tracking.tags import (
     TAG_THRESHOLD,
     TAG_TRIAL_NUMBER,
 )
-from clot_hpo.util import finite_float, first_line, rank_trials
+from clot_hpo.util import file_sha256, finite_float, first_line, rank_trials
 
 log = logging.getLogger("clot_hpo.registry")
 
 MODEL_DESCRIPTION = "Binary blood-clot classifier (input: raw RGB pixels in [0, 255])."
 TEST_PREDICTIONS = "test_predictions.csv"
+VAL_PREDICTIONS = "val_predictions.csv"
 MODEL_FILE = "data/model.keras"  # inside the logged MLflow model (tracking/keras_file_flavor.py)
 MAX_LISTED_REFUSALS = 5
 
 
-class TrialRecordLike(Protocol):
-    """A trial as the Optuna storage holds it (:class:`clot_hpo.search.ledger.TrialRecord`)."""
+class LedgerEntryLike(Protocol):
+    """A trial as the Optuna storage records it (:class:`clot_hpo.search.ledger.LedgerEntry`)."""
 
     @property
     def state(self) -> str: ...  # noqa: D102
+    @property
+    def value(self) -> float | None: ...  # noqa: D102
     @property
     def run_id(self) -> str | None: ...  # noqa: D102
     @property
@@ -87,7 +96,13 @@ class TrialRecordLike(Protocol):
     @property
     def dataset_digest(self) -> str | None: ...  # noqa: D102
     @property
-    def user_attrs(self) -> dict[str, Any]: ...  # noqa: D102
+    def model_id(self) -> str | None: ...  # noqa: D102
+    @property
+    def model_sha256(self) -> str | None: ...  # noqa: D102
+    @property
+    def user_attrs(self) -> Mapping[str, Any]: ...  # noqa: D102
+    def metric(self, name: str) -> float | None: ...  # noqa: D102
+    def predictions_sha256(self, filename: str) -> str | None: ...  # noqa: D102
 
 
 class TrialLedger(Protocol):
@@ -96,7 +111,7 @@ class TrialLedger(Protocol):
     The registry does not import Optuna: ``clot-hpo promote`` passes the search's ledger in.
     """
 
-    def trial(self, study: str, number: int) -> TrialRecordLike | None: ...  # noqa: D102
+    def trial(self, study: str, number: int) -> LedgerEntryLike | None: ...  # noqa: D102
 
 
 @dataclass
@@ -139,12 +154,18 @@ class _Candidate:
     run: Any
     value: float
     model_id: str
-    trial: Any = None  # its record in the Optuna storage, once verified
+    trial: Any = None  # its LedgerEntry in the Optuna storage, once verified
 
     @property
     def trial_number(self) -> int | None:
         raw = self.run.data.tags.get(TAG_TRIAL_NUMBER)
         return int(raw) if raw is not None and raw.lstrip("-").isdigit() else None
+
+    @property
+    def who(self) -> str:
+        """The trial in words: ``trial 3 of study 's'``."""
+        tags = self.run.data.tags
+        return f"trial {self.trial_number} of study {tags.get(TAG_OPTUNA_STUDY) or tags.get(TAG_STUDY)!r}"
 
 
 # ----- what the study optimized -------------------------------------------------------------
@@ -232,7 +253,7 @@ def _candidates(
     return ranked, len(finished)
 
 
-def verify_trial(run: Any, ledger: TrialLedger) -> tuple[Any, str | None]:
+def verify_trial(run: Any, ledger: TrialLedger) -> tuple[LedgerEntryLike | None, str | None]:
     """The Optuna record of a trial run, and why the run is refused (None when it is real).
 
     A run is a real trial when the Optuna storage holds a COMPLETE trial of the run's study
@@ -271,6 +292,27 @@ def verify_trial(run: Any, ledger: TrialLedger) -> tuple[Any, str | None]:
                 f"storage, but the run has {claimed}"
             )
     return record, None
+
+
+def ledger_value(entry: LedgerEntryLike, metric: str, objectives: Mapping[str, Any]) -> float | None:
+    """The value of ``metric`` the Optuna storage records for a trial (None: it records none).
+
+    A study's objective is the trial's value as Optuna was told it; any other metric is the
+    trial's user attribute of that name (the search records the headline metrics).
+    """
+    recorded = entry.metric(metric)
+    if recorded is None and metric in objectives:
+        recorded = entry.value
+    return recorded
+
+
+def same_value(a: float, b: float) -> bool:
+    """Whether a metric the tracking server holds is the one the ledger records (float64 round trip)."""
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+class LedgerMismatch(ConfigError):
+    """The tracking server's copy of a trial differs from what the Optuna storage records (exit 2)."""
 
 
 def _ready(client: MlflowClient, model_id: str) -> bool:
@@ -327,36 +369,29 @@ def _download_model_file(client: MlflowClient, tracking_uri: str, model_id: str,
 
 def _register(
     client: MlflowClient,
-    tracking_uri: str,
     best: _Candidate,
     experiment: str,
     result: PromotionResult,
-    work: Path,
-) -> Path | None:
-    """Reuse the candidate's version if it has one, else create it with its model file's sha256.
+) -> None:
+    """Reuse the candidate's version if it has one, else create it with its model's sha256.
 
-    Fills ``result.version``; returns the downloaded model file (None when unreadable).
+    The sha256 is the one the trial recorded in the Optuna storage (the downloaded file was
+    checked against it: :func:`verify_outputs`). Fills ``result.version``.
     """
-    model_file = _download_model_file(client, tracking_uri, best.model_id, work / "model")
     existing = _existing_version(client, result.model_name, result.run_id)
     if existing is not None:
         result.version = str(existing.version)
         result.messages.append(
             f"already registered as {result.model_name} version {result.version}: no new version"
         )
-        return model_file
-    if model_file is None:
-        raise ConfigError(
-            f"run {result.run_id}: its model file {MODEL_FILE} of models:/{best.model_id} cannot be read, "
-            "so its sha256 cannot be recorded; nothing registered"
-        )
+        return
     try:
         client.create_registered_model(result.model_name, description=MODEL_DESCRIPTION)
     except MlflowException as exc:
         if not is_already_exists(exc):
             raise
     tags = _version_tags(client, best, experiment, result.metric)
-    tags[TAG_MODEL_SHA256] = cards.file_sha256(model_file)
+    tags[TAG_MODEL_SHA256] = str(best.trial.model_sha256)
     version = client.create_model_version(
         result.model_name,
         source=f"models:/{best.model_id}",
@@ -367,17 +402,71 @@ def _register(
     )
     result.version, result.registered = str(version.version), True
     result.messages.append(f"registered {result.model_name} version {result.version}")
-    return model_file
+
+
+# ----- the ledger's check of the mirror -----------------------------------------------------
+def _differs(who: str, what: str, recorded: str | None, found: str | None) -> LedgerMismatch:
+    return LedgerMismatch(
+        f"{who}: {what} differs from the Optuna storage (recorded {recorded or 'none'}, the tracking "
+        f"server has {found or 'none'}): its copy on the tracking server was changed, so nothing is "
+        "registered and no alias moves"
+    )
+
+
+def verify_outputs(
+    client: MlflowClient, tracking_uri: str, cand: _Candidate, work: Path
+) -> tuple[Path, Path | None]:
+    """Download a candidate's model file and predictions and check each against its trial's sha256.
+
+    Returns the model file and the verified ``test_predictions.csv`` (None: the trial recorded
+    none, and the run has none).
+
+    Raises:
+        LedgerMismatch: a file, or the model's run, is not the one the trial recorded.
+    """
+    entry, who = cand.trial, cand.who
+    if entry.model_id != cand.model_id:
+        raise _differs(who, f"its model (tag {TAG_MODEL_ID})", entry.model_id, cand.model_id)
+    if not entry.model_sha256:
+        raise LedgerMismatch(
+            f"{who}: the Optuna storage records no model sha256 for it (a trial from before clot-hpo "
+            "recorded one, or one that saved no model), so its model cannot be verified; nothing registered"
+        )
+    try:
+        source_run = client.get_logged_model(cand.model_id).source_run_id
+    except MlflowException:
+        source_run = None
+    if source_run != entry.run_id:
+        raise _differs(who, f"the run of its model models:/{cand.model_id}", entry.run_id, source_run)
+    model_file = _download_model_file(client, tracking_uri, cand.model_id, work / "model")
+    found = file_sha256(model_file) if model_file is not None else None
+    if found != entry.model_sha256:
+        what = f"the sha256 of {MODEL_FILE} of models:/{cand.model_id}"
+        raise _differs(who, what, entry.model_sha256, found)
+    assert model_file is not None
+    verified: dict[str, Path | None] = {}
+    for name in (VAL_PREDICTIONS, TEST_PREDICTIONS):
+        verified[name] = _verified_artifact(client, cand.run, entry, name, work / "candidate", who)
+    return model_file, verified[TEST_PREDICTIONS]
+
+
+def _verified_artifact(
+    client: MlflowClient, run: Any, entry: LedgerEntryLike, name: str, dst: Path, who: str
+) -> Path | None:
+    """The run's predictions file ``name`` if its sha256 is the trial's (None: neither has one).
+
+    Raises:
+        LedgerMismatch: the file differs from, or lacks, the one the trial recorded.
+    """
+    recorded = entry.predictions_sha256(name)
+    path = _download(client, run.info.run_id, name, dst)
+    found = file_sha256(path) if path is not None else None
+    if found != recorded:
+        raise _differs(who, f"the sha256 of {name} of run {run.info.run_id}", recorded, found)
+    return path
 
 
 # ----- evidence -----------------------------------------------------------------------------
-def _has_artifact(client: MlflowClient, run_id: str, path: str) -> bool:
-    try:
-        return path in {a.path for a in client.list_artifacts(run_id)}
-    except (MlflowException, OSError):
-        return False
-
-
 def _download(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path | None:
     """An artifact of a run, or None when the run has no such file."""
     folder = str(Path(path).parent) if "/" in path else None
@@ -399,8 +488,8 @@ def _threshold(run: Any) -> float:
     return 0.5 if value is None else value
 
 
-def _evidence(client: MlflowClient, version: Any, run: Any, dst: Path, who: str) -> Evidence:
-    """A version's test predictions, threshold and dataset digest.
+def _evidence(version: Any, run: Any, path: Path | None, who: str) -> Evidence:
+    """A version's test predictions (``path``, verified against its trial), threshold and digest.
 
     Raises:
         ConfigError: the run has no ``test_predictions.csv`` (exit code 2).
@@ -408,7 +497,6 @@ def _evidence(client: MlflowClient, version: Any, run: Any, dst: Path, who: str)
     """
     from clot_hpo.evaluate.paired import read_predictions  # heavy: only when a promotion needs it
 
-    path = _download(client, run.info.run_id, TEST_PREDICTIONS, dst)
     if path is None:
         raise ConfigError(
             f"{who} (version {version.version}, run {run.info.run_id}) has no {TEST_PREDICTIONS} artifact: "
@@ -420,6 +508,46 @@ def _evidence(client: MlflowClient, version: Any, run: Any, dst: Path, who: str)
         raise DataError(f"{who} run {run.info.run_id}: {exc}") from exc
     digest = run.data.tags.get(TAG_DIGEST) or (version.tags or {}).get("dataset_digest")
     return Evidence(version=str(version.version), predictions=frame, threshold=_threshold(run), digest=digest)
+
+
+@dataclass
+class _Verified:
+    """Files checked against the Optuna storage, for the gate: the candidate's, the champions'."""
+
+    client: MlflowClient
+    ledger: TrialLedger
+    work: Path
+    candidate_test: Path | None = None
+    champions: dict[str, tuple[Any, Path | None]] = field(default_factory=dict)
+
+    def champion(self, name: str, current: Any) -> tuple[Any, Path | None]:
+        """The champion version's run and its test predictions, checked against its trial.
+
+        Raises:
+            ConfigError: the champion has no run, or no trial of the storage vouches for it.
+            LedgerMismatch: its test predictions differ from the ones its trial recorded.
+        """
+        key = str(current.version)
+        if key not in self.champions:
+            run = self.client.get_run(current.run_id) if current.run_id else None
+            if run is None:
+                raise ConfigError(
+                    f"champion version {current.version} of {name!r} has no run, so it has no test "
+                    "predictions to compare with; move the alias by hand or promote into another model name"
+                )
+            entry, why = verify_trial(run, self.ledger)
+            who = f"champion version {current.version} (run {run.info.run_id})"
+            if entry is None:
+                raise LedgerMismatch(
+                    f"{who}: {why}; its test predictions cannot be verified, so nothing is registered "
+                    "(the champion's study must be in the same --storage; or promote into another "
+                    "--model-name)"
+                )
+            path = _verified_artifact(
+                self.client, run, entry, TEST_PREDICTIONS, self.work / f"champion-{key}", who
+            )
+            self.champions[key] = (run, path)
+        return self.champions[key]
 
 
 # ----- the model card -----------------------------------------------------------------------
@@ -486,7 +614,6 @@ def _write_card(
             except (OSError, ValueError):
                 manifest = None
         report = _read_json(_download(client, parent_id, "data/data_report.json", work / "parent"))
-    version = client.get_model_version(result.model_name, result.version)
     card = cards.build_card(
         model_name=result.model_name,
         version=result.version,
@@ -496,7 +623,7 @@ def _write_card(
         manifest=manifest,
         data_report=report,
         trial_attrs=dict(getattr(best.trial, "user_attrs", {}) or {}),
-        model_sha256=(version.tags or {}).get(TAG_MODEL_SHA256),
+        model_sha256=best.trial.model_sha256,  # the ledger's (the version's tag is the same)
         parameter_count=cards.keras_parameter_count(model_file) if model_file is not None else None,
         requirements=_requirements(client, tracking_uri, best.model_id, work / "env"),
         test_predictions=evidence.predictions if evidence is not None else None,
@@ -530,6 +657,7 @@ def _decide_and_record(
     rule: GateRule,
     model_file: Path | None,
     work: Path,
+    verified: _Verified,
 ) -> None:
     """Under the lock: re-read the champion, let the gate decide, record it, move the alias."""
     name, alias, say = result.model_name, result.alias, result.messages.append
@@ -557,24 +685,17 @@ def _decide_and_record(
             raise ConfigError(f"promotion refused: {reason}")
         return
     floors = rule.min_sensitivity is not None or rule.max_ece is not None
-    if current is None and not floors and not _has_artifact(client, best.run.info.run_id, TEST_PREDICTIONS):
+    if current is None and not floors and verified.candidate_test is None:
         # Nothing to compare with and no floor to check: a run from before trials kept their
         # predictions can still become the first champion (its card says what is missing).
         decision = GateDecision(FIRST, rule.metric, None, "there was no champion", rule.describe())
         _record(client, tracking_uri, best, result, decision, model_file, None, None, work)
         return
-    candidate = _evidence(client, version, best.run, work / "candidate", "the candidate")
+    candidate = _evidence(version, best.run, verified.candidate_test, "the candidate")
     champion = None
     if current is not None:
-        champ_run = client.get_run(current.run_id) if current.run_id else None
-        if champ_run is None:
-            raise ConfigError(
-                f"champion version {current.version} of {name!r} has no run, so it has no test predictions "
-                "to compare with; move the alias by hand or promote into another model name"
-            )
-        champion = _evidence(
-            client, current, champ_run, work / "champion", f"champion version {current.version}"
-        )
+        champ_run, champ_test = verified.champion(name, current)
+        champion = _evidence(current, champ_run, champ_test, f"champion version {current.version}")
     decision = decide(candidate, champion, rule)
     _record(client, tracking_uri, best, result, decision, model_file, candidate, current, work)
 
@@ -655,18 +776,31 @@ def promote(
         metric, direction = resolve_direction(
             recorded_objectives(client, exp.experiment_id), experiment, metric, direction
         )
+        objectives = recorded_objectives(client, exp.experiment_id)
         candidates, n_finished = _candidates(client, exp.experiment_id, metric, direction)
         refusals: list[str] = []
-        best = None
+        vouched = []
         for cand in candidates:
             record, why = verify_trial(cand.run, ledger)
+            if record is not None:
+                recorded = ledger_value(record, metric, objectives)
+                if recorded is None:
+                    why = f"the Optuna storage records no {metric} for it"
+                elif not same_value(recorded, cand.value):
+                    raise LedgerMismatch(
+                        f"{cand.who}: its run {cand.run.info.run_id} has {metric} = {cand.value!r} on the "
+                        f"tracking server, but the Optuna storage records {recorded!r}: its copy on the "
+                        "tracking server was changed, so nothing is registered and no alias moves"
+                    )
+                else:
+                    cand.trial, cand.value = record, recorded
+                    vouched.append(cand)
             if why is not None:
                 refusals.append(f"run {cand.run.info.run_id} ({metric} = {cand.value:.4f}): {why}")
-                continue
-            if _ready(client, cand.model_id):
-                cand.trial = record
-                best = cand
-                break
+        vouched = rank_trials(
+            vouched, value=lambda c: c.value, number=lambda c: c.trial_number, direction=direction
+        )
+        best = next((cand for cand in vouched if _ready(client, cand.model_id)), None)
         if best is None:
             detail = "; ".join(refusals[:MAX_LISTED_REFUSALS])
             raise ConfigError(
@@ -692,18 +826,29 @@ def promote(
             f"best trial: {result.trial_number} of {experiment!r} ({metric} = {best.value:.4f}, "
             f"{better} is better as the study recorded; run {result.run_id})"
         )
+        # Everything checked before anything is registered: the candidate's files, and the
+        # champion's test predictions (checked again under the lock if the champion changed).
+        model_file, test_file = verify_outputs(client, tracking_uri, best, work)
+        verified = _Verified(client, ledger, work, candidate_test=test_file)
+        current = alias_version(client, model_name, alias)
+        if current is not None and str(current.run_id) != result.run_id:
+            verified.champion(model_name, current)
         with promotion_lock(client, model_name, timeout_s=lock_timeout_s, on_wait=on_wait):
-            model_file = _register(client, tracking_uri, best, experiment, result, work)
-            _decide_and_record(client, tracking_uri, best, result, rule, model_file, work)
+            _register(client, best, experiment, result)
+            _decide_and_record(client, tracking_uri, best, result, rule, model_file, work, verified)
         return result
 
 
 __all__ = [
+    "LedgerEntryLike",
+    "LedgerMismatch",
     "PromotionResult",
     "TrialLedger",
-    "TrialRecordLike",
     "promote",
     "recorded_objectives",
     "resolve_direction",
+    "ledger_value",
+    "same_value",
+    "verify_outputs",
     "verify_trial",
 ]

@@ -13,7 +13,7 @@ from clot_hpo.util import lazy_exports
 
 if TYPE_CHECKING:
     from clot_hpo.search.hp import OptunaHyperParameters, optuna_distribution
-    from clot_hpo.search.ledger import TrialLedger, TrialRecord
+    from clot_hpo.search.ledger import LedgerEntry, TrialLedger
     from clot_hpo.search.objectives import Objective, get_objective, list_objectives
     from clot_hpo.search.pruners import create_pruner, describe_pruner, list_pruners
     from clot_hpo.search.samplers import VRAM_CONSTRAINT, create_sampler, list_samplers
@@ -24,7 +24,7 @@ _WHERE = {
     "OptunaHyperParameters": "hp",
     "optuna_distribution": "hp",
     "TrialLedger": "ledger",
-    "TrialRecord": "ledger",
+    "LedgerEntry": "ledger",
     "Objective": "objectives",
     "get_objective": "objectives",
     "list_objectives": "objectives",
@@ -45,11 +45,11 @@ _WHERE = {
 # it names the same things as _WHERE.
 __all__ = [
     "VRAM_CONSTRAINT",
+    "LedgerEntry",
     "Objective",
     "OptunaHyperParameters",
     "SearchOutcome",
     "TrialLedger",
-    "TrialRecord",
     "create_or_load_study",
     "create_pruner",
     "create_sampler",

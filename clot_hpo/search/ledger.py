@@ -1,20 +1,34 @@
-"""The Optuna storage as the ledger of real trials, for ``clot-hpo promote``.
+"""The Optuna storage as the ledger of trials; the tracking server is a mirror of it.
 
-The MLflow server has no authentication by default: anyone who reaches its port can create
-a run tagged as a trial. The Optuna storage (a database the study's workers write) is the
-record of what the search really ran, so ``promote`` accepts a run only when a COMPLETE
-trial there names it: same study, trial number, MLflow run id, parent (study) run id and
-dataset digest. :class:`StudyRunner` records the last three as the trial's user attributes
-(:data:`ATTR_RUN_ID`, :data:`ATTR_PARENT_RUN_ID`, :data:`ATTR_DIGEST`).
+Workers need the Optuna storage to run trials at all; an account on the tracking server is a
+weaker credential (every worker has one, and MLflow lets any writer rewrite a run's tags,
+metrics and artifacts). So everything ``clot-hpo promote`` and a resuming worker rely on is
+written to the Optuna trial by the process that produced it, and checked against what is
+downloaded from the tracking server (docs/security.md):
 
-The registry reads this through :class:`TrialLedger`'s ``trial(study, number)`` (a
-structural interface: the registry does not import Optuna); ``clot-hpo promote`` builds it
-from ``--storage``.
+* when the trial starts: its MLflow run id and its study run's, the dataset digest and the
+  seed it trains with (:data:`ATTR_RUN_ID`, :data:`ATTR_PARENT_RUN_ID`, :data:`ATTR_DIGEST`,
+  :data:`ATTR_SEED`);
+* after each checkpoint is written, before it can be uploaded: its sha256 by epoch
+  (:data:`ATTR_CHECKPOINTS`, ``{"<epoch>": sha256}``);
+* at the end of a completed trial: the sha256 of the model file (``model.keras``) and of
+  ``val_predictions.csv`` / ``test_predictions.csv``; the objective is the trial's value and
+  the headline metrics (:data:`HEADLINE_METRICS`) its user attributes;
+* once the study process has uploaded the model: its MLflow model id, on the study
+  (:data:`STUDY_ATTR_MODEL_ID`: a finished trial cannot be changed).
+
+:class:`LedgerEntry` is one trial's record, typed and free of Optuna and MLflow types: the
+registry reads it through a structural interface (it does not import Optuna),
+``clot-hpo promote`` builds the :class:`TrialLedger` from ``--storage``, and the study process
+reads its own trials with :func:`entry_of`.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from clot_hpo.errors import ConfigError
@@ -23,19 +37,144 @@ from clot_hpo.util import first_line
 ATTR_RUN_ID = "mlflow_run_id"
 ATTR_PARENT_RUN_ID = "mlflow_parent_run_id"
 ATTR_DIGEST = "dataset_digest"
+ATTR_SEED = "seed"
+ATTR_MODEL_SHA256 = "model_sha256"
+ATTR_VAL_PREDICTIONS_SHA256 = "val_predictions_sha256"
+ATTR_TEST_PREDICTIONS_SHA256 = "test_predictions_sha256"
+ATTR_CHECKPOINTS = "checkpoint_sha256"
+# The logged model's id is known only once its upload is done, usually after Optuna was told
+# the trial's outcome, and Optuna refuses to change a finished trial: the study process records
+# it on the study, one attribute per trial number (:func:`record_model_id`).
+STUDY_ATTR_MODEL_ID = "model_id:{number}"
+
+# What a completed trial's outcome records as user attributes (search/trial_phases.py's
+# OUTCOME_METRICS): the values `promote` ranks by and compares with the mirror's.
+HEADLINE_METRICS = (
+    "val_auc",
+    "val_accuracy",
+    "val_sensitivity",
+    "val_specificity",
+    "test_auc",
+    "test_accuracy",
+    "test_sensitivity",
+    "test_specificity",
+    "threshold",
+)
+# Facts of a finished trial's own outputs: a retry inherits its original's user attributes
+# and must not carry them as its own.
+OUTPUT_ATTRS = (ATTR_MODEL_SHA256, ATTR_VAL_PREDICTIONS_SHA256, ATTR_TEST_PREDICTIONS_SHA256)
 
 
 @dataclass(frozen=True)
-class TrialRecord:
-    """One trial as the Optuna storage holds it."""
+class LedgerEntry:
+    """One trial as the Optuna storage records it: what the tracking server must agree with.
+
+    Attributes:
+        study: the Optuna study's name.
+        number: the trial's number in it.
+        state: Optuna's state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING).
+        value: the objective's value (COMPLETE trials), as Optuna was told it.
+        run_id: the trial's MLflow run.
+        model_id: the MLflow model the study process logged for it (``models:/<model_id>``).
+        parent_run_id: the study's MLflow run.
+        dataset_digest: the digest of the data the trial trained and was tested on.
+        seed: the seed the trial trained with (a retry keeps its original's).
+        model_sha256: sha256 of the trained model's ``.keras`` file.
+        val_predictions_sha256: sha256 of ``val_predictions.csv``.
+        test_predictions_sha256: sha256 of ``test_predictions.csv``.
+        metrics: the metrics the trial recorded (``val_*``, ``test_*``, ``threshold``; the
+            search records :data:`HEADLINE_METRICS`).
+        checkpoints: epoch -> sha256 of each checkpoint the trial wrote.
+        intermediate_values: epoch (0-based) -> the value reported to Optuna.
+        user_attrs: every user attribute, for what is only shown (the model card).
+    """
 
     study: str
     number: int
-    state: str  # Optuna's TrialState name: COMPLETE, PRUNED, FAIL, RUNNING, WAITING
-    run_id: str | None
-    parent_run_id: str | None
-    dataset_digest: str | None
-    user_attrs: dict[str, Any] = field(default_factory=dict)
+    state: str
+    value: float | None = None
+    run_id: str | None = None
+    model_id: str | None = None
+    parent_run_id: str | None = None
+    dataset_digest: str | None = None
+    seed: int | None = None
+    model_sha256: str | None = None
+    val_predictions_sha256: str | None = None
+    test_predictions_sha256: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    checkpoints: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
+    intermediate_values: Mapping[int, float] = field(default_factory=lambda: MappingProxyType({}))
+    user_attrs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def metric(self, name: str) -> float | None:
+        """The recorded value of metric ``name``, or None when the trial did not record it."""
+        return self.metrics.get(name)
+
+    def predictions_sha256(self, filename: str) -> str | None:
+        """The recorded sha256 of ``val_predictions.csv`` or ``test_predictions.csv``."""
+        return {
+            "val_predictions.csv": self.val_predictions_sha256,
+            "test_predictions.csv": self.test_predictions_sha256,
+        }.get(filename)
+
+
+def entry_of(study: str, trial: Any, study_attrs: Mapping[str, Any] | None = None) -> LedgerEntry:
+    """The ledger entry of an Optuna ``FrozenTrial`` of ``study``.
+
+    ``study_attrs`` (the study's user attributes) hold the trial's model id; without them the
+    entry has none.
+    """
+    attrs = dict(trial.user_attrs)
+    metrics = {
+        k: v
+        for k, raw in attrs.items()
+        if (k in HEADLINE_METRICS or k.startswith(("val_", "test_"))) and "_sha256" not in k
+        if (v := _number(raw)) is not None
+    }
+    checkpoints = {}
+    raw = attrs.get(ATTR_CHECKPOINTS)
+    if isinstance(raw, dict):
+        for epoch, digest in raw.items():
+            if str(epoch).isdigit() and isinstance(digest, str):
+                checkpoints[int(epoch)] = digest
+    seed = attrs.get(ATTR_SEED)
+    return LedgerEntry(
+        study=study,
+        number=int(trial.number),
+        state=trial.state.name,
+        value=_number(trial.value) if trial.state.name == "COMPLETE" else None,
+        run_id=_text(attrs.get(ATTR_RUN_ID)),
+        model_id=_text((study_attrs or {}).get(STUDY_ATTR_MODEL_ID.format(number=trial.number))),
+        parent_run_id=_text(attrs.get(ATTR_PARENT_RUN_ID)),
+        dataset_digest=_text(attrs.get(ATTR_DIGEST)),
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        model_sha256=_text(attrs.get(ATTR_MODEL_SHA256)),
+        val_predictions_sha256=_text(attrs.get(ATTR_VAL_PREDICTIONS_SHA256)),
+        test_predictions_sha256=_text(attrs.get(ATTR_TEST_PREDICTIONS_SHA256)),
+        metrics=MappingProxyType(metrics),
+        checkpoints=MappingProxyType(checkpoints),
+        intermediate_values=MappingProxyType(
+            {int(k): float(v) for k, v in dict(trial.intermediate_values).items()}
+        ),
+        user_attrs=MappingProxyType(attrs),
+    )
+
+
+def record_checkpoint(trial: Any, epoch: int, sha256: str) -> None:
+    """Add checkpoint ``epoch``'s sha256 to ``trial``'s ledger (an ``optuna.Trial``, still running).
+
+    Called by the process that wrote the file, before it can be uploaded: a checkpoint
+    downloaded later is used only if its sha256 is the one recorded for its epoch.
+    """
+    known = trial.user_attrs.get(ATTR_CHECKPOINTS)
+    recorded = dict(known) if isinstance(known, dict) else {}
+    recorded[str(int(epoch))] = sha256
+    trial.set_user_attr(ATTR_CHECKPOINTS, recorded)
+
+
+def record_model_id(study: Any, number: int, model_id: str) -> None:
+    """Record trial ``number``'s logged model id on ``study`` (an ``optuna.Study``)."""
+    study.set_user_attr(STUDY_ATTR_MODEL_ID.format(number=int(number)), model_id)
 
 
 class TrialLedger:
@@ -49,7 +188,7 @@ class TrialLedger:
     def __init__(self, storage_url: str) -> None:
         self.storage_url = storage_url
         self._storage: Any = None
-        self._studies: dict[str, dict[int, TrialRecord] | None] = {}
+        self._studies: dict[str, dict[int, LedgerEntry] | None] = {}
 
     def _open(self) -> Any:
         if self._storage is None:
@@ -68,7 +207,7 @@ class TrialLedger:
             self._storage = open_storage(self.storage_url)
         return self._storage
 
-    def trials(self, study: str) -> dict[int, TrialRecord] | None:
+    def trials(self, study: str) -> dict[int, LedgerEntry] | None:
         """Every trial of ``study`` by number, or None when the storage has no such study."""
         if study not in self._studies:
             import optuna
@@ -84,22 +223,13 @@ class TrialLedger:
                     f"--storage: cannot read study {study!r} from the Optuna storage: "
                     f"{type(exc).__name__}: {first_line(exc)}"
                 ) from exc
-            records = {}
-            for t in loaded.get_trials(deepcopy=False):
-                attrs = dict(t.user_attrs)
-                records[t.number] = TrialRecord(
-                    study=study,
-                    number=t.number,
-                    state=t.state.name,
-                    run_id=_text(attrs.get(ATTR_RUN_ID)),
-                    parent_run_id=_text(attrs.get(ATTR_PARENT_RUN_ID)),
-                    dataset_digest=_text(attrs.get(ATTR_DIGEST)),
-                    user_attrs=attrs,
-                )
-            self._studies[study] = records
+            attrs = dict(loaded.user_attrs)
+            self._studies[study] = {
+                t.number: entry_of(study, t, attrs) for t in loaded.get_trials(deepcopy=False)
+            }
         return self._studies[study]
 
-    def trial(self, study: str, number: int) -> TrialRecord | None:
+    def trial(self, study: str, number: int) -> LedgerEntry | None:
         """Trial ``number`` of ``study``, or None when the storage has no such study or trial."""
         records = self.trials(study)
         return None if records is None else records.get(number)
@@ -109,4 +239,27 @@ def _text(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
-__all__ = ["ATTR_DIGEST", "ATTR_PARENT_RUN_ID", "ATTR_RUN_ID", "TrialLedger", "TrialRecord"]
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+__all__ = [
+    "ATTR_CHECKPOINTS",
+    "ATTR_DIGEST",
+    "ATTR_MODEL_SHA256",
+    "ATTR_PARENT_RUN_ID",
+    "ATTR_RUN_ID",
+    "ATTR_SEED",
+    "ATTR_TEST_PREDICTIONS_SHA256",
+    "ATTR_VAL_PREDICTIONS_SHA256",
+    "HEADLINE_METRICS",
+    "OUTPUT_ATTRS",
+    "STUDY_ATTR_MODEL_ID",
+    "LedgerEntry",
+    "TrialLedger",
+    "entry_of",
+    "record_checkpoint",
+    "record_model_id",
+]

@@ -8,6 +8,13 @@ retry starts from the newest checkpoint of the trials it retries:
   (``retry_history``, oldest first). :func:`find_checkpoint` looks for their checkpoints in the
   local trial folders, newest epoch first, and, when another machine ran them, downloads the
   newest from the tracking server (:mod:`clot_hpo.tracking.checkpoints`).
+* **Verification.** The tracking server is a mirror others write to; the Optuna storage is the
+  ledger (:mod:`clot_hpo.search.ledger`). A checkpoint is used only if its sha256 is one its
+  trial recorded, for the epoch its header says; its header names the study, the trial and
+  the seed of the lineage; its epoch is within the trial's epochs; and its history of the
+  objective equals the values the trial reported to Optuna (:func:`checkpoint_refusal`). The
+  trial process checks the parameters and reports the ledger's values, never the file's.
+  A refused checkpoint is said in one line; the retry takes the next one, or starts over.
 * **Preemption.** SIGTERM to a worker (:class:`GracefulStop`) is forwarded to its trial
   process (:class:`TrialPreemption`), which finishes the epoch it is in and its checkpoint
   within ``search.preemption_grace_s``, then stops. The worker marks the trial FAIL with the
@@ -39,8 +46,9 @@ from optuna.trial import TrialState
 
 from clot_hpo.checkpoint import CHECKPOINT_FILE, read_header
 from clot_hpo.errors import TrialFailed
-from clot_hpo.search.ledger import ATTR_RUN_ID
+from clot_hpo.search.ledger import ATTR_CHECKPOINTS, ATTR_RUN_ID, OUTPUT_ATTRS, LedgerEntry, entry_of
 from clot_hpo.search.workers import WORKER_ATTR
+from clot_hpo.util import file_sha256
 
 if TYPE_CHECKING:
     from clot_hpo.tracking.checkpoints import CheckpointStore
@@ -74,13 +82,93 @@ class ResumePoint:
     downloaded: bool = False
 
 
-def _local_candidates(numbers: Iterable[int], trial_dir: Callable[[int], Path]) -> list[ResumePoint]:
+# Why a checkpoint is refused (None: it may be used), given the point and its header.
+Verifier = Callable[[ResumePoint, dict[str, Any]], "str | None"]
+
+
+@dataclass(frozen=True)
+class CheckpointRules:
+    """What a retry's checkpoint must agree with, besides its trial's ledger entry.
+
+    Attributes:
+        study: the study's name.
+        seed: the study's seed (a trial trains with ``seed + the lineage's first number``).
+        epochs: ``training.epochs``: no checkpoint holds more.
+        history_key: the objective's key in the training history (the values reported).
+    """
+
+    study: str
+    seed: int
+    epochs: int
+    history_key: str
+
+
+def checkpoint_refusal(
+    point: ResumePoint,
+    header: dict[str, Any],
+    *,
+    sha256: str,
+    source: LedgerEntry,
+    lineage_first: int,
+    rules: CheckpointRules,
+) -> str | None:
+    """Why the checkpoint at ``point`` must not be used, in a few words; None when it may.
+
+    Args:
+        point: the checkpoint (its trial and file).
+        header: its header (:func:`~clot_hpo.checkpoint.read_header`).
+        sha256: the file's sha256.
+        source: the ledger entry of the trial that wrote it (``point.trial``).
+        lineage_first: the first trial of the retry's lineage (whose seed it keeps).
+        rules: the study's facts.
+    """
+    epoch = header.get("epoch")
+    raw_meta = header.get("meta")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+    number, key = source.number, rules.history_key
+    recorded = [e for e, digest in source.checkpoints.items() if digest == sha256]
+    if not recorded:
+        return f"its sha256 {sha256[:12]}… is not one trial {source.number} recorded in the Optuna storage"
+    if recorded != [epoch]:
+        return (
+            f"its header says epoch {epoch!r}, but trial {number} recorded this file at epoch {recorded[0]}"
+        )
+    expected = {"study": rules.study, "trial": source.number, "seed": rules.seed + lineage_first}
+    for fact, want in expected.items():
+        if meta.get(fact) != want:
+            return f"its header names {fact} {meta.get(fact)!r}, but the lineage's is {want!r}"
+    if not isinstance(epoch, int) or not 1 <= epoch <= rules.epochs:
+        return f"its epoch {epoch!r} is not within the trial's 1..{rules.epochs} epochs"
+    history = (header.get("history") or {}).get(rules.history_key)
+    if not isinstance(history, list) or len(history) < epoch:
+        return f"its history of {key} does not cover its {epoch} epochs"
+    # A trial killed between writing an epoch's checkpoint and reporting the epoch leaves
+    # the last epochs unreported: only a tail may be missing, and the file's sha256 is recorded.
+    reported = [source.intermediate_values.get(e) for e in range(epoch)]
+    known = len(reported) - next(
+        (i for i, v in enumerate(reversed(reported)) if v is not None), len(reported)
+    )
+    if any(v is None for v in reported[:known]):
+        return f"the values trial {number} reported to Optuna have a gap before epoch {known}"
+    if [float(v) for v in history[:known]] != reported[:known]:
+        return f"its history of {key} differs from the values trial {number} reported to Optuna"
+    return None
+
+
+def _local_candidates(
+    numbers: Iterable[int], trial_dir: Callable[[int], Path], verify: Verifier | None, refused: list[str]
+) -> list[ResumePoint]:
     found = []
     for number in numbers:
         path = trial_dir(number) / CHECKPOINT_FILE
         header = read_header(path) if path.is_file() else None
         if header is not None:
-            found.append(ResumePoint(number, path, int(header["epoch"])))
+            point = ResumePoint(number, path, int(header["epoch"]))
+            why = verify(point, header) if verify is not None else None
+            if why is None:
+                found.append(point)
+            else:
+                refused.append(f"the local checkpoint of trial {number} was refused: {why}")
         elif path.is_file():
             log.warning("checkpoint %s cannot be read; skipped", path)
     return found
@@ -92,19 +180,24 @@ def find_checkpoint(
     trial_dir: Callable[[int], Path],
     download: Callable[[int, Path], Path | None] | None = None,
     dest: Path | None = None,
+    verify: Verifier | None = None,
+    refused: list[str] | None = None,
 ) -> ResumePoint | None:
-    """The newest checkpoint among the trials ``trial`` retries, local first, then downloaded.
+    """The newest verified checkpoint among the trials ``trial`` retries, local first, then downloaded.
 
     Args:
         trial: the retry (its ``retry_history`` names the trials it retries).
         trial_dir: the local folder of a trial number.
         download: fetches a trial's checkpoint into a folder (the tracking server), or None.
         dest: where a downloaded checkpoint goes (the retry's own folder).
+        verify: why a checkpoint must not be used (None: it may); None checks nothing.
+        refused: receives one line per refused checkpoint.
     """
+    refused = [] if refused is None else refused
     numbers = lineage(trial)
     if not numbers:
         return None
-    local = _local_candidates(numbers, trial_dir)
+    local = _local_candidates(numbers, trial_dir, verify, refused)
     if local:
         return max(local, key=lambda p: (p.epoch, p.trial))
     if download is None or dest is None:
@@ -113,7 +206,15 @@ def find_checkpoint(
         path = download(number, dest / f"from-{number:04d}")
         header = read_header(path) if path is not None else None
         if path is not None and header is not None:
-            return ResumePoint(number, path, int(header["epoch"]), downloaded=True)
+            point = ResumePoint(number, path, int(header["epoch"]), downloaded=True)
+            why = verify(point, header) if verify is not None else None
+            if why is None:
+                return point
+            refused.append(
+                f"the checkpoint of trial {number} downloaded from the tracking server was refused: {why}"
+            )
+            path.unlink(missing_ok=True)
+            continue
         if path is not None:
             log.warning(
                 "the checkpoint of trial %d downloaded from the tracking server cannot be read", number
@@ -269,11 +370,20 @@ class Resumer:
         console: where the decisions are printed.
     """
 
-    def __init__(self, search: Any, *, checkpoints: CheckpointStore, trials_root: Path, console: Any) -> None:
+    def __init__(
+        self,
+        search: Any,
+        *,
+        checkpoints: CheckpointStore,
+        trials_root: Path,
+        console: Any,
+        rules: CheckpointRules | None = None,
+    ) -> None:
         self.search = search
         self.checkpoints = checkpoints
         self.trials_root = trials_root
         self.console = console
+        self.rules = rules
         self._requeued: set[int] = set()
 
     def trial_dir(self, number: int) -> Path:
@@ -293,9 +403,11 @@ class Resumer:
         """
         if not lineage(frozen):
             return None
-        for key in ("epochs_run", RESUMED_FROM_ATTR, PREEMPTED_ATTR, "fail_reason"):
+        for key in ("epochs_run", RESUMED_FROM_ATTR, PREEMPTED_ATTR, "fail_reason", *OUTPUT_ATTRS):
             if key in frozen.user_attrs:
                 trial.set_user_attr(key, 0 if key in ("epochs_run", RESUMED_FROM_ATTR) else None)
+        if frozen.user_attrs.get(ATTR_CHECKPOINTS):
+            trial.set_user_attr(ATTR_CHECKPOINTS, {})  # its own checkpoints, not its original's
         too_many = too_many_resumes(frozen, self.search.max_resumes)
         if too_many is not None:
             trial.set_user_attr("fail_reason", too_many)
@@ -308,16 +420,21 @@ class Resumer:
             run_id = trials[number].user_attrs.get(ATTR_RUN_ID) if number < len(trials) else None
             return self.checkpoints.download(number, dest, name=CHECKPOINT_FILE, run_id=run_id)
 
+        chain = lineage(frozen)
+        refused: list[str] = []
         point = find_checkpoint(
             frozen,
             trial_dir=self.trial_dir,
             download=download if self.checkpoints.enabled else None,
             dest=self.trial_dir(trial.number) / "resume",
+            verify=self._verifier(trial.study.study_name, trials, chain[0]),
+            refused=refused,
         )
+        for line in refused:
+            self.console.print(f"  [yellow]trial {trial.number}:[/] {line}")
         if point is None:
-            self.console.print(
-                f"  trial {trial.number} retries trial {lineage(frozen)[-1]} from scratch (no checkpoint)"
-            )
+            why = "every checkpoint was refused" if refused else "no checkpoint"
+            self.console.print(f"  trial {trial.number} retries trial {chain[-1]} from scratch ({why})")
             return None
         trial.set_user_attr(RESUMED_FROM_ATTR, point.epoch)
         trial.set_user_attr(RESUMED_TRIAL_ATTR, point.trial)
@@ -328,6 +445,22 @@ class Resumer:
             f"(checkpoint {where})"
         )
         return point
+
+    def _verifier(self, study: str, trials: list[optuna.trial.FrozenTrial], first: int) -> Verifier | None:
+        """Checks a checkpoint against the ledger entry of the trial that wrote it."""
+        rules = self.rules
+        if rules is None:
+            return None
+
+        def verify(point: ResumePoint, header: dict[str, Any]) -> str | None:
+            if point.trial >= len(trials):
+                return f"the Optuna storage has no trial {point.trial}"
+            source = entry_of(study, trials[point.trial])
+            return checkpoint_refusal(
+                point, header, sha256=file_sha256(point.path), source=source, lineage_first=first, rules=rules
+            )
+
+        return verify
 
     def prepare(
         self, task: Any, frozen: optuna.trial.FrozenTrial, point: ResumePoint | None, *, epochs_left: int
@@ -376,6 +509,7 @@ class Resumer:
 
 
 __all__ = [
+    "CheckpointRules",
     "Resumer",
     "PREEMPTED_ATTR",
     "RESUMED_FROM_ATTR",
@@ -385,6 +519,7 @@ __all__ = [
     "PreemptedStop",
     "ResumePoint",
     "TrialPreemption",
+    "checkpoint_refusal",
     "epochs_spent",
     "find_checkpoint",
     "lineage",

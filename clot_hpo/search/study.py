@@ -28,13 +28,14 @@ from clot_hpo.checkpoint import CHECKPOINT_FILE
 from clot_hpo.config import ExperimentConfig, save_resolved
 from clot_hpo.errors import ConfigError, FatalError, Preempted, TrialFailed
 from clot_hpo.evaluate.catalogue import headline_keys
-from clot_hpo.search.ledger import ATTR_DIGEST, ATTR_PARENT_RUN_ID, ATTR_RUN_ID
+from clot_hpo.search.ledger import ATTR_DIGEST, ATTR_PARENT_RUN_ID, ATTR_RUN_ID, record_model_id
 from clot_hpo.search.objectives import Objective, get_objective
 from clot_hpo.search.oom_retry import run_with_oom_retry
 from clot_hpo.search.optuna_compat import failed_elsewhere, trial_id
 from clot_hpo.search.preemption import (
     PREEMPTED_ATTR,
     TAG_RESUMED_FROM,
+    CheckpointRules,
     GracefulStop,
     Resumer,
     epochs_spent,
@@ -212,7 +213,16 @@ class StudyRunner:
         self.stop = GracefulStop()
         self.launcher.on_handed = self.stop.watch
         self.resumer = Resumer(
-            config.search, checkpoints=self.checkpoints, trials_root=out_dir / "trials", console=console
+            config.search,
+            checkpoints=self.checkpoints,
+            trials_root=out_dir / "trials",
+            console=console,
+            rules=CheckpointRules(
+                study=config.study_name,
+                seed=config.seed,
+                epochs=config.training.epochs,
+                history_key=get_objective(config.search.objective).history_key,
+            ),
         )
         self._noted: set[int] = set()  # trials whose run id this process recorded
 
@@ -329,6 +339,7 @@ class StudyRunner:
             in_use=self._uploading,
             checkpoints=self.checkpoints,
             checkpoint_file=checkpoint,
+            on_model=lambda model_id: self._record_model_id(number, model_id),
         )
         task = self._task(trial, trials, spool)
         self.resumer.prepare(
@@ -465,6 +476,13 @@ class StudyRunner:
             parent = self.parent_run
             if parent is not None and parent.done() and parent.result():
                 trial.set_user_attr(ATTR_PARENT_RUN_ID, str(parent.result()))
+
+    def _record_model_id(self, number: int, model_id: str) -> None:
+        """The ledger's model id of trial ``number`` (on the upload thread, once the model is stored)."""
+        try:
+            self._storage_call(lambda: record_model_id(self.study, number, model_id))
+        except Exception as exc:  # noqa: BLE001 - the upload thread must go on; promote will refuse
+            log.warning("trial %d: its model id %s is not in the Optuna storage: %s", number, model_id, exc)
 
     def _is_surplus(self, trial: optuna.trial.FrozenTrial, trials: list[optuna.trial.FrozenTrial]) -> bool:
         """Whether earlier-numbered trials already cover the budget (two workers asked at once)."""

@@ -31,9 +31,16 @@ from clot_hpo.data.dicom import DicomSettings
 from clot_hpo.data.pipeline import EpochOrder, make_array_dataset
 from clot_hpo.evaluate import evaluate_trial
 from clot_hpo.evaluate.catalogue import SPLITS, metric_keys
-from clot_hpo.evaluate.predictions import trial_predictions
+from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS, trial_predictions
 from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings
 from clot_hpo.search.hp import OptunaHyperParameters
+from clot_hpo.search.ledger import (
+    ATTR_MODEL_SHA256,
+    ATTR_SEED,
+    ATTR_TEST_PREDICTIONS_SHA256,
+    ATTR_VAL_PREDICTIONS_SHA256,
+    record_checkpoint,
+)
 from clot_hpo.search.objectives import get_objective
 from clot_hpo.search.optuna_compat import trial_for_other_process
 from clot_hpo.search.pruners import create_pruner
@@ -46,6 +53,7 @@ from clot_hpo.tracking import NullTrialTracker, TrialTracker
 from clot_hpo.tracking.base import to_plain
 from clot_hpo.tracking.spool import SpoolTracker
 from clot_hpo.train import format_epoch, inference_copy, monitored_value
+from clot_hpo.util import file_sha256, text_sha256
 
 # Test hook: "oom:N" raises ResourceExhaustedError in trial N's first attempt; "oom2:N" does so
 # after its second epoch (checkpointed); "crash:N" kills trial N's process with SIGKILL;
@@ -112,6 +120,7 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
         pruner=create_pruner(config.search.pruner, max_epochs=config.training.epochs),
     )
     trial = trial_for_other_process(study, task.trial_id)
+    trial.set_user_attr(ATTR_SEED, seed)  # the ledger: a checkpoint's seed must match it
     hp = OptunaHyperParameters(trial)
     hypermodel = ClotHyperModel(
         {name: load_search_space(path) for name, path in task.spaces.items()},
@@ -299,27 +308,43 @@ def training_class_weight(setup: TrialSetup, data: DecodedSplits) -> dict[int, f
     return class_weights(labels if rows is None else labels[np.asarray(rows)], setup.settings["class_weight"])
 
 
-def load_resume(setup: TrialSetup) -> TrainingCheckpoint | None:
+def load_resume(setup: TrialSetup, model: keras.Model) -> TrainingCheckpoint | None:
     """The checkpoint the task resumes from, if it is readable and this trial's; else None.
 
-    A checkpoint of other parameters (a study edited in between) is refused in one line: the
-    trial then starts from scratch, as with an unreadable one.
+    The study process checked it against the ledger (:func:`~clot_hpo.search.preemption.
+    checkpoint_refusal`); here its arrays are capped at what ``model``'s state can take
+    before anything is decompressed, and its parameters must be the trial's. A checkpoint
+    refused is said in one line: the trial then starts from scratch.
     """
     task = setup.task
     if not task.resume_from:
         return None
-    checkpoint = load_checkpoint(task.resume_from)
+    checkpoint = load_checkpoint(task.resume_from, max_bytes=state_bytes(model))
     if checkpoint is None:
-        return None
-    recorded = checkpoint.meta.get("params")
-    if recorded is not None and recorded != to_plain(setup.hp.values):
         print(
-            f"  trial {task.trial_number} · the checkpoint {task.resume_from} holds other parameters; "
+            f"  trial {task.trial_number} · the checkpoint {task.resume_from} cannot be read; "
             "starting from scratch",
             flush=True,
         )
         return None
+    if checkpoint.meta.get("params") != to_plain(setup.hp.values):
+        print(
+            f"  trial {task.trial_number} · the checkpoint {task.resume_from} holds other parameters "
+            "than the trial's; starting from scratch",
+            flush=True,
+        )
+        return None
     return checkpoint
+
+
+def state_bytes(model: keras.Model) -> int:
+    """The most a checkpoint of ``model`` can hold: its variables, and an optimizer's slots.
+
+    Adam keeps two slots per trainable variable, gradient accumulation one more; with
+    iterations and a schedule's state that stays under four times the variables, plus 1 MiB.
+    """
+    size = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.variables)
+    return int(4 * size + (1 << 20))
 
 
 def checkpoint_meta(setup: TrialSetup) -> dict[str, Any]:
@@ -336,7 +361,10 @@ def replay_checkpoint(setup: TrialSetup, tracker: TrialTracker, checkpoint: Trai
     """Give the retry the epochs its checkpoint holds: Optuna reports, the run's metrics, a line.
 
     The retry's intermediate values and its run's metric history then cover every epoch once,
-    on the epoch's own step, as one unbroken learning curve.
+    on the epoch's own step, as one unbroken learning curve. What goes to Optuna is what the
+    checkpoint's trial reported to it (the ledger): the study process refused a checkpoint
+    whose history differs from those. Only epochs the trial checkpointed but was killed
+    before reporting come from the file, whose sha256 the trial recorded.
     """
     task, trial = setup.task, setup.trial
     epochs = checkpoint.epoch
@@ -344,15 +372,17 @@ def replay_checkpoint(setup: TrialSetup, tracker: TrialTracker, checkpoint: Trai
         print(f"  trial {task.trial_number} · resumed its own checkpoint at epoch {epochs}", flush=True)
         return
     key = get_objective(setup.config.search.objective).history_key
+    reported = _reported_values(setup, task.resume_trial)
     history = checkpoint.history
     for epoch in range(min(epochs, max((len(v) for v in history.values()), default=0))):
         logs = {k: v[epoch] for k, v in history.items() if epoch < len(v)}
         tracker.log_epoch("", epoch, logs)
-        if key in logs and logs[key] == logs[key]:
+        value = reported.get(epoch, logs.get(key))
+        if value is not None and value == value:
             with warnings.catch_warnings():
                 # A heartbeat retry may already hold its original's reports.
                 warnings.filterwarnings("ignore", message=".*already reported.*")
-                trial.report(float(logs[key]), epoch)
+                trial.report(float(value), epoch)
     trial.set_user_attr("resumed_from_epoch", epochs)
     trial.set_user_attr("resumed_from_trial", task.resume_trial)
     trial.set_user_attr("epochs_run", epochs)
@@ -361,6 +391,16 @@ def replay_checkpoint(setup: TrialSetup, tracker: TrialTracker, checkpoint: Trai
         f"at epoch {epochs}",
         flush=True,
     )
+
+
+def _reported_values(setup: TrialSetup, number: int | None) -> dict[int, float]:
+    """The intermediate values trial ``number`` of the study reported to Optuna."""
+    if number is None:
+        return {}
+    trials = setup.trial.study.get_trials(deepcopy=False)
+    if number >= len(trials):
+        return {}
+    return {int(k): float(v) for k, v in trials[number].intermediate_values.items()}
 
 
 class EpochReports:
@@ -445,6 +485,7 @@ def evaluate_and_log(
     predictions: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     history: dict[str, list[float]],
     threshold: float,
+    evidence: dict[str, str],
 ) -> None:
     """Intervals (bootstrap) and figures, for the trial's run: only a tracked trial needs them.
 
@@ -456,6 +497,7 @@ def evaluate_and_log(
         predictions: validation labels and probabilities, then test labels and probabilities.
         history: the training history (drawn as training curves).
         threshold: the decision threshold chosen on validation.
+        evidence: the predictions files (:func:`record_predictions`), logged as they are.
     """
     ev = setup.config.evaluation
     y_val, p_val, y_test, p_test = predictions
@@ -481,12 +523,48 @@ def evaluate_and_log(
 
         gallery = failure_gallery(model, data.images("test"), y_test, p_test, float(threshold))
         report.figures.update({f"explanations/{kind}": fig for kind, fig in gallery.items()})
-    evidence = trial_predictions(data, predictions)  # key,label,probability CSVs for `clot-hpo report`
     tracker.log_evaluation(
         "", metrics=report.metrics, artifacts={**report.artifacts, **evidence}, figures=report.figures
     )
 
 
+def record_predictions(
+    setup: TrialSetup, data: DecodedSplits, predictions: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+) -> dict[str, str]:
+    """The trial's predictions files (``key,label,probability`` CSVs), their sha256 in the ledger.
+
+    Recorded on the Optuna trial before anything is uploaded: ``promote`` checks the files it
+    downloads from the tracking server against these (:mod:`clot_hpo.search.ledger`).
+    """
+    evidence = trial_predictions(data, predictions)
+    files = ((VAL_PREDICTIONS, ATTR_VAL_PREDICTIONS_SHA256), (TEST_PREDICTIONS, ATTR_TEST_PREDICTIONS_SHA256))
+    for name, attr in files:
+        text = evidence.get(name)
+        setup.trial.set_user_attr(attr, text_sha256(text) if text is not None else None)
+    return evidence
+
+
+def checkpoint_recorder(setup: TrialSetup) -> Callable[[int, Any], None]:
+    """``on_written`` of the epoch checkpoint: its sha256 goes to the ledger before the file is in place."""
+
+    def record(epochs_done: int, path: Any) -> None:
+        record_checkpoint(setup.trial, epochs_done, file_sha256(path))
+
+    return record
+
+
 def log_model(setup: TrialSetup, tracker: TrialTracker, model: keras.Model, threshold: float) -> None:
-    """Record the trained model for inference (:func:`~clot_hpo.train.inference_copy`)."""
-    tracker.log_model("", inference_copy(model), image_size=setup.settings.image_size, threshold=threshold)
+    """Record the trained model for inference (:func:`~clot_hpo.train.inference_copy`).
+
+    Saved once here; its file's sha256 goes to the ledger before the file is spooled.
+    """
+    import tempfile
+    from pathlib import Path
+
+    if not tracker.enabled:  # an untracked study keeps no model
+        return
+    with tempfile.TemporaryDirectory(prefix="clot-hpo-model-") as tmp:
+        path = Path(tmp) / "model.keras"
+        inference_copy(model).save(path)
+        setup.trial.set_user_attr(ATTR_MODEL_SHA256, file_sha256(path))
+        tracker.log_model("", path, image_size=setup.settings.image_size, threshold=threshold)

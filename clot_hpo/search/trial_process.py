@@ -156,13 +156,17 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     timer.lap("data")
 
     epochs = phase.EpochReports(setup, tracker, timer)  # reports to Optuna, which may prune
-    resume = phase.load_resume(setup)  # a retry: its original's last checkpoint (docs/preemption.md)
+    resume = phase.load_resume(setup, model)  # a retry: its original's last checkpoint (docs/preemption.md)
     if resume is not None:
         phase.replay_checkpoint(setup, tracker, resume)
         epochs.resumed_from = resume.epoch
     # Saves each epoch before it is reported: an epoch Optuna knows is an epoch on disk.
     checkpoints = epoch_checkpoint(
-        task.checkpoint_path or None, resume=resume, order=order, meta=phase.checkpoint_meta(setup)
+        task.checkpoint_path or None,
+        resume=resume,
+        order=order,
+        meta=phase.checkpoint_meta(setup),
+        on_written=phase.checkpoint_recorder(setup),  # each file's sha256 to the ledger
     )
     if task.checkpoint_path and _preemption is not None:
         epochs.after_epoch = _preemption.check  # SIGTERM stops the trial after the epoch's checkpoint
@@ -192,7 +196,10 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     predictions = (*predict_probabilities(model, val_ds), *predict_probabilities(model, test_ds))
     points = point_metrics(*predictions, setup.config.evaluation)  # cheap: no intervals
     threshold = float(points["threshold"])
-    after = partial(phase.evaluate_and_log, setup, tracker, model, data, predictions, history, threshold)
+    evidence = phase.record_predictions(setup, data, predictions)  # their sha256 to the ledger
+    after = partial(
+        phase.evaluate_and_log, setup, tracker, model, data, predictions, history, threshold, evidence
+    )
     # Without a GPU, intervals and figures come after the outcome, while the next trial starts
     # (the study process waits for them before it closes this trial's run). With one, this
     # process would hold its GPU memory into the next trial's: they come first.

@@ -40,6 +40,8 @@ class TrialRun:
             server, :mod:`clot_hpo.tracking.checkpoints`); None: nowhere.
         checkpoint_file: the trial's checkpoint file, offered to ``checkpoints`` each time
             it changes.
+        on_model: called with the id of the trial's model once the tracker stored it (the
+            study process records it in the ledger).
     """
 
     def __init__(
@@ -53,10 +55,12 @@ class TrialRun:
         in_use: set[int],
         checkpoints: CheckpointStore | None = None,
         checkpoint_file: Path | None = None,
+        on_model: Callable[[str], None] | None = None,
     ) -> None:
         self.uploads = uploads
         self.checkpoints = checkpoints if checkpoints is not None and checkpoints.enabled else None
         self.checkpoint_file = checkpoint_file
+        self.on_model = on_model
         self._offered: int | None = None  # mtime (ns) of the checkpoint last offered
         self.tracker = tracker
         self.number = number
@@ -114,7 +118,7 @@ class TrialRun:
     def _forward(self) -> None:
         run_id = self.run.result()  # resolved: the queue runs in order
         if run_id and self.spool is not None:
-            self.spool.forward(self.tracker, run_id)
+            self.spool.forward(self.tracker, run_id, self.on_model)
 
     def _forward_and_end(
         self,
@@ -130,7 +134,7 @@ class TrialRun:
             if not run_id:
                 return
             if self.spool is not None:
-                self.spool.forward(self.tracker, run_id)
+                self.spool.forward(self.tracker, run_id, self.on_model)
             self.tracker.end_trial(run_id, state, reason=reason, attrs=attrs)
         finally:
             self._in_use.discard(self.number)

@@ -157,14 +157,15 @@ class TrialTracker(ABC):
         """Log evaluation metrics, JSON artifacts (``name.json`` -> dict) and figures."""
 
     @abstractmethod
-    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> bool:
+    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> str | None:
         """Log the trained Keras model (raw [0, 255] float32 pixels in) and its weights.
 
         Args:
             model: a Keras model, or the path of one saved as a ``.keras`` file.
 
         Returns:
-            True when the model was stored.
+            The stored model's id (MLflow's model id; a spool's file name), or None when
+            nothing was stored.
         """
 
 
@@ -221,8 +222,8 @@ class NullTrialTracker(TrialTracker):
     def log_evaluation(self, run_id: str, **kwargs: Any) -> None:  # noqa: D102
         return None
 
-    def log_model(self, run_id: str, model: Any, **kwargs: Any) -> bool:  # noqa: D102
-        return False
+    def log_model(self, run_id: str, model: Any, **kwargs: Any) -> str | None:  # noqa: D102
+        return None
 
 
 class NullTracker(NullStudyTracker, NullTrialTracker, Tracker):

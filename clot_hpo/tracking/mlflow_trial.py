@@ -118,7 +118,7 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
             last = max([last, *(m.step for m in history)])
         return last + 1
 
-    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> bool:
+    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> str | None:
         """Log the Keras model as the MLflow model of the trial's run, and its weights file.
 
         ``model`` is a Keras model or the ``.keras`` file a trial process saved (the study
@@ -127,10 +127,10 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
         ``threshold``, ``image_size`` and ``clot_hpo.model_id``.
 
         Returns:
-            True when the MLflow model was stored.
+            The MLflow model's id (``models:/<model_id>``), or None when it was not stored.
         """
         if not run_id or not self.log_models:
-            return False
+            return None
         tags = [
             entities.RunTag(TAG_THRESHOLD, repr(float(threshold))),
             entities.RunTag(TAG_IMAGE_SIZE, str(int(image_size))),
@@ -149,7 +149,7 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
             if model_id:
                 self._call("tag the model id", self.client.set_tag, run_id, TAG_MODEL_ID, model_id)
             self._call("log the weights file", model_packaging.log_weights, self.client, run_id, keras_file)
-        return bool(model_id)
+        return str(model_id) if model_id else None
 
     def _log_mlflow_model(self, run_id: str, keras_file: Path, image_size: int, threshold: float) -> str:
         # The model's step is the evaluation's, so the UI links the evaluation metrics (not

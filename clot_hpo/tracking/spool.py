@@ -31,6 +31,8 @@ import logging
 import os
 import re
 import secrets
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +104,17 @@ class SpoolTracker(TrialTracker):
             event["figures"] = files
         self._append(event)
 
-    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> bool:
-        """Save the model as ``model.keras`` (atomically) and record how to log it."""
+    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> str | None:
+        """Save the model as ``model.keras`` (atomically) and record how to log it.
+
+        ``model`` is a Keras model, or the ``.keras`` file of one (copied byte for byte: the
+        trial records that file's sha256 in the Optuna storage before it is spooled).
+        """
         partial = self.folder / f"{MODEL_FILE}.partial.keras"  # Keras insists on the suffix
-        model.save(partial)
+        if isinstance(model, (str, Path)):
+            shutil.copyfile(model, partial)
+        else:
+            model.save(partial)
         os.replace(partial, self.folder / MODEL_FILE)
         self._append(
             {
@@ -115,7 +124,7 @@ class SpoolTracker(TrialTracker):
                 "threshold": float(threshold),
             }
         )
-        return True
+        return MODEL_FILE
 
 
 def trial_tracker(folder: str | Path | None) -> TrialTracker:
@@ -235,18 +244,21 @@ class SpoolReader:
                 log.warning("tracking: skipped a line of %s that is not an event object", path)
         return events
 
-    def forward(self, tracker: TrialTracker, run_id: str) -> int:
+    def forward(
+        self, tracker: TrialTracker, run_id: str, on_model: Callable[[str], None] | None = None
+    ) -> int:
         """Send the events written since the last call to ``tracker``; return how many.
 
         Epoch metrics of consecutive epochs go out one batch per epoch (the tracker batches
-        each); a model file is removed once the tracker reports it stored.
+        each); a model file is removed once the tracker reports it stored, and ``on_model``
+        gets the stored model's id.
         """
         count = 0
         for index, folder in enumerate(self.folders):
             events = self._new_events(index)
             for event in events:
                 try:
-                    self._forward_one(tracker, run_id, folder, event)
+                    self._forward_one(tracker, run_id, folder, event, on_model)
                 except (KeyError, TypeError, ValueError) as exc:
                     log.error(
                         "tracking: skipped a malformed %r event in %s: %s", event.get("event"), folder, exc
@@ -255,7 +267,13 @@ class SpoolReader:
         return count
 
     @staticmethod
-    def _forward_one(tracker: TrialTracker, run_id: str, folder: Path, event: dict[str, Any]) -> None:
+    def _forward_one(
+        tracker: TrialTracker,
+        run_id: str,
+        folder: Path,
+        event: dict[str, Any],
+        on_model: Callable[[str], None] | None = None,
+    ) -> None:
         kind = event.get("event")
         if kind == "params":
             tracker.log_params(run_id, dict(event["params"]))
@@ -280,6 +298,8 @@ class SpoolReader:
             )
             if stored:
                 file.unlink(missing_ok=True)
+                if on_model is not None:
+                    on_model(stored)
             else:
                 log.warning("tracking: the model of run %s was not stored; it stays at %s", run_id, file)
         else:

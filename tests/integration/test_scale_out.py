@@ -554,12 +554,14 @@ def test_killed_worker_trial_is_retried(cluster: Cluster) -> None:
     )
 
 
-@pytest.mark.timeout(300)
-def test_preempted_trial_resumes_on_another_machine_through_the_tracking_server(cluster: Cluster) -> None:
-    """SIGTERM to a worker mid-epoch; a worker in another folder resumes from the server's copy."""
+def _preempt_first_trial(cluster: Cluster, study: str, epochs: int) -> tuple[Any, int]:
+    """Start a worker, SIGTERM it past trial 0's first epoch; the preempted trial and its epochs.
+
+    The trial's last checkpoint is on the tracking server (``checkpoint/checkpoint.npz`` of its
+    run) and its retry is queued.
+    """
     from mlflow import MlflowClient
 
-    study, epochs = "preempt", 10  # short epochs: SIGTERM lands mid-training
     first = cluster.start_worker(study, 1, "first", "--epochs", str(epochs))
 
     def running_with_run() -> Any:
@@ -584,7 +586,17 @@ def test_preempted_trial_resumes_on_another_machine_through_the_tracking_server(
     client = MlflowClient(cluster.mlflow.uri)
     uploaded = [a.path for a in client.list_artifacts(preempted.user_attrs["mlflow_run_id"], "checkpoint")]
     assert uploaded == ["checkpoint/checkpoint.npz"], uploaded
+    return preempted, done
 
+
+@pytest.mark.timeout(300)
+def test_preempted_trial_resumes_on_another_machine_through_the_tracking_server(cluster: Cluster) -> None:
+    """SIGTERM to a worker mid-epoch; a worker in another folder resumes from the server's copy."""
+    from mlflow import MlflowClient
+
+    study, epochs = "preempt", 10  # short epochs: SIGTERM lands mid-training
+    preempted, done = _preempt_first_trial(cluster, study, epochs)
+    client = MlflowClient(cluster.mlflow.uri)
     second = cluster.start_worker(study, 1, "second", "--epochs", str(epochs))  # another folder
     assert second.wait() == 0, second.output()
     assert "downloaded from the tracking server" in second.stdout_path.read_text()
@@ -598,6 +610,47 @@ def test_preempted_trial_resumes_on_another_machine_through_the_tracking_server(
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
     assert steps == list(range(epochs)), steps
     _assert_tracking_complete(cluster.mlflow.uri, study, _trials(cluster.storage, study))
+
+
+@pytest.mark.timeout(300)
+def test_a_planted_checkpoint_is_refused_and_the_retry_trains_its_epochs(cluster: Cluster) -> None:
+    """Issue 20: a worker account replaces the preempted run's checkpoint with one claiming epoch 60.
+
+    The retry (a worker in another folder) checks the download against the Optuna storage,
+    refuses it in one line, trains every epoch itself and reports no value from the file.
+    """
+    from dataclasses import replace
+
+    from mlflow import MlflowClient
+
+    from clot_hpo.checkpoint import load_checkpoint, save_checkpoint
+
+    study, epochs, planted_value = "planted", 6, 0.987654321
+    preempted, done = _preempt_first_trial(cluster, study, epochs)
+    client = MlflowClient(cluster.mlflow.uri)
+    run_id = preempted.user_attrs["mlflow_run_id"]
+    genuine = load_checkpoint(
+        client.download_artifacts(run_id, "checkpoint/checkpoint.npz", str(cluster.tmp / "genuine"))
+    )
+    assert genuine is not None and genuine.epoch == done
+    # Its own weights and header facts (study, trial, seed, parameters), 60 epochs of history.
+    planted = replace(genuine, epoch=60, history={k: [planted_value] * 60 for k in genuine.history})
+    path = save_checkpoint(cluster.tmp / "planted" / "checkpoint.npz", planted)
+    client.log_artifact(run_id, str(path), "checkpoint")
+
+    second = cluster.start_worker(study, 1, "second", "--epochs", str(epochs))  # another folder
+    assert second.wait() == 0, second.output()
+    said = " ".join(second.stdout_path.read_text().split())  # rich may wrap a long line
+    assert (
+        f"the checkpoint of trial {preempted.number} downloaded from the tracking server was refused" in said
+    )
+    assert f"is not one trial {preempted.number} recorded in the Optuna storage" in said, said[-3000:]
+    assert "from scratch (every checkpoint was refused)" in said and "resumes trial" not in said
+    retry = _trials(cluster.storage, study)[-1]
+    assert retry.state.name == "COMPLETE", second.output()
+    assert retry.user_attrs.get("resumed_from_epoch", 0) == 0 and retry.user_attrs["epochs_run"] == epochs
+    assert sorted(retry.intermediate_values) == list(range(epochs))
+    assert planted_value not in retry.intermediate_values.values()
 
 
 # A deliberate stop (exit 1 or 2 with the CLI's one line), not "unexpected error".

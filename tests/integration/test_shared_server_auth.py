@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import sys
 import urllib.error
 import urllib.request
@@ -302,3 +303,85 @@ def test_the_lock_model_made_at_start_is_the_promoting_roles_alone(
                 assert refused.value.error_code == "PERMISSION_DENIED", f"{who} could {what}"
         assert [c.holder for c in claims(admin, model)] == [holder]
     assert claims(admin, model) == [] and admin.get_registered_model(lock).name == lock
+
+
+def test_a_worker_account_cannot_put_its_own_model_behind_the_champion(
+    server: MlflowServer,
+    study: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 20's forging scenario: the tracking server is a mirror, the Optuna storage the ledger.
+
+    After the study and a first promote, a worker account (MLflow's public client only, no
+    access to the Optuna storage) logs a model of its own into the other COMPLETE trial's run
+    and points the run's model tag at it, rewrites both its predictions files (perfect) and its
+    ``val_auc`` (1.0). The next promote refuses with exit code 2 naming that trial; the champion
+    and its alias stay; predict still answers with the genuine model.
+    """
+    import keras
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    name = "forging-detector"
+    admin_env = {"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}
+    promote = ("promote", "--tracking-uri", server.uri, "--experiment", STUDY, "--model-name", name)
+    promote += ("--storage", study["storage"])
+    first = run_cli(*promote, env=admin_env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    admin = MlflowClient(_with_login(server.uri, ADMIN), registry_uri=_with_login(server.uri, ADMIN))
+    champion = admin.get_model_version_by_alias(name, "champion")
+    experiment = admin.get_experiment_by_name(STUDY)
+    trials = [r for r in admin.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    [other] = [r for r in trials if r.info.run_id != champion.run_id and r.info.status == "FINISHED"]
+    number = other.data.tags["optuna.trial_number"]
+
+    # The worker account, through MLflow's public API.
+    for key, value in zip(("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"), WORKER, strict=True):
+        monkeypatch.setenv(key, value)
+    worker = MlflowClient(server.uri)
+    mlflow.set_tracking_uri(server.uri)
+    forged_model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1, activation="sigmoid", kernel_initializer="zeros", bias_initializer="zeros"),
+        ]
+    )
+    forged_model.layers[-1].bias.assign(np.array([-10.0], dtype=np.float32))  # "no clot", always
+    run_id = other.info.run_id
+    with mlflow.start_run(run_id=run_id):
+        logged = mlflow.keras.log_model(forged_model, name="model")
+    worker.set_tag(run_id, TAG_MODEL_ID, logged.model_id)
+    for file in ("val_predictions.csv", "test_predictions.csv"):
+        genuine = pd.read_csv(worker.download_artifacts(run_id, file, str(tmp_path)))
+        perfect = genuine.assign(probability=genuine["label"].astype(float))
+        worker.log_text(run_id, perfect.to_csv(index=False), file)
+    worker.log_metric(run_id, "val_auc", 1.0, step=10**6)
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(key)
+
+    refused = run_cli(*promote, env=admin_env)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    lines = [ln for ln in refused.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"trial {number} of study '{STUDY}'" in lines[0] and "Optuna storage" in lines[0], lines[0]
+    assert len(admin.search_model_versions(f"name = '{name}'")) == 1, "nothing registered"
+    after = admin.get_model_version_by_alias(name, "champion")
+    assert (after.version, after.run_id) == (champion.version, champion.run_id)
+
+    image = write_images(tmp_path / "images", 1)[0]
+    predicted = run_cli(
+        "predict",
+        "--tracking-uri",
+        server.uri,
+        "--model",
+        f"models:/{name}@champion",
+        str(image),
+        env=admin_env,
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    probability = json.loads(predicted.stdout.strip().splitlines()[-1])["probability"]
+    assert abs(probability - 1 / (1 + np.exp(10.0))) > 1e-3, "the forged model answered"
+    assert after.model_id != logged.model_id

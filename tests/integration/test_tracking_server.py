@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ from tests.support.mlflow_server import (  # noqa: F401  (pytest fixture)
     tiny_keras_model,
     write_images,
 )
+from tests.support.promotion import record_ledger
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +71,8 @@ def study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
         dataset_digest="d" * 64,
     )
     runs, reports = {}, {}
+    model_files: dict[int, Path] = {}
+    model_ids: dict[int, str] = {}
     for number, state in STATES.items():
         run_id = tracker.start_trial(number)
         # The trial process spools to files; the study process forwards them to the server.
@@ -105,7 +109,13 @@ def study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
             )
             child.log_model("", model, image_size=32, threshold=report.threshold)
             reports[number] = report
-        reader.forward(tracker, run_id)
+            # The trial process records its model file's sha256 before the file is forwarded.
+            kept = root / f"model-{number}.keras"
+            shutil.copyfile(child.folder / "model.keras", kept)
+            model_files[number] = kept
+        reader.forward(
+            tracker, run_id, on_model=lambda model_id, n=number: model_ids.__setitem__(n, model_id)
+        )
         tracker.end_trial(
             run_id, state, reason={"PRUNED": "pruned at epoch 1", "FAIL": "injected OOM"}.get(state)
         )
@@ -117,9 +127,18 @@ def study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
     optuna_study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
     for number, state in STATES.items():
         trial = optuna_study.ask()
-        for key, value in (("mlflow_run_id", runs[number]), ("mlflow_parent_run_id", parent)):
-            trial.set_user_attr(key, value)
-        trial.set_user_attr("dataset_digest", "d" * 64)
+        record_ledger(
+            optuna_study,
+            trial,
+            run_id=runs[number],
+            parent=parent,
+            digest="d" * 64,
+            metrics={k: v for k, v in reports[number].metrics.items() if k.startswith(("val_", "test_"))}
+            if number in reports
+            else {},
+            model_id=model_ids.get(number),
+            model_file=model_files.get(number),
+        )
         if state == "COMPLETE":
             optuna_study.tell(trial, reports[number].metrics["val_auc"])
         else:

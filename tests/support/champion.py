@@ -86,6 +86,7 @@ def register_tiny_champion(
     from clot_hpo.registry import promote
     from clot_hpo.search.ledger import TrialLedger
     from clot_hpo.tracking.mlflow_tracker import MlflowTracker
+    from tests.support.promotion import record_ledger
 
     data = make_synthetic(root / "data", n_per_class=n_per_class, image_size=image_size, seed=5)
     paths = sorted((data / "positive").glob("*.png")) + sorted((data / "negative").glob("*.png"))
@@ -136,18 +137,25 @@ def register_tiny_champion(
         figures={},
     )
     inference = keras.Model(model.inputs, model.outputs, name=model.name)
-    tracker.log_model(run_id, inference, image_size=image_size, threshold=0.5)
+    model_file = root / "champion.keras"  # saved once: the ledger's sha256 is the logged file's
+    inference.save(model_file)
+    model_id = tracker.log_model(run_id, model_file, image_size=image_size, threshold=0.5)
     tracker.end_trial(run_id, "COMPLETE")
     tracker.end_study()
     storage = f"sqlite:///{root / 'optuna.db'}"
     study = optuna.create_study(study_name="serve-study", storage=storage, direction="maximize")
     trial = study.ask()
-    for key, value in (
-        ("mlflow_run_id", run_id),
-        ("mlflow_parent_run_id", parent),
-        ("dataset_digest", digest),
-    ):
-        trial.set_user_attr(key, value)
+    record_ledger(
+        study,
+        trial,
+        run_id=run_id,
+        parent=parent,
+        digest=digest,
+        metrics=metrics,
+        model_id=model_id,
+        model_file=model_file,
+        artifacts={"test_predictions.csv": predictions.to_csv(index=False)},
+    )
     study.tell(trial, auc)
     promote(uri, "serve-study", ledger=TrialLedger(storage))
     tracker.client.log_text(run_id, MODEL_CARD, "model_card.md")

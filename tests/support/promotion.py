@@ -4,8 +4,10 @@
 reads it: the study's parent run (objective, direction, dataset digest, ``config.yaml``,
 ``data/split_manifest.csv``), one child run per trial with metrics, a tiny Keras model
 (:func:`tests.support.mlflow_server.tiny_keras_model`) and ``test_predictions.csv``; and, in
-the Optuna storage, the study with one trial per run carrying the user attributes the
-search records (``mlflow_run_id``, ``mlflow_parent_run_id``, ``dataset_digest``).
+the Optuna storage, the study with one trial per run carrying the ledger the search records
+(``mlflow_run_id``, ``mlflow_parent_run_id``, ``dataset_digest``, the metrics, the sha256 of
+the model file and of the predictions files, the model id on the study:
+:mod:`clot_hpo.search.ledger`).
 
 :func:`predictions` draws a test set's predictions: the same ``seed`` gives the same images
 (keys and labels); ``separation`` sets how well the model ranks them.
@@ -50,6 +52,50 @@ def _manifest(frame: pd.DataFrame) -> pd.DataFrame:
     out = pd.concat([train, val, test], ignore_index=True)
     out["sha256"] = [hashlib.sha256(p.encode()).hexdigest() for p in out["relpath"]]
     return out
+
+
+def record_ledger(
+    study: Any,
+    trial: Any,
+    *,
+    run_id: str,
+    parent: str,
+    digest: str,
+    metrics: dict[str, float],
+    model_id: str | None = None,
+    model_file: Path | None = None,
+    artifacts: dict[str, str] | None = None,
+) -> None:
+    """Write a trial's ledger as the search does (:mod:`clot_hpo.search.ledger`).
+
+    ``trial`` is an ``optuna.Trial`` not told yet; ``artifacts`` the predictions files' texts
+    as they were logged; ``model_file`` the ``.keras`` file the run's model was logged from.
+    """
+    from clot_hpo.search.ledger import (
+        ATTR_DIGEST,
+        ATTR_MODEL_SHA256,
+        ATTR_PARENT_RUN_ID,
+        ATTR_RUN_ID,
+        ATTR_TEST_PREDICTIONS_SHA256,
+        ATTR_VAL_PREDICTIONS_SHA256,
+        record_model_id,
+    )
+    from clot_hpo.util import file_sha256, text_sha256
+
+    facts: dict[str, Any] = {ATTR_RUN_ID: run_id, ATTR_PARENT_RUN_ID: parent, ATTR_DIGEST: digest}
+    facts.update({k: float(v) for k, v in metrics.items()})
+    for file, attr in (
+        ("test_predictions.csv", ATTR_TEST_PREDICTIONS_SHA256),
+        ("val_predictions.csv", ATTR_VAL_PREDICTIONS_SHA256),
+    ):
+        if file in (artifacts or {}):
+            facts[attr] = text_sha256((artifacts or {})[file])
+    if model_file is not None:
+        facts[ATTR_MODEL_SHA256] = file_sha256(model_file)
+    for key, value in facts.items():
+        trial.set_user_attr(key, value)
+    if model_id is not None:
+        record_model_id(study, trial.number, model_id)
 
 
 def fabricate_study(
@@ -130,22 +176,32 @@ def fabricate_study(
         if spec.get("val_predictions") is not None:
             artifacts["val_predictions.csv"] = spec["val_predictions"].to_csv(index=False)
         tracker.log_evaluation(run_id, metrics=metrics, artifacts=artifacts, figures={})
+        keras_file = model_id = None
         if spec.get("model", True):
-            tracker.log_model(
-                run_id,
-                tiny_keras_model(32, seed=spec.get("seed", number)),
-                image_size=32,
-                threshold=spec["metrics"].get("threshold", 0.5),
-            )
+            # Saved once, so the sha256 in the ledger is the logged file's (as a trial does).
+            keras_file = root / "models" / name / f"{number}" / "model.keras"
+            keras_file.parent.mkdir(parents=True, exist_ok=True)
+            tiny_keras_model(32, seed=spec.get("seed", number)).save(keras_file)
+            threshold = spec["metrics"].get("threshold", 0.5)
+            model_id = tracker.log_model(run_id, keras_file, image_size=32, threshold=threshold)
+            assert model_id is not None
         state = spec.get("state", "COMPLETE")
         tracker.end_trial(run_id, state)
         runs[number] = run_id
         trial = study.ask()
         assert trial.number == number
-        trial.set_user_attr("mlflow_run_id", run_id)
-        trial.set_user_attr("mlflow_parent_run_id", parent)
-        trial.set_user_attr("dataset_digest", digest)
         trial.set_user_attr("weights_used", "none (random initialisation)")
+        record_ledger(
+            study,
+            trial,
+            run_id=run_id,
+            parent=parent,
+            digest=digest,
+            metrics=metrics,
+            model_id=model_id,
+            model_file=keras_file,
+            artifacts=artifacts,
+        )
         if state == "COMPLETE":
             study.tell(trial, float(spec["metrics"].get(objective, 0.0)))
         else:
@@ -154,4 +210,4 @@ def fabricate_study(
     return runs
 
 
-__all__ = ["fabricate_study", "predictions"]
+__all__ = ["fabricate_study", "predictions", "record_ledger"]

@@ -86,7 +86,7 @@ def test_global_tracking_uri_is_restored(logged: dict) -> None:
 def test_log_models_false_logs_no_model(logged: dict) -> None:
     tracker = MlflowTracker(logged["uri"], experiment_name="exp-model", log_models=False)
     run_id = logged["tracker"].start_trial(1)
-    assert tracker.log_model(run_id, logged["model"], image_size=32, threshold=0.5) is False
+    assert tracker.log_model(run_id, logged["model"], image_size=32, threshold=0.5) is None
     run = MlflowClient(logged["uri"]).get_run(run_id)
     assert "clot_hpo.model_id" not in run.data.tags and not run.outputs.model_outputs
 
@@ -126,10 +126,11 @@ def test_model_logged_from_a_saved_file(logged: dict, tmp_path: Path) -> None:
     logged["model"].save(keras_file)
     tracker = logged["tracker"]
     run_id = tracker.start_trial(2)
-    assert tracker.log_model(run_id, keras_file, image_size=32, threshold=0.5) is True
+    stored = tracker.log_model(run_id, keras_file, image_size=32, threshold=0.5)
     assert keras_file.is_file(), "the caller decides what happens to its file"
     client = MlflowClient(logged["uri"])
     model_id = client.get_run(run_id).data.tags["clot_hpo.model_id"]
+    assert stored == model_id, "the tracker returns the stored model's id"
     batch = np.random.default_rng(2).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
     with global_tracking_uri(logged["uri"]):
         out = np.asarray(mlflow.pyfunc.load_model(f"models:/{model_id}").predict(batch)).reshape(-1)

@@ -35,9 +35,9 @@ class RecordingTracker(TrialTracker):
     def log_evaluation(self, run_id: str, **kwargs: Any) -> None:
         self.calls.append(("evaluation", (run_id, kwargs)))
 
-    def log_model(self, run_id: str, model: Any, **kwargs: Any) -> bool:
+    def log_model(self, run_id: str, model: Any, **kwargs: Any) -> str | None:
         self.calls.append(("model", (run_id, Path(model), kwargs)))
-        return self.store_models
+        return "m-stored" if self.store_models else None
 
 
 class FakeModel:
@@ -220,9 +220,11 @@ def test_an_evaluation_without_figures(tmp_path: Path) -> None:
 @pytest.mark.parametrize("stored", [True, False])
 def test_model_file_is_removed_only_once_stored(tmp_path: Path, stored: bool) -> None:
     spool, tracker = SpoolTracker(tmp_path / "s"), RecordingTracker(store_models=stored)
-    assert spool.log_model("", FakeModel(), image_size=48, threshold=0.41)
-    SpoolReader(spool.folder).forward(tracker, "r")
+    assert spool.log_model("", FakeModel(), image_size=48, threshold=0.41) == MODEL_FILE
+    model_ids: list[str] = []
+    SpoolReader(spool.folder).forward(tracker, "r", on_model=model_ids.append)
     [(kind, (run_id, path, kwargs))] = tracker.calls
+    assert model_ids == (["m-stored"] if stored else []), "the stored model's id is handed on"
     assert kind == "model" and path.name == MODEL_FILE and kwargs == {"image_size": 48, "threshold": 0.41}
     # Nothing computed is lost: a model the tracker could not store stays on disk.
     assert (spool.folder / MODEL_FILE).exists() is not stored
