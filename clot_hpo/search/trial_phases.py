@@ -30,6 +30,7 @@ from clot_hpo.data.cache import DecodedSplits
 from clot_hpo.data.pipeline import EpochOrder, make_array_dataset
 from clot_hpo.evaluate import evaluate_trial
 from clot_hpo.evaluate.predictions import trial_predictions
+from clot_hpo.models import IMAGENET_UNAVAILABLE
 from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings
 from clot_hpo.search.hp import OptunaHyperParameters
 from clot_hpo.search.objectives import get_objective
@@ -128,6 +129,7 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
         seed=seed,
     )
     hypermodel.jit_compile = config.training.jit_compile
+    hypermodel.imagenet_unavailable = known_weights_failure(study)
     settings = hypermodel.settings(hp)
     trial.set_user_attr("backbone", settings.backbone)
     epochs = max(1, min(config.training.epochs, task.max_epochs))
@@ -148,10 +150,40 @@ def open_splits(setup: TrialSetup) -> DecodedSplits:
 
 
 def build_model(setup: TrialSetup) -> keras.Model:
-    """Build the sampled model and record which weights its backbone got."""
+    """Build the sampled model and record which weights its backbone got.
+
+    A failed ImageNet download is remembered on the study (:func:`remember_weights_failure`):
+    later trials start from random initialization at once, with the same ``weights_used``.
+    """
     model = setup.hypermodel.build(setup.hp)
     setup.trial.set_user_attr("weights_used", setup.hypermodel.weights_used)
+    remember_weights_failure(setup.trial.study, setup.hypermodel.weights_used)
     return model
+
+
+# The study's user attribute that holds the `weights_used` of a failed ImageNet download.
+IMAGENET_UNAVAILABLE_ATTR = "imagenet_unavailable"
+
+
+def known_weights_failure(study: optuna.Study) -> str | None:
+    """The ``weights_used`` of the study's failed ImageNet download, or None if none failed."""
+    value = study.user_attrs.get(IMAGENET_UNAVAILABLE_ATTR)
+    return str(value) if value else None
+
+
+def remember_weights_failure(study: optuna.Study, weights_used: str | None) -> bool:
+    """Record on ``study`` that the ImageNet download failed, once; return whether it recorded.
+
+    Offline, every trial would otherwise try the download again (Keras prints its
+    ``Downloading data from ...`` line each time) before falling back to random weights. A new
+    study tries again: the network may be back by then.
+    """
+    if not weights_used or not weights_used.startswith(IMAGENET_UNAVAILABLE):
+        return False
+    if known_weights_failure(study) is not None:
+        return False
+    study.set_user_attr(IMAGENET_UNAVAILABLE_ATTR, weights_used)
+    return True
 
 
 def plan_vram(setup: TrialSetup, model: keras.Model) -> TrialBudget:
