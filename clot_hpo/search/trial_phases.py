@@ -30,12 +30,13 @@ from clot_hpo.data.cache import DecodedSplits
 from clot_hpo.data.pipeline import EpochOrder, make_array_dataset
 from clot_hpo.evaluate import evaluate_trial
 from clot_hpo.evaluate.predictions import trial_predictions
-from clot_hpo.models import IMAGENET_UNAVAILABLE
+from clot_hpo.models import IMAGENET_UNAVAILABLE, get_backbone_spec
 from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings
+from clot_hpo.search.fidelity import study_rung_epochs, trial_sides
 from clot_hpo.search.hp import OptunaHyperParameters
 from clot_hpo.search.objectives import get_objective
 from clot_hpo.search.optuna_compat import trial_for_other_process
-from clot_hpo.search.pruners import create_pruner
+from clot_hpo.search.pruners import EPOCH_SIDES_ATTR, create_pruner
 from clot_hpo.search.samplers import VRAM_CONSTRAINT, create_sampler
 from clot_hpo.search.storage import open_storage
 from clot_hpo.search.task import TrialOutcome, TrialTask
@@ -44,7 +45,7 @@ from clot_hpo.search_space import load_search_space
 from clot_hpo.tracking import NullTrialTracker, TrialTracker
 from clot_hpo.tracking.base import to_plain
 from clot_hpo.tracking.spool import SpoolTracker
-from clot_hpo.train import format_epoch, inference_copy, monitored_value
+from clot_hpo.train import fixed_size, format_epoch, inference_copy, monitored_value
 
 # Test hook: "oom:N" raises ResourceExhaustedError in trial N's first attempt; "oom2:N" does so
 # after its second epoch (checkpointed); "crash:N" kills trial N's process with SIGKILL;
@@ -79,6 +80,9 @@ class TrialSetup:
         hypermodel: the builder of the trial's model.
         settings: the sampled settings (backbone, image size, batch size...).
         epochs: the epochs this trial runs (the schedule's budget may cap them).
+        sides: the image side of each epoch when it changes between epochs (progressive
+            resizing, a resolution fidelity: :func:`~clot_hpo.search.fidelity.trial_sides`);
+            None: every epoch at ``settings.image_size``.
     """
 
     task: TrialTask
@@ -90,6 +94,7 @@ class TrialSetup:
     hypermodel: ClotHyperModel
     settings: TrialSettings
     epochs: int
+    sides: list[int] | None = None
 
     @property
     def mixed_precision(self) -> bool:
@@ -114,7 +119,9 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
         storage=storage or open_storage(task.storage),
         # Seeded per trial: a fresh process with the study's seed would repeat its samples.
         sampler=create_sampler(config.search.sampler, seed=seed),
-        pruner=create_pruner(config.search.pruner, max_epochs=config.training.epochs),
+        pruner=create_pruner(
+            config.search.pruner, max_epochs=config.training.epochs, rung_epochs=study_rung_epochs(config)
+        ),
     )
     trial = trial_for_other_process(study, task.trial_id)
     hp = OptunaHyperParameters(trial)
@@ -133,7 +140,20 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
     settings = hypermodel.settings(hp)
     trial.set_user_attr("backbone", settings.backbone)
     epochs = max(1, min(config.training.epochs, task.max_epochs))
-    return TrialSetup(task, config, seed, gpu, trial, hp, hypermodel, settings, epochs)
+    sides = trial_sides(
+        image_size=settings.image_size,
+        epochs=epochs,
+        fidelity=config.search.fidelity,
+        fidelity_sizes=config.search.fidelity_sizes,
+        progressive=config.training.progressive_resize,
+        values=settings.values,
+        min_side=get_backbone_spec(settings.backbone).min_image_size,
+    )
+    if sides is not None:
+        # One model for every side (global pooling), its weights carried from size to size.
+        hypermodel.variable_input_size = True
+        trial.set_user_attr(EPOCH_SIDES_ATTR, sides)
+    return TrialSetup(task, config, seed, gpu, trial, hp, hypermodel, settings, epochs, sides)
 
 
 def open_splits(setup: TrialSetup) -> DecodedSplits:
@@ -273,9 +293,12 @@ def inject_fault(task: TrialTask) -> None:
 def announce(setup: TrialSetup, plan: TrialBudget) -> None:
     """Print the trial's first line (its first attempt only: a retry says so elsewhere)."""
     if setup.task.attempt == 0:
+        size = f"{setup.settings.image_size}px"
+        if setup.sides is not None:  # each epoch's side; the VRAM plan is the largest's
+            size = f"sizes {'/'.join(str(s) for s in setup.sides)}px (planned at {max(setup.sides)}px)"
         print(
             f"  trial {setup.task.trial_number} · {setup.settings.backbone} · "
-            f"{setup.settings.image_size}px · batch {plan.batch_size}x{plan.accumulation_steps} · "
+            f"{size} · batch {plan.batch_size}x{plan.accumulation_steps} · "
             f"weights: {setup.hypermodel.weights_used}",
             flush=True,
         )
@@ -309,7 +332,8 @@ def training_data(setup: TrialSetup, data: DecodedSplits, plan: TrialBudget) -> 
     """
     rows = data.sample_rows("train", setup.config.training.max_train_images, setup.config.seed)
     size = len(rows) if rows is not None else len(data.labels("train"))
-    order = EpochOrder(size, setup.seed, plan.batch_size)
+    # The sides too are a function of the epoch: a resumed trial continues at its schedule's size.
+    order = EpochOrder(size, setup.seed, plan.batch_size, sides=setup.sides)
     ds = make_array_dataset(
         data.images("train"),
         data.labels("train"),
@@ -320,6 +344,24 @@ def training_data(setup: TrialSetup, data: DecodedSplits, plan: TrialBudget) -> 
         order=order,
     )
     return ds, order
+
+
+def validation_data(setup: TrialSetup, data: DecodedSplits, plan: TrialBudget, order: EpochOrder) -> Any:
+    """The validation split the epochs report on: at each epoch's side when the side changes.
+
+    A reduced size's validation is that size's (the trial records ``epoch_sides``); the trial's
+    final value comes from :func:`dataset` at full size after its last, full-size epoch.
+    """
+    if setup.sides is None:
+        return dataset(setup, data, plan, "val")
+    return make_array_dataset(
+        data.images("val"),
+        data.labels("val"),
+        batch_size=plan.batch_size,
+        shuffle=False,
+        seed=setup.seed,
+        sides_from=order,
+    )
 
 
 def load_resume(setup: TrialSetup) -> TrainingCheckpoint | None:
@@ -342,6 +384,14 @@ def load_resume(setup: TrialSetup) -> TrainingCheckpoint | None:
             flush=True,
         )
         return None
+    recorded_sides = checkpoint.meta.get("sides")
+    if recorded_sides != setup.sides:
+        print(
+            f"  trial {task.trial_number} · the checkpoint {task.resume_from} follows another size "
+            f"schedule ({recorded_sides}, now {setup.sides}); starting from scratch",
+            flush=True,
+        )
+        return None
     return checkpoint
 
 
@@ -352,6 +402,7 @@ def checkpoint_meta(setup: TrialSetup) -> dict[str, Any]:
         "trial": setup.task.trial_number,
         "seed": setup.seed,
         "params": to_plain(setup.hp.values),
+        "sides": setup.sides,  # each epoch's image side (None: all at image_size)
     }
 
 
@@ -370,6 +421,8 @@ def replay_checkpoint(setup: TrialSetup, tracker: TrialTracker, checkpoint: Trai
     history = checkpoint.history
     for epoch in range(min(epochs, max((len(v) for v in history.values()), default=0))):
         logs = {k: v[epoch] for k, v in history.items() if epoch < len(v)}
+        if setup.sides is not None:  # the same schedule (load_resume checked it)
+            logs["image_size"] = float(setup.sides[min(epoch, len(setup.sides) - 1)])
         tracker.log_epoch("", epoch, logs)
         if key in logs and logs[key] == logs[key]:
             with warnings.catch_warnings():
@@ -416,9 +469,12 @@ class EpochReports:
         setup, key = self.setup, self.objective.history_key
         self.epochs_run = epoch + 1
         self.timer.lap("first_epoch" if epoch == 0 else "later_epochs")
+        side = setup.sides[min(epoch, len(setup.sides) - 1)] if setup.sides is not None else None
+        # Each epoch's metrics say the side they were measured at when it changes.
+        recorded = logs if side is None else {**logs, "image_size": float(side)}
         # Spooled before the line is printed: the study process forwards the spool on each line.
-        self.tracker.log_epoch("", epoch, logs)
-        print(format_epoch(setup.task.trial_number, epoch, setup.epochs, logs, seconds), flush=True)
+        self.tracker.log_epoch("", epoch, recorded)
+        print(format_epoch(setup.task.trial_number, epoch, setup.epochs, logs, seconds, side), flush=True)
         setup.trial.set_user_attr("epochs_run", self.epochs_run)
         value = monitored_value(logs, key, epoch)
         with warnings.catch_warnings():
@@ -426,7 +482,8 @@ class EpochReports:
             warnings.filterwarnings("ignore", message=".*already reported.*")
             setup.trial.report(value, epoch)
         if setup.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} with {key}={value:.4f}")
+            at = f" at {side}px" if side is not None and side != setup.settings.image_size else ""
+            raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} with {key}={value:.4f}{at}")
         self.timer.restart()  # reporting and the pruning check belong to no epoch
         if self.after_epoch is not None:
             self.after_epoch(self.epochs_run)
@@ -500,7 +557,9 @@ def evaluate_and_log(
     if ev.explanations:  # Grad-CAM overlays of test images, one figure per kind (explanations/)
         from clot_hpo.explain import failure_gallery
 
-        gallery = failure_gallery(model, data.images("test"), y_test, p_test, float(threshold))
+        # Grad-CAM reads the side from the model: a model built for any side gets the full one.
+        explained = fixed_size(model, setup.settings.image_size)
+        gallery = failure_gallery(explained, data.images("test"), y_test, p_test, float(threshold))
         report.figures.update({f"explanations/{kind}": fig for kind, fig in gallery.items()})
     evidence = trial_predictions(data, predictions)  # key,label,probability CSVs for `clot-hpo report`
     tracker.log_evaluation(
@@ -510,4 +569,5 @@ def evaluate_and_log(
 
 def log_model(setup: TrialSetup, tracker: TrialTracker, model: keras.Model, threshold: float) -> None:
     """Record the trained model for inference (:func:`~clot_hpo.train.inference_copy`)."""
-    tracker.log_model("", inference_copy(model), image_size=setup.settings.image_size, threshold=threshold)
+    size = setup.settings.image_size
+    tracker.log_model("", inference_copy(model, size), image_size=size, threshold=threshold)
