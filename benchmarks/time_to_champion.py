@@ -164,6 +164,15 @@ def run_study(work: Path, config: Path, name: str) -> tuple[float, Any]:
     return wall, optuna.load_study(study_name=name, storage=f"sqlite:///{work}/optuna.db")
 
 
+def _train_images(work: Path, study_name: str) -> int:
+    """The training split's size, from the study's split manifest."""
+    import csv
+
+    manifest = work / "mlruns" / "studies" / study_name / "data" / "split_manifest.csv"
+    with open(manifest, newline="") as fh:
+        return sum(row["split"] == "train" for row in csv.DictReader(fh))
+
+
 def pixel_epochs(trial: Any, train_images: int) -> float:
     """Millions of pixels trained on: each epoch run, its side squared times the training images."""
     run = int(trial.user_attrs.get("epochs_run", 0))
@@ -183,7 +192,7 @@ def summarize_arm(study: Any, wall: float, train_images: int, side: int) -> dict
         t.params.setdefault("image_size", side)
     return {
         "wall_s": round(wall, 1),
-        "pixel_epochs_m": round(sum(pixel_epochs(t, train_images) for t in trials), 1),
+        "pixel_epochs_m": round(sum(pixel_epochs(t, train_images) for t in trials), 3),
         "epochs": sum(int(t.user_attrs.get("epochs_run", 0)) for t in trials),
         "best_val_auc": round(float(best.value), 4),
         "test_auc_of_best": best.user_attrs.get("test_auc"),
@@ -227,13 +236,13 @@ def run_task(work: Path, task: Task, args: Any) -> dict[str, Any]:
         difficulty=task.difficulty,
     )
     spaces = write_spaces(work, task)
-    train_images = round(2 * task.n_per_class * 0.6)  # val 0.2, test 0.2
     arms: dict[str, dict[str, Any]] = {}
     studies: dict[str, Any] = {}
     for name, arm in {**ARMS, "spearman_resolution": SPEARMAN_ARM}.items():
         study_name = f"{task.name}-{name}"
         config = write_config(work, task, data, spaces, study_name, arm, args)
         wall, studies[name] = run_study(work, config, study_name)
+        train_images = _train_images(work, study_name)
         arms[name] = summarize_arm(studies[name], wall, train_images, task.image_size)
         print(
             json.dumps({study_name: {k: v for k, v in arms[name].items() if k != "completions"}}), flush=True
@@ -272,7 +281,7 @@ def print_table(result: dict[str, Any]) -> None:
     )
     for name, a in result["arms"].items():
         print(
-            f"{name:<15}{a['wall_s']:>9.1f}{a['wall_ratio']:>7.3f}{a['pixel_epochs_m']:>9.1f}"
+            f"{name:<15}{a['wall_s']:>9.1f}{a['wall_ratio']:>7.3f}{a['pixel_epochs_m']:>9.3f}"
             f"{a['pixel_epochs_ratio']:>7.3f}{a['best_val_auc']:>9.4f}"
             f"{a['test_auc_of_best'] or float('nan'):>8.4f}"
             f"{a['s_to_champion'] if a['s_to_champion'] is not None else '-':>10}"
