@@ -16,10 +16,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/clot-hpo
 
 # Dependencies first, so editing the code does not reinstall TensorFlow. The test-only pins
-# (pytest, playwright) stay out of the runtime image.
+# (pytest, playwright, kubernetes-validate) stay out of the runtime image.
 COPY requirements.txt ./
 RUN sed -i "s/^tensorflow-cpu==.*/${TENSORFLOW_PACKAGE}/" requirements.txt \
-    && grep -vE '^(pytest|pytest-timeout|playwright)==' requirements.txt > /tmp/requirements.txt \
+    && grep -vE '^(pytest|pytest-timeout|playwright|kubernetes-validate)==' requirements.txt > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from clot_hpo.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClotHpoError, ConfigError
 from clot_hpo.models import list_backbones, list_optimizers
-from clot_hpo.util import first_line, redact_logging, redact_text
+from clot_hpo.util import first_line, redact_logging, redact_text, redact_url
 
 log = logging.getLogger("clot_hpo")
 
@@ -78,6 +78,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return search_command(args)
 
 
+def _cmd_prepare_study(args: argparse.Namespace) -> int:
+    from clot_hpo.search.commands import prepare_study_command
+
+    return prepare_study_command(args)
+
+
 def _cmd_estimate_vram(args: argparse.Namespace) -> int:
     from clot_hpo.budget.commands import estimate_vram_command
 
@@ -127,6 +133,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 # ----- parser -----------------------------------------------------------------------------
+def _add_dicom_options(p: argparse.ArgumentParser) -> None:
+    """How a DICOM file becomes an image: the study's window and frame, unless these say otherwise."""
+    p.add_argument(
+        "--dicom-window",
+        type=float,
+        nargs=2,
+        metavar=("CENTER", "WIDTH"),
+        help="window of DICOM files that carry none (default: the config's data.dicom.window, else "
+        "the full range); use the study's",
+    )
+    p.add_argument(
+        "--dicom-frame",
+        type=int,
+        help="frame (0-based) of multi-frame DICOM files (default: the config's data.dicom.frame, "
+        "else such files are refused)",
+    )
+
+
 def _add_image_limits(p: argparse.ArgumentParser, *, outside_root: bool = False) -> None:
     """The data layer's limits as options: the pixel limit and, for data folders, the root rule."""
     p.add_argument(
@@ -135,6 +159,7 @@ def _add_image_limits(p: argparse.ArgumentParser, *, outside_root: bool = False)
         help="largest width x height, checked from the header before decoding "
         "(default: the config's data.max_pixels, else 50,000,000)",
     )
+    _add_dicom_options(p)
     if outside_root:
         p.add_argument(
             "--allow-outside-root",
@@ -142,6 +167,25 @@ def _add_image_limits(p: argparse.ArgumentParser, *, outside_root: bool = False)
             default=None,
             help="accept images outside the data folder (absolute paths, ../, links leaving it)",
         )
+
+
+def _add_study_options(p: argparse.ArgumentParser) -> None:
+    """The options that name a study and its servers: ``search`` and ``prepare-study``."""
+    p.add_argument("config", help="experiment YAML (experiments/*.yaml)")
+    p.add_argument("--study-name")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL (sqlite:///..., postgresql+psycopg2://...); default: $CLOT_HPO_STORAGE, "
+        "else the config's search.storage. No password here (`ps` shows it): use PGPASSWORD",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (sqlite:///... or http://...); a server's login comes from "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+    )
+    p.add_argument("--no-tracking", action="store_true", help="use the no-op tracker")
+    p.add_argument("--data", help="data folder (overrides data.path)")
+    p.add_argument("--seed", type=int)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="0 (easy: large, high-contrast clot) to 1 (hard: small, faint clot, more "
         "distractors), or easy, medium, hard (default: easy, 0)",
     )
+    p.add_argument(
+        "--format",
+        choices=["png", "dicom"],
+        default="png",
+        help="png (default), or dicom: the same pictures as 16-bit CT-like DICOM files with "
+        "fictitious patient headers, in class folders without a metadata CSV",
+    )
 
     p = add("validate-data", _cmd_validate_data, "check a dataset, split it and report leakage")
     p.add_argument("data", help="data folder (class folders or metadata CSV)")
@@ -191,26 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_limits(p, outside_root=True)
 
     p = add("search", _cmd_search, "launch or resume an Optuna study")
-    p.add_argument("config", help="experiment YAML (experiments/*.yaml)")
+    _add_study_options(p)
     p.add_argument("--n-trials", type=int)
     p.add_argument("--timeout", type=float, help="wall-clock budget in seconds")
     p.add_argument("--max-total-epochs", type=int, help="budget of epochs over all trials")
-    p.add_argument("--study-name")
-    p.add_argument(
-        "--storage",
-        help="Optuna storage URL (sqlite:///..., postgresql+psycopg2://...); default: $CLOT_HPO_STORAGE, "
-        "else the config's search.storage. No password here (`ps` shows it): use PGPASSWORD",
-    )
-    p.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (sqlite:///... or http://...); a server's login comes from "
-        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
-    )
-    p.add_argument("--no-tracking", action="store_true", help="use the no-op tracker")
-    p.add_argument("--data", help="data folder (overrides data.path)")
-    p.add_argument("--seed", type=int)
     p.add_argument("--epochs", type=int, help="epochs per trial (overrides training.epochs)")
     p.add_argument("--vram-gb", type=float, help="VRAM budget in GiB (overrides budget.vram_gb)")
+
+    p = add(
+        "prepare-study",
+        _cmd_prepare_study,
+        "validate config, data and servers, then create the study and enqueue its defaults once "
+        "(run before starting workers; again changes nothing)",
+    )
+    _add_study_options(p)
 
     p = add("estimate-vram", _cmd_estimate_vram, "estimate a training configuration's GPU memory")
     p.add_argument("--backbone", required=True, choices=list_backbones())
@@ -243,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--storage",
         help="Optuna storage the study ran on (only its COMPLETE trials can be promoted); "
-        "default: the config's search.storage, else sqlite:///mlruns/optuna.db",
+        "default: $CLOT_HPO_STORAGE, else the config's search.storage, else sqlite:///mlruns/optuna.db",
     )
     p.add_argument(
         "--gate-metric",
@@ -300,14 +345,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to bind (default 127.0.0.1: the page has no authentication)",
     )
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image file accepted (413)")
-    p.add_argument("--max-files", type=int, default=16, help="most images per request")
+    p.add_argument(
+        "--trusted-host",
+        action="append",
+        dest="trusted_hosts",
+        metavar="NAME",
+        help="a name the page answers to besides the loopback names and --host (repeatable; the Host "
+        "header of any other is refused: default the config's serve.trusted_hosts)",
+    )
+    serve_default = "default: the config's serve.{}, else {}"
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        help="largest image file accepted (413); " + serve_default.format("max_upload_mb", 10),
+    )
+    p.add_argument(
+        "--max-files", type=int, help="most images per request; " + serve_default.format("max_files", 16)
+    )
+    p.add_argument(
+        "--max-request-mb",
+        type=float,
+        help="largest request body (413); " + serve_default.format("max_request_mb", 32),
+    )
+    p.add_argument(
+        "--max-concurrent-uploads",
+        type=int,
+        help="request bodies received at once (503 with Retry-After past it); "
+        + serve_default.format("max_concurrent_uploads", 4),
+    )
+    p.add_argument(
+        "--max-buffered-mb",
+        type=float,
+        help="bytes all requests in flight may hold (503 with Retry-After past it); "
+        + serve_default.format("max_buffered_mb", 128),
+    )
     p.add_argument(
         "--max-pixels",
         type=int,
         help="largest declared width x height accepted, checked before decoding (413 above; "
         "default: the config's data.max_pixels, else 50,000,000)",
     )
+    _add_dicom_options(p)
 
     p = add("report", _cmd_report, "a study's report: results with intervals, paired tests, calibration")
     p.add_argument("--experiment", required=True, help="MLflow experiment (the study name)")
@@ -349,11 +427,29 @@ def apply_config_defaults(args: argparse.Namespace) -> None:
         from clot_hpo.config import DataConfig
 
         args.max_pixels = (config.data if config is not None else DataConfig()).max_pixels
-    if args.command == "promote":
-        if args.storage is None:
-            from clot_hpo.config.schema import SearchConfig
+    if hasattr(args, "dicom_window"):  # the study's DICOM window and frame, unless flags say otherwise
+        from clot_hpo.config.schema import DicomConfig
 
-            args.storage = config.search.storage if config is not None else SearchConfig().storage
+        dicom = config.data.dicom if config is not None else DicomConfig()
+        if args.dicom_window is None:
+            args.dicom_window = dicom.window
+        if args.dicom_frame is None:
+            args.dicom_frame = dicom.frame
+    if args.command == "serve":  # the page's limits: flags, else the config's serve section
+        from clot_hpo.config import ServeConfig
+
+        serve = config.serve if config is not None else ServeConfig()
+        for key in ServeConfig.model_fields:
+            if getattr(args, key, None) is None:
+                setattr(args, key, getattr(serve, key))
+    if args.command == "promote":
+        if args.storage is None:  # as `search` finds it: the environment, then the config
+            from clot_hpo.config.schema import SearchConfig
+            from clot_hpo.search.commands import STORAGE_ENV
+
+            args.storage = os.environ.get(STORAGE_ENV) or (
+                config.search.storage if config is not None else SearchConfig().storage
+            )
         if args.model_name is None:
             args.model_name = tracking.model_name
         if args.experiment is None:
@@ -362,6 +458,26 @@ def apply_config_defaults(args: argparse.Namespace) -> None:
             args.experiment = tracking.experiment or config.study_name
     elif args.model is None:
         args.model = f"models:/{tracking.model_name}@champion"
+
+
+def warn_url_credentials(args: argparse.Namespace) -> None:
+    """Warn about a credential in a URL given on the command line, for every command that takes one.
+
+    ``ps`` shows a process's arguments to every user of the machine; the warning says where
+    the credential belongs instead (the URL itself is never printed).
+    """
+    from clot_hpo.search.commands import STORAGE_ENV
+
+    for flag, attr in (("--storage", "storage"), ("--tracking-uri", "tracking_uri")):
+        url = getattr(args, attr, None)
+        if url and redact_url(url) != url:
+            log.warning(
+                "%s carries a password, which every user of this machine can read (`ps`): put the storage "
+                "URL in %s or the config, or its password in PGPASSWORD / ~/.pgpass; the tracking login "
+                "in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+                flag,
+                STORAGE_ENV,
+            )
 
 
 def _server_refusal(exc: BaseException) -> str | None:
@@ -405,6 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         os.environ["CLOT_HPO_DEBUG"] = "1"
     try:
+        warn_url_credentials(args)  # before the config's URLs fill in what the command line lacks
         apply_config_defaults(args)
         if args.command in ("predict", "evaluate", "estimate-vram", "serve", "explain") and not debug:
             _import_tensorflow_quietly()

@@ -87,27 +87,60 @@ def is_finished(state: Any) -> bool:
     return str(getattr(state, "name", state)) in FINISHED_TRIAL_STATES
 
 
-def redact_url(url: str) -> str:
-    """Hide a password in a database or http URL before it is shown or written anywhere.
+# A query or connection-string key that carries a credential: libpq's password, sslpassword
+# and passfile, and any key naming a password, secret or token (api_key, access_token, ...).
+_SECRET_KEY = (
+    r"[A-Za-z0-9_.\-]*"
+    r"(?:pass(?:word|wd|file)|pwd|secret|token|api[_\-]?key|access[_\-]?key|credential)"
+    r"[A-Za-z0-9_.\-]*"
+)
+# ``key=value`` after the start of a query (?), another parameter (&, ;) or, in a libpq
+# connection string or an error that quotes one, a space: the value up to the next separator.
+_SECRET_PARAM = re.compile(
+    rf"(?P<head>(?:^|[?&;\s])(?P<key>{_SECRET_KEY})=)"
+    r"(?P<value>'(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^&;\s'\"#]*)",  # libpq quotes values with spaces
+    re.IGNORECASE,
+)
 
-    Parsed with SQLAlchemy's ``make_url`` (imported here, when called); a URL without a
-    password is unchanged.
+
+def _redact_params(text: str) -> str:
+    return (
+        _SECRET_PARAM.sub(lambda m: m["head"] + ("***" if m["value"] else ""), text) if "=" in text else text
+    )
+
+
+def redact_url(url: str) -> str:
+    """Hide every credential in a database or http URL before it is shown or written anywhere.
+
+    The password of ``user:password@`` (parsed with SQLAlchemy's ``make_url``, imported here,
+    when called) and the value of every query key that carries one (``?password=``,
+    ``sslpassword``, ``passfile``, ``token``, ...: see :data:`_SECRET_PARAM`). A URL without
+    a credential is returned unchanged, so ``redact_url(url) != url`` tells that it has one.
     """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    url = _redact_params(url)
     try:
         parsed = make_url(url)
     except ArgumentError:
         parsed = None
     if parsed is not None and "@" not in (parsed.host or ""):
-        return url if parsed.password is None else parsed.render_as_string(hide_password=True)
-    if "@" not in url:
+        if parsed.password is None:
+            return url
+        # Rendered by hand rather than with render_as_string: that re-encodes the query, and
+        # the redacted values above must stay as they are.
+        base, query_sep, query = url.partition("?")
+        scheme, _, rest = base.partition("://")
+        userinfo, _, host = rest.rpartition("@")
+        return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}{query_sep}{query}"
+    if "@" not in url.partition("?")[0]:
         return url
     # Unparseable, or an unescaped "@" in the password that SQLAlchemy reads as part of the
-    # host: hide everything before the last "@".
+    # host: hide everything before the last "@" (of the part before the query).
     scheme, sep, _ = url.partition("://")
-    return f"{scheme}{sep}***@{url.rpartition('@')[2]}"
+    base, query_sep, query = url.partition("?")
+    return f"{scheme}{sep}***@{base.rpartition('@')[2]}{query_sep}{query}"
 
 
 # ``scheme://user:password@`` anywhere in a text (a log line, an error from a library).
@@ -115,12 +148,17 @@ _CREDENTIALS_IN_TEXT = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/:
 
 
 def redact_text(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@host`` URL in it hidden."""
-    return _CREDENTIALS_IN_TEXT.sub(r"\g<head>:***@", text) if "://" in text else text
+    """``text`` with every credential of a URL in it hidden: ``user:password@`` and secret query keys.
+
+    Also a libpq connection string's ``password=...`` (errors from drivers quote them).
+    """
+    if "://" in text:
+        text = _CREDENTIALS_IN_TEXT.sub(r"\g<head>:***@", text)
+    return _redact_params(text)
 
 
 def redact_secrets(obj: Any) -> Any:
-    """A copy of a JSON-like value (a config dump) with every URL's password hidden.
+    """A copy of a JSON-like value (a config dump) with every URL's credentials hidden.
 
     Every string is redacted, at any depth: storage and tracking URLs are not the only places
     a URL with credentials can be written (a database URL in a search-space note, say).
@@ -129,8 +167,8 @@ def redact_secrets(obj: Any) -> Any:
         return {k: redact_secrets(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [redact_secrets(v) for v in obj]
-    if isinstance(obj, str) and "://" in obj:
-        return redact_text(redact_url(obj)) if "@" in obj else obj
+    if isinstance(obj, str):
+        return redact_text(redact_url(obj)) if "://" in obj else redact_text(obj)
     return obj
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,6 +21,8 @@ def _known_backbone(name: str) -> str:
     return name
 
 
+# An MLflow server at one of these addresses keeps its artifacts on this machine.
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 
@@ -79,6 +82,29 @@ class SyntheticConfig(_Section):
         return value
 
 
+class DicomConfig(_Section):
+    """How DICOM pixels become an image (docs/data.md, "DICOM")."""
+
+    window: tuple[float, float] | None = Field(
+        None,
+        description="[center, width] of the window used when a file carries none of its own, in "
+        "the modality's units after rescale (CT: Hounsfield units; CT angiography: [300, 600]); "
+        "none: the full range of the stored values",
+    )
+    frame: int | None = Field(
+        None,
+        ge=0,
+        description="the frame (0-based) taken from a multi-frame file; none: multi-frame files are refused",
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _positive_width(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[1] >= 1:  # also refuses NaN
+            raise ValueError(f"`width >= 1` must hold for data.dicom.window, but got {list(value)}")
+        return value
+
+
 class DataConfig(_Section):
     """Where the images are and how to split them."""
 
@@ -111,7 +137,7 @@ class DataConfig(_Section):
     cache: bool = Field(
         True,
         description="decode each image size once per study into an on-disk cache of uint8 arrays "
-        "(mlruns/studies/<study>/cache); false: decode in every trial",
+        "(float32 for a split with DICOM files) (mlruns/studies/<study>/cache); false: decode in every trial",
     )
     max_pixels: int = Field(
         50_000_000,
@@ -129,6 +155,9 @@ class DataConfig(_Section):
         False,
         description="accept images outside the data folder (absolute paths, `../`, links leaving "
         "it); off: such a row or file is refused",
+    )
+    dicom: DicomConfig = Field(
+        default_factory=DicomConfig, description="windowing and frame choice of DICOM files"
     )
     # Generate the synthetic set into `path` when it does not exist (demo only).
     synthetic: SyntheticConfig | None = Field(
@@ -297,11 +326,12 @@ class EvaluationConfig(_Section):
     log_sample_images: int = Field(
         0, ge=0, le=16, description="sample images logged to MLflow (0: no image leaves the machine)"
     )
-    explanations: bool = Field(
-        True,
+    explanations: bool | Literal["auto"] = Field(
+        "auto",
         description="log each completed trial's Grad-CAM failure gallery (explanations/: confident true "
-        "positives, false positives, false negatives); false for data that must not leave the machine "
-        "as images",
+        "positives, false positives, false negatives: images of the data); auto: only when the tracking "
+        "store keeps artifacts on this machine (not to a remote MLflow server or object store); true: "
+        "always; false: never",
     )
 
 
@@ -327,6 +357,43 @@ class TrackingConfig(_Section):
     model_name: str = Field(
         "blood-clot-detector",
         description="registered model name; `promote`, `predict` and `evaluate` use it when given `--config`",
+    )
+
+    @property
+    def keeps_artifacts_local(self) -> bool:
+        """Whether logged artifacts stay on this machine.
+
+        True for a database or file store with a local artifact folder, and for an MLflow
+        server on a loopback address.
+        """
+        if self.uri.partition("://")[0] in ("http", "https"):
+            host = urlsplit(self.uri).hostname or ""
+            return host in _LOOPBACK_HOSTS
+        root_scheme = self.artifact_root.partition("://")[0] if "://" in self.artifact_root else "file"
+        return root_scheme == "file"
+
+
+class ServeConfig(_Section):
+    """What the diagnostic page (`clot-hpo serve`) accepts and how much work it takes on at once."""
+
+    max_upload_mb: float = Field(10.0, gt=0, description="largest image file accepted (413 above)")
+    max_files: int = Field(16, ge=1, le=256, description="most images per request")
+    max_request_mb: float = Field(
+        32.0, gt=0, description="largest request body, all its files together (413 above)"
+    )
+    max_concurrent_uploads: int = Field(
+        4, ge=1, description="request bodies received at once; one more is answered 503 with Retry-After"
+    )
+    max_buffered_mb: float = Field(
+        128.0,
+        gt=0,
+        description="bytes of request bodies all requests in flight may hold together (503 with "
+        "Retry-After above)",
+    )
+    trusted_hosts: list[str] = Field(
+        default_factory=list,
+        description="names the page answers to besides the loopback names and --host (the Host header; "
+        "any other is 400, against DNS rebinding)",
     )
 
 
@@ -357,6 +424,17 @@ class ExperimentConfig(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @property
+    def logs_explanations(self) -> bool:
+        """Whether trials log their failure gallery, images of the data.
+
+        ``evaluation.explanations``; ``auto``: only when :attr:`TrackingConfig.keeps_artifacts_local`.
+        Images leave the machine only when the config says so.
+        """
+        choice = self.evaluation.explanations
+        return self.tracking.keeps_artifacts_local if choice == "auto" else bool(choice)
 
     @property
     def study_name(self) -> str:

@@ -1,13 +1,15 @@
-"""Decode once per image size for a whole study: an on-disk cache of uint8 arrays.
+"""Decode once per image size for a whole study: an on-disk cache of decoded arrays.
 
 Decoding and resizing PNGs is the same work for every trial that uses an image size, so the
 first trial that needs a split at a size writes it as one ``.npy`` file
-(``(N, S, S, 3)`` uint8, in manifest order) and every later trial, in any worker sharing the
+(``(N, S, S, 3)`` uint8, in manifest order; float32 when the split holds DICOM files, whose
+windowed pixels are not rounded to 8 bits) and every later trial, in any worker sharing the
 folder, maps it with ``np.load(mmap_mode="r")``: nothing is decoded again, and pages are
 shared between processes through the operating system's page cache.
 
 A file's name carries its key: a digest of the split's rows (path and label, in order), the
-dataset's content digest, the image size and :data:`CACHE_VERSION` (bumped whenever decoding
+dataset's content digest, the image size, the DICOM window and frame settings and
+:data:`CACHE_VERSION` (bumped whenever decoding
 changes), so changed data or a changed split never reads a stale file. Two workers that miss
 at once both decode, each into a temporary file that ``os.replace`` then moves into place
 atomically: a reader sees a whole file or none.
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clot_hpo.data.dicom import DicomSettings
 from clot_hpo.data.limits import DEFAULT_DECODE_MEMORY_MB, DEFAULT_MAX_PIXELS
 from clot_hpo.errors import DataError
 
@@ -35,7 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when _decode_resize (clot_hpo.data.pipeline) changes what it produces.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: DICOM files (float32), keyed by their window and frame settings
+_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
 
 
 def cache_key(
@@ -44,9 +48,12 @@ def cache_key(
     *,
     image_size: int,
     data_digest: str = "",
+    dicom: DicomSettings | None = None,
 ) -> str:
     """The hex digest that names one split's cache file at one image size."""
-    digest = hashlib.sha256(f"clot-hpo decode cache v{CACHE_VERSION}\n{image_size}\n{data_digest}\n".encode())
+    tag = (dicom or DicomSettings()).tag()
+    head = f"clot-hpo decode cache v{CACHE_VERSION}\n{image_size}\n{data_digest}\n{tag}\n"
+    digest = hashlib.sha256(head.encode())
     for path, label in zip(paths, np.asarray(labels).tolist(), strict=True):
         digest.update(f"{path}\t{label}\n".encode())
     return digest.hexdigest()
@@ -67,9 +74,9 @@ def _open(path: Path, count: int, image_size: int) -> np.ndarray | None:
         log.warning("decode cache %s is unreadable (%s); decoding again", path, exc)
         return None
     expected = (count, image_size, image_size, 3)
-    if images.shape != expected or images.dtype != np.uint8:
+    if images.shape != expected or images.dtype not in _DTYPES:
         log.warning(
-            "decode cache %s holds %s %s, expected %s uint8; decoding again",
+            "decode cache %s holds %s %s, expected %s uint8 or float32; decoding again",
             path,
             images.dtype,
             images.shape,
@@ -89,11 +96,13 @@ def decoded_images(
     data_digest: str = "",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     memory_bytes: int = DEFAULT_DECODE_MEMORY_MB * 2**20,
+    dicom: DicomSettings | None = None,
 ) -> np.ndarray:
-    """The split's images as uint8 ``(N, S, S, 3)``, from the cache when it has them.
+    """The split's images as ``(N, S, S, 3)`` (uint8; float32 with DICOM), from the cache when it has them.
 
     ``max_pixels`` and ``memory_bytes`` bound a decode (``data.max_pixels``,
-    ``data.decode_memory_mb``; see :func:`clot_hpo.data.pipeline.decode_images`).
+    ``data.decode_memory_mb``), ``dicom`` windows DICOM files (``data.dicom``); see
+    :func:`clot_hpo.data.pipeline.decode_images`.
 
     Args:
         paths: the split's image files, in manifest order.
@@ -116,14 +125,13 @@ def decoded_images(
             f"paths and labels must have the same length, but got {len(paths)} and {len(labels)}"
         )
     if folder is None:
-        return decode_images(paths, image_size, max_pixels=max_pixels, memory_bytes=memory_bytes)
-    path = cache_path(
-        folder, split, image_size, cache_key(paths, labels, image_size=image_size, data_digest=data_digest)
-    )
+        return decode_images(paths, image_size, max_pixels=max_pixels, memory_bytes=memory_bytes, dicom=dicom)
+    key = cache_key(paths, labels, image_size=image_size, data_digest=data_digest, dicom=dicom)
+    path = cache_path(folder, split, image_size, key)
     cached = _open(path, len(paths), image_size)
     if cached is not None:
         return cached
-    images = decode_images(paths, image_size, max_pixels=max_pixels, memory_bytes=memory_bytes)
+    images = decode_images(paths, image_size, max_pixels=max_pixels, memory_bytes=memory_bytes, dicom=dicom)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     try:
@@ -152,6 +160,7 @@ class DecodedSplits:
         data_digest: the dataset's content digest (part of the cache key).
         max_pixels: largest width x height decoded (``data.max_pixels``), from each header.
         memory_bytes: memory budget of the decodes in flight (``data.decode_memory_mb``).
+        dicom: DICOM window and frame settings (``data.dicom``).
     """
 
     def __init__(
@@ -163,6 +172,7 @@ class DecodedSplits:
         data_digest: str = "",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         memory_bytes: int = DEFAULT_DECODE_MEMORY_MB * 2**20,
+        dicom: DicomSettings | None = None,
     ) -> None:
         import pandas as pd
 
@@ -178,6 +188,7 @@ class DecodedSplits:
         self.data_digest = data_digest
         self.max_pixels = max_pixels
         self.memory_bytes = memory_bytes
+        self.dicom = dicom
         self._parts = {str(name): part.reset_index(drop=True) for name, part in frame.groupby("split")}
         self._images: dict[str, np.ndarray] = {}
 
@@ -211,7 +222,7 @@ class DecodedSplits:
         return keys
 
     def images(self, split: str) -> np.ndarray:
-        """The split's uint8 ``(N, S, S, 3)`` images, decoded or read from the cache once."""
+        """The split's ``(N, S, S, 3)`` images (uint8; float32 with DICOM), decoded or mapped once."""
         if split not in self._images:
             self._images[split] = decoded_images(
                 self.paths(split),
@@ -222,6 +233,7 @@ class DecodedSplits:
                 data_digest=self.data_digest,
                 max_pixels=self.max_pixels,
                 memory_bytes=self.memory_bytes,
+                dicom=self.dicom,
             )
         return self._images[split]
 

@@ -31,6 +31,8 @@ def make_synthetic_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--difficulty: {exc}") from None
     out = Path(args.out)
     start = time.perf_counter()
+    if getattr(args, "format", "png") == "dicom":
+        return _make_synthetic_dicom(args, out, difficulty, start)
     make_synthetic(
         out,
         n_per_class=args.n_per_class,
@@ -52,6 +54,22 @@ def make_synthetic_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_synthetic_dicom(args: argparse.Namespace, out: Path, difficulty: float, start: float) -> int:
+    from clot_hpo.data.synthetic_dicom import make_synthetic_dicom
+
+    make_synthetic_dicom(
+        out, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed, difficulty=difficulty
+    )
+    Console(soft_wrap=True, highlight=False).print(
+        f"Wrote a synthetic DICOM dataset to [bold]{out}[/bold]: {args.n_per_class} positive + "
+        f"{args.n_per_class} negative 16-bit files, {args.image_size}x{args.image_size} px, seed "
+        f"{args.seed}, difficulty {difficulty:g} ({time.perf_counter() - start:.1f} s). Layout: "
+        f"{out}/positive/*.dcm, {out}/negative/*.dcm (grouped by PatientID). Synthetic, for "
+        "demonstration only; the patients in the headers are fictitious."
+    )
+    return 0
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "data.path": args.data,
@@ -62,6 +80,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "data.fail_on_leakage": args.fail_on_leakage,
         "data.max_pixels": getattr(args, "max_pixels", None),
         "data.allow_outside_root": getattr(args, "allow_outside_root", None),
+        "data.dicom.window": getattr(args, "dicom_window", None),
+        "data.dicom.frame": getattr(args, "dicom_frame", None),
         "seed": args.seed,
     }
 
@@ -97,6 +117,14 @@ def validate_data_command(args: argparse.Namespace) -> int:
     table.add_row("all", str(all_pos), str(all_neg), str(all_pos + all_neg), style="bold")
     console.print(table)
 
+    if prepared.patients is not None:
+        per = ", ".join(f"{name} {prepared.patients[name]}" for name in prepared.counts)
+        how = "DICOM PatientID, salted hash" if prepared.group_source != "column" else "group column"
+        console.print(
+            f"Patients: {prepared.patients['all']} ({per}; grouped by {how}); "
+            f"{prepared.patients['in_several_splits']} in more than one split",
+            highlight=False,
+        )
     if prepared.skipped:
         console.print(f"[yellow]Skipped {len(prepared.skipped)} unusable image(s):[/yellow]")
         for path, reason in prepared.skipped:

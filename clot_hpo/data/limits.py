@@ -21,6 +21,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from clot_hpo.config.schema import DataConfig
+from clot_hpo.data.dicom import (
+    DicomHeader,
+    DicomRefused,
+    DicomSettings,
+    check_dicom_header,
+    read_dicom_header,
+)
 from clot_hpo.errors import DataError
 
 DEFAULT_MAX_PIXELS: int = DataConfig.model_fields["max_pixels"].default
@@ -31,7 +38,6 @@ error at twice that. ``data.max_pixels`` in the config (the one place it is defi
 DEFAULT_DECODE_MEMORY_MB: int = DataConfig.model_fields["decode_memory_mb"].default
 """Memory that images being decoded at the same time may take together (estimated)."""
 
-DICOM_MESSAGE = "DICOM is not supported: convert to PNG/JPEG"
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 _DICOM_MAGIC_OFFSET = 128  # the DICOM preamble is 128 bytes, then "DICM"
 
@@ -91,11 +97,6 @@ def is_dicom_file(path: str | Path) -> bool:
         return False
 
 
-def dicom_message(path: str | Path) -> str:
-    """The sentence that refuses a DICOM file."""
-    return f"{display_name(path)}: {DICOM_MESSAGE}"
-
-
 def inside_root(path: str | Path, root: str | Path) -> bool:
     """Whether ``path``, with every link and ``..`` resolved, lies inside ``root`` (also resolved)."""
     resolved = Path(path).resolve()
@@ -121,29 +122,80 @@ class Header:
     height: int
     mode: str
     format: str
+    frames: int = 1
+    decode_need: int = 0  # bytes, when the format's reader estimated them (DICOM)
 
     @property
     def pixels(self) -> int:
-        """Width x height."""
-        return self.width * self.height
+        """Width x height (x frames, for a multi-frame DICOM file)."""
+        return self.width * self.height * self.frames
 
     def decode_bytes(self) -> int:
-        """Estimated peak memory of decoding this image and converting it to 8-bit RGB."""
+        """Estimated peak memory of decoding this image and converting it to RGB."""
+        if self.decode_need:
+            return self.decode_need
         return self.pixels * (_MODE_BYTES.get(self.mode, 8) + 3 + 3)
 
 
+def dicom_header(source: str | Path | BinaryIO | bytes, max_pixels: int, settings: DicomSettings) -> Header:
+    """A DICOM file's :class:`Header`, refused when over ``max_pixels``, on an unusable frame or syntax.
+
+    Raises:
+        DicomRefused: the sentence naming what is wrong (without the file's name).
+    """
+    info = read_dicom_header(source)
+    check_dicom_header(info, max_pixels, settings)
+    return _as_header(info)
+
+
+def _as_header(info: DicomHeader) -> Header:
+    """A DICOM header as the :class:`Header` every format shares (width = columns)."""
+    return Header(
+        info.columns,
+        info.rows,
+        info.photometric,
+        "DICOM",
+        frames=info.frames,
+        decode_need=info.decode_bytes(),
+    )
+
+
 def read_header(source: str | Path | BinaryIO) -> Header:
-    """The declared size, mode and format of an image (Pillow reads only the header).
+    """The declared size, mode and format of an image (only the header is read).
+
+    Pillow reads a PNG/JPEG header; a DICOM file (by name or its ``DICM`` mark) is read by
+    pydicom without its pixel data, so a caller sizing a memory budget sees its frames and
+    bit depth too.
 
     Raises:
         PIL.UnidentifiedImageError, OSError, PIL.Image.DecompressionBombError: as
             ``Image.open`` does; callers turn them into their own messages.
+        DicomRefused: a DICOM file whose header declares no image or cannot be read.
     """
     from PIL import Image
 
+    if _looks_like_dicom(source):
+        info = read_dicom_header(source)
+        return Header(
+            info.columns,
+            info.rows,
+            info.photometric,
+            "DICOM",
+            frames=info.frames,
+            decode_need=info.decode_bytes(),
+        )
     with Image.open(source) as image:
         width, height = image.size
         return Header(int(width), int(height), image.mode, image.format or "")
+
+
+def _looks_like_dicom(source: str | Path | BinaryIO) -> bool:
+    if isinstance(source, str | Path):
+        return is_dicom_file(source)
+    start = source.tell()
+    head = source.read(_DICOM_MAGIC_OFFSET + 4)
+    source.seek(start)
+    return is_dicom_bytes(head)
 
 
 def pixel_limit_message(header: Header, max_pixels: int) -> str:
@@ -154,16 +206,23 @@ def pixel_limit_message(header: Header, max_pixels: int) -> str:
     )
 
 
-def check_headers(paths: Sequence[str | Path], max_pixels: int) -> list[Header]:
+def check_headers(
+    paths: Sequence[str | Path], max_pixels: int, dicom: DicomSettings | None = None
+) -> list[Header]:
     """Read every file's header and refuse any over ``max_pixels``, before anything is decoded.
+
+    A DICOM file (by name or by its ``DICM`` mark) is read by pydicom, without its pixel
+    data: rows x columns x frames must fit ``max_pixels``, a multi-frame file needs
+    ``dicom.frame``, and its transfer syntax needs an installed decoder.
 
     Returns:
         One :class:`Header` per path.
 
     Raises:
-        DataError: some files declare too many pixels, are DICOM or have no readable image
-            header; the message names them.
+        DataError: some files declare too many pixels, cannot be decoded or have no readable
+            image header; the message names them.
     """
+    settings = dicom or DicomSettings()
     from PIL import Image, UnidentifiedImageError
 
     from clot_hpo.data.scan import format_offenders
@@ -173,7 +232,10 @@ def check_headers(paths: Sequence[str | Path], max_pixels: int) -> list[Header]:
     for path in paths:
         name = display_name(path)
         if is_dicom_file(path):
-            bad.append(dicom_message(path))
+            try:
+                headers.append(dicom_header(path, max_pixels, settings))
+            except DicomRefused as exc:
+                bad.append(f"{name}: {exc.reason}")
             continue
         try:
             header = read_header(path)
@@ -238,12 +300,12 @@ class MemoryBudget:
 __all__ = [
     "DEFAULT_DECODE_MEMORY_MB",
     "DEFAULT_MAX_PIXELS",
-    "DICOM_MESSAGE",
     "Header",
     "MemoryBudget",
     "check_headers",
     "decode_parallelism",
-    "dicom_message",
+    "DICOM_SUFFIXES",
+    "dicom_header",
     "display_name",
     "has_utf8_name",
     "inside_root",

@@ -5,31 +5,38 @@ uint8 arrays (:func:`make_array_dataset`, fed by the study's decode cache,
 :mod:`clot_hpo.data.cache`, so that trials do not decode the same files again).
 
 Images come out as float32 pixels in [0, 255] with three channels, whatever the file holds
-(grayscale, RGB, RGBA, 16-bit PNG, JPEG): the backbones rescale inside the model, so a saved
-model takes raw pixels. Augmentation is the model/trial layer's job (Keras preprocessing
-layers on training data only); this module never alters pixel content beyond resizing.
+(grayscale, RGB, RGBA, 16-bit PNG, JPEG, DICOM): the backbones rescale inside the model, so a
+saved model takes raw pixels. PNG and JPEG files are decoded by TensorFlow; DICOM files by
+:func:`clot_hpo.data.dicom.decode_dicom` (rescale, window, MONOCHROME1), whose floating-point
+output is resized and kept as float32, never rounded to 8 bits. Augmentation is the
+model/trial layer's job (Keras preprocessing layers on training data only); this module never
+alters pixel content beyond resizing.
 
-Resized images are rounded to uint8 before caching: that keeps the in-memory cache at a
-quarter of float32's size (20k images at 240 px: 3.5 GB instead of 14 GB) and loses nothing
-that the 8-bit source files held.
+Resized PNG/JPEG images are rounded to uint8 before caching: that keeps the in-memory cache
+at a quarter of float32's size (20k images at 240 px: 3.5 GB instead of 14 GB) and loses
+nothing that the 8-bit source files held. A set of images with any DICOM file among them is
+float32 throughout: a window's output has more than 256 levels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clot_hpo.data.dicom import DicomRefused, DicomSettings, decode_dicom
 from clot_hpo.data.limits import (
     DEFAULT_DECODE_MEMORY_MB,
     DEFAULT_MAX_PIXELS,
+    Header,
+    MemoryBudget,
     check_headers,
     decode_parallelism,
-    dicom_message,
     has_utf8_name,
-    is_dicom_name,
+    is_dicom_file,
     non_utf8_message,
 )
 from clot_hpo.data.scan import format_offenders, is_image_file
@@ -40,19 +47,51 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 
-def _decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """File path -> uint8 (S, S, 3) image."""
+def decode_image(raw: tf.Tensor | bytes) -> tf.Tensor:
+    """An image file's bytes -> uint8 ``(H, W, 3)``: the one decoder of training, ``predict`` and the page.
+
+    The first frame only (``expand_animations=False``); grayscale becomes RGB, alpha is
+    dropped, 16-bit samples are scaled to 8 bits. Callers check the header first
+    (:func:`clot_hpo.data.limits.check_headers`, or the page's own check of an upload).
+    """
     import tensorflow as tf
 
-    raw = tf.io.read_file(path)
     # channels=3 turns grayscale into RGB and drops alpha; expand_animations=False keeps a
     # (H, W, C) shape for every format so the graph has a static rank.
     image = tf.io.decode_image(raw, channels=3, expand_animations=False, dtype=tf.uint8)
     image.set_shape([None, None, 3])
+    return image
+
+
+def resize_image(image: tf.Tensor | np.ndarray, image_size: int) -> tf.Tensor:
+    """uint8 ``(H, W, 3)`` -> uint8 ``(S, S, 3)``, resized as every model input is."""
+    import tensorflow as tf
+
     # antialias=True: downscaling 512 px scans to 64 px without aliasing artefacts.
-    image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
+    resized = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
     # saturate_cast clips and casts in one op (measured faster than clip_by_value + cast).
-    return tf.saturate_cast(tf.round(image), tf.uint8)
+    return tf.saturate_cast(tf.round(resized), tf.uint8)
+
+
+def _decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """File path -> uint8 (S, S, 3) image."""
+    import tensorflow as tf
+
+    return resize_image(decode_image(tf.io.read_file(path)), image_size)
+
+
+def resize_pixels(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    """``(H, W, 3)`` pixels resized as training resizes them: uint8 in, uint8 out; float stays float32.
+
+    Bilinear with antialiasing; uint8 images are rounded back to uint8 (as
+    :func:`_decode_resize` does), floating-point ones (a DICOM window's output) are not.
+    """
+    import tensorflow as tf
+
+    if pixels.dtype == np.uint8:
+        return np.asarray(resize_image(pixels, image_size))
+    resized = tf.image.resize(pixels, [image_size, image_size], method="bilinear", antialias=True)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 255.0)
 
 
 def make_dataset(
@@ -67,11 +106,14 @@ def make_dataset(
     repeat: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     memory_bytes: int = DEFAULT_DECODE_MEMORY_MB * 2**20,
+    dicom: DicomSettings | None = None,
 ) -> tf.data.Dataset:
     """A batched dataset of ``(images, labels)``.
 
     Every file's header is checked against ``max_pixels`` first (nothing is decoded above
     it), and files are decoded as many at once as ``memory_bytes`` holds of the largest.
+    With DICOM files among ``paths`` the images are decoded up front (:func:`decode_images`)
+    and batched from memory in the same seeded order (:func:`make_array_dataset`).
 
     Args:
         paths: image files.
@@ -84,13 +126,14 @@ def make_dataset(
         repeat: repeat forever (use with ``steps_per_epoch``).
         max_pixels: largest width x height decoded (``data.max_pixels``).
         memory_bytes: memory budget of the decodes in flight (``data.decode_memory_mb``).
+        dicom: DICOM window and frame settings (``data.dicom``).
 
     Returns:
         A ``tf.data.Dataset`` yielding ``images`` float32 (B, S, S, 3) in [0, 255] and
         ``labels`` float32 (B,).
 
     Raises:
-        DataError: the split is empty, or a file is too large, DICOM or no image (named).
+        DataError: the split is empty, or a file is too large or cannot be decoded (named).
     """
     if len(paths) != len(labels):
         raise ValueError(
@@ -102,14 +145,22 @@ def make_dataset(
         raise ValueError(
             f"`image_size >= 1` and `batch_size >= 1` must hold, but got {image_size}, {batch_size}"
         )
-    parallel = decode_parallelism(check_headers([str(p) for p in paths], max_pixels), memory_bytes)
+    files = [str(p) for p in paths]
+    if any(is_dicom_file(f) for f in files):
+        images = decode_images(
+            files, image_size, max_pixels=max_pixels, memory_bytes=memory_bytes, dicom=dicom
+        )
+        return make_array_dataset(
+            images, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, repeat=repeat
+        )
+    parallel = decode_parallelism(check_headers(files, max_pixels), memory_bytes)
 
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
-    files = tf.constant([str(p) for p in paths], dtype=tf.string)
+    names = tf.constant(files, dtype=tf.string)
     targets = tf.constant(np.asarray(labels, dtype=np.float32))
-    ds = tf.data.Dataset.from_tensor_slices((files, targets))
+    ds = tf.data.Dataset.from_tensor_slices((names, targets))
     ds = ds.map(
         lambda p, y: (_decode_resize(p, image_size), y),
         num_parallel_calls=parallel,
@@ -195,7 +246,7 @@ def make_array_dataset(
     order: EpochOrder | None = None,
     sides_from: EpochOrder | None = None,
 ) -> tf.data.Dataset:
-    """A batched dataset of ``(images, labels)`` over decoded uint8 images.
+    """A batched dataset of ``(images, labels)`` over decoded images (uint8, or float32 from DICOM).
 
     It yields what :func:`make_dataset` yields for the same files, batch for batch: the order
     is a seeded shuffle of the row numbers, which is the permutation the file-based pipeline
@@ -203,7 +254,7 @@ def make_array_dataset(
     a memory-mapped cache file is read batch by batch and never copied whole.
 
     Args:
-        images: uint8 ``(N, S, S, 3)``, e.g. :func:`clot_hpo.data.cache.decoded_images`.
+        images: uint8 or float32 ``(N, S, S, 3)``, e.g. :func:`clot_hpo.data.cache.decoded_images`.
         labels: one label per image (0/1).
         batch_size: images per batch (the last batch may be smaller).
         shuffle: reshuffle every epoch (seeded, so a run is reproducible).
@@ -225,8 +276,11 @@ def make_array_dataset(
     """
     import tensorflow as tf
 
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 (N, S, S, 3), but got {images.dtype} {images.shape}")
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype not in (np.uint8, np.float32):
+        raise ValueError(
+            f"images must be uint8 or float32 (N, S, S, 3), but got {images.dtype} {images.shape}"
+        )
+    dtype = tf.as_dtype(images.dtype)
     targets = np.asarray(labels, dtype=np.float32)
     if len(targets) != len(images):
         raise ValueError(
@@ -244,7 +298,7 @@ def make_array_dataset(
         return np.ascontiguousarray(images[picked]), targets[picked]
 
     def load(positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        x, y = tf.numpy_function(gather, [positions], (tf.uint8, tf.float32), stateful=False)
+        x, y = tf.numpy_function(gather, [positions], (dtype, tf.float32), stateful=False)
         x.set_shape([None, size, size, 3])
         y.set_shape([None])
         return tf.cast(x, tf.float32), y
@@ -320,15 +374,18 @@ def decode_images(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     memory_bytes: int = DEFAULT_DECODE_MEMORY_MB * 2**20,
+    dicom: DicomSettings | None = None,
 ) -> np.ndarray:
-    """Decode and resize images exactly as :func:`make_dataset` does, as uint8.
+    """Decode and resize images exactly as :func:`make_dataset` does: the data layer's one decoder.
 
     Every file's header is read first: one that declares more than ``max_pixels`` pixels
-    (or is DICOM, or no image) is refused before anything is decoded, and TensorFlow decodes
-    only as many files at once as ``memory_bytes`` holds of the largest.
+    (or a DICOM file with an unusable frame or transfer syntax, or no image) is refused
+    before anything is decoded, and only as many files are decoded at once as
+    ``memory_bytes`` holds of the largest. PNG/JPEG go through TensorFlow, DICOM through
+    :func:`clot_hpo.data.dicom.decode_dicom` with ``dicom``'s window and frame.
 
     Returns:
-        uint8 array (N, S, S, 3).
+        uint8 array (N, S, S, 3); float32 in [0, 255] when any file is DICOM.
 
     Raises:
         DataError: some files are too large or cannot be decoded; the message names them.
@@ -336,8 +393,54 @@ def decode_images(
     if len(paths) == 0:
         return np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
     files = [str(p) for p in paths]
-    parallel = decode_parallelism(check_headers(files, max_pixels), memory_bytes)
+    headers = check_headers(files, max_pixels, dicom)
+    parallel = decode_parallelism(headers, memory_bytes)
+    dicom_rows = [i for i, h in enumerate(headers) if h.format == "DICOM"]
+    if dicom_rows:
+        return _decode_with_dicom(files, headers, dicom_rows, image_size, max_pixels, memory_bytes, dicom)
+    return _decode_with_tensorflow(files, image_size, parallel)
 
+
+def _decode_with_dicom(
+    files: list[str],
+    headers: list[Header],
+    dicom_rows: list[int],
+    image_size: int,
+    max_pixels: int,
+    memory_bytes: int,
+    dicom: DicomSettings | None,
+) -> np.ndarray:
+    """float32 (N, S, S, 3): DICOM rows from pydicom, the others from TensorFlow."""
+    out = np.zeros((len(files), image_size, image_size, 3), dtype=np.float32)
+    others = sorted(set(range(len(files))) - set(dicom_rows))
+    if others:
+        parallel = decode_parallelism([headers[i] for i in others], memory_bytes)
+        out[others] = _decode_with_tensorflow([files[i] for i in others], image_size, parallel)
+    budget = MemoryBudget(memory_bytes)
+
+    def one(i: int) -> np.ndarray | str:
+        with budget.hold(headers[i].decode_bytes()):
+            try:
+                pixels, _ = decode_dicom(files[i], settings=dicom, max_pixels=max_pixels)
+            except DicomRefused as exc:
+                return f"{files[i]}: {exc.reason}"
+        return resize_pixels(pixels, image_size)
+
+    bad = []
+    workers = decode_parallelism([headers[i] for i in dicom_rows], memory_bytes)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clot-hpo-dicom") as pool:
+        for i, result in zip(dicom_rows, pool.map(one, dicom_rows), strict=True):
+            if isinstance(result, str):
+                bad.append(result)
+            else:
+                out[i] = result
+    if bad:
+        raise DataError(f"{len(bad)} unusable image(s): {format_offenders(bad)}")
+    return out
+
+
+def _decode_with_tensorflow(files: list[str], image_size: int, parallel: int) -> np.ndarray:
+    """uint8 (N, S, S, 3) of PNG/JPEG files, decoded by ``tf.data`` ``parallel`` at a time."""
     import tensorflow as tf
 
     ds = (
@@ -353,7 +456,11 @@ def decode_images(
 
 
 def load_image_batch(
-    paths: Sequence[str | Path], image_size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    paths: Sequence[str | Path],
+    image_size: int,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    dicom: DicomSettings | None = None,
 ) -> np.ndarray:
     """Decode and resize images exactly as :func:`make_dataset` does (for predict/evaluate).
 
@@ -364,7 +471,7 @@ def load_image_batch(
         DataError: some files are too large (``max_pixels``, checked before decoding) or
             cannot be decoded; the message names them.
     """
-    return decode_images(paths, image_size, max_pixels=max_pixels).astype(np.float32)
+    return decode_images(paths, image_size, max_pixels=max_pixels, dicom=dicom).astype(np.float32)
 
 
 def _raise_for_bad_files(files: list[str], exc: Exception) -> None:
@@ -383,14 +490,16 @@ def _raise_for_bad_files(files: list[str], exc: Exception) -> None:
 
 
 def list_images(paths_or_dirs: Iterable[str | Path]) -> list[Path]:
-    """Image files (PNG/JPEG) among the given files and, recursively, folders.
+    """Image files (PNG/JPEG/DICOM) among the given files and, recursively, folders.
+
+    A DICOM file counts by its suffix (``.dcm``, ``.dicom``) or by its ``DICM`` mark.
 
     Returns:
         Sorted, de-duplicated paths.
 
     Raises:
-        DataError: a path does not exist, a file given by name is not PNG/JPEG, a file is
-            DICOM or has a name that is not UTF-8, or no image was found at all.
+        DataError: a path does not exist, a file given by name is not PNG/JPEG/DICOM, a file
+            has a name that is not UTF-8, or no image was found at all.
     """
     found: set[Path] = set()
     problems = []
@@ -400,27 +509,23 @@ def list_images(paths_or_dirs: Iterable[str | Path]) -> list[Path]:
             for p in path.rglob("*"):
                 if not p.is_file():
                     continue
-                if is_dicom_name(p):
-                    problems.append(dicom_message(p))
-                elif is_image_file(p) and not has_utf8_name(p):
+                if is_image_file(p) and not has_utf8_name(p):
                     problems.append(non_utf8_message(p))
                 elif is_image_file(p):
                     found.add(p)
         elif path.is_file():
-            if is_dicom_name(path):
-                problems.append(dicom_message(path))
-            elif not has_utf8_name(path):
+            if not has_utf8_name(path):
                 problems.append(non_utf8_message(path))
-            elif path.suffix.lower() in {".png", ".jpg", ".jpeg"}:
+            elif is_image_file(path) or is_dicom_file(path):
                 found.add(path)
             else:
-                problems.append(f"{path}: not a PNG/JPEG file")
+                problems.append(f"{path}: not a PNG/JPEG/DICOM file")
         else:
             problems.append(f"{path}: not found")
     if problems:
         raise DataError(format_offenders(sorted(problems)))
     if not found:
         raise DataError(
-            f"no PNG/JPEG images found in {', '.join(str(p) for p in given) or '(nothing given)'}"
+            f"no PNG/JPEG/DICOM images found in {', '.join(str(p) for p in given) or '(nothing given)'}"
         )
     return sorted(found)

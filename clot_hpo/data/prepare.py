@@ -10,6 +10,10 @@
   (MLflow gets these unless ``tracking.log_manifest: full``): each image's key is its content
   hash, and no file name, path or group id is written, since those can carry patient
   identifiers. Counts, digest, grouping and the leakage report (by key) are kept.
+
+DICOM files carry their patient: when the data has no group column, the split groups the
+DICOM files by a salted hash of their ``PatientID`` (:func:`group_by_patient`), never by the
+ID itself, and the report counts patients per split.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from clot_hpo.config.schema import DataConfig
+from clot_hpo.data.dicom import DicomSettings, load_salt, patient_group, read_patient_id
 from clot_hpo.data.leakage import LeakageReport, find_leakage
 from clot_hpo.data.scan import check_classes, scan_dataset
 from clot_hpo.data.split import SPLITS, assign_splits, split_counts
@@ -61,6 +66,10 @@ class PreparedData:
         root: the data folder.
         layout: ``folders`` or ``metadata``.
         grouped: whether the split kept groups together.
+        shared_manifest_path: the manifest without names (``shared/``).
+        group_source: where the groups came from (``column`` or ``dicom PatientID (salted
+            hash)``; None when ungrouped).
+        patients: groups per split, in all and in several splits (None when ungrouped).
     """
 
     manifest: pd.DataFrame
@@ -74,6 +83,8 @@ class PreparedData:
     layout: str = "folders"
     grouped: bool = False
     shared_manifest_path: Path | None = None
+    group_source: str | None = None
+    patients: dict[str, int] | None = None
 
     def tracked_manifest(self, mode: str = "keys") -> Path:
         """The manifest to hand to tracking: ``keys`` (no names, the default) or ``full``.
@@ -172,11 +183,13 @@ def prepare_data(cfg: DataConfig, *, seed: int, out_dir: Path, progress: bool = 
         progress=progress and len(scanned) >= _PROGRESS_MIN_IMAGES,
         max_pixels=cfg.max_pixels,
         memory_bytes=cfg.decode_memory_mb * 2**20,
+        dicom=DicomSettings.from_config(cfg.dicom),
     )
     frame = checked.frame
     if checked.skipped:
         # Skipping may have emptied a class.
         check_classes(frame, cfg, source, layout)
+    frame, group_source = group_by_patient(frame, root, out_dir)
 
     names = {1: cfg.positive_label, 0: cfg.negative_label}
     split = assign_splits(
@@ -185,7 +198,7 @@ def prepare_data(cfg: DataConfig, *, seed: int, out_dir: Path, progress: bool = 
         test_fraction=cfg.test_fraction,
         seed=seed,
         class_names=names,
-        group_name=cfg.group_column or "group",
+        group_name="DICOM PatientID" if group_source.startswith("dicom") else cfg.group_column or "group",
     )
     grouped = bool(split.attrs.get("grouped_split", False))
     leakage = find_leakage(split, max_distance=cfg.near_duplicate_max_distance)
@@ -201,6 +214,12 @@ def prepare_data(cfg: DataConfig, *, seed: int, out_dir: Path, progress: bool = 
     report = _report(
         cfg, root, layout, source, seed, grouped, counts, digest, manifest_path, checked.skipped, leakage
     )
+    report["group_source"] = group_source if grouped else None
+    if group_source != "column":
+        report["group_column"] = None
+    report["patients"] = patient_counts(split) if grouped else None
+    # The leakage report counts patients too: a patient in two splits is leakage of its own.
+    report["leakage"]["patients"] = report["patients"]
     report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     shared_manifest_path = _write_shared(out_dir / SHARED_DIR, manifest, report)
 
@@ -231,7 +250,57 @@ def prepare_data(cfg: DataConfig, *, seed: int, out_dir: Path, progress: bool = 
         layout=layout,
         grouped=grouped,
         shared_manifest_path=shared_manifest_path,
+        group_source=group_source if grouped else None,
+        patients=report["patients"],
     )
+
+
+def group_by_patient(frame: pd.DataFrame, root: Path, out_dir: Path) -> tuple[pd.DataFrame, str]:
+    """Group DICOM rows by a salted hash of their PatientID when the data has no groups.
+
+    The salt is a secret kept beside the data (``DATA/.clot-hpo/patient_salt``, else in
+    ``out_dir`` when the data folder is read-only), so every run on this data gets the same
+    pseudonyms and split; without the salt a pseudonym cannot be checked against a guessed
+    ID. Files without a PatientID, and PNG/JPEG files, stay their own group.
+
+    Returns:
+        The frame (with ``group`` filled in when it was grouped by patient) and where the
+        groups came from: ``column``, ``dicom PatientID (salted hash)`` or ``none``.
+    """
+    if "group" in frame.columns and frame["group"].notna().any():
+        return frame, "column"
+    formats = frame["format"] if "format" in frame.columns else pd.Series([""] * len(frame))
+    dicom_rows = [i for i, fmt in zip(frame.index, formats, strict=True) if fmt == "DICOM"]
+    ids = {i: read_patient_id(frame.at[i, "path"]) for i in dicom_rows}
+    if not any(ids.values()):
+        return frame, "none"
+    try:
+        salt = load_salt(root / ".clot-hpo")
+    except OSError:  # a read-only data folder: the salt lives with this run's output
+        salt = load_salt(out_dir)
+    out = frame.copy()
+    out["group"] = pd.Series(
+        [patient_group(pid, salt) if (pid := ids.get(i)) else None for i in frame.index],
+        index=frame.index,
+        dtype=object,
+    )
+    no_id = sum(1 for i in dicom_rows if not ids[i]) + len(frame) - len(dicom_rows)
+    if no_id:
+        log.warning("%d image(s) have no DICOM PatientID; each is treated as its own patient", no_id)
+    return out, "dicom PatientID (salted hash)"
+
+
+def patient_counts(split: pd.DataFrame) -> dict[str, int]:
+    """Distinct groups (patients) per split, in all, and how many sit in more than one split."""
+    # A row without a group is its own patient, as in the split.
+    pairs = zip(split.index, split["group"], strict=True)
+    groups = [g if isinstance(g, str) and g else f"__row{i}" for i, g in pairs]
+    splits_of: dict[str, set[str]] = {}
+    for group, name in zip(groups, split["split"], strict=True):
+        splits_of.setdefault(group, set()).add(str(name))
+    per_split = {name: sum(name in names for names in splits_of.values()) for name in SPLITS}
+    several = sum(len(names) > 1 for names in splits_of.values())
+    return {**per_split, "all": len(splits_of), "in_several_splits": several}
 
 
 def _write_shared(folder: Path, manifest: pd.DataFrame, report: dict[str, Any]) -> Path:

@@ -2,7 +2,8 @@
 
 Layouts:
 
-- **folders**: ``DATA/<positive_dir>/**/*.png|jpg|jpeg`` and ``DATA/<negative_dir>/**/...``;
+- **folders**: ``DATA/<positive_dir>/**/*.png|jpg|jpeg|dcm`` and ``DATA/<negative_dir>/**/...``
+  (a file without one of these suffixes counts when it carries DICOM's ``DICM`` mark);
 - **metadata**: a CSV (default ``DATA/metadata.csv``) with an image column (path relative
   to DATA, or absolute), a label column and optionally a group column (patient/source).
 
@@ -19,10 +20,10 @@ import pandas as pd
 
 from clot_hpo.config.schema import DataConfig
 from clot_hpo.data.limits import (
-    DICOM_MESSAGE,
+    DICOM_SUFFIXES,
     display_name,
     has_utf8_name,
-    is_dicom_name,
+    is_dicom_file,
     non_utf8_message,
     outside_root_message,
 )
@@ -31,7 +32,7 @@ from clot_hpo.util import first_line
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"}) | DICOM_SUFFIXES
 COLUMNS = ["path", "relpath", "label", "group"]
 MAX_LISTED = 5
 """How many offending entries an error message names before "and N more"."""
@@ -45,8 +46,10 @@ def format_offenders(items: Sequence[str], limit: int = MAX_LISTED) -> str:
 
 
 def is_image_file(path: Path) -> bool:
-    """Whether ``path`` has a PNG/JPEG suffix (case-insensitive) and is not hidden."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    """Whether ``path`` is a PNG/JPEG/DICOM file (by suffix, or DICOM's mark) and is not hidden."""
+    if path.name.startswith("."):
+        return False
+    return path.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(path)
 
 
 def resolve_layout(cfg: DataConfig, root: Path) -> tuple[str, Path]:
@@ -120,9 +123,7 @@ def _scan_folders(cfg: DataConfig, root: Path) -> pd.DataFrame:
             if not path.is_file():
                 continue
             shown = display_name(path.relative_to(root).as_posix())
-            if is_dicom_name(path):
-                refused.append(f"{shown}: {DICOM_MESSAGE}")
-            elif not is_image_file(path):
+            if not is_image_file(path):
                 ignored += not path.name.startswith(".")
             elif not has_utf8_name(path):
                 refused.append(non_utf8_message(path.relative_to(root)))
@@ -133,7 +134,7 @@ def _scan_folders(cfg: DataConfig, root: Path) -> pd.DataFrame:
                 else:
                     refused.append(outside_root_message(shown, path, root))
         if ignored:
-            log.warning("%s: ignored %d file(s) that are not PNG/JPEG", folder, ignored)
+            log.warning("%s: ignored %d file(s) that are not PNG/JPEG/DICOM", folder, ignored)
     if missing:
         present = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         raise DataError(
@@ -228,9 +229,7 @@ def _scan_metadata(cfg: DataConfig, root: Path, csv_path: Path) -> pd.DataFrame:
     refused = []
     for i, path, real in zip(table.index, paths, resolved, strict=True):
         shown = f"row {row_no(i)}: {images[i]!r}"
-        if is_dicom_name(path):
-            refused.append(f"{shown}: {DICOM_MESSAGE}")
-        elif not cfg.allow_outside_root and not real.is_relative_to(resolved_root):
+        if not cfg.allow_outside_root and not real.is_relative_to(resolved_root):
             refused.append(outside_root_message(shown, path, root))
     if refused:
         raise DataError(f"{csv_path}: {format_offenders(refused)}")

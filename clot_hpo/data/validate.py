@@ -3,7 +3,9 @@
 Each file is read once: its bytes are hashed (sha256, for the dataset digest), its header's
 width x height is checked against ``data.max_pixels`` (nothing is decoded above it), then it
 is decoded by Pillow twice, first with ``verify()`` (structure and checksums) and then with a
-full ``load()``, which is what catches truncated files. The pixels training decodes (8-bit
+full ``load()``, which is what catches truncated files. A DICOM file (by name or its ``DICM``
+mark) is read by :mod:`clot_hpo.data.dicom` instead: header budget, frame and transfer syntax
+first, then the decode training does. The pixels training decodes (8-bit
 RGB; 16-bit samples keep their high byte, as TensorFlow's ``decode_image`` does) give an
 exact-content hash and a perceptual hash (``imagehash.phash``) for near-duplicates. Decodes
 run in threads within a memory budget (:class:`~clot_hpo.data.limits.MemoryBudget`). Results are cached in
@@ -29,13 +31,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from clot_hpo.data.dicom import DicomRefused, DicomSettings, decode_dicom
 from clot_hpo.data.limits import (
     DEFAULT_DECODE_MEMORY_MB,
     DEFAULT_MAX_PIXELS,
-    DICOM_MESSAGE,
     Header,
     MemoryBudget,
+    dicom_header,
     is_dicom_bytes,
+    is_dicom_name,
     pixel_limit_message,
 )
 from clot_hpo.data.scan import format_offenders
@@ -45,7 +49,7 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG"})
 CACHE_NAME = "image_index.csv"
-_CACHE_VERSION = "2"  # 2: 16-bit pixels hashed as training decodes them; pixel limits
+_CACHE_VERSION = "3"  # 2: 16-bit pixels hashed as training decodes them; pixel limits; 3: DICOM
 _TOO_MANY_PIXELS = "too many pixels"
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
@@ -64,8 +68,9 @@ class ImageInfo:
         phash: 64-bit perceptual hash as 16 hex digits ("" when undecodable).
         width: width in pixels (0 when undecodable).
         height: height in pixels (0 when undecodable).
-        mode: Pillow mode (``L``, ``RGB``, ``RGBA``...).
-        format: ``PNG`` or ``JPEG`` ("" when undecodable).
+        mode: Pillow mode (``L``, ``RGB``, ``RGBA``...), or a DICOM file's photometric
+            interpretation (``MONOCHROME2``, ``RGB``...).
+        format: ``PNG``, ``JPEG`` or ``DICOM`` ("" when undecodable).
         error: why the file is unusable; "" when it is fine.
     """
 
@@ -106,12 +111,47 @@ def training_pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+def _hashes(pixels: np.ndarray) -> tuple[str, str]:
+    """The exact-content hash and the perceptual hash of decoded ``(H, W, 3)`` pixels."""
+    import imagehash
+
+    # uint8 pixels keep the prefix they always had; a DICOM image's floats name their type.
+    kind = "" if pixels.dtype == np.uint8 else f"{pixels.dtype.str}:"
+    digest = hashlib.sha256(f"{pixels.shape[1]}x{pixels.shape[0]}:{kind}".encode())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    eight = pixels if pixels.dtype == np.uint8 else np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    return digest.hexdigest(), str(imagehash.phash(Image.fromarray(eight)))
+
+
+def _inspect_dicom(
+    data: bytes, base: ImageInfo, max_pixels: int, budget: MemoryBudget | None, settings: DicomSettings
+) -> ImageInfo:
+    """A DICOM file's check: header budget, frame and syntax first, then the full decode."""
+    try:
+        header = dicom_header(data, max_pixels, settings)
+        with budget.hold(header.decode_bytes()) if budget is not None else nullcontext():
+            pixels, _ = decode_dicom(data, settings=settings, max_pixels=max_pixels)
+    except DicomRefused as exc:
+        return replace(base, format="DICOM", error=exc.reason)
+    pixel_sha, phash = _hashes(pixels)
+    return replace(
+        base,
+        pixel_sha256=pixel_sha,
+        phash=phash,
+        width=header.width,
+        height=header.height,
+        mode=header.mode,
+        format="DICOM",
+    )
+
+
 def inspect_image(
     path: str | Path,
     relpath: str | None = None,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     budget: MemoryBudget | None = None,
+    dicom: DicomSettings | None = None,
 ) -> ImageInfo:
     """Read, check the declared size, verify, fully decode and hash one image; never raises for a bad file.
 
@@ -120,9 +160,8 @@ def inspect_image(
         relpath: the key stored in :attr:`ImageInfo.relpath` (default: ``str(path)``).
         max_pixels: largest width x height decoded; a larger image is refused from its header.
         budget: memory the decode waits for (None: decode at once).
+        dicom: how a DICOM file is windowed and which frame is used (``data.dicom``).
     """
-    import imagehash
-
     path = Path(path)
     relpath = str(path) if relpath is None else relpath
     try:
@@ -134,8 +173,8 @@ def inspect_image(
     if not data:
         return replace(base, error="empty file")
     base = replace(base, sha256=hashlib.sha256(data).hexdigest())
-    if is_dicom_bytes(data):
-        return replace(base, format="DICOM", error=DICOM_MESSAGE)
+    if is_dicom_bytes(data) or is_dicom_name(path):
+        return _inspect_dicom(data, base, max_pixels, budget, dicom or DicomSettings())
     try:
         with Image.open(io.BytesIO(data)) as probe:  # lazy: only the header is read
             fmt = probe.format or ""
@@ -161,13 +200,11 @@ def inspect_image(
             Image.open(io.BytesIO(data)) as img,
         ):
             img.load()
-            rgb = training_pixels(img)
-            digest = hashlib.sha256(f"{rgb.shape[1]}x{rgb.shape[0]}:".encode())
-            digest.update(rgb.tobytes())
+            pixel_sha, phash = _hashes(training_pixels(img))
             return replace(
                 base,
-                pixel_sha256=digest.hexdigest(),
-                phash=str(imagehash.phash(Image.fromarray(rgb))),
+                pixel_sha256=pixel_sha,
+                phash=phash,
                 width=img.width,
                 height=img.height,
                 mode=img.mode,
@@ -190,14 +227,19 @@ _FIELDS = [f.name for f in fields(ImageInfo)]
 _INT_FIELDS = {"size", "mtime_ns", "width", "height"}
 
 
-def load_cache(path: Path | None) -> dict[str, ImageInfo]:
-    """Read an image-index cache; a missing, old or damaged cache is treated as empty."""
+def _version_line(dicom: DicomSettings | None) -> str:
+    # DICOM pixels (and so their hashes) depend on the window and frame settings.
+    return f"# clot-hpo image index v{_CACHE_VERSION} dicom {(dicom or DicomSettings()).tag()}"
+
+
+def load_cache(path: Path | None, dicom: DicomSettings | None = None) -> dict[str, ImageInfo]:
+    """Read an image-index cache; a missing, old or damaged cache (or other DICOM settings) is empty."""
     if path is None or not path.is_file():
         return {}
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             version = fh.readline().strip()
-            if version != f"# clot-hpo image index v{_CACHE_VERSION}":
+            if version != _version_line(dicom):
                 return {}
             reader = csv.DictReader(fh)
             if reader.fieldnames != _FIELDS:
@@ -212,12 +254,12 @@ def load_cache(path: Path | None) -> dict[str, ImageInfo]:
         return {}
 
 
-def save_cache(path: Path, infos: Sequence[ImageInfo]) -> None:
+def save_cache(path: Path, infos: Sequence[ImageInfo], dicom: DicomSettings | None = None) -> None:
     """Write the image-index cache atomically (a crash never leaves half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
-        fh.write(f"# clot-hpo image index v{_CACHE_VERSION}\n")
+        fh.write(_version_line(dicom) + "\n")
         writer = csv.DictWriter(fh, fieldnames=_FIELDS, lineterminator="\n")
         writer.writeheader()
         for info in infos:
@@ -251,6 +293,7 @@ def inspect_images(
     progress: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     memory_bytes: int = DEFAULT_DECODE_MEMORY_MB * 2**20,
+    dicom: DicomSettings | None = None,
 ) -> list[ImageInfo]:
     """Inspect many images in parallel, reusing cached results of unchanged files.
 
@@ -263,11 +306,12 @@ def inspect_images(
         max_pixels: largest width x height decoded (see :func:`inspect_image`).
         memory_bytes: what the images decoded at once may take together: threads wait for
             it, so a folder of large scans is not decoded eight at a time.
+        dicom: DICOM window and frame settings (``data.dicom``).
 
     Returns:
         One :class:`ImageInfo` per path, in order.
     """
-    cache = load_cache(cache_path)
+    cache = load_cache(cache_path, dicom)
     results: list[ImageInfo | None] = [None] * len(paths)
     todo = []
     for i, (path, rel) in enumerate(zip(paths, relpaths, strict=False)):
@@ -281,14 +325,14 @@ def inspect_images(
         log.debug("inspecting %d image(s), %d from cache", len(todo), len(paths) - len(todo))
         _run_parallel(
             todo,
-            lambda i: inspect_image(paths[i], relpaths[i], max_pixels=max_pixels, budget=budget),
+            lambda i: inspect_image(paths[i], relpaths[i], max_pixels=max_pixels, budget=budget, dicom=dicom),
             results,
             workers=workers or default_workers(),
             progress=progress,
         )
     final = [r for r in results if r is not None]
     if cache_path is not None and (todo or len(cache) != len(final)):
-        save_cache(cache_path, final)
+        save_cache(cache_path, final, dicom)
     return final
 
 
@@ -344,6 +388,7 @@ def validate_images(
     progress: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     memory_bytes: int = DEFAULT_DECODE_MEMORY_MB * 2**20,
+    dicom: DicomSettings | None = None,
 ) -> ValidationResult:
     """Refuse (or skip) every image that cannot be read completely.
 
@@ -356,11 +401,12 @@ def validate_images(
         progress: show a progress bar on stderr.
         max_pixels: largest width x height decoded (``data.max_pixels``).
         memory_bytes: memory budget of the decodes in flight (``data.decode_memory_mb``).
+        dicom: DICOM window and frame settings (``data.dicom``).
 
     Raises:
-        DataError: some images are unreadable, corrupt, truncated or too large and
-            ``skip_corrupt`` is off; some are DICOM (whatever ``skip_corrupt`` says: that is
-            a dataset to convert, not a damaged file); the message names them.
+        DataError: some images are unreadable, corrupt, truncated, too large or (DICOM) in
+            a transfer syntax no installed package decodes, and ``skip_corrupt`` is off; the
+            message names them.
     """
     infos = inspect_images(
         list(frame["path"]),
@@ -370,10 +416,8 @@ def validate_images(
         progress=progress,
         max_pixels=max_pixels,
         memory_bytes=memory_bytes,
+        dicom=dicom,
     )
-    dicom = [f"{info.relpath}: {info.error}" for info in infos if info.error == DICOM_MESSAGE]
-    if dicom:
-        raise DataError(f"{len(dicom)} DICOM file(s): {format_offenders(dicom)}")
     bad = [(row_path, info) for row_path, info in zip(frame["path"], infos, strict=False) if not info.ok]
     if bad and not skip_corrupt:
         listed = [f"{info.relpath}: {info.error}" for _, info in bad]
@@ -387,6 +431,6 @@ def validate_images(
     keep = [info.ok for info in infos]
     out = frame.loc[keep].copy()
     good = [info for info in infos if info.ok]
-    for name in ("sha256", "pixel_sha256", "phash", "width", "height", "mode"):
+    for name in ("sha256", "pixel_sha256", "phash", "width", "height", "mode", "format"):
         out[name] = [getattr(info, name) for info in good]
     return ValidationResult(frame=out.reset_index(drop=True), skipped=skipped)

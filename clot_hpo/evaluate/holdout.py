@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clot_hpo.data.dicom import DicomSettings
 from clot_hpo.errors import DataError
 from clot_hpo.evaluate.metrics import binary_metrics, confusion_counts
 
@@ -26,13 +27,19 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def score_image_files(
-    model: Any, paths: Sequence[Path | str], image_size: int, *, max_pixels: int | None = None
+    model: Any,
+    paths: Sequence[Path | str],
+    image_size: int,
+    *,
+    max_pixels: int | None = None,
+    dicom: DicomSettings | None = None,
 ) -> Iterator[list[tuple[Any, float]]]:
     """``(path, probability)`` pairs of image files, one list per chunk of :data:`PREDICT_CHUNK`.
 
     ``model`` is a Keras model taking raw [0, 255] float32 pixels. At most one chunk of
     images is in memory at a time; a caller streaming results writes each chunk as it comes.
-    ``max_pixels`` (default ``data.max_pixels``'s) is checked from each header before decoding.
+    ``max_pixels`` (default ``data.max_pixels``'s) is checked from each header before decoding;
+    ``dicom`` windows DICOM files (``data.dicom``).
 
     Raises:
         DataError: a file is too large or cannot be decoded (the message names it).
@@ -42,16 +49,21 @@ def score_image_files(
 
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     for chunk in _chunks(list(paths), PREDICT_CHUNK):
-        batch = load_image_batch([str(p) for p in chunk], image_size, max_pixels=limit)
+        batch = load_image_batch([str(p) for p in chunk], image_size, max_pixels=limit, dicom=dicom)
         probs = model.predict(batch, batch_size=PREDICT_BATCH, verbose=0)
         yield list(zip(chunk, (float(v) for v in probs.reshape(len(chunk), -1)[:, 0]), strict=True))
 
 
 def predict_image_files(
-    model: Any, paths: Sequence[Path | str], image_size: int, *, max_pixels: int | None = None
+    model: Any,
+    paths: Sequence[Path | str],
+    image_size: int,
+    *,
+    max_pixels: int | None = None,
+    dicom: DicomSettings | None = None,
 ) -> list[float]:
     """Positive-class probabilities of image files, one per path, in order (see :func:`score_image_files`)."""
-    scored = score_image_files(model, paths, image_size, max_pixels=max_pixels)
+    scored = score_image_files(model, paths, image_size, max_pixels=max_pixels, dicom=dicom)
     return [prob for chunk in scored for _, prob in chunk]
 
 
@@ -66,6 +78,7 @@ class LabelledFolder:
     n_bootstrap: int = 1000
     max_pixels: int | None = None
     skipped: list[tuple[str, str]] | None = None
+    dicom: DicomSettings | None = None
 
 
 def load_labelled_folder(
@@ -115,6 +128,7 @@ def load_labelled_folder(
         skip_corrupt=data_cfg.skip_corrupt,
         max_pixels=data_cfg.max_pixels,
         memory_bytes=data_cfg.decode_memory_mb * 2**20,
+        dicom=DicomSettings.from_config(data_cfg.dicom),
     )
     if checked.skipped:
         check_classes(checked.frame, data_cfg, str(data), table.attrs.get("layout", "folders"))
@@ -124,6 +138,7 @@ def load_labelled_folder(
         labels=[int(v) for v in checked.frame["label"]],
         max_pixels=data_cfg.max_pixels,
         skipped=checked.skipped,
+        dicom=DicomSettings.from_config(data_cfg.dicom),
         **settings,
     )
 
@@ -143,7 +158,9 @@ def evaluate_model(
     Raises:
         DataError: an image cannot be decoded.
     """
-    probs = predict_image_files(model, folder.paths, image_size, max_pixels=folder.max_pixels)
+    probs = predict_image_files(
+        model, folder.paths, image_size, max_pixels=folder.max_pixels, dicom=folder.dicom
+    )
     return {
         "data": folder.data,
         "n": len(folder.labels),

@@ -83,17 +83,20 @@ def predict_command(args: argparse.Namespace) -> int:
     else 0. Missing paths and non-images are a ``DataError`` (exit 2) naming them. Lines are
     written chunk by chunk, so a big folder shows results while it is still being scored.
     """
+    from clot_hpo.data.dicom import DicomSettings
     from clot_hpo.data.limits import DEFAULT_MAX_PIXELS, check_headers
     from clot_hpo.data.pipeline import list_images
     from clot_hpo.evaluate.holdout import score_image_files
 
     files = list_images(args.paths)  # DataError (exit 2) names missing paths and non-images
     max_pixels = getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS
-    check_headers(files, max_pixels)  # a bomb is refused from its header, before any model loads
+    dicom = DicomSettings.from_args(args)
+    # A bomb, or a DICOM file no installed package decodes, is refused before any model loads.
+    check_headers(files, max_pixels, dicom)
     client = open_client(args.tracking_uri)
     resolved = resolve_model(client, args.tracking_uri, args.model)
     model = load_keras_model(args.tracking_uri, resolved)
-    for scored in score_image_files(model, files, resolved.image_size, max_pixels=max_pixels):
+    for scored in score_image_files(model, files, resolved.image_size, max_pixels=max_pixels, dicom=dicom):
         for path, prob in scored:
             line = {
                 "image": str(path),
@@ -131,10 +134,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """``clot-hpo evaluate``: the product's table as Markdown, then as JSON (``--json``: JSON only)."""
     from clot_hpo.evaluate import format_table
 
-    overrides = {
+    overrides: dict[str, Any] = {
         "max_pixels": getattr(args, "max_pixels", None),
         "allow_outside_root": getattr(args, "allow_outside_root", None),
     }
+    if getattr(args, "dicom_window", None) is not None or getattr(args, "dicom_frame", None) is not None:
+        overrides["dicom"] = {"window": args.dicom_window, "frame": args.dicom_frame}
     result = evaluate_registered_model(
         args.tracking_uri, args.model, args.data, config_path=args.config, data_overrides=overrides
     )

@@ -1,16 +1,16 @@
-"""``clot-hpo search``: flags override the YAML; the resolved config is saved with results."""
+"""``clot-hpo search`` and ``prepare-study``: flags override the YAML; the resolved config is saved."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from clot_hpo.config import load_config
+from clot_hpo.config import ExperimentConfig, load_config
 from clot_hpo.util import redact_url
 
 # The Optuna storage URL from the environment: credentials never on the command line, where
@@ -18,31 +18,32 @@ from clot_hpo.util import redact_url
 STORAGE_ENV = "CLOT_HPO_STORAGE"
 
 
-def search_command(args: argparse.Namespace) -> int:
-    """Run (or resume) the study of ``args.config``; returns the exit code."""
-    started = time.monotonic()
-    for flag, url in (("--storage", args.storage), ("--tracking-uri", args.tracking_uri)):
-        if url and redact_url(url) != url:
-            logging.getLogger("clot_hpo").warning(
-                "%s carries a password, which every user of this machine can read (`ps`): put "
-                "the storage URL in %s, or its password in PGPASSWORD / ~/.pgpass; the tracking "
-                "login in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
-                flag,
-                STORAGE_ENV,
-            )
+def _study_config(args: argparse.Namespace, **more: Any) -> ExperimentConfig:
+    """The experiment config with the study flags shared by ``search`` and ``prepare-study`` applied."""
     overrides = {
-        "search.n_trials": args.n_trials,
-        "search.timeout": args.timeout,
-        "search.max_total_epochs": args.max_total_epochs,
         "search.study_name": args.study_name,
         "search.storage": args.storage or os.environ.get(STORAGE_ENV) or None,
         "tracking.uri": args.tracking_uri,
         "data.path": args.data,
         "seed": args.seed,
-        "training.epochs": args.epochs,
-        "budget.vram_gb": args.vram_gb,
+        **more,
     }
-    config = load_config(args.config, overrides)
+    return load_config(args.config, overrides)
+
+
+def search_command(args: argparse.Namespace) -> int:
+    """Run (or resume) the study of ``args.config``; returns the exit code."""
+    started = time.monotonic()
+    config = _study_config(
+        args,
+        **{
+            "search.n_trials": args.n_trials,
+            "search.timeout": args.timeout,
+            "search.max_total_epochs": args.max_total_epochs,
+            "training.epochs": args.epochs,
+            "budget.vram_gb": args.vram_gb,
+        },
+    )
     from clot_hpo.search.study import run_search
 
     console = Console(soft_wrap=True)
@@ -56,4 +57,25 @@ def search_command(args: argparse.Namespace) -> int:
             f"experiment {config.tracking.experiment or outcome.study_name}"
         )
     console.print(f"search took {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def prepare_study_command(args: argparse.Namespace) -> int:
+    """Validate config, data and servers, create the study and enqueue its defaults once."""
+    config = _study_config(args)
+    from clot_hpo.search.study import prepare_study
+
+    prepared = prepare_study(
+        config, tracking=not args.no_tracking, base_dir=Path(args.config).resolve().parent
+    )
+    console = Console(soft_wrap=True)
+    what = (
+        f"enqueued {len(prepared.enqueued)} defaults trial(s)"
+        if prepared.enqueued
+        else "already prepared: nothing enqueued"
+    )
+    console.print(
+        f"study {prepared.study_name} on {redact_url(config.search.storage)}: {what}; "
+        f"{prepared.trials_on_record} trial(s) on record; data: {prepared.n_images} images valid"
+    )
     return 0

@@ -24,7 +24,10 @@ import optuna
 
 from clot_hpo.search_space import SearchSpace, load_search_space
 
-__all__ = ["default_trials", "enqueue_default_trials"]
+__all__ = ["DEFAULTS_ENQUEUED_ATTR", "default_trials", "enqueue_default_trials"]
+
+# Study user attribute: how many defaults trials were enqueued, set once, when they were.
+DEFAULTS_ENQUEUED_ATTR = "defaults_enqueued"
 
 
 class _DefaultsRecorder:
@@ -108,23 +111,33 @@ def default_trials(spaces: Mapping[str, SearchSpace | str | Path]) -> list[dict[
 
 
 def enqueue_default_trials(
-    study: optuna.Study, spaces: Mapping[str, SearchSpace | str | Path]
+    study: optuna.Study,
+    spaces: Mapping[str, SearchSpace | str | Path],
+    *,
+    lock: contextlib.AbstractContextManager[Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Enqueue the defaults trials of a study that has no trials yet.
+    """Enqueue the defaults trials of a study that has no trials yet, once.
 
-    Idempotent: a resumed study (any trial on record, waiting ones included) gets nothing, and
-    ``skip_if_exists`` drops a trial another worker enqueued with the same params meanwhile.
+    Once per study: a study marked with :data:`DEFAULTS_ENQUEUED_ATTR` (by ``clot-hpo
+    prepare-study`` or the first worker) or holding any trial gets nothing. Workers starting
+    together on an empty study would each see it empty and enqueue the defaults twice, so the
+    check and the enqueueing run under ``lock`` (:func:`clot_hpo.search.storage.study_lock`).
 
     Args:
         study: the study, just created or loaded.
         spaces: search space (or its file) per backbone.
+        lock: held while checking and enqueueing (none: the caller is alone).
 
     Returns:
-        The params enqueued (empty when the study already had trials).
+        The params enqueued (empty when the study already had them, or any trial).
     """
-    if study.get_trials(deepcopy=False):
+    if DEFAULTS_ENQUEUED_ATTR in study.user_attrs:  # prepared: no lock needed
         return []
-    trials = default_trials(spaces)
-    for params in trials:
-        study.enqueue_trial(params, skip_if_exists=True)
+    with lock or contextlib.nullcontext():
+        if DEFAULTS_ENQUEUED_ATTR in study.user_attrs or study.get_trials(deepcopy=False):
+            return []
+        trials = default_trials(spaces)
+        for params in trials:
+            study.enqueue_trial(params, skip_if_exists=True)
+        study.set_user_attr(DEFAULTS_ENQUEUED_ATTR, len(trials))
     return trials

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +22,26 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
-def _engine_kwargs(url: str) -> dict[str, Any]:
+# Connections a database storage keeps per process. SQLAlchemy's default pool keeps every
+# connection a process ever opened (up to 5 idle): benchmarks/storage_scale.py measured two per
+# worker process (128 connections at 64), and each PostgreSQL connection is a server process.
+# One kept connection serves the study's main thread (66 at 64 processes, docs/kubernetes.md);
+# its heartbeat thread may open one more for a moment.
+POOL_SIZE, POOL_OVERFLOW = 1, 2
+
+
+def _engine_kwargs(url: str, *, pooled: bool = True) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # Study and trial processes write to the same file: wait for locks instead of failing.
         return {"connect_args": {"timeout": 60}}
+    if not pooled:
+        from sqlalchemy.pool import NullPool
+
+        # A connection per call (about 3x slower per call, benchmarks/storage_scale.py), none
+        # held between calls: for a trial process, which writes once per epoch.
+        return {"poolclass": NullPool}
     # Survive a database restart: test pooled connections before use.
-    return {"pool_pre_ping": True}
+    return {"pool_pre_ping": True, "pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
 
 
 def _ensure_sqlite_folder(url: str) -> None:
@@ -39,12 +55,15 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     max_retry: int = 1,
+    pooled: bool = True,
 ) -> RDBStorage:
     """Open an Optuna RDB storage.
 
     With ``heartbeat_interval``, a trial whose process stops beating for ``grace_period``
     seconds is marked FAIL by the next worker that starts a trial, and its parameters are
     queued again (up to ``max_retry`` times) by ``RetryHeartbeatStaleTrialCallback``.
+    A database server's storage keeps one connection open (``POOL_SIZE``); ``pooled=False``
+    keeps none between calls (trial processes: a thousand idle workers hold no connections).
     """
     if "://" not in url:
         raise ConfigError(
@@ -59,7 +78,7 @@ def open_storage(
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
         }
     try:
-        return _create_rdb_storage(url, kwargs)
+        return _create_rdb_storage(url, kwargs, pooled=pooled)
     except ImportError as exc:
         raise ConfigError(
             f"search.storage {redact_url(url)!r} needs a database driver that is not installed: {exc}"
@@ -93,11 +112,60 @@ class _ResilientRDBStorage(RDBStorage):
             )
 
 
-# Any constant: the advisory lock under which workers create Optuna's schema.
+# Any constants: the advisory locks under which workers create Optuna's schema, and prepare
+# a study (PostgreSQL's two-key form: this class, then a hash of the study's name).
 _SCHEMA_LOCK_KEY = 0x0C1074B0
+_STUDY_LOCK_CLASS = 0x0C1074B1
 
 
-def _create_rdb_storage(url: str, kwargs: dict[str, Any]) -> RDBStorage:
+@contextlib.contextmanager
+def _advisory_lock(url: str, *key: int) -> Iterator[None]:
+    """Hold PostgreSQL's session advisory lock ``key`` (one or two integers) on its own connection."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    args = ", ".join(f":k{i}" for i in range(len(key)))
+    params = {f"k{i}": k for i, k in enumerate(key)}
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({args})"), params)
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({args})"), params)
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study_name: str) -> Iterator[None]:
+    """Hold a lock on ``study_name`` that every worker of the storage ``url`` sees.
+
+    PostgreSQL: a session advisory lock keyed by the study's name. SQLite: ``flock`` on a
+    file beside the database (workers of one SQLite file share a machine). Other databases:
+    no lock (what is done under it must then be idempotent on its own).
+    """
+    if url.startswith("postgresql"):
+        # A signed 32-bit key: PostgreSQL's two-key form takes two int4.
+        name_key = zlib.crc32(study_name.encode()) - 2**31
+        with _advisory_lock(url, _STUDY_LOCK_CLASS, name_key):
+            yield
+    elif url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        import fcntl
+
+        lock_path = Path(url.removeprefix("sqlite:///")).expanduser().with_suffix(".lock")
+        with open(lock_path, "a", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    else:
+        yield
+
+
+def _create_rdb_storage(url: str, kwargs: dict[str, Any], *, pooled: bool = True) -> RDBStorage:
     """``RDBStorage(url)``; on PostgreSQL under a session advisory lock.
 
     Workers started together on a fresh database race in Optuna's ``metadata.create_all``
@@ -105,21 +173,11 @@ def _create_rdb_storage(url: str, kwargs: dict[str, Any]) -> RDBStorage:
     ``pg_type_typname_nsp_index``). With the lock one worker creates the schema while the
     others wait, then find it in place.
     """
+    engine_kwargs = _engine_kwargs(url, pooled=pooled)
     if not url.startswith("postgresql"):
-        return _ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
-    import sqlalchemy
-    from sqlalchemy.pool import NullPool
-
-    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
-            try:
-                return _ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK_KEY})
-    finally:
-        engine.dispose()
+        return _ResilientRDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    with _advisory_lock(url, _SCHEMA_LOCK_KEY):
+        return _ResilientRDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
 
 
 def retried_from(trial: optuna.trial.FrozenTrial) -> int | None:

@@ -42,7 +42,13 @@ from clot_hpo.search.preemption import (
 from clot_hpo.search.progress import StudyProgress, print_top_trials
 from clot_hpo.search.pruners import create_pruner
 from clot_hpo.search.samplers import create_sampler
-from clot_hpo.search.storage import call_retrying_storage, open_storage, redact_url, retried_from
+from clot_hpo.search.storage import (
+    call_retrying_storage,
+    open_storage,
+    redact_url,
+    retried_from,
+    study_lock,
+)
 from clot_hpo.search.task import PRELOAD_STORAGE_ENV, TrialOutcome, TrialTask
 from clot_hpo.search.timing import metric_names
 from clot_hpo.search.trial_runs import TrialRun, runs_in_use
@@ -498,6 +504,72 @@ def create_or_load_study(config: ExperimentConfig, storage: Any) -> optuna.Study
     return study
 
 
+def open_study(config: ExperimentConfig, spaces: dict[str, str]) -> tuple[optuna.Study, list[dict[str, Any]]]:
+    """Open the storage, create or load the study and enqueue its defaults trials once.
+
+    Returns:
+        The study, and the params of the defaults trials this call enqueued (empty when the
+        study was prepared before: by ``clot-hpo prepare-study`` or another worker).
+    """
+    from clot_hpo.search.defaults import enqueue_default_trials
+
+    storage = open_storage(
+        config.search.storage,
+        heartbeat_interval=config.search.heartbeat_interval,
+        grace_period=config.search.grace_period,
+        max_retry=config.search.max_retry,
+    )
+    study = create_or_load_study(config, storage)
+    if not config.search.defaults_first:
+        return study, []
+    # Under the study's lock: workers starting together on an empty study enqueue them once.
+    lock = study_lock(config.search.storage, config.study_name)
+    return study, enqueue_default_trials(study, spaces, lock=lock)
+
+
+@dataclass
+class PreparedStudy:
+    """What ``clot-hpo prepare-study`` did, for its closing lines and for tests."""
+
+    study_name: str
+    n_images: int
+    trials_on_record: int
+    enqueued: list[dict[str, Any]] = field(default_factory=list)
+
+
+def prepare_study(
+    config: ExperimentConfig, *, tracking: bool = True, base_dir: Path | None = None
+) -> PreparedStudy:
+    """Validate everything a worker needs, then create the study and enqueue its defaults once.
+
+    What a cluster runs once before its workers (deploy/kubernetes/base/prepare-job.yaml): the
+    config and search spaces, the tracking server and its login, the data (scan, validation,
+    split), then the study. Running it again changes nothing.
+
+    Raises:
+        ConfigError: bad config, search space, data or storage (exit 2).
+        TrackingUnavailable: the tracking server cannot be reached or refused the login.
+    """
+    from clot_hpo.data.prepare import prepare_data
+    from clot_hpo.tracking import tracker_from_config
+
+    spaces = resolve_spaces(config, base=base_dir)
+    out_dir = STUDIES_DIR / config.study_name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tracker = tracker_from_config(
+        config.tracking, experiment_name=config.tracking.experiment or config.study_name, enabled=tracking
+    )
+    tracker.check_available()
+    prepared = prepare_data(config.data, seed=config.seed, out_dir=out_dir / "data")
+    study, enqueued = open_study(config, spaces)
+    return PreparedStudy(
+        study_name=config.study_name,
+        n_images=len(prepared.manifest),
+        trials_on_record=len(study.get_trials(deepcopy=False)),
+        enqueued=enqueued,
+    )
+
+
 def run_search(
     config: ExperimentConfig,
     *,
@@ -533,18 +605,8 @@ def run_search(
     prepared.manifest[["path", "label", "split", "sha256"]].to_csv(partial, index=False)
     os.replace(partial, manifest_path)
 
-    storage = open_storage(
-        config.search.storage,
-        heartbeat_interval=config.search.heartbeat_interval,
-        grace_period=config.search.grace_period,
-        max_retry=config.search.max_retry,
-    )
-    study = create_or_load_study(config, storage)
+    study, _ = open_study(config, spaces)
     resumed = len(study.trials)
-    if config.search.defaults_first:  # a new study first builds each search space's defaults
-        from clot_hpo.search.defaults import enqueue_default_trials
-
-        enqueue_default_trials(study, spaces)
     console.print(
         f"[bold]study[/] {study_name} · {config.search.sampler}/{config.search.pruner} · "
         f"objective {config.search.objective} · backbones {', '.join(config.search.backbones)}"

@@ -27,6 +27,7 @@ from clot_hpo.budget import GpuInfo, TrialBudget, configure_gpu, plan_trial_budg
 from clot_hpo.checkpoint import TrainingCheckpoint, load_checkpoint
 from clot_hpo.config import ExperimentConfig
 from clot_hpo.data.cache import DecodedSplits
+from clot_hpo.data.dicom import DicomSettings
 from clot_hpo.data.pipeline import EpochOrder, make_array_dataset
 from clot_hpo.evaluate import evaluate_trial
 from clot_hpo.evaluate.predictions import trial_predictions
@@ -116,7 +117,7 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
     gpu = configure_gpu(config.budget.mixed_precision)
     study = optuna.load_study(
         study_name=task.study_name,
-        storage=storage or open_storage(task.storage),
+        storage=storage or open_storage(task.storage, pooled=False),
         # Seeded per trial: a fresh process with the study's seed would repeat its samples.
         sampler=create_sampler(config.search.sampler, seed=seed),
         pruner=create_pruner(
@@ -166,6 +167,7 @@ def open_splits(setup: TrialSetup) -> DecodedSplits:
         data_digest=task.data_digest,
         max_pixels=config.data.max_pixels,
         memory_bytes=config.data.decode_memory_mb * 2**20,
+        dicom=DicomSettings.from_config(config.data.dicom),
     ).decode()
 
 
@@ -554,7 +556,9 @@ def evaluate_and_log(
         sample_images=samples,
         figures=True,
     )
-    if ev.explanations:  # Grad-CAM overlays of test images, one figure per kind (explanations/)
+    # Grad-CAM overlays of test images, one figure per kind (explanations/): images of the data,
+    # so by default only to a store that keeps them on this machine (evaluation.explanations).
+    if setup.config.logs_explanations:
         from clot_hpo.explain import failure_gallery
 
         # Grad-CAM reads the side from the model: a model built for any side gets the full one.

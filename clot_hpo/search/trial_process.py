@@ -76,7 +76,7 @@ def preload() -> None:
         from clot_hpo.search.storage import open_storage
 
         try:
-            _OPENED_STORAGES[url] = open_storage(url)
+            _OPENED_STORAGES[url] = open_storage(url, pooled=False)
         except ConfigError as exc:  # the trial opens it again and reports what is wrong
             log.debug("could not open the storage ahead of the task: %s", exc)
 

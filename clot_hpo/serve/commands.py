@@ -17,29 +17,41 @@ from clot_hpo.errors import ConfigError
 
 log = logging.getLogger("clot_hpo.serve")
 
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
 
 def serve_command(args: argparse.Namespace) -> int:
     """``clot-hpo serve``: load the model once, then serve the page until interrupted."""
     import uvicorn
 
-    from clot_hpo.serve.app import Limits, create_app
+    from clot_hpo.data.dicom import DicomSettings
+    from clot_hpo.serve.app import LOOPBACK_NAMES, Limits, create_app
     from clot_hpo.serve.service import load_service
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, but got {args.port}")
-    if args.host not in LOCAL_HOSTS:
+    if args.host not in LOOPBACK_NAMES:
         print(
             f"clot-hpo: warning: serving on {args.host}: the page has no authentication; anyone who can "
             "reach this address can upload images and use the model",
             file=sys.stderr,
         )
+    mib = 2**20
+    wildcard = args.host in ("0.0.0.0", "::", "")
     limits = Limits(
-        max_file_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_file_bytes=int(args.max_upload_mb * mib),
         max_files=args.max_files,
+        max_request_bytes=int(args.max_request_mb * mib),
         max_pixels=args.max_pixels,
+        max_concurrent_uploads=args.max_concurrent_uploads,
+        max_buffered_bytes=int(args.max_buffered_mb * mib),
+        trusted_hosts=(*([] if wildcard else [args.host]), *(args.trusted_hosts or [])),
+        dicom=DicomSettings.from_args(args),
     )
+    if wildcard and not args.trusted_hosts:
+        print(
+            f"clot-hpo: warning: on {args.host} the page answers only requests addressed to a loopback "
+            "name; add the names clients use with --trusted-host NAME (or serve.trusted_hosts)",
+            file=sys.stderr,
+        )
     service = load_service(args.tracking_uri, args.model)  # ConfigError (exit 2) when unresolvable
     info = service.info
     version = f"version {info.version}" if info.version else info.run_id
@@ -61,10 +73,11 @@ def explain_command(args: argparse.Namespace) -> int:
     Lines are ``{"image", "probability", "label", "overlay"}``; the overlay is
     ``OUT/<image stem>.gradcam.png`` (a number is added when two images share a stem).
     """
+    from clot_hpo.data.dicom import DicomSettings
     from clot_hpo.data.pipeline import list_images
     from clot_hpo.explain import GradCam, overlay, png_bytes
     from clot_hpo.registry.models import load_keras_model, resolve_model
-    from clot_hpo.serve.images import ImageRejected, decode_image_bytes, display_pixels
+    from clot_hpo.serve.images import ImageRejected, decode_image_bytes
     from clot_hpo.tracking.store import open_client
 
     files = list_images(args.paths)  # DataError (exit 2) names missing paths and non-images
@@ -76,7 +89,12 @@ def explain_command(args: argparse.Namespace) -> int:
     for path in files:
         try:
             image = decode_image_bytes(
-                path.read_bytes(), str(path), resolved.image_size, max_pixels=args.max_pixels
+                path.read_bytes(),
+                str(path),
+                resolved.image_size,
+                max_pixels=args.max_pixels,
+                dicom=DicomSettings.from_args(args),
+                display=True,
             )
         except ImageRejected as exc:
             raise ConfigError(exc.message) from None
@@ -86,7 +104,8 @@ def explain_command(args: argparse.Namespace) -> int:
             n += 1
             name = f"{path.stem}-{n}.gradcam.png"
         used.add(name)
-        (out / name).write_bytes(png_bytes(overlay(display_pixels(image.pixels), maps[0])))
+        assert image.display is not None  # asked for with display=True
+        (out / name).write_bytes(png_bytes(overlay(image.display, maps[0])))
         line = {
             "image": str(path),
             "probability": round(float(probs[0]), 6),

@@ -3,7 +3,8 @@
 :class:`ModelService` holds the Keras model, its Grad-CAM and its metadata (name, version,
 alias, backbone, input size, threshold, test AUC with its interval, model card). Both the
 forward pass and Grad-CAM are traced once at load (a warm-up call), so the first request
-costs what every other one does.
+costs what every other one does. A model Grad-CAM cannot explain (no 4-D feature map) is
+served all the same: predictions work, and the page says why there is no overlay.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from clot_hpo.explain import GradCam, overlay, png_bytes
 from clot_hpo.registry.models import load_keras_model, resolve_model
-from clot_hpo.serve.images import DecodedImage, display_pixels
+from clot_hpo.serve.images import DecodedImage
 from clot_hpo.tracking.store import MlflowException, open_client
 from clot_hpo.tracking.tags import TAG_TRIAL_NUMBER
 from clot_hpo.util import finite_float, first_line
@@ -32,6 +33,10 @@ log = logging.getLogger("clot_hpo.serve")
 
 MODEL_CARD_ARTIFACT = "model_card.md"  # on the version's run, when the report wrote one
 _ALIAS = re.compile(r"^models:/[^/@]+@(?P<alias>[^/]+)/?$")
+
+
+class ExplanationsUnavailable(RuntimeError):
+    """``/api/explain`` for a model Grad-CAM cannot explain; the message says why."""
 
 
 class Batcher:
@@ -97,6 +102,8 @@ class ModelInfo:
     test_auc_ci_high: float | None
     trial: str | None
     has_model_card: bool
+    # Why /api/explain cannot answer for this model (None: it can).
+    explanations_unavailable: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -128,16 +135,23 @@ class ModelService:
         self.model = model
         self.info = info
         self.model_card = model_card
-        self.cam = GradCam(model)
         size = info.image_size
+        try:
+            self.cam: GradCam | None = GradCam(model)
+        except ValueError as exc:  # no 4-D feature map: predictions only, and the page says why
+            self.cam = None
+            info.explanations_unavailable = f"no Grad-CAM overlay for this model: {exc}"
+            log.warning("%s", info.explanations_unavailable)
         spec = tf.TensorSpec((None, size, size, 3), tf.float32)
         # One traced graph for every batch size: Keras' predict() costs tens of ms per call.
         forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
         self._forward = Batcher(lambda x: (np.asarray(forward(x), dtype=np.float64),))
-        self._cam = Batcher(lambda x: self.cam(x))
+        cam = self.cam
+        self._cam = Batcher(cam) if cam is not None else None
         blank = np.zeros((1, size, size, 3), np.float32)
         self.probabilities(blank)  # warm-up: trace both graphs before the first request
-        self._cam(blank)
+        if self._cam is not None:
+            self._cam(blank)
 
     @property
     def threshold(self) -> float:
@@ -160,9 +174,39 @@ class ModelService:
         ]
 
     def explain(self, image: DecodedImage) -> tuple[bytes, float]:
-        """The Grad-CAM overlay of one image as PNG bytes, and its probability."""
+        """The Grad-CAM overlay of one image (decoded with ``display=True``) as PNG, and its probability.
+
+        Raises:
+            ExplanationsUnavailable: the model has no map to explain (``info.explanations_unavailable``).
+        """
+        if self._cam is None or image.display is None:
+            raise ExplanationsUnavailable(self.info.explanations_unavailable or "no picture to overlay")
         probs, maps = self._cam(image.model_input[None])
-        return png_bytes(overlay(display_pixels(image.pixels), maps[0])), float(probs[0])
+        return png_bytes(overlay(image.display, maps[0])), float(probs[0])
+
+
+# An absolute path in text: file:// URIs, POSIX paths (a "/" at the start of a word, so
+# URLs' paths, `models:/...` and markup such as </b> are left alone) and Windows drive paths.
+_ABSOLUTE_PATH = re.compile(
+    r"file://[^\s`'\"<>)]*|(?<![^\s`'\"(=\[])/[^\s`'\"<>)|]+|\b[A-Za-z]:\\[^\s`'\"<>)|]+",
+    re.MULTILINE,
+)
+
+
+def without_absolute_paths(text: str) -> str:
+    """``text`` with each absolute path cut to its last part (``/home/ana/scans/clots`` -> ``.../clots``).
+
+    The model card names the data folder the model was trained on; a page anyone on the
+    network may open must not tell them where it lies on the training machine.
+    """
+
+    def last_part(match: re.Match[str]) -> str:
+        path = match.group(0).rstrip(".,;:")
+        tail = match.group(0)[len(path) :]
+        name = re.split(r"[/\\]", path.rstrip("/\\"))[-1]
+        return f".../{name}{tail}" if name else f"...{tail}"
+
+    return _ABSOLUTE_PATH.sub(last_part, text)
 
 
 def _run_details(client: Any, run_id: str | None) -> tuple[dict[str, Any], str | None]:
@@ -192,7 +236,7 @@ def _run_details(client: Any, run_id: str | None) -> tuple[dict[str, Any], str |
     except (MlflowException, OSError) as exc:
         log.warning("the model card of run %s cannot be read (%s)", run_id, first_line(exc))
     text = Path(card).read_text(encoding="utf-8", errors="replace") if card else None
-    return details, text
+    return details, without_absolute_paths(text) if text is not None else None
 
 
 def load_service(tracking_uri: str, model_uri: str) -> ModelService:
@@ -224,4 +268,13 @@ def load_service(tracking_uri: str, model_uri: str) -> ModelService:
     return ModelService(model, info, card)
 
 
-__all__ = ["MODEL_CARD_ARTIFACT", "Batcher", "ModelInfo", "ModelService", "Scored", "load_service"]
+__all__ = [
+    "MODEL_CARD_ARTIFACT",
+    "Batcher",
+    "ExplanationsUnavailable",
+    "ModelInfo",
+    "ModelService",
+    "Scored",
+    "load_service",
+    "without_absolute_paths",
+]

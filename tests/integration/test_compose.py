@@ -309,7 +309,9 @@ def test_the_server_requires_logins_and_no_secret_is_on_a_command_line(
         assert services[name]["depends_on"]["mlflow-users"]["condition"] == "service_completed_successfully"
     users = services["mlflow-users"]
     assert users["environment"]["MLFLOW_TRACKING_USERNAME"] == env["MLFLOW_ADMIN_USER"]
-    assert users["command"] == ["ensure-worker"]
+    # The workers' login, then the promotion lock model, made by the admin before anyone else can.
+    assert users["command"] == ["ensure"]
+    assert users["environment"]["MLFLOW_MODEL_NAME"] == "blood-clot-detector"
     # No secret on any command line or entrypoint, in any service.
     secrets = {env[key] for key in SECRET_KEYS}
     for name, service in services.items():

@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from clot_hpo.registry import GateRule, promote
+from clot_hpo.registry.lock import claims, lock_name
 from clot_hpo.search.ledger import TrialLedger
 from tests.support.cli import CLI, REPO
 from tests.support.mlflow_server import MlflowServer, mlflow_server  # noqa: F401  (pytest fixture)
@@ -69,8 +70,9 @@ def test_concurrent_promotions_end_with_the_better_model_and_one_version_per_run
     decisions = {v.run_id: v.tags["promotion.decision"] for v in versions}
     assert decisions[strong] in ("first champion", "promoted")
     assert decisions[weak] in ("first champion", "kept")
-    # The lock is gone once every promotion ended.
-    assert not [m for m in client.search_registered_models() if m.name.endswith(".promotion-lock")]
+    # The lock is free once every promotion ended: its model stays, with no claim left on it.
+    locks = [m.name for m in client.search_registered_models() if m.name.endswith(".promotion-lock")]
+    assert locks == [lock_name(MODEL)] and claims(client, MODEL) == []
 
 
 def test_the_gate_on_the_server_records_each_decision(studies: dict[str, Any]) -> None:

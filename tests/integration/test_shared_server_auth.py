@@ -8,7 +8,9 @@ through ``docker/mlflow-entrypoint.sh`` (no Docker needed), logins made with
 * a study logs with a worker's login, its storage URL carrying a PostgreSQL password and its
   tracking URI a tracking password; afterwards neither password is in any file under the
   study's folder, any artifact or file of the server, any MLflow param or tag, or the output;
-* a read-only user reads everything and can neither log, register a version nor move an alias.
+* a read-only user reads everything and can neither log, register a version nor move an alias;
+* the promotion lock model, created at start by the stack (``mlflow_users.py ensure-lock``),
+  can be taken or broken by the admin only (issue 20, item 5).
 
 The throwaway PostgreSQL cluster trusts loopback connections, so the role's password is not
 checked there: what matters here is that the URL carries one, as it does in production.
@@ -30,6 +32,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from clot_hpo.errors import TrackingUnavailable
+from clot_hpo.registry.lock import claims, lock_name, promotion_lock
 from clot_hpo.tracking.mlflow_tracker import MlflowTracker
 from clot_hpo.tracking.tags import TAG_MODEL_ID
 from tests.support.cli import REPO, run_cli
@@ -261,3 +264,41 @@ def test_predict_needs_a_login_and_a_reader_may_use_the_champion(
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", READER[1])
     assert main(args) == 0, capsys.readouterr().err
     assert '"probability"' in capsys.readouterr().out
+
+
+def test_the_lock_model_made_at_start_is_the_promoting_roles_alone(
+    server: MlflowServer, logins: None
+) -> None:
+    model = "locked-detector"
+    assert _users(server, "ensure-lock", MLFLOW_MODEL_NAME=model) == 0
+    assert _users(server, "ensure-lock", MLFLOW_MODEL_NAME=model) == 0, "a restarted stack finds it"
+    lock = lock_name(model)
+    admin_uri = _with_login(server.uri, ADMIN)
+    admin = MlflowClient(admin_uri, registry_uri=admin_uri)
+    others = {}
+    for login in (READER, WORKER):
+        uri = _with_login(server.uri, login)
+        others[login[0]] = MlflowClient(uri, registry_uri=uri)
+    for who, client in others.items():
+        with pytest.raises(MlflowException) as taken:
+            client.create_registered_model(lock)
+        assert taken.value.error_code == "RESOURCE_ALREADY_EXISTS", who  # the stack made it first
+        with pytest.raises(MlflowException) as refused, promotion_lock(client, model, timeout_s=5):
+            pass
+        assert refused.value.error_code == "PERMISSION_DENIED", f"{who} took the lock"
+    with promotion_lock(admin, model, timeout_s=30) as holder:
+        (claim,) = claims(admin, model)
+        assert claim.holder == holder
+        for who, client in others.items():
+            for what, call in {
+                "break the lock": lambda c=client: c.delete_model_version(lock, str(claim.version)),
+                "delete the lock model": lambda c=client: c.delete_registered_model(lock),
+                "retag the claim": lambda c=client: c.set_model_version_tag(
+                    lock, str(claim.version), "x", "1"
+                ),
+            }.items():
+                with pytest.raises(MlflowException) as refused:
+                    call()
+                assert refused.value.error_code == "PERMISSION_DENIED", f"{who} could {what}"
+        assert [c.holder for c in claims(admin, model)] == [holder]
+    assert claims(admin, model) == [] and admin.get_registered_model(lock).name == lock

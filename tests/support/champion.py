@@ -6,7 +6,8 @@ backbone at 32 px on a synthetic set for a few epochs, logs it as a trial of a s
 model) into a temporary SQLite store, records the trial in an Optuna storage as the search
 does (``promote`` takes only trials it vouches for), promotes it to
 ``blood-clot-detector@champion`` and replaces the model card promote wrote with
-:data:`MODEL_CARD` (the page must escape it): what ``make demo`` leaves behind, in seconds.
+:data:`MODEL_CARD` (the page must escape it and hide its absolute path): what ``make demo``
+leaves behind, in seconds.
 
 :func:`running_app` serves an application with uvicorn on a free loopback port in a thread
 of the test process; the fixture stops it.
@@ -25,7 +26,10 @@ from typing import Any
 from tests.support.mlflow_server import free_port
 
 IMAGE_SIZE = 32
-MODEL_CARD = "# blood-clot-detector\n\nA test model trained on synthetic images. <script>alert(1)</script>\n"
+MODEL_CARD = (
+    "# blood-clot-detector\n\nA test model trained on synthetic images. <script>alert(1)</script>\n"
+    "Data: source `/home/ana/scans/clots` (synthetic).\n"
+)
 
 
 @dataclass

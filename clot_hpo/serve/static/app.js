@@ -4,6 +4,8 @@
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
+// Why this model has no Grad-CAM overlay (from /api/model), or null when it has one.
+let noExplanations = null;
 
 function fmt(value, digits = 3) {
   return value === null || value === undefined ? "n/a" : Number(value).toFixed(digits);
@@ -39,6 +41,8 @@ async function showModel() {
       : `${fmt(m.test_auc)} (95% interval ${fmt(m.test_auc_ci_low)} to ${fmt(m.test_auc_ci_high)})`;
     addRow(list, "Test AUC", auc);
     if (m.model_card_url) addRow(list, "Model card", "open", m.model_card_url);
+    noExplanations = m.explanations_unavailable || null;
+    if (noExplanations) addRow(list, "Grad-CAM", `unavailable: ${noExplanations}`);
   } catch (error) {
     list.replaceChildren();
     addRow(list, "Model", `cannot read /api/model: ${error}`);
@@ -109,6 +113,11 @@ async function handle(file) {
   timing.textContent = `${fmt(result.ms, 1)} ms on the server, ${fmt(performance.now() - started, 0)} ms in all`;
   status.replaceWith(decision, probability, timing);
 
+  if (noExplanations) {
+    heat.querySelector("figcaption").textContent = `No overlay: ${noExplanations}`;
+    item.dataset.state = "done";
+    return;
+  }
   const explained = await post("/api/explain", file);
   if (explained.ok) {
     heatImg.src = URL.createObjectURL(await explained.blob());

@@ -103,3 +103,20 @@ def test_promote_reads_the_optuna_storage_and_the_gate_options(tmp_path: Path) -
         False,
     )
     assert gate_rule(_args("promote", "--experiment", "a", "--max-ece", "0.1")).max_ece == 0.1
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "explain"])
+def test_dicom_window_and_frame_come_from_the_config_unless_flags_say_otherwise(
+    tmp_path: Path, command: str
+) -> None:
+    # Issue 23: a model trained with data.dicom.window must be applied with the same window.
+    from clot_hpo.data.dicom import DicomSettings
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: ct\ndata: {dicom: {window: [300, 600], frame: 2}}\n")
+    extra = {"predict": ["x.dcm"], "evaluate": ["--data", "d"], "explain": ["--out", "o", "x.dcm"]}[command]
+    args = _args(command, "--config", str(path), *extra)
+    assert DicomSettings.from_args(args) == DicomSettings(window=(300.0, 600.0), frame=2)
+    args = _args(command, "--config", str(path), "--dicom-window", "40", "80", "--dicom-frame", "0", *extra)
+    assert DicomSettings.from_args(args) == DicomSettings(window=(40.0, 80.0), frame=0)
+    assert DicomSettings.from_args(_args(command, *extra)) == DicomSettings()

@@ -43,7 +43,7 @@ def bomb_png(path: Path, width: int, height: int) -> Path:
 
 
 def dicom_bytes() -> bytes:
-    """The start of a DICOM file: a 128-byte preamble, then ``DICM``."""
+    """The start of a DICOM file, a 128-byte preamble and ``DICM``, and no image after it."""
     return b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + b"\x00" * 64
 
 
@@ -114,30 +114,34 @@ def test_non_utf8_file_name_is_named(tmp_path: Path, folders_dataset, pixels, sa
         scan_dataset(DataConfig(path=str(root)))
 
 
-def test_dicom_in_a_class_folder_is_refused_by_name(tmp_path: Path, folders_dataset) -> None:
+# Issue 23 turned DICOM from refused into read: a file without an image is refused as such.
+def test_dicom_in_a_class_folder_is_listed_and_one_without_an_image_named(
+    tmp_path: Path, folders_dataset
+) -> None:
     root = folders_dataset(tmp_path / "d", 4, 4)
     (root / "negative" / "series1.dcm").write_bytes(dicom_bytes())
-    with pytest.raises(
-        DataError, match=r"negative/series1\.dcm: DICOM is not supported: convert to PNG/JPEG"
-    ):
-        scan_dataset(DataConfig(path=str(root)))
+    frame = scan_dataset(DataConfig(path=str(root)))
+    assert "negative/series1.dcm" in set(frame["relpath"])
+    with pytest.raises(DataError, match=r"negative/series1\.dcm: no pixel data .*transfer syntax"):
+        validate_images(frame)
 
 
-def test_dicom_row_in_metadata_is_refused(tmp_path: Path, metadata_dataset, metadata_csv) -> None:
+def test_dicom_row_in_metadata_is_listed(tmp_path: Path, metadata_dataset, metadata_csv) -> None:
     root = metadata_dataset(tmp_path / "d", 6, 6)
     (root / "img" / "ct.dcm").write_bytes(dicom_bytes())
     rows = [line.split(",") for line in (root / "metadata.csv").read_text().splitlines()[1:]]
     metadata_csv(root / "metadata.csv", [*rows, ("img/ct.dcm", "positive", "g99")])
-    with pytest.raises(DataError, match=r"row 14: .*ct\.dcm.*DICOM is not supported: convert to PNG/JPEG"):
-        scan_dataset(DataConfig(path=str(root)))
+    assert "img/ct.dcm" in set(scan_dataset(DataConfig(path=str(root)))["relpath"])
 
 
-def test_dicom_named_png_is_refused_even_with_skip_corrupt(tmp_path: Path, folders_dataset) -> None:
+def test_dicom_named_png_is_read_as_dicom_and_skippable(tmp_path: Path, folders_dataset) -> None:
     root = folders_dataset(tmp_path / "d", 4, 4)
     (root / "positive" / "p000.png").write_bytes(dicom_bytes())
     frame = scan_dataset(DataConfig(path=str(root)))
-    with pytest.raises(DataError, match=r"positive/p000\.png: DICOM is not supported: convert to PNG/JPEG"):
-        validate_images(frame, skip_corrupt=True)
+    with pytest.raises(DataError, match=r"positive/p000\.png: no pixel data"):
+        validate_images(frame)
+    result = validate_images(frame, skip_corrupt=True)
+    assert [Path(p).name for p, _ in result.skipped] == ["p000.png"]
 
 
 # ----- pixel limits -------------------------------------------------------------------------

@@ -136,3 +136,35 @@ def test_decoded_splits_key_images_by_content_not_path(files: list[Path], tmp_pa
     pd.read_csv(manifest).drop(columns="sha256").to_csv(manifest, index=False)
     with pytest.raises(DataError, match="no `sha256` column"):
         DecodedSplits(manifest, image_size=12, folder=None).keys("test")
+
+
+def test_dicom_is_cached_once_as_float32_beside_png(
+    files: list[Path], tmp_path: Path, decodes: list[int]
+) -> None:
+    # Issue 23: a window's output is kept in floating point from the decode to the model input.
+    from clot_hpo.data.dicom import DicomSettings, decode_dicom
+    from clot_hpo.data.pipeline import resize_pixels
+    from tests.support.dicom import write_dicom
+
+    stored = np.linspace(0, 4095, 20 * 20).reshape(20, 20).astype(np.uint16)
+    scans = [
+        write_dicom(tmp_path / "dcm" / f"{i}.dcm", stored // (i + 1), RescaleIntercept=-1024, RescaleSlope=1)
+        for i in range(2)
+    ]
+    paths, labels = [files[0], *scans], [0, 1, 0]
+    settings = DicomSettings(window=(300, 600))
+    first = decoded_images(
+        paths, labels, image_size=12, folder=tmp_path / "cache", split="val", dicom=settings
+    )
+    assert first.dtype == np.float32 and first.shape == (3, 12, 12, 3)
+    assert np.any(np.abs(first - np.rint(first)) > 0.01)  # not rounded to 8 bits on the way
+    expected = resize_pixels(decode_dicom(scans[1], settings=settings, max_pixels=10**6)[0], 12)
+    np.testing.assert_allclose(first[2], expected, atol=1e-4)
+    np.testing.assert_allclose(first[0], decode_images([files[0]], 12)[0].astype(np.float32))
+    again = decoded_images(
+        paths, labels, image_size=12, folder=tmp_path / "cache", split="val", dicom=settings
+    )
+    np.testing.assert_array_equal(again, first)
+    other = decoded_images(paths, labels, image_size=12, folder=tmp_path / "cache", split="val")
+    assert not np.allclose(other[2], first[2])  # another window is another cache file
+    assert decodes == [3, 3]  # the second call read the cache

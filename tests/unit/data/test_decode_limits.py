@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from clot_hpo.data import pipeline
-from clot_hpo.data.limits import Header, decode_parallelism
+from clot_hpo.data.limits import Header, check_headers, decode_parallelism
 from clot_hpo.data.pipeline import list_images, load_image_batch
 from clot_hpo.errors import DataError
 from clot_hpo.evaluate.holdout import load_labelled_folder
@@ -49,14 +49,15 @@ def test_decoders_in_flight_are_bounded_by_memory_not_only_cores() -> None:
     assert decode_parallelism([Header(64, 64, "L", "PNG")], 2**30, cores=4) == 4
 
 
-def test_predict_names_dicom_files(tmp_path: Path, pixels, save) -> None:
+def test_predict_lists_dicom_files_and_names_one_without_an_image(tmp_path: Path, pixels, save) -> None:
     save(tmp_path / "folder" / "a.png", pixels(1, 40))
     (tmp_path / "folder" / "b.dcm").write_bytes(dicom_bytes())
-    with pytest.raises(DataError, match=r"b\.dcm: DICOM is not supported: convert to PNG/JPEG"):
-        list_images([tmp_path / "folder"])
+    files = list_images([tmp_path / "folder"])
+    assert [f.name for f in files] == ["a.png", "b.dcm"]
+    with pytest.raises(DataError, match=r"b\.dcm: no pixel data"):
+        check_headers(files, 1_000_000)
     (tmp_path / "c.dcm").write_bytes(dicom_bytes())
-    with pytest.raises(DataError, match=r"c\.dcm: DICOM is not supported"):
-        list_images([tmp_path / "c.dcm"])
+    assert list_images([tmp_path / "c.dcm"]) == [tmp_path / "c.dcm"]
 
 
 def test_predict_names_a_non_utf8_file(tmp_path: Path, pixels, save) -> None:

@@ -104,10 +104,10 @@ def test_list_images_recurses_and_filters(tmp_path: Path, pixels, save) -> None:
     assert list_images([tmp_path / "x", single, a]) == sorted([a, b, single])
     with pytest.raises(DataError, match="missing.png: not found"):
         list_images([tmp_path / "missing.png"])
-    with pytest.raises(DataError, match="notes.txt: not a PNG/JPEG file"):
+    with pytest.raises(DataError, match="notes.txt: not a PNG/JPEG/DICOM file"):
         list_images([tmp_path / "x" / "notes.txt"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no PNG/JPEG images found"):
+    with pytest.raises(DataError, match="no PNG/JPEG/DICOM images found"):
         list_images([tmp_path / "empty"])
 
 
@@ -135,14 +135,42 @@ def test_array_rows_select_and_order_a_subset() -> None:
     assert y.numpy().tolist() == [0.0, 0.0, 1.0]
 
 
+def test_array_dataset_keeps_float32_pixels_unrounded() -> None:
+    # A DICOM window's output: fractions reach the model as they are (issue 23).
+    images = np.full((2, 2, 2, 3), 100.25, dtype=np.float32)
+    ((x, _),) = list(make_array_dataset(images, [0, 1], batch_size=2, shuffle=False, seed=0))
+    assert x.numpy().dtype == np.float32 and float(x.numpy()[0, 0, 0, 0]) == 100.25
+
+
 @pytest.mark.parametrize(
     ("images", "labels", "message"),
     [
-        (np.zeros((2, 4, 4, 3), np.float32), [0, 1], "must be uint8"),
-        (np.zeros((2, 4, 4), np.uint8), [0, 1], "must be uint8"),
+        (np.zeros((2, 4, 4, 3), np.float64), [0, 1], "must be uint8 or float32"),
+        (np.zeros((2, 4, 4), np.uint8), [0, 1], "must be uint8 or float32"),
         (np.zeros((2, 4, 4, 3), np.uint8), [0], "same length"),
     ],
 )
 def test_array_dataset_states_what_it_needs(images: np.ndarray, labels: list[int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_array_dataset(images, labels, batch_size=2, shuffle=False, seed=0)
+
+
+def test_make_dataset_reads_dicom_in_the_same_seeded_order(tmp_path: Path) -> None:
+    # Issue 23: DICOM files decode up front (float32) and batch like the decoded cache does.
+    from clot_hpo.data.pipeline import decode_images
+    from tests.support.dicom import write_dicom
+
+    paths = [
+        write_dicom(
+            tmp_path / f"{i}.dcm", np.full((10, 10), 1000 * i, np.uint16), RescaleSlope=1, RescaleIntercept=0
+        )
+        for i in range(5)
+    ]
+    labels = [0, 1, 0, 1, 1]
+    from_files = make_dataset(paths, labels, image_size=8, batch_size=2, shuffle=True, seed=3)
+    images = decode_images(paths, 8)
+    assert images.dtype == np.float32
+    from_arrays = make_array_dataset(images, labels, batch_size=2, shuffle=True, seed=3)
+    for (a, y), (b, z) in zip(from_files, from_arrays, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        np.testing.assert_array_equal(y.numpy(), z.numpy())

@@ -12,6 +12,7 @@ import io
 import json
 import struct
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -103,7 +104,9 @@ def test_health_model_metadata_and_model_card(base: str, champion: Champion) -> 
     assert info["model_card_url"] == "/model-card" and info["trial"] == "0"
     card = requests.get(f"{base}{info['model_card_url']}", timeout=10)
     # Shown as text, never as HTML: markup in a card cannot run in the page's origin.
-    assert card.headers["content-type"].startswith("text/plain") and card.text == MODEL_CARD
+    assert card.headers["content-type"].startswith("text/plain")
+    # Where the data lay on the training machine is nobody's business on the network.
+    assert card.text == MODEL_CARD.replace("/home/ana/scans/clots", ".../clots")
 
 
 def test_the_page_and_its_assets_are_served_by_the_app_itself(base: str) -> None:
@@ -226,7 +229,8 @@ def test_size_limits_are_413(strict: str) -> None:
     )
     assert response.status_code == 413 and "a request may carry at most" in response.json()["detail"]
 
-    def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it arrives (and parsed)
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
         for _ in range(20):
             yield b"y" * 8192
 
@@ -255,7 +259,14 @@ def test_concurrent_clients_are_served_without_errors(base: str, champion: Champ
     data = champion.positive.read_bytes()
 
     def one(i: int) -> tuple[int, float]:
-        response = requests.post(f"{base}/api/predict", files=_files((f"{i}.png", data)), timeout=60)
+        # Past the concurrent-upload cap the page answers 503 with Retry-After (issue 20): a
+        # client honouring it gets its answer.
+        for _ in range(20):
+            response = requests.post(f"{base}/api/predict", files=_files((f"{i}.png", data)), timeout=60)
+            if response.status_code != 503:
+                break
+            assert response.headers["Retry-After"].isdigit()
+            time.sleep(0.2)
         return response.status_code, response.json()[0]["probability"]
 
     with ThreadPoolExecutor(max_workers=6) as pool:

@@ -28,6 +28,10 @@ def _serve_args(**overrides: Any) -> argparse.Namespace:
         port=8080,
         max_upload_mb=10.0,
         max_files=16,
+        max_request_mb=32.0,
+        max_concurrent_uploads=4,
+        max_buffered_mb=128.0,
+        trusted_hosts=[],
         max_pixels=50_000_000,
     )
     return argparse.Namespace(**{**values, **overrides})
@@ -118,3 +122,34 @@ def test_serve_and_explain_take_their_defaults_like_predict() -> None:
     args = build_parser().parse_args(["explain", "--out", "o", "a.png"])
     apply_config_defaults(args)
     assert args.model == "models:/blood-clot-detector@champion" and args.paths == ["a.png"]
+
+
+def test_the_pages_limits_come_from_flags_else_the_configs_serve_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    import clot_hpo.serve.service as service
+    from clot_hpo.cli import apply_config_defaults, build_parser
+
+    config = tmp_path / "exp.yaml"
+    config.write_text("serve: {max_request_mb: 8, max_buffered_mb: 64, trusted_hosts: [clots.lan]}\n")
+    args = build_parser().parse_args(
+        ["serve", "--config", str(config), "--host", "0.0.0.0", "--max-concurrent-uploads", "2"]
+    )
+    apply_config_defaults(args)
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(service, "load_service", lambda uri, model: _Service())
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    monkeypatch.setattr("clot_hpo.serve.app.create_app", lambda svc, limits: seen.update(limits=limits))
+    assert commands.serve_command(args) == 0
+    limits = seen["limits"]
+    assert (limits.max_request_bytes, limits.max_buffered_bytes) == (8 * 2**20, 64 * 2**20)
+    assert limits.max_concurrent_uploads == 2 and limits.max_file_bytes == 10 * 2**20
+    # 0.0.0.0 is an address to bind, not a name a client writes in its Host header.
+    assert limits.trusted_hosts == ("clots.lan",)
+    assert "--trusted-host" not in capsys.readouterr().err  # the config named one
+    args = build_parser().parse_args(["serve", "--host", "0.0.0.0"])
+    apply_config_defaults(args)
+    assert commands.serve_command(args) == 0
+    assert seen["limits"].trusted_hosts == () and "--trusted-host NAME" in capsys.readouterr().err
