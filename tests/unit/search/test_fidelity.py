@@ -81,6 +81,11 @@ def test_the_default_study_keeps_optunas_successive_halving() -> None:
     assert study_rung_epochs(resolution) == [2, 4]
     assert isinstance(create_pruner("hyperband", max_epochs=8, rung_epochs=[2, 4]), RungPruner)
     assert isinstance(create_pruner("none", max_epochs=8, rung_epochs=[2, 4]), optuna.pruners.NopPruner)
+    # Progressive resizing alone keeps the epoch rungs, judged at equal sizes only.
+    progressive = ExperimentConfig.model_validate(
+        {"training": {"epochs": 12, "progressive_resize": {"enabled": True}}}
+    )
+    assert study_rung_epochs(progressive) == [2, 5]
 
 
 def test_fidelity_sizes_must_ascend_below_one() -> None:
