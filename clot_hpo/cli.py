@@ -255,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-total-epochs", type=int, help="budget of epochs over all trials")
     p.add_argument("--epochs", type=int, help="epochs per trial (overrides training.epochs)")
     p.add_argument("--vram-gb", type=float, help="VRAM budget in GiB (overrides budget.vram_gb)")
+    p.add_argument(
+        "--fidelity",
+        choices=["epochs", "resolution", "both"],
+        help="what the pruner's rungs spend (overrides search.fidelity; docs/pruning.md)",
+    )
 
     p = add(
         "prepare-study",

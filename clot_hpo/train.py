@@ -115,20 +115,88 @@ def monitored_value(logs: dict[str, float], key: str, epoch: int) -> float:
     return float(value)
 
 
-def format_epoch(number: int, epoch: int, epochs: int, logs: dict[str, float], seconds: float) -> str:
-    """The console line of trial ``number``'s epoch ``epoch`` (0-based) of ``epochs``."""
+def format_epoch(
+    number: int,
+    epoch: int,
+    epochs: int,
+    logs: dict[str, float],
+    seconds: float,
+    side: int | None = None,
+) -> str:
+    """The console line of trial ``number``'s epoch ``epoch`` (0-based) of ``epochs``.
+
+    ``side``: the image side the epoch trained and validated at, when the trial's size changes
+    between epochs (progressive resizing, a resolution fidelity).
+    """
     keys = ("loss", "auc", "val_loss", "val_auc", "val_accuracy")
     parts = [f"{k} {logs[k]:.4f}" for k in keys if k in logs]
-    return f"  trial {number} · epoch {epoch + 1}/{epochs} · " + " · ".join(parts) + f" · {seconds:.1f}s"
+    at = f" · {side}px" if side is not None else ""
+    return f"  trial {number} · epoch {epoch + 1}/{epochs}{at} · " + " · ".join(parts) + f" · {seconds:.1f}s"
 
 
-def inference_copy(model: keras.Model) -> keras.Model:
+def progressive_sides(
+    image_size: int,
+    epochs: int,
+    *,
+    start_fraction: float,
+    full_size_epoch: int,
+    multiple: int = 8,
+    min_side: int = 16,
+) -> list[int]:
+    """Progressive resizing's image side for each epoch (0-based), growing to ``image_size``.
+
+    Epoch 1 is served at ``start_fraction`` of the side; the side grows linearly and reaches
+    ``image_size`` at epoch ``full_size_epoch`` (1-based; capped at the last epoch, so a trial
+    always ends, and is valued, at full size). Sides are rounded down to a multiple of
+    ``multiple`` (each distinct size costs the model one more trace) and never below
+    ``min_side`` (the backbone's smallest input).
+
+    Raises:
+        ValueError: a fraction outside (0, 1] or a non-positive count.
+    """
+    if not 0 < start_fraction <= 1 or epochs < 1 or full_size_epoch < 1 or multiple < 1 or image_size < 1:
+        raise ValueError(
+            "`0 < start_fraction <= 1` and positive epochs, full_size_epoch, multiple and image_size "
+            f"must hold, but got {start_fraction}, {epochs}, {full_size_epoch}, {multiple}, {image_size}"
+        )
+    full_at = min(full_size_epoch, epochs) - 1  # 0-based
+    sides = []
+    for epoch in range(epochs):
+        if epoch >= full_at:
+            sides.append(image_size)
+            continue
+        fraction = start_fraction + (1.0 - start_fraction) * epoch / full_at
+        side = int(image_size * fraction) // multiple * multiple
+        sides.append(min(image_size, max(min_side, side)))
+    return sides
+
+
+def inference_copy(model: keras.Model, image_size: int | None = None) -> keras.Model:
     """An uncompiled functional copy of ``model`` (same layers and weights), the one to save.
 
     A saved model is for inference and must not carry training metrics that Keras cannot
     deserialize (``SensitivityAtSpecificity``'s compile config does not round-trip in Keras 3.15).
+    A model built for any side (progressive resizing) is given ``image_size``'s input: predict,
+    serve and Grad-CAM read the size from the model.
     """
-    return keras.Model(model.inputs, model.outputs, name=model.name)
+    source = fixed_size(model, image_size)
+    return keras.Model(source.inputs, source.outputs, name=model.name)
+
+
+def _open_sides(model: keras.Model) -> bool:
+    return any(d is None for d in tuple(model.inputs[0].shape)[1:3])
+
+
+def fixed_size(model: keras.Model, image_size: int | None) -> keras.Model:
+    """``model`` with its input fixed at ``image_size`` square, sharing its layers and weights.
+
+    A model built for any side (``Input((None, None, 3))``) is called again on a fixed-size input
+    (``clone_model`` with the layers themselves, not copies); any other model is returned as is.
+    """
+    if image_size is None or not _open_sides(model):
+        return model
+    inputs = keras.Input((image_size, image_size, 3), dtype=model.inputs[0].dtype, name=model.inputs[0].name)
+    return keras.models.clone_model(model, input_tensors=inputs, clone_function=lambda layer: layer)
 
 
 # Up to this many batches, predictions run eagerly: tracing the forward pass costs as much as

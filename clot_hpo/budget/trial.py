@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clot_hpo.budget.device import VramBudget, detect_budget
-from clot_hpo.budget.estimator import profile_model
+from clot_hpo.budget.estimator import backbone_profile, profile_model
 from clot_hpo.budget.policy import BudgetDecision, constraint_value, plan_trial
 
 
@@ -57,9 +57,13 @@ def plan_budget(
         freeze_epochs=settings.freeze_epochs,
         epochs=epochs,
     )
-    profile = profile_model(
-        model.get_layer("backbone"), backbone=settings.backbone, image_size=settings.image_size
-    )
+    backbone = model.get_layer("backbone")
+    if any(d is None for d in tuple(backbone.inputs[0].shape)[1:]):
+        # Built for any side (progressive resizing, a resolution fidelity): planned at the
+        # largest, the trial's image_size, on a copy built at that size.
+        profile = backbone_profile(settings.backbone, settings.image_size)
+    else:
+        profile = profile_model(backbone, backbone=settings.backbone, image_size=settings.image_size)
     decision = plan_trial(
         backbone=settings.backbone,
         image_size=settings.image_size,

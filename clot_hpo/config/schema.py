@@ -181,6 +181,25 @@ class DataConfig(_Section):
         return self
 
 
+class ProgressiveResizeConfig(_Section):
+    """Small images in the first epochs, growing to the trial's ``image_size`` (docs/pruning.md).
+
+    A search space may search either number as a hyperparameter (``resize_start_fraction``,
+    ``resize_full_size_epoch``); the values here are its defaults.
+    """
+
+    enabled: bool = Field(False, description="progressive resizing on (off until measured: docs/pruning.md)")
+    start_fraction: float = Field(
+        0.5, gt=0, le=1, description="side of epoch 1's images as a fraction of the trial's image_size"
+    )
+    full_size_epoch: int = Field(
+        3, ge=1, description="first epoch (1-based) at full size; the side grows linearly until then"
+    )
+    multiple: int = Field(
+        8, ge=1, description="sides are rounded down to a multiple of this (fewer sizes: fewer traces)"
+    )
+
+
 class TrainingConfig(_Section):
     """Fixed training settings shared by every trial."""
 
@@ -206,6 +225,10 @@ class TrainingConfig(_Section):
         description="XLA-compile the train step: auto (Keras decides: on a GPU when every layer "
         "supports it, never on CPU), true or false. Compiling adds to every trial's first epoch; "
         "see docs/performance.md",
+    )
+    progressive_resize: ProgressiveResizeConfig = Field(
+        default_factory=ProgressiveResizeConfig,
+        description="grow each trial's image side over its first epochs (docs/pruning.md)",
     )
 
 
@@ -236,6 +259,17 @@ class SearchConfig(_Section):
     sampler: Literal["tpe", "random", "cmaes"] = Field("tpe", description="Optuna sampler (seeded)")
     pruner: Literal["hyperband", "median", "none"] = Field(
         "hyperband", description="pruner, reported once per epoch"
+    )
+    fidelity: Literal["epochs", "resolution", "both"] = Field(
+        "epochs",
+        description="what the pruner's rungs spend: epochs at full size; resolution (the first "
+        "epochs at fidelity_sizes, judged after each size, survivors go on at full size); or both "
+        "(resolution rungs, then epoch rungs at full size). docs/pruning.md",
+    )
+    fidelity_sizes: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [0.5],
+        min_length=1,
+        description="sides of the resolution rungs as fractions of the trial's image_size, ascending",
     )
     objective: Literal["val_auc", "val_accuracy", "val_loss", "sensitivity_at_specificity"] = Field(
         "val_auc", description="validation metric the study optimizes"
@@ -276,6 +310,13 @@ class SearchConfig(_Section):
         description="a new study's first trials build each search space's defaults (one per "
         "backbone), as KerasTuner's tuners do; ordinary trials in Optuna, MLflow and the budgets",
     )
+
+    @field_validator("fidelity_sizes")
+    @classmethod
+    def _ascending_sizes(cls, sizes: list[float]) -> list[float]:
+        if sorted(set(sizes)) != sizes:
+            raise ValueError(f"`fidelity_sizes` must be strictly ascending, but got {sizes}")
+        return sizes
 
     @model_validator(mode="after")
     def _unique_backbones(self) -> SearchConfig:

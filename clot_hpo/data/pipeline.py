@@ -181,6 +181,10 @@ def make_dataset(
 class EpochOrder:
     """The order of one epoch's training images: a seeded permutation of (seed, epoch) alone.
 
+    With ``sides`` (one image side per epoch: progressive resizing, a resolution fidelity's
+    rungs), it also says the size each epoch's images are served at; like the order, the size
+    is a function of the epoch alone, so a resumed trial continues at its schedule's size.
+
     ``tf.data``'s ``shuffle(reshuffle_each_iteration=True)`` draws each epoch's order from a
     generator that advances once per pass, so a process that resumes a trial at epoch k would
     replay epoch 0's order. Here epoch ``e``'s order depends on ``seed`` and ``e`` only:
@@ -193,13 +197,26 @@ class EpochOrder:
         batch_size: rows per batch (the last batch may be smaller).
     """
 
-    def __init__(self, size: int, seed: int, batch_size: int) -> None:
+    def __init__(self, size: int, seed: int, batch_size: int, sides: Sequence[int] | None = None) -> None:
         if size < 1 or batch_size < 1:
             raise ValueError(f"`size >= 1` and `batch_size >= 1` must hold, but got {size}, {batch_size}")
+        if sides is not None and (not sides or min(sides) < 1):
+            raise ValueError(f"`sides` must be positive image sides, one per epoch, but got {list(sides)}")
         self.size = int(size)
         self.seed = int(seed)
         self.batch_size = int(batch_size)
+        self.sides = [int(s) for s in sides] if sides is not None else None
         self.epoch = 0
+
+    def side(self, epoch: int | None = None) -> int | None:
+        """The image side epoch ``epoch`` (default: the current one) is served at; None: as stored.
+
+        Epochs past the schedule keep its last side, so a longer training stays at full size.
+        """
+        if self.sides is None:
+            return None
+        e = self.epoch if epoch is None else int(epoch)
+        return self.sides[min(max(e, 0), len(self.sides) - 1)]
 
     @property
     def batches_per_epoch(self) -> int:
@@ -227,6 +244,7 @@ def make_array_dataset(
     rows: Sequence[int] | np.ndarray | None = None,
     repeat: bool = False,
     order: EpochOrder | None = None,
+    sides_from: EpochOrder | None = None,
 ) -> tf.data.Dataset:
     """A batched dataset of ``(images, labels)`` over decoded images (uint8, or float32 from DICOM).
 
@@ -245,11 +263,16 @@ def make_array_dataset(
         repeat: repeat forever (use with ``steps_per_epoch``).
         order: each pass's order comes from ``order`` (its ``epoch`` set by the caller before
             each pass, see :class:`EpochOrder`) instead of ``tf.data``'s per-pass reshuffle;
-            ``shuffle`` and ``seed`` are then unused.
+            ``shuffle`` and ``seed`` are then unused. An order with ``sides`` also sets each
+            pass's image side.
+        sides_from: an :class:`EpochOrder` whose current side each pass is served at, the rows
+            in their stored order (a validation split following the training's sizes).
 
     Returns:
         A ``tf.data.Dataset`` yielding ``images`` float32 (B, S, S, 3) in [0, 255] and
-        ``labels`` float32 (B,).
+        ``labels`` float32 (B,). A pass at another side than the stored one is resized from
+        the stored images on the fly (decoded once at full size, bilinear with antialiasing
+        as when decoding); then S is the pass's side and the shape's S is left unknown.
     """
     import tensorflow as tf
 
@@ -280,12 +303,44 @@ def make_array_dataset(
         y.set_shape([None])
         return tf.cast(x, tf.float32), y
 
+    def load_at(positions: tf.Tensor, side: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, y = load(positions)
+        # Resizing is no augmentation: every image of a pass gets the same, deterministic size.
+        x = tf.cond(
+            tf.equal(side, size),
+            lambda: x,
+            lambda: tf.image.resize(x, tf.stack([side, side]), method="bilinear", antialias=True),
+        )
+        x.set_shape([None, None, None, 3])
+        return x, y
+
+    sized = sides_from if sides_from is not None else order
+    if sized is not None and sized.sides is not None:
+        if order is not None:
+            _check_order(order, len(index), batch_size)
+        batches_per_pass = -(-len(index) // batch_size) if order is None else order.batches_per_epoch
+
+        def sized_batches() -> Iterable[tuple[np.ndarray, np.int32]]:
+            side = np.int32(sized.side() or size)  # read when the pass starts: its epoch is set
+            if order is not None:
+                for positions in order.batches():
+                    yield positions, side
+                return
+            for start in range(0, len(index), batch_size):
+                yield np.arange(start, min(start + batch_size, len(index)), dtype=np.int64), side
+
+        pairs = tf.data.Dataset.from_generator(
+            sized_batches,
+            output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int32)),
+        )
+        pairs = pairs.apply(tf.data.experimental.assert_cardinality(batches_per_pass))
+        if repeat:
+            pairs = pairs.repeat()
+        ds = pairs.map(load_at, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
     if order is not None:
-        if order.size != len(index) or order.batch_size != batch_size:
-            raise ValueError(
-                f"the epoch order must cover {len(index)} rows in batches of {batch_size}, but got "
-                f"{order.size} rows in batches of {order.batch_size}"
-            )
+        _check_order(order, len(index), batch_size)
         positions = tf.data.Dataset.from_generator(
             order.batches, output_signature=tf.TensorSpec([None], tf.int64)
         )
@@ -303,6 +358,14 @@ def make_array_dataset(
     ds = ds.batch(batch_size)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_order(order: EpochOrder, rows: int, batch_size: int) -> None:
+    if order.size != rows or order.batch_size != batch_size:
+        raise ValueError(
+            f"the epoch order must cover {rows} rows in batches of {batch_size}, but got "
+            f"{order.size} rows in batches of {order.batch_size}"
+        )
 
 
 def decode_images(

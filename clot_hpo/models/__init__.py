@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from clot_hpo.models.backbones import (
     BACKBONES,
+    IMAGENET_UNAVAILABLE,
     Backbone,
     BackboneSpec,
     create_backbone,
@@ -25,6 +26,7 @@ from clot_hpo.models.optimizers import (
 
 __all__ = [
     "BACKBONES",
+    "IMAGENET_UNAVAILABLE",
     "OPTIMIZERS",
     "Backbone",
     "BackboneSpec",

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 # ImageNet channel means in BGR order, as keras.applications.resnet50.preprocess_input uses.
 _RESNET_BGR_MEAN = (103.939, 116.779, 123.68)
 
+IMAGENET_UNAVAILABLE = "none (imagenet unavailable"
+"""How ``weights_used`` starts when the ImageNet download failed and the base is random."""
+
 Builder = Callable[[Any, "str | None"], Any]
 """``(inputs, weights) -> keras.Model``; ``weights`` is ``None`` or ``"imagenet"``."""
 
@@ -157,14 +160,24 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         raise ConfigError(f"backbone must be one of {list_backbones()}, but got {name!r}") from None
 
 
-def create_backbone_with_info(name: str, *, image_size: int, weights: str | None = None) -> Backbone:
+def create_backbone_with_info(
+    name: str,
+    *,
+    image_size: int | None,
+    weights: str | None = None,
+    imagenet_unavailable: str | None = None,
+) -> Backbone:
     """Build a backbone and report which weights it got.
 
     Args:
         name: one of :func:`list_backbones`.
-        image_size: side of the square input in pixels.
+        image_size: side of the square input in pixels; ``None`` builds for any size (a
+            progressive-resizing trial's images grow between epochs; global pooling follows).
         weights: ``"imagenet"`` (downloaded when reachable), a local weights file, or
             ``None``/``"none"`` for random initialization.
+        imagenet_unavailable: the ``weights_used`` of an earlier build whose ImageNet download
+            failed (the study remembers it): ImageNet is then not tried again, the backbone
+            starts from random initialization and reports the same ``weights_used``.
 
     Returns:
         The backbone named ``"backbone"`` and a human-readable description of its weights.
@@ -172,13 +185,16 @@ def create_backbone_with_info(name: str, *, image_size: int, weights: str | None
     import keras
 
     spec = get_backbone_spec(name)
-    if image_size < spec.min_image_size:
+    if image_size is not None and image_size < spec.min_image_size:
         raise ConfigError(
             f"`image_size >= {spec.min_image_size}` must hold for {name}, but got image_size={image_size}"
         )
     requested = None if weights in (None, "", "none", "None") else weights
     if requested == "imagenet" and not spec.pretrained:
         requested = None  # no published weights for it; a local file still loads
+    known_failure = requested == "imagenet" and imagenet_unavailable is not None
+    if known_failure:
+        requested = None  # offline: every attempt would print Keras' download line and fail again
     if requested not in (None, "imagenet") and not Path(requested).is_file():
         raise ConfigError(f"training.weights: weights file {requested!r} does not exist")
 
@@ -191,7 +207,10 @@ def create_backbone_with_info(name: str, *, image_size: int, weights: str | None
         return model
 
     weights_used = "none (random initialization)"
-    if requested is None:
+    if known_failure and imagenet_unavailable is not None:
+        model = _build(None)
+        weights_used = imagenet_unavailable
+    elif requested is None:
         model = _build(None)
     else:
         try:
@@ -208,11 +227,11 @@ def create_backbone_with_info(name: str, *, image_size: int, weights: str | None
             # The trial's record, the model card and the registry page show this: no URL, no errno
             # soup ("URL fetch failure on https://...: None -- [Errno -2] ..."); the log keeps it all.
             short = re.sub(r"\s*(on\s+)?https?://\S+(\s*None)?", "", reason).split(" -- ")[0].rstrip(" :")
-            weights_used = f"none (imagenet unavailable: {short[:80]})"
+            weights_used = f"{IMAGENET_UNAVAILABLE}: {short[:80]})"
     model.name = "backbone"
     return Backbone(model=model, weights_used=weights_used)
 
 
-def create_backbone(name: str, *, image_size: int, weights: str | None = None) -> keras.Model:
+def create_backbone(name: str, *, image_size: int | None, weights: str | None = None) -> keras.Model:
     """Build backbone ``name`` for square ``image_size`` inputs (see :func:`create_backbone_with_info`)."""
     return create_backbone_with_info(name, image_size=image_size, weights=weights).model

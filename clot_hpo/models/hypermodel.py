@@ -110,6 +110,10 @@ class ClotHyperModel(keras_tuner.HyperModel):
         # Keras' `jit_compile` for every compile (the config's `training.jit_compile`).
         self.jit_compile: bool | str = "auto"
         self.weights_used: str | None = None
+        # The study's record of a failed ImageNet download (set by the search): not tried again.
+        self.imagenet_unavailable: str | None = None
+        # Build for inputs of any side (a progressive-resizing or resolution-fidelity trial).
+        self.variable_input_size = False
         self._pretrained = False
 
     @property
@@ -149,7 +153,9 @@ class ClotHyperModel(keras_tuner.HyperModel):
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         """Build and compile the classifier for the values in ``hp``."""
         s = self.settings(hp)
-        size = s.image_size
+        # Global pooling makes every backbone's head independent of the side: a model built
+        # for any side trains on each epoch's size with the same weights.
+        size = None if self.variable_input_size else s.image_size
         inputs = keras.Input((size, size, 3), dtype="float32", name="pixels")
         augment = build_augmentation(
             AugmentationSpec(
@@ -161,7 +167,9 @@ class ClotHyperModel(keras_tuner.HyperModel):
             ),
             seed=self.seed,
         )
-        backbone = create_backbone_with_info(s.backbone, image_size=size, weights=self.weights)
+        backbone = create_backbone_with_info(
+            s.backbone, image_size=size, weights=self.weights, imagenet_unavailable=self.imagenet_unavailable
+        )
         self.weights_used = backbone.weights_used
         self._pretrained = backbone.pretrained
         x = backbone.model(augment(inputs))

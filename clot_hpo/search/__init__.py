@@ -12,15 +12,18 @@ from typing import TYPE_CHECKING
 from clot_hpo.util import lazy_exports
 
 if TYPE_CHECKING:
+    from clot_hpo.search.fidelity import fidelity_rung_epochs, trial_sides
     from clot_hpo.search.hp import OptunaHyperParameters, optuna_distribution
     from clot_hpo.search.ledger import LedgerEntry, TrialLedger
     from clot_hpo.search.objectives import Objective, get_objective, list_objectives
-    from clot_hpo.search.pruners import create_pruner, describe_pruner, list_pruners
+    from clot_hpo.search.pruners import RungPruner, create_pruner, describe_pruner, list_pruners
     from clot_hpo.search.samplers import VRAM_CONSTRAINT, create_sampler, list_samplers
     from clot_hpo.search.storage import open_storage, redact_url
     from clot_hpo.search.study import SearchOutcome, create_or_load_study, run_search
 
 _WHERE = {
+    "fidelity_rung_epochs": "fidelity",
+    "trial_sides": "fidelity",
     "OptunaHyperParameters": "hp",
     "optuna_distribution": "hp",
     "TrialLedger": "ledger",
@@ -28,6 +31,7 @@ _WHERE = {
     "Objective": "objectives",
     "get_objective": "objectives",
     "list_objectives": "objectives",
+    "RungPruner": "pruners",
     "create_pruner": "pruners",
     "describe_pruner": "pruners",
     "list_pruners": "pruners",
@@ -48,12 +52,14 @@ __all__ = [
     "LedgerEntry",
     "Objective",
     "OptunaHyperParameters",
+    "RungPruner",
     "SearchOutcome",
     "TrialLedger",
     "create_or_load_study",
     "create_pruner",
     "create_sampler",
     "describe_pruner",
+    "fidelity_rung_epochs",
     "get_objective",
     "list_objectives",
     "list_pruners",
@@ -62,6 +68,7 @@ __all__ = [
     "optuna_distribution",
     "redact_url",
     "run_search",
+    "trial_sides",
 ]
 
 

@@ -31,19 +31,25 @@ def _study_config(args: argparse.Namespace, **more: Any) -> ExperimentConfig:
     return load_config(args.config, overrides)
 
 
-def search_command(args: argparse.Namespace) -> int:
-    """Run (or resume) the study of ``args.config``; returns the exit code."""
-    started = time.monotonic()
-    config = _study_config(
+def search_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The config ``search`` runs: the YAML with the study flags and the search's own flags applied."""
+    return _study_config(
         args,
         **{
             "search.n_trials": args.n_trials,
             "search.timeout": args.timeout,
             "search.max_total_epochs": args.max_total_epochs,
+            "search.fidelity": args.fidelity,
             "training.epochs": args.epochs,
             "budget.vram_gb": args.vram_gb,
         },
     )
+
+
+def search_command(args: argparse.Namespace) -> int:
+    """Run (or resume) the study of ``args.config``; returns the exit code."""
+    started = time.monotonic()
+    config = search_config(args)
     from clot_hpo.search.study import run_search
 
     console = Console(soft_wrap=True)

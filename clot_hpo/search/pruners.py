@@ -7,7 +7,7 @@ Optuna pruner that acts at step ``s`` judges the trial after ``s + 1`` epochs;
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -26,6 +26,10 @@ still settling, or a base still frozen) ranks trials poorly."""
 HYPERBAND_REDUCTION_FACTOR = 4
 """Keep the top quarter at each rung (Optuna's successive-halving default, ASHA's eta): rungs
 after 2 and 5 epochs for 6 to 16 epochs, then 17, 65..."""
+
+EPOCH_SIDES_ATTR = "epoch_sides"
+"""A trial's user attribute: the image side (px) of each of its epochs, in order (recorded when
+the side changes between epochs; docs/pruning.md, fidelities)."""
 
 # Median pruning: gentler, for users who would rather keep slow starters.
 MEDIAN_STARTUP_TRIALS = 2
@@ -63,15 +67,80 @@ _PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
 }
 
 
+def _fraction_at(trial: optuna.trial.FrozenTrial, step: int) -> float | None:
+    """The fraction of its full side ``trial`` ran epoch ``step + 1`` at (1.0 when it recorded none)."""
+    sides = trial.user_attrs.get(EPOCH_SIDES_ATTR)
+    if not sides:
+        return 1.0
+    if step >= len(sides):
+        return None
+    return round(float(sides[step]) / float(max(sides)), 4)
+
+
+class RungPruner(optuna.pruners.BasePruner):
+    """Successive halving at given epochs, comparing trials at the same step and the same size only.
+
+    At a rung, a trial goes on if it is among the best ``max(1, n // reduction_factor)`` of the
+    ``n`` trials (itself included) that reported the same step at the same fraction of their
+    side, Optuna's asynchronous rule (``SuccessiveHalvingPruner``), with the rungs placed where
+    the fidelity puts them rather than at ``min_resource * reduction_factor ** k``.
+
+    Args:
+        rung_epochs: the epochs (1-based) after which a trial is judged.
+        reduction_factor: one in ``reduction_factor`` goes on.
+    """
+
+    def __init__(
+        self, rung_epochs: Sequence[int], reduction_factor: int = HYPERBAND_REDUCTION_FACTOR
+    ) -> None:
+        if reduction_factor < 2:
+            raise ValueError(f"`reduction_factor >= 2` must hold, but got {reduction_factor}")
+        self.rung_steps = frozenset(int(e) - 1 for e in rung_epochs)
+        self.reduction_factor = int(reduction_factor)
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """Whether ``trial`` stops at its last reported step (a rung's), else False."""
+        step = trial.last_step
+        if step is None or step not in self.rung_steps:
+            return False
+        value = trial.intermediate_values[step]
+        fraction = _fraction_at(trial, step)
+        states = (
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.RUNNING,
+        )
+        others = [
+            t.intermediate_values[step]
+            for t in study.get_trials(deepcopy=False, states=states)
+            if t.number != trial.number
+            and step in t.intermediate_values
+            and _fraction_at(t, step) == fraction
+        ]
+        keep = max(1, (len(others) + 1) // self.reduction_factor)
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        better = sum((v > value) if maximize else (v < value) for v in others if v == v)
+        return better >= keep
+
+
 def list_pruners() -> list[str]:
     """Names accepted by :func:`create_pruner`."""
     return sorted(_PRUNERS)
 
 
-def create_pruner(name: str, *, max_epochs: int) -> optuna.pruners.BasePruner:
-    """Build pruner ``name`` for trials of at most ``max_epochs`` epochs."""
+def create_pruner(
+    name: str, *, max_epochs: int, rung_epochs: Sequence[int] | None = None
+) -> optuna.pruners.BasePruner:
+    """Build pruner ``name`` for trials of at most ``max_epochs`` epochs.
+
+    Args:
+        rung_epochs: where a fidelity other than epochs puts the ``hyperband`` pruner's rungs
+            (:func:`clot_hpo.search.fidelity.fidelity_rung_epochs`): a :class:`RungPruner`.
+    """
     if name not in _PRUNERS:
         raise ConfigError(f"search.pruner must be one of {list_pruners()}, but got {name!r}")
+    if name == "hyperband" and rung_epochs is not None:
+        return RungPruner(rung_epochs)
     return _PRUNERS[name](max_epochs)
 
 

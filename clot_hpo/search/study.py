@@ -28,6 +28,7 @@ from clot_hpo.checkpoint import CHECKPOINT_FILE
 from clot_hpo.config import ExperimentConfig, save_resolved
 from clot_hpo.errors import ConfigError, FatalError, Preempted, TrialFailed
 from clot_hpo.evaluate.catalogue import headline_keys
+from clot_hpo.search.fidelity import study_rung_epochs
 from clot_hpo.search.ledger import ATTR_DIGEST, ATTR_PARENT_RUN_ID, ATTR_RUN_ID, record_model_id
 from clot_hpo.search.objectives import Objective, get_objective
 from clot_hpo.search.oom_retry import run_with_oom_retry
@@ -505,7 +506,9 @@ def create_or_load_study(config: ExperimentConfig, storage: Any) -> optuna.Study
         study_name=config.study_name,
         storage=storage,
         sampler=create_sampler(config.search.sampler, seed=config.seed),
-        pruner=create_pruner(config.search.pruner, max_epochs=config.training.epochs),
+        pruner=create_pruner(
+            config.search.pruner, max_epochs=config.training.epochs, rung_epochs=study_rung_epochs(config)
+        ),
         direction="maximize" if objective.direction == "maximize" else "minimize",
         load_if_exists=True,
     )

@@ -32,7 +32,9 @@ from clot_hpo.data.pipeline import EpochOrder, make_array_dataset
 from clot_hpo.evaluate import evaluate_trial
 from clot_hpo.evaluate.catalogue import SPLITS, metric_keys
 from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS, trial_predictions
+from clot_hpo.models import IMAGENET_UNAVAILABLE, get_backbone_spec
 from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings
+from clot_hpo.search.fidelity import study_rung_epochs, trial_sides
 from clot_hpo.search.hp import OptunaHyperParameters
 from clot_hpo.search.ledger import (
     ATTR_MODEL_SHA256,
@@ -43,7 +45,7 @@ from clot_hpo.search.ledger import (
 )
 from clot_hpo.search.objectives import get_objective
 from clot_hpo.search.optuna_compat import trial_for_other_process
-from clot_hpo.search.pruners import create_pruner
+from clot_hpo.search.pruners import EPOCH_SIDES_ATTR, create_pruner
 from clot_hpo.search.samplers import VRAM_CONSTRAINT, create_sampler
 from clot_hpo.search.storage import open_storage
 from clot_hpo.search.task import TrialOutcome, TrialTask
@@ -52,7 +54,7 @@ from clot_hpo.search_space import load_search_space
 from clot_hpo.tracking import NullTrialTracker, TrialTracker
 from clot_hpo.tracking.base import to_plain
 from clot_hpo.tracking.spool import SpoolTracker
-from clot_hpo.train import format_epoch, inference_copy, monitored_value
+from clot_hpo.train import fixed_size, format_epoch, inference_copy, monitored_value
 from clot_hpo.util import file_sha256, text_sha256
 
 # Test hook: "oom:N" raises ResourceExhaustedError in trial N's first attempt; "oom2:N" does so
@@ -82,6 +84,9 @@ class TrialSetup:
         hypermodel: the builder of the trial's model.
         settings: the sampled settings (backbone, image size, batch size...).
         epochs: the epochs this trial runs (the schedule's budget may cap them).
+        sides: the image side of each epoch when it changes between epochs (progressive
+            resizing, a resolution fidelity: :func:`~clot_hpo.search.fidelity.trial_sides`);
+            None: every epoch at ``settings.image_size``.
     """
 
     task: TrialTask
@@ -93,6 +98,7 @@ class TrialSetup:
     hypermodel: ClotHyperModel
     settings: TrialSettings
     epochs: int
+    sides: list[int] | None = None
 
     @property
     def mixed_precision(self) -> bool:
@@ -117,7 +123,9 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
         storage=storage or open_storage(task.storage, pooled=False),
         # Seeded per trial: a fresh process with the study's seed would repeat its samples.
         sampler=create_sampler(config.search.sampler, seed=seed),
-        pruner=create_pruner(config.search.pruner, max_epochs=config.training.epochs),
+        pruner=create_pruner(
+            config.search.pruner, max_epochs=config.training.epochs, rung_epochs=study_rung_epochs(config)
+        ),
     )
     trial = trial_for_other_process(study, task.trial_id)
     trial.set_user_attr(ATTR_SEED, seed)  # the ledger: a checkpoint's seed must match it
@@ -134,10 +142,24 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
         class_weight=config.training.class_weight,
     )
     hypermodel.jit_compile = config.training.jit_compile
+    hypermodel.imagenet_unavailable = known_weights_failure(study)
     settings = hypermodel.settings(hp)
     trial.set_user_attr("backbone", settings.backbone)
     epochs = max(1, min(config.training.epochs, task.max_epochs))
-    return TrialSetup(task, config, seed, gpu, trial, hp, hypermodel, settings, epochs)
+    sides = trial_sides(
+        image_size=settings.image_size,
+        epochs=epochs,
+        fidelity=config.search.fidelity,
+        fidelity_sizes=config.search.fidelity_sizes,
+        progressive=config.training.progressive_resize,
+        values=settings.values,
+        min_side=get_backbone_spec(settings.backbone).min_image_size,
+    )
+    if sides is not None:
+        # One model for every side (global pooling), its weights carried from size to size.
+        hypermodel.variable_input_size = True
+        trial.set_user_attr(EPOCH_SIDES_ATTR, sides)
+    return TrialSetup(task, config, seed, gpu, trial, hp, hypermodel, settings, epochs, sides)
 
 
 def open_splits(setup: TrialSetup) -> DecodedSplits:
@@ -155,10 +177,40 @@ def open_splits(setup: TrialSetup) -> DecodedSplits:
 
 
 def build_model(setup: TrialSetup) -> keras.Model:
-    """Build the sampled model and record which weights its backbone got."""
+    """Build the sampled model and record which weights its backbone got.
+
+    A failed ImageNet download is remembered on the study (:func:`remember_weights_failure`):
+    later trials start from random initialization at once, with the same ``weights_used``.
+    """
     model = setup.hypermodel.build(setup.hp)
     setup.trial.set_user_attr("weights_used", setup.hypermodel.weights_used)
+    remember_weights_failure(setup.trial.study, setup.hypermodel.weights_used)
     return model
+
+
+# The study's user attribute that holds the `weights_used` of a failed ImageNet download.
+IMAGENET_UNAVAILABLE_ATTR = "imagenet_unavailable"
+
+
+def known_weights_failure(study: optuna.Study) -> str | None:
+    """The ``weights_used`` of the study's failed ImageNet download, or None if none failed."""
+    value = study.user_attrs.get(IMAGENET_UNAVAILABLE_ATTR)
+    return str(value) if value else None
+
+
+def remember_weights_failure(study: optuna.Study, weights_used: str | None) -> bool:
+    """Record on ``study`` that the ImageNet download failed, once; return whether it recorded.
+
+    Offline, every trial would otherwise try the download again (Keras prints its
+    ``Downloading data from ...`` line each time) before falling back to random weights. A new
+    study tries again: the network may be back by then.
+    """
+    if not weights_used or not weights_used.startswith(IMAGENET_UNAVAILABLE):
+        return False
+    if known_weights_failure(study) is not None:
+        return False
+    study.set_user_attr(IMAGENET_UNAVAILABLE_ATTR, weights_used)
+    return True
 
 
 def plan_vram(setup: TrialSetup, model: keras.Model) -> TrialBudget:
@@ -250,9 +302,12 @@ def inject_fault(task: TrialTask) -> None:
 def announce(setup: TrialSetup, plan: TrialBudget) -> None:
     """Print the trial's first line (its first attempt only: a retry says so elsewhere)."""
     if setup.task.attempt == 0:
+        size = f"{setup.settings.image_size}px"
+        if setup.sides is not None:  # each epoch's side; the VRAM plan is the largest's
+            size = f"sizes {'/'.join(str(s) for s in setup.sides)}px (planned at {max(setup.sides)}px)"
         print(
             f"  trial {setup.task.trial_number} · {setup.settings.backbone} · "
-            f"{setup.settings.image_size}px · batch {plan.batch_size}x{plan.accumulation_steps} · "
+            f"{size} · batch {plan.batch_size}x{plan.accumulation_steps} · "
             f"weights: {setup.hypermodel.weights_used}",
             flush=True,
         )
@@ -286,7 +341,8 @@ def training_data(setup: TrialSetup, data: DecodedSplits, plan: TrialBudget) -> 
     """
     rows = data.sample_rows("train", setup.config.training.max_train_images, setup.config.seed)
     size = len(rows) if rows is not None else len(data.labels("train"))
-    order = EpochOrder(size, setup.seed, plan.batch_size)
+    # The sides too are a function of the epoch: a resumed trial continues at its schedule's size.
+    order = EpochOrder(size, setup.seed, plan.batch_size, sides=setup.sides)
     ds = make_array_dataset(
         data.images("train"),
         data.labels("train"),
@@ -306,6 +362,24 @@ def training_class_weight(setup: TrialSetup, data: DecodedSplits) -> dict[int, f
     labels = np.asarray(data.labels("train"))
     rows = data.sample_rows("train", setup.config.training.max_train_images, setup.config.seed)
     return class_weights(labels if rows is None else labels[np.asarray(rows)], setup.settings["class_weight"])
+
+
+def validation_data(setup: TrialSetup, data: DecodedSplits, plan: TrialBudget, order: EpochOrder) -> Any:
+    """The validation split the epochs report on: at each epoch's side when the side changes.
+
+    A reduced size's validation is that size's (the trial records ``epoch_sides``); the trial's
+    final value comes from :func:`dataset` at full size after its last, full-size epoch.
+    """
+    if setup.sides is None:
+        return dataset(setup, data, plan, "val")
+    return make_array_dataset(
+        data.images("val"),
+        data.labels("val"),
+        batch_size=plan.batch_size,
+        shuffle=False,
+        seed=setup.seed,
+        sides_from=order,
+    )
 
 
 def load_resume(setup: TrialSetup, model: keras.Model) -> TrainingCheckpoint | None:
@@ -334,6 +408,14 @@ def load_resume(setup: TrialSetup, model: keras.Model) -> TrainingCheckpoint | N
             flush=True,
         )
         return None
+    recorded_sides = checkpoint.meta.get("sides")
+    if recorded_sides != setup.sides:
+        print(
+            f"  trial {task.trial_number} · the checkpoint {task.resume_from} follows another size "
+            f"schedule ({recorded_sides}, now {setup.sides}); starting from scratch",
+            flush=True,
+        )
+        return None
     return checkpoint
 
 
@@ -354,6 +436,7 @@ def checkpoint_meta(setup: TrialSetup) -> dict[str, Any]:
         "trial": setup.task.trial_number,
         "seed": setup.seed,
         "params": to_plain(setup.hp.values),
+        "sides": setup.sides,  # each epoch's image side (None: all at image_size)
     }
 
 
@@ -376,6 +459,8 @@ def replay_checkpoint(setup: TrialSetup, tracker: TrialTracker, checkpoint: Trai
     history = checkpoint.history
     for epoch in range(min(epochs, max((len(v) for v in history.values()), default=0))):
         logs = {k: v[epoch] for k, v in history.items() if epoch < len(v)}
+        if setup.sides is not None:  # the same schedule (load_resume checked it)
+            logs["image_size"] = float(setup.sides[min(epoch, len(setup.sides) - 1)])
         tracker.log_epoch("", epoch, logs)
         value = reported.get(epoch, logs.get(key))
         if value is not None and value == value:
@@ -433,9 +518,12 @@ class EpochReports:
         setup, key = self.setup, self.objective.history_key
         self.epochs_run = epoch + 1
         self.timer.lap("first_epoch" if epoch == 0 else "later_epochs")
+        side = setup.sides[min(epoch, len(setup.sides) - 1)] if setup.sides is not None else None
+        # Each epoch's metrics say the side they were measured at when it changes.
+        recorded = logs if side is None else {**logs, "image_size": float(side)}
         # Spooled before the line is printed: the study process forwards the spool on each line.
-        self.tracker.log_epoch("", epoch, logs)
-        print(format_epoch(setup.task.trial_number, epoch, setup.epochs, logs, seconds), flush=True)
+        self.tracker.log_epoch("", epoch, recorded)
+        print(format_epoch(setup.task.trial_number, epoch, setup.epochs, logs, seconds, side), flush=True)
         setup.trial.set_user_attr("epochs_run", self.epochs_run)
         value = monitored_value(logs, key, epoch)
         with warnings.catch_warnings():
@@ -443,7 +531,8 @@ class EpochReports:
             warnings.filterwarnings("ignore", message=".*already reported.*")
             setup.trial.report(value, epoch)
         if setup.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} with {key}={value:.4f}")
+            at = f" at {side}px" if side is not None and side != setup.settings.image_size else ""
+            raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} with {key}={value:.4f}{at}")
         self.timer.restart()  # reporting and the pruning check belong to no epoch
         if self.after_epoch is not None:
             self.after_epoch(self.epochs_run)
@@ -521,7 +610,9 @@ def evaluate_and_log(
     if setup.config.logs_explanations:
         from clot_hpo.explain import failure_gallery
 
-        gallery = failure_gallery(model, data.images("test"), y_test, p_test, float(threshold))
+        # Grad-CAM reads the side from the model: a model built for any side gets the full one.
+        explained = fixed_size(model, setup.settings.image_size)
+        gallery = failure_gallery(explained, data.images("test"), y_test, p_test, float(threshold))
         report.figures.update({f"explanations/{kind}": fig for kind, fig in gallery.items()})
     tracker.log_evaluation(
         "", metrics=report.metrics, artifacts={**report.artifacts, **evidence}, figures=report.figures
@@ -565,6 +656,6 @@ def log_model(setup: TrialSetup, tracker: TrialTracker, model: keras.Model, thre
         return
     with tempfile.TemporaryDirectory(prefix="clot-hpo-model-") as tmp:
         path = Path(tmp) / "model.keras"
-        inference_copy(model).save(path)
+        inference_copy(model, setup.settings.image_size).save(path)
         setup.trial.set_user_attr(ATTR_MODEL_SHA256, file_sha256(path))
         tracker.log_model("", path, image_size=setup.settings.image_size, threshold=threshold)

@@ -150,8 +150,8 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     tracker = phase.trial_tracker(task)
     tracker.log_params("", phase.trial_params(setup, plan))
     phase.inject_fault(task)
-    train_ds, order = phase.training_data(setup, data, plan)  # each epoch's order: (seed, epoch)
-    val_ds = phase.dataset(setup, data, plan, "val")
+    train_ds, order = phase.training_data(setup, data, plan)  # each epoch's order and side: (seed, epoch)
+    val_ds = phase.validation_data(setup, data, plan, order)
     phase.announce(setup, plan)
     timer.lap("data")
 
@@ -193,6 +193,8 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
 
     timer.restart()
     test_ds = phase.dataset(setup, data, plan, "test")
+    if setup.sides is not None:  # the final value is always a full-size one
+        val_ds = phase.dataset(setup, data, plan, "val")
     predictions = (*predict_probabilities(model, val_ds), *predict_probabilities(model, test_ds))
     points = point_metrics(*predictions, setup.config.evaluation)  # cheap: no intervals
     threshold = float(points["threshold"])

@@ -120,3 +120,15 @@ def test_dicom_window_and_frame_come_from_the_config_unless_flags_say_otherwise(
     args = _args(command, "--config", str(path), "--dicom-window", "40", "80", "--dicom-frame", "0", *extra)
     assert DicomSettings.from_args(args) == DicomSettings(window=(40.0, 80.0), frame=0)
     assert DicomSettings.from_args(_args(command, *extra)) == DicomSettings()
+
+
+def test_search_fidelity_comes_from_the_config_unless_the_flag_says_otherwise(tmp_path: Path) -> None:
+    from clot_hpo.search.commands import search_config
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: study-f\nsearch: {fidelity: resolution, fidelity_sizes: [0.25, 0.5]}\n")
+    assert search_config(_args("search", str(path))).search.fidelity == "resolution"
+    flagged = search_config(_args("search", str(path), "--fidelity", "both"))
+    assert flagged.search.fidelity == "both" and flagged.search.fidelity_sizes == [0.25, 0.5]
+    with pytest.raises(SystemExit):
+        _args("search", str(path), "--fidelity", "pixels")
