@@ -255,11 +255,24 @@ class SearchConfig(_Section):
         description="seconds a worker given SIGTERM lets its trial finish the current epoch and "
         "checkpoint before it stops it; docker-compose.yml's stop_grace_period leaves room for it",
     )
+    cv_folds: int | None = Field(
+        None,
+        description="k-fold cross-validation per trial: k folds of the non-test data, grouped by "
+        "patient and stratified; the objective is the folds' mean, the promoted model a refit on "
+        "all non-test data; costs about k + 1 trainings per trial (null: off; see docs/data.md)",
+    )
     defaults_first: bool = Field(
         True,
         description="a new study's first trials build each search space's defaults (one per "
         "backbone), as KerasTuner's tuners do; ordinary trials in Optuna, MLflow and the budgets",
     )
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _at_least_two_folds(cls, value: int | None) -> int | None:
+        if value is not None and value < 2:
+            raise ValueError(f"`cv_folds >= 2` must hold when set (null turns folds off), but got {value}")
+        return value
 
     @model_validator(mode="after")
     def _unique_backbones(self) -> SearchConfig:

@@ -27,6 +27,7 @@ from rich.console import Console
 from clot_hpo.checkpoint import CHECKPOINT_FILE
 from clot_hpo.config import ExperimentConfig, save_resolved
 from clot_hpo.errors import ConfigError, FatalError, Preempted, TrialFailed
+from clot_hpo.search.folds import study_folds, trial_epochs
 from clot_hpo.search.ledger import ATTR_DIGEST, ATTR_PARENT_RUN_ID, ATTR_RUN_ID
 from clot_hpo.search.objectives import Objective, get_objective
 from clot_hpo.search.oom_retry import run_with_oom_retry
@@ -325,7 +326,7 @@ class StudyRunner:
         )
         task = self._task(trial, trials, spool)
         self.resumer.prepare(
-            task, frozen, point, epochs_left=self.budget.epochs_left(trials, self.config.training.epochs)
+            task, frozen, point, epochs_left=self.budget.epochs_left(trials, trial_epochs(self.config))
         )
         assert self.progress is not None
         self.progress.start_trial(number)
@@ -414,7 +415,7 @@ class StudyRunner:
             spool_dir=str(spool.folder) if spool else "",
             manifest_path=str(self.manifest_path),
             spaces=self.spaces,
-            max_epochs=self.budget.epochs_left(trials, self.config.training.epochs),
+            max_epochs=self.budget.epochs_left(trials, trial_epochs(self.config)),
             result_path=str(self._trial_dir(trial.number) / "outcome.json"),
             cache_dir=str(self.out_dir / "cache"),
             data_digest=self.data_digest,
@@ -527,7 +528,10 @@ def run_search(
     manifest_path = out_dir / "trial_manifest.csv"
     # Written atomically: workers sharing a folder must never hand a trial half a file.
     partial = manifest_path.with_suffix(f".{os.getpid()}.tmp")
-    prepared.manifest[["path", "label", "split", "sha256"]].to_csv(partial, index=False)
+    trial_manifest = prepared.manifest[["path", "label", "split", "sha256"]].copy()
+    if config.search.cv_folds:  # drawn once per study: every trial validates on the same folds
+        trial_manifest["fold"] = study_folds(config, prepared.manifest)
+    trial_manifest.to_csv(partial, index=False)
     os.replace(partial, manifest_path)
 
     storage = open_storage(

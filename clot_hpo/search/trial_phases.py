@@ -17,7 +17,7 @@ import signal
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -32,6 +32,7 @@ from clot_hpo.data.pipeline import EpochOrder, make_array_dataset
 from clot_hpo.evaluate import evaluate_trial
 from clot_hpo.evaluate.predictions import trial_predictions
 from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings
+from clot_hpo.search.folds import fold_epochs
 from clot_hpo.search.hp import OptunaHyperParameters
 from clot_hpo.search.objectives import get_objective
 from clot_hpo.search.optuna_compat import trial_for_other_process
@@ -131,7 +132,7 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
     hypermodel.jit_compile = config.training.jit_compile
     settings = hypermodel.settings(hp)
     trial.set_user_attr("backbone", settings.backbone)
-    epochs = max(1, min(config.training.epochs, task.max_epochs))
+    epochs = fold_epochs(config, task.max_epochs)  # with search.cv_folds: per fold
     return TrialSetup(task, config, seed, gpu, trial, hp, hypermodel, settings, epochs)
 
 
@@ -430,14 +431,25 @@ class EpochReports:
         return self.outcome("COMPLETE", plan, value=value, metrics=metrics)
 
 
+class EvaluatedSplits(Protocol):
+    """What the evaluation reads of a trial's data: a ``DecodedSplits``, or a cross-validated pool."""
+
+    def images(self, split: str) -> np.ndarray: ...  # noqa: D102
+
+    def labels(self, split: str) -> np.ndarray: ...  # noqa: D102
+
+    def keys(self, split: str) -> list[str]: ...  # noqa: D102
+
+
 def evaluate_and_log(
     setup: TrialSetup,
     tracker: TrialTracker,
     model: keras.Model,
-    data: DecodedSplits,
+    data: EvaluatedSplits,
     predictions: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     history: dict[str, list[float]],
     threshold: float,
+    overrides: dict[str, float] | None = None,
 ) -> None:
     """Intervals (bootstrap) and figures, for the trial's run: only a tracked trial needs them.
 
@@ -449,6 +461,8 @@ def evaluate_and_log(
         predictions: validation labels and probabilities, then test labels and probabilities.
         history: the training history (drawn as training curves).
         threshold: the decision threshold chosen on validation.
+        overrides: metrics that replace the evaluation's own (a cross-validated trial's
+            objective is its folds' mean, not the pooled out-of-fold value).
     """
     ev = setup.config.evaluation
     y_val, p_val, y_test, p_test = predictions
@@ -474,7 +488,10 @@ def evaluate_and_log(
         report.figures.update({f"explanations/{kind}": fig for kind, fig in gallery.items()})
     evidence = trial_predictions(data, predictions)  # key,label,probability CSVs for `clot-hpo report`
     tracker.log_evaluation(
-        "", metrics=report.metrics, artifacts={**report.artifacts, **evidence}, figures=report.figures
+        "",
+        metrics={**report.metrics, **(overrides or {})},
+        artifacts={**report.artifacts, **evidence},
+        figures=report.figures,
     )
 
 
