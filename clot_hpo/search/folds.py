@@ -6,13 +6,16 @@ trial's process, is :mod:`clot_hpo.search.cv_trial`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from clot_hpo.config import ExperimentConfig
 from clot_hpo.search.objectives import Objective
+
+if TYPE_CHECKING:
+    import optuna
 
 
 def trial_epochs(config: ExperimentConfig) -> int:
@@ -65,3 +68,42 @@ def cv_summary(objective: Objective, values: list[float]) -> dict[str, float]:
     # The sample standard deviation (ddof=1): the folds are a sample of possible splits.
     out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     return out
+
+
+STUDY_FOLDS_ATTR = "cv_folds"
+"""The study's user attribute: the ``search.cv_folds`` its trials were valued with (0: none)."""
+
+
+def check_study_folds(study: optuna.Study, config: ExperimentConfig) -> None:
+    """Record the study's ``search.cv_folds``, or refuse another one when resuming it.
+
+    A fold mean and a single validation split's value do not rank together, nor do the means of
+    3 and 5 folds: one study keeps one setting.
+
+    Args:
+        study: the Optuna study, created or loaded.
+        config: the experiment config.
+
+    Raises:
+        ConfigError: the study was run with another ``search.cv_folds``.
+    """
+    from optuna.trial import TrialState
+
+    from clot_hpo.errors import ConfigError
+
+    folds = config.search.cv_folds or 0
+    recorded = study.user_attrs.get(STUDY_FOLDS_ATTR)
+    if recorded is None:
+        # A study that ran trials before the setting was recorded ran them without folds.
+        started = study.get_trials(
+            deepcopy=False,
+            states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING),
+        )
+        recorded = 0 if started else folds
+        study.set_user_attr(STUDY_FOLDS_ATTR, recorded)
+    if int(recorded) != folds:
+        before, now = (f"{n}" if n else "null (no folds)" for n in (int(recorded), folds))
+        raise ConfigError(
+            f"search.cv_folds: study {config.study_name!r} was run with {before}, but got {now}; "
+            "values of differently validated trials do not compare: use another --study-name"
+        )

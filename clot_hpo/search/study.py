@@ -27,7 +27,7 @@ from rich.console import Console
 from clot_hpo.checkpoint import CHECKPOINT_FILE
 from clot_hpo.config import ExperimentConfig, save_resolved
 from clot_hpo.errors import ConfigError, FatalError, Preempted, TrialFailed
-from clot_hpo.search.folds import study_folds, trial_epochs
+from clot_hpo.search.folds import check_study_folds, study_folds, trial_epochs
 from clot_hpo.search.ledger import ATTR_DIGEST, ATTR_PARENT_RUN_ID, ATTR_RUN_ID
 from clot_hpo.search.objectives import Objective, get_objective
 from clot_hpo.search.oom_retry import run_with_oom_retry
@@ -541,6 +541,7 @@ def run_search(
         max_retry=config.search.max_retry,
     )
     study = create_or_load_study(config, storage)
+    check_study_folds(study, config)  # one study, one way of validating its trials
     resumed = len(study.trials)
     if config.search.defaults_first:  # a new study first builds each search space's defaults
         from clot_hpo.search.defaults import enqueue_default_trials

@@ -46,3 +46,24 @@ def test_a_fold_is_valued_by_exact_auc_or_its_last_epoch() -> None:
     history = {"val_auc": [0.1, 0.2], "val_loss": [0.9, 0.7]}
     assert fold_value(get_objective("val_auc"), y, p, history) == pytest.approx(0.75)
     assert fold_value(get_objective("val_loss"), y, p, history) == 0.7
+
+
+def test_a_study_keeps_the_folds_it_was_run_with() -> None:
+    import optuna
+
+    from clot_hpo.errors import ConfigError
+    from clot_hpo.search.folds import check_study_folds
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"x": 1.0})  # queued, not run: the study has run nothing yet
+    check_study_folds(study, _config(cv_folds=5))
+    check_study_folds(study, _config(cv_folds=5))  # resumed alike
+    with pytest.raises(ConfigError, match=r"was run with 5, but got null \(no folds\)"):
+        check_study_folds(study, _config())
+    with pytest.raises(ConfigError, match="was run with 5, but got 3"):
+        check_study_folds(study, _config(cv_folds=3))
+    # A study that ran trials before the setting was recorded ran them without folds.
+    older = optuna.create_study(direction="maximize")
+    older.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    with pytest.raises(ConfigError, match=r"was run with null \(no folds\), but got 5"):
+        check_study_folds(older, _config(cv_folds=5))
