@@ -107,6 +107,21 @@ def test_each_fold_is_on_the_trials_run_and_the_objective_is_their_mean(study: d
     assert sorted(m.step for m in history) == list(range(2 * EPOCHS, 3 * EPOCHS))
 
 
+def test_the_folds_split_the_non_test_data_by_patient(study: dict[str, Any]) -> None:
+    import pandas as pd
+
+    folder = study["work"] / "mlruns" / "studies" / STUDY
+    trial_manifest = pd.read_csv(folder / "trial_manifest.csv")
+    groups = pd.read_csv(folder / "data" / "split_manifest.csv").set_index("sha256")["group"]
+    trial_manifest["group"] = trial_manifest["sha256"].map(groups)
+    assert trial_manifest["group"].notna().all()
+    assert (trial_manifest["fold"][trial_manifest["split"] == "test"] == 0).all()
+    pool = trial_manifest[trial_manifest["split"] != "test"]
+    assert sorted(pool["fold"].unique()) == list(range(1, FOLDS + 1))
+    assert (pool.groupby("group")["fold"].nunique() == 1).all()  # a patient in one fold only
+    assert (pool.groupby("fold")["label"].nunique() == 2).all()  # each fold has both classes
+
+
 def test_the_pruner_stops_the_weak_configuration_after_its_first_fold(study: dict[str, Any]) -> None:
     weak = study["trials"][1]
     assert weak.params["learning_rate"] == 1e-9
