@@ -5,7 +5,8 @@ study (:func:`clot_hpo.search.folds.study_folds`, by patient, stratified). Each 
 fresh model of the trial's configuration on the other k - 1 folds and validates on its own.
 
 Pruning: after fold i the trial reports the running mean of its folds' objective (exact AUC for
-``val_auc``, else the last epoch's value) at step ``i * E - 1``, E being the epochs per fold:
+``val_auc``, else the last epoch's value) at step ``i * E - 1``, E being ``training.epochs``
+(also when the epoch budget gave this trial's folds fewer, so that the steps line up):
 the step is still "epochs trained so far, minus one", as without folds (docs/pruning.md), and
 every step a cross-validated trial reports is a fold's end, with the same meaning in every
 trial of the study. No epoch inside a fold is reported: a fold's epoch-2 value next to another
@@ -217,7 +218,9 @@ def run_folds(
             {f"fold{fold}_{objective.history_key}": values[-1], f"cv_{objective.history_key}_mean": running},
         )
         setup.trial.set_user_attr("cv_fold_values", values)
-        setup.trial.report(running, done - 1)
+        # At the step of a whole fold even when the epoch budget cut this trial's folds short:
+        # every trial of the study then reports fold i on the same step.
+        setup.trial.report(running, fold * setup.config.training.epochs - 1)
         timer.lap("evaluate")
         if setup.trial.should_prune():
             reason = f"pruned after fold {fold} of {k} with mean {objective.history_key}={running:.4f}"
