@@ -305,6 +305,12 @@ class SearchConfig(_Section):
         description="seconds a worker given SIGTERM lets its trial finish the current epoch and "
         "checkpoint before it stops it; docker-compose.yml's stop_grace_period leaves room for it",
     )
+    cv_folds: int | None = Field(
+        None,
+        description="k-fold cross-validation per trial: k folds of the non-test data, grouped by "
+        "patient and stratified; the objective is the folds' mean, the promoted model a refit on "
+        "all non-test data; costs about k + 1 trainings per trial (null: off; see docs/data.md)",
+    )
     defaults_first: bool = Field(
         True,
         description="a new study's first trials build each search space's defaults (one per "
@@ -317,6 +323,13 @@ class SearchConfig(_Section):
         if sorted(set(sizes)) != sizes:
             raise ValueError(f"`fidelity_sizes` must be strictly ascending, but got {sizes}")
         return sizes
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _at_least_two_folds(cls, value: int | None) -> int | None:
+        if value is not None and value < 2:
+            raise ValueError(f"`cv_folds >= 2` must hold when set (null turns folds off), but got {value}")
+        return value
 
     @model_validator(mode="after")
     def _unique_backbones(self) -> SearchConfig:
@@ -468,6 +481,19 @@ class ExperimentConfig(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @model_validator(mode="after")
+    def _folds_train_at_full_size(self) -> ExperimentConfig:
+        # A cross-validated trial reports at the end of each fold, every epoch at full size:
+        # rungs at reduced sizes and a size schedule have nothing to judge or follow there.
+        resizing = self.training.progressive_resize.enabled
+        if self.search.cv_folds and (self.search.fidelity != "epochs" or resizing):
+            raise ValueError(
+                "search.cv_folds trains every fold at full size, so search.fidelity must be epochs and "
+                "training.progressive_resize.enabled false, but got fidelity="
+                f"{self.search.fidelity}, progressive_resize.enabled={resizing}"
+            )
+        return self
 
     @property
     def logs_explanations(self) -> bool:

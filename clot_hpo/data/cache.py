@@ -149,6 +149,16 @@ def decoded_images(
     return opened
 
 
+def unique_keys(hashes: Sequence[str]) -> list[str]:
+    """Content hashes as unique keys: a repeated hash gets ``#2``, ``#3``... on its later rows."""
+    seen: dict[str, int] = {}
+    keys = []
+    for digest in hashes:
+        seen[digest] = seen.get(digest, 0) + 1
+        keys.append(digest if seen[digest] == 1 else f"{digest}#{seen[digest]}")
+    return keys
+
+
 class DecodedSplits:
     """A study's splits, decoded at one image size through the cache (read on first use).
 
@@ -200,6 +210,17 @@ class DecodedSplits:
         """The split's labels (float32), in manifest order."""
         return np.asarray(self._part(split)["label"], dtype=np.float32)
 
+    def folds(self, split: str) -> np.ndarray:
+        """The split's cross-validation fold numbers (``search.cv_folds``), in manifest order.
+
+        Raises:
+            DataError: the manifest has no ``fold`` column (the study was not cross-validated).
+        """
+        part = self._part(split)
+        if "fold" not in part.columns:
+            raise DataError(f"the trial manifest has no `fold` column (columns: {list(part.columns)})")
+        return np.asarray(part["fold"], dtype=np.int64)
+
     def keys(self, split: str) -> list[str]:
         """The split's image keys, in manifest order: each file's content hash (``sha256``).
 
@@ -210,16 +231,18 @@ class DecodedSplits:
         Raises:
             DataError: the manifest has no ``sha256`` column (written by an older version).
         """
+        return unique_keys(self.hashes(split))
+
+    def hashes(self, split: str) -> list[str]:
+        """The split's files' content hashes (``sha256``), in manifest order, repeats kept.
+
+        Raises:
+            DataError: the manifest has no ``sha256`` column (written by an older version).
+        """
         part = self._part(split)
         if "sha256" not in part.columns:
             raise DataError(f"the trial manifest has no `sha256` column (columns: {list(part.columns)})")
-        hashes = [str(h) for h in part["sha256"]]
-        seen: dict[str, int] = {}
-        keys = []
-        for digest in hashes:
-            seen[digest] = seen.get(digest, 0) + 1
-            keys.append(digest if seen[digest] == 1 else f"{digest}#{seen[digest]}")
-        return keys
+        return [str(h) for h in part["sha256"]]
 
     def images(self, split: str) -> np.ndarray:
         """The split's ``(N, S, S, 3)`` images (uint8; float32 with DICOM), decoded or mapped once."""

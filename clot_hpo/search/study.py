@@ -29,6 +29,7 @@ from clot_hpo.config import ExperimentConfig, save_resolved
 from clot_hpo.errors import ConfigError, FatalError, Preempted, TrialFailed
 from clot_hpo.evaluate.catalogue import headline_keys
 from clot_hpo.search.fidelity import study_rung_epochs
+from clot_hpo.search.folds import check_study_folds, study_folds, trial_epochs
 from clot_hpo.search.ledger import ATTR_DIGEST, ATTR_PARENT_RUN_ID, ATTR_RUN_ID, record_model_id
 from clot_hpo.search.objectives import Objective, get_objective
 from clot_hpo.search.oom_retry import run_with_oom_retry
@@ -344,7 +345,7 @@ class StudyRunner:
         )
         task = self._task(trial, trials, spool)
         self.resumer.prepare(
-            task, frozen, point, epochs_left=self.budget.epochs_left(trials, self.config.training.epochs)
+            task, frozen, point, epochs_left=self.budget.epochs_left(trials, trial_epochs(self.config))
         )
         assert self.progress is not None
         self.progress.start_trial(number)
@@ -433,7 +434,7 @@ class StudyRunner:
             spool_dir=str(spool.folder) if spool else "",
             manifest_path=str(self.manifest_path),
             spaces=self.spaces,
-            max_epochs=self.budget.epochs_left(trials, self.config.training.epochs),
+            max_epochs=self.budget.epochs_left(trials, trial_epochs(self.config)),
             result_path=str(self._trial_dir(trial.number) / "outcome.json"),
             cache_dir=str(self.out_dir / "cache"),
             data_digest=self.data_digest,
@@ -539,6 +540,7 @@ def open_study(config: ExperimentConfig, spaces: dict[str, str]) -> tuple[optuna
         max_retry=config.search.max_retry,
     )
     study = create_or_load_study(config, storage)
+    check_study_folds(study, config)  # one study, one way of validating its trials
     if not config.search.defaults_first:
         return study, []
     # Under the study's lock: workers starting together on an empty study enqueue them once.
@@ -621,7 +623,10 @@ def run_search(
     manifest_path = out_dir / "trial_manifest.csv"
     # Written atomically: workers sharing a folder must never hand a trial half a file.
     partial = manifest_path.with_suffix(f".{os.getpid()}.tmp")
-    prepared.manifest[["path", "label", "split", "sha256"]].to_csv(partial, index=False)
+    trial_manifest = prepared.manifest[["path", "label", "split", "sha256"]].copy()
+    if config.search.cv_folds:  # drawn once per study: every trial validates on the same folds
+        trial_manifest["fold"] = study_folds(config, prepared.manifest)
+    trial_manifest.to_csv(partial, index=False)
     os.replace(partial, manifest_path)
 
     study, _ = open_study(config, spaces)

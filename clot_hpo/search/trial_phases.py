@@ -17,7 +17,7 @@ import signal
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -35,6 +35,7 @@ from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS, tri
 from clot_hpo.models import IMAGENET_UNAVAILABLE, get_backbone_spec
 from clot_hpo.models.hypermodel import ClotHyperModel, TrialSettings
 from clot_hpo.search.fidelity import study_rung_epochs, trial_sides
+from clot_hpo.search.folds import fold_epochs
 from clot_hpo.search.hp import OptunaHyperParameters
 from clot_hpo.search.ledger import (
     ATTR_MODEL_SHA256,
@@ -145,7 +146,7 @@ def set_up_trial(task: TrialTask, storage: Any = None) -> TrialSetup:
     hypermodel.imagenet_unavailable = known_weights_failure(study)
     settings = hypermodel.settings(hp)
     trial.set_user_attr("backbone", settings.backbone)
-    epochs = max(1, min(config.training.epochs, task.max_epochs))
+    epochs = fold_epochs(config, task.max_epochs)  # with search.cv_folds: per fold
     sides = trial_sides(
         image_size=settings.image_size,
         epochs=epochs,
@@ -566,15 +567,26 @@ class EpochReports:
         return self.outcome("COMPLETE", plan, value=value, metrics=metrics)
 
 
+class EvaluatedSplits(Protocol):
+    """What the evaluation reads of a trial's data: a ``DecodedSplits``, or a cross-validated pool."""
+
+    def images(self, split: str) -> np.ndarray: ...  # noqa: D102
+
+    def labels(self, split: str) -> np.ndarray: ...  # noqa: D102
+
+    def keys(self, split: str) -> list[str]: ...  # noqa: D102
+
+
 def evaluate_and_log(
     setup: TrialSetup,
     tracker: TrialTracker,
     model: keras.Model,
-    data: DecodedSplits,
+    data: EvaluatedSplits,
     predictions: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     history: dict[str, list[float]],
     threshold: float,
     evidence: dict[str, str],
+    overrides: dict[str, float] | None = None,
 ) -> None:
     """Intervals (bootstrap) and figures, for the trial's run: only a tracked trial needs them.
 
@@ -587,6 +599,8 @@ def evaluate_and_log(
         history: the training history (drawn as training curves).
         threshold: the decision threshold chosen on validation.
         evidence: the predictions files (:func:`record_predictions`), logged as they are.
+        overrides: metrics that replace the evaluation's own (a cross-validated trial's
+            objective is its folds' mean, not the pooled out-of-fold value).
     """
     ev = setup.config.evaluation
     y_val, p_val, y_test, p_test = predictions
@@ -615,12 +629,17 @@ def evaluate_and_log(
         gallery = failure_gallery(explained, data.images("test"), y_test, p_test, float(threshold))
         report.figures.update({f"explanations/{kind}": fig for kind, fig in gallery.items()})
     tracker.log_evaluation(
-        "", metrics=report.metrics, artifacts={**report.artifacts, **evidence}, figures=report.figures
+        "",
+        metrics={**report.metrics, **(overrides or {})},
+        artifacts={**report.artifacts, **evidence},
+        figures=report.figures,
     )
 
 
 def record_predictions(
-    setup: TrialSetup, data: DecodedSplits, predictions: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    setup: TrialSetup,
+    data: EvaluatedSplits,
+    predictions: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> dict[str, str]:
     """The trial's predictions files (``key,label,probability`` CSVs), their sha256 in the ledger.
 

@@ -150,6 +150,10 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     tracker = phase.trial_tracker(task)
     tracker.log_params("", phase.trial_params(setup, plan))
     phase.inject_fault(task)
+    if setup.config.search.cv_folds:  # k folds, then the refit that is kept (docs/data.md)
+        from clot_hpo.search.cv_trial import run_folds
+
+        return run_folds(setup, data, model, plan, tracker, timer)
     train_ds, order = phase.training_data(setup, data, plan)  # each epoch's order and side: (seed, epoch)
     val_ds = phase.validation_data(setup, data, plan, order)
     phase.announce(setup, plan)
