@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+DEV_STAMP := $(VENV)/.dev-installed-stamp
+# Parallel pytest workers for the integration tests (pytest-xdist); 0 runs them in one process.
+PYTEST_WORKERS ?= 2
 # Taken when make starts, so the demo's reported time includes installation.
 DEMO_START := $(shell date +%s)
 HOST   ?= 127.0.0.1
@@ -11,11 +14,12 @@ PORT   ?= 5000
 export MLFLOW_DISABLE_TELEMETRY := true
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install system-deps demo lint test test-fast mlflow-server ui clean-demo benchmarks help
+.PHONY: install install-dev system-deps demo lint test test-fast mlflow-server ui clean-demo benchmarks help
 
 help:
 	@echo "make demo           search both backbones on synthetic data, then promote the best model"
 	@echo "make test           make lint, then the whole test suite (installs PostgreSQL and Chromium when missing)"
+	@echo "make test-fast      the unit tests only (no server, no subprocess; a few minutes)"
 	@echo "make lint           ruff (lint and format check), mypy (strict), import-linter contracts"
 	@echo "make mlflow-server  the MLflow UI over the local store on http://$(HOST):$(PORT)"
 
@@ -26,7 +30,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+# The test and lint tools (requirements-dev.txt) on top of the runtime install.
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $(DEV_STAMP)
+
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
 
 # PostgreSQL and Chromium for the integration tests (Debian packages; needs root or sudo).
 system-deps:
@@ -36,17 +47,21 @@ demo: install
 	@DEMO_START=$(DEMO_START) bash scripts/demo.sh
 
 # Configured in pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter].
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install system-deps lint
-	$(BIN)/python -m pytest
+# The pyramid (tests/README.md): unit tests in one process, then the integration tests on
+# $(PYTEST_WORKERS) workers, each test file on one worker (its module fixtures start a study
+# or a server once). Both print their 15 slowest tests.
+test: install-dev system-deps lint
+	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest tests/integration $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
 
-test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+test-fast: install-dev
+	$(BIN)/python -m pytest tests/unit
 
 mlflow-server: install
 	@bash scripts/mlflow_server.sh $(HOST) $(PORT)
