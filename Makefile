@@ -5,7 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEV_STAMP := $(VENV)/.dev-installed-stamp
 # Parallel pytest workers for the integration tests (pytest-xdist); 0 runs them in one process.
-PYTEST_WORKERS ?= 2
+# Two workers halved the integration folder's wall time (tests/README.md), but on a shared
+# 24 GiB machine the 4096 px trial of test_study_tracking.py was OOM-killed once: one process
+# stays the default until that trial's memory is bounded.
+PYTEST_WORKERS ?= 0
 # Taken when make starts, so the demo's reported time includes installation.
 DEMO_START := $(shell date +%s)
 HOST   ?= 127.0.0.1
@@ -53,9 +56,9 @@ lint: install-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# The pyramid (tests/README.md): unit tests in one process, then the integration tests on
-# $(PYTEST_WORKERS) workers, each test file on one worker (its module fixtures start a study
-# or a server once). Both print their 15 slowest tests.
+# The pyramid (tests/README.md): unit tests in one process, then the integration tests (on
+# $(PYTEST_WORKERS) xdist workers when set, each test file on one worker: its module fixtures
+# start a study or a server once). Both print their 15 slowest tests.
 test: install-dev system-deps lint
 	$(BIN)/python -m pytest tests/unit
 	$(BIN)/python -m pytest tests/integration $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
