@@ -15,13 +15,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/clot-hpo
 
-# Dependencies first, so editing the code does not reinstall TensorFlow. The test-only pins
-# (pytest, playwright, kubernetes-validate) stay out of the runtime image.
+# Dependencies first, so editing the code does not reinstall TensorFlow. requirements.txt
+# holds the runtime pins only (test and lint tools are in requirements-dev.txt).
 COPY requirements.txt ./
 RUN sed -i "s/^tensorflow-cpu==.*/${TENSORFLOW_PACKAGE}/" requirements.txt \
-    && grep -vE '^(pytest|pytest-timeout|playwright|kubernetes-validate)==' requirements.txt > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+    && pip install -r requirements.txt
 
 COPY pyproject.toml README.md ./
 COPY clot_hpo ./clot_hpo

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from clot_hpo.search.preemption import GracefulStop
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,3 +234,17 @@ def test_an_oom_after_two_epochs_resumes_the_trials_own_checkpoint(config_path: 
     assert trained == list(range(1, EPOCHS + 1)), "epochs 1-2 before the OOM, 3..n after it, each once"
     assert sorted(trial.intermediate_values) == list(range(EPOCHS))
     assert trial.user_attrs["epochs_run"] == EPOCHS and not trial.user_attrs.get("resumed_from_epoch")
+
+
+def test_graceful_stop_passes_sigterm_on_to_the_trial_process() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    stop = GracefulStop().install()
+    try:
+        stop.watch(child.pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert child.wait(timeout=10) == -signal.SIGTERM
+        assert stop.requested == "SIGTERM"
+    finally:
+        stop.uninstall()
+        child.kill()
+    assert signal.getsignal(signal.SIGTERM) is not stop._handle

@@ -44,30 +44,3 @@ def test_is_finished() -> None:
 
     assert is_finished(TrialState.COMPLETE) and is_finished("PRUNED")
     assert not is_finished(TrialState.FAIL) and not is_finished(TrialState.RUNNING)
-
-
-def test_lazy_packages_import_their_names_on_first_use_only() -> None:
-    """data/, search/ and serve/ share util.lazy_exports: nothing heavy loads until a name is used."""
-    import subprocess
-    import sys
-
-    code = """
-import sys
-import clot_hpo.data, clot_hpo.search, clot_hpo.serve
-heavy = ("tensorflow", "optuna", "fastapi", "pandas")
-print(sorted(m for m in heavy if m in sys.modules))
-print("make_dataset" in dir(clot_hpo.data), "run_search" in dir(clot_hpo.search))
-try:
-    clot_hpo.serve.no_such_name
-except AttributeError as exc:
-    print(exc)
-from clot_hpo.search import redact_url
-print(redact_url is clot_hpo.search.storage.redact_url, "redact_url" in vars(clot_hpo.search))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == [
-        "[]",
-        "True True",
-        "module 'clot_hpo.serve' has no attribute 'no_such_name'",
-        "True True",
-    ], out.stdout

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from clot_hpo.budget import estimate_vram
 from clot_hpo.cli import main
+from tests.support.cli import run_main
 
-CLI = Path(sys.executable).with_name("clot-hpo")
 BASE = ["estimate-vram", "--backbone", "tiny_cnn", "--image-size", "32", "--batch-size", "4"]
 
 
@@ -52,19 +48,15 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("flag", "value", "needle"), [("--image-size", "0", "image_size"), ("--vram-gb", "-1", "vram_gb")]
 )
-def test_bad_input_exits_2_with_one_line(flag: str, value: str, needle: str) -> None:
+def test_bad_input_exits_2_with_one_line(
+    flag: str, value: str, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = [*BASE]
     if flag in argv:
         argv[argv.index(flag) + 1] = value
     else:
         argv += [flag, value]
-    proc = subprocess.run(
-        [str(CLI), *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+    proc = run_main(capsys, *argv)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("clot-hpo")]
     assert len(errors) == 1 and needle in errors[0]

@@ -142,7 +142,7 @@ def _load(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.stack(rgb), np.stack(thumbs), (meta.label == "positive").to_numpy(dtype=np.int64)
 
 
-@pytest.mark.slow
+# A few-layer CNN for a few epochs (3 s): within what a unit test may train (tests/README.md).
 def test_global_and_linear_cues_fail_but_a_small_cnn_learns_the_easy_set(tmp_path: Path) -> None:
     """Issue 11: mean-intensity LR <= 65 %; raw-pixel LR on 16 px thumbnails clearly below a
     small CNN trained from random initialisation, which reaches AUC >= 0.85 in a few epochs.

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
@@ -14,15 +11,6 @@ from clot_hpo.config import ExperimentConfig
 from clot_hpo.errors import ConfigError
 from clot_hpo.models import BACKBONES, OPTIMIZERS, get_backbone_spec, get_optimizer_spec, list_optimizers
 from clot_hpo.models.hypermodel import batchnorm_momentum_for, set_batchnorm_momentum
-
-
-def test_catalogues_import_without_keras_or_tensorflow() -> None:
-    code = (
-        "import sys; import clot_hpo.models, clot_hpo.config, clot_hpo.budget.estimator; "
-        "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
 
 
 def test_the_config_accepts_exactly_the_catalogues_backbones() -> None:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +19,8 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from clot_hpo.errors import ConfigError
 from clot_hpo.registry import promote
 from clot_hpo.registry.gate import GateRule
-from clot_hpo.registry.lock import promotion_lock
 from clot_hpo.search.ledger import TrialLedger
-from tests.support.cli import CLI, REPO, run_cli
+from tests.support.cli import run_main
 from tests.support.mlflow_server import tiny_keras_model
 from tests.support.promotion import fabricate_study, predictions
 
@@ -211,11 +207,13 @@ def test_rerunning_promote_changes_nothing(gate: dict[str, Any]) -> None:
     assert "nothing to move" in again_champion.message
 
 
-def test_a_candidate_on_another_test_set_is_refused_with_exit_2(gate: dict[str, Any]) -> None:
+def test_a_candidate_on_another_test_set_is_refused_with_exit_2(
+    gate: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     name = "gate-other-data"
     champion = _promote(gate, "strong", name)
     args = ["promote", "--tracking-uri", gate["uri"], "--storage", gate["storage"], "--model-name", name]
-    proc = run_cli(*args, "--experiment", "other")
+    proc = run_main(capsys, *args, "--experiment", "other")
     assert proc.returncode == 2, proc.stderr
     error = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(error) == 1 and "Traceback" not in proc.stderr
@@ -283,33 +281,6 @@ def test_a_run_no_optuna_trial_vouches_for_is_refused(gate: dict[str, Any]) -> N
     assert info.value.exit_code == 2
     with pytest.raises(ConfigError, match="does not exist"):
         _promote({**gate, "storage": f"sqlite:///{gate['root'] / 'no-optuna.db'}"}, "weak", name)
-
-
-def test_a_promotion_waits_for_the_lock_another_process_holds(gate: dict[str, Any]) -> None:
-    name = "gate-lock"
-    cmd = [*CLI, "promote", "--tracking-uri", gate["uri"], "--storage", gate["storage"], "--model-name", name]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with promotion_lock(gate["client"], name) as holder:
-        proc = subprocess.Popen(
-            [*cmd, "--experiment", "weak"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        try:
-            waited = ""
-            deadline = time.monotonic() + 120
-            assert proc.stdout is not None
-            while time.monotonic() < deadline and "waiting for the promotion lock" not in waited:
-                waited += proc.stdout.readline()
-                assert proc.poll() is None or "waiting" in waited, proc.stderr.read() if proc.stderr else ""
-            assert f"held by {holder}" in waited
-            time.sleep(1.0)
-            assert proc.poll() is None  # still waiting while the lock is held
-            assert not gate["client"].search_model_versions(f"name = '{name}'")
-        except BaseException:
-            proc.kill()
-            raise
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert _champion(gate, name).run_id == gate["runs"]["weak"][0]
 
 
 def test_a_recorded_promotion_whose_alias_is_missing_is_finished(gate: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from clot_hpo.registry import promote as promote_model
 from clot_hpo.registry.promotion import resolve_direction
 from clot_hpo.search.ledger import TrialLedger
 from clot_hpo.tracking.store import global_tracking_uri
-from tests.support.cli import run_cli
+from tests.support.cli import run_main
 from tests.support.mlflow_server import write_images
 from tests.support.promotion import fabricate_study, predictions
 
@@ -334,9 +334,10 @@ def test_predict_and_evaluate_input_errors(store: dict[str, Any], tmp_path: Path
 
 
 def test_cli_exit_code_2_names_the_missing_experiment_and_alias(
-    store: dict[str, Any], tmp_path: Path
+    store: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    proc = run_cli(
+    proc = run_main(
+        capsys,
         "promote",
         "--tracking-uri",
         store["uri"],
@@ -348,6 +349,8 @@ def test_cli_exit_code_2_names_the_missing_experiment_and_alias(
     assert proc.returncode == 2, proc.stderr
     assert "ghost-study" in proc.stderr and "Traceback" not in proc.stderr
     image = write_images(tmp_path, 1)[0]
-    proc = run_cli("predict", "--tracking-uri", store["uri"], "--model", f"models:/{USE}@ghost", str(image))
+    proc = run_main(
+        capsys, "predict", "--tracking-uri", store["uri"], "--model", f"models:/{USE}@ghost", str(image)
+    )
     assert proc.returncode == 2, proc.stderr
     assert "ghost" in proc.stderr and "Traceback" not in proc.stderr and proc.stdout == ""

@@ -25,7 +25,7 @@ from clot_hpo.evaluate.predictions import predictions_csv
 from clot_hpo.report.build import build_report
 from clot_hpo.report.document import Table, to_html, to_markdown
 from clot_hpo.tracking.study_record import read_study
-from tests.support.cli import run_cli
+from tests.support.cli import run_main
 from tests.support.stats import delong_by_placements
 
 N_TEST, N_VAL = 80, 40
@@ -253,9 +253,13 @@ def test_trials_without_predictions_files_are_reported_from_their_metrics(
     assert "the other rows come from older runs without them" in to_markdown(report.document)
 
 
-def test_the_command_writes_logs_and_refuses_a_bad_experiment(store: dict[str, Any], tmp_path: Path) -> None:
+def test_the_command_writes_logs_and_refuses_a_bad_experiment(
+    store: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     uri = store["two"]["uri"]
-    result = run_cli("report", "--experiment", "two", "--tracking-uri", uri, "--out", str(tmp_path / "r"))
+    result = run_main(
+        capsys, "report", "--experiment", "two", "--tracking-uri", uri, "--out", str(tmp_path / "r")
+    )
     assert result.returncode == 0, result.stderr
     assert str((tmp_path / "r" / "report.html").resolve()) in result.stdout
     assert (tmp_path / "r" / "figures" / "reliability.png").stat().st_size > 1000
@@ -267,7 +271,7 @@ def test_the_command_writes_logs_and_refuses_a_bad_experiment(store: dict[str, A
         "report/report.html",
         "report/report.md",
     }
-    bad = run_cli("report", "--experiment", "nope", "--tracking-uri", uri)
+    bad = run_main(capsys, "report", "--experiment", "nope", "--tracking-uri", uri)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         f"clot-hpo: error: MLflow experiment 'nope' at {uri} does not exist "

@@ -2,14 +2,13 @@
 
 Written from KerasTuner's documented behaviour (its docstrings and guides), not from its tests:
 the same name in two conditional scopes, defaults first, ``merge``, proto and Keras
-serialization, stepped float grids, and the bundled application builders (``HyperResNet``,
-``HyperXception``, ``HyperEfficientNet``) run for several trials each. Every trial must build,
-and ``from_params(trial.params)`` must rebuild the same model.
+serialization, stepped float grids. Every trial must build, and ``from_params(trial.params)``
+must rebuild the same model. The bundled application builders (backbones) are checked the same
+way in tests/integration/test_keras_tuner_applications.py.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +17,6 @@ import keras
 import keras_tuner as kt
 import optuna
 import pytest
-from keras_tuner.src.applications import efficientnet as kt_efficientnet
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
@@ -75,7 +73,9 @@ def build_active_branch_only(hp: Any) -> keras.Model:
 
 
 def _model_json(build: Builder, hp: Any) -> str:
-    keras.utils.clear_session()  # layer names restart, so equal values give equal JSON
+    # Layer names restart, so equal values give equal JSON. No garbage collection: a full
+    # collection per build was most of these tests' time (seconds per trial).
+    keras.utils.clear_session(free_memory=False)
     return str(build(hp).to_json())
 
 
@@ -251,37 +251,3 @@ def test_stepped_float_grid_is_kerastuners_documented_set_upper_bound_included()
 
 
 # --- KerasTuner's bundled application builders -----------------------------------------------------
-
-
-@pytest.fixture
-def no_download_efficientnet(monkeypatch: pytest.MonkeyPatch) -> None:
-    """HyperEfficientNet with ``weights=None``: nothing to download in tests."""
-    for version, constructor in list(kt_efficientnet.EFFICIENTNET_MODELS.items()):
-        monkeypatch.setitem(
-            kt_efficientnet.EFFICIENTNET_MODELS, version, functools.partial(constructor, weights=None)
-        )
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: kt.applications.HyperResNet(input_shape=(32, 32, 3), classes=2),
-        lambda: kt.applications.HyperXception(input_shape=(32, 32, 3), classes=2),
-        lambda: kt.applications.HyperEfficientNet(input_shape=(32, 32, 3), classes=2),
-    ],
-    ids=["HyperResNet", "HyperXception", "HyperEfficientNet"],
-)
-def test_bundled_application_builders(
-    make: Callable[[], kt.HyperModel], no_download_efficientnet: None
-) -> None:
-    hypermodel = make()
-    plain = kt.HyperParameters()
-    hypermodel.build(plain)  # KerasTuner's first trial: the declared defaults
-    study = _run(hypermodel.build, 2, seed=11, defaults_first=True)
-    assert study.trials[0].params == {k: v for k, v in plain.values.items() if k in study.trials[0].params}
-    first = OptunaHyperParameters.from_params(study.trials[0].params)
-    keras.utils.clear_session()
-    hypermodel.build(first)
-    assert first.values == plain.values
-    _one_distribution_per_name(study)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +15,6 @@ from optuna.trial import TrialState
 from clot_hpo.checkpoint import CHECKPOINT_FILE, TrainingCheckpoint, save_checkpoint
 from clot_hpo.search.preemption import (
     RESUMED_FROM_ATTR,
-    GracefulStop,
     PreemptedStop,
     TrialPreemption,
     epochs_spent,
@@ -134,17 +131,3 @@ def test_trial_preemption_waits_for_the_checkpoint_but_not_past_the_grace() -> N
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGTERM, previous)
-
-
-def test_graceful_stop_passes_sigterm_on_to_the_trial_process() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    stop = GracefulStop().install()
-    try:
-        stop.watch(child.pid)
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert child.wait(timeout=10) == -signal.SIGTERM
-        assert stop.requested == "SIGTERM"
-    finally:
-        stop.uninstall()
-        child.kill()
-    assert signal.getsignal(signal.SIGTERM) is not stop._handle

@@ -127,7 +127,8 @@ def test_prepare_study_validates_creates_and_enqueues_once(tmp_path: Path, tiny_
     again = prepare_study(config, tracking=False)
     assert again.enqueued == [] and again.trials_on_record == 1
     study = optuna.load_study(study_name="prep", storage=open_storage(config.search.storage))
-    assert study.user_attrs == {"objective": "val_auc", DEFAULTS_ENQUEUED_ATTR: 1}
+    # The study records its objective, that its defaults are queued, and how it validates (cv_folds 0).
+    assert study.user_attrs == {"objective": "val_auc", DEFAULTS_ENQUEUED_ATTR: 1, "cv_folds": 0}
 
 
 def test_prepare_study_without_defaults_first_only_creates_the_study(

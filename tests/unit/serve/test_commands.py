@@ -12,7 +12,7 @@ from PIL import Image
 
 from clot_hpo.serve import commands
 from tests.support.champion import Champion, register_tiny_champion
-from tests.support.cli import run_cli
+from tests.support.cli import run_main
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +72,12 @@ def test_serve_binds_loopback_and_warns_otherwise(
     assert "http://" in out and ":8080/" in out
 
 
-def test_serve_with_an_unresolvable_model_exits_2_with_one_line(tmp_path: Path) -> None:
+def test_serve_with_an_unresolvable_model_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = tmp_path / "mlflow.db"
     # An existing but empty store: the registered model does not exist.
-    run = run_cli("serve", "--tracking-uri", f"sqlite:///{store}", "--port", "1", cwd=tmp_path, timeout=300)
+    run = run_main(capsys, "serve", "--tracking-uri", f"sqlite:///{store}", "--port", "1", cwd=tmp_path)
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("clot-hpo: error: "), run.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 JAX_PYTHON_VAR = "CLOT_HPO_JAX_PYTHON"
 
 
