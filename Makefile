@@ -5,10 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEV_STAMP := $(VENV)/.dev-installed-stamp
 # Parallel pytest workers for the integration tests (pytest-xdist); 0 runs them in one process.
-# Two workers halved the integration folder's wall time (tests/README.md), but on a shared
-# 24 GiB machine the 4096 px trial of test_study_tracking.py was OOM-killed once: one process
-# stays the default until that trial's memory is bounded.
-PYTEST_WORKERS ?= 0
+# Two workers halve the integration folder's wall time (tests/README.md). On a fresh clone they
+# peaked at 15.2 GiB of the 24 (with `make demo` running beside them); on a machine shared with
+# other jobs the 4096 px trial of test_study_tracking.py (about 9 GB) was OOM-killed once: set
+# PYTEST_WORKERS=0 there.
+PYTEST_WORKERS ?= 2
 # Taken when make starts, so the demo's reported time includes installation.
 DEMO_START := $(shell date +%s)
 HOST   ?= 127.0.0.1

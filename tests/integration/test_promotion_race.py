@@ -70,9 +70,10 @@ def test_concurrent_promotions_end_with_the_better_model_and_one_version_per_run
     decisions = {v.run_id: v.tags["promotion.decision"] for v in versions}
     assert decisions[strong] in ("first champion", "promoted")
     assert decisions[weak] in ("first champion", "kept")
-    # The lock is free once every promotion ended: its model stays, with no claim left on it.
+    # The lock is free once every promotion ended: its model stays, with no claim left on it
+    # (other tests sharing this server leave their own models' locks).
     locks = [m.name for m in client.search_registered_models() if m.name.endswith(".promotion-lock")]
-    assert locks == [lock_name(MODEL)] and claims(client, MODEL) == []
+    assert lock_name(MODEL) in locks and claims(client, MODEL) == []
 
 
 def test_the_gate_on_the_server_records_each_decision(studies: dict[str, Any]) -> None:

@@ -325,9 +325,13 @@ def test_a_worker_account_cannot_put_its_own_model_behind_the_champion(
     import pandas as pd
 
     name = "forging-detector"
-    admin_env = {"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}
+    # The storage URL (with its password) from the environment, as docs/security.md says.
+    admin_env = {
+        "MLFLOW_TRACKING_USERNAME": ADMIN[0],
+        "MLFLOW_TRACKING_PASSWORD": ADMIN[1],
+        "CLOT_HPO_STORAGE": study["storage"],
+    }
     promote = ("promote", "--tracking-uri", server.uri, "--experiment", STUDY, "--model-name", name)
-    promote += ("--storage", study["storage"])
     first = run_cli(*promote, env=admin_env)
     assert first.returncode == 0, first.stdout + first.stderr
     admin = MlflowClient(_with_login(server.uri, ADMIN), registry_uri=_with_login(server.uri, ADMIN))

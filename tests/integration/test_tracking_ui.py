@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from clot_hpo.evaluate.catalogue import headline_keys
 from clot_hpo.tracking.mlflow_tracker import MlflowTracker
 from clot_hpo.tracking.ui_links import experiment_link
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
@@ -33,7 +34,8 @@ def test_the_ui_lists_the_study_run_and_its_trial_runs(mlflow_server: MlflowServ
 
     tracker = MlflowTracker(mlflow_server.uri, experiment_name="ui-study", tries=2, backoff_s=0.1)
     tracker.check_available()
-    tracker.start_study("ui-study", objective="val_auc", direction="maximize")
+    # The headline metrics come from the metric catalogue, as the search passes them.
+    tracker.start_study("ui-study", objective="val_auc", direction="maximize", headline=headline_keys())
     for number, state in enumerate(("COMPLETE", "PRUNED", "FAIL")):
         run_id = tracker.start_trial(number)
         tracker.log_epoch(run_id, 0, {"val_auc": 0.5 + number / 10})
