@@ -18,7 +18,7 @@ e      (d) with ``fidelity: both`` + progressive resizing: every lever at once
 Tasks: ``demo`` is the quickstart's (``experiments/quickstart.yaml``: synthetic ``easy``,
 300 images per class at 48 px, 6 epochs, its three backbones and their bundled quickstart
 search spaces); ``hard`` is the synthetic ``hard`` level at 64 px, the same spaces at that
-side; 8 trials per arm on ``demo``, 6 on ``hard``. For each arm: wall time of the whole
+side; 6 trials per arm on ``demo``, 4 on ``hard``. For each arm: wall time of the whole
 command, pixel-epochs (training images x side^2, summed over the epochs run; in millions), best
 validation AUC, the test AUC of the best trial,
 and the seconds from the study's start to the first completed trial within 0.01 of the task's
@@ -75,8 +75,8 @@ class Task:
 
 
 TASKS = {
-    "demo": Task("demo", "easy", 300, 48, 6, ("efficientnet_b1", "resnet50", "tiny_cnn"), 8),
-    "hard": Task("hard", "hard", 300, 64, 6, ("efficientnet_b1", "resnet50", "tiny_cnn"), 6),
+    "demo": Task("demo", "easy", 300, 48, 6, ("efficientnet_b1", "resnet50", "tiny_cnn"), 6),
+    "hard": Task("hard", "hard", 300, 64, 6, ("efficientnet_b1", "resnet50", "tiny_cnn"), 4),
 }
 SMOKE = {
     "demo": Task("demo", "easy", 40, 32, 4, ("tiny_cnn",), 3),
@@ -321,7 +321,7 @@ def print_table(result: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="demo,hard", help="comma-separated: demo, hard")
-    parser.add_argument("--trials", type=int, help="trials per arm (default: demo 8, hard 6; smoke 3)")
+    parser.add_argument("--trials", type=int, help="trials per arm (default: demo 6, hard 4; smoke 3)")
     parser.add_argument("--sampler", default="random", choices=["random", "tpe"])
     parser.add_argument("--fidelity-sizes", type=float, nargs="+", default=[0.5])
     parser.add_argument("--start-fraction", type=float, default=0.5, help="progressive resizing's first side")
