@@ -5,6 +5,8 @@ This module imports nothing else of the package so every layer can raise these.
 
 from __future__ import annotations
 
+from typing import Any, Never, NoReturn, get_args
+
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
@@ -53,3 +55,14 @@ class Preempted(ClotHpoError):
     """The worker was told to stop (SIGTERM); its trial resumes in the next worker (exit code 75)."""
 
     exit_code = EXIT_PREEMPTED
+
+
+def refuse_choice(key: str, choices: Any, got: Never) -> NoReturn:
+    """Raise the :class:`ConfigError` for a value outside ``choices`` (a ``Literal`` type).
+
+    Call it in the last ``case _:`` of a ``match`` over a ``Literal``-typed name: like
+    ``typing.assert_never``, mypy accepts the call only where every choice has its own case
+    (``got`` is narrowed to ``Never``), and at run time a name from elsewhere (a test, a
+    benchmark) gets the one-line error instead of an ``AssertionError``.
+    """
+    raise ConfigError(f"{key} must be one of {sorted(get_args(choices))}, but got {got!r}")

@@ -6,16 +6,26 @@ MLflow), so any layer can use it.
 
 from __future__ import annotations
 
+import argparse
+import ast
 import hashlib
 import logging
 import math
+import random
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import import_module
 from pathlib import Path
 from typing import Any, TypeVar
 
 E = TypeVar("E", bound=BaseException)
+
+CommandHandler = Callable[[argparse.Namespace], int]
+"""What a ``clot-hpo`` subcommand runs: its parsed arguments in, the exit code out."""
+AddCommand = Callable[[str, CommandHandler, str], argparse.ArgumentParser]
+"""``add(name, handler, help)``: how a package's ``commands.py`` declares a subcommand to ``cli.py``,
+which returns the subcommand's parser for its options."""
 
 # Optuna trial states that count as finished for budgets and progress: the trial ran to an
 # answer (a value, or a reason to stop early). Names, so that this module needs no Optuna.
@@ -80,11 +90,6 @@ def finite_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return out if math.isfinite(out) else None
-
-
-def is_finished(state: Any) -> bool:
-    """Whether an Optuna trial state (a ``TrialState`` or its name) is COMPLETE or PRUNED."""
-    return str(getattr(state, "name", state)) in FINISHED_TRIAL_STATES
 
 
 # ----- a trial's objective value and the best trial: the one rule every reader uses --------------
@@ -261,36 +266,125 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def lazy_exports(
-    package: str, where: Mapping[str, str], namespace: dict[str, Any]
-) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def backoff_waits(
+    first_s: float,
+    *,
+    cap_s: float = math.inf,
+    jitter: float = 0.0,
+    tries: int | None = None,
+    until: float | None = None,
+) -> Iterator[float]:
+    """The waits between attempts: ``first_s``, doubling up to ``cap_s``, each lengthened by up to ``jitter``.
+
+    Args:
+        first_s: the first wait.
+        cap_s: no wait is longer (before jitter).
+        jitter: each wait is multiplied by ``1 + jitter * U(0, 1)`` (spreads workers apart).
+        tries: attempts in all: ``tries - 1`` waits at most.
+        until: no wait once ``time.monotonic()`` has reached this.
+    """
+    delay, waited = first_s, 0
+    while (tries is None or waited < tries - 1) and (until is None or time.monotonic() < until):
+        yield delay * (1.0 + jitter * random.random())
+        waited += 1
+        delay = min(delay * 2.0, cap_s)
+
+
+def retry_call(
+    fn: Callable[[], T],
+    *,
+    transient: Callable[[Exception], bool],
+    waits: Iterable[float],
+    on_retry: Callable[[Exception, float], None],
+) -> T:
+    """``fn()``, again after each failure that ``transient`` says may heal, while ``waits`` last.
+
+    The one retry loop of the package (tracking calls, the Optuna storage); the callers choose
+    what is transient, the waits (:func:`backoff_waits`) and what to say.
+
+    Args:
+        fn: the call.
+        transient: whether trying again might succeed after this failure.
+        waits: the seconds to sleep before each next attempt.
+        on_retry: told the failure and the wait before each sleep (a log line, a message).
+
+    Raises:
+        Exception: the last failure: a permanent one at once, a transient one when ``waits`` ran out.
+    """
+    remaining = iter(waits)
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            wait = next(remaining, None) if transient(exc) else None
+            if wait is None:
+                raise
+            on_retry(exc, wait)
+            time.sleep(wait)
+
+
+def lazy_exports(namespace: dict[str, Any]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """A package's PEP 562 ``__getattr__`` and ``__dir__``: each name imported on first use.
 
     Keeps a package's import cheap (the CLI starts without TensorFlow, pandas or FastAPI)
-    while ``from clot_hpo.data import make_dataset`` still works. Use it as
-    ``__getattr__, __dir__ = lazy_exports(__name__, _WHERE, globals())``.
+    while ``from clot_hpo.data import make_dataset`` still works. The package lists each
+    export once, as ``from <module> import name as name`` inside ``if TYPE_CHECKING:``
+    (the ``as`` is mypy's explicit re-export), and ends with
+    ``__getattr__, __dir__ = lazy_exports(globals())``; that block, read from the package's
+    source, gives both where each name lives and ``__all__``.
 
     Args:
-        package: the package's name (``__name__``).
-        where: exported name -> the submodule that defines it (``"make_dataset": "pipeline"``).
-        namespace: the package's ``globals()``: a name, once imported, is stored there, and
-            ``__dir__`` lists it with ``__all__``.
+        namespace: the package's ``globals()``: ``__all__`` is set there, and a name, once
+            imported, is stored there.
     """
+    package = namespace["__name__"]
+    where = type_checking_imports(Path(namespace["__file__"]).read_text(encoding="utf-8"))
+    namespace["__all__"] = sorted(where)
 
     def __getattr__(name: str) -> Any:
         if name in where:
-            value = getattr(import_module(f"{package}.{where[name]}"), name)
+            value = getattr(import_module(where[name]), name)
             namespace[name] = value
             return value
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:
-        return sorted(set(namespace) | set(namespace.get("__all__", ())))
+        return sorted(set(namespace) | set(namespace["__all__"]))
 
     return __getattr__, __dir__
 
 
+def type_checking_imports(source: str) -> dict[str, str]:
+    """Exported name -> its module, from the ``from M import X as X`` lines under ``if TYPE_CHECKING:``.
+
+    Raises:
+        ValueError: a line there is relative, or imports a name under another name (it
+            would not be exported under the name it is imported by).
+    """
+    where: dict[str, str] = {}
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"):
+            continue
+        for statement in node.body:
+            if not isinstance(statement, ast.ImportFrom):
+                continue
+            if statement.level or statement.module is None:
+                raise ValueError(
+                    f"line {statement.lineno}: an absolute `from clot_hpo.x import y as y` must hold"
+                )
+            for alias in statement.names:
+                if alias.asname != alias.name:
+                    raise ValueError(
+                        f"line {statement.lineno}: `import {alias.name} as {alias.name}` must hold "
+                        f"(mypy's re-export), but got `as {alias.asname}`"
+                    )
+                where[alias.name] = statement.module
+    return where
+
+
 __all__ = [
+    "AddCommand",
+    "CommandHandler",
     "file_sha256",
     "FINISHED_TRIAL_STATES",
     "OBJECTIVE_VALUE_KEY",
@@ -300,8 +394,10 @@ __all__ = [
     "rank_trials",
     "find_in_chain",
     "first_line",
-    "is_finished",
+    "backoff_waits",
     "lazy_exports",
+    "retry_call",
+    "type_checking_imports",
     "RedactingFilter",
     "redact_logging",
     "redact_secrets",

@@ -11,6 +11,8 @@ from typing import Any
 from clot_hpo.budget.device import DEFAULT_SAFETY_MARGIN, VramBudget
 from clot_hpo.budget.estimator import estimate_vram, format_bytes
 from clot_hpo.budget.policy import largest_fitting_batch, plan_trial
+from clot_hpo.models import list_backbones, list_optimizers
+from clot_hpo.util import AddCommand
 
 
 def hide_gpus() -> None:
@@ -108,9 +110,9 @@ def _print_table(report: dict[str, Any]) -> None:
 
 def estimate_vram_command(args: argparse.Namespace) -> int:
     """Print the estimate (``--json``: one JSON object); exit 0 whether or not it fits."""
-    margin = getattr(args, "safety_margin", None)  # forward-compatible with a --safety-margin flag
+    margin = float(args.safety_margin)
     if args.vram_gb is not None:  # fail fast, before TensorFlow is imported
-        VramBudget.from_gb(args.vram_gb, DEFAULT_SAFETY_MARGIN if margin is None else float(margin))
+        VramBudget.from_gb(args.vram_gb, margin)
     hide_gpus()
     report = estimate_report(
         backbone=args.backbone,
@@ -120,10 +122,26 @@ def estimate_vram_command(args: argparse.Namespace) -> int:
         trainable=args.trainable,
         optimizer=args.optimizer,
         vram_gb=args.vram_gb,
-        safety_margin=DEFAULT_SAFETY_MARGIN if margin is None else float(margin),
+        safety_margin=margin,
     )
     if args.json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
         _print_table(report)
     return 0
+
+
+def add_commands(add: AddCommand) -> None:
+    """Declare ``estimate-vram`` to the command line."""
+    p = add("estimate-vram", estimate_vram_command, "estimate a training configuration's GPU memory")
+    p.add_argument("--backbone", required=True, choices=list_backbones())
+    p.add_argument("--image-size", type=int, required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--trainable", choices=["all", "head"], default="all")
+    p.add_argument("--optimizer", choices=list_optimizers(), default="adam")
+    p.add_argument("--vram-gb", type=float, help="card memory in GiB: also print whether it fits")
+    p.add_argument(
+        "--safety-margin", type=float, default=DEFAULT_SAFETY_MARGIN, help="share of the card kept free"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -81,10 +81,6 @@ class LeakageReport:
         """Exact pairs, then near pairs."""
         return [*self.exact_pairs, *self.near_pairs]
 
-    def images_involved(self) -> set[str]:
-        """Paths of every image in a reported pair."""
-        return {p for pair in self.pairs for p in (pair.path_a, pair.path_b)}
-
     def by_split_pair(self) -> dict[str, dict[str, int]]:
         """Counts per split pair: ``{"train-test": {"exact": 1, "near": 3}, ...}``."""
         out: dict[str, dict[str, int]] = {}

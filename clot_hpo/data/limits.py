@@ -97,12 +97,6 @@ def is_dicom_file(path: str | Path) -> bool:
         return False
 
 
-def inside_root(path: str | Path, root: str | Path) -> bool:
-    """Whether ``path``, with every link and ``..`` resolved, lies inside ``root`` (also resolved)."""
-    resolved = Path(path).resolve()
-    return resolved.is_relative_to(Path(root).resolve())
-
-
 def outside_root_message(shown: str, path: str | Path, root: str | Path) -> str:
     """The sentence that refuses a path leaving the data root."""
     resolved = Path(path).resolve()
@@ -175,15 +169,7 @@ def read_header(source: str | Path | BinaryIO) -> Header:
     from PIL import Image
 
     if _looks_like_dicom(source):
-        info = read_dicom_header(source)
-        return Header(
-            info.columns,
-            info.rows,
-            info.photometric,
-            "DICOM",
-            frames=info.frames,
-            decode_need=info.decode_bytes(),
-        )
+        return _as_header(read_dicom_header(source))
     with Image.open(source) as image:
         width, height = image.size
         return Header(int(width), int(height), image.mode, image.format or "")
@@ -308,7 +294,6 @@ __all__ = [
     "dicom_header",
     "display_name",
     "has_utf8_name",
-    "inside_root",
     "is_dicom_bytes",
     "is_dicom_file",
     "is_dicom_name",

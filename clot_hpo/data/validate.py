@@ -133,6 +133,11 @@ def _inspect_dicom(
             pixels, _ = decode_dicom(data, settings=settings, max_pixels=max_pixels)
     except DicomRefused as exc:
         return replace(base, format="DICOM", error=exc.reason)
+    return _decoded(base, pixels, header)
+
+
+def _decoded(base: ImageInfo, pixels: np.ndarray, header: Header) -> ImageInfo:
+    """``base`` with a decoded image's hashes and its header's size, mode and format."""
     pixel_sha, phash = _hashes(pixels)
     return replace(
         base,
@@ -141,7 +146,7 @@ def _inspect_dicom(
         width=header.width,
         height=header.height,
         mode=header.mode,
-        format="DICOM",
+        format=header.format,
     )
 
 
@@ -200,16 +205,7 @@ def inspect_image(
             Image.open(io.BytesIO(data)) as img,
         ):
             img.load()
-            pixel_sha, phash = _hashes(training_pixels(img))
-            return replace(
-                base,
-                pixel_sha256=pixel_sha,
-                phash=phash,
-                width=img.width,
-                height=img.height,
-                mode=img.mode,
-                format=fmt,
-            )
+            return _decoded(base, training_pixels(img), header)
     except UnidentifiedImageError:
         return replace(base, error="not an image (unknown or damaged header)")
     except Image.DecompressionBombError as exc:

@@ -17,39 +17,26 @@ Runs and models are found by the tags of :mod:`clot_hpo.tracking.tags`.
 
 from __future__ import annotations
 
-from clot_hpo.registry.commands import (
-    evaluate_command,
-    evaluate_registered_model,
-    predict_command,
-    promote_command,
-)
-from clot_hpo.registry.gate import GateDecision, GateRule
-from clot_hpo.registry.lock import promotion_lock
-from clot_hpo.registry.models import (
-    DEFAULT_ALIAS,
-    DEFAULT_MODEL_NAME,
-    DEFAULT_MODEL_URI,
-    ResolvedModel,
-    load_keras_model,
-    resolve_model,
-)
-from clot_hpo.registry.promotion import PromotionResult, TrialLedger, promote
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "DEFAULT_ALIAS",
-    "DEFAULT_MODEL_NAME",
-    "DEFAULT_MODEL_URI",
-    "GateDecision",
-    "GateRule",
-    "PromotionResult",
-    "ResolvedModel",
-    "TrialLedger",
-    "evaluate_command",
-    "evaluate_registered_model",
-    "load_keras_model",
-    "predict_command",
-    "promote",
-    "promote_command",
-    "promotion_lock",
-    "resolve_model",
-]
+from clot_hpo.util import lazy_exports
+
+if TYPE_CHECKING:  # the one list of exports: lazy_exports reads it (util.lazy_exports)
+    from clot_hpo.registry.commands import evaluate_command as evaluate_command
+    from clot_hpo.registry.commands import evaluate_registered_model as evaluate_registered_model
+    from clot_hpo.registry.commands import predict_command as predict_command
+    from clot_hpo.registry.commands import promote_command as promote_command
+    from clot_hpo.registry.gate import GateDecision as GateDecision
+    from clot_hpo.registry.gate import GateRule as GateRule
+    from clot_hpo.registry.lock import promotion_lock as promotion_lock
+    from clot_hpo.registry.models import DEFAULT_ALIAS as DEFAULT_ALIAS
+    from clot_hpo.registry.models import DEFAULT_MODEL_NAME as DEFAULT_MODEL_NAME
+    from clot_hpo.registry.models import DEFAULT_MODEL_URI as DEFAULT_MODEL_URI
+    from clot_hpo.registry.models import ResolvedModel as ResolvedModel
+    from clot_hpo.registry.models import load_keras_model as load_keras_model
+    from clot_hpo.registry.models import resolve_model as resolve_model
+    from clot_hpo.registry.promotion import PromotionResult as PromotionResult
+    from clot_hpo.registry.promotion import TrialLedger as TrialLedger
+    from clot_hpo.registry.promotion import promote as promote
+
+__getattr__, __dir__ = lazy_exports(globals())

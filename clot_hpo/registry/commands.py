@@ -1,22 +1,31 @@
-"""The ``promote``, ``predict`` and ``evaluate`` commands (argument parsing is in ``cli.py``)."""
+"""The ``promote``, ``predict`` and ``evaluate`` commands, and the model options ``serve`` shares.
+
+MLflow and the gate's statistics are imported inside the commands: ``cli.py`` imports this
+module to build its parser, and ``clot-hpo --help`` should not wait for them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clot_hpo.registry.gate import GateRule
-from clot_hpo.registry.models import alias_version, load_keras_model, resolve_model
-from clot_hpo.registry.promotion import TrialLedger, promote
-from clot_hpo.tracking.store import open_client
+from clot_hpo.data.commands import add_image_limit_options
 from clot_hpo.tracking.tags import TAG_TRIAL_NUMBER
+from clot_hpo.util import AddCommand
+
+if TYPE_CHECKING:
+    from clot_hpo.registry.gate import GateRule
+    from clot_hpo.registry.promotion import TrialLedger
 
 
 def gate_rule(args: argparse.Namespace) -> GateRule:
     """The promotion gate's rule from ``promote``'s options."""
+    from clot_hpo.registry.gate import GateRule
+
     return GateRule(
         metric=getattr(args, "gate_metric", None) or "auc",
         min_delta=float(getattr(args, "min_delta", None) or 0.0),
@@ -32,6 +41,8 @@ def promote_command(args: argparse.Namespace, *, ledger: TrialLedger) -> int:
     ``ledger`` is the Optuna storage the study ran on (``--storage``); only runs it vouches
     for are considered.
     """
+    from clot_hpo.registry.promotion import promote
+
     result = promote(
         args.tracking_uri,
         args.experiment,
@@ -58,6 +69,8 @@ def champion_table(tracking_uri: str, model_name: str, alias: str) -> str:
     seen by the search, so the test row is the figure to quote.
     """
     from clot_hpo.evaluate import format_table
+    from clot_hpo.registry.models import alias_version
+    from clot_hpo.tracking.store import open_client
 
     client = open_client(tracking_uri)
     version = alias_version(client, model_name, alias)
@@ -87,6 +100,8 @@ def predict_command(args: argparse.Namespace) -> int:
     from clot_hpo.data.limits import DEFAULT_MAX_PIXELS, check_headers
     from clot_hpo.data.pipeline import list_images
     from clot_hpo.evaluate.holdout import score_image_files
+    from clot_hpo.registry.models import load_keras_model, resolve_model
+    from clot_hpo.tracking.store import open_client
 
     files = list_images(args.paths)  # DataError (exit 2) names missing paths and non-images
     max_pixels = getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS
@@ -122,6 +137,8 @@ def evaluate_registered_model(
     fast; ``data_overrides`` are ``data`` keys from the command line (``max_pixels``...).
     """
     from clot_hpo.evaluate.holdout import evaluate_model, load_labelled_folder
+    from clot_hpo.registry.models import load_keras_model, resolve_model
+    from clot_hpo.tracking.store import open_client
 
     folder = load_labelled_folder(data, config_path=config_path, overrides=data_overrides)
     resolved = resolve_model(open_client(tracking_uri), tracking_uri, model_uri)
@@ -155,7 +172,89 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+CONFIG_HELP = (
+    "experiment YAML whose `tracking` section gives the defaults of --tracking-uri, the model name{}"
+)
+TRACKING_URI_HELP = "default: the config's tracking.uri, else sqlite:///mlruns/mlflow.db"
+
+
+def add_model_options(p: argparse.ArgumentParser, *, config_help: str | None = None) -> None:
+    """``--config``, ``--tracking-uri`` and ``--model``: which registered model a command uses."""
+    p.add_argument("--config", help=config_help or CONFIG_HELP.format(" (--model)"))
+    p.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    p.add_argument(
+        "--model",
+        help="default: models:/<the config's tracking.model_name, else blood-clot-detector>@champion",
+    )
+
+
+def add_commands(add: AddCommand, *, open_ledger: Callable[[str], TrialLedger]) -> None:
+    """Declare ``promote``, ``predict`` and ``evaluate`` to the command line.
+
+    Args:
+        add: the command line's ``add(name, handler, help)``.
+        open_ledger: the search's ledger of real trials on a storage URL: the registry does
+            not import Optuna, so the command line passes it in.
+    """
+    p = add(
+        "promote",
+        lambda args: promote_command(args, ledger=open_ledger(args.storage)),
+        "register the best trial's model and move the alias if it wins",
+    )
+    p.add_argument("--config", help=CONFIG_HELP.format(" (--model-name) and --experiment"))
+    p.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    p.add_argument("--experiment", help="MLflow experiment (the study name); required without --config")
+    p.add_argument("--model-name", help="default: the config's tracking.model_name, else blood-clot-detector")
+    p.add_argument("--alias", default="champion")
+    p.add_argument("--metric", help="metric to rank trials by (default: the one the study optimized)")
+    p.add_argument(
+        "--direction",
+        choices=["maximize", "minimize"],
+        help="only for a metric the study did not optimize: whether higher or lower is better",
+    )
+    p.add_argument(
+        "--storage",
+        help="Optuna storage the study ran on (only its COMPLETE trials can be promoted); "
+        "default: $CLOT_HPO_STORAGE, else the config's search.storage, else sqlite:///mlruns/optuna.db",
+    )
+    p.add_argument(
+        "--gate-metric",
+        choices=["auc", "accuracy"],
+        default="auc",
+        help="paired test on the test split: auc (DeLong, default) or accuracy (McNemar)",
+    )
+    p.add_argument(
+        "--min-delta",
+        type=float,
+        default=0.0,
+        help="the 95%% interval of the difference must lie above this (default 0)",
+    )
+    p.add_argument("--min-sensitivity", type=float, help="floor: the candidate's test sensitivity")
+    p.add_argument("--max-ece", type=float, help="ceiling: the candidate's test ECE")
+    p.add_argument(
+        "--allow-different-test-sets",
+        action="store_true",
+        help="compare with a champion tested on other data (as independent samples) instead of refusing",
+    )
+    p.add_argument("--lock-timeout", type=float, default=300.0, help="seconds to wait for another promotion")
+
+    p = add("predict", predict_command, "classify images with a registered model")
+    add_model_options(p)
+    add_image_limit_options(p)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+
+    p = add("evaluate", evaluate_command, "the product's metrics table for a model on a dataset")
+    add_model_options(
+        p, config_help=CONFIG_HELP.format(" (--model)") + "; its `data` and `evaluation` sections apply"
+    )
+    p.add_argument("--data", required=True)
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    add_image_limit_options(p, outside_root=True)
+
+
 __all__ = [
+    "add_commands",
+    "add_model_options",
     "champion_table",
     "gate_rule",
     "evaluate_command",

@@ -9,16 +9,17 @@ the data (:mod:`clot_hpo.report.build`), and writes ``report.md`` and a self-con
 
 from __future__ import annotations
 
-from clot_hpo.report.build import Report, build_report
-from clot_hpo.report.commands import report_command
-from clot_hpo.report.document import Document, to_html, to_markdown, write_document
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "Document",
-    "Report",
-    "build_report",
-    "report_command",
-    "to_html",
-    "to_markdown",
-    "write_document",
-]
+from clot_hpo.util import lazy_exports
+
+if TYPE_CHECKING:  # the one list of exports: lazy_exports reads it (util.lazy_exports)
+    from clot_hpo.report.build import Report as Report
+    from clot_hpo.report.build import build_report as build_report
+    from clot_hpo.report.commands import report_command as report_command
+    from clot_hpo.report.document import Document as Document
+    from clot_hpo.report.document import to_html as to_html
+    from clot_hpo.report.document import to_markdown as to_markdown
+    from clot_hpo.report.document import write_document as write_document
+
+__getattr__, __dir__ = lazy_exports(globals())

@@ -7,15 +7,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from clot_hpo.report.build import build_report
-from clot_hpo.report.document import write_document
-from clot_hpo.tracking.study_record import log_report, read_study
+from clot_hpo.util import AddCommand
 
 DEFAULT_OUT = Path("mlruns") / "reports"
 
 
 def report_command(args: argparse.Namespace) -> int:
     """Read the study from MLflow, write the report, attach it to the study run, say where it is."""
+    # Imported here: cli.py imports this module for its parser, and --help need not load MLflow.
+    from clot_hpo.report.build import build_report
+    from clot_hpo.report.document import write_document
+    from clot_hpo.tracking.study_record import log_report, read_study
+
     out = Path(args.out) if args.out else DEFAULT_OUT / args.experiment
     with tempfile.TemporaryDirectory(prefix="clot-hpo-report-") as tmp:
         record = read_study(args.tracking_uri, args.experiment, folder=Path(tmp))
@@ -38,4 +41,12 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_OUT", "report_command"]
+def add_commands(add: AddCommand) -> None:
+    """Declare ``report`` to the command line."""
+    p = add("report", report_command, "a study's report: results with intervals, paired tests, calibration")
+    p.add_argument("--experiment", required=True, help="MLflow experiment (the study name)")
+    p.add_argument("--tracking-uri", help="default: sqlite:///mlruns/mlflow.db")
+    p.add_argument("--out", help="folder for report.md and report.html (default: mlruns/reports/EXPERIMENT)")
+
+
+__all__ = ["DEFAULT_OUT", "add_commands", "report_command"]

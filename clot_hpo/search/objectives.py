@@ -1,10 +1,11 @@
-"""Objective registry: which Keras history key a study optimizes, and in which direction."""
+"""Objectives: which Keras history key a study optimizes, and in which direction."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clot_hpo.errors import ConfigError
+from clot_hpo.config.schema import ObjectiveName
+from clot_hpo.errors import refuse_choice
 
 
 @dataclass(frozen=True)
@@ -20,23 +21,14 @@ class Objective:
         return a > b if self.direction == "maximize" else a < b
 
 
-_OBJECTIVES = {
-    "val_auc": Objective("val_auc", "val_auc", "maximize"),
-    "val_accuracy": Objective("val_accuracy", "val_accuracy", "maximize"),
-    "val_loss": Objective("val_loss", "val_loss", "minimize"),
-    "sensitivity_at_specificity": Objective(
-        "sensitivity_at_specificity", "val_sensitivity_at_specificity", "maximize"
-    ),
-}
-
-
-def list_objectives() -> list[str]:
-    """Names accepted by :func:`get_objective`."""
-    return sorted(_OBJECTIVES)
-
-
-def get_objective(name: str) -> Objective:
-    """The objective called ``name``."""
-    if name not in _OBJECTIVES:
-        raise ConfigError(f"search.objective must be one of {list_objectives()}, but got {name!r}")
-    return _OBJECTIVES[name]
+def get_objective(name: ObjectiveName) -> Objective:
+    """The objective ``name`` (``search.objective``): its epoch history key and direction."""
+    match name:
+        case "val_auc" | "val_accuracy":
+            return Objective(name, name, "maximize")
+        case "val_loss":
+            return Objective(name, name, "minimize")
+        case "sensitivity_at_specificity":
+            return Objective(name, "val_sensitivity_at_specificity", "maximize")
+        case _:
+            refuse_choice("search.objective", ObjectiveName, name)

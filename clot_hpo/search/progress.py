@@ -20,9 +20,8 @@ from rich.table import Table
 
 from clot_hpo.evaluate.catalogue import format_number, summary_metrics
 from clot_hpo.search.objectives import Objective
-from clot_hpo.util import FINISHED_TRIAL_STATES, finite_float, rank_trials
-
-_FINISHED = tuple(TrialState[name] for name in sorted(FINISHED_TRIAL_STATES))
+from clot_hpo.search.workers import FINISHED
+from clot_hpo.util import finite_float, rank_trials
 
 
 def ranked(trials: list[optuna.trial.FrozenTrial], direction: str) -> list[optuna.trial.FrozenTrial]:
@@ -64,7 +63,7 @@ class StudyProgress:
 
     def update(self, trials: list[optuna.trial.FrozenTrial]) -> None:
         """Refresh the count of finished trials and the best value."""
-        finished = sum(t.state in _FINISHED for t in trials)
+        finished = sum(t.state in FINISHED for t in trials)
         best = ""
         if top := ranked(trials, self.objective.direction)[:1]:
             best = f"best {self.objective.name} {top[0].value:.4f} (trial {top[0].number})"

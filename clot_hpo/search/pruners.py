@@ -1,4 +1,4 @@
-"""Pruner registry: ``create_pruner``, ``list_pruners`` and ``describe_pruner``; reported once per epoch.
+"""Pruners: ``create_pruner`` builds each of ``search.pruner``'s choices; ``describe_pruner`` explains it.
 
 A trial reports its validation metric after every epoch as step ``epoch - 1`` (0-based), so an
 Optuna pruner that acts at step ``s`` judges the trial after ``s + 1`` epochs;
@@ -7,12 +7,13 @@ Optuna pruner that acts at step ``s`` judges the trial after ``s + 1`` epochs;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
 
-from clot_hpo.errors import ConfigError
+from clot_hpo.config.schema import PrunerName
+from clot_hpo.errors import refuse_choice
 
 # Hyperband, as one bracket (its most aggressive one: asynchronous successive halving).
 # Optuna's HyperbandPruner(min_resource=1, reduction_factor=3) splits a study into
@@ -37,34 +38,6 @@ MEDIAN_STARTUP_TRIALS = 2
 (Optuna's default of 5 leaves a study that small nothing to prune)."""
 MEDIAN_WARMUP_STEPS = 1
 """Never on epoch 1 alone, like Hyperband's first rung."""
-
-
-def _hyperband(max_epochs: int) -> optuna.pruners.BasePruner:
-    # One bracket of Hyperband is successive halving with min_early_stopping_rate=0. Optuna's
-    # HyperbandPruner takes no bracket count, and once initialised it also narrows what the
-    # sampler sees to the trial's own bracket; this pruner leaves TPE the whole history.
-    return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=HYPERBAND_MIN_RESOURCE,
-        reduction_factor=HYPERBAND_REDUCTION_FACTOR,
-        min_early_stopping_rate=0,
-    )
-
-
-def _median(max_epochs: int) -> optuna.pruners.BasePruner:
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=MEDIAN_WARMUP_STEPS
-    )
-
-
-def _none(max_epochs: int) -> optuna.pruners.BasePruner:
-    return optuna.pruners.NopPruner()
-
-
-_PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
-    "hyperband": _hyperband,
-    "median": _median,
-    "none": _none,
-}
 
 
 def _fraction_at(trial: optuna.trial.FrozenTrial, step: int) -> float | None:
@@ -123,25 +96,36 @@ class RungPruner(optuna.pruners.BasePruner):
         return better >= keep
 
 
-def list_pruners() -> list[str]:
-    """Names accepted by :func:`create_pruner`."""
-    return sorted(_PRUNERS)
-
-
 def create_pruner(
-    name: str, *, max_epochs: int, rung_epochs: Sequence[int] | None = None
+    name: PrunerName, *, max_epochs: int, rung_epochs: Sequence[int] | None = None
 ) -> optuna.pruners.BasePruner:
-    """Build pruner ``name`` for trials of at most ``max_epochs`` epochs.
+    """Build pruner ``name`` (``search.pruner``) for trials of at most ``max_epochs`` epochs.
 
     Args:
         rung_epochs: where a fidelity other than epochs puts the ``hyperband`` pruner's rungs
             (:func:`clot_hpo.search.fidelity.fidelity_rung_epochs`): a :class:`RungPruner`.
     """
-    if name not in _PRUNERS:
-        raise ConfigError(f"search.pruner must be one of {list_pruners()}, but got {name!r}")
-    if name == "hyperband" and rung_epochs is not None:
-        return RungPruner(rung_epochs)
-    return _PRUNERS[name](max_epochs)
+    match name:
+        case "hyperband" if rung_epochs is not None:
+            return RungPruner(rung_epochs)
+        case "hyperband":
+            # One bracket of Hyperband is successive halving with min_early_stopping_rate=0.
+            # Optuna's HyperbandPruner takes no bracket count, and once initialised it also
+            # narrows what the sampler sees to the trial's own bracket; this pruner leaves TPE
+            # the whole history.
+            return optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=HYPERBAND_MIN_RESOURCE,
+                reduction_factor=HYPERBAND_REDUCTION_FACTOR,
+                min_early_stopping_rate=0,
+            )
+        case "median":
+            return optuna.pruners.MedianPruner(
+                n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=MEDIAN_WARMUP_STEPS
+            )
+        case "none":
+            return optuna.pruners.NopPruner()
+        case _:
+            refuse_choice("search.pruner", PrunerName, name)
 
 
 def hyperband_rung_epochs(max_epochs: int) -> list[int]:
@@ -158,7 +142,7 @@ def hyperband_rung_epochs(max_epochs: int) -> list[int]:
     return epochs
 
 
-def describe_pruner(name: str, *, max_epochs: int) -> dict[str, Any]:
+def describe_pruner(name: PrunerName, *, max_epochs: int) -> dict[str, Any]:
     """What pruner ``name`` does with trials of ``max_epochs`` epochs, for logs and benchmarks."""
     create_pruner(name, max_epochs=max_epochs)  # validates the name
     if name == "hyperband":

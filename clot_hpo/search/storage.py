@@ -15,7 +15,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from clot_hpo.errors import ConfigError, FatalError
 from clot_hpo.search.optuna_compat import storage_error
-from clot_hpo.util import first_line
+from clot_hpo.util import backoff_waits, first_line, retry_call
 from clot_hpo.util import redact_url as redact_url  # re-exported: clot_hpo.search.redact_url
 
 if TYPE_CHECKING:
@@ -208,22 +208,32 @@ def call_retrying_storage(
     import sqlalchemy.exc
 
     deadline = time.monotonic() + retry_seconds
-    delay = 1.0
-    while True:
-        try:
-            return func()
-        except Exception as raised:  # noqa: BLE001 - storage errors hide behind others, see below
-            exc = storage_error(raised, sqlalchemy.exc.OperationalError)
-            if exc is None:
-                raise
-            if time.monotonic() >= deadline:
-                raise FatalError(
-                    f"lost the Optuna storage for {retry_seconds:.0f} s "
-                    f"({first_line(exc.orig)}); finished trials are safe in "
-                    "the storage: rerun the same command to resume"
-                ) from exc
-            console.print(f"[yellow]storage unreachable, retrying in {delay:.0f} s[/]")
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            if not rerun:
-                return None
+    waited = False
+
+    def attempt() -> Any:
+        if waited and not rerun:
+            return None  # the wait is done: the caller re-reads the study before another call
+        return func()
+
+    def say_retrying(exc: Exception, wait: float) -> None:
+        nonlocal waited
+        waited = True
+        console.print(f"[yellow]storage unreachable, retrying in {wait:.0f} s[/]")
+
+    try:
+        return retry_call(
+            attempt,
+            # Storage errors hide behind others (optuna_compat.storage_error).
+            transient=lambda exc: storage_error(exc, sqlalchemy.exc.OperationalError) is not None,
+            waits=backoff_waits(1.0, cap_s=10.0, until=deadline),
+            on_retry=say_retrying,
+        )
+    except Exception as raised:
+        exc = storage_error(raised, sqlalchemy.exc.OperationalError)
+        if exc is None:
+            raise
+        raise FatalError(
+            f"lost the Optuna storage for {retry_seconds:.0f} s "
+            f"({first_line(exc.orig)}); finished trials are safe in "
+            "the storage: rerun the same command to resume"
+        ) from exc

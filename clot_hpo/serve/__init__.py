@@ -17,37 +17,15 @@ from typing import TYPE_CHECKING
 
 from clot_hpo.util import lazy_exports
 
-if TYPE_CHECKING:
-    from clot_hpo.serve.app import Limits, create_app
-    from clot_hpo.serve.commands import explain_command, serve_command
-    from clot_hpo.serve.images import ImageRejected, decode_image_bytes
-    from clot_hpo.serve.service import ModelInfo, ModelService, load_service
+if TYPE_CHECKING:  # the one list of exports: lazy_exports reads it (util.lazy_exports)
+    from clot_hpo.serve.app import Limits as Limits
+    from clot_hpo.serve.app import create_app as create_app
+    from clot_hpo.serve.commands import explain_command as explain_command
+    from clot_hpo.serve.commands import serve_command as serve_command
+    from clot_hpo.serve.images import ImageRejected as ImageRejected
+    from clot_hpo.serve.images import decode_image_bytes as decode_image_bytes
+    from clot_hpo.serve.service import ModelInfo as ModelInfo
+    from clot_hpo.serve.service import ModelService as ModelService
+    from clot_hpo.serve.service import load_service as load_service
 
-_WHERE = {
-    "Limits": "app",
-    "create_app": "app",
-    "explain_command": "commands",
-    "serve_command": "commands",
-    "ImageRejected": "images",
-    "decode_image_bytes": "images",
-    "ModelInfo": "service",
-    "ModelService": "service",
-    "load_service": "service",
-}
-
-# Spelled out so type checkers see the exports; tests/unit/test_public_api.py checks that
-# it names the same things as _WHERE.
-__all__ = [
-    "ImageRejected",
-    "Limits",
-    "ModelInfo",
-    "ModelService",
-    "create_app",
-    "decode_image_bytes",
-    "explain_command",
-    "load_service",
-    "serve_command",
-]
-
-
-__getattr__, __dir__ = lazy_exports(__name__, _WHERE, globals())
+__getattr__, __dir__ = lazy_exports(globals())

@@ -1,4 +1,4 @@
-"""The ``serve`` and ``explain`` commands (argument parsing is in ``cli.py``).
+"""The ``serve`` and ``explain`` commands, declared with their options.
 
 ``explain`` lives here rather than in :mod:`clot_hpo.explain`: it resolves a registered
 model through the registry, and explain/ sits below the registry (the trial process,
@@ -13,7 +13,10 @@ import logging
 import sys
 from pathlib import Path
 
+from clot_hpo.data.commands import add_dicom_options, add_image_limit_options
 from clot_hpo.errors import ConfigError
+from clot_hpo.registry.commands import add_model_options
+from clot_hpo.util import AddCommand
 
 log = logging.getLogger("clot_hpo.serve")
 
@@ -117,4 +120,63 @@ def explain_command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["explain_command", "serve_command"]
+def add_commands(add: AddCommand) -> None:
+    """Declare ``serve`` and ``explain`` to the command line."""
+    p = add("serve", serve_command, "the diagnostic web page (probability, decision, Grad-CAM) of a model")
+    add_model_options(p)
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: the page has no authentication)",
+    )
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--trusted-host",
+        action="append",
+        dest="trusted_hosts",
+        metavar="NAME",
+        help="a name the page answers to besides the loopback names and --host (repeatable; the Host "
+        "header of any other is refused: default the config's serve.trusted_hosts)",
+    )
+    serve_default = "default: the config's serve.{}, else {}"
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        help="largest image file accepted (413); " + serve_default.format("max_upload_mb", 10),
+    )
+    p.add_argument(
+        "--max-files", type=int, help="most images per request; " + serve_default.format("max_files", 16)
+    )
+    p.add_argument(
+        "--max-request-mb",
+        type=float,
+        help="largest request body (413); " + serve_default.format("max_request_mb", 32),
+    )
+    p.add_argument(
+        "--max-concurrent-uploads",
+        type=int,
+        help="request bodies received at once (503 with Retry-After past it); "
+        + serve_default.format("max_concurrent_uploads", 4),
+    )
+    p.add_argument(
+        "--max-buffered-mb",
+        type=float,
+        help="bytes all requests in flight may hold (503 with Retry-After past it); "
+        + serve_default.format("max_buffered_mb", 128),
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        help="largest declared width x height accepted, checked before decoding (413 above; "
+        "default: the config's data.max_pixels, else 50,000,000)",
+    )
+    add_dicom_options(p)
+
+    p = add("explain", explain_command, "write Grad-CAM overlays of images with a registered model")
+    add_model_options(p)
+    p.add_argument("--out", required=True, help="folder for the overlays (<image>.gradcam.png)")
+    add_image_limit_options(p)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+
+
+__all__ = ["add_commands", "explain_command", "serve_command"]

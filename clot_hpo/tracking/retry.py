@@ -7,13 +7,11 @@ trial its result, so every MLflow call of the tracker goes through :func:`call_w
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from clot_hpo.errors import ClotHpoError
-from clot_hpo.util import first_line
+from clot_hpo.util import backoff_waits, first_line, retry_call
 
 T = TypeVar("T")
 
@@ -77,33 +75,36 @@ def call_with_retry(
         ``fn``'s result, or ``default`` after a ``logging.warning`` naming the call, the
         URI, the attempts and the last error.
     """
-    delay = backoff_s
-    for attempt in range(1, max(1, tries) + 1):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - tracking must never break the caller
-            if attempt >= tries or not is_transient(exc):
-                log.warning(
-                    "tracking: could not %s%s after %d attempt%s: %s: %s",
-                    what,
-                    f" at {where}" if where else "",
-                    attempt,
-                    "" if attempt == 1 else "s",
-                    type(exc).__name__,
-                    first_line(exc, limit=500, default=""),
-                )
-                log.debug("tracking failure detail", exc_info=True)
-                if on_give_up is not None:
-                    on_give_up(exc)
-                return default
-            log.debug(
-                "tracking: %s failed (attempt %d/%d), retrying in %.1f s: %s",
-                what,
-                attempt,
-                tries,
-                delay,
-                exc,
-            )
-            time.sleep(delay * (1.0 + 0.25 * random.random()))
-            delay *= 2.0
-    return default  # pragma: no cover - the loop always returns
+    attempts = 0
+
+    def attempt() -> T:
+        nonlocal attempts
+        attempts += 1
+        return fn(*args, **kwargs)
+
+    def say_retrying(exc: Exception, wait: float) -> None:
+        log.debug(
+            "tracking: %s failed (attempt %d/%d), retrying in %.1f s: %s", what, attempts, tries, wait, exc
+        )
+
+    try:
+        return retry_call(
+            attempt,
+            transient=is_transient,
+            waits=backoff_waits(backoff_s, jitter=0.25, tries=max(1, tries)),
+            on_retry=say_retrying,
+        )
+    except Exception as exc:  # noqa: BLE001 - tracking must never break the caller
+        log.warning(
+            "tracking: could not %s%s after %d attempt%s: %s: %s",
+            what,
+            f" at {where}" if where else "",
+            attempts,
+            "" if attempts == 1 else "s",
+            type(exc).__name__,
+            first_line(exc, limit=500, default=""),
+        )
+        log.debug("tracking failure detail", exc_info=True)
+        if on_give_up is not None:
+            on_give_up(exc)
+        return default

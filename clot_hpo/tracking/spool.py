@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clot_hpo.tracking.base import NullTrialTracker, TrialTracker, as_figure, to_plain
+from clot_hpo.tracking.base import TrialTracker, as_figure, to_plain
 
 log = logging.getLogger("clot_hpo.tracking")
 
@@ -125,11 +125,6 @@ class SpoolTracker(TrialTracker):
             }
         )
         return MODEL_FILE
-
-
-def trial_tracker(folder: str | Path | None) -> TrialTracker:
-    """A trial process's tracker: the spool in ``folder``, or one that records nothing (None)."""
-    return SpoolTracker(folder) if folder else NullTrialTracker()
 
 
 def spool_file(folder: Path, name: Any) -> Path | None:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from clot_hpo.config import load_config
-from clot_hpo.search.commands import STORAGE_ENV
+from clot_hpo.config.defaults import STORAGE_ENV
 from clot_hpo.util import redact_url
 from tests.support.kubernetes import (
     KUBERNETES_VERSION,
@@ -47,7 +47,7 @@ WORKER_JOBS = ("clot-hpo-workers", "clot-hpo-workers-gpu")
 # Where the worker image keeps the checkout's experiments/ and search_spaces/ (Dockerfile).
 IMAGE_WORKDIR = "/work"
 # The variables the product reads to reach its servers, and where each must come from: the
-# storage URL (clot_hpo.search.commands.STORAGE_ENV), libpq's password for it, MLflow's login.
+# storage URL (clot_hpo.config.defaults.STORAGE_ENV), libpq's password for it, MLflow's login.
 PRODUCT_ENV = {
     STORAGE_ENV: "configMapKeyRef",
     "PGPASSWORD": "secretKeyRef",

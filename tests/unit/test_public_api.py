@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from clot_hpo.util import type_checking_imports
+
 PACKAGE = Path(__file__).resolve().parents[2] / "clot_hpo"
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 SUBPACKAGES = sorted(p.parent for p in PACKAGE.glob("*/__init__.py"))
@@ -28,24 +30,43 @@ def _private(name: str) -> bool:
 
 @pytest.mark.parametrize("package", SUBPACKAGES, ids=lambda p: p.name)
 def test_each_package_exports_with_a_literal_all(package: Path) -> None:
-    """``__all__`` is a literal list in every ``__init__.py`` (type checkers read it), and complete."""
-    tree = ast.parse((package / "__init__.py").read_text())
+    """Every ``__init__.py`` lists its exports once, in a form type checkers read, and completely.
+
+    Either a literal ``__all__`` beside eager imports, or (PEP 562 packages) the
+    ``if TYPE_CHECKING:`` re-exports that ``util.lazy_exports`` turns into ``__all__``.
+    """
+    source = (package / "__init__.py").read_text()
+    tree = ast.parse(source)
     assigned = [
         node.value
         for node in tree.body
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets)
     ]
-    assert len(assigned) == 1, f"{package.name}/__init__.py: define __all__ once"
-    assert isinstance(assigned[0], ast.List), f"{package.name}/__init__.py: __all__ must be a literal list"
-    names = [ast.literal_eval(element) for element in assigned[0].elts]
-    assert len(names) == len(set(names)), f"{package.name}: a name listed twice in __all__"
-
     module = importlib.import_module(_module_name(package / "__init__.py"))
+    if "lazy_exports(globals())" in source:
+        assert not assigned, f"{package.name}/__init__.py: __all__ comes from the TYPE_CHECKING imports"
+        names = list(module.__all__)
+        assert names == sorted(type_checking_imports(source)), f"{package.name}: __all__ is not the list"
+    else:
+        assert len(assigned) == 1, f"{package.name}/__init__.py: define __all__ once"
+        assert isinstance(assigned[0], ast.List), (
+            f"{package.name}/__init__.py: __all__ must be a literal list"
+        )
+        names = [ast.literal_eval(element) for element in assigned[0].elts]
+    assert names and len(names) == len(set(names)), f"{package.name}: a name listed twice in __all__"
     for name in names:
         assert getattr(module, name, None) is not None, f"{module.__name__}.{name} is in __all__ but missing"
-    lazy = getattr(module, "_WHERE", None)
-    if lazy is not None:  # PEP 562 packages: the lazy table and __all__ name the same things
-        assert sorted(lazy) == sorted(names), f"{module.__name__}: _WHERE and __all__ differ"
+
+
+def test_lazy_exports_refuse_a_renamed_or_relative_reexport() -> None:
+    """A name imported under another name, or relatively, would not be exported as listed."""
+    assert type_checking_imports(
+        "if TYPE_CHECKING:\n    from clot_hpo.a import x as x\n    from clot_hpo.b import y as y\n"
+    ) == {"x": "clot_hpo.a", "y": "clot_hpo.b"}
+    with pytest.raises(ValueError, match="as z"):
+        type_checking_imports("if TYPE_CHECKING:\n    from clot_hpo.a import x as z\n")
+    with pytest.raises(ValueError, match="absolute"):
+        type_checking_imports("if TYPE_CHECKING:\n    from .a import x as x\n")
 
 
 def test_the_top_level_package_exports_its_documented_names() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from clot_hpo import cli
+from clot_hpo.config.defaults import apply_config_defaults
 from clot_hpo.errors import ConfigError
 
 CONFIG = """\
@@ -22,7 +23,7 @@ tracking: {uri: "sqlite:///elsewhere/mlflow.db", model_name: my-detector}
 
 def _args(*argv: str) -> argparse.Namespace:
     args = cli.build_parser().parse_args(list(argv))
-    cli.apply_config_defaults(args)
+    apply_config_defaults(args)
     return args
 
 
@@ -132,3 +133,42 @@ def test_search_fidelity_comes_from_the_config_unless_the_flag_says_otherwise(tm
     assert flagged.search.fidelity == "both" and flagged.search.fidelity_sizes == [0.25, 0.5]
     with pytest.raises(SystemExit):
         _args("search", str(path), "--fidelity", "pixels")
+
+
+@pytest.mark.parametrize("command", ["serve", "predict", "evaluate", "explain", "validate-data"])
+def test_the_defaults_the_help_states_are_the_schemas(
+    command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The help spells out the config's defaults (no import of the schema for ``--help``): they must agree."""
+    from clot_hpo.config import DataConfig, ServeConfig
+
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at the terminal's width, hyphens too
+
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"data.max_pixels, else {DataConfig().max_pixels:,}" in text
+    if command == "serve":
+        for key, value in ServeConfig().model_dump().items():
+            if key != "trusted_hosts":
+                assert f"serve.{key}, else {value:g}" in text, key
+
+
+def test_the_tracking_and_storage_defaults_the_help_states_are_the_schemas(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clot_hpo.config import ExperimentConfig
+
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at the terminal's width, hyphens too
+
+    schema = ExperimentConfig()
+    stated = {}
+    for command in ("promote", "report", "predict"):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args([command, "--help"])
+        stated[command] = " ".join(capsys.readouterr().out.split())
+    assert f"tracking.uri, else {schema.tracking.uri}" in stated["promote"]
+    assert f"tracking.model_name, else {schema.tracking.model_name}" in stated["promote"]
+    assert f"search.storage, else {schema.search.storage}" in stated["promote"]
+    assert f"default: {schema.tracking.uri}" in stated["report"]
+    assert f"tracking.model_name, else {schema.tracking.model_name}>@champion" in stated["predict"]

@@ -114,7 +114,8 @@ def test_explain_writes_one_overlay_per_image(
 
 
 def test_serve_and_explain_take_their_defaults_like_predict() -> None:
-    from clot_hpo.cli import apply_config_defaults, build_parser
+    from clot_hpo.cli import build_parser
+    from clot_hpo.config.defaults import apply_config_defaults
 
     args = build_parser().parse_args(["serve"])
     apply_config_defaults(args)
@@ -132,7 +133,8 @@ def test_the_pages_limits_come_from_flags_else_the_configs_serve_section(
     import uvicorn
 
     import clot_hpo.serve.service as service
-    from clot_hpo.cli import apply_config_defaults, build_parser
+    from clot_hpo.cli import build_parser
+    from clot_hpo.config.defaults import apply_config_defaults
 
     config = tmp_path / "exp.yaml"
     config.write_text("serve: {max_request_mb: 8, max_buffered_mb: 64, trusted_hosts: [clots.lan]}\n")
