@@ -69,7 +69,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         self.objective: str | None = None  # the metric the study optimizes (start_study)
         self.direction: str | None = None  # Optuna's direction for it
         self.headline: tuple[str, ...] = ()  # the best trial's metrics the parent shows
-        self.searched: list[str] = []  # the hyperparameters the UI's parallel-coordinates chart draws
+        self.searched: dict[str, list[str]] = {}  # the UI's parallel-coordinates charts (ui_view)
 
     def start_study(
         self,

@@ -88,30 +88,31 @@ def _bar(key: str, name: str) -> dict[str, Any]:
 
 
 def study_charts(
-    objective: str | None, headline: Sequence[str], params: Sequence[str]
+    objective: str | None, headline: Sequence[str], params: Mapping[str, Sequence[str]]
 ) -> list[dict[str, Any]]:
     """The charts of the study's section, in order.
 
     The objective per epoch (``val_auc``) for every trial, then the validation metric of
-    each headline test metric when it differs; a parallel-coordinates chart of ``params``
-    against the objective value (``value``: completed trials only, as Optuna plots them);
-    the headline test metrics (``test_auc``) with their interval bounds, one bar per
-    completed trial.
+    each headline test metric when it differs; a parallel-coordinates chart of each list of
+    ``params`` against the objective value (``value``: completed trials only, as Optuna
+    plots them); the headline test metrics (``test_auc``) with their interval bounds, one
+    bar per completed trial.
     """
     points = [key for key in headline if not key.endswith(CI_SUFFIXES)]
     lines = [objective or METRIC_VALUE, *(f"val_{key.removeprefix('test_')}" for key in points)]
     charts = [_line(key) for key in dict.fromkeys(lines)]
-    if params:
-        charts.append(
-            _chart(
-                "PARALLEL",
-                "searched hyperparameters against the objective",
-                "parallel",
-                selectedParams=list(params),
-                selectedMetrics=[METRIC_VALUE],
-                showAllRuns=False,
+    for label, names in params.items():
+        if names:
+            charts.append(
+                _chart(
+                    "PARALLEL",
+                    f"{label or 'searched hyperparameters'} against the objective",
+                    f"parallel-{label}" if label else "parallel",
+                    selectedParams=list(names),
+                    selectedMetrics=[METRIC_VALUE],
+                    showAllRuns=False,
+                )
             )
-        )
     for key in points:
         charts.append(_bar(key, key))
         for suffix, bound in zip(CI_SUFFIXES, ("lower", "upper"), strict=True):
@@ -144,7 +145,7 @@ def ui_view_state(
     headline: Sequence[str] = (),
     *,
     direction: str | None = None,
-    params: Sequence[str] = (),
+    params: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """The MLflow UI's shared view of a study (JSON): see the module's docstring.
 
@@ -154,14 +155,15 @@ def ui_view_state(
             interval bounds), from the metric catalogue.
         direction: ``"maximize"`` or ``"minimize"``: a group's row shows its best trial's
             value (max or min); the mean without it.
-        params: the searched hyperparameters every trial logs (:func:`searched_parameters`).
+        params: the searched hyperparameters, one parallel-coordinates chart per entry
+            (:func:`searched_parameters`).
     """
     # The study run's headline first, then the trials' own objective and test metrics.
     points = [key for key in headline if not key.endswith(CI_SUFFIXES)]
     names = [*headline_metric_names(objective, headline), objective or METRIC_VALUE, *points]
     columns = [*(f"metrics.`{name}`" for name in names), f"tags.`{TAG_TRIAL_STATE}`"]
     aggregate = {"maximize": "max", "minimize": "min"}.get(direction or "", "average")
-    charts = study_charts(objective, headline, params)
+    charts = study_charts(objective, headline, params or {})
     return json.dumps(
         {
             "selectedColumns": columns,
@@ -183,12 +185,15 @@ def ui_view_state(
     )
 
 
-def searched_parameters(search_spaces: Mapping[str, Any]) -> list[str]:
-    """The hyperparameters a parallel-coordinates chart can draw for every trial of a study.
+def searched_parameters(search_spaces: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The parallel-coordinates charts of a study: a label and the parameters each one draws.
 
-    The UI leaves out a run that lacks one of the chart's parameters, so: the parameters
-    without a condition in every backbone's space and searched (not fixed) in at least
-    one, in the first space's order; ``backbone`` first when the study searches several.
+    The UI leaves out of such a chart a run that lacks one of its parameters, so a chart
+    draws the parameters without a ``when`` condition that the space searches (not
+    ``fixed``), as the trials log them. A study of one backbone gets one chart (label "").
+    A study of several logs each backbone's parameters under ``<backbone>.<name>`` (the
+    hypermodel's scope), so it gets a chart of ``backbone`` against the objective and one
+    chart per backbone (its trials only).
 
     Args:
         search_spaces: backbone -> its space (a YAML file's path or the parsed mapping), as
@@ -196,22 +201,20 @@ def searched_parameters(search_spaces: Mapping[str, Any]) -> list[str]:
     """
     from clot_hpo.search_space import load_search_space, parse_search_space
 
-    spaces = []
-    for space in search_spaces.values():
+    spaces = {}
+    for backbone, space in search_spaces.items():
         try:
             is_file = isinstance(space, (str, Path)) and Path(space).is_file()
-            spaces.append(load_search_space(space) if is_file else parse_search_space(space))
+            spaces[str(backbone)] = load_search_space(space) if is_file else parse_search_space(space)
         except Exception:  # noqa: BLE001  (the view is a convenience; the search already checked them)
             continue
-    if not spaces:
-        return []
-    everywhere = [
-        name
-        for name, spec in spaces[0].parameters.items()
-        if all(name in s.parameters and s.parameters[name].when is None for s in spaces)
-    ]
-    searched = [n for n in everywhere if any(s.parameters[n].type != "fixed" for s in spaces)]
-    return ["backbone", *searched] if len(spaces) > 1 else searched
+    searched = {
+        backbone: [n for n, spec in space.parameters.items() if spec.when is None and spec.type != "fixed"]
+        for backbone, space in spaces.items()
+    }
+    if len(search_spaces) == 1:
+        return {"": next(iter(searched.values()), [])}
+    return {"backbone": ["backbone"]} | {b: [f"{b}.{n}" for n in names] for b, names in searched.items()}
 
 
 def pruned_run_tags(number: int | None, epoch: int | None, reason: str | None) -> dict[str, str]:

@@ -449,14 +449,20 @@ def test_the_ui_view_groups_the_trials_and_charts_the_catalogue_metrics(store: d
     assert {c["metricSectionId"] for c in charts} == {sections[0]["uuid"]}
     assert [(c["type"], c.get("metricKey")) for c in charts] == [
         ("LINE", "val_auc"),  # the objective per epoch, every trial
-        ("PARALLEL", None),
+        *[("PARALLEL", None)] * 3,
         ("BAR", "test_auc"),  # the headline test metric (the catalogue's) and its interval
         ("BAR", "test_auc_ci_low"),
         ("BAR", "test_auc_ci_high"),
     ]
-    # Parameters every trial logs and some space searches: momentum is conditional, image_size fixed.
-    assert charts[1]["selectedParams"] == ["backbone", "optimizer", "learning_rate", "dropout"]
-    assert charts[1]["selectedMetrics"] == ["value"]
+    # Parallel coordinates: the backbone, then each backbone's searched parameters as its trials
+    # log them (<backbone>.<name>); not momentum (conditional) nor image_size (fixed).
+    parallel = [c["selectedParams"] for c in charts if c["type"] == "PARALLEL"]
+    assert parallel == [
+        ["backbone"],
+        ["tiny_cnn.optimizer", "tiny_cnn.learning_rate"],
+        ["resnet50.learning_rate", "resnet50.optimizer", "resnet50.dropout"],
+    ]
+    assert {m for c in charts if c["type"] == "PARALLEL" for m in c["selectedMetrics"]} == {"value"}
 
 
 def test_a_deleted_experiment_is_reported_before_any_work(store: dict[str, Any]) -> None:
