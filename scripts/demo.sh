@@ -16,7 +16,7 @@ echo "Using the champion on two synthetic images:"
 $BIN/clot-hpo predict --tracking-uri "$URI" --model models:/blood-clot-detector@champion \
   "$(ls data/synthetic/positive/* | head -1)" "$(ls data/synthetic/negative/* | head -1)"
 END=$(date +%s)
-# Straight to the study's runs: MLflow 3's UI otherwise opens on its GenAI view.
+# Straight to the study's trials and charts: MLflow 3's UI otherwise opens on its GenAI view.
 LINK=$($BIN/python -m clot_hpo.tracking.ui_links --store "$URI" --experiment quickstart 2>/dev/null \
        || echo http://127.0.0.1:5000)
 cat <<MSG

@@ -54,7 +54,7 @@ if [ -n "$PYTHON" ]; then
              2>/dev/null || true)"
 fi
 if [ -n "$LINKS" ]; then
-    echo "mlflow-server: each study's runs (open one of these, not the home page):"
+    echo "mlflow-server: each study's trials and charts (open one of these, not the home page):"
     echo "$LINKS" | sed 's/^/  /'
 else
     echo "mlflow-server: no study in the store yet; once there is one, its runs are at" \

@@ -70,6 +70,7 @@ from clot_hpo.tracking.tags import (
     TAG_STUDY,
     TAG_THRESHOLD,
     TAG_TRIAL_NUMBER,
+    TAG_TRIAL_STATE,
 )
 from clot_hpo.util import file_sha256, finite_float, first_line, rank_trials
 
@@ -238,11 +239,15 @@ def _candidates(
     client: MlflowClient, exp_id: str, metric: str, direction: str
 ) -> tuple[list[_Candidate], int]:
     """Finished trial runs with the metric and a logged model, best first; and how many finished."""
-    finished = list(
-        search_all_runs(
+    finished = [
+        run
+        for run in search_all_runs(
             client, exp_id, f"tags.`{TAG_ROLE}` = '{ROLE_TRIAL}' and attributes.status = 'FINISHED'"
         )
-    )
+        # A pruned trial's run ends FINISHED too (tracking/ui_view.py): its Optuna state says
+        # PRUNED. A run without the tag goes on to the ledger, which refuses what it cannot vouch for.
+        if run.data.tags.get(TAG_TRIAL_STATE, "COMPLETE") == "COMPLETE"
+    ]
     out = []
     for run in finished:
         value = finite_float(run.data.metrics.get(metric))

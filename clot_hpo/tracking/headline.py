@@ -9,7 +9,6 @@ the best trial's ``test_auc`` with its interval, and ``n_trials_complete`` / ``_
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -39,19 +38,6 @@ def headline_metric_names(objective: str | None, headline: Sequence[str] = ()) -
     """Every headline metric :func:`study_headline` may log, in the order a reader wants them."""
     names = [f"{BEST_PREFIX}{objective or METRIC_VALUE}", *(f"{BEST_PREFIX}{key}" for key in headline)]
     return [*names, METRIC_BEST_TRIAL, *_COUNTED.values()]
-
-
-def ui_view_state(objective: str | None, headline: Sequence[str] = ()) -> str:
-    """The MLflow UI's shared view (JSON): the headline metrics as the runs table's first columns.
-
-    The keys are the UI's own (``selectedColumns``, ``columnOrder``; a column is
-    ``metrics.`<name>```), checked against MLflow 3.17's UI by ``tests/integration/test_tracking_ui.py``.
-    """
-    # Then the trials' own objective and test metrics, for the rows under the expanded study.
-    points = [key for key in headline if not key.endswith(("_ci_low", "_ci_high"))]
-    names = [*headline_metric_names(objective, headline), objective or METRIC_VALUE, *points]
-    columns = [f"metrics.`{name}`" for name in names]
-    return json.dumps({"selectedColumns": columns, "columnOrder": columns})
 
 
 def study_headline(
@@ -101,4 +87,4 @@ def study_headline(
     return out
 
 
-__all__ = ["headline_metric_names", "study_headline", "ui_view_state"]
+__all__ = ["headline_metric_names", "study_headline"]

@@ -2,9 +2,13 @@
 
 One experiment per study, a parent run named after the study, one nested child run per
 trial (``trial-<n>``). Status mapping (Optuna trial state -> MLflow run status):
-``COMPLETE -> FINISHED``, ``PRUNED -> KILLED``, ``FAIL -> FAILED``; the Optuna state itself
-is kept in the tag ``optuna.trial_state`` and the reason of a failure in ``fail_reason``. As
-trials end, the parent run gets the headline metrics of :mod:`clot_hpo.tracking.headline`.
+``COMPLETE -> FINISHED``, ``PRUNED -> FINISHED``, ``FAIL -> FAILED``: the UI draws KILLED as
+a failure, so a pruned trial's run ends FINISHED and is renamed ``trial-<n> (pruned at epoch
+<e>)`` (:func:`~clot_hpo.tracking.ui_view.pruned_run_tags`). The Optuna state itself is kept
+in the tag ``optuna.trial_state`` (what readers go by) and the reason of a failure or a
+pruning in ``fail_reason``. As trials end, the parent run gets the headline metrics of
+:mod:`clot_hpo.tracking.headline`; the experiment keeps the UI's view of the study
+(:mod:`clot_hpo.tracking.ui_view`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from clot_hpo.tracking.base import TRIAL_STATES, StudyTracker, to_plain
-from clot_hpo.tracking.headline import study_headline, ui_view_state
+from clot_hpo.tracking.headline import study_headline
 from clot_hpo.tracking.mlflow_backend import MlflowBackend, now_ms
 from clot_hpo.tracking.source import source_tags
 from clot_hpo.tracking.store import MAX_DIGEST_LENGTH, MAX_TAG_LENGTH, entities, quote, search_all_runs
@@ -39,13 +43,15 @@ from clot_hpo.tracking.tags import (
     TAG_TRIAL_STATE,
     TAG_UI_VIEW,
 )
+from clot_hpo.tracking.ui_view import pruned_run_tags, searched_parameters, ui_view_state
 from clot_hpo.util import finite_float, redact_secrets, redact_text
 
 log = logging.getLogger("clot_hpo.tracking")
 
 
-# Optuna trial state -> MLflow run status.
-STATUS_OF_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+# Optuna trial state -> MLflow run status (a pruned trial ended as the study asked: the UI
+# draws KILLED as a failure). Readers go by the tag ``optuna.trial_state``.
+STATUS_OF_STATE = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 RUN_END_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
@@ -63,6 +69,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         self.objective: str | None = None  # the metric the study optimizes (start_study)
         self.direction: str | None = None  # Optuna's direction for it
         self.headline: tuple[str, ...] = ()  # the best trial's metrics the parent shows
+        self.searched: dict[str, list[str]] = {}  # the UI's parallel-coordinates charts (ui_view)
 
     def start_study(
         self,
@@ -96,16 +103,19 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
             f"start the study run of {study_name!r}", self._start_study, study_name, all_tags, default=""
         )
         self.parent_run_id = run_id or None
-        if run_id and self._experiment_id:
-            # The link `make mlflow-server` prints opens this view: the headline metrics as columns.
+        self._store_ui_view()
+        return str(run_id)
+
+    def _store_ui_view(self) -> None:
+        """Store the view the link `make mlflow-server` prints opens (see ``ui_view``)."""
+        if self.parent_run_id and self._experiment_id:
             self._call(
                 "store the UI's view of the study",
                 self.client.set_experiment_tag,
                 self._experiment_id,
                 TAG_UI_VIEW,
-                ui_view_state(self.objective, self.headline),
+                ui_view_state(self.objective, self.headline, direction=self.direction, params=self.searched),
             )
-        return str(run_id)
 
     def _start_study(self, study_name: str, tags: dict[str, str]) -> str:
         exp_id = self._get_or_create_experiment()
@@ -179,6 +189,9 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         )
         for name, space in (search_spaces or {}).items():
             self._log_search_space(run_id, str(name), space)
+        self.searched = searched_parameters(search_spaces or {})
+        if self.searched:  # the parallel-coordinates chart of the UI's view draws them
+            self._store_ui_view()
         if manifest_path is not None:
             manifest_path = Path(manifest_path)
             self._call(
@@ -307,8 +320,11 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
 
     def _end_run(self, run_id: str, state: str, reason: str | None, attrs: dict[str, Any] | None) -> None:
         tags = [entities.RunTag(TAG_TRIAL_STATE, state)]
-        if reason:
-            tags.append(entities.RunTag(TAG_FAIL_REASON, redact_text(str(reason))[:MAX_TAG_LENGTH]))
+        said = redact_text(str(reason))[:MAX_TAG_LENGTH] if reason else None
+        if said:
+            tags.append(entities.RunTag(TAG_FAIL_REASON, said))
+        if state == "PRUNED":  # FINISHED, renamed "trial-<n> (pruned at epoch <e>)", described
+            tags.extend(self._pruned_tags(run_id, said))
         metrics = []
         ts = now_ms()
         for key, value in (attrs or {}).items():
@@ -324,6 +340,28 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
             run_id,
             STATUS_OF_STATE[state],
         )
+
+    def _pruned_tags(self, run_id: str, reason: str | None) -> list[Any]:
+        """The run's name, description and stop epoch as a pruned trial (``ui_view.pruned_run_tags``)."""
+        run = self._call(f"read run {run_id}", self.client.get_run, run_id, default=None)
+        number = run.data.tags.get(TAG_TRIAL_NUMBER, "") if run is not None else ""
+        tags = pruned_run_tags(int(number) if number.isdigit() else None, self._last_epoch_of(run_id), reason)
+        return [entities.RunTag(key, value[:MAX_TAG_LENGTH]) for key, value in tags.items()]
+
+    def _last_epoch_of(self, run_id: str) -> int | None:
+        """The last epoch (from 1) a trial's run logged its objective at: 0 for none, None when unknown."""
+        if not self.objective:
+            return None
+        history = self._call(
+            f"read the {self.objective} history of run {run_id}",
+            self.client.get_metric_history,
+            run_id,
+            self.objective,
+            default=None,
+        )
+        if history is None:
+            return None
+        return max((int(metric.step) + 1 for metric in history), default=0)
 
     def close_orphaned_trials(
         self, *, keep: set[int] | None = None, reason: str = "the study process ended before this trial did"

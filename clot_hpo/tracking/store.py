@@ -76,16 +76,19 @@ def quote(value: str) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def runs_url(server: str, experiment_id: str, *, view: str | None = None) -> str:
-    """The MLflow UI's runs table of an experiment, in its model-training view.
+def runs_url(server: str, experiment_id: str, *, view: str | None = None, charts: bool = False) -> str:
+    """The MLflow UI's runs of an experiment, in its model-training view.
 
     MLflow 3's UI opens an experiment on its GenAI view (traces) unless the URL asks for
     ``workflowType=machine_learning``. ``view`` names a shared view stored on the experiment
     (``mlflow.sharedViewState.<view>``; only when it exists, or the UI drops the whole
-    link): the study's headline metrics as columns.
+    link): the study's columns, groups and charts (:mod:`clot_hpo.tracking.ui_view`).
+    ``charts`` opens the chart view (``compareRunsMode=CHART``) instead of the table.
     """
     url = f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    return f"{url}&viewStateShareKey={view}" if view else url
+    if view:
+        url += f"&viewStateShareKey={view}"
+    return f"{url}&compareRunsMode=CHART" if charts else url
 
 
 # ----- errors -------------------------------------------------------------------------------

@@ -19,6 +19,11 @@ TAG_FAIL_REASON = "fail_reason"
 TAG_THRESHOLD = "threshold"
 TAG_IMAGE_SIZE = "image_size"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_RUN_NAME = "mlflow.runName"  # setting it renames the run
+TAG_NOTE = "mlflow.note.content"  # the run's description in the UI
+# On a pruned trial's run: the last epoch it trained, from 1 (the run ends FINISHED, since the
+# UI draws KILLED as a failure; ``optuna.trial_state`` says PRUNED).
+TAG_PRUNED_AT_EPOCH = "clot_hpo.pruned_at_epoch"
 # On the study's parent run: the metric the study optimizes, as trial runs log it (the Optuna
 # objective's history key, e.g. ``val_auc``), and Optuna's direction for it. `promote`
 # ranks trials by them instead of guessing a direction from a metric's name.
@@ -75,7 +80,8 @@ METRIC_VALUE = "value"
 # ----- the MLflow UI ------------------------------------------------------------------------
 # MLflow 3's runs table shows no metric column until one is chosen; a "shared view" (an
 # experiment tag the UI reads when the URL says ``viewStateShareKey=<key>``) chooses the
-# headline metrics, so the link that `make mlflow-server` prints opens on them.
+# columns, groups the trials and lays out the charts (:mod:`clot_hpo.tracking.ui_view`), so
+# the link that `make mlflow-server` prints opens on them.
 UI_VIEW_KEY = "clot-hpo"
 TAG_UI_VIEW = f"mlflow.sharedViewState.{UI_VIEW_KEY}"
 
@@ -111,10 +117,13 @@ __all__ = [
     "TAG_IMAGE_SIZE",
     "TAG_MODEL_ID",
     "TAG_MODEL_SHA256",
+    "TAG_NOTE",
     "TAG_OBJECTIVE",
     "TAG_OPTUNA_STUDY",
     "TAG_PARENT",
+    "TAG_PRUNED_AT_EPOCH",
     "TAG_ROLE",
+    "TAG_RUN_NAME",
     "TAG_STUDY",
     "TAG_THRESHOLD",
     "TAG_TRIAL_NUMBER",

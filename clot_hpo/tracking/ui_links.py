@@ -1,9 +1,11 @@
-"""Links into the MLflow UI that open a study's runs, not MLflow 3's GenAI overview.
+"""Links into the MLflow UI that open a study's runs and charts, not MLflow 3's GenAI overview.
 
 MLflow 3's UI lands on its GenAI view (traces, an assistant panel) at ``http://HOST:PORT``
-and on an experiment's page alike; the runs table of the model-training view needs
-``#/experiments/<id>/runs?workflowType=machine_learning``. `make mlflow-server` and the
-demo print these links::
+and on an experiment's page alike; the runs of the model-training view need
+``#/experiments/<id>/runs?workflowType=machine_learning``. A study's link also names the
+view the study stored (:mod:`clot_hpo.tracking.ui_view`: its trials listed under the study,
+the objective per epoch, the parallel coordinates, the test metric with its interval) and
+opens its charts. `make mlflow-server` and the demo print these links::
 
     python -m clot_hpo.tracking.ui_links [--store URI] [--server URL] [--experiment NAME]
 
@@ -41,7 +43,8 @@ def study_links(store: str, server: str = DEFAULT_UI) -> list[tuple[str, str]]:
 def _link(server: str, experiment: object) -> str:
     tags = getattr(experiment, "tags", None) or {}
     view = UI_VIEW_KEY if TAG_UI_VIEW in tags else None  # the UI drops a link naming a missing view
-    return runs_url(server, str(getattr(experiment, "experiment_id", "")), view=view)
+    # The charts are the view's: without it the UI would draw one per metric, alphabetically.
+    return runs_url(server, str(getattr(experiment, "experiment_id", "")), view=view, charts=view is not None)
 
 
 def experiment_link(store: str, experiment: str, server: str = DEFAULT_UI) -> str | None:

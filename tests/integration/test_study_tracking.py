@@ -84,11 +84,13 @@ def test_one_child_run_per_trial_with_matching_status(tracked_study: dict[str, o
     assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == [
         t.number for t in study.trials
     ]
-    expected = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+    # A pruned trial's run ends FINISHED (the UI draws KILLED as a failure) and says it was pruned.
+    expected = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
     for run in children:
         trial = study.trials[int(run.data.tags["optuna.trial_number"])]
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert run.info.run_name == f"trial-{trial.number}"
+        pruned = " (pruned before training)" if trial.state.name == "PRUNED" else ""  # the VRAM budget's
+        assert run.info.run_name == f"trial-{trial.number}{pruned}"
         assert run.data.tags["optuna.trial_state"] == trial.state.name
         assert run.info.status == expected[trial.state.name]
     assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -84,11 +84,13 @@ def test_study_and_trial_runs_with_their_states(store: dict[str, Any]) -> None:
     p = client.get_run(parent)
     assert p.info.status == "FINISHED" and p.info.run_name == "study-states"
     assert p.data.tags["clot_hpo.role"] == "study" and p.data.tags["note"] == "hello"
-    expected = {0: ("FINISHED", "COMPLETE"), 1: ("KILLED", "PRUNED"), 2: ("FAILED", "FAIL")}
+    # A pruned run ends FINISHED (the UI draws KILLED as a failure); its Optuna state says PRUNED.
+    expected = {0: ("FINISHED", "COMPLETE"), 1: ("FINISHED", "PRUNED"), 2: ("FAILED", "FAIL")}
+    names = {0: "trial-0", 1: "trial-1 (pruned)", 2: "trial-2"}  # no objective: no stop epoch known
     for number, run_id in runs.items():
         run = client.get_run(run_id)
         tags = run.data.tags
-        assert run.info.run_name == f"trial-{number}"
+        assert run.info.run_name == names[number]
         assert (run.info.status, tags["optuna.trial_state"]) == expected[number]
         assert tags["mlflow.parentRunId"] == parent
         assert tags["optuna.study"] == "study-states" and tags["optuna.trial_number"] == str(number)
@@ -373,6 +375,96 @@ def test_an_outage_costs_one_backoff_sequence_not_one_per_call(caplog: pytest.Lo
     assert tracker._degraded_until == 0.0  # recovered: full retries again
 
 
+def test_a_pruned_run_reads_as_pruned_with_its_stop_epoch(store: dict[str, Any]) -> None:
+    tracker = _tracker(store, "exp-pruned")
+    tracker.start_study("study-pruned", objective="val_auc", direction="maximize")
+    trained = tracker.start_trial(0)
+    for epoch in range(2):  # steps 0 and 1: the trial stopped after its second epoch
+        tracker.log_epoch(trained, epoch, {"val_auc": 0.6 + epoch / 100, "loss": 0.5})
+    tracker.end_trial(trained, "PRUNED", reason="pruned at epoch 2 with val_auc=0.6100")
+    untrained = tracker.start_trial(1)
+    tracker.end_trial(untrained, "PRUNED", reason="VRAM budget: 12.0 GiB > 4.0 GiB")
+    tracker.end_study()
+
+    client = _client(store)
+    run = client.get_run(trained)
+    assert (run.info.status, run.data.tags["optuna.trial_state"]) == ("FINISHED", "PRUNED")
+    assert run.info.run_name == "trial-0 (pruned at epoch 2)"
+    assert run.data.tags["clot_hpo.pruned_at_epoch"] == "2"
+    assert run.data.tags["mlflow.note.content"] == (
+        "Pruned by the study at epoch 2: pruned at epoch 2 with val_auc=0.6100"
+    )
+    assert run.data.tags["fail_reason"] == "pruned at epoch 2 with val_auc=0.6100"
+    run = client.get_run(untrained)
+    assert run.info.run_name == "trial-1 (pruned before training)"
+    assert run.data.tags["clot_hpo.pruned_at_epoch"] == "0"
+    # Counted as pruned, never as complete: the headline goes by the Optuna state.
+    parent = client.get_run(tracker.parent_run_id).data.metrics
+    assert (parent["n_trials_complete"], parent["n_trials_pruned"]) == (0, 2)
+
+
+def test_the_ui_view_groups_the_trials_and_charts_the_catalogue_metrics(store: dict[str, Any]) -> None:
+    tracker, _ = _headline_study(store, "exp-view", "maximize")
+    spaces = {
+        "tiny_cnn": {
+            "backbone": "tiny_cnn",
+            "parameters": {
+                "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+                "momentum": {"type": "float", "low": 0.8, "high": 0.99, "when": {"optimizer": ["sgd"]}},
+                "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                "image_size": {"type": "fixed", "value": 48},
+                "dropout": {"type": "fixed", "value": 0.1},
+            },
+        },
+        "resnet50": {
+            "backbone": "resnet50",
+            "parameters": {
+                "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2},
+                "image_size": {"type": "fixed", "value": 48},
+                "optimizer": {"type": "categorical", "choices": ["adam"]},
+                "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+            },
+        },
+    }
+    tracker.log_study_inputs(config={}, search_spaces=spaces, manifest_path=None, dataset_digest=None)
+    view = json.loads(
+        _client(store).get_experiment_by_name("exp-view").tags["mlflow.sharedViewState.clot-hpo"]
+    )
+
+    # The trials are listed under their study (a run group the UI opens expanded), one line each.
+    assert view["groupBy"] == {
+        "aggregateFunction": "max",
+        "groupByKeys": [{"mode": "tag", "groupByData": "clot_hpo.study"}],
+    }
+    assert view["useGroupedValuesInCharts"] is False and view["runsHiddenMode"] == "SHOW_ALL"
+    assert view["selectedColumns"][-1] == "tags.`optuna.trial_state`"
+    # The study's section, open, first; the UI's one chart per metric closed below it.
+    sections = view["compareRunSections"]
+    assert [(s["name"], s["display"]) for s in sections] == [
+        ("Study", True),
+        ("Model metrics", False),
+        ("System metrics", False),
+    ]
+    charts = view["compareRunCharts"]
+    assert {c["metricSectionId"] for c in charts} == {sections[0]["uuid"]}
+    assert [(c["type"], c.get("metricKey")) for c in charts] == [
+        ("LINE", "val_auc"),  # the objective per epoch, every trial
+        *[("PARALLEL", None)] * 3,
+        ("BAR", "test_auc"),  # the headline test metric (the catalogue's) and its interval
+        ("BAR", "test_auc_ci_low"),
+        ("BAR", "test_auc_ci_high"),
+    ]
+    # Parallel coordinates: the backbone, then each backbone's searched parameters as its trials
+    # log them (<backbone>.<name>); not momentum (conditional) nor image_size (fixed).
+    parallel = [c["selectedParams"] for c in charts if c["type"] == "PARALLEL"]
+    assert parallel == [
+        ["backbone"],
+        ["tiny_cnn.optimizer", "tiny_cnn.learning_rate"],
+        ["resnet50.learning_rate", "resnet50.optimizer", "resnet50.dropout"],
+    ]
+    assert {m for c in charts if c["type"] == "PARALLEL" for m in c["selectedMetrics"]} == {"value"}
+
+
 def test_a_deleted_experiment_is_reported_before_any_work(store: dict[str, Any]) -> None:
     from clot_hpo.errors import ConfigError
 
@@ -390,9 +482,9 @@ def test_links_open_the_runs_table_of_the_model_training_view(store: dict[str, A
     _headline_study(store, "exp-links", "maximize")
     exp_id = _client(store).get_experiment_by_name("exp-links").experiment_id
     link = experiment_link(store["uri"], "exp-links", server="http://h:1")
-    assert (
-        link
-        == f"http://h:1/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey=clot-hpo"
+    assert link == (
+        f"http://h:1/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+        "&viewStateShareKey=clot-hpo&compareRunsMode=CHART"
     )
     assert ("exp-links", link) in study_links(store["uri"], server="http://h:1")
     assert experiment_link(store["uri"], "no-such-experiment") is None
