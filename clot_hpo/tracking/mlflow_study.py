@@ -306,7 +306,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         reason: str | None = None,
         attrs: dict[str, Any] | None = None,
     ) -> None:
-        """Close a trial's run: ``COMPLETE -> FINISHED``, ``PRUNED -> KILLED``, ``FAIL -> FAILED``.
+        """Close a trial's run: ``COMPLETE``, ``PRUNED`` -> FINISHED (a pruned one so named), FAIL -> FAILED.
 
         ``attrs`` (e.g. Optuna user attributes) become metrics when they are finite numbers
         and tags otherwise.
