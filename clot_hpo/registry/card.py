@@ -19,11 +19,12 @@ import math
 import zipfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from clot_hpo.config.schema import ExperimentConfig
 from clot_hpo.evaluate.catalogue import (
     CI_HIGH,
     CI_LOW,
@@ -43,6 +44,9 @@ from clot_hpo.tracking.tags import (
     TAG_GATE_RULE,
 )
 from clot_hpo.util import file_sha256, finite_float
+
+if TYPE_CHECKING:
+    from clot_hpo.tracking.study_reader import FinishedStudy
 
 CARD_MD = "model_card.md"
 CARD_JSON = "model_card.json"
@@ -196,9 +200,7 @@ def build_card(
     version: str,
     run: Any,
     model_id: str | None,
-    study_config: dict[str, Any] | None,
-    manifest: pd.DataFrame | None,
-    data_report: dict[str, Any] | None,
+    study: FinishedStudy | None,
     trial_attrs: dict[str, Any],
     model_sha256: str | None,
     parameter_count: int | None,
@@ -207,13 +209,16 @@ def build_card(
     decision: dict[str, str] | None,
     dataset_digest: str | None,
 ) -> dict[str, Any]:
-    """The card's facts as a JSON-ready dict (sections after Mitchell et al. 2019)."""
+    """The card's facts as a JSON-ready dict (sections after Mitchell et al. 2019).
+
+    ``study`` is the trial's study as :func:`clot_hpo.tracking.study_reader.read_study` read it
+    (None: it could not be read); what its config does not record is said to be so.
+    """
     params, metrics, tags = dict(run.data.params), dict(run.data.metrics), dict(run.data.tags)
-    config = study_config or {}
-    data_cfg = config.get("data") or {}
-    eval_cfg = config.get("evaluation") or {}
-    split_facts = manifest_facts(manifest)
-    report = data_report or {}
+    config = study.config if study is not None else None
+    evaluation = (config or ExperimentConfig()).evaluation  # the schema's defaults when not recorded
+    split_facts = manifest_facts(study.manifest if study is not None else None)
+    report = study.data_report if study is not None else {}
     counts = split_facts.get("counts") or report.get("counts") or {}
     test_counts = counts.get("test") or {}
     n_test_pred = None if test_predictions is None else len(test_predictions)
@@ -264,15 +269,15 @@ def build_card(
         },
         "training_data": {
             "dataset_digest": dataset_digest or "not recorded",
-            "source_path": data_cfg.get("path") or report.get("source") or "not recorded",
-            "layout": report.get("layout") or data_cfg.get("layout"),
+            "source_path": (config.data.path if config else None) or report.get("source") or "not recorded",
+            "layout": report.get("layout") or (config.data.layout if config else None),
             # `data.synthetic` set (even to its defaults) means make_synthetic made the images.
-            "synthetic": data_cfg.get("synthetic") is not None if data_cfg else None,
+            "synthetic": config.data.synthetic is not None if config else None,
             "counts": counts,
             "split": {
-                "val_fraction": data_cfg.get("val_fraction", report.get("val_fraction")),
-                "test_fraction": data_cfg.get("test_fraction", report.get("test_fraction")),
-                "seed": config.get("seed", report.get("seed")),
+                "val_fraction": config.data.val_fraction if config else report.get("val_fraction"),
+                "test_fraction": config.data.test_fraction if config else report.get("test_fraction"),
+                "seed": config.seed if config else report.get("seed"),
             },
             # The data report says how the split was made; the manifest only what it holds.
             "grouped": report["grouped"] if "grouped" in report else split_facts.get("grouped"),
@@ -297,14 +302,12 @@ def build_card(
             else "not recorded",
         },
         "metrics": {
-            "confidence": eval_cfg.get("confidence_level", 0.95),
+            "confidence": evaluation.confidence_level,
             "intervals": interval_note(
-                float(eval_cfg.get("confidence_level", 0.95)),
-                int(eval_cfg.get("bootstrap_samples", 1000)),
-                eval_cfg.get("prevalence"),
+                evaluation.confidence_level, evaluation.bootstrap_samples, evaluation.prevalence
             ),
             # PPV and NPV are taken at this prevalence (None: the test split's own).
-            "prevalence": eval_cfg.get("prevalence"),
+            "prevalence": evaluation.prevalence,
             "test": _metric_rows(metrics, "test"),
             "validation": _metric_rows(metrics, "val"),
         },
@@ -316,9 +319,9 @@ def build_card(
         },
         "threshold": {
             "value": _num(metrics.get("threshold")) or _num(tags.get("threshold")),
-            "method": eval_cfg.get("threshold", "not recorded"),
-            "target_sensitivity": eval_cfg.get("target_sensitivity")
-            if eval_cfg.get("threshold") == "target_sensitivity"
+            "method": config.evaluation.threshold if config else "not recorded",
+            "target_sensitivity": evaluation.target_sensitivity
+            if config and config.evaluation.threshold == "target_sensitivity"
             else None,
             "chosen_on": "validation split",
         },

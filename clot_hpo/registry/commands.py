@@ -10,8 +10,9 @@ from typing import Any
 
 from clot_hpo.registry.gate import GateRule
 from clot_hpo.registry.models import alias_version, load_keras_model, resolve_model
-from clot_hpo.registry.promotion import TrialLedger, promote
+from clot_hpo.registry.promotion import promote
 from clot_hpo.tracking.store import open_client
+from clot_hpo.tracking.study_reader import Ledger
 from clot_hpo.tracking.tags import TAG_TRIAL_NUMBER
 
 
@@ -26,7 +27,7 @@ def gate_rule(args: argparse.Namespace) -> GateRule:
     )
 
 
-def promote_command(args: argparse.Namespace, *, ledger: TrialLedger) -> int:
+def promote_command(args: argparse.Namespace, *, ledger: Ledger) -> int:
     """``clot-hpo promote``: print what happened, one line each.
 
     ``ledger`` is the Optuna storage the study ran on (``--storage``); only runs it vouches

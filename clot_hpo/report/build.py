@@ -1,4 +1,4 @@
-"""What the report says, computed from a study's tracked record (:mod:`clot_hpo.tracking.study_record`).
+"""What the report says, computed from a study's tracked record (:mod:`clot_hpo.tracking.study_reader`).
 
 Every number about the models comes from the trials' predictions files (``val_predictions.csv``
 for the threshold, ``test_predictions.csv`` for everything else), with the same functions and
@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from clot_hpo.config.schema import DataConfig, ExperimentConfig
 from clot_hpo.errors import DataError
 from clot_hpo.evaluate.catalogue import format_estimate, interval_note, summary_metrics, table_metrics
 from clot_hpo.evaluate.metrics import (
@@ -31,9 +32,8 @@ from clot_hpo.evaluate.paired import McNemar, PairedAuc, align, delong_test, mcn
 from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS
 from clot_hpo.report import figures
 from clot_hpo.report.document import Document, Figure, Heading, Paragraph, Table
-from clot_hpo.tracking.study_record import StudyRecord, TrialRecord, download_trial_file
+from clot_hpo.tracking.study_reader import FinishedStudy, TrialRecord
 from clot_hpo.util import file_sha256, objective_value, rank_trials, redact_url
-from clot_hpo.yaml_io import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -95,40 +95,12 @@ class Comparison:
     p_holm: float | None = None
 
 
-@dataclass
-class Settings:
-    """How the study evaluated its trials (its config's ``evaluation`` section and seed)."""
-
-    method: str = "youden"
-    target_sensitivity: float = 0.95
-    confidence: float = 0.95
-    n_bootstrap: int = 1000
-    seed: int = 42
-    prevalence: float | None = None
-    max_interval_width: float = 0.2
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Settings:
-        """Read from the study's resolved config (defaults where it is silent)."""
-        ev = config.get("evaluation") or {}
-        prevalence = ev.get("prevalence")
-        return cls(
-            method=str(ev.get("threshold", "youden")),
-            target_sensitivity=float(ev.get("target_sensitivity", 0.95)),
-            confidence=float(ev.get("confidence_level", 0.95)),
-            n_bootstrap=int(ev.get("bootstrap_samples", 1000)),
-            seed=int(config.get("seed", 42)),
-            prevalence=None if prevalence is None else float(prevalence),
-            max_interval_width=float(ev.get("max_interval_width", 0.2)),
-        )
-
-
 def trial_value(trial: TrialRecord, objective: str | None) -> float | None:
     """The trial's objective value, by the one rule (:func:`clot_hpo.util.objective_value`)."""
     return objective_value(trial.metrics, objective)
 
 
-def best_per_backbone(record: StudyRecord) -> list[Candidate]:
+def best_per_backbone(record: FinishedStudy) -> list[Candidate]:
     """The best completed trial of each backbone, by the one rule (:func:`~clot_hpo.util.rank_trials`)."""
     complete = [t for t in record.trials if t.state == "COMPLETE" and t.backbone]
     ranked = rank_trials(
@@ -149,10 +121,10 @@ def _logged_metrics(trial: TrialRecord) -> dict[str, float]:
     return {k[len("test_") :]: v for k, v in trial.metrics.items() if k.startswith("test_")}
 
 
-def evaluate_candidate(record: StudyRecord, cand: Candidate, settings: Settings) -> None:
+def evaluate_candidate(record: FinishedStudy, cand: Candidate, settings: ExperimentConfig) -> None:
     """Fill the candidate's metrics: from its predictions files, else from its logged metrics."""
-    val_path = download_trial_file(record, cand.trial, VAL_PREDICTIONS)
-    test_path = download_trial_file(record, cand.trial, TEST_PREDICTIONS)
+    val_path = record.trial_file(cand.trial, VAL_PREDICTIONS)
+    test_path = record.trial_file(cand.trial, TEST_PREDICTIONS)
     if val_path is None or test_path is None:
         cand.metrics = _logged_metrics(cand.trial)
         cand.threshold = cand.trial.metrics.get("threshold")
@@ -161,8 +133,8 @@ def evaluate_candidate(record: StudyRecord, cand: Candidate, settings: Settings)
     cand.threshold = choose_threshold(
         cand.val["label"],
         cand.val["probability"],
-        method=settings.method,
-        target_sensitivity=settings.target_sensitivity,
+        method=settings.evaluation.threshold,
+        target_sensitivity=settings.evaluation.target_sensitivity,
     )
     # The trial's own seed for its test intervals (evaluate_trial: seed + 1), so the bootstrap
     # intervals here are the ones the trial logged.
@@ -170,10 +142,10 @@ def evaluate_candidate(record: StudyRecord, cand: Candidate, settings: Settings)
         cand.test["label"],
         cand.test["probability"],
         threshold=cand.threshold,
-        confidence=settings.confidence,
-        n_bootstrap=settings.n_bootstrap,
+        confidence=settings.evaluation.confidence_level,
+        n_bootstrap=settings.evaluation.bootstrap_samples,
         seed=settings.seed + cand.trial.number + 1,
-        prevalence=settings.prevalence,
+        prevalence=settings.evaluation.prevalence,
     )
     cand.from_files = True
 
@@ -236,17 +208,6 @@ def verdict(c: Comparison) -> str:
 
 
 # ----- the data -----------------------------------------------------------------------------
-def _load_json(path: Path | None) -> dict[str, Any]:
-    import json
-
-    if path is None:
-        return {}
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return {}
-
-
 def _file_sha256(path: Path) -> str:
     """The file's content hash, as the data layer keys images (sha256 of its bytes)."""
     try:
@@ -256,7 +217,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def subgroup_columns(
-    config: dict[str, Any], data_report: dict[str, Any], manifest: pd.DataFrame | None
+    data: DataConfig | None, data_report: dict[str, Any], manifest: pd.DataFrame | None
 ) -> tuple[pd.DataFrame | None, str]:
     """The metadata CSV's extra columns, keyed by image ``sha256``; or None and why not.
 
@@ -268,9 +229,9 @@ def subgroup_columns(
     names files (``tracking.log_manifest: full``), else by hashing each listed file, since
     by default tracking keeps only keys.
     """
-    data = config.get("data") or {}
-    root = Path(str(data_report.get("data_path") or data.get("path") or ""))
-    csv_path = Path(str(data.get("metadata_csv") or "metadata.csv"))
+    root = Path(str(data_report.get("data_path") or (data.path if data is not None else "")))
+    data = data or DataConfig()  # the schema's column names when no config was recorded
+    csv_path = Path(data.metadata_csv or "metadata.csv")
     csv_path = csv_path if csv_path.is_absolute() else root / csv_path
     if data_report.get("layout", "metadata") != "metadata" or not csv_path.is_file():
         return None, "the data has no metadata CSV here (class folders, or the data folder is elsewhere)"
@@ -278,8 +239,8 @@ def subgroup_columns(
         csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig"
     )
     table.columns = [str(c).strip() for c in table.columns]
-    image, label = str(data.get("image_column") or "image"), str(data.get("label_column") or "label")
-    used = {image, label, str(data.get("group_column") or "group")}
+    image, label = data.image_column or "image", data.label_column or "label"
+    used = {image, label, data.group_column or "group"}
     extra = [c for c in table.columns if c not in used]
     if image not in table.columns or not extra:
         return None, f"the metadata CSV ({csv_path.name}) has no columns besides image, label and group"
@@ -326,36 +287,27 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def build_report(record: StudyRecord) -> Report:
+def build_report(record: FinishedStudy) -> Report:
     """Compute every section of the study's report (see the module docstring)."""
-    config = read_yaml(record.files["config.yaml"]) if "config.yaml" in record.files else {}
-    config = config if isinstance(config, dict) else {}
-    settings = Settings.from_config(config)
-    data_report = _load_json(record.files.get("data/data_report.json"))
-    manifest = (
-        pd.read_csv(record.files["data/split_manifest.csv"], dtype={"sha256": str, "key": str})
-        if "data/split_manifest.csv" in record.files
-        else None
-    )
-    trials_csv = pd.read_csv(record.files["trials.csv"]) if "trials.csv" in record.files else None
+    settings = record.settings  # the recorded config, else the schema's defaults
 
     cands = best_per_backbone(record)
     for cand in cands:
         evaluate_candidate(record, cand, settings)
-    comparisons = compare(cands, settings.confidence)
+    comparisons = compare(cands, settings.evaluation.confidence_level)
 
     doc = Document(f"Study report: {record.study}")
     report = Report(doc, cands, comparisons)
-    _intro(doc, record, config, settings)
+    _intro(doc, record)
     _results(doc, report, record, settings)
     _paired(doc, report)
     _calibration(doc, report)
-    _search(doc, record, trials_csv, cands)
-    _data(doc, record, config, data_report, manifest, cands, settings)
+    _search(doc, record, cands)
+    _data(doc, record, cands, settings)
     return report
 
 
-def _intro(doc: Document, record: StudyRecord, config: dict[str, Any], settings: Settings) -> None:
+def _intro(doc: Document, record: FinishedStudy) -> None:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     doc.add(
         Paragraph(
@@ -365,8 +317,7 @@ def _intro(doc: Document, record: StudyRecord, config: dict[str, Any], settings:
             "`test_predictions.csv` artifacts (image key = content hash, label, probability)."
         )
     )
-    synthetic = (config.get("data") or {}).get("synthetic")
-    if synthetic:
+    if record.config is not None and record.config.data.synthetic is not None:
         doc.add(
             Paragraph(
                 "**Synthetic data, for demonstration only.** These images were generated by "
@@ -377,7 +328,7 @@ def _intro(doc: Document, record: StudyRecord, config: dict[str, Any], settings:
     doc.add(Paragraph("Research tool, not a diagnostic device.", kind="note"))
 
 
-def _results(doc: Document, report: Report, record: StudyRecord, settings: Settings) -> None:
+def _results(doc: Document, report: Report, record: FinishedStudy, settings: ExperimentConfig) -> None:
     doc.add(Heading("Results on the test split", anchor="results"))
     cands = report.candidates
     if not cands:
@@ -398,7 +349,7 @@ def _results(doc: Document, report: Report, record: StudyRecord, settings: Setti
                 n,
             ]
         )
-    how = describe_threshold_rule(settings.method, settings.target_sensitivity)
+    how = describe_threshold_rule(settings.evaluation.threshold, settings.evaluation.target_sensitivity)
     doc.add(
         Table(
             columns,
@@ -406,7 +357,11 @@ def _results(doc: Document, report: Report, record: StudyRecord, settings: Setti
             caption=(
                 f"The best trial of each backbone (by {record.objective or 'the objective'} on validation), "
                 f"at its threshold chosen on the validation split ({how}). "
-                + interval_note(settings.confidence, settings.n_bootstrap, settings.prevalence)
+                + interval_note(
+                    settings.evaluation.confidence_level,
+                    settings.evaluation.bootstrap_samples,
+                    settings.evaluation.prevalence,
+                )
             ),
             numeric_from=1,
             ident="results-table",
@@ -439,27 +394,27 @@ def _results(doc: Document, report: Report, record: StudyRecord, settings: Setti
         doc.add(Paragraph(note, kind="note"))
 
 
-def few_positives(cands: list[Candidate], settings: Settings) -> list[str]:
+def few_positives(cands: list[Candidate], settings: ExperimentConfig) -> list[str]:
     """One sentence per model whose test split has too few positives for the stated interval width.
 
     The width is ``evaluation.max_interval_width``, of the sensitivity's Wilson interval at the
     sensitivity observed; the sentence says how many positives would give it.
     """
-    out = []
+    out, widest = [], settings.evaluation.max_interval_width
     for c in cands:
         if c.test is None or "sensitivity" not in c.metrics:
             continue
         positives = int(c.test["label"].sum())
         sensitivity = c.metrics["sensitivity"]
         width = c.metrics.get("sensitivity_ci_high", 1.0) - c.metrics.get("sensitivity_ci_low", 0.0)
-        if width <= settings.max_interval_width:
+        if width <= widest:
             continue
-        needed = positives_for_width(sensitivity, settings.max_interval_width, settings.confidence)
+        needed = positives_for_width(sensitivity, widest, settings.evaluation.confidence_level)
         out.append(
             f"**Too few positives in the test split for {c.backbone}:** {positives} clot image(s) give a "
             f"sensitivity interval {width:.2f} wide ({format_estimate(c.metrics, 'sensitivity')}), "
-            f"wider than {settings.max_interval_width:g} (evaluation.max_interval_width); about {needed} "
-            f"positives would narrow it to {settings.max_interval_width:g} at this sensitivity."
+            f"wider than {widest:g} (evaluation.max_interval_width); about {needed} "
+            f"positives would narrow it to {widest:g} at this sensitivity."
         )
     return out
 
@@ -587,9 +542,7 @@ def _calibration(doc: Document, report: Report) -> None:
     )
 
 
-def _search(
-    doc: Document, record: StudyRecord, trials_csv: pd.DataFrame | None, cands: list[Candidate]
-) -> None:
+def _search(doc: Document, record: FinishedStudy, cands: list[Candidate]) -> None:
     from clot_hpo.search.importance import MIN_TRIALS, param_importances
 
     doc.add(Heading("The search", anchor="search"))
@@ -614,6 +567,7 @@ def _search(
     # Budget: epochs and VRAM plans are Optuna user attributes (trials.csv); times from the runs.
     epochs = None
     plans: dict[str, int] = {}
+    trials_csv = record.trials_table
     if trials_csv is not None:
         if "user_attrs_epochs_run" in trials_csv.columns:
             epochs = int(pd.to_numeric(trials_csv["user_attrs_epochs_run"], errors="coerce").fillna(0).sum())
@@ -755,18 +709,16 @@ def _short(name: str, backbone: str) -> str:
 
 def _data(
     doc: Document,
-    record: StudyRecord,
-    config: dict[str, Any],
-    data_report: dict[str, Any],
-    manifest: pd.DataFrame | None,
+    record: FinishedStudy,
     cands: list[Candidate],
-    settings: Settings,
+    settings: ExperimentConfig,
 ) -> None:
     doc.add(Heading("The data", anchor="data"))
-    data = config.get("data") or {}
+    data_report, manifest = record.data_report, record.manifest
+    recorded_path = record.config.data.path if record.config is not None else None
     facts = [
         ["Dataset digest (sha256)", f"`{record.digest or data_report.get('digest') or 'not recorded'}`"],
-        ["Data folder", str(data.get("path") or data_report.get("data_path") or "not recorded")],
+        ["Data folder", str(recorded_path or data_report.get("data_path") or "not recorded")],
         ["Layout", str(data_report.get("layout") or "not recorded")],
     ]
     grouped = data_report.get("grouped")
@@ -828,7 +780,9 @@ def _data(
         doc.add(Paragraph("No data report on the study run: the leakage check is not shown.", kind="note"))
 
     doc.add(Heading("Subgroups", level=3))
-    keyed, why = subgroup_columns(config, data_report, manifest)
+    keyed, why = subgroup_columns(
+        record.config.data if record.config is not None else None, data_report, manifest
+    )
     with_files = [c for c in cands if c.from_files and c.test is not None]
     if keyed is None or not with_files:
         doc.add(Paragraph(f"No subgroup table: {why or 'no predictions files'}."))
@@ -845,10 +799,10 @@ def _data(
                     part["label"],
                     part["probability"],
                     threshold=cand.threshold,
-                    confidence=settings.confidence,
-                    n_bootstrap=settings.n_bootstrap,
+                    confidence=settings.evaluation.confidence_level,
+                    n_bootstrap=settings.evaluation.bootstrap_samples,
                     seed=settings.seed,
-                    prevalence=settings.prevalence,
+                    prevalence=settings.evaluation.prevalence,
                 )
                 rows.append(
                     [
@@ -876,7 +830,6 @@ __all__ = [
     "Candidate",
     "Comparison",
     "Report",
-    "Settings",
     "best_per_backbone",
     "build_report",
     "compare",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clot_hpo.report.build import build_report
 from clot_hpo.report.document import write_document
-from clot_hpo.tracking.study_record import log_report, read_study
+from clot_hpo.tracking.study_reader import log_report, read_study
 
 DEFAULT_OUT = Path("mlruns") / "reports"
 
