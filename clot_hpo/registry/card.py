@@ -387,66 +387,73 @@ def _promotion_lines(decision: dict[str, str]) -> list[str]:
 
 def render_markdown(card: dict[str, Any]) -> str:
     """``model_card.md``: every section of the card, for people."""
-    d, u, t, e = card["model_details"], card["intended_use"], card["training_data"], card["evaluation_data"]
-    m, cal, th, tr = card["metrics"], card["calibration"], card["threshold"], card["training"]
-    inp = d["input"]
+    details, use, data = card["model_details"], card["intended_use"], card["training_data"]
+    evaluation, metrics = card["evaluation_data"], card["metrics"]
+    calibration, threshold, training = card["calibration"], card["threshold"], card["training"]
+    inp = details["input"]
     lines = [
-        f"# Model card: {d['name']} version {d['version']}",
+        f"# Model card: {details['name']} version {details['version']}",
         "",
-        f"Trial {d.get('trial')} of study {d.get('study')} (run `{d['run_id']}`).",
+        f"Trial {details.get('trial')} of study {details.get('study')} (run `{details['run_id']}`).",
         "",
         "## Model details",
-        f"- Backbone: {_fmt(d.get('backbone'))}; weights used: {_fmt(d.get('weights_used'))}",
+        f"- Backbone: {_fmt(details.get('backbone'))}; weights used: {_fmt(details.get('weights_used'))}",
         f"- Input: {_fmt(inp.get('image_size'))} x {_fmt(inp.get('image_size'))} x 3, {inp['range']}",
-        f"- Parameters: {_fmt(d.get('parameters'))} (stored weights, trainable and not)",
-        f"- Model file sha256: `{_fmt(d.get('model_file_sha256'))}`",
-        f"- Code: git commit {_fmt(d['code']['git_commit'])}; card written by clot-hpo "
-        f"{d['code']['clot_hpo_version_at_promotion']}",
-        f"- Environment (pinned with the model): {_fmt(d.get('environment'))}",
-        f"- Hyperparameters: {_fmt(d.get('hyperparameters'))}",
+        f"- Parameters: {_fmt(details.get('parameters'))} (stored weights, trainable and not)",
+        f"- Model file sha256: `{_fmt(details.get('model_file_sha256'))}`",
+        f"- Code: git commit {_fmt(details['code']['git_commit'])}; card written by clot-hpo "
+        f"{details['code']['clot_hpo_version_at_promotion']}",
+        f"- Environment (pinned with the model): {_fmt(details.get('environment'))}",
+        f"- Hyperparameters: {_fmt(details.get('hyperparameters'))}",
         "",
         "## Intended use",
-        f"- {u['primary']}",
+        f"- {use['primary']}",
         "- Out of scope:",
-        *[f"  - {item}" for item in u["out_of_scope"]],
+        *[f"  - {item}" for item in use["out_of_scope"]],
         "",
         "## Training data",
-        f"- Dataset digest: `{_fmt(t.get('dataset_digest'))}`; source: {_fmt(t.get('source_path'))}"
-        + (" (synthetic)" if t.get("synthetic") else ""),
-        f"- Images per split: {_fmt(t.get('counts'))}",
-        f"- Split: {_fmt(t.get('split'))}; patients/groups kept together: {_fmt(t.get('grouped'))}"
-        + (f" ({t['n_groups']} groups)" if t.get("n_groups") else ""),
-        f"- Leakage report: {_fmt(t.get('leakage'))}",
+        f"- Dataset digest: `{_fmt(data.get('dataset_digest'))}`; source: {_fmt(data.get('source_path'))}"
+        + (" (synthetic)" if data.get("synthetic") else ""),
+        f"- Images per split: {_fmt(data.get('counts'))}",
+        f"- Split: {_fmt(data.get('split'))}; patients/groups kept together: {_fmt(data.get('grouped'))}"
+        + (f" ({data['n_groups']} groups)" if data.get("n_groups") else ""),
+        f"- Leakage report: {_fmt(data.get('leakage'))}",
         "",
         "## Evaluation data",
-        f"- {e['split']}",
-        f"- {_fmt(e.get('n_images'))} images ({_fmt(e.get('positive'))} positive, "
-        f"{_fmt(e.get('negative'))} negative); predictions: {e['predictions']}",
+        f"- {evaluation['split']}",
+        f"- {_fmt(evaluation.get('n_images'))} images ({_fmt(evaluation.get('positive'))} positive, "
+        f"{_fmt(evaluation.get('negative'))} negative); predictions: {evaluation['predictions']}",
         "",
         "## Metrics (test)",
-        f"{m['intervals']}",
+        f"{metrics['intervals']}",
         "",
-        *_metrics_table(m["test"]),
+        *_metrics_table(metrics["test"]),
         "",
         "Validation:",
         "",
-        *_metrics_table(m["validation"]),
+        *_metrics_table(metrics["validation"]),
         "",
         "## Calibration",
-        f"- ECE (10 bins): {_fmt(cal.get('ece'))}; Brier score: {_fmt(cal.get('brier'))} "
-        f"(from {_fmt(cal.get('source'))})",
+        f"- ECE (10 bins): {_fmt(calibration.get('ece'))}; Brier score: {_fmt(calibration.get('brier'))} "
+        f"(from {_fmt(calibration.get('source'))})",
         "",
         "## Decision threshold",
-        f"- {_fmt(th.get('value'))}, chosen on the {th['chosen_on']} by {_fmt(th.get('method'))}"
-        + (f" (target sensitivity {th['target_sensitivity']})" if th.get("target_sensitivity") else "")
+        f"- {_fmt(threshold.get('value'))}, chosen on the {threshold['chosen_on']} "
+        f"by {_fmt(threshold.get('method'))}"
+        + (
+            f" (target sensitivity {threshold['target_sensitivity']})"
+            if threshold.get("target_sensitivity")
+            else ""
+        )
         + "; an image is called a clot when its probability is at least the threshold",
         "",
         "## Training",
-        f"- Epochs: {_fmt(tr.get('epochs'))} planned, {_fmt(tr.get('epochs_run'))} run; batch "
-        f"{_fmt(tr.get('batch_size'))} x {_fmt(tr.get('accumulation_steps'))} accumulation; mixed precision "
-        f"{_fmt(tr.get('mixed_precision'))}",
-        f"- VRAM plan: {_fmt(tr.get('vram_plan'))}",
-        f"- Time (s): {_fmt(tr.get('time_s'))}",
+        f"- Epochs: {_fmt(training.get('epochs'))} planned, {_fmt(training.get('epochs_run'))} run; batch "
+        f"{_fmt(training.get('batch_size'))} x {_fmt(training.get('accumulation_steps'))} accumulation; "
+        "mixed precision "
+        f"{_fmt(training.get('mixed_precision'))}",
+        f"- VRAM plan: {_fmt(training.get('vram_plan'))}",
+        f"- Time (s): {_fmt(training.get('time_s'))}",
         "",
         "## Promotion",
         *_promotion_lines(card.get("promotion") or {}),
@@ -460,29 +467,25 @@ def render_markdown(card: dict[str, Any]) -> str:
 
 def summary_markdown(card: dict[str, Any]) -> str:
     """The version's description: the card's essentials, for the MLflow registry page."""
-    d, t, e, cal, th = (
-        card["model_details"],
-        card["training_data"],
-        card["evaluation_data"],
-        card["calibration"],
-        card["threshold"],
-    )
+    details, data, evaluation = card["model_details"], card["training_data"], card["evaluation_data"]
+    calibration, threshold = card["calibration"], card["threshold"]
     test = card["metrics"]["test"]
 
     decision = card.get("promotion") or {}
     lines = [
-        f"**{_fmt(d.get('backbone'))}**, {_fmt(d['input'].get('image_size'))} px, weights "
-        f"{_fmt(d.get('weights_used'))}, {_fmt(d.get('parameters'))} parameters; trial {d.get('trial')} of "
-        f"study {d.get('study')}.",
+        f"**{_fmt(details.get('backbone'))}**, {_fmt(details['input'].get('image_size'))} px, weights "
+        f"{_fmt(details.get('weights_used'))}, {_fmt(details.get('parameters'))} parameters; "
+        f"trial {details.get('trial')} of "
+        f"study {details.get('study')}.",
         "",
-        f"Research tool, not a diagnostic device. Data: digest `{str(t.get('dataset_digest'))[:12]}`, "
-        f"source {_fmt(t.get('source_path'))}" + (" (synthetic)" if t.get("synthetic") else "") + ".",
+        f"Research tool, not a diagnostic device. Data: digest `{str(data.get('dataset_digest'))[:12]}`, "
+        f"source {_fmt(data.get('source_path'))}" + (" (synthetic)" if data.get("synthetic") else "") + ".",
         "",
-        f"| test (n={_fmt(e.get('n_images'))}) | value (interval) |",
+        f"| test (n={_fmt(evaluation.get('n_images'))}) | value (interval) |",
         "|---|---|",
         *[f"| {m.label} | {_estimate(test, m.name)} |" for m in summary_metrics()],
-        f"| ECE / Brier | {_fmt(cal.get('ece'))} / {_fmt(cal.get('brier'))} |",
-        f"| threshold | {_fmt(th.get('value'))} ({_fmt(th.get('method'))}, on validation) |",
+        f"| ECE / Brier | {_fmt(calibration.get('ece'))} / {_fmt(calibration.get('brier'))} |",
+        f"| threshold | {_fmt(threshold.get('value'))} ({_fmt(threshold.get('method'))}, on validation) |",
         "",
         "",
         f"Promotion: **{decision.get(TAG_GATE_DECISION, 'not decided')}**: "
@@ -492,7 +495,7 @@ def summary_markdown(card: dict[str, Any]) -> str:
         "",
         *[f"- {c}" for c in card["caveats"]],
         "",
-        f"Full card: artifacts `{CARD_MD}` and `{CARD_JSON}` of run {d['run_id']}.",
+        f"Full card: artifacts `{CARD_MD}` and `{CARD_JSON}` of run {details['run_id']}.",
     ]
     return "\n".join(lines)
 

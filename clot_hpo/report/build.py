@@ -13,12 +13,11 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from clot_hpo.config.schema import DataConfig, ExperimentConfig
+from clot_hpo.config.schema import ExperimentConfig
+from clot_hpo.data.subgroups import subgroup_columns
 from clot_hpo.errors import DataError
 from clot_hpo.evaluate.catalogue import format_estimate, interval_note, summary_metrics, table_metrics
 from clot_hpo.evaluate.metrics import (
@@ -33,15 +32,13 @@ from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS
 from clot_hpo.report import figures
 from clot_hpo.report.document import Document, Figure, Heading, Paragraph, Table
 from clot_hpo.tracking.study_reader import FinishedStudy, TrialRecord
-from clot_hpo.util import file_sha256, objective_value, rank_trials, redact_url
+from clot_hpo.util import objective_value, rank_trials, redact_url
 
 log = logging.getLogger(__name__)
 
 ALPHA = 0.05
 # Params a trial logs that are bookkeeping, not searched hyperparameters.
 NOT_SEARCHED = {"batch_size_run", "accumulation_steps", "mixed_precision", "epochs", "class_weight_run"}
-MAX_SUBGROUP_LEVELS = 12
-AGE_BANDS = 4
 
 
 # ----- formatting ---------------------------------------------------------------------------
@@ -208,74 +205,6 @@ def verdict(c: Comparison) -> str:
 
 
 # ----- the data -----------------------------------------------------------------------------
-def _file_sha256(path: Path) -> str:
-    """The file's content hash, as the data layer keys images (sha256 of its bytes)."""
-    try:
-        return file_sha256(path)
-    except OSError:
-        return ""
-
-
-def subgroup_columns(
-    data: DataConfig | None, data_report: dict[str, Any], manifest: pd.DataFrame | None
-) -> tuple[pd.DataFrame | None, str]:
-    """The metadata CSV's extra columns, keyed by image ``sha256``; or None and why not.
-
-    Extra columns are every column but the image, label and group columns. Numbers with more
-    than :data:`MAX_SUBGROUP_LEVELS` distinct values are cut into :data:`AGE_BANDS` quantile
-    bands; other columns with 2 to :data:`MAX_SUBGROUP_LEVELS` values are used as they are.
-    The CSV is read from the study's data folder (``data.path`` of its config), so subgroups
-    need that folder on this machine. Its rows are keyed through the tracked manifest when it
-    names files (``tracking.log_manifest: full``), else by hashing each listed file, since
-    by default tracking keeps only keys.
-    """
-    root = Path(str(data_report.get("data_path") or (data.path if data is not None else "")))
-    data = data or DataConfig()  # the schema's column names when no config was recorded
-    csv_path = Path(data.metadata_csv or "metadata.csv")
-    csv_path = csv_path if csv_path.is_absolute() else root / csv_path
-    if data_report.get("layout", "metadata") != "metadata" or not csv_path.is_file():
-        return None, "the data has no metadata CSV here (class folders, or the data folder is elsewhere)"
-    table = pd.read_csv(
-        csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig"
-    )
-    table.columns = [str(c).strip() for c in table.columns]
-    image, label = data.image_column or "image", data.label_column or "label"
-    used = {image, label, data.group_column or "group"}
-    extra = [c for c in table.columns if c not in used]
-    if image not in table.columns or not extra:
-        return None, f"the metadata CSV ({csv_path.name}) has no columns besides image, label and group"
-    columns: dict[str, pd.Series] = {}
-    for name in extra:
-        values = table[name].str.strip()
-        numbers = pd.to_numeric(values, errors="coerce")
-        if numbers.notna().all() and numbers.nunique() > MAX_SUBGROUP_LEVELS:
-            bands = pd.qcut(numbers, AGE_BANDS, duplicates="drop")
-            values = bands.map(lambda iv: f"{iv.left:g}–{iv.right:g}").astype(str)
-        if 2 <= values.nunique() <= MAX_SUBGROUP_LEVELS:
-            columns[name] = values
-    if not columns:
-        return None, "the metadata CSV's extra columns have a single value or too many to form subgroups"
-    resolved_root = root.resolve()
-    files = [(p if p.is_absolute() else root / p).resolve() for p in (Path(v.strip()) for v in table[image])]
-    if manifest is not None and {"relpath", "sha256"} <= set(manifest.columns):
-        key_of = dict(zip(manifest["relpath"], manifest["sha256"], strict=False))
-
-        def relpath(path: Path) -> str:
-            try:
-                return path.relative_to(resolved_root).as_posix()
-            except ValueError:
-                return path.as_posix()
-
-        keys = [key_of.get(relpath(f), "") for f in files]
-    else:
-        keys = [_file_sha256(f) for f in files]
-    keyed = pd.DataFrame({"sha256": keys, **columns})
-    keyed = keyed[keyed["sha256"] != ""]
-    if keyed.empty:
-        return None, f"none of the images in {csv_path.name} could be matched to the study's images"
-    return keyed, ""
-
-
 # ----- the report ---------------------------------------------------------------------------
 @dataclass
 class Report:
@@ -543,9 +472,21 @@ def _calibration(doc: Document, report: Report) -> None:
 
 
 def _search(doc: Document, record: FinishedStudy, cands: list[Candidate]) -> None:
-    from clot_hpo.search.importance import MIN_TRIALS, param_importances
-
     doc.add(Heading("The search", anchor="search"))
+    _states(doc, record)
+    _budget(doc, record)
+    complete = [
+        (t, v)
+        for t in record.trials
+        if t.state == "COMPLETE" and (v := trial_value(t, record.objective)) is not None
+    ]
+    _history(doc, record, complete)
+    _importances(doc, record, complete)
+    _best_params(doc, cands)
+
+
+def _states(doc: Document, record: FinishedStudy) -> None:
+    """Trials by state, per backbone and in all."""
     states = {s: sum(t.state == s for t in record.trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
     by_backbone: dict[str, dict[str, int]] = {}
     for t in record.trials:
@@ -564,6 +505,9 @@ def _search(doc: Document, record: FinishedStudy, cands: list[Candidate]) -> Non
         )
     )
 
+
+def _budget(doc: Document, record: FinishedStudy) -> None:
+    """What the search cost: trials, epochs, wall time, VRAM plans."""
     # Budget: epochs and VRAM plans are Optuna user attributes (trials.csv); times from the runs.
     epochs = None
     plans: dict[str, int] = {}
@@ -604,12 +548,11 @@ def _search(doc: Document, record: FinishedStudy, cands: list[Candidate]) -> Non
         )
     )
 
+
+def _history(doc: Document, record: FinishedStudy, complete: list[tuple[TrialRecord, float]]) -> None:
+    """Each completed trial's objective, and the best so far."""
     objective = record.objective or "value"
-    points = [
-        (t.number, v, t.backbone or "?")
-        for t in record.trials
-        if t.state == "COMPLETE" and (v := trial_value(t, record.objective)) is not None
-    ]
+    points = [(t.number, v, t.backbone or "?") for t, v in complete]
     if points:
         doc.add(
             Figure(
@@ -618,11 +561,12 @@ def _search(doc: Document, record: FinishedStudy, cands: list[Candidate]) -> Non
                 f"Each completed trial's {objective}, and the best so far ({record.direction}).",
             )
         )
-    complete = [
-        (t, v)
-        for t in record.trials
-        if t.state == "COMPLETE" and (v := trial_value(t, record.objective)) is not None
-    ]
+
+
+def _importances(doc: Document, record: FinishedStudy, complete: list[tuple[TrialRecord, float]]) -> None:
+    """Parameter importances (fANOVA) over all trials and within each backbone."""
+    from clot_hpo.search.importance import MIN_TRIALS, param_importances
+
     # Parameters are named per backbone (``resnet50.learning_rate``): the study's shared ones
     # (the backbone itself) across all trials, each backbone's own across its trials.
     scopes: dict[str, dict[str, float]] = {}
@@ -671,6 +615,10 @@ def _search(doc: Document, record: FinishedStudy, cands: list[Candidate]) -> Non
                 f"vary (this study has {len(complete)} completed)."
             )
         )
+
+
+def _best_params(doc: Document, cands: list[Candidate]) -> None:
+    """The searched parameters of each backbone's best trial, side by side."""
     doc.add(Heading("Best parameters per backbone", level=3))
     if cands:
         shown = [
@@ -834,7 +782,6 @@ __all__ = [
     "build_report",
     "compare",
     "few_positives",
-    "subgroup_columns",
     "trial_value",
     "verdict",
 ]
