@@ -14,6 +14,7 @@ description, which the MLflow registry page shows.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import zipfile
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from clot_hpo.config.schema import ExperimentConfig
+from clot_hpo.config.schema import EvaluationConfig, ExperimentConfig
 from clot_hpo.evaluate.catalogue import (
     CI_HIGH,
     CI_LOW,
@@ -194,6 +195,151 @@ def _caveats(card: dict[str, Any]) -> list[str]:
     return out
 
 
+INTENDED_USE: dict[str, Any] = {
+    "primary": (
+        "Research tool: ranking and comparing blood-clot image classifiers built by a "
+        "hyperparameter search, on data like its training data."
+    ),
+    "out_of_scope": [
+        "Diagnosis or triage of patients: this is not a medical device and has no regulatory clearance.",
+        "Images from other modalities, sites, scanners or preprocessing than the training data.",
+        "Reading the probability as a calibrated risk without checking calibration on local data.",
+    ],
+}
+
+
+def _clot_hpo_version() -> str:
+    try:
+        return metadata.version("clot-hpo")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _model_details(
+    run: Any, trial_attrs: dict[str, Any], requirements: list[str], **given: Any
+) -> dict[str, Any]:
+    """Which model: name, version, run, trial, backbone, input, weights, file, code, environment."""
+    params, tags = dict(run.data.params), dict(run.data.tags)
+    image_size = params.get("image_size") or tags.get("image_size")
+    return {
+        "name": given["model_name"],
+        "version": given["version"],
+        "run_id": run.info.run_id,
+        "model_id": given["model_id"],
+        "study": tags.get("clot_hpo.study"),
+        "trial": tags.get("optuna.trial_number"),
+        "backbone": params.get("backbone"),
+        "input": {
+            "image_size": int(str(image_size)) if str(image_size or "").isdigit() else image_size,
+            "channels": 3,
+            "range": "raw RGB pixels in [0, 255]; the model rescales them itself",
+        },
+        "weights_used": trial_attrs.get("weights_used") or params.get("weights") or "not recorded",
+        "parameters": given["parameter_count"],
+        "model_file_sha256": given["model_sha256"],
+        "hyperparameters": {k: v for k, v in sorted(params.items())},
+        "code": {
+            "git_commit": tags.get("mlflow.source.git.commit")
+            or tags.get("clot_hpo.git_commit")
+            or "not recorded by the run",
+            "clot_hpo_version_at_promotion": _clot_hpo_version(),
+        },
+        "environment": requirements,
+    }
+
+
+def _training_data(study: FinishedStudy | None, dataset_digest: str | None) -> dict[str, Any]:
+    """Where the images came from, how they were split, and what the leakage check found."""
+    config = study.config if study is not None else None
+    report = study.data_report if study is not None else {}
+    split_facts = manifest_facts(study.manifest if study is not None else None)
+    return {
+        "dataset_digest": dataset_digest or "not recorded",
+        "source_path": (config.data.path if config else None) or report.get("source") or "not recorded",
+        "layout": report.get("layout") or (config.data.layout if config else None),
+        # `data.synthetic` set (even to its defaults) means make_synthetic made the images.
+        "synthetic": config.data.synthetic is not None if config else None,
+        "counts": split_facts.get("counts") or report.get("counts") or {},
+        "split": {
+            "val_fraction": config.data.val_fraction if config else report.get("val_fraction"),
+            "test_fraction": config.data.test_fraction if config else report.get("test_fraction"),
+            "seed": config.seed if config else report.get("seed"),
+        },
+        # The data report says how the split was made; the manifest only what it holds.
+        "grouped": report["grouped"] if "grouped" in report else split_facts.get("grouped"),
+        "n_groups": split_facts.get("n_groups"),
+        "leakage": report.get("leakage")
+        and {k: report["leakage"].get(k) for k in ("has_leakage", "n_exact", "n_near", "within_split_exact")},
+    }
+
+
+def _evaluation_data(test_predictions: pd.DataFrame | None, counts: dict[str, Any]) -> dict[str, Any]:
+    """The test split: its size and classes, from the predictions file, else the split's counts."""
+    test_counts = counts.get("test") or {}
+    if test_predictions is None:
+        n_images, positive, negative = (
+            sum(test_counts.values()) or None,
+            test_counts.get("positive"),
+            test_counts.get("negative"),
+        )
+    else:
+        labels = test_predictions["label"]
+        n_images, positive, negative = len(test_predictions), int(labels.sum()), int((labels == 0).sum())
+    return {
+        "split": "test (held out from the search; the threshold was chosen on validation)",
+        "n_images": n_images,
+        "positive": positive,
+        "negative": negative,
+        "predictions": "test_predictions.csv (key = content hash of each image)"
+        if test_predictions is not None
+        else "not recorded",
+    }
+
+
+def _metrics(evaluation: EvaluationConfig, metrics: dict[str, float]) -> dict[str, Any]:
+    """The catalogue's metrics on test and validation, with how their intervals were computed."""
+    return {
+        "confidence": evaluation.confidence_level,
+        "intervals": interval_note(
+            evaluation.confidence_level, evaluation.bootstrap_samples, evaluation.prevalence
+        ),
+        # PPV and NPV are taken at this prevalence (None: the test split's own).
+        "prevalence": evaluation.prevalence,
+        "test": _metric_rows(metrics, "test"),
+        "validation": _metric_rows(metrics, "val"),
+    }
+
+
+def _threshold(config: ExperimentConfig | None, run: Any) -> dict[str, Any]:
+    """The decision threshold and the rule that chose it on validation."""
+    metrics, tags = run.data.metrics, run.data.tags
+    method = config.evaluation.threshold if config else None
+    return {
+        "value": _num(metrics.get("threshold")) or _num(tags.get("threshold")),
+        "method": method or "not recorded",
+        "target_sensitivity": config.evaluation.target_sensitivity
+        if config and method == "target_sensitivity"
+        else None,
+        "chosen_on": "validation split",
+    }
+
+
+def _training(run: Any, trial_attrs: dict[str, Any]) -> dict[str, Any]:
+    """How the trial trained: epochs, batch, precision, its VRAM plan and timings."""
+    params, metrics = run.data.params, run.data.metrics
+    budget = {k.removeprefix("budget_"): v for k, v in trial_attrs.items() if k.startswith("budget_")}
+    timings = {k: v for k, v in metrics.items() if k.startswith("time_") and k.endswith("_s")}
+    return {
+        "epochs": params.get("epochs"),
+        "epochs_run": trial_attrs.get("epochs_run", _num(metrics.get("epochs_run"))),
+        "batch_size": params.get("batch_size_run") or params.get("batch_size"),
+        "accumulation_steps": params.get("accumulation_steps"),
+        "mixed_precision": params.get("mixed_precision"),
+        "vram_plan": budget or "not recorded",
+        "time_s": timings or "not recorded",
+    }
+
+
 def build_card(
     *,
     model_name: str,
@@ -214,126 +360,34 @@ def build_card(
     ``study`` is the trial's study as :func:`clot_hpo.tracking.study_reader.read_study` read it
     (None: it could not be read); what its config does not record is said to be so.
     """
-    params, metrics, tags = dict(run.data.params), dict(run.data.metrics), dict(run.data.tags)
+    metrics = dict(run.data.metrics)
     config = study.config if study is not None else None
-    evaluation = (config or ExperimentConfig()).evaluation  # the schema's defaults when not recorded
-    split_facts = manifest_facts(study.manifest if study is not None else None)
-    report = study.data_report if study is not None else {}
-    counts = split_facts.get("counts") or report.get("counts") or {}
-    test_counts = counts.get("test") or {}
-    n_test_pred = None if test_predictions is None else len(test_predictions)
-    image_size = params.get("image_size") or tags.get("image_size")
-    try:
-        clot_version = metadata.version("clot-hpo")
-    except metadata.PackageNotFoundError:
-        clot_version = "unknown"
-    budget = {k.removeprefix("budget_"): v for k, v in trial_attrs.items() if k.startswith("budget_")}
-    timings = {k: v for k, v in metrics.items() if k.startswith("time_") and k.endswith("_s")}
+    training_data = _training_data(study, dataset_digest)
+    details = _model_details(
+        run,
+        trial_attrs,
+        requirements,
+        model_name=model_name,
+        version=version,
+        model_id=model_id,
+        parameter_count=parameter_count,
+        model_sha256=model_sha256,
+    )
     card: dict[str, Any] = {
-        "model_details": {
-            "name": model_name,
-            "version": version,
-            "run_id": run.info.run_id,
-            "model_id": model_id,
-            "study": tags.get("clot_hpo.study"),
-            "trial": tags.get("optuna.trial_number"),
-            "backbone": params.get("backbone"),
-            "input": {
-                "image_size": int(str(image_size)) if str(image_size or "").isdigit() else image_size,
-                "channels": 3,
-                "range": "raw RGB pixels in [0, 255]; the model rescales them itself",
-            },
-            "weights_used": trial_attrs.get("weights_used") or params.get("weights") or "not recorded",
-            "parameters": parameter_count,
-            "model_file_sha256": model_sha256,
-            "hyperparameters": {k: v for k, v in sorted(params.items())},
-            "code": {
-                "git_commit": tags.get("mlflow.source.git.commit")
-                or tags.get("clot_hpo.git_commit")
-                or "not recorded by the run",
-                "clot_hpo_version_at_promotion": clot_version,
-            },
-            "environment": requirements,
-        },
-        "intended_use": {
-            "primary": (
-                "Research tool: ranking and comparing blood-clot image classifiers built by a "
-                "hyperparameter search, on data like its training data."
-            ),
-            "out_of_scope": [
-                "Diagnosis or triage of patients: this is not a medical device and has no regulatory "
-                "clearance.",
-                "Images from other modalities, sites, scanners or preprocessing than the training data.",
-                "Reading the probability as a calibrated risk without checking calibration on local data.",
-            ],
-        },
-        "training_data": {
-            "dataset_digest": dataset_digest or "not recorded",
-            "source_path": (config.data.path if config else None) or report.get("source") or "not recorded",
-            "layout": report.get("layout") or (config.data.layout if config else None),
-            # `data.synthetic` set (even to its defaults) means make_synthetic made the images.
-            "synthetic": config.data.synthetic is not None if config else None,
-            "counts": counts,
-            "split": {
-                "val_fraction": config.data.val_fraction if config else report.get("val_fraction"),
-                "test_fraction": config.data.test_fraction if config else report.get("test_fraction"),
-                "seed": config.seed if config else report.get("seed"),
-            },
-            # The data report says how the split was made; the manifest only what it holds.
-            "grouped": report["grouped"] if "grouped" in report else split_facts.get("grouped"),
-            "n_groups": split_facts.get("n_groups"),
-            "leakage": report.get("leakage")
-            and {
-                k: report["leakage"].get(k)
-                for k in ("has_leakage", "n_exact", "n_near", "within_split_exact")
-            },
-        },
-        "evaluation_data": {
-            "split": "test (held out from the search; the threshold was chosen on validation)",
-            "n_images": n_test_pred if n_test_pred is not None else (sum(test_counts.values()) or None),
-            "positive": int(test_predictions["label"].sum())
-            if test_predictions is not None
-            else test_counts.get("positive"),
-            "negative": int((test_predictions["label"] == 0).sum())
-            if test_predictions is not None
-            else test_counts.get("negative"),
-            "predictions": "test_predictions.csv (key = content hash of each image)"
-            if test_predictions is not None
-            else "not recorded",
-        },
-        "metrics": {
-            "confidence": evaluation.confidence_level,
-            "intervals": interval_note(
-                evaluation.confidence_level, evaluation.bootstrap_samples, evaluation.prevalence
-            ),
-            # PPV and NPV are taken at this prevalence (None: the test split's own).
-            "prevalence": evaluation.prevalence,
-            "test": _metric_rows(metrics, "test"),
-            "validation": _metric_rows(metrics, "val"),
-        },
+        "model_details": details,
+        "intended_use": copy.deepcopy(INTENDED_USE),
+        "training_data": training_data,
+        "evaluation_data": _evaluation_data(test_predictions, training_data["counts"]),
+        # The schema's defaults for what the study's config does not record.
+        "metrics": _metrics((config or ExperimentConfig()).evaluation, metrics),
         "calibration": calibration_facts(test_predictions)
         or {
             "ece": _num(metrics.get("test_ece")),
             "brier": _num(metrics.get("test_brier")),
             "source": "run metrics",
         },
-        "threshold": {
-            "value": _num(metrics.get("threshold")) or _num(tags.get("threshold")),
-            "method": config.evaluation.threshold if config else "not recorded",
-            "target_sensitivity": evaluation.target_sensitivity
-            if config and config.evaluation.threshold == "target_sensitivity"
-            else None,
-            "chosen_on": "validation split",
-        },
-        "training": {
-            "epochs": params.get("epochs"),
-            "epochs_run": trial_attrs.get("epochs_run", _num(metrics.get("epochs_run"))),
-            "batch_size": params.get("batch_size_run") or params.get("batch_size"),
-            "accumulation_steps": params.get("accumulation_steps"),
-            "mixed_precision": params.get("mixed_precision"),
-            "vram_plan": budget or "not recorded",
-            "time_s": timings or "not recorded",
-        },
+        "threshold": _threshold(config, run),
+        "training": _training(run, trial_attrs),
         "promotion": decision or {},
     }
     card["caveats"] = _caveats(card)

@@ -13,6 +13,7 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 
@@ -655,13 +656,16 @@ def _short(name: str, backbone: str) -> str:
     return name[len(backbone) + 1 :] if name.startswith(f"{backbone}.") else name
 
 
-def _data(
-    doc: Document,
-    record: FinishedStudy,
-    cands: list[Candidate],
-    settings: ExperimentConfig,
-) -> None:
+def _data(doc: Document, record: FinishedStudy, cands: list[Candidate], settings: ExperimentConfig) -> None:
     doc.add(Heading("The data", anchor="data"))
+    _data_facts(doc, record)
+    _counts(doc, record)
+    _leakage(doc, record.data_report)
+    _subgroups(doc, record, cands, settings)
+
+
+def _data_facts(doc: Document, record: FinishedStudy) -> None:
+    """Digest, folder, layout and how the split was made."""
     data_report, manifest = record.data_report, record.manifest
     recorded_path = record.config.data.path if record.config is not None else None
     facts = [
@@ -682,6 +686,10 @@ def _data(
     )
     doc.add(Table(["About the data", ""], facts, numeric_from=2, ident="data-facts"))
 
+
+def _counts(doc: Document, record: FinishedStudy) -> None:
+    """Images per class and split: the data report's counts, else the manifest's."""
+    data_report, manifest = record.data_report, record.manifest
     classes = data_report.get("classes") or {"1": "positive", "0": "negative"}
     counts = data_report.get("counts")
     if not counts and manifest is not None:
@@ -701,6 +709,10 @@ def _data(
                 ["Split", *names, "Images"], rows, caption="Images per class and split.", ident="counts-table"
             )
         )
+
+
+def _leakage(doc: Document, data_report: dict[str, Any]) -> None:
+    """What the leakage check found, across splits and inside one."""
     leakage = data_report.get("leakage")
     if leakage:
         if leakage.get("has_leakage"):
@@ -727,6 +739,12 @@ def _data(
     else:
         doc.add(Paragraph("No data report on the study run: the leakage check is not shown.", kind="note"))
 
+
+def _subgroups(
+    doc: Document, record: FinishedStudy, cands: list[Candidate], settings: ExperimentConfig
+) -> None:
+    """Each model's test metrics by the metadata CSV's extra columns (site, scanner, age band)."""
+    data_report, manifest = record.data_report, record.manifest
     doc.add(Heading("Subgroups", level=3))
     keyed, why = subgroup_columns(
         record.config.data if record.config is not None else None, data_report, manifest
