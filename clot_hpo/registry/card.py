@@ -1,8 +1,9 @@
 """The model card of a registered version (after Mitchell et al., 2019, "Model Cards for Model Reporting").
 
 ``promote`` builds it from the facts the study recorded, never from boilerplate: the trial's
-run (parameters, metrics with intervals, tags, ``test_predictions.csv``), its study run
-(``config.yaml``, ``data/split_manifest.csv``, ``data/data_report.json`` when logged), the
+run (parameters, metrics with intervals, tags, ``test_predictions.csv``), its study as the one
+reader returns it (:func:`clot_hpo.tracking.study_reader.read_study`: the validated config,
+the split manifest and the data report, when logged), the
 trial as the Optuna storage holds it (weights used, VRAM plan, timings) and the model file
 itself (its sha256 and parameter count, read from the ``.keras`` archive without Keras).
 What was not recorded is said to be "not recorded", so a reader knows it is missing.

@@ -230,6 +230,11 @@ def _study_run(
             raise ConfigError(
                 f"study run {run_id} at {redact_url(tracking_uri)} cannot be read: {first_line(exc)}"
             ) from exc
+        if str(run.info.experiment_id) != exp_id:
+            raise ConfigError(
+                f"study run {run_id} must belong to experiment {experiment!r} (id {exp_id}), but it is in "
+                f"experiment id {run.info.experiment_id}"
+            )
         if run.data.tags.get(TAG_ROLE) != ROLE_STUDY:
             raise ConfigError(
                 f"run {run_id} must be a clot-hpo study run (tag {TAG_ROLE} = {ROLE_STUDY}), but its tag is "

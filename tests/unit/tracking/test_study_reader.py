@@ -143,6 +143,8 @@ def test_the_ledgers_record_of_each_trial(store: dict[str, Any], tmp_path: Path)
 def test_what_is_not_a_study_is_refused_naming_what_was_found(store: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="must be a clot-hpo study run .* but its tag is 'trial'"):
         read_study(store["uri"], "bare", folder=tmp_path, run_id=store["not_a_study"])
+    with pytest.raises(ConfigError, match="must belong to experiment 'reader' .* but it is in experiment id"):
+        read_study(store["uri"], "reader", folder=tmp_path, run_id=store["not_a_study"])
     with pytest.raises(ConfigError, match="holds no clot-hpo study run"):
         read_study(store["uri"], "bare", folder=tmp_path)
     with pytest.raises(ConfigError, match="'missing' .* does not exist .*experiments there: bare, reader"):
