@@ -5,11 +5,14 @@ for the threshold, ``test_predictions.csv`` for everything else), with the same 
 seeds the trials used, so the table reproduces what each trial logged and anyone holding the
 files can recompute it. Trials that lack the files (studies run before they existed) are
 reported from their logged metrics, and left out of the paired tests and calibration.
+
+The models' facts (best trials, their metrics, the paired tests) are computed by
+:mod:`clot_hpo.report.facts`; this module writes the sections from them and from the study,
+as blocks that :mod:`clot_hpo.report.document` renders to Markdown and HTML.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,21 +22,18 @@ import pandas as pd
 
 from clot_hpo.config.schema import ExperimentConfig
 from clot_hpo.data.subgroups import subgroup_columns
-from clot_hpo.errors import DataError
 from clot_hpo.evaluate.catalogue import format_estimate, interval_note, summary_metrics, table_metrics
 from clot_hpo.evaluate.metrics import (
     binary_metrics,
-    choose_threshold,
     describe_threshold_rule,
     expected_calibration_error,
     positives_for_width,
 )
-from clot_hpo.evaluate.paired import McNemar, PairedAuc, align, delong_test, mcnemar_exact, read_predictions
-from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS
 from clot_hpo.report import figures
 from clot_hpo.report.document import Document, Figure, Heading, Paragraph, Table
+from clot_hpo.report.facts import Candidate, Comparison, model_facts, trial_value
 from clot_hpo.tracking.study_reader import FinishedStudy, TrialRecord
-from clot_hpo.util import objective_value, rank_trials, redact_url
+from clot_hpo.util import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -67,123 +67,6 @@ def duration(seconds: float | None) -> str:
 
 
 # ----- the models ---------------------------------------------------------------------------
-@dataclass
-class Candidate:
-    """The best trial of one backbone, and what its files say."""
-
-    backbone: str
-    trial: TrialRecord
-    objective_value: float | None
-    val: pd.DataFrame | None = None
-    test: pd.DataFrame | None = None
-    threshold: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    from_files: bool = False
-
-
-@dataclass
-class Comparison:
-    """One paired comparison of two backbones on the same test images."""
-
-    a: str
-    b: str
-    delong: PairedAuc | None = None
-    mcnemar: McNemar | None = None
-    problem: str = ""
-    p_holm: float | None = None
-
-
-def trial_value(trial: TrialRecord, objective: str | None) -> float | None:
-    """The trial's objective value, by the one rule (:func:`clot_hpo.util.objective_value`)."""
-    return objective_value(trial.metrics, objective)
-
-
-def best_per_backbone(record: FinishedStudy) -> list[Candidate]:
-    """The best completed trial of each backbone, by the one rule (:func:`~clot_hpo.util.rank_trials`)."""
-    complete = [t for t in record.trials if t.state == "COMPLETE" and t.backbone]
-    ranked = rank_trials(
-        complete,
-        value=lambda t: trial_value(t, record.objective),
-        number=lambda t: t.number,
-        direction=record.direction or "maximize",
-    )
-    best: dict[str, Candidate] = {}
-    for trial in ranked:
-        if trial.backbone and trial.backbone not in best:
-            best[trial.backbone] = Candidate(trial.backbone, trial, trial_value(trial, record.objective))
-    return [best[k] for k in sorted(best)]
-
-
-def _logged_metrics(trial: TrialRecord) -> dict[str, float]:
-    """The trial's logged test metrics, without their ``test_`` prefix."""
-    return {k[len("test_") :]: v for k, v in trial.metrics.items() if k.startswith("test_")}
-
-
-def evaluate_candidate(record: FinishedStudy, cand: Candidate, settings: ExperimentConfig) -> None:
-    """Fill the candidate's metrics: from its predictions files, else from its logged metrics."""
-    val_path = record.trial_file(cand.trial, VAL_PREDICTIONS)
-    test_path = record.trial_file(cand.trial, TEST_PREDICTIONS)
-    if val_path is None or test_path is None:
-        cand.metrics = _logged_metrics(cand.trial)
-        cand.threshold = cand.trial.metrics.get("threshold")
-        return
-    cand.val, cand.test = read_predictions(val_path), read_predictions(test_path)
-    cand.threshold = choose_threshold(
-        cand.val["label"],
-        cand.val["probability"],
-        method=settings.evaluation.threshold,
-        target_sensitivity=settings.evaluation.target_sensitivity,
-    )
-    # The trial's own seed for its test intervals (evaluate_trial: seed + 1), so the bootstrap
-    # intervals here are the ones the trial logged.
-    cand.metrics = binary_metrics(
-        cand.test["label"],
-        cand.test["probability"],
-        threshold=cand.threshold,
-        confidence=settings.evaluation.confidence_level,
-        n_bootstrap=settings.evaluation.bootstrap_samples,
-        seed=settings.seed + cand.trial.number + 1,
-        prevalence=settings.evaluation.prevalence,
-    )
-    cand.from_files = True
-
-
-def compare(cands: list[Candidate], confidence: float) -> list[Comparison]:
-    """DeLong and McNemar for every pair of backbones with predictions (Holm-adjusted when several)."""
-    with_files = [c for c in cands if c.from_files]
-    out = []
-    for a, b in itertools.combinations(with_files, 2):
-        comparison = Comparison(a.backbone, b.backbone)
-        assert a.test is not None and b.test is not None
-        try:
-            joined = align(a.test, b.test, names=(a.backbone, b.backbone))
-        except DataError as exc:
-            comparison.problem = str(exc)
-            out.append(comparison)
-            continue
-        index_a = a.test.set_index("key")["probability"]
-        index_b = b.test.set_index("key")["probability"]
-        pa, pb = index_a.loc[joined["key"]].to_numpy(), index_b.loc[joined["key"]].to_numpy()
-        y = joined["label"].to_numpy()
-        try:
-            comparison.delong = delong_test(y, pa, pb, confidence=confidence)
-        except ValueError as exc:
-            comparison.problem = f"DeLong's test is undefined here: {exc}"
-        assert a.threshold is not None and b.threshold is not None
-        comparison.mcnemar = mcnemar_exact(
-            y, (pa >= a.threshold).astype(int), (pb >= b.threshold).astype(int)
-        )
-        out.append(comparison)
-    tested = [c for c in out if c.delong is not None]
-    if len(tested) > 1:
-        from statsmodels.stats.multitest import multipletests
-
-        adjusted = multipletests([c.delong.p_value for c in tested if c.delong], method="holm")[1]
-        for c, p in zip(tested, adjusted, strict=True):
-            c.p_holm = float(p)
-    return out
-
-
 def verdict(c: Comparison) -> str:
     """One plain sentence on whether the AUC difference is significant at 0.05."""
     if c.delong is None:
@@ -205,7 +88,6 @@ def verdict(c: Comparison) -> str:
     )
 
 
-# ----- the data -----------------------------------------------------------------------------
 # ----- the report ---------------------------------------------------------------------------
 @dataclass
 class Report:
@@ -220,14 +102,10 @@ class Report:
 def build_report(record: FinishedStudy) -> Report:
     """Compute every section of the study's report (see the module docstring)."""
     settings = record.settings  # the recorded config, else the schema's defaults
-
-    cands = best_per_backbone(record)
-    for cand in cands:
-        evaluate_candidate(record, cand, settings)
-    comparisons = compare(cands, settings.evaluation.confidence_level)
-
+    models = model_facts(record)
+    cands = models.candidates
     doc = Document(f"Study report: {record.study}")
-    report = Report(doc, cands, comparisons)
+    report = Report(doc, cands, models.comparisons)
     _intro(doc, record)
     _results(doc, report, record, settings)
     _paired(doc, report)
@@ -406,7 +284,6 @@ def _paired(doc: Document, report: Report) -> None:
         doc.add(
             Table(
                 [
-                    "Comparison",
                     "Accuracy A",
                     "Accuracy B",
                     "A right, B wrong",
@@ -793,13 +670,8 @@ def _subgroups(
 
 __all__ = [
     "ALPHA",
-    "Candidate",
-    "Comparison",
     "Report",
-    "best_per_backbone",
     "build_report",
-    "compare",
     "few_positives",
-    "trial_value",
     "verdict",
 ]
