@@ -17,9 +17,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from clot_hpo.config.loader import load_config, save_resolved
 from clot_hpo.config.schema import ExperimentConfig
 from clot_hpo.errors import ConfigError
 from clot_hpo.tracking.study_reader import read_study
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)
@@ -82,10 +85,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     exp = client.create_experiment("reader", artifact_location=(root / "artifacts").as_uri())
     # The first study's config leaves most keys out; the second one's is not valid here.
     first = _study(client, exp, "first", root / "first", "seed: 5\nevaluation: {bootstrap_samples: 300}\n")
+    resolved = save_resolved(load_config(REPO / "experiments" / "tiny.yaml"), root / "resolved.yaml")
+    saved = _study(client, exp, "saved", root / "saved", resolved.read_text(encoding="utf-8"))
     latest = _study(client, exp, "latest", root / "latest", "evaluation: {confidence_level: 2}\n")
     bare = client.create_experiment("bare", artifact_location=(root / "bare").as_uri())
     other = client.create_run(bare, tags={"clot_hpo.role": "trial"}).info.run_id
-    return {"uri": uri, "first": first, "latest": latest, "not_a_study": other}
+    return {"uri": uri, "first": first, "saved": saved, "latest": latest, "not_a_study": other}
 
 
 def test_the_config_comes_back_validated_with_the_schemas_defaults(
@@ -101,6 +106,11 @@ def test_the_config_comes_back_validated_with_the_schemas_defaults(
     assert study.manifest is not None and list(study.manifest["split"]) == ["test", "val"]
     assert study.manifest["sha256"].iloc[0] == "0" * 64  # kept as text, not parsed as a number
     assert study.trials_table is None  # this study logged no trials.csv
+
+
+def test_a_config_as_the_search_saves_it_reads_back_unchanged(store: dict[str, Any], tmp_path: Path) -> None:
+    study = read_study(store["uri"], "reader", folder=tmp_path, run_id=store["saved"]["run_id"])
+    assert study.config == load_config(REPO / "experiments" / "tiny.yaml")
 
 
 def test_the_latest_study_by_default_and_an_invalid_config_is_said_not_guessed(
