@@ -4,6 +4,12 @@
   an experiment that the Optuna storage vouches for as a new version of
   ``blood-clot-detector`` (with its model file's sha256 and its model card), and moves the
   alias ``champion`` to it only when the gate finds proof that it is better.
+  Its steps: :mod:`~clot_hpo.registry.candidates` (metric, direction, ranking),
+  :mod:`~clot_hpo.registry.verification` (the Optuna ledger's check, sha256 of the files),
+  :mod:`~clot_hpo.registry.artifacts` (downloads), :mod:`~clot_hpo.registry.registration`,
+  :mod:`~clot_hpo.registry.decision` (the gate's decision, recorded on the version) and
+  :mod:`~clot_hpo.registry.card_writer` (the card's facts); :class:`Ledger` is what the
+  search's ledger must offer (tracking and the registry do not import Optuna).
 * :mod:`clot_hpo.registry.gate`: the promotion gate (paired test on the test split, floors).
 * :mod:`clot_hpo.registry.card`: the model card of a registered version.
 * :mod:`clot_hpo.registry.lock`: the promotion lock, across processes and machines.
@@ -36,7 +42,7 @@ if TYPE_CHECKING:  # the one list of exports: lazy_exports reads it (util.lazy_e
     from clot_hpo.registry.models import load_keras_model as load_keras_model
     from clot_hpo.registry.models import resolve_model as resolve_model
     from clot_hpo.registry.promotion import PromotionResult as PromotionResult
-    from clot_hpo.registry.promotion import TrialLedger as TrialLedger
     from clot_hpo.registry.promotion import promote as promote
+    from clot_hpo.tracking.study_reader import Ledger as Ledger
 
 __getattr__, __dir__ = lazy_exports(globals())

@@ -1,8 +1,9 @@
 """The model card of a registered version (after Mitchell et al., 2019, "Model Cards for Model Reporting").
 
 ``promote`` builds it from the facts the study recorded, never from boilerplate: the trial's
-run (parameters, metrics with intervals, tags, ``test_predictions.csv``), its study run
-(``config.yaml``, ``data/split_manifest.csv``, ``data/data_report.json`` when logged), the
+run (parameters, metrics with intervals, tags, ``test_predictions.csv``), its study as the one
+reader returns it (:func:`clot_hpo.tracking.study_reader.read_study`: the validated config,
+the split manifest and the data report, when logged), the
 trial as the Optuna storage holds it (weights used, VRAM plan, timings) and the model file
 itself (its sha256 and parameter count, read from the ``.keras`` archive without Keras).
 What was not recorded is said to be "not recorded", so a reader knows it is missing.
@@ -14,16 +15,18 @@ description, which the MLflow registry page shows.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import zipfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from clot_hpo.config.schema import EvaluationConfig, ExperimentConfig
 from clot_hpo.evaluate.catalogue import (
     CI_HIGH,
     CI_LOW,
@@ -43,6 +46,9 @@ from clot_hpo.tracking.tags import (
     TAG_GATE_RULE,
 )
 from clot_hpo.util import file_sha256, finite_float
+
+if TYPE_CHECKING:
+    from clot_hpo.tracking.study_reader import FinishedStudy
 
 CARD_MD = "model_card.md"
 CARD_JSON = "model_card.json"
@@ -190,15 +196,158 @@ def _caveats(card: dict[str, Any]) -> list[str]:
     return out
 
 
+INTENDED_USE: dict[str, Any] = {
+    "primary": (
+        "Research tool: ranking and comparing blood-clot image classifiers built by a "
+        "hyperparameter search, on data like its training data."
+    ),
+    "out_of_scope": [
+        "Diagnosis or triage of patients: this is not a medical device and has no regulatory clearance.",
+        "Images from other modalities, sites, scanners or preprocessing than the training data.",
+        "Reading the probability as a calibrated risk without checking calibration on local data.",
+    ],
+}
+
+
+def _clot_hpo_version() -> str:
+    try:
+        return metadata.version("clot-hpo")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _model_details(
+    run: Any, trial_attrs: dict[str, Any], requirements: list[str], **given: Any
+) -> dict[str, Any]:
+    """Which model: name, version, run, trial, backbone, input, weights, file, code, environment."""
+    params, tags = dict(run.data.params), dict(run.data.tags)
+    image_size = params.get("image_size") or tags.get("image_size")
+    return {
+        "name": given["model_name"],
+        "version": given["version"],
+        "run_id": run.info.run_id,
+        "model_id": given["model_id"],
+        "study": tags.get("clot_hpo.study"),
+        "trial": tags.get("optuna.trial_number"),
+        "backbone": params.get("backbone"),
+        "input": {
+            "image_size": int(str(image_size)) if str(image_size or "").isdigit() else image_size,
+            "channels": 3,
+            "range": "raw RGB pixels in [0, 255]; the model rescales them itself",
+        },
+        "weights_used": trial_attrs.get("weights_used") or params.get("weights") or "not recorded",
+        "parameters": given["parameter_count"],
+        "model_file_sha256": given["model_sha256"],
+        "hyperparameters": {k: v for k, v in sorted(params.items())},
+        "code": {
+            "git_commit": tags.get("mlflow.source.git.commit")
+            or tags.get("clot_hpo.git_commit")
+            or "not recorded by the run",
+            "clot_hpo_version_at_promotion": _clot_hpo_version(),
+        },
+        "environment": requirements,
+    }
+
+
+def _training_data(study: FinishedStudy | None, dataset_digest: str | None) -> dict[str, Any]:
+    """Where the images came from, how they were split, and what the leakage check found."""
+    config = study.config if study is not None else None
+    report = study.data_report if study is not None else {}
+    split_facts = manifest_facts(study.manifest if study is not None else None)
+    return {
+        "dataset_digest": dataset_digest or "not recorded",
+        "source_path": (config.data.path if config else None) or report.get("source") or "not recorded",
+        "layout": report.get("layout") or (config.data.layout if config else None),
+        # `data.synthetic` set (even to its defaults) means make_synthetic made the images.
+        "synthetic": config.data.synthetic is not None if config else None,
+        "counts": split_facts.get("counts") or report.get("counts") or {},
+        "split": {
+            "val_fraction": config.data.val_fraction if config else report.get("val_fraction"),
+            "test_fraction": config.data.test_fraction if config else report.get("test_fraction"),
+            "seed": config.seed if config else report.get("seed"),
+        },
+        # The data report says how the split was made; the manifest only what it holds.
+        "grouped": report["grouped"] if "grouped" in report else split_facts.get("grouped"),
+        "n_groups": split_facts.get("n_groups"),
+        "leakage": report.get("leakage")
+        and {k: report["leakage"].get(k) for k in ("has_leakage", "n_exact", "n_near", "within_split_exact")},
+    }
+
+
+def _evaluation_data(test_predictions: pd.DataFrame | None, counts: dict[str, Any]) -> dict[str, Any]:
+    """The test split: its size and classes, from the predictions file, else the split's counts."""
+    test_counts = counts.get("test") or {}
+    if test_predictions is None:
+        n_images, positive, negative = (
+            sum(test_counts.values()) or None,
+            test_counts.get("positive"),
+            test_counts.get("negative"),
+        )
+    else:
+        labels = test_predictions["label"]
+        n_images, positive, negative = len(test_predictions), int(labels.sum()), int((labels == 0).sum())
+    return {
+        "split": "test (held out from the search; the threshold was chosen on validation)",
+        "n_images": n_images,
+        "positive": positive,
+        "negative": negative,
+        "predictions": "test_predictions.csv (key = content hash of each image)"
+        if test_predictions is not None
+        else "not recorded",
+    }
+
+
+def _metrics(evaluation: EvaluationConfig, metrics: dict[str, float]) -> dict[str, Any]:
+    """The catalogue's metrics on test and validation, with how their intervals were computed."""
+    return {
+        "confidence": evaluation.confidence_level,
+        "intervals": interval_note(
+            evaluation.confidence_level, evaluation.bootstrap_samples, evaluation.prevalence
+        ),
+        # PPV and NPV are taken at this prevalence (None: the test split's own).
+        "prevalence": evaluation.prevalence,
+        "test": _metric_rows(metrics, "test"),
+        "validation": _metric_rows(metrics, "val"),
+    }
+
+
+def _threshold(config: ExperimentConfig | None, run: Any) -> dict[str, Any]:
+    """The decision threshold and the rule that chose it on validation."""
+    metrics, tags = run.data.metrics, run.data.tags
+    method = config.evaluation.threshold if config else None
+    return {
+        "value": _num(metrics.get("threshold")) or _num(tags.get("threshold")),
+        "method": method or "not recorded",
+        "target_sensitivity": config.evaluation.target_sensitivity
+        if config and method == "target_sensitivity"
+        else None,
+        "chosen_on": "validation split",
+    }
+
+
+def _training(run: Any, trial_attrs: dict[str, Any]) -> dict[str, Any]:
+    """How the trial trained: epochs, batch, precision, its VRAM plan and timings."""
+    params, metrics = run.data.params, run.data.metrics
+    budget = {k.removeprefix("budget_"): v for k, v in trial_attrs.items() if k.startswith("budget_")}
+    timings = {k: v for k, v in metrics.items() if k.startswith("time_") and k.endswith("_s")}
+    return {
+        "epochs": params.get("epochs"),
+        "epochs_run": trial_attrs.get("epochs_run", _num(metrics.get("epochs_run"))),
+        "batch_size": params.get("batch_size_run") or params.get("batch_size"),
+        "accumulation_steps": params.get("accumulation_steps"),
+        "mixed_precision": params.get("mixed_precision"),
+        "vram_plan": budget or "not recorded",
+        "time_s": timings or "not recorded",
+    }
+
+
 def build_card(
     *,
     model_name: str,
     version: str,
     run: Any,
     model_id: str | None,
-    study_config: dict[str, Any] | None,
-    manifest: pd.DataFrame | None,
-    data_report: dict[str, Any] | None,
+    study: FinishedStudy | None,
     trial_attrs: dict[str, Any],
     model_sha256: str | None,
     parameter_count: int | None,
@@ -207,130 +356,39 @@ def build_card(
     decision: dict[str, str] | None,
     dataset_digest: str | None,
 ) -> dict[str, Any]:
-    """The card's facts as a JSON-ready dict (sections after Mitchell et al. 2019)."""
-    params, metrics, tags = dict(run.data.params), dict(run.data.metrics), dict(run.data.tags)
-    config = study_config or {}
-    data_cfg = config.get("data") or {}
-    eval_cfg = config.get("evaluation") or {}
-    split_facts = manifest_facts(manifest)
-    report = data_report or {}
-    counts = split_facts.get("counts") or report.get("counts") or {}
-    test_counts = counts.get("test") or {}
-    n_test_pred = None if test_predictions is None else len(test_predictions)
-    image_size = params.get("image_size") or tags.get("image_size")
-    try:
-        clot_version = metadata.version("clot-hpo")
-    except metadata.PackageNotFoundError:
-        clot_version = "unknown"
-    budget = {k.removeprefix("budget_"): v for k, v in trial_attrs.items() if k.startswith("budget_")}
-    timings = {k: v for k, v in metrics.items() if k.startswith("time_") and k.endswith("_s")}
+    """The card's facts as a JSON-ready dict (sections after Mitchell et al. 2019).
+
+    ``study`` is the trial's study as :func:`clot_hpo.tracking.study_reader.read_study` read it
+    (None: it could not be read); what its config does not record is said to be so.
+    """
+    metrics = dict(run.data.metrics)
+    config = study.config if study is not None else None
+    training_data = _training_data(study, dataset_digest)
+    details = _model_details(
+        run,
+        trial_attrs,
+        requirements,
+        model_name=model_name,
+        version=version,
+        model_id=model_id,
+        parameter_count=parameter_count,
+        model_sha256=model_sha256,
+    )
     card: dict[str, Any] = {
-        "model_details": {
-            "name": model_name,
-            "version": version,
-            "run_id": run.info.run_id,
-            "model_id": model_id,
-            "study": tags.get("clot_hpo.study"),
-            "trial": tags.get("optuna.trial_number"),
-            "backbone": params.get("backbone"),
-            "input": {
-                "image_size": int(str(image_size)) if str(image_size or "").isdigit() else image_size,
-                "channels": 3,
-                "range": "raw RGB pixels in [0, 255]; the model rescales them itself",
-            },
-            "weights_used": trial_attrs.get("weights_used") or params.get("weights") or "not recorded",
-            "parameters": parameter_count,
-            "model_file_sha256": model_sha256,
-            "hyperparameters": {k: v for k, v in sorted(params.items())},
-            "code": {
-                "git_commit": tags.get("mlflow.source.git.commit")
-                or tags.get("clot_hpo.git_commit")
-                or "not recorded by the run",
-                "clot_hpo_version_at_promotion": clot_version,
-            },
-            "environment": requirements,
-        },
-        "intended_use": {
-            "primary": (
-                "Research tool: ranking and comparing blood-clot image classifiers built by a "
-                "hyperparameter search, on data like its training data."
-            ),
-            "out_of_scope": [
-                "Diagnosis or triage of patients: this is not a medical device and has no regulatory "
-                "clearance.",
-                "Images from other modalities, sites, scanners or preprocessing than the training data.",
-                "Reading the probability as a calibrated risk without checking calibration on local data.",
-            ],
-        },
-        "training_data": {
-            "dataset_digest": dataset_digest or "not recorded",
-            "source_path": data_cfg.get("path") or report.get("source") or "not recorded",
-            "layout": report.get("layout") or data_cfg.get("layout"),
-            # `data.synthetic` set (even to its defaults) means make_synthetic made the images.
-            "synthetic": data_cfg.get("synthetic") is not None if data_cfg else None,
-            "counts": counts,
-            "split": {
-                "val_fraction": data_cfg.get("val_fraction", report.get("val_fraction")),
-                "test_fraction": data_cfg.get("test_fraction", report.get("test_fraction")),
-                "seed": config.get("seed", report.get("seed")),
-            },
-            # The data report says how the split was made; the manifest only what it holds.
-            "grouped": report["grouped"] if "grouped" in report else split_facts.get("grouped"),
-            "n_groups": split_facts.get("n_groups"),
-            "leakage": report.get("leakage")
-            and {
-                k: report["leakage"].get(k)
-                for k in ("has_leakage", "n_exact", "n_near", "within_split_exact")
-            },
-        },
-        "evaluation_data": {
-            "split": "test (held out from the search; the threshold was chosen on validation)",
-            "n_images": n_test_pred if n_test_pred is not None else (sum(test_counts.values()) or None),
-            "positive": int(test_predictions["label"].sum())
-            if test_predictions is not None
-            else test_counts.get("positive"),
-            "negative": int((test_predictions["label"] == 0).sum())
-            if test_predictions is not None
-            else test_counts.get("negative"),
-            "predictions": "test_predictions.csv (key = content hash of each image)"
-            if test_predictions is not None
-            else "not recorded",
-        },
-        "metrics": {
-            "confidence": eval_cfg.get("confidence_level", 0.95),
-            "intervals": interval_note(
-                float(eval_cfg.get("confidence_level", 0.95)),
-                int(eval_cfg.get("bootstrap_samples", 1000)),
-                eval_cfg.get("prevalence"),
-            ),
-            # PPV and NPV are taken at this prevalence (None: the test split's own).
-            "prevalence": eval_cfg.get("prevalence"),
-            "test": _metric_rows(metrics, "test"),
-            "validation": _metric_rows(metrics, "val"),
-        },
+        "model_details": details,
+        "intended_use": copy.deepcopy(INTENDED_USE),
+        "training_data": training_data,
+        "evaluation_data": _evaluation_data(test_predictions, training_data["counts"]),
+        # The schema's defaults for what the study's config does not record.
+        "metrics": _metrics((config or ExperimentConfig()).evaluation, metrics),
         "calibration": calibration_facts(test_predictions)
         or {
             "ece": _num(metrics.get("test_ece")),
             "brier": _num(metrics.get("test_brier")),
             "source": "run metrics",
         },
-        "threshold": {
-            "value": _num(metrics.get("threshold")) or _num(tags.get("threshold")),
-            "method": eval_cfg.get("threshold", "not recorded"),
-            "target_sensitivity": eval_cfg.get("target_sensitivity")
-            if eval_cfg.get("threshold") == "target_sensitivity"
-            else None,
-            "chosen_on": "validation split",
-        },
-        "training": {
-            "epochs": params.get("epochs"),
-            "epochs_run": trial_attrs.get("epochs_run", _num(metrics.get("epochs_run"))),
-            "batch_size": params.get("batch_size_run") or params.get("batch_size"),
-            "accumulation_steps": params.get("accumulation_steps"),
-            "mixed_precision": params.get("mixed_precision"),
-            "vram_plan": budget or "not recorded",
-            "time_s": timings or "not recorded",
-        },
+        "threshold": _threshold(config, run),
+        "training": _training(run, trial_attrs),
         "promotion": decision or {},
     }
     card["caveats"] = _caveats(card)
@@ -384,66 +442,73 @@ def _promotion_lines(decision: dict[str, str]) -> list[str]:
 
 def render_markdown(card: dict[str, Any]) -> str:
     """``model_card.md``: every section of the card, for people."""
-    d, u, t, e = card["model_details"], card["intended_use"], card["training_data"], card["evaluation_data"]
-    m, cal, th, tr = card["metrics"], card["calibration"], card["threshold"], card["training"]
-    inp = d["input"]
+    details, use, data = card["model_details"], card["intended_use"], card["training_data"]
+    evaluation, metrics = card["evaluation_data"], card["metrics"]
+    calibration, threshold, training = card["calibration"], card["threshold"], card["training"]
+    inp = details["input"]
     lines = [
-        f"# Model card: {d['name']} version {d['version']}",
+        f"# Model card: {details['name']} version {details['version']}",
         "",
-        f"Trial {d.get('trial')} of study {d.get('study')} (run `{d['run_id']}`).",
+        f"Trial {details.get('trial')} of study {details.get('study')} (run `{details['run_id']}`).",
         "",
         "## Model details",
-        f"- Backbone: {_fmt(d.get('backbone'))}; weights used: {_fmt(d.get('weights_used'))}",
+        f"- Backbone: {_fmt(details.get('backbone'))}; weights used: {_fmt(details.get('weights_used'))}",
         f"- Input: {_fmt(inp.get('image_size'))} x {_fmt(inp.get('image_size'))} x 3, {inp['range']}",
-        f"- Parameters: {_fmt(d.get('parameters'))} (stored weights, trainable and not)",
-        f"- Model file sha256: `{_fmt(d.get('model_file_sha256'))}`",
-        f"- Code: git commit {_fmt(d['code']['git_commit'])}; card written by clot-hpo "
-        f"{d['code']['clot_hpo_version_at_promotion']}",
-        f"- Environment (pinned with the model): {_fmt(d.get('environment'))}",
-        f"- Hyperparameters: {_fmt(d.get('hyperparameters'))}",
+        f"- Parameters: {_fmt(details.get('parameters'))} (stored weights, trainable and not)",
+        f"- Model file sha256: `{_fmt(details.get('model_file_sha256'))}`",
+        f"- Code: git commit {_fmt(details['code']['git_commit'])}; card written by clot-hpo "
+        f"{details['code']['clot_hpo_version_at_promotion']}",
+        f"- Environment (pinned with the model): {_fmt(details.get('environment'))}",
+        f"- Hyperparameters: {_fmt(details.get('hyperparameters'))}",
         "",
         "## Intended use",
-        f"- {u['primary']}",
+        f"- {use['primary']}",
         "- Out of scope:",
-        *[f"  - {item}" for item in u["out_of_scope"]],
+        *[f"  - {item}" for item in use["out_of_scope"]],
         "",
         "## Training data",
-        f"- Dataset digest: `{_fmt(t.get('dataset_digest'))}`; source: {_fmt(t.get('source_path'))}"
-        + (" (synthetic)" if t.get("synthetic") else ""),
-        f"- Images per split: {_fmt(t.get('counts'))}",
-        f"- Split: {_fmt(t.get('split'))}; patients/groups kept together: {_fmt(t.get('grouped'))}"
-        + (f" ({t['n_groups']} groups)" if t.get("n_groups") else ""),
-        f"- Leakage report: {_fmt(t.get('leakage'))}",
+        f"- Dataset digest: `{_fmt(data.get('dataset_digest'))}`; source: {_fmt(data.get('source_path'))}"
+        + (" (synthetic)" if data.get("synthetic") else ""),
+        f"- Images per split: {_fmt(data.get('counts'))}",
+        f"- Split: {_fmt(data.get('split'))}; patients/groups kept together: {_fmt(data.get('grouped'))}"
+        + (f" ({data['n_groups']} groups)" if data.get("n_groups") else ""),
+        f"- Leakage report: {_fmt(data.get('leakage'))}",
         "",
         "## Evaluation data",
-        f"- {e['split']}",
-        f"- {_fmt(e.get('n_images'))} images ({_fmt(e.get('positive'))} positive, "
-        f"{_fmt(e.get('negative'))} negative); predictions: {e['predictions']}",
+        f"- {evaluation['split']}",
+        f"- {_fmt(evaluation.get('n_images'))} images ({_fmt(evaluation.get('positive'))} positive, "
+        f"{_fmt(evaluation.get('negative'))} negative); predictions: {evaluation['predictions']}",
         "",
         "## Metrics (test)",
-        f"{m['intervals']}",
+        f"{metrics['intervals']}",
         "",
-        *_metrics_table(m["test"]),
+        *_metrics_table(metrics["test"]),
         "",
         "Validation:",
         "",
-        *_metrics_table(m["validation"]),
+        *_metrics_table(metrics["validation"]),
         "",
         "## Calibration",
-        f"- ECE (10 bins): {_fmt(cal.get('ece'))}; Brier score: {_fmt(cal.get('brier'))} "
-        f"(from {_fmt(cal.get('source'))})",
+        f"- ECE (10 bins): {_fmt(calibration.get('ece'))}; Brier score: {_fmt(calibration.get('brier'))} "
+        f"(from {_fmt(calibration.get('source'))})",
         "",
         "## Decision threshold",
-        f"- {_fmt(th.get('value'))}, chosen on the {th['chosen_on']} by {_fmt(th.get('method'))}"
-        + (f" (target sensitivity {th['target_sensitivity']})" if th.get("target_sensitivity") else "")
+        f"- {_fmt(threshold.get('value'))}, chosen on the {threshold['chosen_on']} "
+        f"by {_fmt(threshold.get('method'))}"
+        + (
+            f" (target sensitivity {threshold['target_sensitivity']})"
+            if threshold.get("target_sensitivity")
+            else ""
+        )
         + "; an image is called a clot when its probability is at least the threshold",
         "",
         "## Training",
-        f"- Epochs: {_fmt(tr.get('epochs'))} planned, {_fmt(tr.get('epochs_run'))} run; batch "
-        f"{_fmt(tr.get('batch_size'))} x {_fmt(tr.get('accumulation_steps'))} accumulation; mixed precision "
-        f"{_fmt(tr.get('mixed_precision'))}",
-        f"- VRAM plan: {_fmt(tr.get('vram_plan'))}",
-        f"- Time (s): {_fmt(tr.get('time_s'))}",
+        f"- Epochs: {_fmt(training.get('epochs'))} planned, {_fmt(training.get('epochs_run'))} run; batch "
+        f"{_fmt(training.get('batch_size'))} x {_fmt(training.get('accumulation_steps'))} accumulation; "
+        "mixed precision "
+        f"{_fmt(training.get('mixed_precision'))}",
+        f"- VRAM plan: {_fmt(training.get('vram_plan'))}",
+        f"- Time (s): {_fmt(training.get('time_s'))}",
         "",
         "## Promotion",
         *_promotion_lines(card.get("promotion") or {}),
@@ -457,29 +522,25 @@ def render_markdown(card: dict[str, Any]) -> str:
 
 def summary_markdown(card: dict[str, Any]) -> str:
     """The version's description: the card's essentials, for the MLflow registry page."""
-    d, t, e, cal, th = (
-        card["model_details"],
-        card["training_data"],
-        card["evaluation_data"],
-        card["calibration"],
-        card["threshold"],
-    )
+    details, data, evaluation = card["model_details"], card["training_data"], card["evaluation_data"]
+    calibration, threshold = card["calibration"], card["threshold"]
     test = card["metrics"]["test"]
 
     decision = card.get("promotion") or {}
     lines = [
-        f"**{_fmt(d.get('backbone'))}**, {_fmt(d['input'].get('image_size'))} px, weights "
-        f"{_fmt(d.get('weights_used'))}, {_fmt(d.get('parameters'))} parameters; trial {d.get('trial')} of "
-        f"study {d.get('study')}.",
+        f"**{_fmt(details.get('backbone'))}**, {_fmt(details['input'].get('image_size'))} px, weights "
+        f"{_fmt(details.get('weights_used'))}, {_fmt(details.get('parameters'))} parameters; "
+        f"trial {details.get('trial')} of "
+        f"study {details.get('study')}.",
         "",
-        f"Research tool, not a diagnostic device. Data: digest `{str(t.get('dataset_digest'))[:12]}`, "
-        f"source {_fmt(t.get('source_path'))}" + (" (synthetic)" if t.get("synthetic") else "") + ".",
+        f"Research tool, not a diagnostic device. Data: digest `{str(data.get('dataset_digest'))[:12]}`, "
+        f"source {_fmt(data.get('source_path'))}" + (" (synthetic)" if data.get("synthetic") else "") + ".",
         "",
-        f"| test (n={_fmt(e.get('n_images'))}) | value (interval) |",
+        f"| test (n={_fmt(evaluation.get('n_images'))}) | value (interval) |",
         "|---|---|",
         *[f"| {m.label} | {_estimate(test, m.name)} |" for m in summary_metrics()],
-        f"| ECE / Brier | {_fmt(cal.get('ece'))} / {_fmt(cal.get('brier'))} |",
-        f"| threshold | {_fmt(th.get('value'))} ({_fmt(th.get('method'))}, on validation) |",
+        f"| ECE / Brier | {_fmt(calibration.get('ece'))} / {_fmt(calibration.get('brier'))} |",
+        f"| threshold | {_fmt(threshold.get('value'))} ({_fmt(threshold.get('method'))}, on validation) |",
         "",
         "",
         f"Promotion: **{decision.get(TAG_GATE_DECISION, 'not decided')}**: "
@@ -489,7 +550,7 @@ def summary_markdown(card: dict[str, Any]) -> str:
         "",
         *[f"- {c}" for c in card["caveats"]],
         "",
-        f"Full card: artifacts `{CARD_MD}` and `{CARD_JSON}` of run {d['run_id']}.",
+        f"Full card: artifacts `{CARD_MD}` and `{CARD_JSON}` of run {details['run_id']}.",
     ]
     return "\n".join(lines)
 

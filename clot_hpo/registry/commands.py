@@ -19,7 +19,7 @@ from clot_hpo.util import AddCommand
 
 if TYPE_CHECKING:
     from clot_hpo.registry.gate import GateRule
-    from clot_hpo.registry.promotion import TrialLedger
+    from clot_hpo.tracking.study_reader import Ledger
 
 
 def gate_rule(args: argparse.Namespace) -> GateRule:
@@ -35,7 +35,7 @@ def gate_rule(args: argparse.Namespace) -> GateRule:
     )
 
 
-def promote_command(args: argparse.Namespace, *, ledger: TrialLedger) -> int:
+def promote_command(args: argparse.Namespace, *, ledger: Ledger) -> int:
     """``clot-hpo promote``: print what happened, one line each.
 
     ``ledger`` is the Optuna storage the study ran on (``--storage``); only runs it vouches
@@ -188,7 +188,7 @@ def add_model_options(p: argparse.ArgumentParser, *, config_help: str | None = N
     )
 
 
-def add_commands(add: AddCommand, *, open_ledger: Callable[[str], TrialLedger]) -> None:
+def add_commands(add: AddCommand, *, open_ledger: Callable[[str], Ledger]) -> None:
     """Declare ``promote``, ``predict`` and ``evaluate`` to the command line.
 
     Args:

@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from clot_hpo.errors import ConfigError
 from clot_hpo.tracking.store import MlflowClient, MlflowException, global_tracking_uri, is_not_found
 from clot_hpo.tracking.tags import META_IMAGE_SIZE, META_THRESHOLD, MODEL_FILE_PATH, TAG_MODEL_SHA256
 from clot_hpo.util import file_sha256, finite_float, first_line
+from clot_hpo.yaml_io import read_yaml
 
 log = logging.getLogger("clot_hpo.registry")
 
@@ -176,10 +175,11 @@ def keras_file_of_model(root: Path, uri: str) -> Path:
             ``data/model.keras`` inside the folder.
     """
     try:
-        spec = yaml.safe_load((root / "MLmodel").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        # The one YAML reader (duplicate keys refused); its messages name the file, so say the URI too.
+        spec = read_yaml(root / "MLmodel", what="MLmodel file")
+    except (OSError, ConfigError) as exc:
         raise ConfigError(f"{uri}: no readable MLmodel file: {first_line(exc, limit=200)}") from exc
-    flavors = spec.get("flavors") if isinstance(spec, dict) else None
+    flavors = spec.get("flavors")
     flavors = flavors if isinstance(flavors, dict) else {}
     keras_flavor = flavors.get("keras")
     if not isinstance(keras_flavor, dict):

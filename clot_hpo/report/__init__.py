@@ -1,7 +1,7 @@
 """The study report: the evidence a clinical reader needs, from what tracking stored.
 
 ``clot-hpo report --experiment NAME`` reads a study from MLflow
-(:mod:`clot_hpo.tracking.study_record`), computes the seed's table with intervals for the best
+(:mod:`clot_hpo.tracking.study_reader`), computes the seed's table with intervals for the best
 trial of each backbone, the paired comparison (DeLong, McNemar), calibration, the search and
 the data (:mod:`clot_hpo.report.build`), and writes ``report.md`` and a self-contained
 ``report.html`` (:mod:`clot_hpo.report.document`), which it attaches to the study's run.

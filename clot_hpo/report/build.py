@@ -1,47 +1,45 @@
-"""What the report says, computed from a study's tracked record (:mod:`clot_hpo.tracking.study_record`).
+"""What the report says, computed from a study's tracked record (:mod:`clot_hpo.tracking.study_reader`).
 
 Every number about the models comes from the trials' predictions files (``val_predictions.csv``
 for the threshold, ``test_predictions.csv`` for everything else), with the same functions and
 seeds the trials used, so the table reproduces what each trial logged and anyone holding the
 files can recompute it. Trials that lack the files (studies run before they existed) are
 reported from their logged metrics, and left out of the paired tests and calibration.
+
+The models' facts (best trials, their metrics, the paired tests) are computed by
+:mod:`clot_hpo.report.facts`; this module writes the sections from them and from the study,
+as blocks that :mod:`clot_hpo.report.document` renders to Markdown and HTML.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from clot_hpo.errors import DataError
+from clot_hpo.config.schema import ExperimentConfig
+from clot_hpo.data.subgroups import subgroup_columns
 from clot_hpo.evaluate.catalogue import format_estimate, interval_note, summary_metrics, table_metrics
 from clot_hpo.evaluate.metrics import (
     binary_metrics,
-    choose_threshold,
     describe_threshold_rule,
     expected_calibration_error,
     positives_for_width,
 )
-from clot_hpo.evaluate.paired import McNemar, PairedAuc, align, delong_test, mcnemar_exact, read_predictions
-from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS
 from clot_hpo.report import figures
 from clot_hpo.report.document import Document, Figure, Heading, Paragraph, Table
-from clot_hpo.tracking.study_record import StudyRecord, TrialRecord, download_trial_file
-from clot_hpo.util import file_sha256, objective_value, rank_trials, redact_url
-from clot_hpo.yaml_io import read_yaml
+from clot_hpo.report.facts import Candidate, Comparison, model_facts, trial_value
+from clot_hpo.tracking.study_reader import FinishedStudy, TrialRecord
+from clot_hpo.util import redact_url
 
 log = logging.getLogger(__name__)
 
 ALPHA = 0.05
 # Params a trial logs that are bookkeeping, not searched hyperparameters.
 NOT_SEARCHED = {"batch_size_run", "accumulation_steps", "mixed_precision", "epochs", "class_weight_run"}
-MAX_SUBGROUP_LEVELS = 12
-AGE_BANDS = 4
 
 
 # ----- formatting ---------------------------------------------------------------------------
@@ -69,151 +67,6 @@ def duration(seconds: float | None) -> str:
 
 
 # ----- the models ---------------------------------------------------------------------------
-@dataclass
-class Candidate:
-    """The best trial of one backbone, and what its files say."""
-
-    backbone: str
-    trial: TrialRecord
-    objective_value: float | None
-    val: pd.DataFrame | None = None
-    test: pd.DataFrame | None = None
-    threshold: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    from_files: bool = False
-
-
-@dataclass
-class Comparison:
-    """One paired comparison of two backbones on the same test images."""
-
-    a: str
-    b: str
-    delong: PairedAuc | None = None
-    mcnemar: McNemar | None = None
-    problem: str = ""
-    p_holm: float | None = None
-
-
-@dataclass
-class Settings:
-    """How the study evaluated its trials (its config's ``evaluation`` section and seed)."""
-
-    method: str = "youden"
-    target_sensitivity: float = 0.95
-    confidence: float = 0.95
-    n_bootstrap: int = 1000
-    seed: int = 42
-    prevalence: float | None = None
-    max_interval_width: float = 0.2
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Settings:
-        """Read from the study's resolved config (defaults where it is silent)."""
-        ev = config.get("evaluation") or {}
-        prevalence = ev.get("prevalence")
-        return cls(
-            method=str(ev.get("threshold", "youden")),
-            target_sensitivity=float(ev.get("target_sensitivity", 0.95)),
-            confidence=float(ev.get("confidence_level", 0.95)),
-            n_bootstrap=int(ev.get("bootstrap_samples", 1000)),
-            seed=int(config.get("seed", 42)),
-            prevalence=None if prevalence is None else float(prevalence),
-            max_interval_width=float(ev.get("max_interval_width", 0.2)),
-        )
-
-
-def trial_value(trial: TrialRecord, objective: str | None) -> float | None:
-    """The trial's objective value, by the one rule (:func:`clot_hpo.util.objective_value`)."""
-    return objective_value(trial.metrics, objective)
-
-
-def best_per_backbone(record: StudyRecord) -> list[Candidate]:
-    """The best completed trial of each backbone, by the one rule (:func:`~clot_hpo.util.rank_trials`)."""
-    complete = [t for t in record.trials if t.state == "COMPLETE" and t.backbone]
-    ranked = rank_trials(
-        complete,
-        value=lambda t: trial_value(t, record.objective),
-        number=lambda t: t.number,
-        direction=record.direction or "maximize",
-    )
-    best: dict[str, Candidate] = {}
-    for trial in ranked:
-        if trial.backbone and trial.backbone not in best:
-            best[trial.backbone] = Candidate(trial.backbone, trial, trial_value(trial, record.objective))
-    return [best[k] for k in sorted(best)]
-
-
-def _logged_metrics(trial: TrialRecord) -> dict[str, float]:
-    """The trial's logged test metrics, without their ``test_`` prefix."""
-    return {k[len("test_") :]: v for k, v in trial.metrics.items() if k.startswith("test_")}
-
-
-def evaluate_candidate(record: StudyRecord, cand: Candidate, settings: Settings) -> None:
-    """Fill the candidate's metrics: from its predictions files, else from its logged metrics."""
-    val_path = download_trial_file(record, cand.trial, VAL_PREDICTIONS)
-    test_path = download_trial_file(record, cand.trial, TEST_PREDICTIONS)
-    if val_path is None or test_path is None:
-        cand.metrics = _logged_metrics(cand.trial)
-        cand.threshold = cand.trial.metrics.get("threshold")
-        return
-    cand.val, cand.test = read_predictions(val_path), read_predictions(test_path)
-    cand.threshold = choose_threshold(
-        cand.val["label"],
-        cand.val["probability"],
-        method=settings.method,
-        target_sensitivity=settings.target_sensitivity,
-    )
-    # The trial's own seed for its test intervals (evaluate_trial: seed + 1), so the bootstrap
-    # intervals here are the ones the trial logged.
-    cand.metrics = binary_metrics(
-        cand.test["label"],
-        cand.test["probability"],
-        threshold=cand.threshold,
-        confidence=settings.confidence,
-        n_bootstrap=settings.n_bootstrap,
-        seed=settings.seed + cand.trial.number + 1,
-        prevalence=settings.prevalence,
-    )
-    cand.from_files = True
-
-
-def compare(cands: list[Candidate], confidence: float) -> list[Comparison]:
-    """DeLong and McNemar for every pair of backbones with predictions (Holm-adjusted when several)."""
-    with_files = [c for c in cands if c.from_files]
-    out = []
-    for a, b in itertools.combinations(with_files, 2):
-        comparison = Comparison(a.backbone, b.backbone)
-        assert a.test is not None and b.test is not None
-        try:
-            joined = align(a.test, b.test, names=(a.backbone, b.backbone))
-        except DataError as exc:
-            comparison.problem = str(exc)
-            out.append(comparison)
-            continue
-        index_a = a.test.set_index("key")["probability"]
-        index_b = b.test.set_index("key")["probability"]
-        pa, pb = index_a.loc[joined["key"]].to_numpy(), index_b.loc[joined["key"]].to_numpy()
-        y = joined["label"].to_numpy()
-        try:
-            comparison.delong = delong_test(y, pa, pb, confidence=confidence)
-        except ValueError as exc:
-            comparison.problem = f"DeLong's test is undefined here: {exc}"
-        assert a.threshold is not None and b.threshold is not None
-        comparison.mcnemar = mcnemar_exact(
-            y, (pa >= a.threshold).astype(int), (pb >= b.threshold).astype(int)
-        )
-        out.append(comparison)
-    tested = [c for c in out if c.delong is not None]
-    if len(tested) > 1:
-        from statsmodels.stats.multitest import multipletests
-
-        adjusted = multipletests([c.delong.p_value for c in tested if c.delong], method="holm")[1]
-        for c, p in zip(tested, adjusted, strict=True):
-            c.p_holm = float(p)
-    return out
-
-
 def verdict(c: Comparison) -> str:
     """One plain sentence on whether the AUC difference is significant at 0.05."""
     if c.delong is None:
@@ -235,86 +88,6 @@ def verdict(c: Comparison) -> str:
     )
 
 
-# ----- the data -----------------------------------------------------------------------------
-def _load_json(path: Path | None) -> dict[str, Any]:
-    import json
-
-    if path is None:
-        return {}
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return {}
-
-
-def _file_sha256(path: Path) -> str:
-    """The file's content hash, as the data layer keys images (sha256 of its bytes)."""
-    try:
-        return file_sha256(path)
-    except OSError:
-        return ""
-
-
-def subgroup_columns(
-    config: dict[str, Any], data_report: dict[str, Any], manifest: pd.DataFrame | None
-) -> tuple[pd.DataFrame | None, str]:
-    """The metadata CSV's extra columns, keyed by image ``sha256``; or None and why not.
-
-    Extra columns are every column but the image, label and group columns. Numbers with more
-    than :data:`MAX_SUBGROUP_LEVELS` distinct values are cut into :data:`AGE_BANDS` quantile
-    bands; other columns with 2 to :data:`MAX_SUBGROUP_LEVELS` values are used as they are.
-    The CSV is read from the study's data folder (``data.path`` of its config), so subgroups
-    need that folder on this machine. Its rows are keyed through the tracked manifest when it
-    names files (``tracking.log_manifest: full``), else by hashing each listed file, since
-    by default tracking keeps only keys.
-    """
-    data = config.get("data") or {}
-    root = Path(str(data_report.get("data_path") or data.get("path") or ""))
-    csv_path = Path(str(data.get("metadata_csv") or "metadata.csv"))
-    csv_path = csv_path if csv_path.is_absolute() else root / csv_path
-    if data_report.get("layout", "metadata") != "metadata" or not csv_path.is_file():
-        return None, "the data has no metadata CSV here (class folders, or the data folder is elsewhere)"
-    table = pd.read_csv(
-        csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig"
-    )
-    table.columns = [str(c).strip() for c in table.columns]
-    image, label = str(data.get("image_column") or "image"), str(data.get("label_column") or "label")
-    used = {image, label, str(data.get("group_column") or "group")}
-    extra = [c for c in table.columns if c not in used]
-    if image not in table.columns or not extra:
-        return None, f"the metadata CSV ({csv_path.name}) has no columns besides image, label and group"
-    columns: dict[str, pd.Series] = {}
-    for name in extra:
-        values = table[name].str.strip()
-        numbers = pd.to_numeric(values, errors="coerce")
-        if numbers.notna().all() and numbers.nunique() > MAX_SUBGROUP_LEVELS:
-            bands = pd.qcut(numbers, AGE_BANDS, duplicates="drop")
-            values = bands.map(lambda iv: f"{iv.left:g}–{iv.right:g}").astype(str)
-        if 2 <= values.nunique() <= MAX_SUBGROUP_LEVELS:
-            columns[name] = values
-    if not columns:
-        return None, "the metadata CSV's extra columns have a single value or too many to form subgroups"
-    resolved_root = root.resolve()
-    files = [(p if p.is_absolute() else root / p).resolve() for p in (Path(v.strip()) for v in table[image])]
-    if manifest is not None and {"relpath", "sha256"} <= set(manifest.columns):
-        key_of = dict(zip(manifest["relpath"], manifest["sha256"], strict=False))
-
-        def relpath(path: Path) -> str:
-            try:
-                return path.relative_to(resolved_root).as_posix()
-            except ValueError:
-                return path.as_posix()
-
-        keys = [key_of.get(relpath(f), "") for f in files]
-    else:
-        keys = [_file_sha256(f) for f in files]
-    keyed = pd.DataFrame({"sha256": keys, **columns})
-    keyed = keyed[keyed["sha256"] != ""]
-    if keyed.empty:
-        return None, f"none of the images in {csv_path.name} could be matched to the study's images"
-    return keyed, ""
-
-
 # ----- the report ---------------------------------------------------------------------------
 @dataclass
 class Report:
@@ -326,36 +99,23 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def build_report(record: StudyRecord) -> Report:
+def build_report(record: FinishedStudy) -> Report:
     """Compute every section of the study's report (see the module docstring)."""
-    config = read_yaml(record.files["config.yaml"]) if "config.yaml" in record.files else {}
-    config = config if isinstance(config, dict) else {}
-    settings = Settings.from_config(config)
-    data_report = _load_json(record.files.get("data/data_report.json"))
-    manifest = (
-        pd.read_csv(record.files["data/split_manifest.csv"], dtype={"sha256": str, "key": str})
-        if "data/split_manifest.csv" in record.files
-        else None
-    )
-    trials_csv = pd.read_csv(record.files["trials.csv"]) if "trials.csv" in record.files else None
-
-    cands = best_per_backbone(record)
-    for cand in cands:
-        evaluate_candidate(record, cand, settings)
-    comparisons = compare(cands, settings.confidence)
-
+    settings = record.settings  # the recorded config, else the schema's defaults
+    models = model_facts(record)
+    cands = models.candidates
     doc = Document(f"Study report: {record.study}")
-    report = Report(doc, cands, comparisons)
-    _intro(doc, record, config, settings)
+    report = Report(doc, cands, models.comparisons)
+    _intro(doc, record)
     _results(doc, report, record, settings)
     _paired(doc, report)
     _calibration(doc, report)
-    _search(doc, record, trials_csv, cands)
-    _data(doc, record, config, data_report, manifest, cands, settings)
+    _search(doc, record, cands)
+    _data(doc, record, cands, settings)
     return report
 
 
-def _intro(doc: Document, record: StudyRecord, config: dict[str, Any], settings: Settings) -> None:
+def _intro(doc: Document, record: FinishedStudy) -> None:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     doc.add(
         Paragraph(
@@ -365,8 +125,7 @@ def _intro(doc: Document, record: StudyRecord, config: dict[str, Any], settings:
             "`test_predictions.csv` artifacts (image key = content hash, label, probability)."
         )
     )
-    synthetic = (config.get("data") or {}).get("synthetic")
-    if synthetic:
+    if record.config is not None and record.config.data.synthetic is not None:
         doc.add(
             Paragraph(
                 "**Synthetic data, for demonstration only.** These images were generated by "
@@ -377,7 +136,7 @@ def _intro(doc: Document, record: StudyRecord, config: dict[str, Any], settings:
     doc.add(Paragraph("Research tool, not a diagnostic device.", kind="note"))
 
 
-def _results(doc: Document, report: Report, record: StudyRecord, settings: Settings) -> None:
+def _results(doc: Document, report: Report, record: FinishedStudy, settings: ExperimentConfig) -> None:
     doc.add(Heading("Results on the test split", anchor="results"))
     cands = report.candidates
     if not cands:
@@ -398,7 +157,7 @@ def _results(doc: Document, report: Report, record: StudyRecord, settings: Setti
                 n,
             ]
         )
-    how = describe_threshold_rule(settings.method, settings.target_sensitivity)
+    how = describe_threshold_rule(settings.evaluation.threshold, settings.evaluation.target_sensitivity)
     doc.add(
         Table(
             columns,
@@ -406,7 +165,11 @@ def _results(doc: Document, report: Report, record: StudyRecord, settings: Setti
             caption=(
                 f"The best trial of each backbone (by {record.objective or 'the objective'} on validation), "
                 f"at its threshold chosen on the validation split ({how}). "
-                + interval_note(settings.confidence, settings.n_bootstrap, settings.prevalence)
+                + interval_note(
+                    settings.evaluation.confidence_level,
+                    settings.evaluation.bootstrap_samples,
+                    settings.evaluation.prevalence,
+                )
             ),
             numeric_from=1,
             ident="results-table",
@@ -439,27 +202,27 @@ def _results(doc: Document, report: Report, record: StudyRecord, settings: Setti
         doc.add(Paragraph(note, kind="note"))
 
 
-def few_positives(cands: list[Candidate], settings: Settings) -> list[str]:
+def few_positives(cands: list[Candidate], settings: ExperimentConfig) -> list[str]:
     """One sentence per model whose test split has too few positives for the stated interval width.
 
     The width is ``evaluation.max_interval_width``, of the sensitivity's Wilson interval at the
     sensitivity observed; the sentence says how many positives would give it.
     """
-    out = []
+    out, widest = [], settings.evaluation.max_interval_width
     for c in cands:
         if c.test is None or "sensitivity" not in c.metrics:
             continue
         positives = int(c.test["label"].sum())
         sensitivity = c.metrics["sensitivity"]
         width = c.metrics.get("sensitivity_ci_high", 1.0) - c.metrics.get("sensitivity_ci_low", 0.0)
-        if width <= settings.max_interval_width:
+        if width <= widest:
             continue
-        needed = positives_for_width(sensitivity, settings.max_interval_width, settings.confidence)
+        needed = positives_for_width(sensitivity, widest, settings.evaluation.confidence_level)
         out.append(
             f"**Too few positives in the test split for {c.backbone}:** {positives} clot image(s) give a "
             f"sensitivity interval {width:.2f} wide ({format_estimate(c.metrics, 'sensitivity')}), "
-            f"wider than {settings.max_interval_width:g} (evaluation.max_interval_width); about {needed} "
-            f"positives would narrow it to {settings.max_interval_width:g} at this sensitivity."
+            f"wider than {widest:g} (evaluation.max_interval_width); about {needed} "
+            f"positives would narrow it to {widest:g} at this sensitivity."
         )
     return out
 
@@ -521,7 +284,6 @@ def _paired(doc: Document, report: Report) -> None:
         doc.add(
             Table(
                 [
-                    "Comparison",
                     "Accuracy A",
                     "Accuracy B",
                     "A right, B wrong",
@@ -587,12 +349,22 @@ def _calibration(doc: Document, report: Report) -> None:
     )
 
 
-def _search(
-    doc: Document, record: StudyRecord, trials_csv: pd.DataFrame | None, cands: list[Candidate]
-) -> None:
-    from clot_hpo.search.importance import MIN_TRIALS, param_importances
-
+def _search(doc: Document, record: FinishedStudy, cands: list[Candidate]) -> None:
     doc.add(Heading("The search", anchor="search"))
+    _states(doc, record)
+    _budget(doc, record)
+    complete = [
+        (t, v)
+        for t in record.trials
+        if t.state == "COMPLETE" and (v := trial_value(t, record.objective)) is not None
+    ]
+    _history(doc, record, complete)
+    _importances(doc, record, complete)
+    _best_params(doc, cands)
+
+
+def _states(doc: Document, record: FinishedStudy) -> None:
+    """Trials by state, per backbone and in all."""
     states = {s: sum(t.state == s for t in record.trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
     by_backbone: dict[str, dict[str, int]] = {}
     for t in record.trials:
@@ -611,9 +383,13 @@ def _search(
         )
     )
 
+
+def _budget(doc: Document, record: FinishedStudy) -> None:
+    """What the search cost: trials, epochs, wall time, VRAM plans."""
     # Budget: epochs and VRAM plans are Optuna user attributes (trials.csv); times from the runs.
     epochs = None
     plans: dict[str, int] = {}
+    trials_csv = record.trials_table
     if trials_csv is not None:
         if "user_attrs_epochs_run" in trials_csv.columns:
             epochs = int(pd.to_numeric(trials_csv["user_attrs_epochs_run"], errors="coerce").fillna(0).sum())
@@ -650,12 +426,11 @@ def _search(
         )
     )
 
+
+def _history(doc: Document, record: FinishedStudy, complete: list[tuple[TrialRecord, float]]) -> None:
+    """Each completed trial's objective, and the best so far."""
     objective = record.objective or "value"
-    points = [
-        (t.number, v, t.backbone or "?")
-        for t in record.trials
-        if t.state == "COMPLETE" and (v := trial_value(t, record.objective)) is not None
-    ]
+    points = [(t.number, v, t.backbone or "?") for t, v in complete]
     if points:
         doc.add(
             Figure(
@@ -664,11 +439,12 @@ def _search(
                 f"Each completed trial's {objective}, and the best so far ({record.direction}).",
             )
         )
-    complete = [
-        (t, v)
-        for t in record.trials
-        if t.state == "COMPLETE" and (v := trial_value(t, record.objective)) is not None
-    ]
+
+
+def _importances(doc: Document, record: FinishedStudy, complete: list[tuple[TrialRecord, float]]) -> None:
+    """Parameter importances (fANOVA) over all trials and within each backbone."""
+    from clot_hpo.search.importance import MIN_TRIALS, param_importances
+
     # Parameters are named per backbone (``resnet50.learning_rate``): the study's shared ones
     # (the backbone itself) across all trials, each backbone's own across its trials.
     scopes: dict[str, dict[str, float]] = {}
@@ -717,6 +493,10 @@ def _search(
                 f"vary (this study has {len(complete)} completed)."
             )
         )
+
+
+def _best_params(doc: Document, cands: list[Candidate]) -> None:
+    """The searched parameters of each backbone's best trial, side by side."""
     doc.add(Heading("Best parameters per backbone", level=3))
     if cands:
         shown = [
@@ -753,20 +533,21 @@ def _short(name: str, backbone: str) -> str:
     return name[len(backbone) + 1 :] if name.startswith(f"{backbone}.") else name
 
 
-def _data(
-    doc: Document,
-    record: StudyRecord,
-    config: dict[str, Any],
-    data_report: dict[str, Any],
-    manifest: pd.DataFrame | None,
-    cands: list[Candidate],
-    settings: Settings,
-) -> None:
+def _data(doc: Document, record: FinishedStudy, cands: list[Candidate], settings: ExperimentConfig) -> None:
     doc.add(Heading("The data", anchor="data"))
-    data = config.get("data") or {}
+    _data_facts(doc, record)
+    _counts(doc, record)
+    _leakage(doc, record.data_report)
+    _subgroups(doc, record, cands, settings)
+
+
+def _data_facts(doc: Document, record: FinishedStudy) -> None:
+    """Digest, folder, layout and how the split was made."""
+    data_report, manifest = record.data_report, record.manifest
+    recorded_path = record.config.data.path if record.config is not None else None
     facts = [
         ["Dataset digest (sha256)", f"`{record.digest or data_report.get('digest') or 'not recorded'}`"],
-        ["Data folder", str(data.get("path") or data_report.get("data_path") or "not recorded")],
+        ["Data folder", str(recorded_path or data_report.get("data_path") or "not recorded")],
         ["Layout", str(data_report.get("layout") or "not recorded")],
     ]
     grouped = data_report.get("grouped")
@@ -782,6 +563,10 @@ def _data(
     )
     doc.add(Table(["About the data", ""], facts, numeric_from=2, ident="data-facts"))
 
+
+def _counts(doc: Document, record: FinishedStudy) -> None:
+    """Images per class and split: the data report's counts, else the manifest's."""
+    data_report, manifest = record.data_report, record.manifest
     classes = data_report.get("classes") or {"1": "positive", "0": "negative"}
     counts = data_report.get("counts")
     if not counts and manifest is not None:
@@ -801,6 +586,10 @@ def _data(
                 ["Split", *names, "Images"], rows, caption="Images per class and split.", ident="counts-table"
             )
         )
+
+
+def _leakage(doc: Document, data_report: dict[str, Any]) -> None:
+    """What the leakage check found, across splits and inside one."""
     leakage = data_report.get("leakage")
     if leakage:
         if leakage.get("has_leakage"):
@@ -827,8 +616,16 @@ def _data(
     else:
         doc.add(Paragraph("No data report on the study run: the leakage check is not shown.", kind="note"))
 
+
+def _subgroups(
+    doc: Document, record: FinishedStudy, cands: list[Candidate], settings: ExperimentConfig
+) -> None:
+    """Each model's test metrics by the metadata CSV's extra columns (site, scanner, age band)."""
+    data_report, manifest = record.data_report, record.manifest
     doc.add(Heading("Subgroups", level=3))
-    keyed, why = subgroup_columns(config, data_report, manifest)
+    keyed, why = subgroup_columns(
+        record.config.data if record.config is not None else None, data_report, manifest
+    )
     with_files = [c for c in cands if c.from_files and c.test is not None]
     if keyed is None or not with_files:
         doc.add(Paragraph(f"No subgroup table: {why or 'no predictions files'}."))
@@ -845,10 +642,10 @@ def _data(
                     part["label"],
                     part["probability"],
                     threshold=cand.threshold,
-                    confidence=settings.confidence,
-                    n_bootstrap=settings.n_bootstrap,
+                    confidence=settings.evaluation.confidence_level,
+                    n_bootstrap=settings.evaluation.bootstrap_samples,
                     seed=settings.seed,
-                    prevalence=settings.prevalence,
+                    prevalence=settings.evaluation.prevalence,
                 )
                 rows.append(
                     [
@@ -873,15 +670,8 @@ def _data(
 
 __all__ = [
     "ALPHA",
-    "Candidate",
-    "Comparison",
     "Report",
-    "Settings",
-    "best_per_backbone",
     "build_report",
-    "compare",
     "few_positives",
-    "subgroup_columns",
-    "trial_value",
     "verdict",
 ]

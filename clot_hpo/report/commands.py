@@ -17,7 +17,7 @@ def report_command(args: argparse.Namespace) -> int:
     # Imported here: cli.py imports this module for its parser, and --help need not load MLflow.
     from clot_hpo.report.build import build_report
     from clot_hpo.report.document import write_document
-    from clot_hpo.tracking.study_record import log_report, read_study
+    from clot_hpo.tracking.study_reader import log_report, read_study
 
     out = Path(args.out) if args.out else DEFAULT_OUT / args.experiment
     with tempfile.TemporaryDirectory(prefix="clot-hpo-report-") as tmp:

@@ -3,15 +3,22 @@
 Both outputs come from the same blocks, so they say the same thing: Markdown links its
 figures as PNG files beside it (``figures/``), HTML embeds them as base64 ``data:`` URIs and
 carries its own CSS, so the file opens anywhere without a network or the files beside it.
+The HTML is rendered from the Jinja2 template ``templates/report.html.j2`` (and its
+``report.css``) with autoescaping on: text reaches the page escaped unless a filter here
+escaped it first.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
 
 FIGURES_FOLDER = "figures"
 
@@ -118,71 +125,31 @@ def _inline(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
-CSS = """
-body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2430; margin: 0;
-  background: #f6f7f9; }
-main { max-width: 1200px; margin: 0 auto; padding: 24px 32px 64px; background: #fff; }
-h1 { font-size: 26px; margin: 8px 0 4px; } h2 { font-size: 20px; margin-top: 36px;
-  border-bottom: 1px solid #d8dde5; padding-bottom: 4px; } h3 { font-size: 16px; margin-top: 24px; }
-table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13.5px; }
-th, td { border: 1px solid #d8dde5; padding: 4px 8px; vertical-align: top; }
-th { background: #eef1f5; text-align: left; } td.num { text-align: right; white-space: nowrap;
-  font-variant-numeric: tabular-nums; }
-caption { caption-side: top; text-align: left; font-style: italic; color: #4a5568; padding: 2px 0; }
-p.note { background: #fff8e6; border-left: 4px solid #e0a800; padding: 6px 10px; }
-p.finding { background: #eef6ff; border-left: 4px solid #2b6cb0; padding: 6px 10px; }
-figure { margin: 12px 0 20px; } figure img { max-width: 100%; border: 1px solid #d8dde5; }
-figcaption { font-size: 13px; color: #4a5568; }
-span.ci { display: block; font-size: 12px; color: #4a5568; } .wide { overflow-x: auto; }
-code { background: #eef1f5; padding: 0 3px; }
-"""
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The report's templates (``report/templates/``), HTML-escaping every value by default."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("clot_hpo.report", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    # Both escape first and only then add their own tags (see _inline), so their output is safe.
+    env.filters["inline"] = lambda text: Markup(_inline(text))
+    env.filters["number_cell"] = lambda text: Markup(_num_cell(text))
+    env.filters["base64"] = lambda png: base64.b64encode(png).decode("ascii")
+    return env
+
+
+_KINDS = {Heading: "heading", Paragraph: "paragraph", Table: "table", Figure: "figure"}
 
 
 def to_html(doc: Document) -> str:
-    """The report as one HTML file: inline CSS, figures embedded as base64 PNG."""
-    out = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(doc.title)}</title>",
-        f"<style>{CSS}</style></head><body><main>",
-        f"<h1>{html.escape(doc.title)}</h1>",
-    ]
-    for block in doc.blocks:
-        if isinstance(block, Heading):
-            level = max(2, min(block.level, 4))
-            ident = f' id="{html.escape(block.anchor)}"' if block.anchor else ""
-            out.append(f"<h{level}{ident}>{_inline(block.text)}</h{level}>")
-        elif isinstance(block, Paragraph):
-            cls = f' class="{block.kind}"' if block.kind else ""
-            out.append(f"<p{cls}>{_inline(block.text)}</p>")
-        elif isinstance(block, Table):
-            ident = f' id="{html.escape(block.ident)}"' if block.ident else ""
-            out.append(f'<div class="wide"><table{ident}>')
-            if block.caption:
-                out.append(f"<caption>{_inline(block.caption)}</caption>")
-            out.append(
-                "<thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in block.columns) + "</tr></thead>"
-            )
-            out.append("<tbody>")
-            for row in block.rows:
-                cells = "".join(
-                    f'<td class="num">{_num_cell(c)}</td>'
-                    if i >= block.numeric_from
-                    else f"<td>{_inline(c)}</td>"
-                    for i, c in enumerate(row)
-                )
-                out.append(f"<tr>{cells}</tr>")
-            out.append("</tbody></table></div>")
-        else:
-            data = base64.b64encode(block.png).decode("ascii")
-            alt = html.escape(block.caption)
-            out.append(
-                f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{_inline(block.caption)}</figcaption></figure>"
-            )
-    out.append("</main></body></html>")
-    return "\n".join(out) + "\n"
+    """The report as one HTML file (``report.html.j2``): inline CSS, figures embedded as base64 PNG."""
+    blocks = [(_KINDS[type(block)], block) for block in doc.blocks]
+    return _templates().get_template("report.html.j2").render(doc=doc, blocks=blocks)
 
 
 def write_document(doc: Document, folder: Path) -> tuple[Path, Path]:

@@ -25,7 +25,7 @@ from clot_hpo.registry.gate import GateRule
 from clot_hpo.report.build import build_report
 from clot_hpo.report.document import Table, to_markdown
 from clot_hpo.search.ledger import TrialLedger
-from clot_hpo.tracking.study_record import read_study
+from clot_hpo.tracking.study_reader import read_study
 from tests.support.promotion import fabricate_study, predictions
 
 NAME, LABEL = "balanced_accuracy", "Balanced accuracy"

@@ -23,7 +23,7 @@ from clot_hpo.registry.gate import GateRule
 from clot_hpo.report.build import build_report
 from clot_hpo.report.document import Paragraph, Table
 from clot_hpo.search.ledger import TrialLedger
-from clot_hpo.tracking.study_record import read_study
+from clot_hpo.tracking.study_reader import read_study
 from tests.support.promotion import fabricate_study, predictions
 
 DEPLOYED = 0.03  # the prevalence where the model will be used: rarer than in the test split

@@ -21,7 +21,7 @@ from clot_hpo.registry import (
     resolve_model,
 )
 from clot_hpo.registry import promote as promote_model
-from clot_hpo.registry.promotion import resolve_direction
+from clot_hpo.registry.candidates import resolve_direction
 from clot_hpo.search.ledger import TrialLedger
 from clot_hpo.tracking.store import global_tracking_uri
 from tests.support.cli import run_main

@@ -24,7 +24,7 @@ from clot_hpo.evaluate.metrics import binary_metrics, choose_threshold
 from clot_hpo.evaluate.predictions import predictions_csv
 from clot_hpo.report.build import build_report
 from clot_hpo.report.document import Table, to_html, to_markdown
-from clot_hpo.tracking.study_record import read_study
+from clot_hpo.tracking.study_reader import read_study
 from tests.support.cli import run_main
 from tests.support.stats import delong_by_placements
 
