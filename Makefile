@@ -5,10 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEV_STAMP := $(VENV)/.dev-installed-stamp
 # Parallel pytest workers for the integration tests (pytest-xdist); 0 runs them in one process.
-# Two workers halve the integration folder's wall time (tests/README.md). On a fresh clone they
-# peaked at 15.2 GiB of the 24 (with `make demo` running beside them); on a machine shared with
-# other jobs the 4096 px trial of test_study_tracking.py (about 9 GB) was OOM-killed once: set
-# PYTEST_WORKERS=0 there.
+# Two workers halve the integration folder's wall time (tests/README.md); on a fresh clone they
+# peaked at 14.3 GiB of the 24 while two trials decoded their images at 4096 px, a side the VRAM
+# tests no longer use. On a machine short of memory set PYTEST_WORKERS=0.
 PYTEST_WORKERS ?= 2
 # Taken when make starts, so the demo's reported time includes installation.
 DEMO_START := $(shell date +%s)
@@ -58,14 +57,20 @@ lint: install-dev
 	$(BIN)/lint-imports
 
 # The pyramid (tests/README.md): unit tests on $(UNIT_WORKERS) xdist workers (2 cores: 3.6 -> 2.0
-# min), then the integration tests (on $(PYTEST_WORKERS) xdist workers when set, each test file on
-# one worker: its module fixtures start a study or a server once). Both print their 15 slowest tests.
+# min), then the integration tests on $(PYTEST_WORKERS) xdist workers, each file on one worker
+# (its module fixtures start a study or a server once), the longest files first
+# (tests/conftest.py, by tests/integration/durations.json; xdist's own order, the most tests
+# first, could start a long one-test file last). Both runs print their 15 slowest tests.
 UNIT_WORKERS ?= 2
 UNIT_ARGS = $(if $(filter-out 0,$(UNIT_WORKERS)),-n $(UNIT_WORKERS))
+INTEGRATION_ARGS = $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
-test: install-dev system-deps lint
-	$(BIN)/python -m pytest tests/unit $(UNIT_ARGS)
-	$(BIN)/python -m pytest tests/integration $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
+# Lint (mostly mypy: one process, about 25 s of CPU) runs beside the unit tests, whose two
+# workers leave a core partly idle; --output-sync prints each one's output whole when it ends.
+# Either failing fails `make test`, before the integration tests start.
+test: install-dev system-deps
+	@$(MAKE) --no-print-directory -j2 --output-sync=target lint test-fast
+	$(BIN)/python -m pytest tests/integration $(INTEGRATION_ARGS)
 
 test-fast: install-dev
 	$(BIN)/python -m pytest tests/unit $(UNIT_ARGS)

@@ -4,13 +4,19 @@ Every test lives in ``tests/unit/`` or ``tests/integration/`` (tests/README.md):
 under ``tests/integration/`` get the ``integration`` and ``slow`` markers here, and a test under
 ``tests/unit/`` that carries either marker, or a test anywhere else, stops the run at collection.
 ``tests/unit/conftest.py`` fails a unit test that starts a process or a server.
+
+The integration files are ordered longest first, by the per-test times in
+``tests/integration/durations.json`` (``CLOT_HPO_RECORD_DURATIONS=path`` writes a fresh one),
+so that on ``make test``'s two xdist workers no long file starts last while the other idles.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +26,9 @@ from tests.support.cli import REPO
 
 TESTS = Path(__file__).resolve().parent
 UNIT, INTEGRATION = TESTS / "unit", TESTS / "integration"
+DURATIONS = INTEGRATION / "durations.json"
+# Seconds assumed for a test missing from durations.json (about the median integration test).
+UNKNOWN_TEST_S = 5.0
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -29,7 +38,7 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the integration tests; refuse a slow test among the unit tests or one outside both."""
+    """Mark and order the integration tests; refuse a slow unit test or a test outside both folders."""
     misplaced = []
     for item in items:
         path = Path(item.path).resolve()
@@ -42,6 +51,54 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             misplaced.append(f"{item.nodeid}: marked slow/integration, so it belongs in tests/integration/")
     if misplaced:
         raise pytest.UsageError("see tests/README.md\n" + "\n".join(misplaced))
+    _longest_files_first(items)
+
+
+def _duration_key(item_or_report: pytest.Item | pytest.TestReport) -> str:
+    """``tests/integration/test_x.py::test_y[param]``: the key in durations.json."""
+    path, _, domain = item_or_report.location
+    return f"{Path(path).as_posix()}::{domain}"
+
+
+def _longest_files_first(items: list[pytest.Item]) -> None:
+    """Order the integration test files longest first (tests keep their order within a file).
+
+    ``make test`` hands whole files to the two xdist workers (``--dist loadfile``, so a module
+    fixture is built once) in this order (``--no-loadscope-reorder``; xdist's own order is the
+    most tests first). Longest first leaves the short files to fill whichever worker frees up,
+    instead of a long file starting last while the other worker idles. Unit tests keep their place.
+    """
+    known = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    files: dict[str, list[pytest.Item]] = defaultdict(list)
+    others: list[pytest.Item] = []
+    for item in items:
+        if any(item.iter_markers("integration")):
+            files[item.location[0]].append(item)
+        else:
+            others.append(item)
+    cost = {
+        name: sum(float(known.get(_duration_key(i), UNKNOWN_TEST_S)) for i in tests)
+        for name, tests in files.items()
+    }
+    ordered = sorted(files, key=lambda name: -cost[name])  # stable: equal costs keep file order
+    items[:] = others + [item for name in ordered for item in files[name]]
+
+
+_recorded: dict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add up each integration test's setup, call and teardown (for durations.json)."""
+    if os.environ.get("CLOT_HPO_RECORD_DURATIONS") and "tests/integration/" in report.nodeid:
+        _recorded[_duration_key(report)] += report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write the recorded times where ``CLOT_HPO_RECORD_DURATIONS`` says (xdist: the controller)."""
+    out = os.environ.get("CLOT_HPO_RECORD_DURATIONS")
+    if out and _recorded and not hasattr(session.config, "workerinput"):
+        times = {key: round(seconds, 1) for key, seconds in sorted(_recorded.items())}
+        Path(out).write_text(json.dumps(times, indent=1) + "\n")
 
 
 @pytest.fixture(autouse=True)
