@@ -12,6 +12,7 @@ from clot_hpo.config.schema import EvaluationConfig
 from clot_hpo.evaluate.catalogue import CI_HIGH, CI_LOW, format_estimate, interval_note, table_metrics
 from clot_hpo.evaluate.figures import make_figures, sample_images_figure
 from clot_hpo.evaluate.metrics import as_arrays, binary_metrics, choose_threshold, confusion_counts
+from clot_hpo.util import markdown_table
 
 SPLIT_TITLES = {"val": "Validation", "test": "Test"}
 
@@ -34,15 +35,15 @@ def format_table(
     head = ["Split", *(m.label for m in columns)]
     if counts:
         head.append("n")
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    body = []
     for title, metrics in rows.items():
         prefix = prefixes.get(title, "")
         cells = [title, *(format_estimate(metrics, prefix + m.name) for m in columns)]
         if counts:
             c = counts.get(title) or {}
             cells.append(str(sum(int(c.get(k, 0)) for k in ("tn", "fp", "fn", "tp"))))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return "\n".join(markdown_table(head, body, numeric_from=1))
 
 
 @dataclass

@@ -45,7 +45,7 @@ from clot_hpo.tracking.tags import (
     TAG_GATE_REASON,
     TAG_GATE_RULE,
 )
-from clot_hpo.util import file_sha256, finite_float
+from clot_hpo.util import file_sha256, finite_float, markdown_table
 
 if TYPE_CHECKING:
     from clot_hpo.tracking.study_reader import FinishedStudy
@@ -419,13 +419,13 @@ def _estimate(rows: dict[str, dict[str, float | None]], name: str) -> str:
 def _metrics_table(rows: dict[str, dict[str, float | None]]) -> list[str]:
     if not rows:
         return ["not recorded"]
-    out = ["| metric | value | interval |", "|---|---|---|"]
+    body = []
     for name, row in rows.items():
         metric = get_metric(name)
         value = format_number(row["value"], metric.digits)
         interval = format_interval(row.get("ci_low"), row.get("ci_high"), metric.digits)
-        out.append(f"| {metric.label} | {value} | {interval} |")
-    return out
+        body.append([metric.label, value, interval])
+    return markdown_table(["metric", "value", "interval"], body)
 
 
 def _promotion_lines(decision: dict[str, str]) -> list[str]:
@@ -536,11 +536,17 @@ def summary_markdown(card: dict[str, Any]) -> str:
         f"Research tool, not a diagnostic device. Data: digest `{str(data.get('dataset_digest'))[:12]}`, "
         f"source {_fmt(data.get('source_path'))}" + (" (synthetic)" if data.get("synthetic") else "") + ".",
         "",
-        f"| test (n={_fmt(evaluation.get('n_images'))}) | value (interval) |",
-        "|---|---|",
-        *[f"| {m.label} | {_estimate(test, m.name)} |" for m in summary_metrics()],
-        f"| ECE / Brier | {_fmt(calibration.get('ece'))} / {_fmt(calibration.get('brier'))} |",
-        f"| threshold | {_fmt(threshold.get('value'))} ({_fmt(threshold.get('method'))}, on validation) |",
+        *markdown_table(
+            [f"test (n={_fmt(evaluation.get('n_images'))})", "value (interval)"],
+            [
+                *([m.label, _estimate(test, m.name)] for m in summary_metrics()),
+                ["ECE / Brier", f"{_fmt(calibration.get('ece'))} / {_fmt(calibration.get('brier'))}"],
+                [
+                    "threshold",
+                    f"{_fmt(threshold.get('value'))} ({_fmt(threshold.get('method'))}, on validation)",
+                ],
+            ],
+        ),
         "",
         "",
         f"Promotion: **{decision.get(TAG_GATE_DECISION, 'not decided')}**: "

@@ -20,6 +20,8 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from clot_hpo.util import markdown_table
+
 FIGURES_FOLDER = "figures"
 
 
@@ -80,10 +82,6 @@ class Document:
         return [b for b in self.blocks if isinstance(b, Figure)]
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def to_markdown(doc: Document) -> str:
     """The report as Markdown, its figures linked as ``figures/<name>``."""
     out = [f"# {doc.title}", ""]
@@ -95,11 +93,7 @@ def to_markdown(doc: Document) -> str:
         elif isinstance(block, Table):
             if block.caption:
                 out += [f"*{block.caption}*", ""]
-            out.append("| " + " | ".join(_md_cell(c) for c in block.columns) + " |")
-            align = ["---" if i < block.numeric_from else "---:" for i in range(len(block.columns))]
-            out.append("|" + "|".join(align) + "|")
-            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
-            out.append("")
+            out += [*markdown_table(block.columns, block.rows, numeric_from=block.numeric_from), ""]
         else:
             out += [f"![{block.caption}]({FIGURES_FOLDER}/{block.name})", "", f"*{block.caption}*", ""]
     return "\n".join(out).rstrip() + "\n"
