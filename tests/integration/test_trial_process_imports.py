@@ -7,7 +7,8 @@ import inspect
 import subprocess
 import sys
 
-from clot_hpo.search import trial_phases, trial_process
+from clot_hpo.search.trial import phases as trial_phases
+from clot_hpo.search.trial import process as trial_process
 
 
 def _imports(tree: ast.AST) -> set[str]:

@@ -1,6 +1,6 @@
 """The search's share of a trial: the Optuna trial, what is recorded on it, reports and pruning.
 
-:func:`clot_hpo.search.trial_process.run_trial` reads as the trial's table of contents. Each
+:func:`clot_hpo.search.trial.process.run_trial` reads as the trial's table of contents. Each
 phase is done by the package that owns it: :mod:`clot_hpo.data` decodes and batches the
 images, :mod:`clot_hpo.budget` plans the VRAM, :mod:`clot_hpo.train` fits and predicts,
 :mod:`clot_hpo.evaluate` measures, :mod:`clot_hpo.tracking` records. What is left is the
@@ -24,7 +24,7 @@ import numpy as np
 import optuna
 
 from clot_hpo.budget import GpuInfo, TrialBudget, configure_gpu, plan_trial_budget
-from clot_hpo.checkpoint import TrainingCheckpoint, load_checkpoint
+from clot_hpo.checkpoint_file import TrainingCheckpoint, load_checkpoint
 from clot_hpo.config import ExperimentConfig
 from clot_hpo.data.cache import DecodedSplits
 from clot_hpo.data.dicom import DicomSettings
@@ -49,8 +49,8 @@ from clot_hpo.search.optuna_compat import trial_for_other_process
 from clot_hpo.search.pruners import EPOCH_SIDES_ATTR, create_pruner
 from clot_hpo.search.samplers import VRAM_CONSTRAINT, create_sampler
 from clot_hpo.search.storage import open_storage
-from clot_hpo.search.task import TrialOutcome, TrialTask
-from clot_hpo.search.timing import PhaseTimer
+from clot_hpo.search.trial.task import TrialOutcome, TrialTask
+from clot_hpo.search.trial.timing import PhaseTimer
 from clot_hpo.search_space import load_search_space
 from clot_hpo.tracking import NullTrialTracker, TrialTracker
 from clot_hpo.tracking.base import to_plain
@@ -386,7 +386,7 @@ def validation_data(setup: TrialSetup, data: DecodedSplits, plan: TrialBudget, o
 def load_resume(setup: TrialSetup, model: keras.Model) -> TrainingCheckpoint | None:
     """The checkpoint the task resumes from, if it is readable and this trial's; else None.
 
-    The study process checked it against the ledger (:func:`~clot_hpo.search.preemption.
+    The study process checked it against the ledger (:func:`~clot_hpo.search.trial.resume.
     checkpoint_refusal`); here its arrays are capped at what ``model``'s state can take
     before anything is decompressed, and its parameters must be the trial's. A checkpoint
     refused is said in one line: the trial then starts from scratch.

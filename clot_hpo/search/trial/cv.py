@@ -34,12 +34,12 @@ from clot_hpo.budget import TrialBudget
 from clot_hpo.data.cache import DecodedSplits, unique_keys
 from clot_hpo.data.pipeline import make_array_dataset
 from clot_hpo.evaluate import point_metrics
-from clot_hpo.search import trial_phases as phase
 from clot_hpo.search.folds import cv_summary, fold_value
 from clot_hpo.search.objectives import get_objective
-from clot_hpo.search.task import TrialOutcome
-from clot_hpo.search.timing import PhaseTimer
-from clot_hpo.search.trial_process import TrialResult
+from clot_hpo.search.trial import phases as phase
+from clot_hpo.search.trial.process import TrialResult
+from clot_hpo.search.trial.task import TrialOutcome
+from clot_hpo.search.trial.timing import PhaseTimer
 from clot_hpo.tracking import TrialTracker
 from clot_hpo.train import class_weights, format_epoch, monitored_value, predict_probabilities, train
 
