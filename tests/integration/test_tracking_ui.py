@@ -50,6 +50,7 @@ def test_the_ui_lists_the_study_run_and_its_trial_runs(mlflow_server: MlflowServ
                 },
                 artifacts={},
                 figures={},
+                step=1,  # after epoch 0, as the forwarder logs it
             )
         tracker.end_trial(
             run_id,

@@ -52,7 +52,7 @@ from clot_hpo.search.storage import open_storage
 from clot_hpo.search.trial.task import TrialOutcome, TrialTask
 from clot_hpo.search.trial.timing import PhaseTimer
 from clot_hpo.search_space import load_search_space
-from clot_hpo.tracking import NullTrialTracker, TrialTracker
+from clot_hpo.tracking import NullTracker, TrialTracker
 from clot_hpo.tracking.base import to_plain
 from clot_hpo.tracking.spool import SpoolTracker
 from clot_hpo.train import fixed_size, format_epoch, inference_copy, monitored_value
@@ -264,7 +264,7 @@ def trial_tracker(task: TrialTask) -> TrialTracker:
     The study process forwards the spool while the next trial trains; without a spool folder
     (an untracked study) nothing is recorded.
     """
-    return SpoolTracker(task.spool_dir) if task.spool_dir else NullTrialTracker()
+    return SpoolTracker(task.spool_dir) if task.spool_dir else NullTracker()
 
 
 def trial_params(setup: TrialSetup, plan: TrialBudget) -> dict[str, Any]:
