@@ -64,6 +64,8 @@ def preload() -> None:
     import clot_hpo.search.hp  # noqa: F401
     import clot_hpo.search.samplers  # noqa: F401
     import clot_hpo.search.storage  # noqa: F401
+    import clot_hpo.search.trial.epochs  # noqa: F401
+    import clot_hpo.search.trial.evaluation  # noqa: F401
     import clot_hpo.search.trial.phases  # noqa: F401
     import clot_hpo.search_space  # noqa: F401
     import clot_hpo.tracking.spool  # noqa: F401
@@ -123,7 +125,10 @@ class TrialResult:
 
 
 def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
-    """Run one trial end to end; each phase is its package's (:mod:`~clot_hpo.search.trial.phases`).
+    """Run one trial end to end; each phase is its package's.
+
+    The search's own phases: :mod:`~clot_hpo.search.trial.phases` (before training),
+    :mod:`~clot_hpo.search.trial.epochs` (during), :mod:`~clot_hpo.search.trial.evaluation` (after).
 
     ``timer`` receives each phase's wall time (:mod:`clot_hpo.search.trial.timing`).
     """
@@ -131,6 +136,8 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
 
     from clot_hpo.checkpoint_file import epoch_checkpoint
     from clot_hpo.evaluate import point_metrics
+    from clot_hpo.search.trial import epochs as epoch_phase
+    from clot_hpo.search.trial import evaluation
     from clot_hpo.search.trial import phases as phase
     from clot_hpo.search.trial.resume import PreemptedStop
     from clot_hpo.train import predict_probabilities, train
@@ -159,18 +166,19 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     phase.announce(setup, plan)
     timer.lap("data")
 
-    epochs = phase.EpochReports(setup, tracker, timer)  # reports to Optuna, which may prune
-    resume = phase.load_resume(setup, model)  # a retry: its original's last checkpoint (docs/preemption.md)
+    epochs = epoch_phase.EpochReports(setup, tracker, timer)  # reports to Optuna, which may prune
+    # A retry: its original's last checkpoint (docs/preemption.md).
+    resume = epoch_phase.load_resume(setup, model)
     if resume is not None:
-        phase.replay_checkpoint(setup, tracker, resume)
+        epoch_phase.replay_checkpoint(setup, tracker, resume)
         epochs.resumed_from = resume.epoch
     # Saves each epoch before it is reported: an epoch Optuna knows is an epoch on disk.
     checkpoints = epoch_checkpoint(
         task.checkpoint_path or None,
         resume=resume,
         order=order,
-        meta=phase.checkpoint_meta(setup),
-        on_written=phase.checkpoint_recorder(setup),  # each file's sha256 to the ledger
+        meta=epoch_phase.checkpoint_meta(setup),
+        on_written=epoch_phase.checkpoint_recorder(setup),  # each file's sha256 to the ledger
     )
     if task.checkpoint_path and _preemption is not None:
         epochs.after_epoch = _preemption.check  # SIGTERM stops the trial after the epoch's checkpoint
@@ -202,9 +210,9 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     predictions = (*predict_probabilities(model, val_ds), *predict_probabilities(model, test_ds))
     points = point_metrics(*predictions, setup.config.evaluation)  # cheap: no intervals
     threshold = float(points["threshold"])
-    evidence = phase.record_predictions(setup, data, predictions)  # their sha256 to the ledger
+    evidence = evaluation.record_predictions(setup, data, predictions)  # their sha256 to the ledger
     after = partial(
-        phase.evaluate_and_log, setup, tracker, model, data, predictions, history, threshold, evidence
+        evaluation.evaluate_and_log, setup, tracker, model, data, predictions, history, threshold, evidence
     )
     # Without a GPU, intervals and figures come after the outcome, while the next trial starts
     # (the study process waits for them before it closes this trial's run). With one, this
@@ -214,7 +222,7 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
         after()
     timer.lap("evaluate")
     if setup.config.tracking.log_model:
-        phase.log_model(setup, tracker, model, threshold)
+        evaluation.log_model(setup, tracker, model, threshold)
         timer.lap("save_model")
     return TrialResult(epochs.completed(plan, history, points), after=after if deferred else None)
 
