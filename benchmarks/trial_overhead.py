@@ -5,7 +5,7 @@ For each backbone, in one run:
 - **a study**: ``clot-hpo search`` with tracking (MLflow, SQLite store), evaluation and model
   logging, ``--trials`` trials of identical, fixed hyperparameters (the demo's size: 48 px,
   batch 32, Adam 1e-3, 300 synthetic images split 60/20/20). Each trial records its phases as
-  ``time_<phase>`` user attributes (:mod:`clot_hpo.search.timing`); the table shows their
+  ``time_<phase>`` user attributes (:mod:`clot_hpo.search.trial.timing`); the table shows their
   median over the steady-state trials.
 - **a bare fit**: the same model (built by the same ``ClotHyperModel`` with the same values)
   trained with ``model.fit`` on the same split, already decoded into NumPy arrays, for the same
@@ -49,7 +49,7 @@ parameters:
   optimizer: {{type: fixed, value: adam}}
   learning_rate: {{type: fixed, value: 0.001}}
 """
-# Phases in trial order (clot_hpo.search.timing.PHASES); older checkouts may record fewer.
+# Phases in trial order (clot_hpo.search.trial.timing.PHASES); older checkouts may record fewer.
 PHASES = (
     "startup",
     "startup_waited",

@@ -1,7 +1,7 @@
 """The search: Optuna study, per-trial processes, objective, and the KerasTuner-style hyperparameter adapter.
 
 Names are imported on first use (PEP 562): a trial process importing
-:mod:`clot_hpo.search.trial_process` or the CLI reading :mod:`clot_hpo.search.storage` does
+:mod:`clot_hpo.search.trial.process` or the CLI reading :mod:`clot_hpo.search.storage` does
 not pay for Optuna's samplers, KerasTuner or the study loop.
 """
 

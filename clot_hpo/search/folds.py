@@ -1,7 +1,7 @@
 """Cross-validation's share of the study process: the folds and the epochs a trial may take.
 
 Light on purpose (no Keras): the study process imports it. The fold loop itself, run in each
-trial's process, is :mod:`clot_hpo.search.cv_trial`.
+trial's process, is :mod:`clot_hpo.search.trial.cv`.
 """
 
 from __future__ import annotations

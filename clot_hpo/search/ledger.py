@@ -47,7 +47,7 @@ ATTR_CHECKPOINTS = "checkpoint_sha256"
 # it on the study, one attribute per trial number (:func:`record_model_id`).
 STUDY_ATTR_MODEL_ID = "model_id:{number}"
 
-# What a completed trial's outcome records as user attributes (search/trial_phases.py's
+# What a completed trial's outcome records as user attributes (search/trial/epochs.py's
 # OUTCOME_METRICS): the values `promote` ranks by and compares with the mirror's.
 HEADLINE_METRICS = (
     "val_auc",

@@ -1,4 +1,4 @@
-"""The tracking seam: what the search tells a tracker, and trackers that do nothing.
+"""The tracking seam: what the search tells a tracker, and the tracker that does nothing.
 
 Two interfaces, one per caller:
 
@@ -7,10 +7,12 @@ Two interfaces, one per caller:
   process crashed.
 * :class:`TrialTracker`, what a trial records: hyperparameters, per-epoch metrics, the
   evaluation and the model. A trial's process records them with
-  :class:`~clot_hpo.tracking.spool.SpoolTracker` (files); the study process forwards them to
-  its real tracker, which implements both (:class:`Tracker`).
+  :class:`~clot_hpo.tracking.spool.SpoolTracker` (files); the study process's forwarder
+  (:class:`~clot_hpo.tracking.trial_run.TrialRun`) hands them to its real tracker, which
+  implements both (:class:`Tracker`).
 
-:class:`NullTracker` implements both and records nothing (``--no-tracking``).
+:class:`NullTracker` implements both and records nothing (``--no-tracking``): the study loop
+and the trial process then run the same code as a tracked study.
 """
 
 from __future__ import annotations
@@ -153,15 +155,25 @@ class TrialTracker(ABC):
         metrics: dict[str, float],
         artifacts: dict[str, Any],
         figures: dict[str, Any],
+        step: int = 0,
     ) -> None:
-        """Log evaluation metrics, JSON artifacts (``name.json`` -> dict) and figures."""
+        """Log evaluation metrics, JSON artifacts (``name.json`` -> dict) and figures.
+
+        Args:
+            step: the metrics' step. The epochs log ``val_auc`` too, and a run shows a name's
+                value at its highest step, so the evaluation goes one past the last epoch;
+                the forwarder, which forwarded the epochs, passes it.
+        """
 
     @abstractmethod
-    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> str | None:
+    def log_model(
+        self, run_id: str, model: Any, *, image_size: int, threshold: float, step: int = 0
+    ) -> str | None:
         """Log the trained Keras model (raw [0, 255] float32 pixels in) and its weights.
 
         Args:
             model: a Keras model, or the path of one saved as a ``.keras`` file.
+            step: the evaluation's step (the model is linked to the metrics at it).
 
         Returns:
             The stored model's id (MLflow's model id; a spool's file name), or None when
@@ -173,8 +185,8 @@ class Tracker(StudyTracker, TrialTracker):
     """A whole tracker: the study process's, which also forwards what trials recorded."""
 
 
-class NullStudyTracker(StudyTracker):
-    """A study tracker that records nothing."""
+class NullTracker(Tracker):
+    """A tracker that records nothing: ``--no-tracking``, tests, and measuring tracking overhead."""
 
     enabled = False
 
@@ -207,12 +219,6 @@ class NullStudyTracker(StudyTracker):
     def end_study(self, status: str = "FINISHED") -> None:  # noqa: D102
         return None
 
-
-class NullTrialTracker(TrialTracker):
-    """A trial tracker that records nothing."""
-
-    enabled = False
-
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:  # noqa: D102
         return None
 
@@ -226,16 +232,8 @@ class NullTrialTracker(TrialTracker):
         return None
 
 
-class NullTracker(NullStudyTracker, NullTrialTracker, Tracker):
-    """A tracker that records nothing: ``--no-tracking``, tests, and measuring tracking overhead."""
-
-    enabled = False
-
-
 __all__ = [
     "TRIAL_STATES",
-    "NullStudyTracker",
-    "NullTrialTracker",
     "NullTracker",
     "StudyTracker",
     "Tracker",

@@ -32,10 +32,6 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
     Takes :class:`~clot_hpo.tracking.mlflow_backend.MlflowBackend`'s arguments.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._last_epoch: dict[str, int] = {}  # run id -> last epoch logged by this process
-
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         """Log the trial's hyperparameters (one batched call)."""
         if not run_id or not params:
@@ -55,7 +51,6 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
                 batch.append(entities.Metric(str(key), number, ts, int(epoch)))
         if batch:
             self._call(f"log epoch {epoch} metrics", self.client.log_batch, run_id, metrics=batch)
-        self._last_epoch[run_id] = max(int(epoch), self._last_epoch.get(run_id, -1))
 
     def log_evaluation(
         self,
@@ -64,9 +59,14 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
         metrics: dict[str, float],
         artifacts: dict[str, Any],
         figures: dict[str, Any],
+        step: int = 0,
     ) -> None:
-        """Evaluation metrics in one batch, artifacts, then the figures.
+        """Evaluation metrics in one batch at ``step``, artifacts, then the figures.
 
+        ``step`` is one past the last epoch (the forwarder passes it): Keras logs
+        ``val_auc``/``val_accuracy`` per epoch under the evaluation's names, and MLflow shows a
+        run's value at its highest step, so the evaluation (the threshold-aware, full-split
+        figure) comes after the epochs to be the one shown and compared (``clot-hpo promote``).
         An artifact given as a dict is written as JSON (``log_dict``); one given as a string
         is a text file stored as it is (``log_text``: ``test_predictions.csv``).
         """
@@ -75,7 +75,6 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
                 close_figure(as_figure(fig))
             return
         ts = now_ms()
-        step = self._evaluation_step(run_id, metrics)
         numbers = ((str(k), _to_float(v)) for k, v in metrics.items())
         batch = [entities.Metric(k, v, ts, step) for k, v in numbers if v is not None]
         if batch:
@@ -95,36 +94,16 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
                 self._call(f"log {name}", self.client.log_dict, run_id, to_plain(payload), str(name))
         self._log_figures(run_id, figures, folder="")
 
-    def _evaluation_step(self, run_id: str, metrics: dict[str, Any]) -> int:
-        """The step of the evaluation metrics: one past the last epoch.
-
-        Keras logs ``val_auc``/``val_accuracy`` per epoch under the same names as the
-        evaluation; MLflow shows a run's value at its highest step, so the evaluation (the
-        threshold-aware, full-split figure) must come after the last epoch to be the one shown
-        and compared (``clot-hpo promote``). Known in the trial process; otherwise it is read
-        back from the metric histories of the clashing names.
-        """
-        if run_id in self._last_epoch:
-            return self._last_epoch[run_id] + 1
-        run = self._call("read the run's metrics", self.client.get_run, run_id)
-        if run is None:
-            return 0
-        clashing = [k for k in metrics if k in run.data.metrics]
-        last = -1
-        for key in clashing[:8]:
-            history = self._call(
-                f"read the history of {key}", self.client.get_metric_history, run_id, key, default=[]
-            )
-            last = max([last, *(m.step for m in history)])
-        return last + 1
-
-    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> str | None:
+    def log_model(
+        self, run_id: str, model: Any, *, image_size: int, threshold: float, step: int = 0
+    ) -> str | None:
         """Log the Keras model as the MLflow model of the trial's run, and its weights file.
 
         ``model`` is a Keras model or the ``.keras`` file a trial process saved (the study
         process logs from the file, without importing Keras); the packaging is
         :func:`clot_hpo.tracking.model_packaging.log_keras_model`. The run is tagged with
-        ``threshold``, ``image_size`` and ``clot_hpo.model_id``.
+        ``threshold``, ``image_size`` and ``clot_hpo.model_id``. ``step`` is the evaluation's,
+        so the UI links the evaluation metrics (not epoch 0's) to this model.
 
         Returns:
             The MLflow model's id (``models:/<model_id>``), or None when it was not stored.
@@ -144,6 +123,7 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
                 keras_file,
                 int(image_size),
                 float(threshold),
+                int(step),
                 default=None,
             )
             if model_id:
@@ -151,10 +131,9 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
             self._call("log the weights file", model_packaging.log_weights, self.client, run_id, keras_file)
         return str(model_id) if model_id else None
 
-    def _log_mlflow_model(self, run_id: str, keras_file: Path, image_size: int, threshold: float) -> str:
-        # The model's step is the evaluation's, so the UI links the evaluation metrics (not
-        # epoch 0's) to this model.
-        step = self._evaluation_step(run_id, {"val_auc": 0.0, "val_accuracy": 0.0, "val_loss": 0.0})
+    def _log_mlflow_model(
+        self, run_id: str, keras_file: Path, image_size: int, threshold: float, step: int
+    ) -> str:
         return model_packaging.log_keras_model(
             self.client,
             self.tracking_uri,

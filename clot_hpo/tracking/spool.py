@@ -52,7 +52,8 @@ _ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,200}(/[A-Za-z0-9_][A
 class SpoolTracker(TrialTracker):
     """The trial process's tracker: appends to a spool folder, never to a backend.
 
-    ``run_id`` is ignored: the folder is the trial's, and the study process knows its run.
+    ``run_id`` and ``step`` are ignored: the folder is the trial's, the study process knows
+    its run, and its reader knows the evaluation's step (it forwarded the epochs).
     """
 
     enabled = True
@@ -84,6 +85,7 @@ class SpoolTracker(TrialTracker):
         metrics: dict[str, float],
         artifacts: dict[str, Any],
         figures: dict[str, Any],
+        step: int = 0,
     ) -> None:
         """Record the evaluation; each figure is saved as a PNG file (and closed)."""
         import matplotlib.pyplot as plt
@@ -104,7 +106,9 @@ class SpoolTracker(TrialTracker):
             event["figures"] = files
         self._append(event)
 
-    def log_model(self, run_id: str, model: Any, *, image_size: int, threshold: float) -> str | None:
+    def log_model(
+        self, run_id: str, model: Any, *, image_size: int, threshold: float, step: int = 0
+    ) -> str | None:
         """Save the model as ``model.keras`` (atomically) and record how to log it.
 
         ``model`` is a Keras model, or the ``.keras`` file of one (copied byte for byte: the
@@ -178,12 +182,17 @@ class SpoolReader:
 
     A trial's attempts (the retry after running out of memory) each write into a fresh folder
     of their own (:meth:`new_attempt`); the reader forwards them in order.
+
+    The reader forwards every epoch of the trial (a resumed trial's process spools the epochs
+    its checkpoint holds first), so it knows the evaluation's step: one past the last epoch.
     """
 
     def __init__(self, folder: str | Path) -> None:
         self.folders = [Path(folder)]
         self.offsets = [0]  # bytes of each folder's events.jsonl already forwarded
         self._refused: set[Path] = set()
+        # One past the highest epoch forwarded: the step of the evaluation and of the model.
+        self.evaluation_step = 0
 
     @property
     def folder(self) -> Path:
@@ -261,8 +270,8 @@ class SpoolReader:
             count += len(events)
         return count
 
-    @staticmethod
     def _forward_one(
+        self,
         tracker: TrialTracker,
         run_id: str,
         folder: Path,
@@ -273,7 +282,9 @@ class SpoolReader:
         if kind == "params":
             tracker.log_params(run_id, dict(event["params"]))
         elif kind == "epoch":
-            tracker.log_epoch(run_id, int(event["epoch"]), dict(event["metrics"]))
+            epoch = int(event["epoch"])
+            tracker.log_epoch(run_id, epoch, dict(event["metrics"]))
+            self.evaluation_step = max(self.evaluation_step, epoch + 1)
         elif kind == "evaluation":
             figures = _figure_files(folder, event.get("figures"))
             tracker.log_evaluation(
@@ -281,6 +292,7 @@ class SpoolReader:
                 metrics=dict(event["metrics"]),
                 artifacts=dict(event.get("artifacts", {})),
                 figures=dict(figures),
+                step=self.evaluation_step,
             )
             for png in figures.values():
                 png.unlink(missing_ok=True)
@@ -289,7 +301,11 @@ class SpoolReader:
             if file is None:
                 return
             stored = tracker.log_model(
-                run_id, file, image_size=int(event["image_size"]), threshold=float(event["threshold"])
+                run_id,
+                file,
+                image_size=int(event["image_size"]),
+                threshold=float(event["threshold"]),
+                step=self.evaluation_step,
             )
             if stored:
                 file.unlink(missing_ok=True)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from clot_hpo.search.preemption import GracefulStop
+from clot_hpo.search.trial.resume import GracefulStop
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +137,7 @@ def _auc_tolerance(cwd: Path) -> float:
 def test_sigkill_after_a_checkpoint_resumes_at_the_next_epoch(
     config_path: Path, tmp_path: Path, uninterrupted: Any
 ) -> None:
-    from clot_hpo.checkpoint import read_header
+    from clot_hpo.checkpoint_file import read_header
 
     worker = _start(config_path, tmp_path)
     killed = _wait_running_epochs(tmp_path, worker, 2)  # reported: its checkpoint is on disk

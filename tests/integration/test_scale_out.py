@@ -90,7 +90,7 @@ class Worker:
         """The trial number the worker's child process is training right now, if any."""
         for child in _child_pids(self.proc.pid):
             args = _cmdline(child)
-            if "clot_hpo.search.trial_process" in args:
+            if "clot_hpo.search.trial.process" in args:
                 with contextlib.suppress(OSError, ValueError, KeyError):
                     # A process started ahead (`--wait`) gets its task on stdin; once it has one,
                     # its stderr is that trial's log, trials/<number>/stderr.<attempt>.log.
@@ -623,7 +623,7 @@ def test_a_planted_checkpoint_is_refused_and_the_retry_trains_its_epochs(cluster
 
     from mlflow import MlflowClient
 
-    from clot_hpo.checkpoint import load_checkpoint, save_checkpoint
+    from clot_hpo.checkpoint_file import load_checkpoint, save_checkpoint
 
     study, epochs, planted_value = "planted", 6, 0.987654321
     preempted, done = _preempt_first_trial(cluster, study, epochs)

@@ -67,6 +67,7 @@ def _study(uri: str) -> MlflowTracker:
                 },
                 artifacts={},
                 figures={},
+                step=1,  # after epoch 0, as the forwarder logs it
             )
         tracker.end_trial(
             run_id,

@@ -9,7 +9,7 @@ CODE = """
 import sys
 import numpy as np
 import keras
-from clot_hpo.search import trial_process
+from clot_hpo.search.trial import process as trial_process
 if sys.argv[1] == "warm":
     trial_process._warm_up_keras()
 keras.utils.set_random_seed(5)

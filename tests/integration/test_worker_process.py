@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from clot_hpo.search.task import OUTCOME_WRITTEN, TrialOutcome, TrialTask
-from clot_hpo.search.worker_process import TrialLauncher, TrialProcess, describe_exit
+from clot_hpo.search.trial.launcher import TrialLauncher, TrialProcess, describe_exit
+from clot_hpo.search.trial.task import OUTCOME_WRITTEN, TrialOutcome, TrialTask
 
 # Reads its task's path, prints two lines, writes a COMPLETE outcome; FAKE_MODE changes that.
 CHILD = r"""

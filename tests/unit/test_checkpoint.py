@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from clot_hpo.checkpoint import (
+from clot_hpo.checkpoint_file import (
     CHECKPOINT_FILE,
     TrainingCheckpoint,
     epoch_checkpoint,
@@ -177,7 +177,7 @@ def test_an_unreadable_checkpoint_is_one_line_and_none(
         save_checkpoint(path, TrainingCheckpoint(epoch=1, model=[np.zeros(1000)], optimizer=[]))
         content = path.read_bytes()[:500]
     path.write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="clot_hpo.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="clot_hpo.checkpoint_file"):
         assert load_checkpoint(path) is None
     assert len(caplog.records) == 1
     assert (

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clot_hpo import checkpoint
-from clot_hpo.checkpoint import (
+from clot_hpo import checkpoint_file as checkpoint
+from clot_hpo.checkpoint_file import (
     CHECKPOINT_FILE,
     TrainingCheckpoint,
     load_checkpoint,

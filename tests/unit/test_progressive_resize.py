@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clot_hpo.checkpoint import CHECKPOINT_FILE, TrainingCheckpoint, epoch_checkpoint, load_checkpoint
+from clot_hpo.checkpoint_file import CHECKPOINT_FILE, TrainingCheckpoint, epoch_checkpoint, load_checkpoint
 from clot_hpo.data.pipeline import EpochOrder, make_array_dataset
 from clot_hpo.models.hypermodel import ClotHyperModel
 from clot_hpo.search_space import load_search_space

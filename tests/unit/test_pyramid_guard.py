@@ -25,8 +25,8 @@ def test_a_start_from_the_projects_code_is_refused_and_remembered() -> None:
     found: list[str] = []
     started: list[bool] = []
     guard = _guarded("subprocess", lambda: started.append(True), found)
-    product = str(REPO / "clot_hpo" / "search" / "worker_process.py")
-    with pytest.raises(PyramidViolation, match=r"subprocess from .*clot_hpo/search/worker_process\.py:2"):
+    product = str(REPO / "clot_hpo" / "search" / "trial" / "launcher.py")
+    with pytest.raises(PyramidViolation, match=r"subprocess from .*clot_hpo/search/trial/launcher\.py:2"):
         _call_from(product, guard)
     assert started == [] and len(found) == 1 and "tests/integration/" in found[0]
 

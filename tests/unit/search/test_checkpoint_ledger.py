@@ -16,9 +16,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from clot_hpo.checkpoint import TrainingCheckpoint, read_header, save_checkpoint
+from clot_hpo.checkpoint_file import TrainingCheckpoint, read_header, save_checkpoint
 from clot_hpo.search.ledger import ATTR_CHECKPOINTS, LedgerEntry, entry_of, record_checkpoint
-from clot_hpo.search.preemption import (
+from clot_hpo.search.trial.resume import (
     CheckpointRules,
     ResumePoint,
     Resumer,

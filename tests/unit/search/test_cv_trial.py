@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from clot_hpo.search.cv_trial import FreshModel
+from clot_hpo.search.trial.cv import FreshModel
 
 
 def _model() -> keras.Model:

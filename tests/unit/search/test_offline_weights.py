@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from clot_hpo.models.hypermodel import ClotHyperModel
-from clot_hpo.search.trial_phases import known_weights_failure, remember_weights_failure
+from clot_hpo.search.trial.phases import known_weights_failure, remember_weights_failure
 
 
 class _FixedSpace:

@@ -12,8 +12,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from clot_hpo.checkpoint import CHECKPOINT_FILE, TrainingCheckpoint, save_checkpoint
-from clot_hpo.search.preemption import (
+from clot_hpo.checkpoint_file import CHECKPOINT_FILE, TrainingCheckpoint, save_checkpoint
+from clot_hpo.search.trial.resume import (
     RESUMED_FROM_ATTR,
     PreemptedStop,
     TrialPreemption,

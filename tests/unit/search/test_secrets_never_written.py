@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from clot_hpo.config import load_config, save_resolved
-from clot_hpo.search.task import PRELOAD_STORAGE_ENV, TrialOutcome, TrialTask
+from clot_hpo.search.trial.task import PRELOAD_STORAGE_ENV, TrialOutcome, TrialTask
 from clot_hpo.util import RedactingFilter, redact_secrets, redact_text
 
 SECRET = "s3cret-Pw9"

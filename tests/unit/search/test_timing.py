@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from clot_hpo.search.timing import PHASES, SPAWNED_AT_ENV, PhaseTimer, metric_names, process_started_at
+from clot_hpo.search.trial.timing import PHASES, SPAWNED_AT_ENV, PhaseTimer, metric_names, process_started_at
 
 
 def test_laps_charge_the_time_since_the_previous_mark() -> None:

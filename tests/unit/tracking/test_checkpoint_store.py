@@ -8,7 +8,7 @@ from pathlib import Path
 
 from clot_hpo.tracking import NullTracker
 from clot_hpo.tracking.background import LatestOnly
-from clot_hpo.tracking.checkpoints import (
+from clot_hpo.tracking.checkpoint_upload import (
     MlflowCheckpointStore,
     NullCheckpointStore,
     checkpoint_store_for,

@@ -27,9 +27,11 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tracker.start_study("study-model")
     run_id = tracker.start_trial(0)
     tracker.log_epoch(run_id, 0, {"val_auc": 0.5})
-    tracker.log_evaluation(run_id, metrics={"val_auc": 0.7, "threshold": 0.37}, artifacts={}, figures={})
+    tracker.log_evaluation(
+        run_id, metrics={"val_auc": 0.7, "threshold": 0.37}, artifacts={}, figures={}, step=1
+    )
     model = tiny_keras_model(32)
-    tracker.log_model(run_id, model, image_size=32, threshold=0.37)
+    tracker.log_model(run_id, model, image_size=32, threshold=0.37, step=1)
     tracker.end_trial(run_id, "COMPLETE")
     return {"uri": uri, "run_id": run_id, "model": model, "tracker": tracker, "root": root}
 

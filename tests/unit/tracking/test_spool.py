@@ -217,6 +217,26 @@ def test_an_evaluation_without_figures(tmp_path: Path) -> None:
     assert tracker.calls[0][1][1]["figures"] == {}
 
 
+def test_the_evaluation_and_the_model_go_one_step_past_the_last_epoch_of_every_attempt(
+    tmp_path: Path,
+) -> None:
+    # The epochs log val_auc too: the evaluation must be the run's latest value of it, also
+    # when the epochs came from an earlier attempt (the OOM retry) or an earlier forward.
+    tracker = RecordingTracker()
+    reader = SpoolReader.fresh(tmp_path / "trial")
+    first = SpoolTracker(reader.folder)
+    for epoch in range(2):
+        first.log_epoch("", epoch, {"val_auc": 0.6})
+    reader.forward(tracker, "r")
+    retry = SpoolTracker(reader.new_attempt())
+    retry.log_epoch("", 2, {"val_auc": 0.65})
+    retry.log_evaluation("", metrics={"val_auc": 0.7}, artifacts={}, figures={})
+    retry.log_model("", FakeModel(), image_size=48, threshold=0.5)
+    reader.forward(tracker, "r")
+    steps = {kind: call[-1]["step"] for kind, call in tracker.calls if kind in ("evaluation", "model")}
+    assert steps == {"evaluation": 3, "model": 3}
+
+
 @pytest.mark.parametrize("stored", [True, False])
 def test_model_file_is_removed_only_once_stored(tmp_path: Path, stored: bool) -> None:
     spool, tracker = SpoolTracker(tmp_path / "s"), RecordingTracker(store_models=stored)
@@ -225,7 +245,8 @@ def test_model_file_is_removed_only_once_stored(tmp_path: Path, stored: bool) ->
     SpoolReader(spool.folder).forward(tracker, "r", on_model=model_ids.append)
     [(kind, (run_id, path, kwargs))] = tracker.calls
     assert model_ids == (["m-stored"] if stored else []), "the stored model's id is handed on"
-    assert kind == "model" and path.name == MODEL_FILE and kwargs == {"image_size": 48, "threshold": 0.41}
+    assert kind == "model" and path.name == MODEL_FILE
+    assert kwargs == {"image_size": 48, "threshold": 0.41, "step": 0}
     # Nothing computed is lost: a model the tracker could not store stays on disk.
     assert (spool.folder / MODEL_FILE).exists() is not stored
     assert not list(spool.folder.glob("*.partial*"))

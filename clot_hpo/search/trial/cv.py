@@ -34,12 +34,14 @@ from clot_hpo.budget import TrialBudget
 from clot_hpo.data.cache import DecodedSplits, unique_keys
 from clot_hpo.data.pipeline import make_array_dataset
 from clot_hpo.evaluate import point_metrics
-from clot_hpo.search import trial_phases as phase
 from clot_hpo.search.folds import cv_summary, fold_value
 from clot_hpo.search.objectives import get_objective
-from clot_hpo.search.task import TrialOutcome
-from clot_hpo.search.timing import PhaseTimer
-from clot_hpo.search.trial_process import TrialResult
+from clot_hpo.search.trial import evaluation
+from clot_hpo.search.trial import phases as phase
+from clot_hpo.search.trial.epochs import OUTCOME_METRICS
+from clot_hpo.search.trial.process import TrialResult
+from clot_hpo.search.trial.task import TrialOutcome
+from clot_hpo.search.trial.timing import PhaseTimer
 from clot_hpo.tracking import TrialTracker
 from clot_hpo.train import class_weights, format_epoch, monitored_value, predict_probabilities, train
 
@@ -255,9 +257,9 @@ def run_folds(
     overrides = dict(summary)
     if objective.history_key in points:  # the pooled out-of-fold value, beside the folds' mean
         overrides[f"{objective.history_key}_oof"] = float(points[objective.history_key])
-    evidence = phase.record_predictions(setup, pool, predictions)  # their sha256 to the ledger
+    evidence = evaluation.record_predictions(setup, pool, predictions)  # their sha256 to the ledger
     after = partial(
-        phase.evaluate_and_log,
+        evaluation.evaluate_and_log,
         setup,
         tracker,
         model,
@@ -273,10 +275,10 @@ def run_folds(
         after()
     timer.lap("evaluate")
     if setup.config.tracking.log_model:
-        phase.log_model(setup, tracker, model, threshold)
+        evaluation.log_model(setup, tracker, model, threshold)
         timer.lap("save_model")
     value = summary[objective.history_key]
-    metrics = {key: float(v) for key, v in {**points, **summary}.items() if key in phase.OUTCOME_METRICS}
+    metrics = {key: float(v) for key, v in {**points, **summary}.items() if key in OUTCOME_METRICS}
     return TrialResult(
         _outcome("COMPLETE", plan, done, value=value, metrics=metrics), after=after if deferred else None
     )

@@ -1,7 +1,7 @@
 """Where a trial's time goes: one wall-clock figure per phase, kept on the trial and its run.
 
 The trial process measures its phases with :class:`PhaseTimer`; the figures travel back in the
-:class:`~clot_hpo.search.task.TrialOutcome` and the study process records them as Optuna user
+:class:`~clot_hpo.search.trial.task.TrialOutcome` and the study process records them as Optuna user
 attributes ``time_<phase>`` and as MLflow metrics ``time_<phase>_s`` of the trial's run.
 ``benchmarks/trial_overhead.py`` tabulates them; ``docs/performance.md`` explains each.
 """

@@ -1,7 +1,7 @@
-"""One trial, in its own process: ``python -m clot_hpo.search.trial_process TASK.json``.
+"""One trial, in its own process: ``python -m clot_hpo.search.trial.process TASK.json``.
 
 The study process starts it as ``... --wait`` while the previous trial trains
-(:mod:`clot_hpo.search.worker_process`): it imports everything (:func:`preload`), then reads
+(:mod:`clot_hpo.search.trial.launcher`): it imports everything (:func:`preload`), then reads
 its task file's path from stdin, runs that one trial and exits.
 
 A fresh process per trial keeps the study process's memory flat (measured: about 380 MB
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from clot_hpo.search.task import OUTCOME_WRITTEN, PRELOAD_STORAGE_ENV, TrialOutcome, TrialTask
-from clot_hpo.search.timing import PhaseTimer, process_started_at
+from clot_hpo.search.trial.task import OUTCOME_WRITTEN, PRELOAD_STORAGE_ENV, TrialOutcome, TrialTask
+from clot_hpo.search.trial.timing import PhaseTimer, process_started_at
 from clot_hpo.util import first_line, redact_logging
 
 log = logging.getLogger("clot_hpo.trial")
@@ -44,7 +44,7 @@ _OPENED_STORAGES: dict[str, Any] = {}
 def preload() -> None:
     """Import what every trial needs: most of a trial process's start, done before its task.
 
-    A pre-started process (:mod:`clot_hpo.search.worker_process`) runs this while the previous
+    A pre-started process (:mod:`clot_hpo.search.trial.launcher`) runs this while the previous
     trial trains: imports, a warm-up on a throwaway model, and opening the study's storage
     when the study process named it (``CLOT_HPO_PRELOAD_STORAGE``). Devices, seeds and the
     dtype policy are set per trial, once the task says how.
@@ -64,7 +64,9 @@ def preload() -> None:
     import clot_hpo.search.hp  # noqa: F401
     import clot_hpo.search.samplers  # noqa: F401
     import clot_hpo.search.storage  # noqa: F401
-    import clot_hpo.search.trial_phases  # noqa: F401
+    import clot_hpo.search.trial.epochs  # noqa: F401
+    import clot_hpo.search.trial.evaluation  # noqa: F401
+    import clot_hpo.search.trial.phases  # noqa: F401
     import clot_hpo.search_space  # noqa: F401
     import clot_hpo.tracking.spool  # noqa: F401
     import clot_hpo.train  # noqa: F401
@@ -123,16 +125,21 @@ class TrialResult:
 
 
 def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
-    """Run one trial end to end; each phase is its package's (:mod:`~clot_hpo.search.trial_phases`).
+    """Run one trial end to end; each phase is its package's.
 
-    ``timer`` receives each phase's wall time (:mod:`clot_hpo.search.timing`).
+    The search's own phases: :mod:`~clot_hpo.search.trial.phases` (before training),
+    :mod:`~clot_hpo.search.trial.epochs` (during), :mod:`~clot_hpo.search.trial.evaluation` (after).
+
+    ``timer`` receives each phase's wall time (:mod:`clot_hpo.search.trial.timing`).
     """
     import optuna
 
-    from clot_hpo.checkpoint import epoch_checkpoint
+    from clot_hpo.checkpoint_file import epoch_checkpoint
     from clot_hpo.evaluate import point_metrics
-    from clot_hpo.search import trial_phases as phase
-    from clot_hpo.search.preemption import PreemptedStop
+    from clot_hpo.search.trial import epochs as epoch_phase
+    from clot_hpo.search.trial import evaluation
+    from clot_hpo.search.trial import phases as phase
+    from clot_hpo.search.trial.resume import PreemptedStop
     from clot_hpo.train import predict_probabilities, train
 
     timer = timer or PhaseTimer()
@@ -151,7 +158,7 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     tracker.log_params("", phase.trial_params(setup, plan))
     phase.inject_fault(task)
     if setup.config.search.cv_folds:  # k folds, then the refit that is kept (docs/data.md)
-        from clot_hpo.search.cv_trial import run_folds
+        from clot_hpo.search.trial.cv import run_folds
 
         return run_folds(setup, data, model, plan, tracker, timer)
     train_ds, order = phase.training_data(setup, data, plan)  # each epoch's order and side: (seed, epoch)
@@ -159,18 +166,19 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     phase.announce(setup, plan)
     timer.lap("data")
 
-    epochs = phase.EpochReports(setup, tracker, timer)  # reports to Optuna, which may prune
-    resume = phase.load_resume(setup, model)  # a retry: its original's last checkpoint (docs/preemption.md)
+    epochs = epoch_phase.EpochReports(setup, tracker, timer)  # reports to Optuna, which may prune
+    # A retry: its original's last checkpoint (docs/preemption.md).
+    resume = epoch_phase.load_resume(setup, model)
     if resume is not None:
-        phase.replay_checkpoint(setup, tracker, resume)
+        epoch_phase.replay_checkpoint(setup, tracker, resume)
         epochs.resumed_from = resume.epoch
     # Saves each epoch before it is reported: an epoch Optuna knows is an epoch on disk.
     checkpoints = epoch_checkpoint(
         task.checkpoint_path or None,
         resume=resume,
         order=order,
-        meta=phase.checkpoint_meta(setup),
-        on_written=phase.checkpoint_recorder(setup),  # each file's sha256 to the ledger
+        meta=epoch_phase.checkpoint_meta(setup),
+        on_written=epoch_phase.checkpoint_recorder(setup),  # each file's sha256 to the ledger
     )
     if task.checkpoint_path and _preemption is not None:
         epochs.after_epoch = _preemption.check  # SIGTERM stops the trial after the epoch's checkpoint
@@ -202,9 +210,9 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
     predictions = (*predict_probabilities(model, val_ds), *predict_probabilities(model, test_ds))
     points = point_metrics(*predictions, setup.config.evaluation)  # cheap: no intervals
     threshold = float(points["threshold"])
-    evidence = phase.record_predictions(setup, data, predictions)  # their sha256 to the ledger
+    evidence = evaluation.record_predictions(setup, data, predictions)  # their sha256 to the ledger
     after = partial(
-        phase.evaluate_and_log, setup, tracker, model, data, predictions, history, threshold, evidence
+        evaluation.evaluate_and_log, setup, tracker, model, data, predictions, history, threshold, evidence
     )
     # Without a GPU, intervals and figures come after the outcome, while the next trial starts
     # (the study process waits for them before it closes this trial's run). With one, this
@@ -214,13 +222,13 @@ def run_trial(task: TrialTask, timer: PhaseTimer | None = None) -> TrialResult:
         after()
     timer.lap("evaluate")
     if setup.config.tracking.log_model:
-        phase.log_model(setup, tracker, model, threshold)
+        evaluation.log_model(setup, tracker, model, threshold)
         timer.lap("save_model")
     return TrialResult(epochs.completed(plan, history, points), after=after if deferred else None)
 
 
 _interrupted_by: str | None = None
-# SIGTERM's handler (clot_hpo.search.preemption.TrialPreemption), set by main(): armed while
+# SIGTERM's handler (clot_hpo.search.trial.resume.TrialPreemption), set by main(): armed while
 # the trial trains with checkpoints, it lets the epoch finish its checkpoint first.
 _preemption: Any = None
 
@@ -251,7 +259,7 @@ def _read_task(argv: list[str], started: float | None, timer: PhaseTimer) -> Tri
         return task
     if len(argv) != 1:
         raise SystemExit(
-            f"usage: python -m {__spec__.name if __spec__ else 'clot_hpo.search.trial_process'} "
+            f"usage: python -m {__spec__.name if __spec__ else 'clot_hpo.search.trial.process'} "
             f"TASK.json | --wait (task path on stdin), but got {argv}"
         )
     preload()
@@ -276,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     # signal it was in the reason; while training with checkpoints it first finishes the
     # epoch's checkpoint, within the task's grace time (docs/preemption.md).
     global _preemption
-    from clot_hpo.search.preemption import TrialPreemption
+    from clot_hpo.search.trial.resume import TrialPreemption
 
     _preemption = TrialPreemption(25.0, _interrupt)
     signal.signal(signal.SIGTERM, _preemption.handle)

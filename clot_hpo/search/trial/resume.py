@@ -1,13 +1,13 @@
 """Preemptible workers: resuming a retried trial from its checkpoint, and stopping on SIGTERM.
 
-A trial checkpoints after every epoch (:mod:`clot_hpo.checkpoint`). When it is retried, the
+A trial checkpoints after every epoch (:mod:`clot_hpo.checkpoint_file`). When it is retried, the
 retry starts from the newest checkpoint of the trials it retries:
 
 * **Lineage.** Optuna re-queues a dead trial's parameters as a new WAITING trial
   (``RetryHeartbeatStaleTrialCallback``), whose system attributes list the trials it retries
   (``retry_history``, oldest first). :func:`find_checkpoint` looks for their checkpoints in the
   local trial folders, newest epoch first, and, when another machine ran them, downloads the
-  newest from the tracking server (:mod:`clot_hpo.tracking.checkpoints`).
+  newest from the tracking server (:mod:`clot_hpo.tracking.checkpoint_upload`).
 * **Verification.** The tracking server is a mirror others write to; the Optuna storage is the
   ledger (:mod:`clot_hpo.search.ledger`). A checkpoint is used only if its sha256 is one its
   trial recorded, for the epoch its header says; its header names the study, the trial and
@@ -44,14 +44,14 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from clot_hpo.checkpoint import CHECKPOINT_FILE, read_header
+from clot_hpo.checkpoint_file import CHECKPOINT_FILE, read_header
 from clot_hpo.errors import TrialFailed
 from clot_hpo.search.ledger import ATTR_CHECKPOINTS, ATTR_RUN_ID, OUTPUT_ATTRS, LedgerEntry, entry_of
 from clot_hpo.search.workers import WORKER_ATTR
 from clot_hpo.util import file_sha256
 
 if TYPE_CHECKING:
-    from clot_hpo.tracking.checkpoints import CheckpointStore
+    from clot_hpo.tracking.checkpoint_upload import CheckpointStore
 
 log = logging.getLogger("clot_hpo.search")
 
@@ -116,7 +116,7 @@ def checkpoint_refusal(
 
     Args:
         point: the checkpoint (its trial and file).
-        header: its header (:func:`~clot_hpo.checkpoint.read_header`).
+        header: its header (:func:`~clot_hpo.checkpoint_file.read_header`).
         sha256: the file's sha256.
         source: the ledger entry of the trial that wrote it (``point.trial``).
         lineage_first: the first trial of the retry's lineage (whose seed it keeps).

@@ -3,7 +3,7 @@
 The VRAM plan is an estimate; when a trial still runs out of memory, the study process
 runs it once more at half the batch with gradient accumulation keeping the effective batch
 (:func:`clot_hpo.budget.halve_for_oom`), in a fresh process, before it fails the trial.
-The launcher (:meth:`~clot_hpo.search.worker_process.TrialLauncher.run`) is passed in.
+The launcher (:meth:`~clot_hpo.search.trial.launcher.TrialLauncher.run`) is passed in.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 import optuna
 from rich.console import Console
 
-from clot_hpo.checkpoint import read_header
+from clot_hpo.checkpoint_file import read_header
 from clot_hpo.errors import ConfigError
 from clot_hpo.search.optuna_compat import trial_user_attrs
-from clot_hpo.search.task import TrialOutcome, TrialTask
+from clot_hpo.search.trial.task import TrialOutcome, TrialTask
 from clot_hpo.tracking.spool import SpoolReader
 
 Launch = Callable[[TrialTask], tuple[TrialOutcome, Callable[[], None] | None]]

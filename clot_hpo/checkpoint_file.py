@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-log = logging.getLogger("clot_hpo.checkpoint")
+log = logging.getLogger("clot_hpo.checkpoint_file")
 
 CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT_VERSION = 1

@@ -1,7 +1,7 @@
 """What the study process hands a trial's child process, and what it gets back.
 
-Both travel as JSON files: the child is a fresh ``python -m clot_hpo.search.trial_process``
-process (started ahead of its task, see :mod:`clot_hpo.search.worker_process`), so nothing but
+Both travel as JSON files: the child is a fresh ``python -m clot_hpo.search.trial.process``
+process (started ahead of its task, see :mod:`clot_hpo.search.trial.launcher`), so nothing but
 these files, the task file's path on the child's stdin and the shared Optuna storage crosses
 the boundary.
 """
@@ -96,7 +96,7 @@ class TrialOutcome:
     batch_size: int | None = None
     accumulation_steps: int = 1
     metrics: dict[str, float] = field(default_factory=dict)
-    # time_<phase> -> seconds (clot_hpo.search.timing), as far as the trial got.
+    # time_<phase> -> seconds (clot_hpo.search.trial.timing), as far as the trial got.
     timings: dict[str, float] = field(default_factory=dict)
     # Stopped by SIGTERM (after its checkpoint, or at the end of the grace time).
     preempted: bool = False

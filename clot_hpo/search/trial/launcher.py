@@ -1,12 +1,12 @@
 """The trial processes a study process supervises: started ahead, handed one task, then discarded.
 
-Every trial runs in a fresh interpreter (``python -m clot_hpo.search.trial_process --wait``):
+Every trial runs in a fresh interpreter (``python -m clot_hpo.search.trial.process --wait``):
 a crash or an out-of-memory kill costs one trial, and the study process never holds a model.
 Starting that interpreter and importing TensorFlow, Keras, Optuna and scikit-learn takes
 seconds, so :class:`TrialLauncher` starts the *next* trial's process while the current trial
 trains: it imports everything, then waits for one line on its stdin, the path of its task
 file. It runs that one trial and exits; a process is never reused (its memory would grow
-with every model, see :mod:`clot_hpo.search.trial_process`).
+with every model, see :mod:`clot_hpo.search.trial.process`).
 
 - A waiting process whose study process dies sees the end of its stdin and exits.
 - Ctrl-C reaches every process of the terminal's group: the running trial records it, a
@@ -30,12 +30,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clot_hpo.budget.gpu import is_oom_exit
-from clot_hpo.search.task import OUTCOME_WRITTEN, TrialOutcome, TrialTask
-from clot_hpo.search.timing import SPAWNED_AT_ENV
+from clot_hpo.search.trial.task import OUTCOME_WRITTEN, TrialOutcome, TrialTask
+from clot_hpo.search.trial.timing import SPAWNED_AT_ENV
 
 log = logging.getLogger(__name__)
 
-TRIAL_MODULE = "clot_hpo.search.trial_process"
+TRIAL_MODULE = "clot_hpo.search.trial.process"
 # What a waiting trial process runs: it reads its task file's path from stdin.
 TRIAL_COMMAND = (sys.executable, "-m", TRIAL_MODULE, "--wait")
 # How long a process gets to end after SIGTERM before it is killed.
@@ -166,7 +166,7 @@ class TrialLauncher:
         self.env = dict(env or {})
         self._waiting: TrialProcess | None = None
         # Told the PID of the process running a trial, and None once it reported: the study
-        # process passes SIGTERM on to it (clot_hpo.search.preemption.GracefulStop).
+        # process passes SIGTERM on to it (clot_hpo.search.trial.resume.GracefulStop).
         self.on_handed: Callable[[int | None], None] | None = None
 
     def take(self) -> TrialProcess:
@@ -214,7 +214,7 @@ class TrialLauncher:
         Returns:
             The outcome, and what waits for the rest of the process's work when it reported
             its outcome before finishing (the evaluation's intervals and figures, see
-            :data:`~clot_hpo.search.task.OUTCOME_WRITTEN`): call it before reading the trial's
+            :data:`~clot_hpo.search.trial.task.OUTCOME_WRITTEN`): call it before reading the trial's
             spool for the last time. None when the process has exited.
         """
         Path(task.result_path).unlink(missing_ok=True)

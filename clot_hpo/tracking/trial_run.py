@@ -1,4 +1,4 @@
-"""A trial's tracking run, driven from the study process: opened, fed from the spool, closed.
+"""The forwarder: a trial's tracking run, driven from the study process: opened, fed from the spool, closed.
 
 Everything goes through the study's upload queue (:class:`~clot_hpo.tracking.background.
 BackgroundQueue`: one thread, in order), so a trial's uploads overlap the next trial's
@@ -9,19 +9,14 @@ as the trial goes and once more when it ends.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-import optuna
-from optuna.trial import TrialState
-
-from clot_hpo.search.workers import FINISHED
 from clot_hpo.tracking.background import BackgroundQueue
 from clot_hpo.tracking.base import Tracker
-from clot_hpo.tracking.checkpoints import CheckpointStore
+from clot_hpo.tracking.checkpoint_upload import CheckpointStore
 from clot_hpo.tracking.spool import SpoolReader
 
 
@@ -37,7 +32,7 @@ class TrialRun:
         in_use: trial numbers whose runs this worker still closes; ``number`` is in it until
             the run is closed (another worker must not close it as orphaned meanwhile).
         checkpoints: where the trial's checkpoints go besides its folder (the tracking
-            server, :mod:`clot_hpo.tracking.checkpoints`); None: nowhere.
+            server, :mod:`clot_hpo.tracking.checkpoint_upload`); None: nowhere.
         checkpoint_file: the trial's checkpoint file, offered to ``checkpoints`` each time
             it changes.
         on_model: called with the id of the trial's model once the tracker stored it (the
@@ -140,26 +135,4 @@ class TrialRun:
             self._in_use.discard(self.number)
 
 
-# A finished trial's run stays open while its worker uploads the trial's model; another
-# worker closes it as orphaned only after this long (its worker must have died meanwhile).
-UPLOAD_GRACE_SECONDS = 600.0
-
-
-def runs_in_use(trials: Iterable[optuna.trial.FrozenTrial], uploading: set[int]) -> set[int]:
-    """Trials whose runs are legitimately open: running, or finished and still uploading.
-
-    Args:
-        trials: the study's trials.
-        uploading: trial numbers whose runs this worker still closes (:class:`TrialRun`).
-    """
-    now = time.time()
-    trials = list(trials)
-    recent = {
-        t.number
-        for t in trials
-        if t.state in FINISHED
-        and t.datetime_complete is not None
-        and now - t.datetime_complete.timestamp() < UPLOAD_GRACE_SECONDS
-    }
-    running = {t.number for t in trials if t.state == TrialState.RUNNING}
-    return running | recent | uploading.copy()
+__all__ = ["TrialRun"]

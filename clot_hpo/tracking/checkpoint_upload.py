@@ -1,6 +1,6 @@
 """A trial's checkpoint on the tracking server, so that a retry on another machine finds it.
 
-The trial process writes its checkpoint (:mod:`clot_hpo.checkpoint`) into the trial's folder
+The trial process writes its checkpoint (:mod:`clot_hpo.checkpoint_file`) into the trial's folder
 after every epoch; the study process offers each new one to :meth:`CheckpointStore.offer`,
 which uploads it as the artifact ``checkpoint/checkpoint.npz`` of the trial's run. Uploads are
 throttled: at most one in flight, and a newer checkpoint replaces one still waiting (a slow
