@@ -188,7 +188,9 @@ class ProgressiveResizeConfig(_Section):
     ``resize_full_size_epoch``); the values here are its defaults.
     """
 
-    enabled: bool = Field(False, description="progressive resizing on (off: it lost the champion on a hard task, docs/pruning.md)")
+    enabled: bool = Field(
+        False, description="progressive resizing on (off: lost the champion on a hard task, docs/pruning.md)"
+    )
     start_fraction: float = Field(
         0.5, gt=0, le=1, description="side of epoch 1's images as a fraction of the trial's image_size"
     )
