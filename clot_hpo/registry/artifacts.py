@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from clot_hpo.tracking import study_reader
 from clot_hpo.tracking.store import MlflowClient, MlflowException
 from clot_hpo.util import first_line
 
@@ -22,14 +23,9 @@ REQUIREMENTS_FILE = "requirements.txt"  # inside the logged MLflow model
 
 
 def download_run_file(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path | None:
-    """An artifact of a run, or None when the run has no such file."""
-    folder = str(Path(path).parent) if "/" in path else None
+    """An artifact of a run, or None when the run has no such file or it cannot be read (logged)."""
     try:
-        names = {a.path for a in client.list_artifacts(run_id, folder)}
-        if path not in names:
-            return None
-        dst.mkdir(parents=True, exist_ok=True)
-        return Path(client.download_artifacts(run_id, path, str(dst)))
+        return study_reader.download_run_file(client, run_id, path, dst)
     except (MlflowException, OSError) as exc:
         log.warning("promote: %s of run %s cannot be read: %s", path, run_id, first_line(exc))
         return None

@@ -54,21 +54,11 @@ from clot_hpo.registry.models import DEFAULT_ALIAS, DEFAULT_MODEL_NAME, alias_ve
 from clot_hpo.registry.outcome import PromotionResult
 from clot_hpo.registry.registration import register
 from clot_hpo.registry.verification import VerifiedFiles, verify_outputs, vouch
-from clot_hpo.tracking.store import MlflowClient, global_tracking_uri, open_client
-from clot_hpo.tracking.study_reader import Ledger
+from clot_hpo.tracking.store import global_tracking_uri, open_client
+from clot_hpo.tracking.study_reader import Ledger, find_experiment
 from clot_hpo.tracking.tags import TAG_STUDY
 
 MAX_LISTED_REFUSALS = 5
-
-
-def _experiment_id(client: MlflowClient, tracking_uri: str, experiment: str) -> str:
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None or exp.lifecycle_stage == "deleted":
-        names = sorted(e.name for e in client.search_experiments(max_results=50))
-        raise ConfigError(
-            f"MLflow experiment {experiment!r} does not exist at {tracking_uri} (experiments there: {names})"
-        )
-    return str(exp.experiment_id)
 
 
 def _no_candidate(experiment: str, metric: str, n_finished: int, refusals: list[str]) -> ConfigError:
@@ -135,7 +125,7 @@ def promote(
     # from the process-wide tracking URI, so that URI must be ours during the promotion.
     with global_tracking_uri(tracking_uri), tempfile.TemporaryDirectory(prefix="clot-promote-") as tmp:
         work = Path(tmp)
-        exp_id = _experiment_id(client, tracking_uri, experiment)
+        exp_id = str(find_experiment(client, tracking_uri, experiment).experiment_id)
         objectives = recorded_objectives(client, exp_id)
         metric, direction = resolve_direction(objectives, experiment, metric, direction)
         candidates, n_finished = finished_candidates(client, exp_id, metric, direction)

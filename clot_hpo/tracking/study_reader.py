@@ -191,7 +191,7 @@ class FinishedStudy:
 
     def trial_file(self, trial: TrialRecord, name: str) -> Path | None:
         """A trial run's file (``test_predictions.csv``), downloaded once; None when the run lacks it."""
-        return _download(
+        return download_run_file(
             MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri),
             trial.run_id,
             name,
@@ -207,7 +207,8 @@ class FinishedStudy:
 
 
 # ----- reading --------------------------------------------------------------------------------
-def _experiment(client: MlflowClient, tracking_uri: str, name: str) -> Any:
+def find_experiment(client: MlflowClient, tracking_uri: str, name: str) -> Any:
+    """The MLflow experiment ``name``; a ConfigError naming the ones there when it is missing or deleted."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage == "deleted":
         known = sorted(e.name for e in client.search_experiments(max_results=200) if e.name != "Default")
@@ -284,7 +285,7 @@ def _trials(client: MlflowClient, exp_id: str, parent_id: str) -> list[TrialReco
     return sorted(trials, key=lambda t: t.number)
 
 
-def _download(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path | None:
+def download_run_file(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path | None:
     """An artifact of a run, downloaded into ``dst``; None when the run has no such file."""
     folder = str(Path(path).parent) if "/" in path else None
     if not any(a.path == path for a in client.list_artifacts(run_id, folder)):
@@ -355,7 +356,7 @@ def read_study(
         TrackingUnavailable: the server does not answer.
     """
     client = open_client(tracking_uri)
-    exp_id = str(_experiment(client, tracking_uri, experiment).experiment_id)
+    exp_id = str(find_experiment(client, tracking_uri, experiment).experiment_id)
     parent = _study_run(client, tracking_uri, experiment, exp_id, run_id)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -398,6 +399,8 @@ def log_report(study: FinishedStudy, paths: list[Path]) -> str:
 
 
 __all__ = [
+    "download_run_file",
+    "find_experiment",
     "CONFIG_FILE",
     "DATA_REPORT_FILE",
     "MANIFEST_FILE",
