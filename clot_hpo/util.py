@@ -14,7 +14,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import import_module
 from pathlib import Path
 from typing import Any, TypeVar
@@ -250,22 +250,6 @@ def redact_logging(logger: logging.Logger | None = None) -> None:
     for handler in (logger or logging.getLogger()).handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
-
-
-def markdown_table(
-    columns: Sequence[str], rows: Iterable[Sequence[str]], *, numeric_from: int | None = None
-) -> list[str]:
-    """A Markdown table's lines (report, card, evaluation): ``|`` and newlines in cells escaped.
-
-    Columns from index ``numeric_from`` on are right-aligned (numbers); None aligns none.
-    """
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
-
-    right = len(columns) if numeric_from is None else numeric_from
-    align = "|" + "|".join("---" if i < right else "---:" for i in range(len(columns))) + "|"
-    return [line(columns), align, *(line(row) for row in rows)]
 
 
 def file_sha256(path: str | Path) -> str:

@@ -12,7 +12,7 @@ from clot_hpo.config.schema import EvaluationConfig
 from clot_hpo.evaluate.catalogue import CI_HIGH, CI_LOW, format_estimate, interval_note, table_metrics
 from clot_hpo.evaluate.figures import make_figures, sample_images_figure
 from clot_hpo.evaluate.metrics import as_arrays, binary_metrics, choose_threshold, confusion_counts
-from clot_hpo.util import markdown_table
+from clot_hpo.render.markdown import markdown_table
 
 SPLIT_TITLES = {"val": "Validation", "test": "Test"}
 

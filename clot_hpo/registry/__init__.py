@@ -11,7 +11,8 @@
   :mod:`~clot_hpo.registry.card_writer` (the card's facts); :class:`Ledger` is what the
   search's ledger must offer (tracking and the registry do not import Optuna).
 * :mod:`clot_hpo.registry.gate`: the promotion gate (paired test on the test split, floors).
-* :mod:`clot_hpo.registry.card`: the model card of a registered version.
+* :mod:`clot_hpo.registry.card`: the model card of a registered version (its facts);
+  :mod:`clot_hpo.registry.card_document` lays it out for :mod:`clot_hpo.render`.
 * :mod:`clot_hpo.registry.lock`: the promotion lock, across processes and machines.
 * :mod:`clot_hpo.registry.models`: resolve a model URI (``models:/blood-clot-detector@champion``
   by default), read how to apply it (threshold and image size, from the model's metadata)

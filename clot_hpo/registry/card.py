@@ -8,9 +8,9 @@ trial as the Optuna storage holds it (weights used, VRAM plan, timings) and the 
 itself (its sha256 and parameter count, read from the ``.keras`` archive without Keras).
 What was not recorded is said to be "not recorded", so a reader knows it is missing.
 
-Written as ``model_card.json`` (the facts) and ``model_card.md`` (the same, for people) on
-the version's run; :func:`summary_markdown` is the short form set as the version's
-description, which the MLflow registry page shows.
+Written as ``model_card.json`` (the facts) on the version's run, beside ``model_card.md`` (the
+same, for people) and the short form set as the version's description, which the MLflow
+registry page shows: both laid out by :mod:`clot_hpo.registry.card_document`.
 """
 
 from __future__ import annotations
@@ -27,25 +27,8 @@ import numpy as np
 import pandas as pd
 
 from clot_hpo.config.schema import EvaluationConfig, ExperimentConfig
-from clot_hpo.evaluate.catalogue import (
-    CI_HIGH,
-    CI_LOW,
-    format_estimate,
-    format_interval,
-    format_number,
-    get_metric,
-    interval_note,
-    summary_metrics,
-    table_metrics,
-)
-from clot_hpo.tracking.tags import (
-    TAG_GATE_CHAMPION,
-    TAG_GATE_DECISION,
-    TAG_GATE_METRIC,
-    TAG_GATE_REASON,
-    TAG_GATE_RULE,
-)
-from clot_hpo.util import file_sha256, finite_float, markdown_table
+from clot_hpo.evaluate.catalogue import CI_HIGH, CI_LOW, format_interval, interval_note, table_metrics
+from clot_hpo.util import file_sha256, finite_float
 
 if TYPE_CHECKING:
     from clot_hpo.tracking.study_reader import FinishedStudy
@@ -395,172 +378,6 @@ def build_card(
     return card
 
 
-# ----- rendering ------------------------------------------------------------------------------
-def _fmt(value: Any) -> str:
-    if value is None or value == "":
-        return "not recorded"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items()) or "not recorded"
-    if isinstance(value, list):
-        return ", ".join(map(str, value)) or "not recorded"
-    return str(value)
-
-
-def _estimate(rows: dict[str, dict[str, float | None]], name: str) -> str:
-    """``0.912 (0.871–0.941)`` for a card's metric row (the catalogue's one format)."""
-    row = rows.get(name) or {}
-    return format_estimate(
-        {name: row.get("value"), name + CI_LOW: row.get("ci_low"), name + CI_HIGH: row.get("ci_high")}, name
-    )
-
-
-def _metrics_table(rows: dict[str, dict[str, float | None]]) -> list[str]:
-    if not rows:
-        return ["not recorded"]
-    body = []
-    for name, row in rows.items():
-        metric = get_metric(name)
-        value = format_number(row["value"], metric.digits)
-        interval = format_interval(row.get("ci_low"), row.get("ci_high"), metric.digits)
-        body.append([metric.label, value, interval])
-    return markdown_table(["metric", "value", "interval"], body)
-
-
-def _promotion_lines(decision: dict[str, str]) -> list[str]:
-    if not decision:
-        return ["- not decided"]
-    compared = decision.get(TAG_GATE_CHAMPION, "none")
-    against = f"against version {compared}" if compared != "none" else "with no champion before it"
-    return [
-        f"- Decision: **{decision.get(TAG_GATE_DECISION)}** {against} "
-        f"(rule: {decision.get(TAG_GATE_RULE)}; metric {decision.get(TAG_GATE_METRIC)})",
-        f"- {decision.get(TAG_GATE_REASON)}",
-    ]
-
-
-def render_markdown(card: dict[str, Any]) -> str:
-    """``model_card.md``: every section of the card, for people."""
-    details, use, data = card["model_details"], card["intended_use"], card["training_data"]
-    evaluation, metrics = card["evaluation_data"], card["metrics"]
-    calibration, threshold, training = card["calibration"], card["threshold"], card["training"]
-    inp = details["input"]
-    lines = [
-        f"# Model card: {details['name']} version {details['version']}",
-        "",
-        f"Trial {details.get('trial')} of study {details.get('study')} (run `{details['run_id']}`).",
-        "",
-        "## Model details",
-        f"- Backbone: {_fmt(details.get('backbone'))}; weights used: {_fmt(details.get('weights_used'))}",
-        f"- Input: {_fmt(inp.get('image_size'))} x {_fmt(inp.get('image_size'))} x 3, {inp['range']}",
-        f"- Parameters: {_fmt(details.get('parameters'))} (stored weights, trainable and not)",
-        f"- Model file sha256: `{_fmt(details.get('model_file_sha256'))}`",
-        f"- Code: git commit {_fmt(details['code']['git_commit'])}; card written by clot-hpo "
-        f"{details['code']['clot_hpo_version_at_promotion']}",
-        f"- Environment (pinned with the model): {_fmt(details.get('environment'))}",
-        f"- Hyperparameters: {_fmt(details.get('hyperparameters'))}",
-        "",
-        "## Intended use",
-        f"- {use['primary']}",
-        "- Out of scope:",
-        *[f"  - {item}" for item in use["out_of_scope"]],
-        "",
-        "## Training data",
-        f"- Dataset digest: `{_fmt(data.get('dataset_digest'))}`; source: {_fmt(data.get('source_path'))}"
-        + (" (synthetic)" if data.get("synthetic") else ""),
-        f"- Images per split: {_fmt(data.get('counts'))}",
-        f"- Split: {_fmt(data.get('split'))}; patients/groups kept together: {_fmt(data.get('grouped'))}"
-        + (f" ({data['n_groups']} groups)" if data.get("n_groups") else ""),
-        f"- Leakage report: {_fmt(data.get('leakage'))}",
-        "",
-        "## Evaluation data",
-        f"- {evaluation['split']}",
-        f"- {_fmt(evaluation.get('n_images'))} images ({_fmt(evaluation.get('positive'))} positive, "
-        f"{_fmt(evaluation.get('negative'))} negative); predictions: {evaluation['predictions']}",
-        "",
-        "## Metrics (test)",
-        f"{metrics['intervals']}",
-        "",
-        *_metrics_table(metrics["test"]),
-        "",
-        "Validation:",
-        "",
-        *_metrics_table(metrics["validation"]),
-        "",
-        "## Calibration",
-        f"- ECE (10 bins): {_fmt(calibration.get('ece'))}; Brier score: {_fmt(calibration.get('brier'))} "
-        f"(from {_fmt(calibration.get('source'))})",
-        "",
-        "## Decision threshold",
-        f"- {_fmt(threshold.get('value'))}, chosen on the {threshold['chosen_on']} "
-        f"by {_fmt(threshold.get('method'))}"
-        + (
-            f" (target sensitivity {threshold['target_sensitivity']})"
-            if threshold.get("target_sensitivity")
-            else ""
-        )
-        + "; an image is called a clot when its probability is at least the threshold",
-        "",
-        "## Training",
-        f"- Epochs: {_fmt(training.get('epochs'))} planned, {_fmt(training.get('epochs_run'))} run; batch "
-        f"{_fmt(training.get('batch_size'))} x {_fmt(training.get('accumulation_steps'))} accumulation; "
-        "mixed precision "
-        f"{_fmt(training.get('mixed_precision'))}",
-        f"- VRAM plan: {_fmt(training.get('vram_plan'))}",
-        f"- Time (s): {_fmt(training.get('time_s'))}",
-        "",
-        "## Promotion",
-        *_promotion_lines(card.get("promotion") or {}),
-        "",
-        "## Caveats",
-        *[f"- {c}" for c in card["caveats"]],
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def summary_markdown(card: dict[str, Any]) -> str:
-    """The version's description: the card's essentials, for the MLflow registry page."""
-    details, data, evaluation = card["model_details"], card["training_data"], card["evaluation_data"]
-    calibration, threshold = card["calibration"], card["threshold"]
-    test = card["metrics"]["test"]
-
-    decision = card.get("promotion") or {}
-    lines = [
-        f"**{_fmt(details.get('backbone'))}**, {_fmt(details['input'].get('image_size'))} px, weights "
-        f"{_fmt(details.get('weights_used'))}, {_fmt(details.get('parameters'))} parameters; "
-        f"trial {details.get('trial')} of "
-        f"study {details.get('study')}.",
-        "",
-        f"Research tool, not a diagnostic device. Data: digest `{str(data.get('dataset_digest'))[:12]}`, "
-        f"source {_fmt(data.get('source_path'))}" + (" (synthetic)" if data.get("synthetic") else "") + ".",
-        "",
-        *markdown_table(
-            [f"test (n={_fmt(evaluation.get('n_images'))})", "value (interval)"],
-            [
-                *([m.label, _estimate(test, m.name)] for m in summary_metrics()),
-                ["ECE / Brier", f"{_fmt(calibration.get('ece'))} / {_fmt(calibration.get('brier'))}"],
-                [
-                    "threshold",
-                    f"{_fmt(threshold.get('value'))} ({_fmt(threshold.get('method'))}, on validation)",
-                ],
-            ],
-        ),
-        "",
-        "",
-        f"Promotion: **{decision.get(TAG_GATE_DECISION, 'not decided')}**: "
-        f"{decision.get(TAG_GATE_REASON, '')}",
-        "",
-        "Caveats:",
-        "",
-        *[f"- {c}" for c in card["caveats"]],
-        "",
-        f"Full card: artifacts `{CARD_MD}` and `{CARD_JSON}` of run {details['run_id']}.",
-    ]
-    return "\n".join(lines)
-
-
 def card_json(card: dict[str, Any]) -> str:
     """``model_card.json``: the facts, sorted keys, no NaN."""
     return json.dumps(card, indent=2, sort_keys=True, default=str, allow_nan=False)
@@ -575,6 +392,4 @@ __all__ = [
     "file_sha256",
     "keras_parameter_count",
     "manifest_facts",
-    "render_markdown",
-    "summary_markdown",
 ]

@@ -3,7 +3,8 @@
 The study is read back through the one reader (:func:`clot_hpo.tracking.study_reader.read_study`);
 the model file's parameter count, the model's pinned requirements, the verified test
 predictions, the trial's ledger record and the gate's decision complete the facts, which
-:mod:`clot_hpo.registry.card` turns into ``model_card.md`` / ``model_card.json``.
+:mod:`clot_hpo.registry.card` turns into ``model_card.json`` and
+:mod:`clot_hpo.registry.card_document` into ``model_card.md`` and the version's description.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from clot_hpo.errors import ConfigError
 from clot_hpo.registry import card as cards
 from clot_hpo.registry.artifacts import model_requirements
 from clot_hpo.registry.candidates import PromotionCandidate
+from clot_hpo.registry.card_document import render_markdown, summary_markdown
 from clot_hpo.registry.gate import Evidence, GateDecision
 from clot_hpo.registry.outcome import PromotionResult
 from clot_hpo.tracking.store import MlflowClient, MlflowException
@@ -66,9 +68,9 @@ def write_card(
         decision=decision.tags(),
         dataset_digest=run.data.tags.get(TAG_DIGEST),
     )
-    client.log_text(result.run_id, cards.render_markdown(card), cards.CARD_MD)
+    client.log_text(result.run_id, render_markdown(card), cards.CARD_MD)
     client.log_text(result.run_id, cards.card_json(card), cards.CARD_JSON)
-    client.update_model_version(result.model_name, result.version, description=cards.summary_markdown(card))
+    client.update_model_version(result.model_name, result.version, description=summary_markdown(card))
     result.messages.append(
         f"model card written: {cards.CARD_MD} and {cards.CARD_JSON} of run {result.run_id}"
     )

@@ -4,7 +4,7 @@
 (:mod:`clot_hpo.tracking.study_reader`), computes the seed's table with intervals for the best
 trial of each backbone, the paired comparison (DeLong, McNemar), calibration, the search and
 the data (:mod:`clot_hpo.report.build`), and writes ``report.md`` and a self-contained
-``report.html`` (:mod:`clot_hpo.report.document`), which it attaches to the study's run.
+``report.html`` (rendered by :mod:`clot_hpo.render`), which it attaches to the study's run.
 """
 
 from __future__ import annotations
@@ -17,9 +17,5 @@ if TYPE_CHECKING:  # the one list of exports: lazy_exports reads it (util.lazy_e
     from clot_hpo.report.build import Report as Report
     from clot_hpo.report.build import build_report as build_report
     from clot_hpo.report.commands import report_command as report_command
-    from clot_hpo.report.document import Document as Document
-    from clot_hpo.report.document import to_html as to_html
-    from clot_hpo.report.document import to_markdown as to_markdown
-    from clot_hpo.report.document import write_document as write_document
 
 __getattr__, __dir__ = lazy_exports(globals())

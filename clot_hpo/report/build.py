@@ -8,7 +8,7 @@ reported from their logged metrics, and left out of the paired tests and calibra
 
 The models' facts (best trials, their metrics, the paired tests) are computed by
 :mod:`clot_hpo.report.facts`; this module writes the sections from them and from the study,
-as blocks that :mod:`clot_hpo.report.document` renders to Markdown and HTML.
+as blocks that :mod:`clot_hpo.render.document` renders to Markdown and HTML.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from clot_hpo.evaluate.metrics import (
     expected_calibration_error,
     positives_for_width,
 )
+from clot_hpo.render.document import Document, Figure, Heading, Paragraph, Table
 from clot_hpo.report import figures
-from clot_hpo.report.document import Document, Figure, Heading, Paragraph, Table
 from clot_hpo.report.facts import Candidate, Comparison, model_facts, trial_value
 from clot_hpo.tracking.study_reader import FinishedStudy, TrialRecord
 from clot_hpo.util import redact_url

@@ -15,8 +15,8 @@ DEFAULT_OUT = Path("mlruns") / "reports"
 def report_command(args: argparse.Namespace) -> int:
     """Read the study from MLflow, write the report, attach it to the study run, say where it is."""
     # Imported here: cli.py imports this module for its parser, and --help need not load MLflow.
+    from clot_hpo.render.document import write_document
     from clot_hpo.report.build import build_report
-    from clot_hpo.report.document import write_document
     from clot_hpo.tracking.study_reader import log_report, read_study
 
     out = Path(args.out) if args.out else DEFAULT_OUT / args.experiment
@@ -27,7 +27,7 @@ def report_command(args: argparse.Namespace) -> int:
             for old in ("report.md", "report.html"):
                 (out / old).unlink(missing_ok=True)
             shutil.rmtree(out / "figures", ignore_errors=True)
-        md, page = write_document(report.document, out)
+        md, page = write_document(report.document, out, "report")
         logged = log_report(record, [md, page])
     print(
         f"report of study {record.study!r} ({len(record.trials)} trials, "

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from clot_hpo.util import exception_chain, find_in_chain, finite_float, first_line, markdown_table
+from clot_hpo.util import exception_chain, find_in_chain, finite_float, first_line
 
 
 def test_first_line() -> None:
@@ -95,9 +95,3 @@ def test_retry_call_retries_what_may_heal_and_raises_the_rest_at_once() -> None:
     with pytest.raises(ConnectionError):  # not transient: no second attempt
         retry_call(flaky, transient=lambda e: False, waits=[0.0, 0.0], on_retry=tell)
     assert len(calls) == 1
-
-
-def test_markdown_table_escapes_cells_and_right_aligns_numbers() -> None:
-    lines = markdown_table(["name", "value"], [["a|b", "1\n2"]], numeric_from=1)
-    assert lines == ["| name | value |", "|---|---:|", "| a\\|b | 1 2 |"]
-    assert markdown_table(["x"], [])[1] == "|---|"

@@ -22,8 +22,8 @@ from clot_hpo.config.schema import EvaluationConfig
 from clot_hpo.evaluate import Metric, Scored, evaluate_trial, register_metric, unregister_metric
 from clot_hpo.registry import promote
 from clot_hpo.registry.gate import GateRule
+from clot_hpo.render.document import Table, to_markdown
 from clot_hpo.report.build import build_report
-from clot_hpo.report.document import Table, to_markdown
 from clot_hpo.search.ledger import TrialLedger
 from clot_hpo.tracking.study_reader import read_study
 from tests.support.promotion import fabricate_study, predictions

@@ -20,8 +20,8 @@ from clot_hpo.config.schema import EvaluationConfig
 from clot_hpo.evaluate import evaluate_trial
 from clot_hpo.registry import promote
 from clot_hpo.registry.gate import GateRule
+from clot_hpo.render.document import Paragraph, Table
 from clot_hpo.report.build import build_report
-from clot_hpo.report.document import Paragraph, Table
 from clot_hpo.search.ledger import TrialLedger
 from clot_hpo.tracking.study_reader import read_study
 from tests.support.promotion import fabricate_study, predictions

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,9 @@ from sklearn.metrics import roc_auc_score
 from clot_hpo.errors import ConfigError
 from clot_hpo.evaluate.metrics import binary_metrics, choose_threshold
 from clot_hpo.evaluate.predictions import predictions_csv
+from clot_hpo.render import document as render_document
+from clot_hpo.render.document import Table, to_html, to_markdown
 from clot_hpo.report.build import build_report
-from clot_hpo.report.document import Table, to_html, to_markdown
 from clot_hpo.tracking.study_reader import read_study
 from tests.support.cli import run_main
 from tests.support.stats import delong_by_placements
@@ -254,13 +256,22 @@ def test_trials_without_predictions_files_are_reported_from_their_metrics(
 
 
 def test_the_command_writes_logs_and_refuses_a_bad_experiment(
-    store: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     uri = store["two"]["uri"]
+    # The templates the renderer used: the model card's too (tests/unit/registry/test_card_document.py).
+    rendered: list[str] = []
+    for cached in ("_markdown_templates", "_html_templates"):
+        env = getattr(render_document, cached)()
+        spy = SimpleNamespace(
+            get_template=lambda name, env=env: rendered.append(name) or env.get_template(name)
+        )
+        monkeypatch.setattr(render_document, cached, lambda spy=spy: spy)
     result = run_main(
         capsys, "report", "--experiment", "two", "--tracking-uri", uri, "--out", str(tmp_path / "r")
     )
     assert result.returncode == 0, result.stderr
+    assert sorted(rendered) == ["document.html.j2", "document.md.j2"]
     assert str((tmp_path / "r" / "report.html").resolve()) in result.stdout
     assert (tmp_path / "r" / "figures" / "reliability.png").stat().st_size > 1000
     client = MlflowClient(uri)
