@@ -1,7 +1,8 @@
 """The served model: loaded once through the registry, with what the page says about it.
 
 :class:`ModelService` holds the Keras model, its Grad-CAM and its metadata (name, version,
-alias, backbone, input size, threshold, test AUC with its interval, model card). Both the
+alias, backbone, input size, threshold, the metric catalogue's headline metrics on the test split
+with their intervals, model card). Both the
 forward pass and Grad-CAM are traced once at load (a warm-up call), so the first request
 costs what every other one does. A model Grad-CAM cannot explain (no 4-D feature map) is
 served all the same: predictions work, and the page says why there is no overlay.
@@ -14,9 +15,9 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,7 @@ class ModelInfo:
     backbone: str | None
     image_size: int
     threshold: float
+    # Kept by name for clients of /api/model (docs/serve.md); the page reads `metrics`.
     test_auc: float | None
     test_auc_ci_low: float | None
     test_auc_ci_high: float | None
@@ -104,6 +106,8 @@ class ModelInfo:
     has_model_card: bool
     # Why /api/explain cannot answer for this model (None: it can).
     explanations_unavailable: str | None = None
+    # The catalogue's headline metrics on the test split, as the page lists them (page_metrics).
+    metrics: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -209,8 +213,35 @@ def without_absolute_paths(text: str) -> str:
     return _ABSOLUTE_PATH.sub(last_part, text)
 
 
+def page_metrics(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The metric catalogue's headline metrics on the test split, each with its interval, for the page.
+
+    Each: ``name``, ``label`` (``Test AUC``), ``value``, ``ci_low``, ``ci_high`` (None when the
+    run did not log it, or the metric has no interval).
+    """
+    # Imported here: the catalogue's package loads SciPy and matplotlib, which `serve`'s
+    # import need not pay for (load_service loads Keras anyway).
+    from clot_hpo.evaluate.catalogue import CI_HIGH, CI_LOW, all_metrics
+
+    out = []
+    for metric in all_metrics():
+        if not metric.headline:
+            continue
+        key = metric.key("test")
+        out.append(
+            {
+                "name": metric.name,
+                "label": f"Test {metric.label}",
+                "value": finite_float(metrics.get(key)),
+                "ci_low": finite_float(metrics.get(key + CI_LOW)),
+                "ci_high": finite_float(metrics.get(key + CI_HIGH)),
+            }
+        )
+    return out
+
+
 def _run_details(client: Any, run_id: str | None) -> tuple[dict[str, Any], str | None]:
-    """Backbone, test AUC and interval, trial number of the model's run; its model card."""
+    """Backbone, headline test metrics with intervals, trial number of the model's run; its model card."""
     if not run_id:
         return {}, None
     try:
@@ -227,6 +258,7 @@ def _run_details(client: Any, run_id: str | None) -> tuple[dict[str, Any], str |
         "test_auc_ci_low": finite_float(metrics.get("test_auc_ci_low")),
         "test_auc_ci_high": finite_float(metrics.get("test_auc_ci_high")),
         "trial": tags.get(TAG_TRIAL_NUMBER),
+        "metrics": page_metrics(metrics),
     }
     card = None
     try:
@@ -264,6 +296,7 @@ def load_service(tracking_uri: str, model_uri: str) -> ModelService:
         test_auc_ci_high=details.get("test_auc_ci_high"),
         trial=details.get("trial"),
         has_model_card=card is not None,
+        metrics=details.get("metrics", []),
     )
     return ModelService(model, info, card)
 
@@ -276,5 +309,6 @@ __all__ = [
     "ModelService",
     "Scored",
     "load_service",
+    "page_metrics",
     "without_absolute_paths",
 ]

@@ -101,6 +101,10 @@ def test_health_model_metadata_and_model_card(base: str, champion: Champion) -> 
     assert (info["backbone"], info["image_size"], info["threshold"]) == ("tiny_cnn", 32, 0.5)
     assert info["test_auc"] == pytest.approx(champion.test_auc)
     assert info["test_auc_ci_low"] <= info["test_auc"] <= info["test_auc_ci_high"]
+    # What the page lists: the catalogue's headline metrics, the same numbers.
+    [auc] = info["metrics"]
+    assert auc["label"] == "Test AUC" and auc["value"] == info["test_auc"]
+    assert (auc["ci_low"], auc["ci_high"]) == (info["test_auc_ci_low"], info["test_auc_ci_high"])
     assert info["model_card_url"] == "/model-card" and info["trial"] == "0"
     card = requests.get(f"{base}{info['model_card_url']}", timeout=10)
     # Shown as text, never as HTML: markup in a card cannot run in the page's origin.

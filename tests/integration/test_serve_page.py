@@ -11,6 +11,7 @@ for the docs). Uses Debian's ``/usr/bin/chromium`` as the MLflow UI test does.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,7 +116,9 @@ def test_the_page_scores_and_explains_an_uploaded_positive(
             model = page.locator("#model")
             expect(model).to_contain_text("blood-clot-detector, version 1 (@champion)")
             expect(model).to_contain_text("tiny_cnn, input 32 × 32 px")
-            expect(model).to_contain_text("Test AUC")
+            # The catalogue's headline metric, its value and interval (serve.service.page_metrics).
+            auc_row = re.compile(r"Test AUC\s*[01]\.\d{3} \(95% interval [01]\.\d{3} to ")
+            expect(model).to_contain_text(auc_row)
             expect(model.get_by_role("link", name="open")).to_have_attribute("href", "/model-card")
 
             page.set_input_files("#files", str(champion.positive))

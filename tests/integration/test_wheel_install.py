@@ -1,4 +1,4 @@
-"""An installed wheel (``pip install .``, not editable) carries the bundled search spaces.
+"""An installed wheel (``pip install .``, not editable) carries the bundled search spaces and templates.
 
 The wheel is built from a copy of what the Dockerfile copies (``pyproject.toml``,
 ``README.md``, ``clot_hpo/``), so the checkout's ``search_spaces/`` link cannot help, and is
@@ -105,6 +105,24 @@ def test_the_wheel_holds_every_bundled_search_space(installed: Path, tmp_path: P
     assert Path(out["package"]).is_relative_to(venv), "the wheel's package must be the one imported"
     assert out["names"] == expected
     assert Path(out["tiny"]).is_relative_to(venv)
+
+
+def test_the_wheel_renders_documents_from_its_templates(installed: Path, tmp_path: Path) -> None:
+    """The report's and the model card's templates are package data of ``clot_hpo.render``."""
+    code = textwrap.dedent("""
+        import json
+        from clot_hpo.render import document
+        doc = document.Document("T")
+        doc.add(document.Bullets(["a|b <i>"]), document.Table(["x"], [["1"]]))
+        print(json.dumps({"module": document.__file__, "md": document.to_markdown(doc),
+                          "html": document.to_html(doc)}))
+    """)
+    result = _run(installed / "python", "-c", code, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert Path(out["module"]).is_relative_to(installed.parent)
+    assert out["md"] == "# T\n\n- a|b \\<i>\n\n| x |\n|---|\n| 1 |\n"
+    assert "<li>a|b &lt;i&gt;</li>" in out["html"] and "font-variant-numeric" in out["html"]
 
 
 def test_clot_hpo_search_finds_bundled_spaces_outside_the_checkout(installed: Path, tmp_path: Path) -> None:

@@ -37,9 +37,14 @@ async function showModel() {
     addRow(list, "Model", name);
     addRow(list, "Backbone", `${m.backbone || "unknown"}, input ${m.image_size} × ${m.image_size} px`);
     addRow(list, "Threshold", `${fmt(m.threshold)} (chosen on validation; p ≥ threshold is "clot")`);
-    const auc = m.test_auc === null ? "not recorded"
-      : `${fmt(m.test_auc)} (95% interval ${fmt(m.test_auc_ci_low)} to ${fmt(m.test_auc_ci_high)})`;
-    addRow(list, "Test AUC", auc);
+    // One row per headline metric of the catalogue (clot_hpo/evaluate/catalogue.py, page_metrics).
+    for (const metric of m.metrics || []) {
+      let text = metric.value === null ? "not recorded" : fmt(metric.value);
+      if (metric.value !== null && metric.ci_low !== null && metric.ci_high !== null) {
+        text += ` (95% interval ${fmt(metric.ci_low)} to ${fmt(metric.ci_high)})`;
+      }
+      addRow(list, metric.label, text);
+    }
     if (m.model_card_url) addRow(list, "Model card", "open", m.model_card_url);
     noExplanations = m.explanations_unavailable || null;
     if (noExplanations) addRow(list, "Grad-CAM", `unavailable: ${noExplanations}`);
