@@ -381,17 +381,22 @@ def test_ctrl_c_records_the_trial_and_exits_130(sandbox: Path, tiny_dataset: Pat
         start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        trials = _poll_trials(sandbox)
-        if any(t.user_attrs.get("epochs_run") for t in trials):
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail("no trial reached its first epoch")
-    assert proc.poll() is None, "the study ended before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole group
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            trials = _poll_trials(sandbox)
+            if any(t.user_attrs.get("epochs_run") for t in trials):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial reached its first epoch")
+        assert proc.poll() is None, "the study ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole group
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # the test failed first: no 200-epoch study left training
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     (trial,) = _trials(sandbox)
