@@ -52,12 +52,14 @@ def study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
     work = tmp_path_factory.mktemp("dicom-study")
     data = make_synthetic_dicom(work / "data", n_per_class=50, image_size=32, seed=1)
     (work / "space.yaml").write_text(SPACE)
+    # No Grad-CAM gallery per trial (explanations: false): `explain` below draws DICOM overlays,
+    # and the gallery's pixels carry no header value.
     (work / "exp.yaml").write_text(
         f"name: {STUDY}\nseed: 7\ndata: {{val_fraction: 0.2, test_fraction: 0.2}}\n"
         "training: {epochs: 8, weights: none}\n"
         "search: {backbones: [tiny_cnn], search_spaces: {tiny_cnn: space.yaml}, pruner: none}\n"
         f"tracking: {{model_name: {MODEL}}}\n"
-        "budget: {vram_gb: 4}\nevaluation: {bootstrap_samples: 200}\n"
+        "budget: {vram_gb: 4}\nevaluation: {bootstrap_samples: 200, explanations: false}\n"
     )
     uri = mlflow_server.uri
     storage = f"sqlite:///{work}/optuna.db"
@@ -144,18 +146,38 @@ def test_no_identifying_header_value_leaves_the_machine(
     assert not [v for v in values if v in record_text]
 
 
+def test_the_explanations_switch_keeps_images_out_of_tracking(study: dict[str, Any]) -> None:
+    """``evaluation.explanations: false``: no trial logs its failure gallery (images of the data).
+
+    The server is on a loopback address, so its artifacts stay on this machine and the default
+    (``auto``) would log the gallery (tests/integration/test_trial_gallery.py): the switch is
+    what keeps it out.
+    """
+    client, _, runs = _runs(study["uri"])
+    trials = [r for r in runs if r.data.tags.get("clot_hpo.role") == "trial"]
+    assert trials
+    for run in trials:
+        assert client.list_artifacts(run.info.run_id, "explanations") == [], run.info.run_name
+
+
 def grep_files_one(path: Path, values: set[str]) -> list[tuple[str, str]]:
     data = path.read_bytes()
     return [(str(path), v) for v in values if v.encode() in data]
 
 
-# The refusal of each file is checked in one process (the header check comes before the
-# model is loaded), as `clot-hpo predict FILE` runs it.
-_REFUSE = """
+# The readable files are predicted and each refused file is checked in one process (the header
+# check comes before the model is loaded), through the same ``main`` as `clot-hpo predict FILE`:
+# one interpreter and one model load instead of two.
+_PREDICT_AND_REFUSE = """
 import contextlib, io, json, sys
 from clot_hpo.cli import main
-uri, model = sys.argv[1:3]
-for path in sys.argv[3:]:
+uri, model, n_readable = sys.argv[1], sys.argv[2], int(sys.argv[3])
+readable, refused = sys.argv[4 : 4 + n_readable], sys.argv[4 + n_readable :]
+out, err = io.StringIO(), io.StringIO()
+with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    code = main(["predict", "--tracking-uri", uri, "--model", model, *readable])
+print(json.dumps({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()[-3000:]}))
+for path in refused:
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = main(["predict", "--tracking-uri", uri, "--model", model, path])
@@ -172,18 +194,16 @@ def test_every_dicom_file_pydicom_ships_is_predicted_or_refused_in_one_line(stud
             readable.append(path)
         except DicomRefused:
             refused.append(path)
-    predicted = run_cli(
-        "predict", "--tracking-uri", study["uri"], "--model", f"models:/{MODEL}@champion", *map(str, readable)
-    )
-    assert predicted.returncode == 0, predicted.stderr[-3000:]
-    lines = {
-        x["image"]: x
-        for x in map(json.loads, (s for s in predicted.stdout.splitlines() if s.startswith("{")))
-    }
-    assert sorted(lines) == sorted(map(str, readable))
-    assert all(0.0 <= line["probability"] <= 1.0 for line in lines.values())
     outcome = subprocess.run(
-        [sys.executable, "-c", _REFUSE, study["uri"], f"models:/{MODEL}@champion", *map(str, refused)],
+        [
+            sys.executable,
+            "-c",
+            _PREDICT_AND_REFUSE,
+            study["uri"],
+            f"models:/{MODEL}@champion",
+            str(len(readable)),
+            *map(str, readable + refused),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -192,7 +212,14 @@ def test_every_dicom_file_pydicom_ships_is_predicted_or_refused_in_one_line(stud
         check=False,
     )
     assert outcome.returncode == 0, outcome.stderr[-3000:]
-    results = [json.loads(line) for line in outcome.stdout.splitlines() if line.startswith("{")]
+    predicted, *results = (json.loads(line) for line in outcome.stdout.splitlines() if line.startswith("{"))
+    assert predicted["code"] == 0, predicted["stderr"]
+    lines = {
+        x["image"]: x
+        for x in map(json.loads, (s for s in predicted["stdout"].splitlines() if s.startswith("{")))
+    }
+    assert sorted(lines) == sorted(map(str, readable))
+    assert all(0.0 <= line["probability"] <= 1.0 for line in lines.values())
     assert len(results) == len(refused)
     for result in results:
         assert result["code"] == 2, result

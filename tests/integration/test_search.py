@@ -7,11 +7,13 @@ trial costs a few seconds; every trial still runs in its own child process.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -20,6 +22,8 @@ from optuna.trial import TrialState
 from tests.support.cli import REPO, run_cli
 
 pytestmark = pytest.mark.slow
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what the trial budget counts
 
 
 def _search(
@@ -58,9 +62,42 @@ def _states(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
     return [t.state.name for t in trials]
 
 
-def test_study_completes_and_records_every_active_hyperparameter(sandbox: Path, tiny_dataset: Path) -> None:
-    result = _search(sandbox, tiny_dataset, "--n-trials", "3")
-    assert result.returncode == 0, result.stderr
+def _module_sandbox(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A working folder like the ``sandbox`` fixture's, for a study that several tests read."""
+    folder = tmp_path_factory.mktemp(name)
+    shutil.copytree(REPO / "experiments", folder / "experiments")
+    shutil.copytree(REPO / "search_spaces", folder / "search_spaces")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def resumed_study(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> dict[str, Any]:
+    """One study run twice: stopped by a 1 s time budget after its first trial, then resumed to 3.
+
+    The completion, resume and time-budget tests read it: every study process and every trial
+    process imports TensorFlow (seconds of CPU each), so one study serves the three.
+    """
+    sandbox = _module_sandbox(tmp_path_factory, "resumed")
+    timed = _search(sandbox, tiny_dataset, "--n-trials", "5", "--timeout", "1")
+    assert timed.returncode == 0, timed.stderr
+    after_timeout = _trials(sandbox)
+    # The process started ahead for a second trial was discarded: its log stays when it needed
+    # SIGKILL (a slow start on a busy machine). The resume's own processes are checked below.
+    workers = sandbox / "mlruns/studies/t/workers"
+    discarded = set(workers.iterdir())
+    resumed = _search(sandbox, tiny_dataset, "--n-trials", "3")
+    assert resumed.returncode == 0, resumed.stderr
+    return {
+        "sandbox": sandbox,
+        "timed": timed,
+        "after_timeout": after_timeout,
+        "discarded": discarded,
+        "resumed": resumed,
+    }
+
+
+def test_study_completes_and_records_every_active_hyperparameter(resumed_study: dict[str, Any]) -> None:
+    sandbox, result = resumed_study["sandbox"], resumed_study["resumed"]
     trials = _trials(sandbox)
     assert _states(trials) == ["COMPLETE"] * 3
     for t in trials:
@@ -85,14 +122,16 @@ def test_study_completes_and_records_every_active_hyperparameter(sandbox: Path, 
     for t in trials:
         assert {f"time_{p}" for p in phases} <= set(t.user_attrs), sorted(t.user_attrs)
         assert t.user_attrs["budget_trainable"] == "all"
-    for t in trials[1:]:
-        # Started while the previous trial trained: the trial waited for part of its start at most.
-        assert t.user_attrs["time_startup_waited"] < t.user_attrs["time_startup"], t.user_attrs
-        assert "time_handoff" in t.user_attrs
+    # Trial 2 started while trial 1 trained, in the same study process (trials 0 and 1 are the
+    # first of theirs): it waited for part of its start at most.
+    third = trials[2]
+    assert third.user_attrs["time_startup_waited"] < third.user_attrs["time_startup"], third.user_attrs
+    assert "time_handoff" in third.user_attrs
     study_dir = sandbox / "mlruns/studies/t"
     cached = {p.name.split("-")[0] for p in (study_dir / "cache").glob("*.npy")}
     assert cached == {"train", "val", "test"}, "decoded once per split and image size"
-    assert list((study_dir / "workers").iterdir()) == [], "no trial process left waiting"
+    left = set((study_dir / "workers").iterdir()) - resumed_study["discarded"]
+    assert left == set(), "no trial process left waiting"
     assert (study_dir / "trials/0002/stderr.0.log").is_file()
     assert "trial budget spent (3 of 3 trials finished)" in result.stdout
     assert "top trials" in result.stdout
@@ -100,15 +139,20 @@ def test_study_completes_and_records_every_active_hyperparameter(sandbox: Path, 
     assert (sandbox / "mlruns/studies/t/trials.csv").is_file()
 
 
-def test_resume_runs_only_the_missing_trials(sandbox: Path, tiny_dataset: Path) -> None:
-    assert _search(sandbox, tiny_dataset, "--n-trials", "1").returncode == 0
-    first = _trials(sandbox)[0]
-    result = _search(sandbox, tiny_dataset, "--n-trials", "2")
-    assert result.returncode == 0, result.stderr
-    trials = _trials(sandbox)
-    assert _states(trials) == ["COMPLETE", "COMPLETE"]
+def test_resume_runs_only_the_missing_trials(resumed_study: dict[str, Any]) -> None:
+    (first,) = resumed_study["after_timeout"]
+    trials = _trials(resumed_study["sandbox"])
+    assert _states(trials) == ["COMPLETE"] * 3, "the resume ran the 2 trials missing, no more"
     assert trials[0].datetime_complete == first.datetime_complete, "a completed trial was redone"
-    assert "resuming with 1 trials on record" in result.stdout
+    assert "resuming with 1 trials on record" in resumed_study["resumed"].stdout
+
+
+# The trial budget is test_study_completes_and_records_every_active_hyperparameter's: it asserts
+# "trial budget spent (3 of 3 trials finished)" and three finished trials.
+def test_the_time_budget_stops_the_study_and_says_so(resumed_study: dict[str, Any]) -> None:
+    assert "time budget spent (1 s)" in resumed_study["timed"].stdout
+    finished = [t for t in resumed_study["after_timeout"] if t.state in FINISHED]
+    assert len(finished) == 1
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +212,29 @@ def test_median_pruner_stops_a_hopeless_trial(sandbox: Path, learnable_dataset: 
     assert "pruned at epoch" in trials[2].user_attrs["prune_reason"]
 
 
-def test_a_crashing_child_fails_its_trial_and_the_study_goes_on(sandbox: Path, tiny_dataset: Path) -> None:
-    result = _search(sandbox, tiny_dataset, "--n-trials", "2", env={"CLOT_HPO_FAULT_INJECT": "segv:0"})
+@pytest.fixture(scope="module")
+def faulty_study(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> dict[str, Any]:
+    """Trial 0's process dies (SIGSEGV), trial 1 hits a runtime OOM, a 3-epoch budget ends the study.
+
+    The crash, OOM-retry and epoch-budget tests read this one study: a study of its own each
+    cost a study process and two or three trial processes more.
+    """
+    sandbox = _module_sandbox(tmp_path_factory, "faulty")
+    result = _search(
+        sandbox,
+        tiny_dataset,
+        "--n-trials",
+        "5",
+        "--max-total-epochs",
+        "3",
+        env={"CLOT_HPO_FAULT_INJECT": "segv:0,oom:1"},
+    )
     assert result.returncode == 0, result.stderr
-    trials = _trials(sandbox)
+    return {"result": result, "trials": _trials(sandbox)}
+
+
+def test_a_crashing_child_fails_its_trial_and_the_study_goes_on(faulty_study: dict[str, Any]) -> None:
+    trials = faulty_study["trials"]
     assert _states(trials) == ["FAIL", "COMPLETE", "COMPLETE"]
     assert "died from SIGSEGV" in trials[0].user_attrs["fail_reason"]
 
@@ -203,36 +266,18 @@ def test_consecutive_failures_stop_the_study_with_a_clear_message(sandbox: Path,
     assert _states(_trials(sandbox)) == ["FAIL", "FAIL"]
 
 
-def test_runtime_oom_is_retried_once_at_half_the_batch(sandbox: Path, tiny_dataset: Path) -> None:
-    result = _search(sandbox, tiny_dataset, "--n-trials", "1", env={"CLOT_HPO_FAULT_INJECT": "oom:0"})
-    assert result.returncode == 0, result.stderr
-    (trial,) = _trials(sandbox)
+def test_runtime_oom_is_retried_once_at_half_the_batch(faulty_study: dict[str, Any]) -> None:
+    trial = faulty_study["trials"][1]
     assert trial.state == TrialState.COMPLETE
     batch = trial.params["batch_size"]
     assert trial.user_attrs["oom_retry"] == f"batch {batch} -> {batch // 2} x2 accumulation"
     assert trial.user_attrs["budget_batch_size"] == batch
 
 
-# The trial budget is test_study_completes_and_records_every_active_hyperparameter's: it asserts
-# "trial budget spent (3 of 3 trials finished)" and three finished trials.
-@pytest.mark.parametrize(
-    ("flags", "reason", "finished"),
-    [
-        (("--n-trials", "5", "--timeout", "1"), "time budget spent (1 s)", 1),
-        (("--n-trials", "5", "--max-total-epochs", "3"), "epoch budget spent (3 of 3 epochs)", 2),
-    ],
-    ids=["timeout", "epochs"],
-)
-def test_each_budget_stops_the_study_and_says_which(
-    sandbox: Path, tiny_dataset: Path, flags: tuple[str, ...], reason: str, finished: int
-) -> None:
-    result = _search(sandbox, tiny_dataset, *flags)
-    assert result.returncode == 0, result.stderr
-    assert reason in result.stdout
-    trials = _trials(sandbox)
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == finished
-    if "--max-total-epochs" in flags:
-        assert [t.user_attrs["epochs_run"] for t in trials] == [2, 1]
+def test_the_epoch_budget_stops_the_study_and_says_so(faulty_study: dict[str, Any]) -> None:
+    assert "epoch budget spent (3 of 3 epochs)" in faulty_study["result"].stdout
+    finished = [t for t in faulty_study["trials"] if t.state in FINISHED]
+    assert [t.user_attrs["epochs_run"] for t in finished] == [2, 1], "the last trial gets what is left"
 
 
 def test_killed_study_resumes_and_retries_the_stale_trial(sandbox: Path, tiny_dataset: Path) -> None:
@@ -252,7 +297,7 @@ def test_killed_study_resumes_and_retries_the_stale_trial(sandbox: Path, tiny_da
         storage,
         "--no-tracking",
         "--n-trials",
-        "3",
+        "2",  # no process started ahead for a third trial: the kill lands in the second
         "--epochs",
         "6",
     ]
@@ -290,7 +335,7 @@ def test_killed_study_resumes_and_retries_the_stale_trial(sandbox: Path, tiny_da
         storage,
         "--no-tracking",
         "--n-trials",
-        "3",
+        "2",  # trial 0 and the stale trial's retry: all the assertions need
         cwd=sandbox,
     )
     assert result.returncode == 0, result.stderr
@@ -300,7 +345,7 @@ def test_killed_study_resumes_and_retries_the_stale_trial(sandbox: Path, tiny_da
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == trials[killed].params
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
 
 
 def test_ctrl_c_records_the_trial_and_exits_130(sandbox: Path, tiny_dataset: Path) -> None:
@@ -320,7 +365,7 @@ def test_ctrl_c_records_the_trial_and_exits_130(sandbox: Path, tiny_dataset: Pat
         storage,
         "--no-tracking",
         "--n-trials",
-        "3",
+        "1",  # one trial: no second trial process started ahead, for nothing
         "--epochs",
         "200",
     ]
@@ -336,17 +381,22 @@ def test_ctrl_c_records_the_trial_and_exits_130(sandbox: Path, tiny_dataset: Pat
         start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        trials = _poll_trials(sandbox)
-        if any(t.user_attrs.get("epochs_run") for t in trials):
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail("no trial reached its first epoch")
-    assert proc.poll() is None, "the study ended before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole group
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            trials = _poll_trials(sandbox)
+            if any(t.user_attrs.get("epochs_run") for t in trials):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial reached its first epoch")
+        assert proc.poll() is None, "the study ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole group
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # the test failed first: no 200-epoch study left training
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     (trial,) = _trials(sandbox)
