@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import studies
 from tests.support.kubernetes import (
     ROOT,
     container_argv,
@@ -182,13 +183,7 @@ class Worker:
         return 128 - code if code < 0 else code
 
 
-def _trials(storage: str, study: str) -> list[Any]:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with contextlib.suppress(Exception):
-        return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
-    return []
+_trials = studies.trials  # polled every 0.1 s: one storage per URL (tests/support/studies.py)
 
 
 def _wait_for(predicate: Callable[[], Any], timeout: float, what: str, workers: list[Worker]) -> Any:

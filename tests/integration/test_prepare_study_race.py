@@ -2,8 +2,9 @@
 
 Without the study lock each process sees no trial yet and enqueues the defaults (two trials,
 one per backbone) itself: four processes left up to eight. Every process starts at the same
-instant after its imports, and no read of the study's trials returns before a common moment a
-few seconds later (a busy database): without the lock all of them have seen it empty by then.
+instant once all have imported (``tests/support/together.py``), and no read of the study's
+trials returns before a common moment a few seconds later (a busy database): without the lock
+all of them have seen it empty by then.
 """
 
 from __future__ import annotations
@@ -11,19 +12,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.support import together
 from tests.support.postgres import PostgresServer, postgres_session  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 
 ROUNDS, PER_ROUND = 2, 4
+# From the common start to the moment reads return: every process has looked at the study.
+RELEASE_AFTER_S = 6.0
 
-_OPEN_AT_ONCE = r"""
+_OPEN_AT_ONCE = (
+    together.CHILD
+    + r"""
 import sys, time
 import optuna
 from clot_hpo.config import load_config
@@ -38,13 +43,15 @@ def slow_read(self, *args, **kwargs):
     return trials
 optuna.Study.get_trials = slow_read
 
-config_path, storage, start_at, release_at = sys.argv[1:]
+config_path, storage, folder, name, release_after = sys.argv[1:]
 config = load_config(config_path, {"search.storage": storage})
 spaces = resolve_spaces(config)
-time.sleep(max(0.0, float(start_at) - time.time()))  # every process imported: go together
+start_at = wait_for_go(folder, name)  # every process imported: go together
+release_at = start_at + float(release_after)
 study, enqueued = open_study(config, spaces)
 print(len(enqueued)); import sys as _s; print(time.time() - float(start_at), file=_s.stderr)
 """
+)
 
 
 @pytest.mark.timeout(240)
@@ -64,8 +71,8 @@ def test_workers_starting_together_enqueue_the_defaults_once(
             }
         )
     )
-    start_at = time.time() + 20.0  # every process started and imported
-    release_at = start_at + 10.0  # every process has looked at the study
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     jobs = []
     for r in range(ROUNDS):
         storage = postgres_session.create_database(f"defaults_race_{r}")
@@ -74,7 +81,16 @@ def test_workers_starting_together_enqueue_the_defaults_once(
         optuna.storages.RDBStorage(storage).engine.dispose()
         for _ in range(PER_ROUND):
             proc = subprocess.Popen(
-                [sys.executable, "-c", _OPEN_AT_ONCE, str(config), storage, str(start_at), str(release_at)],
+                [
+                    sys.executable,
+                    "-c",
+                    _OPEN_AT_ONCE,
+                    str(config),
+                    storage,
+                    str(barrier),
+                    f"{r}-{len(jobs)}",
+                    str(RELEASE_AFTER_S),
+                ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -82,6 +98,7 @@ def test_workers_starting_together_enqueue_the_defaults_once(
                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
             )
             jobs.append((r, storage, proc))
+    together.release(barrier, ROUNDS * PER_ROUND, [proc for _, _, proc in jobs])
     enqueued: dict[int, list[int]] = {}
     for r, _, proc in jobs:
         out, err = proc.communicate(timeout=180)

@@ -10,7 +10,8 @@ DeLong's p-value are then recomputed from the two ``test_predictions.csv`` artif
 independent methods: scikit-learn's ``roc_auc_score`` (must match the shown AUCs to the 3
 shown decimals), DeLong's variance from the pairwise placement values of DeLong et al. (1988),
 an O(mn) formula instead of the report's midrank algorithm (p-value, difference and interval
-must match to the 3 shown decimals), and a paired bootstrap (2000 resamples), whose standard
+must match to the 3 shown decimals), and a paired bootstrap (2000 resamples, each AUC the
+Mann-Whitney statistic over midranks), whose standard
 error must lie within 25% of DeLong's and whose percentile interval's ends within 0.06 of
 DeLong's. ``CLOT_HPO_SCREENSHOT=docs/report.png`` keeps the screenshot for the docs.
 """
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from scipy.stats import norm
+from scipy.stats import norm, rankdata
 from sklearn.metrics import roc_auc_score
 
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
@@ -76,9 +77,11 @@ def reported(
         "name: reported\nseed: 3\n"
         "data: {path: data, val_fraction: 0.25, test_fraction: 0.35}\n"
         "training: {epochs: 1, weights: none}\n"
-        "search: {backbones: [efficientnet_b1, resnet50], pruner: none, n_trials: 2,\n"
+        # No per-epoch checkpoint (resume: false): ResNet50's, with its optimizer state, is
+        # hundreds of MB written for a retry this test never makes.
+        "search: {backbones: [efficientnet_b1, resnet50], pruner: none, n_trials: 2, resume: false,\n"
         "  search_spaces: {efficientnet_b1: efficientnet_b1.yaml, resnet50: resnet50.yaml}}\n"
-        "budget: {vram_gb: 4}\nevaluation: {bootstrap_samples: 200, explanations: false}\n"
+        "budget: {vram_gb: 4}\nevaluation: {bootstrap_samples: 100, explanations: false}\n"
         "tracking: {log_model: false}\n"
     )
     storage = f"sqlite:///{work}/optuna.db"
@@ -105,6 +108,20 @@ def _test_predictions(uri: str, dest: Path) -> dict[str, pd.DataFrame]:
         )
         out[run.data.params["backbone"]] = pd.read_csv(local, dtype={"key": str})
     return out
+
+
+def _mann_whitney_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Each row's AUC as the Mann-Whitney statistic over midranks (NaN for a row of one class).
+
+    The same number as ``roc_auc_score`` per row, for all of a bootstrap's resamples at once
+    (2000 calls of ``roc_auc_score`` per model took about 7 s of CPU).
+    """
+    ranks = rankdata(scores, axis=1)
+    positives = labels.sum(axis=1)
+    negatives = labels.shape[1] - positives
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * labels).sum(axis=1) - positives * (positives + 1) / 2) / (positives * negatives)
+    return np.where((positives > 0) & (negatives > 0), auc, np.nan)
 
 
 def test_the_report_opens_in_chromium_and_its_numbers_are_recomputed(
@@ -170,12 +187,9 @@ def test_the_report_opens_in_chromium_and_its_numbers_are_recomputed(
     significant = "is statistically significant" if p_value < 0.05 else "is not statistically significant"
     assert significant in finding.replace("the difference is statistically", "is statistically")
 
-    rng = np.random.default_rng(0)
-    boot = []
-    for _ in range(2000):
-        idx = rng.integers(0, y.size, y.size)
-        if y[idx].min() != y[idx].max():
-            boot.append(roc_auc_score(y[idx], pa[idx]) - roc_auc_score(y[idx], pb[idx]))
+    idx = np.random.default_rng(0).integers(0, y.size, (2000, y.size))
+    boot = _mann_whitney_auc(y[idx], pa[idx]) - _mann_whitney_auc(y[idx], pb[idx])
+    boot = boot[~np.isnan(boot)]  # a resample with one class has no AUC
     assert np.std(boot) == pytest.approx(se, rel=0.25)
     low, high = np.quantile(boot, [0.025, 0.975])
     assert low == pytest.approx(difference - 1.959964 * se, abs=0.06)

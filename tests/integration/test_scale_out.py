@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import studies, together
 from tests.support.postgres import PostgresServer, postgres_session  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
@@ -307,19 +308,7 @@ def cluster(
 
 
 # ----- reading the results ------------------------------------------------------------------
-def _load_study(storage: str, study: str) -> Any:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=study, storage=storage)
-
-
-def _trials(storage: str, study: str) -> list[Any]:
-    """The study's trials, or [] while the study does not exist yet or the database is away."""
-    try:
-        return _load_study(storage, study).get_trials(deepcopy=False)
-    except Exception:  # noqa: BLE001 - polling: the database may be stopped on purpose
-        return []
+_trials = studies.trials  # polled: one storage per URL (tests/support/studies.py)
 
 
 def _wait_for(predicate: Callable[[], Any], timeout: float, what: str, workers: list[Worker]) -> Any:
@@ -420,75 +409,92 @@ def _assert_tracking_complete(tracking_uri: str, study: str, trials: list[Any]) 
 
 
 # ----- tests --------------------------------------------------------------------------------
-_JOIN_AT_ONCE = r"""
-import sys, time
+_JOIN_AT_ONCE = (
+    together.CHILD
+    + r"""
+import sys
 from clot_hpo.config import load_config
 from clot_hpo.search.storage import open_storage
 from clot_hpo.search.study import create_or_load_study
 from clot_hpo.tracking import tracker_from_config
 
-config_path, storage, tracking_uri, study, start_at = sys.argv[1:]
-config = load_config(config_path, {"search.storage": storage, "tracking.uri": tracking_uri,
-                                   "search.study_name": study})
-tracker = tracker_from_config(config.tracking, experiment_name=study)
-time.sleep(max(0.0, float(start_at) - time.time()))  # every process imported: go together
-create_or_load_study(config, open_storage(storage, heartbeat_interval=1))
-print(tracker.start_study(study))
+config_path, tracking_uri, barrier, name, *storages = sys.argv[1:]
+for r, storage in enumerate(storages):
+    study = f"join-{r}"
+    config = load_config(config_path, {"search.storage": storage, "tracking.uri": tracking_uri,
+                                       "search.study_name": study})
+    tracker = tracker_from_config(config.tracking, experiment_name=study)
+    wait_for_go(f"{barrier}/{r}", name)  # every process ready for this round: go together
+    create_or_load_study(config, open_storage(storage, heartbeat_interval=1))
+    print("parent run", r, tracker.start_study(study), flush=True)
 """
+)
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_workers_starting_together_join_one_study_and_one_parent_run(
-    postgres_session: PostgresServer,
+    postgres_session: PostgresServer,  # noqa: F811
     mlflow_pg: PgMlflowServer,
-    worker_config: Path,  # noqa: F811
+    worker_config: Path,
     tmp_path: Path,
 ) -> None:
     """`docker compose up --scale worker=4` on a fresh stack: every worker starts at once.
 
     Opening the storage creates Optuna's tables (a race on a fresh database) and each worker
-    opens the study's parent run (a race in MLflow). Several rounds, because a race may be lost.
+    opens the study's parent run (a race in MLflow). Several rounds, because a race may be lost:
+    each process joins a fresh database and experiment per round, all processes of a round at
+    the same instant (``tests/support/together.py``), so the imports are paid once per process.
     """
     rounds, per_round = 3, 3
-    start_at = time.time() + 12.0
-    jobs = []
+    storages = [postgres_session.create_database(f"join_{r}") for r in range(rounds)]
+    barrier = tmp_path / "barrier"
     for r in range(rounds):
-        storage = postgres_session.create_database(f"join_{r}")
-        for _ in range(per_round):
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    _JOIN_AT_ONCE,
-                    str(worker_config),
-                    storage,
-                    mlflow_pg.uri,
-                    f"join-{r}",
-                    str(start_at),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                cwd=tmp_path,
-                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-            )
-            jobs.append((r, proc))
+        (barrier / str(r)).mkdir(parents=True)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _JOIN_AT_ONCE, str(worker_config), mlflow_pg.uri, str(barrier), f"p{i}"]
+            + storages,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        )
+        for i in range(per_round)
+    ]
+    for r in range(rounds):
+        together.release(barrier / str(r), per_round, procs, timeout=240)
     results: dict[int, list[str]] = {}
-    for r, proc in jobs:
+    for proc in procs:
         out, err = proc.communicate(timeout=150)
-        assert proc.returncode == 0, f"round {r}: a worker could not join: {err.strip().splitlines()[-1:]}"
-        results.setdefault(r, []).append(out.strip().splitlines()[-1])
+        assert proc.returncode == 0, f"a worker could not join: {err.strip().splitlines()[-1:]}"
+        for line in out.splitlines():
+            if line.startswith("parent run "):
+                r, run_id = line.split()[2:]
+                results.setdefault(int(r), []).append(run_id)
+    assert sorted(results) == list(range(rounds)), results
     for r, run_ids in results.items():
-        assert len(_load_study(postgres_session.url(f"join_{r}"), f"join-{r}").trials) == 0
+        assert len(run_ids) == per_round, f"round {r}: {run_ids}"
+        assert len(studies.load_study(postgres_session.url(f"join_{r}"), f"join-{r}").trials) == 0
         parents, _ = _runs(mlflow_pg.uri, f"join-{r}")
         assert len(parents) == 1, f"round {r}: {len(parents)} parent runs for one study"
         assert set(run_ids) == {parents[0].info.run_id}, f"round {r}: workers use different parent runs"
 
 
 @pytest.mark.timeout(420)
-def test_two_workers_share_one_study(cluster: Cluster) -> None:
+def test_two_workers_share_one_study_across_an_mlflow_restart(cluster: Cluster) -> None:
+    """Two workers, one budget; the tracking server restarts mid-trial and loses no metrics.
+
+    One study serves both claims: past the first epoch, evaluation, metrics and the model are
+    logged across the restart, and every COMPLETE trial still has its one FINISHED run.
+    """
     study, n_trials = "share", 3  # odd: a per-worker budget would run 6
     workers = [cluster.start_worker(study, n_trials) for _ in range(2)]
+    _wait_for(lambda: _mid_trial(cluster.storage, study), 240, "a trial past its first epoch", workers)
+    cluster.mlflow.stop()
+    time.sleep(3.0)
+    cluster.mlflow.start()
+
     codes = [w.wait() for w in workers]
     assert codes == [0, 0], "\n".join(w.output() for w in workers)
 
@@ -530,7 +536,10 @@ def test_killed_worker_trial_is_retried(cluster: Cluster) -> None:
     victim, killed = _wait_for(a_worker_mid_trial, 180, "a trial past its first epoch", workers)
     children = victim.kill9()
     assert children, "the killed worker had a trial child process"
-    time.sleep(0.2)
+    # Dead within seconds (a SIGKILLed process on a loaded machine may take more than 0.2 s).
+    deadline = time.monotonic() + 10.0
+    while any(_alive(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not any(_alive(c) for c in children), "the trial process must die with its worker"
     survivor = next(w for w in workers if w is not victim)
     assert survivor.wait() == 0, survivor.output()
@@ -686,21 +695,4 @@ def test_postgres_outage_does_not_corrupt_the_study(
     trials = _trials(cluster.storage, study)
     assert _count(trials, "COMPLETE", "PRUNED") == n_trials
     assert _count(trials, "RUNNING", "WAITING") == 0, "no trial may stay RUNNING after the rerun"
-    _assert_tracking_complete(cluster.mlflow.uri, study, trials)
-
-
-@pytest.mark.timeout(420)
-def test_mlflow_restart_loses_no_metrics(cluster: Cluster) -> None:
-    study, n_trials = "mlflow-restart", 2
-    workers = [cluster.start_worker(study, n_trials) for _ in range(2)]
-    # Past the first epoch: evaluation, metrics and the model are logged across the restart.
-    _wait_for(lambda: _mid_trial(cluster.storage, study), 240, "a trial past its first epoch", workers)
-    cluster.mlflow.stop()
-    time.sleep(3.0)
-    cluster.mlflow.start()
-
-    codes = [w.wait() for w in workers]
-    assert codes == [0, 0], "\n".join(w.output() for w in workers)
-    trials = _trials(cluster.storage, study)
-    assert _count(trials, "COMPLETE", "PRUNED") == n_trials
     _assert_tracking_complete(cluster.mlflow.uri, study, trials)
