@@ -48,8 +48,8 @@ def trial_user_attrs(study: optuna.Study, trial: optuna.Trial) -> dict[str, Any]
     return dict(study._storage.get_trial(trial._trial_id).user_attrs)
 
 
-def storage_error(exc: BaseException, kind: type[BaseException]) -> Any:
-    """The storage error (of type ``kind``) behind ``exc``, or None.
+def storage_error(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> Any:
+    """The storage error (of type ``kind``, or one of the types) behind ``exc``, or None.
 
     When telling a trial fails because the database is away, Optuna's ``_run_trial`` then
     fails to read the trial back and raises ``UnboundLocalError`` from that failure

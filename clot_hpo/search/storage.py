@@ -189,6 +189,23 @@ def retried_from(trial: optuna.trial.FrozenTrial) -> int | None:
 STORAGE_RETRY_SECONDS = 60.0
 
 
+def storage_outage(exc: BaseException) -> Any:
+    """The database error behind ``exc`` that means the storage is unreachable, or None.
+
+    A refused or dropped connection is an ``OperationalError``; a commit on a connection the
+    server already closed is an ``InterfaceError`` ("connection already closed"), which Optuna
+    wraps in a ``StorageInternalError`` about invalid data; any driver error that invalidated
+    its connection is one too. Anything else (a bad query, invalid data) is not an outage.
+    """
+    import sqlalchemy.exc
+
+    found = storage_error(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
+    if found is not None:
+        return found
+    driver = storage_error(exc, sqlalchemy.exc.DBAPIError)
+    return driver if driver is not None and driver.connection_invalidated else None
+
+
 def call_retrying_storage(
     func: Callable[[], Any],
     *,
@@ -205,8 +222,6 @@ def call_retrying_storage(
     Raises:
         FatalError: the storage stayed unreachable for ``retry_seconds``.
     """
-    import sqlalchemy.exc
-
     deadline = time.monotonic() + retry_seconds
     waited = False
 
@@ -224,12 +239,12 @@ def call_retrying_storage(
         return retry_call(
             attempt,
             # Storage errors hide behind others (optuna_compat.storage_error).
-            transient=lambda exc: storage_error(exc, sqlalchemy.exc.OperationalError) is not None,
+            transient=lambda exc: storage_outage(exc) is not None,
             waits=backoff_waits(1.0, cap_s=10.0, until=deadline),
             on_retry=say_retrying,
         )
     except Exception as raised:
-        exc = storage_error(raised, sqlalchemy.exc.OperationalError)
+        exc = storage_outage(raised)
         if exc is None:
             raise
         raise FatalError(
