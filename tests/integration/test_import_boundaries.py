@@ -58,3 +58,22 @@ def test_search_space_package_does_not_import_keras_tensorflow_or_optuna() -> No
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_metric_catalogue_is_full_without_matplotlib() -> None:
+    """evaluate/ exports lazily, yet importing the catalogue alone registers every built-in metric.
+
+    The built-in entries are registered by evaluate/metrics.py; a trial's outcome and the
+    ledger list their metrics from the catalogue at import time, so an empty catalogue would
+    silently drop test_auc from what a trial records.
+    """
+    code = """
+import sys
+from clot_hpo.evaluate.catalogue import metric_names
+print(",".join(sorted(metric_names())))
+print("matplotlib" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    names, matplotlib_loaded = out.stdout.splitlines()
+    assert {"auc", "accuracy", "sensitivity", "specificity", "ppv", "npv"} <= set(names.split(","))
+    assert matplotlib_loaded == "False"
