@@ -32,6 +32,7 @@ from types import MappingProxyType
 from typing import Any
 
 from clot_hpo.errors import ConfigError
+from clot_hpo.evaluate.catalogue import SPLITS, metric_keys
 from clot_hpo.util import first_line
 
 ATTR_RUN_ID = "mlflow_run_id"
@@ -47,18 +48,12 @@ ATTR_CHECKPOINTS = "checkpoint_sha256"
 # it on the study, one attribute per trial number (:func:`record_model_id`).
 STUDY_ATTR_MODEL_ID = "model_id:{number}"
 
-# What a completed trial's outcome records as user attributes (search/trial/epochs.py's
-# OUTCOME_METRICS): the values `promote` ranks by and compares with the mirror's.
+# What a completed trial's outcome records as user attributes: the threshold and the
+# catalogue's summary metrics of both splits (point values), the values `promote` ranks by
+# and compares with the mirror's.
 HEADLINE_METRICS = (
-    "val_auc",
-    "val_accuracy",
-    "val_sensitivity",
-    "val_specificity",
-    "test_auc",
-    "test_accuracy",
-    "test_sensitivity",
-    "test_specificity",
     "threshold",
+    *(k for split in SPLITS for k in metric_keys(split, summary=True, intervals=False)),
 )
 # Facts of a finished trial's own outputs: a retry inherits its original's user attributes
 # and must not carry them as its own.

@@ -35,10 +35,10 @@ from clot_hpo.data.cache import DecodedSplits, unique_keys
 from clot_hpo.data.pipeline import make_array_dataset
 from clot_hpo.evaluate import point_metrics
 from clot_hpo.search.folds import cv_summary, fold_value
+from clot_hpo.search.ledger import HEADLINE_METRICS
 from clot_hpo.search.objectives import get_objective
 from clot_hpo.search.trial import evaluation
 from clot_hpo.search.trial import phases as phase
-from clot_hpo.search.trial.epochs import OUTCOME_METRICS
 from clot_hpo.search.trial.process import TrialResult
 from clot_hpo.search.trial.task import TrialOutcome
 from clot_hpo.search.trial.timing import PhaseTimer
@@ -278,7 +278,7 @@ def run_folds(
         evaluation.log_model(setup, tracker, model, threshold)
         timer.lap("save_model")
     value = summary[objective.history_key]
-    metrics = {key: float(v) for key, v in {**points, **summary}.items() if key in OUTCOME_METRICS}
+    metrics = {key: float(v) for key, v in {**points, **summary}.items() if key in HEADLINE_METRICS}
     return TrialResult(
         _outcome("COMPLETE", plan, done, value=value, metrics=metrics), after=after if deferred else None
     )

@@ -18,10 +18,7 @@ import optuna
 
 from clot_hpo.budget import TrialBudget
 from clot_hpo.checkpoint_file import TrainingCheckpoint, load_checkpoint
-from clot_hpo.evaluate.catalogue import SPLITS, metric_keys
-from clot_hpo.search.ledger import (
-    record_checkpoint,
-)
+from clot_hpo.search.ledger import HEADLINE_METRICS, record_checkpoint
 from clot_hpo.search.objectives import get_objective
 from clot_hpo.search.trial.phases import TrialSetup, injected_fault
 from clot_hpo.search.trial.task import TrialOutcome
@@ -30,13 +27,6 @@ from clot_hpo.tracking import TrialTracker
 from clot_hpo.tracking.base import to_plain
 from clot_hpo.train import format_epoch, monitored_value
 from clot_hpo.util import file_sha256
-
-# What a completed trial's outcome carries to the study process (point values, no intervals):
-# the threshold and the catalogue's summary metrics of both splits.
-OUTCOME_METRICS = (
-    "threshold",
-    *(k for split in SPLITS for k in metric_keys(split, summary=True, intervals=False)),
-)
 
 
 def load_resume(setup: TrialSetup, model: keras.Model) -> TrainingCheckpoint | None:
@@ -219,7 +209,7 @@ class EpochReports:
         """
         name, key = self.objective.name, self.objective.history_key
         value = float(points[name] if name == "val_auc" else history[key][-1])
-        metrics = {k: float(points[k]) for k in OUTCOME_METRICS if k in points}
+        metrics = {k: float(points[k]) for k in HEADLINE_METRICS if k in points}
         return self.outcome("COMPLETE", plan, value=value, metrics=metrics)
 
 
