@@ -19,9 +19,10 @@ PHASES: dict[str, str] = {
     "startup": "interpreter start, imports and preloading, until the process was ready for a task",
     "startup_waited": "from the task being handed over to the process reading it (0 s: started in time)",
     "setup": "the config, the seeds, loading the study and sampling the hyperparameters",
-    "data": "decoded images from the study's cache (decoding them on a cache miss)",
     "build": "building and compiling the model",
     "vram_estimate": "the VRAM plan, read from the built model",
+    # After the plan: a trial the budget prunes decodes nothing.
+    "data": "decoded images from the study's cache (decoding them on a cache miss)",
     "first_epoch": "epoch 1, with tracing the training and validation steps",
     "later_epochs": "every epoch after the first",
     # Intervals and figures come after the outcome without a GPU, before it with one.
