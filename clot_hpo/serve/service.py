@@ -219,7 +219,7 @@ def page_metrics(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     Each: ``name``, ``label`` (``Test AUC``), ``value``, ``ci_low``, ``ci_high`` (None when the
     run did not log it, or the metric has no interval).
     """
-    # Imported here: the catalogue's package loads SciPy and matplotlib, which `serve`'s
+    # Imported here: the catalogue's package loads SciPy and scikit-learn (its metrics), which `serve`'s
     # import need not pay for (load_service loads Keras anyway).
     from clot_hpo.evaluate.catalogue import CI_HIGH, CI_LOW, all_metrics
 
