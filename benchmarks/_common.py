@@ -1,8 +1,9 @@
-"""Helpers shared by the benchmarks: run the CLI, read a process's memory."""
+"""Helpers shared by the benchmarks: run the CLI, read a process's memory and its children's CPU."""
 
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,12 @@ def rss_mb(pid: int | None = None) -> float:
     status = Path(f"/proc/{pid or os.getpid()}/status").read_text()
     kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
     return kb / 1024
+
+
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of every finished child process and its waited-for children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def clot_hpo(

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+from _common import children_cpu_s
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = """backbone: tiny_cnn
@@ -77,16 +78,11 @@ def write_config(work: Path, data: Path, space: Path, pruner: str, *, trials: in
     return config
 
 
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_arm(repo: Path, work: Path, config: Path, pruner: str) -> dict[str, Any]:
     """Run one arm's study to its trial budget; summarise it from the Optuna storage."""
     import optuna
 
-    cpu_before = _children_cpu_s()
+    cpu_before = children_cpu_s()
     started = time.monotonic()
     with open(work / f"{pruner}.log", "w") as out, open(work / f"{pruner}.err", "w") as err:
         code = subprocess.call(
@@ -98,7 +94,7 @@ def run_arm(repo: Path, work: Path, config: Path, pruner: str) -> dict[str, Any]
         )
     wall = time.monotonic() - started
     # Trial processes are the command's children, waited for: their CPU time is counted here.
-    cpu = _children_cpu_s() - cpu_before
+    cpu = children_cpu_s() - cpu_before
     if code != 0:
         raise SystemExit(f"study {pruner} failed (exit {code}); see {work}/{pruner}.err")
     study = optuna.load_study(study_name=pruner, storage=f"sqlite:///{work}/optuna.db")

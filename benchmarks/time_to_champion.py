@@ -48,7 +48,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from _common import children_cpu_s
 
 REPO = Path(__file__).resolve().parents[1]
 AUC_MARGIN = 0.01  # "reached the champion": within this of the task's best validation AUC
@@ -149,12 +150,6 @@ def write_config(
     return config
 
 
-def _children_cpu_s() -> float:
-    """CPU seconds (user + system) of every finished child process and its waited-for children."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_study(work: Path, config: Path, name: str) -> tuple[float, float, Any]:
     """Run ``clot-hpo search`` to its trial budget; its wall time, CPU time and the Optuna study.
 
@@ -163,7 +158,7 @@ def run_study(work: Path, config: Path, name: str) -> tuple[float, float, Any]:
     """
     import optuna
 
-    cpu_before = _children_cpu_s()
+    cpu_before = children_cpu_s()
     started = time.monotonic()
     with open(work / f"{name}.log", "w") as out, open(work / f"{name}.err", "w") as err:
         code = subprocess.call(
@@ -174,7 +169,7 @@ def run_study(work: Path, config: Path, name: str) -> tuple[float, float, Any]:
             stderr=err,
         )
     wall = time.monotonic() - started
-    cpu = _children_cpu_s() - cpu_before
+    cpu = children_cpu_s() - cpu_before
     if code != 0:
         raise SystemExit(f"study {name} failed (exit {code}); see {work}/{name}.err")
     return wall, cpu, optuna.load_study(study_name=name, storage=f"sqlite:///{work}/optuna.db")

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, clot_hpo, write_space
+from _common import REPO, children_cpu_s, clot_hpo, write_space
 
 SPACE = """  image_size: {type: categorical, choices: [64]}
   batch_size: {type: categorical, choices: [32]}
@@ -57,12 +56,6 @@ DRAIN_LINE = "finishing the tracking uploads"
 SAMPLE_S = 0.1  # how often the study process's CPU split is read
 # Per-trial phases summed over a study's trials (Optuna user attributes time_<phase>).
 PHASES = ("total", "startup_waited", "first_epoch", "later_epochs", "evaluate", "save_model")
-
-
-def children_cpu_s() -> float:
-    """User + system seconds of every waited-for descendant of this process so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def timed_study(
