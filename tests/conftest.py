@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.support.cli import REPO
+from tests.support.cli import copy_project_files
 
 TESTS = Path(__file__).resolve().parent
 UNIT, INTEGRATION = TESTS / "unit", TESTS / "integration"
@@ -121,7 +120,6 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working folder holding its own ``mlruns/`` and a copy of ``experiments/``."""
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
-    shutil.copytree(REPO / "search_spaces", tmp_path / "search_spaces")
+    copy_project_files(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path

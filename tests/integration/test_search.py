@@ -7,7 +7,6 @@ trial costs a few seconds; every trial still runs in its own child process.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.support.cli import REPO, run_cli
+from tests.support.cli import REPO, copy_project_files, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -64,10 +63,7 @@ def _states(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
 
 def _module_sandbox(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     """A working folder like the ``sandbox`` fixture's, for a study that several tests read."""
-    folder = tmp_path_factory.mktemp(name)
-    shutil.copytree(REPO / "experiments", folder / "experiments")
-    shutil.copytree(REPO / "search_spaces", folder / "search_spaces")
-    return folder
+    return copy_project_files(tmp_path_factory.mktemp(name))
 
 
 @pytest.fixture(scope="module")

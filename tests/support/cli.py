@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "clot_hpo.cli"]
+
+
+def copy_project_files(folder: Path) -> Path:
+    """``folder`` with copies of the repository's ``experiments/`` and ``search_spaces/``."""
+    shutil.copytree(REPO / "experiments", folder / "experiments")
+    shutil.copytree(REPO / "search_spaces", folder / "search_spaces")
+    return folder
 
 
 def run_cli(
