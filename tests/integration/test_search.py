@@ -276,6 +276,33 @@ def test_the_epoch_budget_stops_the_study_and_says_so(faulty_study: dict[str, An
     assert [t.user_attrs["epochs_run"] for t in finished] == [2, 1], "the last trial gets what is left"
 
 
+def _catch_second_trial_training(
+    sandbox: Path, proc: subprocess.Popen[bytes], log: Path, epochs: int, timeout: float = 300
+) -> tuple[optuna.trial.FrozenTrial, optuna.trial.FrozenTrial]:
+    """Freeze the study (SIGSTOP) once trial 0 is complete and trial 1 is training; return both.
+
+    Trial 1 is caught with at least two of its ``epochs`` and its evaluation still to run, and
+    frozen nothing changes before the kill: it is still running when it dies.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text()[-3000:]
+            pytest.fail(f"the study exited {proc.returncode} before it could be killed:\n{tail}")
+        trials = _poll_trials(sandbox)
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        training = [
+            t
+            for t in trials
+            if t.state == TrialState.RUNNING and 1 <= t.user_attrs.get("epochs_run", 0) <= epochs - 2
+        ]
+        if done and training:
+            os.killpg(proc.pid, signal.SIGSTOP)
+            return done[0], training[0]
+        time.sleep(0.1)
+    pytest.fail(f"the study never reached its second trial in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
 def test_killed_study_resumes_and_retries_the_stale_trial(sandbox: Path, tiny_dataset: Path) -> None:
     storage = f"sqlite:///{sandbox}/optuna.db"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -295,31 +322,19 @@ def test_killed_study_resumes_and_retries_the_stale_trial(sandbox: Path, tiny_da
         "--n-trials",
         "2",  # no process started ahead for a third trial: the kill lands in the second
         "--epochs",
-        "6",
+        "12",  # the second trial's window to be caught in: 11 epochs after its first report
     ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=sandbox,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    log = sandbox / "study.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=sandbox, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            trials = _poll_trials(sandbox)
-            done = [t for t in trials if t.state == TrialState.COMPLETE]
-            running = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("epochs_run")]
-            if done and running:
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("the study never reached its second trial")
+        done, running = _catch_second_trial_training(sandbox, proc, log, epochs=12)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the study process and its trial child at once
         proc.wait()
-    killed = running[0].number
+    killed = running.number
     result = run_cli(
         "search",
         "experiments/tiny.yaml",
@@ -336,7 +351,7 @@ def test_killed_study_resumes_and_retries_the_stale_trial(sandbox: Path, tiny_da
     )
     assert result.returncode == 0, result.stderr
     trials = _trials(sandbox)
-    assert trials[0].datetime_complete == done[0].datetime_complete, "a completed trial was redone"
+    assert trials[0].datetime_complete == done.datetime_complete, "a completed trial was redone"
     assert trials[killed].state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE

@@ -247,16 +247,26 @@ def epochs_spent(trials: Iterable[optuna.trial.FrozenTrial]) -> int:
 
     A retry inherits its original's user attributes (``epochs_run`` among them) while it
     waits, and a resumed trial's ``epochs_run`` includes the epochs it took over from the
-    checkpoint: neither is counted again.
+    checkpoint: neither is counted again. A trial killed after its checkpoint of epoch k was
+    recorded but before it said ``epochs_run=k`` trained epoch k all the same (its retry
+    resumes there), so its newest recorded checkpoint counts too.
     """
     total = 0
     for t in trials:
         if t.state == TrialState.WAITING:
             continue
-        run = int(t.user_attrs.get("epochs_run", 0) or 0)
+        run = max(int(t.user_attrs.get("epochs_run", 0) or 0), _last_checkpointed_epoch(t))
         resumed = int(t.user_attrs.get(RESUMED_FROM_ATTR, 0) or 0)
         total += max(0, run - resumed)
     return total
+
+
+def _last_checkpointed_epoch(trial: optuna.trial.FrozenTrial) -> int:
+    """The newest epoch whose checkpoint ``trial`` recorded in the ledger (0: none)."""
+    recorded = trial.user_attrs.get(ATTR_CHECKPOINTS)
+    if not isinstance(recorded, dict):
+        return 0
+    return max((int(k) for k in recorded if str(k).isdigit()), default=0)
 
 
 class GracefulStop:

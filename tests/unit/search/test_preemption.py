@@ -13,6 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from clot_hpo.checkpoint_file import CHECKPOINT_FILE, TrainingCheckpoint, save_checkpoint
+from clot_hpo.search.ledger import ATTR_CHECKPOINTS
 from clot_hpo.search.trial.resume import (
     RESUMED_FROM_ATTR,
     PreemptedStop,
@@ -43,6 +44,24 @@ def _checkpoint(folder: Path, epoch: int) -> Path:
     return save_checkpoint(
         folder / CHECKPOINT_FILE, TrainingCheckpoint(epoch=epoch, model=[np.zeros(2)], optimizer=[])
     )
+
+
+def test_an_epoch_checkpointed_but_killed_before_its_report_is_counted_once() -> None:
+    # Killed between recording checkpoint 3 in the ledger and saying epochs_run=3: its
+    # retry resumes at 3 and trains 4..8, so the study trained 8 epochs, not 2 + 5.
+    study = _study()
+    trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+    trial.set_user_attr("epochs_run", 2)
+    trial.set_user_attr(ATTR_CHECKPOINTS, {"1": "a" * 64, "2": "b" * 64, "3": "c" * 64})
+    study.tell(trial, state=TrialState.FAIL)
+    requeue(study, study.trials[0])
+    assert epochs_spent(study.trials) == 3  # the waiting retry counts nothing yet
+    retry = study.ask()
+    retry.set_user_attr(ATTR_CHECKPOINTS, {"4": "d" * 64, "8": "e" * 64})
+    retry.set_user_attr(RESUMED_FROM_ATTR, 3)
+    retry.set_user_attr("epochs_run", 8)
+    study.tell(retry, 0.9)
+    assert epochs_spent(study.trials) == 8
 
 
 def test_a_retry_resumes_the_newest_checkpoint_of_its_lineage(tmp_path: Path) -> None:
