@@ -82,6 +82,10 @@ class DicomRefused(ValueError):
         self.reason = reason
 
 
+class DicomTooLarge(DicomRefused):
+    """A DICOM file whose header declares more pixels than ``data.max_pixels`` allows."""
+
+
 @dataclass(frozen=True)
 class DicomSettings:
     """How pixels are windowed and which frame is taken (``data.dicom``)."""
@@ -281,9 +285,12 @@ def check_dicom_header(header: DicomHeader, max_pixels: int, settings: DicomSett
     Raises:
         DicomRefused: the sentence naming what is wrong.
     """
-    for reason in (pixel_limit_reason(header, max_pixels), frame_reason(header, settings)):
-        if reason:
-            raise DicomRefused(reason)
+    too_many = pixel_limit_reason(header, max_pixels)
+    if too_many:
+        raise DicomTooLarge(too_many)
+    unusable_frame = frame_reason(header, settings)
+    if unusable_frame:
+        raise DicomRefused(unusable_frame)
     _check_decoder(header)
 
 
@@ -472,6 +479,7 @@ __all__ = [
     "SALT_NAME",
     "DicomHeader",
     "DicomRefused",
+    "DicomTooLarge",
     "DicomSettings",
     "check_dicom_header",
     "decode_dicom",

@@ -157,7 +157,7 @@ class PairedAuc:
     """DeLong's paired test of two AUCs on the same examples.
 
     ``difference = auc_a - auc_b``; ``[ci_low, ci_high]`` is its two-sided interval at the
-    requested confidence (95% by default); ``p_value`` is two-sided for ``difference == 0``.
+    requested ``confidence`` (95% by default); ``p_value`` is two-sided for ``difference == 0``.
     """
 
     auc_a: float
@@ -167,6 +167,7 @@ class PairedAuc:
     ci_high: float
     p_value: float
     n: int
+    confidence: float = 0.95
 
 
 def _midranks(x: np.ndarray) -> np.ndarray:
@@ -240,6 +241,7 @@ def delong_test(labels: Any, prob_a: Any, prob_b: Any, *, confidence: float = 0.
             ci_high=difference,
             p_value=p_value,
             n=int(y.size),
+            confidence=confidence,
         )
     se = float(np.sqrt(variance))
     z = float(norm.ppf(0.5 + confidence / 2.0))
@@ -252,6 +254,7 @@ def delong_test(labels: Any, prob_a: Any, prob_b: Any, *, confidence: float = 0.
         ci_high=difference + z * se,
         p_value=min(1.0, p_value),
         n=int(y.size),
+        confidence=confidence,
     )
 
 
@@ -408,4 +411,5 @@ def auc_difference_independent(
         ci_high=difference + z * se,
         p_value=min(1.0, p_value),
         n=n_total,
+        confidence=confidence,
     )

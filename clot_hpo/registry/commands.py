@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clot_hpo.data.commands import add_image_limit_options
-from clot_hpo.tracking.tags import TAG_TRIAL_NUMBER
-from clot_hpo.util import AddCommand
+from clot_hpo.tracking.tags import PARAM_CONFIDENCE_LEVEL, TAG_TRIAL_NUMBER
+from clot_hpo.util import AddCommand, finite_float
 
 if TYPE_CHECKING:
     from clot_hpo.registry.gate import GateRule
@@ -63,7 +63,7 @@ def promote_command(args: argparse.Namespace, *, ledger: Ledger) -> int:
 
 
 def champion_table(tracking_uri: str, model_name: str, alias: str) -> str:
-    """The seed's table (with 95% intervals) of the version that holds ``alias`` now.
+    """The seed's table (with its intervals) of the version that holds ``alias`` now.
 
     Read from its trial's run: validation chose the threshold, the test split was never
     seen by the search, so the test row is the figure to quote.
@@ -86,7 +86,9 @@ def champion_table(tracking_uri: str, model_name: str, alias: str) -> str:
     what = f"{params.get('backbone', 'model')}, trial {run.data.tags.get(TAG_TRIAL_NUMBER, '?')}"
     threshold = metrics.get("threshold")
     at = f" at threshold {threshold:.3f} (chosen on validation)" if threshold is not None else ""
-    return f"{model_name}@{alias} is version {version.version} ({what}){at}; 95% intervals:\n{table}"
+    level = finite_float(params.get(PARAM_CONFIDENCE_LEVEL))  # None: a run from before it was logged
+    intervals = f"{level:.0%} intervals" if level is not None else "intervals"
+    return f"{model_name}@{alias} is version {version.version} ({what}){at}; {intervals}:\n{table}"
 
 
 def predict_command(args: argparse.Namespace) -> int:

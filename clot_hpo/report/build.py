@@ -74,16 +74,17 @@ def verdict(c: Comparison) -> str:
     d = c.delong
     p = c.p_holm if c.p_holm is not None else d.p_value
     adjusted = " (Holm-adjusted for the several comparisons)" if c.p_holm is not None else ""
+    interval = f"{d.confidence:.0%} interval"
     if p < ALPHA:
         better, worse = (c.a, c.b) if d.difference > 0 else (c.b, c.a)
         return (
             f"**{better} has a higher AUC than {worse}, and the difference is statistically significant "
-            f"at 0.05** (DeLong {p_is(p)}{adjusted}; difference {d.difference:+.3f}, 95% interval "
+            f"at 0.05** (DeLong {p_is(p)}{adjusted}; difference {d.difference:+.3f}, {interval} "
             f"{d.ci_low:+.3f} to {d.ci_high:+.3f})."
         )
     return (
         f"**The AUC difference between {c.a} and {c.b} is not statistically significant at 0.05** "
-        f"(DeLong {p_is(p)}{adjusted}; difference {d.difference:+.3f}, 95% interval {d.ci_low:+.3f} "
+        f"(DeLong {p_is(p)}{adjusted}; difference {d.difference:+.3f}, {interval} {d.ci_low:+.3f} "
         f"to {d.ci_high:+.3f}, which includes 0): on this test set, neither backbone is shown to be better."
     )
 
@@ -242,10 +243,11 @@ def _paired(doc: Document, report: Report) -> None:
         report.notes.append(note)
         doc.add(Paragraph(note, kind="note"))
         return
-    rows, mc_rows = [], []
+    rows, mc_rows, level = [], [], "95%"
     for c in report.comparisons:
         if c.delong is not None:
             d = c.delong
+            level = f"{d.confidence:.0%}"  # one study, one evaluation.confidence_level
             rows.append(
                 [
                     f"{c.a} − {c.b}",
@@ -274,7 +276,16 @@ def _paired(doc: Document, report: Report) -> None:
     if rows:
         doc.add(
             Table(
-                ["Comparison", "AUC A", "AUC B", "Difference", "95% interval", "p (DeLong)", "p (Holm)", "n"],
+                [
+                    "Comparison",
+                    "AUC A",
+                    "AUC B",
+                    "Difference",
+                    f"{level} interval",
+                    "p (DeLong)",
+                    "p (Holm)",
+                    "n",
+                ],
                 rows,
                 caption="DeLong's test for two correlated AUCs on the same test images (A − B).",
                 ident="delong-table",

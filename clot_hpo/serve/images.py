@@ -26,6 +26,7 @@ import numpy as np
 from clot_hpo.data.dicom import (
     DicomRefused,
     DicomSettings,
+    DicomTooLarge,
     check_dicom_header,
     decode_dicom,
     read_dicom_header,
@@ -135,7 +136,7 @@ def read_upload_header(
 
 
 def _rejected(filename: str, refusal: DicomRefused) -> ImageRejected:
-    status = 413 if refusal.reason.startswith("too many pixels") else 415
+    status = 413 if isinstance(refusal, DicomTooLarge) else 415
     return ImageRejected(status, f"{filename}: {refusal.reason}")
 
 

@@ -27,7 +27,7 @@ from clot_hpo.explain import GradCam, overlay, png_bytes
 from clot_hpo.registry.models import load_keras_model, resolve_model
 from clot_hpo.serve.images import DecodedImage
 from clot_hpo.tracking.store import MlflowException, open_client
-from clot_hpo.tracking.tags import TAG_TRIAL_NUMBER
+from clot_hpo.tracking.tags import PARAM_CONFIDENCE_LEVEL, TAG_TRIAL_NUMBER
 from clot_hpo.util import finite_float, first_line
 
 log = logging.getLogger("clot_hpo.serve")
@@ -213,16 +213,18 @@ def without_absolute_paths(text: str) -> str:
     return _ABSOLUTE_PATH.sub(last_part, text)
 
 
-def page_metrics(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+def page_metrics(metrics: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The metric catalogue's headline metrics on the test split, each with its interval, for the page.
 
     Each: ``name``, ``label`` (``Test AUC``), ``value``, ``ci_low``, ``ci_high`` (None when the
-    run did not log it, or the metric has no interval).
+    run did not log it, or the metric has no interval) and ``ci_level`` (the run's
+    ``confidence_level`` parameter; None when it was not logged).
     """
     # Imported here: the catalogue's package loads SciPy and scikit-learn (its metrics), which `serve`'s
     # import need not pay for (load_service loads Keras anyway).
     from clot_hpo.evaluate.catalogue import CI_HIGH, CI_LOW, all_metrics
 
+    level = finite_float((params or {}).get(PARAM_CONFIDENCE_LEVEL))
     out = []
     for metric in all_metrics():
         if not metric.headline:
@@ -235,6 +237,7 @@ def page_metrics(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "value": finite_float(metrics.get(key)),
                 "ci_low": finite_float(metrics.get(key + CI_LOW)),
                 "ci_high": finite_float(metrics.get(key + CI_HIGH)),
+                "ci_level": level,
             }
         )
     return out
@@ -258,7 +261,7 @@ def _run_details(client: Any, run_id: str | None) -> tuple[dict[str, Any], str |
         "test_auc_ci_low": finite_float(metrics.get("test_auc_ci_low")),
         "test_auc_ci_high": finite_float(metrics.get("test_auc_ci_high")),
         "trial": tags.get(TAG_TRIAL_NUMBER),
-        "metrics": page_metrics(metrics),
+        "metrics": page_metrics(metrics, params),
     }
     card = None
     try:

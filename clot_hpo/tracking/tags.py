@@ -30,6 +30,10 @@ TAG_PRUNED_AT_EPOCH = "clot_hpo.pruned_at_epoch"
 TAG_OBJECTIVE = "clot_hpo.objective"
 TAG_DIRECTION = "optuna.direction"
 
+# ----- run parameters read back ---------------------------------------------------------------
+# On a trial's run: the level of the intervals its metrics carry (evaluation.confidence_level).
+PARAM_CONFIDENCE_LEVEL = "confidence_level"
+
 # In the logged MLflow model's ``metadata`` (MLmodel), what `predict` needs to apply it.
 META_THRESHOLD = "threshold"
 META_IMAGE_SIZE = "image_size"

@@ -45,6 +45,7 @@ from clot_hpo.search.trial.task import TrialTask
 from clot_hpo.search_space import load_search_space
 from clot_hpo.tracking import NullTracker, TrialTracker
 from clot_hpo.tracking.spool import SpoolTracker
+from clot_hpo.tracking.tags import PARAM_CONFIDENCE_LEVEL
 
 # Test hook: "oom:N" raises ResourceExhaustedError in trial N's first attempt; "oom2:N" does so
 # after its second epoch (checkpointed); "crash:N" kills trial N's process with SIGKILL;
@@ -259,6 +260,8 @@ def trial_params(setup: TrialSetup, plan: TrialBudget) -> dict[str, Any]:
         "epochs": setup.epochs,
         # The loss weighting applied, searched or from training.class_weight.
         "class_weight_run": setup.settings["class_weight"],
+        # The level of the intervals the run's metrics carry (the page and the card say it).
+        PARAM_CONFIDENCE_LEVEL: setup.config.evaluation.confidence_level,
     }
 
 

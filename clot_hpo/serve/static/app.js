@@ -41,7 +41,8 @@ async function showModel() {
     for (const metric of m.metrics || []) {
       let text = metric.value === null ? "not recorded" : fmt(metric.value);
       if (metric.value !== null && metric.ci_low !== null && metric.ci_high !== null) {
-        text += ` (95% interval ${fmt(metric.ci_low)} to ${fmt(metric.ci_high)})`;
+        const level = metric.ci_level ? `${+(metric.ci_level * 100).toFixed(1)}% ` : "";
+        text += ` (${level}interval ${fmt(metric.ci_low)} to ${fmt(metric.ci_high)})`;
       }
       addRow(list, metric.label, text);
     }

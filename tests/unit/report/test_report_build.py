@@ -49,6 +49,7 @@ def _write_study(
     extra_trials: int = 0,
     metadata: bool = True,
     other_test_set: str | None = None,
+    confidence: float = 0.95,
 ) -> dict[str, Any]:
     """A study in its own experiment: one completed trial per backbone (separation None: no files)."""
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -92,7 +93,8 @@ def _write_study(
     }
     (files / "data" / "data_report.json").write_text(json.dumps(report))
     (files / "config.yaml").write_text(
-        f"seed: 5\ndata: {{path: {data}}}\nevaluation: {{threshold: youden, bootstrap_samples: 300}}\n"
+        f"seed: 5\ndata: {{path: {data}}}\n"
+        f"evaluation: {{threshold: youden, bootstrap_samples: 300, confidence_level: {confidence}}}\n"
     )
     parent = client.create_run(
         exp,
@@ -160,6 +162,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             metadata=False,
             other_test_set="tiny_cnn",
         ),
+        "ninety": _write_study(
+            root, "ninety", backbones={"resnet50": 3.0, "tiny_cnn": 0.8}, metadata=False, confidence=0.9
+        ),
     }
 
 
@@ -208,6 +213,20 @@ def test_paired_delong_agrees_with_an_independent_computation(store: dict[str, A
     assert "resnet50 has a higher AUC than tiny_cnn, and the difference is statistically significant" in text
     assert f"{diff:+.3f}" in text
     assert comparison.mcnemar is not None and comparison.mcnemar.n == N_TEST
+
+
+def test_the_paired_interval_has_the_studys_confidence_level(store: dict[str, Any], tmp_path: Path) -> None:
+    study = store["ninety"]
+    report = build_report(read_study(study["uri"], "ninety", folder=tmp_path))
+    [comparison] = report.comparisons
+    y = study["y_test"]
+    _, se = delong_by_placements(y, study["scores"]["resnet50"][1], study["scores"]["tiny_cnn"][1])
+    d = comparison.delong
+    assert d is not None and d.confidence == 0.9
+    assert d.ci_low == pytest.approx(d.difference - norm.ppf(0.95) * se, abs=1e-9)
+    assert _table(report, "delong-table").columns[4] == "90% interval"
+    text = to_markdown(report.document)
+    assert f"90% interval {d.ci_low:+.3f} to {d.ci_high:+.3f}" in text and "95% interval" not in text
 
 
 def test_calibration_search_data_and_subgroups(store: dict[str, Any], tmp_path: Path) -> None:
@@ -286,7 +305,7 @@ def test_the_command_writes_logs_and_refuses_a_bad_experiment(
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         f"clot-hpo: error: MLflow experiment 'nope' at {uri} does not exist "
-        "(experiments there: apart, old, one, two)"
+        "(experiments there: apart, ninety, old, one, two)"
     ]
     with pytest.raises(ConfigError, match="does not exist"):
         read_study(uri, "missing", folder=tmp_path)

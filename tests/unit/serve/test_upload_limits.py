@@ -89,6 +89,22 @@ def test_a_dicom_upload_is_decoded_and_its_header_values_stay_out_of_the_answer(
     assert not [v for v in values if v in err.value.message + repr(image.filename)]
 
 
+def test_a_dicom_upload_over_the_pixel_limit_is_413_and_a_bad_frame_415(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from clot_hpo.data.dicom import DicomSettings
+    from tests.support.dicom import write_dicom
+
+    data = write_dicom(tmp_path / "a.dcm", np.zeros((3, 40, 40), np.uint16)).read_bytes()
+    with pytest.raises(ImageRejected) as err:
+        decode_image_bytes(data, "a.dcm", 32, max_pixels=4_000, dicom=DicomSettings(frame=0))
+    assert err.value.status == 413 and err.value.message.startswith("a.dcm: too many pixels")
+    with pytest.raises(ImageRejected) as err:
+        decode_image_bytes(data, "a.dcm", 32, dicom=DicomSettings(frame=5))
+    assert err.value.status == 415
+    assert "data.dicom.frame is 5, but this file has 3 frames" in err.value.message
+
+
 def test_the_pages_dicom_settings_reach_the_decoder(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # The page decodes DICOM with the study's data.dicom (serve --dicom-frame / --dicom-window),
     # as `predict` does: a multi-frame file refused by default is read once a frame is named,
