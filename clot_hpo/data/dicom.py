@@ -110,10 +110,67 @@ class DicomSettings:
             frame=getattr(args, "dicom_frame", None),
         )
 
+    @classmethod
+    def given_in(cls, args: Any) -> DicomSettings | None:
+        """:meth:`from_args`, or None when the command was given neither option."""
+        if getattr(args, "dicom_window", None) is None and getattr(args, "dicom_frame", None) is None:
+            return None
+        return cls.from_args(args)
+
+    def as_metadata(self) -> dict[str, Any]:
+        """These settings as JSON values, in ``data.dicom``'s shape (stored with a trained model)."""
+        return {"window": None if self.window is None else list(self.window), "frame": self.frame}
+
+    @classmethod
+    def from_metadata(cls, value: Any) -> DicomSettings | None:
+        """Settings :meth:`as_metadata` stored (None: nothing stored, or not in that shape)."""
+        if not isinstance(value, dict):
+            return None
+        window, frame = value.get("window"), value.get("frame")
+        try:
+            return cls(
+                window=None if window is None else (float(window[0]), float(window[1])),
+                frame=None if frame is None else int(frame),
+            )
+        except (TypeError, ValueError, IndexError):
+            return None
+
+    def describe(self) -> str:
+        """These settings in words, for messages."""
+        fallback = "the full range" if self.window is None else f"[center, width] {list(self.window)}"
+        window = f"each file's own window, else {fallback}"
+        frame = "single-frame files only" if self.frame is None else f"frame {self.frame}"
+        return f"{window}, {frame}"
+
     def tag(self) -> str:
         """A short text naming these settings, for cache keys (the pixels depend on them)."""
         window = "file" if self.window is None else f"{self.window[0]:g},{self.window[1]:g}"
         return f"window={window};frame={'none' if self.frame is None else self.frame}"
+
+
+def settings_for_model(
+    given: DicomSettings | None, trained: DicomSettings | None
+) -> tuple[DicomSettings, str | None]:
+    """The DICOM settings to apply a model with, and a warning when they are not its training's.
+
+    Args:
+        given: the command's own (``--dicom-window`` / ``--dicom-frame``; None: neither given).
+        trained: what the model was trained with, as stored with it (None: a model from
+            before they were stored, or one logged elsewhere).
+
+    A model applied to pixels windowed otherwise than in training is applied to other
+    images than it was validated on: the command's settings still win (the user may know
+    better, e.g. a scanner whose files carry no window), but not silently.
+    """
+    if given is None:
+        return trained or DicomSettings(), None
+    if trained is not None and given != trained:
+        return given, (
+            f"the model was trained on DICOM pixels with {trained.describe()}, but these settings "
+            f"apply {given.describe()}: its probabilities on DICOM files are not the ones it was "
+            "validated with"
+        )
+    return given, None
 
 
 @dataclass(frozen=True)
@@ -490,4 +547,5 @@ __all__ = [
     "pixel_limit_reason",
     "read_dicom_header",
     "read_patient_id",
+    "settings_for_model",
 ]

@@ -7,6 +7,7 @@ module to build its parser, and ``clot-hpo --help`` should not wait for them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -98,7 +99,7 @@ def predict_command(args: argparse.Namespace) -> int:
     else 0. Missing paths and non-images are a ``DataError`` (exit 2) naming them. Lines are
     written chunk by chunk, so a big folder shows results while it is still being scored.
     """
-    from clot_hpo.data.dicom import DicomSettings
+    from clot_hpo.data.dicom import DicomSettings, settings_for_model
     from clot_hpo.data.limits import DEFAULT_MAX_PIXELS, check_headers
     from clot_hpo.data.pipeline import list_images
     from clot_hpo.evaluate.holdout import score_image_files
@@ -107,11 +108,15 @@ def predict_command(args: argparse.Namespace) -> int:
 
     files = list_images(args.paths)  # DataError (exit 2) names missing paths and non-images
     max_pixels = getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS
-    dicom = DicomSettings.from_args(args)
-    # A bomb, or a DICOM file no installed package decodes, is refused before any model loads.
-    check_headers(files, max_pixels, dicom)
+    given = DicomSettings.given_in(args)
+    # A bomb, or a DICOM file no installed package decodes, is refused before the tracking
+    # store is opened (a multi-frame file too, unless a frame is given).
+    check_headers(files, max_pixels, given or DicomSettings())
     client = open_client(args.tracking_uri)
     resolved = resolve_model(client, args.tracking_uri, args.model)
+    dicom, mismatch = settings_for_model(given, resolved.dicom)  # none given: the training's
+    if mismatch:
+        print(f"clot-hpo: warning: {mismatch}", file=sys.stderr)
     model = load_keras_model(args.tracking_uri, resolved)
     for scored in score_image_files(model, files, resolved.image_size, max_pixels=max_pixels, dicom=dicom):
         for path, prob in scored:
@@ -137,16 +142,33 @@ def evaluate_registered_model(
 
     The folder is scanned and validated before the model is loaded, so a bad folder fails
     fast; ``data_overrides`` are ``data`` keys from the command line (``max_pixels``...).
+    DICOM files are windowed as the model was trained unless ``data_overrides`` say otherwise
+    (``--dicom-window`` / ``--dicom-frame``, or ``--config``'s ``data.dicom``; a warning when
+    that differs from the training's). The folder is validated with those, or the defaults
+    (which refuse multi-frame files), before the store is opened.
     """
+    from clot_hpo.data.dicom import settings_for_model
     from clot_hpo.evaluate.holdout import evaluate_model, load_labelled_folder
     from clot_hpo.registry.models import load_keras_model, resolve_model
     from clot_hpo.tracking.store import open_client
 
     folder = load_labelled_folder(data, config_path=config_path, overrides=data_overrides)
     resolved = resolve_model(open_client(tracking_uri), tracking_uri, model_uri)
+    given = folder.dicom if (data_overrides or {}).get("dicom") is not None else None
+    dicom, mismatch = settings_for_model(given, resolved.dicom)  # none given: the training's
+    if mismatch:
+        print(f"clot-hpo: warning: {mismatch}", file=sys.stderr)
+    folder = dataclasses.replace(folder, dicom=dicom)
     model = load_keras_model(tracking_uri, resolved)
     result = evaluate_model(model, folder, threshold=resolved.threshold, image_size=resolved.image_size)
-    return {"model": model_uri, "model_version": resolved.version, "run_id": resolved.run_id, **result}
+    applied = folder.dicom.as_metadata() if folder.dicom is not None else None
+    return {
+        "model": model_uri,
+        "model_version": resolved.version,
+        "run_id": resolved.run_id,
+        "dicom": applied,  # how DICOM files were windowed (the model's training settings by default)
+        **result,
+    }
 
 
 def evaluate_command(args: argparse.Namespace) -> int:

@@ -26,9 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clot_hpo.data.dicom import DicomSettings
 from clot_hpo.errors import ConfigError
 from clot_hpo.tracking.store import MlflowClient, MlflowException, global_tracking_uri, is_not_found
-from clot_hpo.tracking.tags import META_IMAGE_SIZE, META_THRESHOLD, MODEL_FILE_PATH, TAG_MODEL_SHA256
+from clot_hpo.tracking.tags import (
+    META_DICOM,
+    META_IMAGE_SIZE,
+    META_THRESHOLD,
+    MODEL_FILE_PATH,
+    TAG_MODEL_SHA256,
+)
 from clot_hpo.util import file_sha256, finite_float, first_line
 from clot_hpo.yaml_io import read_yaml
 
@@ -56,6 +63,8 @@ class ResolvedModel:
     image_size: int
     # The registered version's ``model_sha256`` tag (None: not a registered version, or no tag).
     model_sha256: str | None = None
+    # The ``data.dicom`` settings it was trained with (None: a model logged before they were stored).
+    dicom: DicomSettings | None = None
 
 
 def alias_version(client: MlflowClient, model_name: str, alias: str) -> Any | None:
@@ -164,6 +173,7 @@ def resolve_model(client: MlflowClient, tracking_uri: str, model_uri: str) -> Re
         threshold=threshold,
         image_size=_image_size(info, load_uri),
         model_sha256=sha256 or None,
+        dicom=DicomSettings.from_metadata((info.metadata or {}).get(META_DICOM)),
     )
 
 

@@ -25,7 +25,7 @@ def serve_command(args: argparse.Namespace) -> int:
     """``clot-hpo serve``: load the model once, then serve the page until interrupted."""
     import uvicorn
 
-    from clot_hpo.data.dicom import DicomSettings
+    from clot_hpo.data.dicom import DicomSettings, settings_for_model
     from clot_hpo.serve.app import LOOPBACK_NAMES, Limits, create_app
     from clot_hpo.serve.service import load_service
 
@@ -37,6 +37,13 @@ def serve_command(args: argparse.Namespace) -> int:
             "reach this address can upload images and use the model",
             file=sys.stderr,
         )
+    service = load_service(args.tracking_uri, args.model)  # ConfigError (exit 2) when unresolvable
+    info = service.info
+    dicom, mismatch = settings_for_model(
+        DicomSettings.given_in(args), DicomSettings.from_metadata(info.dicom)
+    )
+    if mismatch:
+        print(f"clot-hpo: warning: {mismatch}", file=sys.stderr)
     mib = 2**20
     wildcard = args.host in ("0.0.0.0", "::", "")
     limits = Limits(
@@ -47,7 +54,7 @@ def serve_command(args: argparse.Namespace) -> int:
         max_concurrent_uploads=args.max_concurrent_uploads,
         max_buffered_bytes=int(args.max_buffered_mb * mib),
         trusted_hosts=(*([] if wildcard else [args.host]), *(args.trusted_hosts or [])),
-        dicom=DicomSettings.from_args(args),
+        dicom=dicom,
     )
     if wildcard and not args.trusted_hosts:
         print(
@@ -55,8 +62,6 @@ def serve_command(args: argparse.Namespace) -> int:
             "name; add the names clients use with --trusted-host NAME (or serve.trusted_hosts)",
             file=sys.stderr,
         )
-    service = load_service(args.tracking_uri, args.model)  # ConfigError (exit 2) when unresolvable
-    info = service.info
     version = f"version {info.version}" if info.version else info.run_id
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
@@ -76,7 +81,7 @@ def explain_command(args: argparse.Namespace) -> int:
     Lines are ``{"image", "probability", "label", "overlay"}``; the overlay is
     ``OUT/<image stem>.gradcam.png`` (a number is added when two images share a stem).
     """
-    from clot_hpo.data.dicom import DicomSettings
+    from clot_hpo.data.dicom import DicomSettings, settings_for_model
     from clot_hpo.data.pipeline import list_images
     from clot_hpo.explain import GradCam, overlay, png_bytes
     from clot_hpo.registry.models import load_keras_model, resolve_model
@@ -86,6 +91,9 @@ def explain_command(args: argparse.Namespace) -> int:
     files = list_images(args.paths)  # DataError (exit 2) names missing paths and non-images
     out = Path(args.out)
     resolved = resolve_model(open_client(args.tracking_uri), args.tracking_uri, args.model)
+    dicom, mismatch = settings_for_model(DicomSettings.given_in(args), resolved.dicom)
+    if mismatch:
+        print(f"clot-hpo: warning: {mismatch}", file=sys.stderr)
     cam = GradCam(load_keras_model(args.tracking_uri, resolved))
     out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
@@ -96,7 +104,7 @@ def explain_command(args: argparse.Namespace) -> int:
                 str(path),
                 resolved.image_size,
                 max_pixels=args.max_pixels,
-                dicom=DicomSettings.from_args(args),
+                dicom=dicom,
                 display=True,
             )
         except ImageRejected as exc:

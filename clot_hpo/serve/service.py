@@ -108,6 +108,8 @@ class ModelInfo:
     explanations_unavailable: str | None = None
     # The catalogue's headline metrics on the test split, as the page lists them (page_metrics).
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    # The data.dicom settings the model was trained with (None: not stored with it).
+    dicom: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -300,6 +302,7 @@ def load_service(tracking_uri: str, model_uri: str) -> ModelService:
         trial=details.get("trial"),
         has_model_card=card is not None,
         metrics=details.get("metrics", []),
+        dicom=resolved.dicom.as_metadata() if resolved.dicom is not None else None,
     )
     return ModelService(model, info, card)
 

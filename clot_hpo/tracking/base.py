@@ -167,13 +167,21 @@ class TrialTracker(ABC):
 
     @abstractmethod
     def log_model(
-        self, run_id: str, model: Any, *, image_size: int, threshold: float, step: int = 0
+        self,
+        run_id: str,
+        model: Any,
+        *,
+        image_size: int,
+        threshold: float,
+        step: int = 0,
+        dicom: dict[str, Any] | None = None,
     ) -> str | None:
         """Log the trained Keras model (raw [0, 255] float32 pixels in) and its weights.
 
         Args:
             model: a Keras model, or the path of one saved as a ``.keras`` file.
             step: the evaluation's step (the model is linked to the metrics at it).
+            dicom: the ``data.dicom`` settings it was trained with (``DicomSettings.as_metadata``).
 
         Returns:
             The stored model's id (MLflow's model id; a spool's file name), or None when

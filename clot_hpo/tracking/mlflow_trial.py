@@ -95,7 +95,14 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
         self._log_figures(run_id, figures, folder="")
 
     def log_model(
-        self, run_id: str, model: Any, *, image_size: int, threshold: float, step: int = 0
+        self,
+        run_id: str,
+        model: Any,
+        *,
+        image_size: int,
+        threshold: float,
+        step: int = 0,
+        dicom: dict[str, Any] | None = None,
     ) -> str | None:
         """Log the Keras model as the MLflow model of the trial's run, and its weights file.
 
@@ -124,6 +131,7 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
                 int(image_size),
                 float(threshold),
                 int(step),
+                dicom,
                 default=None,
             )
             if model_id:
@@ -132,7 +140,13 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
         return str(model_id) if model_id else None
 
     def _log_mlflow_model(
-        self, run_id: str, keras_file: Path, image_size: int, threshold: float, step: int
+        self,
+        run_id: str,
+        keras_file: Path,
+        image_size: int,
+        threshold: float,
+        step: int,
+        dicom: dict[str, Any] | None,
     ) -> str:
         return model_packaging.log_keras_model(
             self.client,
@@ -142,4 +156,5 @@ class MlflowTrialTracker(MlflowBackend, TrialTracker):
             image_size=image_size,
             threshold=threshold,
             step=step,
+            dicom=dicom,
         )

@@ -20,6 +20,7 @@ from typing import Any
 from clot_hpo.tracking import keras_file_flavor
 from clot_hpo.tracking.store import MAX_PARAM_LENGTH, MlflowClient, global_tracking_uri
 from clot_hpo.tracking.tags import (
+    META_DICOM,
     META_IMAGE_SIZE,
     META_INPUT,
     META_THRESHOLD,
@@ -68,9 +69,10 @@ def model_signature(image_size: int) -> Any:
     )
 
 
-def model_metadata(image_size: int, threshold: float) -> dict[str, Any]:
+def model_metadata(image_size: int, threshold: float, dicom: dict[str, Any] | None = None) -> dict[str, Any]:
     """The MLflow model's ``metadata``: how to apply it (read by the registry)."""
-    return {META_IMAGE_SIZE: int(image_size), META_THRESHOLD: float(threshold), META_INPUT: INPUT_DESCRIPTION}
+    meta = {META_IMAGE_SIZE: int(image_size), META_THRESHOLD: float(threshold), META_INPUT: INPUT_DESCRIPTION}
+    return meta if dicom is None else {**meta, META_DICOM: dict(dicom)}
 
 
 @contextlib.contextmanager
@@ -94,6 +96,7 @@ def log_keras_model(
     image_size: int,
     threshold: float,
     step: int,
+    dicom: dict[str, Any] | None = None,
 ) -> str:
     """Log ``keras_file`` as the MLflow model ``model`` of the run; return its model id.
 
@@ -130,7 +133,7 @@ def log_keras_model(
             model_id=logged.model_id,
             signature=model_signature(image_size),
             pip_requirements=list(model_pip_requirements()),
-            metadata=model_metadata(image_size, threshold),
+            metadata=model_metadata(image_size, threshold, dicom),
             await_registration_for=0,
             step=step,
         )

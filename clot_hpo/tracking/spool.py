@@ -107,7 +107,14 @@ class SpoolTracker(TrialTracker):
         self._append(event)
 
     def log_model(
-        self, run_id: str, model: Any, *, image_size: int, threshold: float, step: int = 0
+        self,
+        run_id: str,
+        model: Any,
+        *,
+        image_size: int,
+        threshold: float,
+        step: int = 0,
+        dicom: dict[str, Any] | None = None,
     ) -> str | None:
         """Save the model as ``model.keras`` (atomically) and record how to log it.
 
@@ -126,6 +133,7 @@ class SpoolTracker(TrialTracker):
                 "file": MODEL_FILE,
                 "image_size": int(image_size),
                 "threshold": float(threshold),
+                "dicom": dicom,
             }
         )
         return MODEL_FILE
@@ -306,6 +314,7 @@ class SpoolReader:
                 image_size=int(event["image_size"]),
                 threshold=float(event["threshold"]),
                 step=self.evaluation_step,
+                dicom=event.get("dicom"),  # absent from a spool written before it was recorded
             )
             if stored:
                 file.unlink(missing_ok=True)

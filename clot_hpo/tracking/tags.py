@@ -38,6 +38,9 @@ PARAM_CONFIDENCE_LEVEL = "confidence_level"
 META_THRESHOLD = "threshold"
 META_IMAGE_SIZE = "image_size"
 META_INPUT = "input"
+# How DICOM pixels were windowed in training (``data.dicom``: ``{"window": [center, width] | None,
+# "frame": int | None}``): `predict`, `serve` and `evaluate` apply the model with it by default.
+META_DICOM = "dicom"
 
 ROLE_STUDY = "study"
 ROLE_TRIAL = "trial"
@@ -95,6 +98,7 @@ __all__ = [
     "EXPERIMENT_KIND_TAG",
     "GATE_PREFIX",
     "META_IMAGE_SIZE",
+    "META_DICOM",
     "META_INPUT",
     "META_THRESHOLD",
     "METRIC_BEST_TRIAL",

@@ -20,11 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import mlflow.models
 import pytest
 from mlflow import MlflowClient
 
 from clot_hpo.data.dicom import DicomRefused, decode_dicom
 from clot_hpo.data.synthetic_dicom import make_synthetic_dicom
+from clot_hpo.tracking.store import global_tracking_uri
 from tests.support.cli import REPO, run_cli
 from tests.support.dicom import grep_files, identifying_values, shipped_test_files
 from tests.support.mlflow_server import MlflowServer, mlflow_server  # noqa: F401  (fixture)
@@ -32,6 +34,9 @@ from tests.support.mlflow_server import MlflowServer, mlflow_server  # noqa: F40
 pytestmark = pytest.mark.slow
 
 STUDY = "dicom-study"
+# The synthetic files carry no window: this one (about their full range of -1024..31743.5 HU)
+# is the training's, stored with the model.
+WINDOW = (15360.0, 32768.0)
 MODEL = "dicom-clot-detector"
 SPACE = """backbone: tiny_cnn
 parameters:
@@ -55,7 +60,8 @@ def study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
     # No Grad-CAM gallery per trial (explanations: false): `explain` below draws DICOM overlays,
     # and the gallery's pixels carry no header value.
     (work / "exp.yaml").write_text(
-        f"name: {STUDY}\nseed: 7\ndata: {{val_fraction: 0.2, test_fraction: 0.2}}\n"
+        f"name: {STUDY}\nseed: 7\n"
+        f"data: {{val_fraction: 0.2, test_fraction: 0.2, dicom: {{window: {list(WINDOW)}}}}}\n"
         "training: {epochs: 8, weights: none}\n"
         "search: {backbones: [tiny_cnn], search_spaces: {tiny_cnn: space.yaml}, pruner: none}\n"
         f"tracking: {{model_name: {MODEL}}}\n"
@@ -77,11 +83,21 @@ def study(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
     cli("promote", "--config", "exp.yaml", "--storage", storage, "--experiment", STUDY, *common)
     model = ("--model", f"models:/{MODEL}@champion", *common)
     some = sorted(data.rglob("*.dcm"))[:3]
-    predicted = cli("predict", *model, *map(str, some))
-    cli("evaluate", *model, "--data", str(data), "--json")
-    cli("explain", *model, "--out", str(work / "overlays"), *map(str, some[:2]))
+    predicted = cli("predict", *model, *map(str, some))  # windowed as in training: no flag needed
+    evaluated = cli("evaluate", *model, "--data", str(data), "--json")
+    # Another window than the training's is applied, but not silently.
+    other_window = ("--dicom-window", "0", "30000")
+    explained = cli("explain", *model, "--out", str(work / "overlays"), *other_window, *map(str, some[:2]))
     cli("report", "--experiment", STUDY, *common, "--out", str(work / "report"))
-    return {"work": work, "data": data, "uri": uri, "outputs": outputs, "predicted": predicted}
+    return {
+        "work": work,
+        "data": data,
+        "uri": uri,
+        "outputs": outputs,
+        "predicted": predicted,
+        "evaluated": evaluated,
+        "explained": explained,
+    }
 
 
 def _runs(uri: str) -> tuple[MlflowClient, Any, list[Any]]:
@@ -103,6 +119,27 @@ def test_a_dicom_study_learns_and_predicts(study: dict[str, Any]) -> None:
     assert report["group_source"] == "dicom PatientID (salted hash)"
     assert report["patients"]["all"] == 25 and report["patients"]["in_several_splits"] == 0
     assert any(r.data.tags.get("clot_hpo.role") == "study" for r in runs)
+
+
+def test_the_model_carries_its_dicom_window_to_every_command(study: dict[str, Any]) -> None:
+    client, _, _ = _runs(study["uri"])
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    with global_tracking_uri(study["uri"]):
+        info = mlflow.models.get_model_info(f"models:/{MODEL}/{champion.version}")
+    assert info.metadata["dicom"] == {"window": list(WINDOW), "frame": None}
+    # predict and evaluate were given no window: the training's applies, without a word.
+    assert "warning" not in study["predicted"].stderr
+    evaluated = json.loads(study["evaluated"].stdout)
+    assert evaluated["dicom"] == {"window": list(WINDOW), "frame": None}
+    assert evaluated["metrics"]["auc"] >= 0.9
+    # explain was given another: it applies, with one line saying so.
+    warned = [line for line in study["explained"].stderr.splitlines() if "warning" in line]
+    assert warned == [
+        f"clot-hpo: warning: the model was trained on DICOM pixels with each file's own window, else "
+        f"[center, width] {list(WINDOW)}, single-frame files only, but these settings apply each "
+        "file's own window, else [center, width] [0.0, 30000.0], single-frame files only: its "
+        "probabilities on DICOM files are not the ones it was validated with"
+    ]
 
 
 def test_no_identifying_header_value_leaves_the_machine(

@@ -12,6 +12,7 @@ from typing import Protocol
 import keras
 import numpy as np
 
+from clot_hpo.data.dicom import DicomSettings
 from clot_hpo.evaluate import evaluate_trial
 from clot_hpo.evaluate.predictions import TEST_PREDICTIONS, VAL_PREDICTIONS, trial_predictions
 from clot_hpo.search.ledger import (
@@ -126,4 +127,10 @@ def log_model(setup: TrialSetup, tracker: TrialTracker, model: keras.Model, thre
         path = Path(tmp) / "model.keras"
         inference_copy(model, setup.settings.image_size).save(path)
         setup.trial.set_user_attr(ATTR_MODEL_SHA256, file_sha256(path))
-        tracker.log_model("", path, image_size=setup.settings.image_size, threshold=threshold)
+        tracker.log_model(
+            "",
+            path,
+            image_size=setup.settings.image_size,
+            threshold=threshold,
+            dicom=DicomSettings.from_config(setup.config.data.dicom).as_metadata(),
+        )

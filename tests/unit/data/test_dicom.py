@@ -13,7 +13,13 @@ from PIL import Image
 from clot_hpo.config import DataConfig
 from clot_hpo.config.schema import DicomConfig
 from clot_hpo.data import dicom as dicom_module
-from clot_hpo.data.dicom import DicomRefused, DicomSettings, decode_dicom, read_dicom_header
+from clot_hpo.data.dicom import (
+    DicomRefused,
+    DicomSettings,
+    decode_dicom,
+    read_dicom_header,
+    settings_for_model,
+)
 from clot_hpo.data.limits import check_headers
 from clot_hpo.data.pipeline import list_images
 from clot_hpo.data.prepare import prepare_data
@@ -366,3 +372,28 @@ def test_synthetic_dicom_takes_the_prevalence_of_the_png_set(tmp_path: Path) -> 
     out = make_synthetic_dicom(tmp_path / "d", n_per_class=10, image_size=16, seed=0, prevalence=0.2)
     assert len(list((out / "positive").glob("*.dcm"))) == 4
     assert len(list((out / "negative").glob("*.dcm"))) == 16
+
+
+def test_settings_stored_with_a_model_come_back_and_bad_ones_are_none() -> None:
+    settings = DicomSettings(window=(300.0, 600.0), frame=2)
+    assert settings.as_metadata() == {"window": [300.0, 600.0], "frame": 2}
+    assert DicomSettings.from_metadata(json.loads(json.dumps(settings.as_metadata()))) == settings
+    assert DicomSettings.from_metadata({"window": None, "frame": None}) == DicomSettings()
+    for bad in (None, "window", {"window": [1]}, {"window": ["a", "b"]}, {"frame": "first"}):
+        assert DicomSettings.from_metadata(bad) is None, bad
+
+
+def test_a_model_is_applied_with_its_training_settings_unless_told_otherwise() -> None:
+    trained = DicomSettings(window=(300.0, 600.0))
+    assert settings_for_model(None, trained) == (trained, None)
+    assert settings_for_model(None, None) == (DicomSettings(), None)  # an older model: the defaults
+    assert settings_for_model(trained, trained) == (trained, None)
+    other = DicomSettings(window=(40.0, 400.0))
+    applied, warning = settings_for_model(other, trained)
+    assert applied == other, "the user's settings win"
+    assert warning is not None
+    assert (
+        "trained on DICOM pixels with each file's own window, else [center, width] [300.0, 600.0]" in warning
+    )
+    assert "these settings apply each file's own window, else [center, width] [40.0, 400.0]" in warning
+    assert settings_for_model(other, None) == (other, None)  # nothing to compare with

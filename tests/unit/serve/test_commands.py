@@ -46,6 +46,7 @@ class _Info:
         32,
         0.5,
     )
+    dicom: dict[str, Any] | None = None  # the training's data.dicom, as stored with the model
 
 
 class _Service:
@@ -157,3 +158,27 @@ def test_the_pages_limits_come_from_flags_else_the_configs_serve_section(
     apply_config_defaults(args)
     assert commands.serve_command(args) == 0
     assert seen["limits"].trusted_hosts == () and "--trusted-host NAME" in capsys.readouterr().err
+
+
+def test_the_page_windows_dicom_as_the_model_was_trained_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    import clot_hpo.serve.service as service
+    from clot_hpo.data.dicom import DicomSettings
+
+    class Trained(_Service):
+        info = _Info()
+
+    Trained.info.dicom = {"window": [300.0, 600.0], "frame": None}
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(service, "load_service", lambda uri, model: Trained())
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    monkeypatch.setattr("clot_hpo.serve.app.create_app", lambda svc, limits: seen.update(limits=limits))
+    assert commands.serve_command(_serve_args()) == 0
+    assert seen["limits"].dicom == DicomSettings(window=(300.0, 600.0))
+    assert "warning" not in capsys.readouterr().err
+    assert commands.serve_command(_serve_args(dicom_window=[40.0, 400.0])) == 0
+    assert seen["limits"].dicom == DicomSettings(window=(40.0, 400.0)), "the flag wins"
+    assert "the model was trained on DICOM pixels with" in capsys.readouterr().err

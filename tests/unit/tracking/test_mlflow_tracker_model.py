@@ -31,7 +31,8 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict:
         run_id, metrics={"val_auc": 0.7, "threshold": 0.37}, artifacts={}, figures={}, step=1
     )
     model = tiny_keras_model(32)
-    tracker.log_model(run_id, model, image_size=32, threshold=0.37, step=1)
+    dicom = {"window": [40.0, 400.0], "frame": None}
+    tracker.log_model(run_id, model, image_size=32, threshold=0.37, step=1, dicom=dicom)
     tracker.end_trial(run_id, "COMPLETE")
     return {"uri": uri, "run_id": run_id, "model": model, "tracker": tracker, "root": root}
 
@@ -62,7 +63,9 @@ def test_signature_and_pinned_requirements(logged: dict) -> None:
     assert set(model_pip_requirements()) <= set(reqs)
     assert any(r.startswith(("tensorflow-cpu==", "tensorflow==")) for r in reqs)
     assert not (local / "input_example.json").exists()
-    assert yaml.safe_load((local / "MLmodel").read_text())["metadata"]["image_size"] == 32
+    metadata = yaml.safe_load((local / "MLmodel").read_text())["metadata"]
+    assert metadata["image_size"] == 32 and metadata["threshold"] == 0.37
+    assert metadata["dicom"] == {"window": [40.0, 400.0], "frame": None}  # how it was trained
 
 
 def test_pyfunc_returns_one_probability_per_image(logged: dict) -> None:

@@ -240,13 +240,14 @@ def test_the_evaluation_and_the_model_go_one_step_past_the_last_epoch_of_every_a
 @pytest.mark.parametrize("stored", [True, False])
 def test_model_file_is_removed_only_once_stored(tmp_path: Path, stored: bool) -> None:
     spool, tracker = SpoolTracker(tmp_path / "s"), RecordingTracker(store_models=stored)
-    assert spool.log_model("", FakeModel(), image_size=48, threshold=0.41) == MODEL_FILE
+    dicom = {"window": [300.0, 600.0], "frame": 0}
+    assert spool.log_model("", FakeModel(), image_size=48, threshold=0.41, dicom=dicom) == MODEL_FILE
     model_ids: list[str] = []
     SpoolReader(spool.folder).forward(tracker, "r", on_model=model_ids.append)
     [(kind, (run_id, path, kwargs))] = tracker.calls
     assert model_ids == (["m-stored"] if stored else []), "the stored model's id is handed on"
     assert kind == "model" and path.name == MODEL_FILE
-    assert kwargs == {"image_size": 48, "threshold": 0.41, "step": 0}
+    assert kwargs == {"image_size": 48, "threshold": 0.41, "step": 0, "dicom": dicom}
     # Nothing computed is lost: a model the tracker could not store stays on disk.
     assert (spool.folder / MODEL_FILE).exists() is not stored
     assert not list(spool.folder.glob("*.partial*"))
