@@ -105,6 +105,8 @@ def test_health_model_metadata_and_model_card(base: str, champion: Champion) -> 
     [auc] = info["metrics"]
     assert auc["label"] == "Test AUC" and auc["value"] == info["test_auc"]
     assert (auc["ci_low"], auc["ci_high"]) == (info["test_auc_ci_low"], info["test_auc_ci_high"])
+    assert auc["ci_level"] == 0.9  # the run's confidence_level param
+    assert info["dicom"] is None  # logged without DICOM settings: the defaults apply
     assert info["model_card_url"] == "/model-card" and info["trial"] == "0"
     card = requests.get(f"{base}{info['model_card_url']}", timeout=10)
     # Shown as text, never as HTML: markup in a card cannot run in the page's origin.

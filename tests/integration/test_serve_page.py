@@ -116,8 +116,9 @@ def test_the_page_scores_and_explains_an_uploaded_positive(
             model = page.locator("#model")
             expect(model).to_contain_text("blood-clot-detector, version 1 (@champion)")
             expect(model).to_contain_text("tiny_cnn, input 32 × 32 px")
-            # The catalogue's headline metric, its value and interval (serve.service.page_metrics).
-            auc_row = re.compile(r"Test AUC\s*[01]\.\d{3} \(95% interval [01]\.\d{3} to ")
+            # The catalogue's headline metric, its value and interval at the run's confidence_level
+            # (serve.service.page_metrics).
+            auc_row = re.compile(r"Test AUC\s*[01]\.\d{3} \(90% interval [01]\.\d{3} to ")
             expect(model).to_contain_text(auc_row)
             expect(model.get_by_role("link", name="open")).to_have_attribute("href", "/model-card")
 
