@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from clot_hpo.config.schema import ExperimentConfig
+from clot_hpo.render.markdown import markdown_table
 
 _HEADER = """# Experiment configuration reference
 
@@ -65,8 +66,8 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _rows(model: type[BaseModel], prefix: str) -> list[str]:
-    rows: list[str] = []
+def _rows(model: type[BaseModel], prefix: str) -> list[list[str]]:
+    rows: list[list[str]] = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
         default = field.get_default(call_default_factory=True)
@@ -74,19 +75,17 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         sub = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
         if sub is not None:
             if default is None:  # an optional section: say what turns it on, then its keys
-                rows.append(f"| `{prefix}{name}` | section or null | `null` | {field.description or ''} |")
+                rows.append([f"`{prefix}{name}`", "section or null", "`null`", field.description or ""])
             rows.extend(_rows(sub, f"{prefix}{name}."))
             continue
-        rows.append(
-            f"| `{prefix}{name}` | {_type_name(annotation)} | {_default(default)} "
-            f"| {field.description or ''} |"
-        )
+        rows.append([f"`{prefix}{name}`", _type_name(annotation), _default(default), field.description or ""])
     return rows
 
 
 def render() -> str:
     """The whole reference as Markdown."""
-    lines = [_HEADER, "| key | type | default | meaning |", "|---|---|---|---|", *_rows(ExperimentConfig, "")]
+    table = markdown_table(["key", "type", "default", "meaning"], _rows(ExperimentConfig, ""))
+    lines = [_HEADER, *table]
     return "\n".join(lines) + "\n"
 
 
