@@ -224,6 +224,11 @@ def format_estimate(values: Mapping[str, float | None], key: str, digits: int | 
     return text if low is None or high is None else f"{text} ({format_interval(low, high, digits)})"
 
 
+def format_level(confidence: float) -> str:
+    """An interval's level as people write it: 0.95 -> ``95%``, 0.975 -> ``97.5%``."""
+    return f"{confidence * 100:.10g}%"
+
+
 def prevalence_text(prevalence: float | None) -> str:
     """Where PPV and NPV are taken: ``at a prevalence of 0.1 (evaluation.prevalence)`` or the split's own."""
     if prevalence is None:
@@ -246,4 +251,4 @@ def interval_note(confidence: float, n_bootstrap: int, prevalence: float | None 
             "Bayes' rule on the sensitivity and specificity Wilson bounds for "
             + f"{', '.join(kinds['derived'])}, {prevalence_text(prevalence)}"
         )
-    return f"{confidence:.0%} intervals: " + "; ".join(parts) + "."
+    return f"{format_level(confidence)} intervals: " + "; ".join(parts) + "."

@@ -70,6 +70,7 @@ def champion_table(tracking_uri: str, model_name: str, alias: str) -> str:
     seen by the search, so the test row is the figure to quote.
     """
     from clot_hpo.evaluate import format_table
+    from clot_hpo.evaluate.catalogue import format_level
     from clot_hpo.registry.models import alias_version
     from clot_hpo.tracking.store import open_client
 
@@ -88,7 +89,7 @@ def champion_table(tracking_uri: str, model_name: str, alias: str) -> str:
     threshold = metrics.get("threshold")
     at = f" at threshold {threshold:.3f} (chosen on validation)" if threshold is not None else ""
     level = finite_float(params.get(PARAM_CONFIDENCE_LEVEL))  # None: a run from before it was logged
-    intervals = f"{level:.0%} intervals" if level is not None else "intervals"
+    intervals = f"{format_level(level)} intervals" if level is not None else "intervals"
     return f"{model_name}@{alias} is version {version.version} ({what}){at}; {intervals}:\n{table}"
 
 
@@ -174,6 +175,7 @@ def evaluate_registered_model(
 def evaluate_command(args: argparse.Namespace) -> int:
     """``clot-hpo evaluate``: the product's table as Markdown, then as JSON (``--json``: JSON only)."""
     from clot_hpo.evaluate import format_table
+    from clot_hpo.evaluate.catalogue import format_level
 
     overrides: dict[str, Any] = {
         "max_pixels": getattr(args, "max_pixels", None),
@@ -189,8 +191,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         print(format_table({title: result["metrics"]}, counts={title: result["confusion_matrix"]}))
         print(
             f"\n{result['model']} (version {result['model_version']}) at threshold "
-            f"{result['threshold']:.3f}; {result['confidence']:.0%} intervals: Wilson for proportions, "
-            "percentile bootstrap for AUC.\n"
+            f"{result['threshold']:.3f}; {format_level(result['confidence'])} intervals: Wilson for "
+            "proportions, percentile bootstrap for AUC.\n"
         )
     print(json.dumps(result, indent=None if args.json else 2))
     return 0

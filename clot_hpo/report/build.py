@@ -22,7 +22,13 @@ import pandas as pd
 
 from clot_hpo.config.schema import ExperimentConfig
 from clot_hpo.data.subgroups import subgroup_columns
-from clot_hpo.evaluate.catalogue import format_estimate, interval_note, summary_metrics, table_metrics
+from clot_hpo.evaluate.catalogue import (
+    format_estimate,
+    format_level,
+    interval_note,
+    summary_metrics,
+    table_metrics,
+)
 from clot_hpo.evaluate.metrics import (
     binary_metrics,
     describe_threshold_rule,
@@ -74,7 +80,7 @@ def verdict(c: Comparison) -> str:
     d = c.delong
     p = c.p_holm if c.p_holm is not None else d.p_value
     adjusted = " (Holm-adjusted for the several comparisons)" if c.p_holm is not None else ""
-    interval = f"{d.confidence:.0%} interval"
+    interval = f"{format_level(d.confidence)} interval"
     if p < ALPHA:
         better, worse = (c.a, c.b) if d.difference > 0 else (c.b, c.a)
         return (
@@ -247,7 +253,7 @@ def _paired(doc: Document, report: Report) -> None:
     for c in report.comparisons:
         if c.delong is not None:
             d = c.delong
-            level = f"{d.confidence:.0%}"  # one study, one evaluation.confidence_level
+            level = format_level(d.confidence)  # one study, one evaluation.confidence_level
             rows.append(
                 [
                     f"{c.a} − {c.b}",

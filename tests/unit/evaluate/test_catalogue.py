@@ -181,3 +181,10 @@ def test_the_threshold_rule_sensitivity_at() -> None:
     p = [0.1, 0.2, 0.3, 0.6, 0.35, 0.5, 0.7, 0.8, 0.9]
     by_rule = choose_threshold(y, p, method="sensitivity@0.8")
     assert by_rule == choose_threshold(y, p, method="target_sensitivity", target_sensitivity=0.8) == 0.5
+
+
+def test_an_intervals_level_is_written_as_people_write_it() -> None:
+    from clot_hpo.evaluate.catalogue import format_level, interval_note
+
+    assert [format_level(c) for c in (0.95, 0.975, 0.9, 0.99)] == ["95%", "97.5%", "90%", "99%"]
+    assert interval_note(0.975, 200).startswith("97.5% intervals: Wilson for ")
