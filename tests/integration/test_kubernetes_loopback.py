@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,7 @@ class Pods:
     config: Path
     data: Path
     tmp: Path
+    started: list[Worker] = field(default_factory=list)  # stopped by the fixture, whatever happens
 
     def values(self) -> tuple[dict[str, str], dict[str, str]]:
         """The ConfigMap and the Secret as this test fills them."""
@@ -155,7 +156,8 @@ class Pods:
             proc = subprocess.Popen(
                 argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        return Worker(name, proc, log)
+        self.started.append(worker := Worker(name, proc, log))
+        return worker
 
 
 @dataclass
@@ -220,7 +222,11 @@ def pods(
             cur.execute(f'CREATE DATABASE "{role}" OWNER "{role}"')
     finally:
         conn.close()
-    yield Pods(postgres_session, server, study_config, tiny_dataset, tmp_path)
+    pods = Pods(postgres_session, server, study_config, tiny_dataset, tmp_path)
+    yield pods
+    for worker in pods.started:  # a failed test leaves no worker training against torn-down servers
+        if worker.proc.poll() is None:
+            worker.kill_pod()
 
 
 def _runs_left_running(server: MlflowServer, study: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:

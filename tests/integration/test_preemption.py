@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from clot_hpo.search.ledger import ATTR_CHECKPOINTS
 from clot_hpo.search.trial.resume import GracefulStop, epochs_spent
 
 pytestmark = pytest.mark.slow
@@ -97,6 +98,7 @@ def _wait_running_epochs(cwd: Path, proc: subprocess.Popen[bytes], epochs: int, 
         if proc.poll() is not None:
             pytest.fail(f"the worker exited {proc.returncode} before epoch {epochs}:\n{_log(cwd)[-3000:]}")
         time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # no worker left training after the test
     pytest.fail(f"no trial reached epoch {epochs} in {timeout:.0f} s:\n{_log(cwd)[-3000:]}")
 
 
@@ -175,7 +177,11 @@ def test_sigkill_after_a_checkpoint_resumes_at_the_next_epoch(
     # checkpoint k was recorded but before epochs_run=k was), n - k by its retry.
     own = retry.user_attrs["epochs_run"] - retry.user_attrs["resumed_from_epoch"]
     assert own == EPOCHS - k and original.user_attrs["epochs_run"] in (k - 1, k)
-    assert epochs_spent([original, retry]) == EPOCHS
+    # A kill after checkpoint k+1's sha256 reached the ledger but before its file replaced
+    # checkpoint k's: epoch k+1 was trained twice, and the budget says so.
+    last = max(int(e) for e in original.user_attrs[ATTR_CHECKPOINTS])
+    assert last in (k, k + 1)
+    assert epochs_spent([original, retry]) == EPOCHS + last - k
     # Same seed, same data order, same optimizer state: the uninterrupted run's result.
     assert retry.value == pytest.approx(uninterrupted.value, abs=_auc_tolerance(tmp_path))
     for epoch in range(EPOCHS):
@@ -188,8 +194,9 @@ def test_sigterm_mid_epoch_exits_within_the_grace_and_the_next_worker_resumes_at
     config_path: Path, tmp_path: Path
 ) -> None:
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    # A heartbeat retry would take a minute: the resume below must not wait for it.
-    config["search"].update(grace_period=60, preemption_grace_s=15)
+    # A heartbeat retry would take ten minutes, more than `_finish` waits: the resume below
+    # passes only if the preempted trial was queued at once.
+    config["search"].update(grace_period=600, preemption_grace_s=15)
     config["training"]["epochs"] = 12  # SIGTERM lands mid-training, not after it
     path = config_path.with_name("preempt-sigterm.yaml")
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -202,7 +209,8 @@ def test_sigterm_mid_epoch_exits_within_the_grace_and_the_next_worker_resumes_at
     code = _finish(worker, tmp_path, timeout=60)
     stopped_in = time.monotonic() - sent
     assert code == 75, _log(tmp_path)[-3000:]
-    assert stopped_in < 15 + 5, f"the worker took {stopped_in:.1f} s to stop"
+    # The grace, and time to record the trial and exit on a loaded machine.
+    assert stopped_in < 15 + 15, f"the worker took {stopped_in:.1f} s to stop"
     trials = _trials(tmp_path)
     preempted = trials[running.number]
     assert preempted.state.name == "FAIL" and preempted.user_attrs["preempted"] is True
@@ -211,10 +219,8 @@ def test_sigterm_mid_epoch_exits_within_the_grace_and_the_next_worker_resumes_at
     assert trials[-1].state.name == "WAITING"  # queued at once, no heartbeat needed
     assert "preempted" in _log(tmp_path)
 
-    started = time.monotonic()
     second = _start(path, tmp_path)
-    assert _finish(second, tmp_path) == 0, _log(tmp_path)[-3000:]
-    assert time.monotonic() - started < 60, "the second worker waited for the heartbeat's grace period"
+    assert _finish(second, tmp_path) == 0, _log(tmp_path)[-3000:]  # within 240 s: no heartbeat wait
     retry = _trials(tmp_path)[-1]
     assert retry.state.name == "COMPLETE" and retry.user_attrs["resumed_from_epoch"] == done
     assert sorted(retry.intermediate_values) == list(range(12))

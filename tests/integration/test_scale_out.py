@@ -515,22 +515,34 @@ def test_two_workers_share_one_study_across_an_mlflow_restart(cluster: Cluster) 
 
 @pytest.mark.timeout(420)
 def test_killed_worker_trial_is_retried(cluster: Cluster) -> None:
-    study, n_trials = "kill", 2
-    workers = [cluster.start_worker(study, n_trials) for _ in range(2)]
+    study, n_trials, epochs = "kill", 2, 4  # caught after epoch 1 or 2: two epochs still to run
+    workers = [cluster.start_worker(study, n_trials, None, "--epochs", str(epochs)) for _ in range(2)]
+
+    def mid_trial(worker: Worker) -> int | None:
+        trials = {t.number: t for t in _trials(cluster.storage, study)}
+        number = worker.running_trial()
+        # Mid-trial: the child sampled its parameters, opened its run and finished epoch 1.
+        if (
+            number is not None
+            and number in trials
+            and trials[number].state.name == "RUNNING"
+            and "mlflow_run_id" in trials[number].user_attrs
+            and 1 <= len(trials[number].intermediate_values) <= epochs - 2
+        ):
+            return number
+        return None
 
     def a_worker_mid_trial() -> tuple[Worker, int] | None:
-        trials = {t.number: t for t in _trials(cluster.storage, study)}
         for worker in workers:
-            number = worker.running_trial()
-            # Mid-trial: the child sampled its parameters, opened its run and finished epoch 1.
-            if (
-                number is not None
-                and number in trials
-                and trials[number].state.name == "RUNNING"
-                and "mlflow_run_id" in trials[number].user_attrs
-                and trials[number].intermediate_values
-            ):
+            if mid_trial(worker) is None:
+                continue
+            # Frozen, the worker cannot finish the trial between this look and the kill; a
+            # trial that finished before the freeze is let go, and the next one waited for.
+            _kill_group(worker.proc.pid, signal.SIGSTOP)
+            number = mid_trial(worker)
+            if number is not None:
                 return worker, number
+            _kill_group(worker.proc.pid, signal.SIGCONT)
         return None
 
     victim, killed = _wait_for(a_worker_mid_trial, 180, "a trial past its first epoch", workers)
@@ -578,7 +590,9 @@ def _preempt_first_trial(cluster: Cluster, study: str, epochs: int) -> tuple[Any
             (
                 t
                 for t in _trials(cluster.storage, study)
-                if t.state.name == "RUNNING" and t.intermediate_values and "mlflow_run_id" in t.user_attrs
+                if t.state.name == "RUNNING"
+                and 1 <= len(t.intermediate_values) <= epochs - 3  # SIGTERM lands mid-training
+                and "mlflow_run_id" in t.user_attrs
             ),
             None,
         )
