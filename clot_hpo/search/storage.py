@@ -151,18 +151,26 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
         name_key = zlib.crc32(study_name.encode()) - 2**31
         with _advisory_lock(url, _STUDY_LOCK_CLASS, name_key):
             yield
-    elif url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        import fcntl
-
-        lock_path = Path(url.removeprefix("sqlite:///")).expanduser().with_suffix(".lock")
-        with open(lock_path, "a", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
     else:
+        with _sqlite_file_lock(url):
+            yield
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(url: str) -> Iterator[None]:
+    """``flock`` on ``<database>.lock`` beside a SQLite file (its workers share a machine); else nothing."""
+    if not url.startswith("sqlite:///") or url.startswith("sqlite:///:memory:"):
         yield
+        return
+    import fcntl
+
+    lock_path = Path(url.removeprefix("sqlite:///")).expanduser().with_suffix(".lock")
+    with open(lock_path, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _create_rdb_storage(url: str, kwargs: dict[str, Any], *, pooled: bool = True) -> RDBStorage:
@@ -174,9 +182,12 @@ def _create_rdb_storage(url: str, kwargs: dict[str, Any], *, pooled: bool = True
     others wait, then find it in place.
     """
     engine_kwargs = _engine_kwargs(url, pooled=pooled)
-    if not url.startswith("postgresql"):
-        return _ResilientRDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    with _advisory_lock(url, _SCHEMA_LOCK_KEY):
+    if url.startswith("postgresql"):
+        with _advisory_lock(url, _SCHEMA_LOCK_KEY):
+            return _ResilientRDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    # SQLite too: besides the tables, Optuna writes its version row and Alembic stamp when it
+    # finds them missing, and a second process opening a fresh file between the two fails.
+    with _sqlite_file_lock(url):
         return _ResilientRDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from clot_hpo.search.ledger import ATTR_CHECKPOINTS
 from clot_hpo.search.trial.resume import GracefulStop, epochs_spent
+from tests.support import studies
 
 pytestmark = pytest.mark.slow
 
@@ -79,14 +80,8 @@ def _log(cwd: Path) -> str:
 
 
 def _trials(cwd: Path) -> list[Any]:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}")
-    except Exception:  # noqa: BLE001 - not created yet
-        return []
-    return study.get_trials(deepcopy=False)
+    """The trials so far, read without writing to the storage the worker may be creating."""
+    return studies.trials(f"sqlite:///{cwd / 'mlruns' / 'optuna.db'}", STUDY)
 
 
 def _wait_running_epochs(cwd: Path, proc: subprocess.Popen[bytes], epochs: int, timeout: float = 180) -> Any:

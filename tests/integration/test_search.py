@@ -18,6 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.support import studies
 from tests.support.cli import REPO, copy_project_files, run_cli
 
 pytestmark = pytest.mark.slow
@@ -49,12 +50,8 @@ def _trials(sandbox: Path, study: str = "t") -> list[optuna.trial.FrozenTrial]:
 
 
 def _poll_trials(sandbox: Path, study: str = "t") -> list[optuna.trial.FrozenTrial]:
-    """The trials so far, read without creating tables (the study process may be doing that)."""
-    try:
-        storage = optuna.storages.RDBStorage(f"sqlite:///{sandbox}/optuna.db", skip_table_creation=True)
-        return optuna.load_study(study_name=study, storage=storage).trials
-    except Exception:  # noqa: BLE001 - not created yet
-        return []
+    """The trials so far, read without writing to the storage the study process may be creating."""
+    return studies.trials(f"sqlite:///{sandbox}/optuna.db", study)
 
 
 def _states(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
@@ -382,32 +379,36 @@ def test_ctrl_c_records_the_trial_and_exits_130(sandbox: Path, tiny_dataset: Pat
     ]
     # A shell's background jobs start with SIGINT ignored, and Python keeps it ignored: give
     # the study the default disposition a terminal would, so Ctrl-C means KeyboardInterrupt.
-    proc = subprocess.Popen(
-        cmd,
-        cwd=sandbox,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    # Output to files, never an unread pipe (a full one would stop the study), and at hand below.
+    out_log, err_log = sandbox / "stdout.log", sandbox / "stderr.log"
+    with out_log.open("wb") as out, err_log.open("wb") as err:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=sandbox,
+            env=env,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     try:
         deadline = time.monotonic() + 300  # the first epoch traces its model: minutes on a loaded machine
         while time.monotonic() < deadline:
-            trials = _poll_trials(sandbox)
-            if any(t.user_attrs.get("epochs_run") for t in trials):
+            if proc.poll() is not None:
+                tail = err_log.read_text()[-3000:]
+                pytest.fail(f"the study exited {proc.returncode} before its first epoch:\n{tail}")
+            if any(t.user_attrs.get("epochs_run") for t in _poll_trials(sandbox)):
                 break
             time.sleep(0.5)
         else:
-            pytest.fail("no trial reached its first epoch")
-        assert proc.poll() is None, "the study ended before it could be interrupted"
+            pytest.fail(f"no trial reached its first epoch:\n{err_log.read_text()[-3000:]}")
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole group
-        _, stderr = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:  # the test failed first: no 200-epoch study left training
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    stderr = err_log.read_text()
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     (trial,) = _trials(sandbox)

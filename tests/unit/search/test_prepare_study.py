@@ -104,6 +104,26 @@ def test_the_sqlite_study_lock_excludes_another_holder(tmp_path: Path) -> None:
     assert order == ["first released", "second acquired"]
 
 
+def test_a_fresh_sqlite_file_is_set_up_by_one_process_at_a_time(tmp_path: Path) -> None:
+    # Optuna writes its tables, version row and Alembic stamp in steps; a second opener of a
+    # fresh file between them failed ("cannot open"), so opening waits for the file's lock.
+    import sqlite3
+
+    db = tmp_path / "optuna.db"
+    url = f"sqlite:///{db}"
+    opened: list[object] = []
+    with study_lock(url, "another worker"):
+        thread = threading.Thread(target=lambda: opened.append(open_storage(url)))
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive() and not db.exists(), "opened while another process held the lock"
+    thread.join(30)
+    assert opened and not thread.is_alive()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM version_info").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
+
+
 def test_a_database_server_storage_keeps_one_connection_and_a_trial_process_none() -> None:
     from sqlalchemy.pool import NullPool, QueuePool
 
