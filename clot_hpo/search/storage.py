@@ -179,7 +179,7 @@ def _sqlite_file_lock(url: str) -> Iterator[None]:
 
 
 def _create_rdb_storage(url: str, kwargs: dict[str, Any], *, pooled: bool = True) -> RDBStorage:
-    """``RDBStorage(url)``; on PostgreSQL under a session advisory lock.
+    """``RDBStorage(url)``; on PostgreSQL under a session advisory lock, on SQLite under its file's lock.
 
     Workers started together on a fresh database race in Optuna's ``metadata.create_all``
     (``CREATE TYPE``/``CREATE TABLE`` are not atomic: UniqueViolation on

@@ -8,9 +8,9 @@ from them on a two-core machine. One storage per URL, kept for the test session,
 A poller must not write to a storage the study process is still creating: Optuna's
 ``RDBStorage`` creates the tables, and even with ``skip_table_creation`` inserts its
 ``version_info`` row and Alembic stamp when they are missing, racing the study process's own
-(a study process that lost that race died before creating its study, and the test waited out
-its deadline). So the study's row is looked for with plain SQL first, and the Optuna storage
-is opened only once it exists, when the study process has written all of those.
+(the likely cause of a CI study process that died before creating its study while the test
+waited out its deadline). So the study's row is looked for with plain SQL first, and the
+Optuna storage is opened only once it exists, when the study process has written all of those.
 """
 
 from __future__ import annotations
