@@ -126,12 +126,7 @@ def entry_of(study: str, trial: Any, study_attrs: Mapping[str, Any] | None = Non
         if (k in HEADLINE_METRICS or k.startswith(("val_", "test_"))) and "_sha256" not in k
         if (v := _number(raw)) is not None
     }
-    checkpoints = {}
-    raw = attrs.get(ATTR_CHECKPOINTS)
-    if isinstance(raw, dict):
-        for epoch, digest in raw.items():
-            if str(epoch).isdigit() and isinstance(digest, str):
-                checkpoints[int(epoch)] = digest
+    checkpoints = recorded_checkpoints(attrs)
     seed = attrs.get(ATTR_SEED)
     return LedgerEntry(
         study=study,
@@ -153,6 +148,14 @@ def entry_of(study: str, trial: Any, study_attrs: Mapping[str, Any] | None = Non
         ),
         user_attrs=MappingProxyType(attrs),
     )
+
+
+def recorded_checkpoints(user_attrs: Mapping[str, Any]) -> dict[int, str]:
+    """The checkpoints a trial's user attributes record, ``{epoch: sha256}`` (malformed entries left out)."""
+    raw = user_attrs.get(ATTR_CHECKPOINTS)
+    if not isinstance(raw, dict):
+        return {}
+    return {int(e): digest for e, digest in raw.items() if str(e).isdigit() and isinstance(digest, str)}
 
 
 def record_checkpoint(trial: Any, epoch: int, sha256: str) -> None:
@@ -256,5 +259,6 @@ __all__ = [
     "TrialLedger",
     "entry_of",
     "record_checkpoint",
+    "recorded_checkpoints",
     "record_model_id",
 ]

@@ -46,7 +46,14 @@ from optuna.trial import TrialState
 
 from clot_hpo.checkpoint_file import CHECKPOINT_FILE, read_header
 from clot_hpo.errors import TrialFailed
-from clot_hpo.search.ledger import ATTR_CHECKPOINTS, ATTR_RUN_ID, OUTPUT_ATTRS, LedgerEntry, entry_of
+from clot_hpo.search.ledger import (
+    ATTR_CHECKPOINTS,
+    ATTR_RUN_ID,
+    OUTPUT_ATTRS,
+    LedgerEntry,
+    entry_of,
+    recorded_checkpoints,
+)
 from clot_hpo.search.workers import WORKER_ATTR
 from clot_hpo.util import file_sha256
 
@@ -255,18 +262,11 @@ def epochs_spent(trials: Iterable[optuna.trial.FrozenTrial]) -> int:
     for t in trials:
         if t.state == TrialState.WAITING:
             continue
-        run = max(int(t.user_attrs.get("epochs_run", 0) or 0), _last_checkpointed_epoch(t))
+        checkpointed = max(recorded_checkpoints(t.user_attrs), default=0)
+        run = max(int(t.user_attrs.get("epochs_run", 0) or 0), checkpointed)
         resumed = int(t.user_attrs.get(RESUMED_FROM_ATTR, 0) or 0)
         total += max(0, run - resumed)
     return total
-
-
-def _last_checkpointed_epoch(trial: optuna.trial.FrozenTrial) -> int:
-    """The newest epoch whose checkpoint ``trial`` recorded in the ledger (0: none)."""
-    recorded = trial.user_attrs.get(ATTR_CHECKPOINTS)
-    if not isinstance(recorded, dict):
-        return 0
-    return max((int(k) for k in recorded if str(k).isdigit()), default=0)
 
 
 class GracefulStop:
