@@ -98,15 +98,13 @@ class DicomSettings:
         """The settings of a config's ``data.dicom`` section (None: the defaults)."""
         if cfg is None:
             return cls()
-        window = None if cfg.window is None else (float(cfg.window[0]), float(cfg.window[1]))
-        return cls(window=window, frame=cfg.frame)
+        return cls(window=_center_width(cfg.window), frame=cfg.frame)
 
     @classmethod
     def from_args(cls, args: Any) -> DicomSettings:
         """The settings of a command's ``--dicom-window`` / ``--dicom-frame`` (absent: the defaults)."""
-        window = getattr(args, "dicom_window", None)
         return cls(
-            window=None if window is None else (float(window[0]), float(window[1])),
+            window=_center_width(getattr(args, "dicom_window", None)),
             frame=getattr(args, "dicom_frame", None),
         )
 
@@ -126,12 +124,9 @@ class DicomSettings:
         """Settings :meth:`as_metadata` stored (None: nothing stored, or not in that shape)."""
         if not isinstance(value, dict):
             return None
-        window, frame = value.get("window"), value.get("frame")
+        frame = value.get("frame")
         try:
-            return cls(
-                window=None if window is None else (float(window[0]), float(window[1])),
-                frame=None if frame is None else int(frame),
-            )
+            return cls(window=_center_width(value.get("window")), frame=None if frame is None else int(frame))
         except (TypeError, ValueError, IndexError):
             return None
 
@@ -146,6 +141,11 @@ class DicomSettings:
         """A short text naming these settings, for cache keys (the pixels depend on them)."""
         window = "file" if self.window is None else f"{self.window[0]:g},{self.window[1]:g}"
         return f"window={window};frame={'none' if self.frame is None else self.frame}"
+
+
+def _center_width(value: Any) -> tuple[float, float] | None:
+    """A ``[center, width]`` pair (a config's, a command line's, a model's metadata) as floats."""
+    return None if value is None else (float(value[0]), float(value[1]))
 
 
 def settings_for_model(

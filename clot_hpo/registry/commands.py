@@ -19,6 +19,7 @@ from clot_hpo.tracking.tags import PARAM_CONFIDENCE_LEVEL, TAG_TRIAL_NUMBER
 from clot_hpo.util import AddCommand, finite_float
 
 if TYPE_CHECKING:
+    from clot_hpo.data.dicom import DicomSettings
     from clot_hpo.registry.gate import GateRule
     from clot_hpo.tracking.study_reader import Ledger
 
@@ -93,6 +94,19 @@ def champion_table(tracking_uri: str, model_name: str, alias: str) -> str:
     return f"{model_name}@{alias} is version {version.version} ({what}){at}; {intervals}:\n{table}"
 
 
+def dicom_for_model(given: DicomSettings | None, trained: DicomSettings | None) -> DicomSettings:
+    """The DICOM settings a command applies a model with (``data.dicom.settings_for_model``).
+
+    A warning line on stderr says when the command's settings are not the training's.
+    """
+    from clot_hpo.data.dicom import settings_for_model
+
+    settings, mismatch = settings_for_model(given, trained)
+    if mismatch:
+        print(f"clot-hpo: warning: {mismatch}", file=sys.stderr)
+    return settings
+
+
 def predict_command(args: argparse.Namespace) -> int:
     """``clot-hpo predict``: one JSON line per image, ``{"image", "probability", "label"}``.
 
@@ -100,7 +114,7 @@ def predict_command(args: argparse.Namespace) -> int:
     else 0. Missing paths and non-images are a ``DataError`` (exit 2) naming them. Lines are
     written chunk by chunk, so a big folder shows results while it is still being scored.
     """
-    from clot_hpo.data.dicom import DicomSettings, settings_for_model
+    from clot_hpo.data.dicom import DicomSettings
     from clot_hpo.data.limits import DEFAULT_MAX_PIXELS, check_headers
     from clot_hpo.data.pipeline import list_images
     from clot_hpo.evaluate.holdout import score_image_files
@@ -115,9 +129,7 @@ def predict_command(args: argparse.Namespace) -> int:
     check_headers(files, max_pixels, given or DicomSettings())
     client = open_client(args.tracking_uri)
     resolved = resolve_model(client, args.tracking_uri, args.model)
-    dicom, mismatch = settings_for_model(given, resolved.dicom)  # none given: the training's
-    if mismatch:
-        print(f"clot-hpo: warning: {mismatch}", file=sys.stderr)
+    dicom = dicom_for_model(given, resolved.dicom)  # none given: the training's
     model = load_keras_model(args.tracking_uri, resolved)
     for scored in score_image_files(model, files, resolved.image_size, max_pixels=max_pixels, dicom=dicom):
         for path, prob in scored:
@@ -148,7 +160,6 @@ def evaluate_registered_model(
     that differs from the training's). The folder is validated with those, or the defaults
     (which refuse multi-frame files), before the store is opened.
     """
-    from clot_hpo.data.dicom import settings_for_model
     from clot_hpo.evaluate.holdout import evaluate_model, load_labelled_folder
     from clot_hpo.registry.models import load_keras_model, resolve_model
     from clot_hpo.tracking.store import open_client
@@ -156,10 +167,7 @@ def evaluate_registered_model(
     folder = load_labelled_folder(data, config_path=config_path, overrides=data_overrides)
     resolved = resolve_model(open_client(tracking_uri), tracking_uri, model_uri)
     given = folder.dicom if (data_overrides or {}).get("dicom") is not None else None
-    dicom, mismatch = settings_for_model(given, resolved.dicom)  # none given: the training's
-    if mismatch:
-        print(f"clot-hpo: warning: {mismatch}", file=sys.stderr)
-    folder = dataclasses.replace(folder, dicom=dicom)
+    folder = dataclasses.replace(folder, dicom=dicom_for_model(given, resolved.dicom))
     model = load_keras_model(tracking_uri, resolved)
     result = evaluate_model(model, folder, threshold=resolved.threshold, image_size=resolved.image_size)
     applied = folder.dicom.as_metadata() if folder.dicom is not None else None
@@ -282,6 +290,7 @@ __all__ = [
     "add_commands",
     "add_model_options",
     "champion_table",
+    "dicom_for_model",
     "gate_rule",
     "evaluate_command",
     "evaluate_registered_model",

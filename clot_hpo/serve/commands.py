@@ -15,7 +15,7 @@ from pathlib import Path
 
 from clot_hpo.data.commands import add_dicom_options, add_image_limit_options
 from clot_hpo.errors import ConfigError
-from clot_hpo.registry.commands import add_model_options
+from clot_hpo.registry.commands import add_model_options, dicom_for_model
 from clot_hpo.util import AddCommand
 
 log = logging.getLogger("clot_hpo.serve")
@@ -25,7 +25,7 @@ def serve_command(args: argparse.Namespace) -> int:
     """``clot-hpo serve``: load the model once, then serve the page until interrupted."""
     import uvicorn
 
-    from clot_hpo.data.dicom import DicomSettings, settings_for_model
+    from clot_hpo.data.dicom import DicomSettings
     from clot_hpo.serve.app import LOOPBACK_NAMES, Limits, create_app
     from clot_hpo.serve.service import load_service
 
@@ -39,11 +39,7 @@ def serve_command(args: argparse.Namespace) -> int:
         )
     service = load_service(args.tracking_uri, args.model)  # ConfigError (exit 2) when unresolvable
     info = service.info
-    dicom, mismatch = settings_for_model(
-        DicomSettings.given_in(args), DicomSettings.from_metadata(info.dicom)
-    )
-    if mismatch:
-        print(f"clot-hpo: warning: {mismatch}", file=sys.stderr)
+    dicom = dicom_for_model(DicomSettings.given_in(args), DicomSettings.from_metadata(info.dicom))
     mib = 2**20
     wildcard = args.host in ("0.0.0.0", "::", "")
     limits = Limits(
@@ -81,7 +77,7 @@ def explain_command(args: argparse.Namespace) -> int:
     Lines are ``{"image", "probability", "label", "overlay"}``; the overlay is
     ``OUT/<image stem>.gradcam.png`` (a number is added when two images share a stem).
     """
-    from clot_hpo.data.dicom import DicomSettings, settings_for_model
+    from clot_hpo.data.dicom import DicomSettings
     from clot_hpo.data.pipeline import list_images
     from clot_hpo.explain import GradCam, overlay, png_bytes
     from clot_hpo.registry.models import load_keras_model, resolve_model
@@ -91,9 +87,7 @@ def explain_command(args: argparse.Namespace) -> int:
     files = list_images(args.paths)  # DataError (exit 2) names missing paths and non-images
     out = Path(args.out)
     resolved = resolve_model(open_client(args.tracking_uri), args.tracking_uri, args.model)
-    dicom, mismatch = settings_for_model(DicomSettings.given_in(args), resolved.dicom)
-    if mismatch:
-        print(f"clot-hpo: warning: {mismatch}", file=sys.stderr)
+    dicom = dicom_for_model(DicomSettings.given_in(args), resolved.dicom)
     cam = GradCam(load_keras_model(args.tracking_uri, resolved))
     out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
