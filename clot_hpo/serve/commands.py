@@ -39,7 +39,7 @@ def serve_command(args: argparse.Namespace) -> int:
         )
     service = load_service(args.tracking_uri, args.model)  # ConfigError (exit 2) when unresolvable
     info = service.info
-    dicom = dicom_for_model(DicomSettings.given_in(args), DicomSettings.from_metadata(info.dicom))
+    dicom = dicom_for_model(DicomSettings.given_in(args), info.dicom)
     mib = 2**20
     wildcard = args.host in ("0.0.0.0", "::", "")
     limits = Limits(

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from clot_hpo.data.dicom import DicomSettings
 from clot_hpo.explain import GradCam, overlay, png_bytes
 from clot_hpo.registry.models import load_keras_model, resolve_model
 from clot_hpo.serve.images import DecodedImage
@@ -109,7 +110,7 @@ class ModelInfo:
     # The catalogue's headline metrics on the test split, as the page lists them (page_metrics).
     metrics: list[dict[str, Any]] = field(default_factory=list)
     # The data.dicom settings the model was trained with (None: not stored with it).
-    dicom: dict[str, Any] | None = None
+    dicom: DicomSettings | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -302,7 +303,7 @@ def load_service(tracking_uri: str, model_uri: str) -> ModelService:
         trial=details.get("trial"),
         has_model_card=card is not None,
         metrics=details.get("metrics", []),
-        dicom=resolved.dicom.as_metadata() if resolved.dicom is not None else None,
+        dicom=resolved.dicom,
     )
     return ModelService(model, info, card)
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from clot_hpo.data.dicom import DicomSettings
 from clot_hpo.serve import commands
 from tests.support.champion import Champion, register_tiny_champion
 from tests.support.cli import run_main
@@ -46,7 +47,7 @@ class _Info:
         32,
         0.5,
     )
-    dicom: dict[str, Any] | None = None  # the training's data.dicom, as stored with the model
+    dicom: DicomSettings | None = None  # the training's data.dicom, as stored with the model
 
 
 class _Service:
@@ -166,12 +167,11 @@ def test_the_page_windows_dicom_as_the_model_was_trained_unless_told_otherwise(
     import uvicorn
 
     import clot_hpo.serve.service as service
-    from clot_hpo.data.dicom import DicomSettings
 
     class Trained(_Service):
         info = _Info()
 
-    Trained.info.dicom = {"window": [300.0, 600.0], "frame": None}
+    Trained.info.dicom = DicomSettings(window=(300.0, 600.0))
     seen: dict[str, Any] = {}
     monkeypatch.setattr(service, "load_service", lambda uri, model: Trained())
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
