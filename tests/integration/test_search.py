@@ -11,8 +11,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 import pytest
@@ -22,6 +23,8 @@ from tests.support import studies
 from tests.support.cli import REPO, copy_project_files, run_cli
 
 pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what the trial budget counts
 
@@ -273,31 +276,48 @@ def test_the_epoch_budget_stops_the_study_and_says_so(faulty_study: dict[str, An
     assert [t.user_attrs["epochs_run"] for t in finished] == [2, 1], "the last trial gets what is left"
 
 
+def _wait_for_trials(
+    sandbox: Path,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    what: str,
+    found: Callable[[list[optuna.trial.FrozenTrial]], T | None],
+    timeout: float = 300,  # the first epoch traces its model: minutes on a loaded machine
+) -> T:
+    """Poll the study's trials until ``found`` returns something; fail with the log if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text()[-3000:]
+            pytest.fail(f"the study exited {proc.returncode} while waiting for {what}:\n{tail}")
+        value = found(_poll_trials(sandbox))
+        if value is not None:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"waited {timeout:.0f} s for {what}:\n{log.read_text()[-3000:]}")
+
+
 def _catch_second_trial_training(
-    sandbox: Path, proc: subprocess.Popen[bytes], log: Path, epochs: int, timeout: float = 300
+    sandbox: Path, proc: subprocess.Popen[bytes], log: Path, epochs: int
 ) -> tuple[optuna.trial.FrozenTrial, optuna.trial.FrozenTrial]:
     """Freeze the study (SIGSTOP) once trial 0 is complete and trial 1 is training; return both.
 
     Trial 1 is caught with at least two of its ``epochs`` and its evaluation still to run, and
     frozen nothing changes before the kill: it is still running when it dies.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text()[-3000:]
-            pytest.fail(f"the study exited {proc.returncode} before it could be killed:\n{tail}")
-        trials = _poll_trials(sandbox)
+
+    def both(trials: list[optuna.trial.FrozenTrial]) -> tuple[Any, Any] | None:
         done = [t for t in trials if t.state == TrialState.COMPLETE]
         training = [
             t
             for t in trials
             if t.state == TrialState.RUNNING and 1 <= t.user_attrs.get("epochs_run", 0) <= epochs - 2
         ]
-        if done and training:
-            os.killpg(proc.pid, signal.SIGSTOP)
-            return done[0], training[0]
-        time.sleep(0.1)
-    pytest.fail(f"the study never reached its second trial in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+        return (done[0], training[0]) if done and training else None
+
+    caught = _wait_for_trials(sandbox, proc, log, "trial 1 to train past its first epoch", both)
+    os.killpg(proc.pid, signal.SIGSTOP)
+    return caught
 
 
 def test_killed_study_resumes_and_retries_the_stale_trial(sandbox: Path, tiny_dataset: Path) -> None:
@@ -392,16 +412,13 @@ def test_ctrl_c_records_the_trial_and_exits_130(sandbox: Path, tiny_dataset: Pat
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
-        deadline = time.monotonic() + 300  # the first epoch traces its model: minutes on a loaded machine
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                tail = err_log.read_text()[-3000:]
-                pytest.fail(f"the study exited {proc.returncode} before its first epoch:\n{tail}")
-            if any(t.user_attrs.get("epochs_run") for t in _poll_trials(sandbox)):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"no trial reached its first epoch:\n{err_log.read_text()[-3000:]}")
+        _wait_for_trials(
+            sandbox,
+            proc,
+            err_log,
+            "a trial's first epoch",
+            lambda trials: True if any(t.user_attrs.get("epochs_run") for t in trials) else None,
+        )
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole group
         proc.wait(timeout=60)
     finally:
