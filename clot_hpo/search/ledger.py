@@ -15,7 +15,9 @@ downloaded from the tracking server (docs/security.md):
   ``val_predictions.csv`` / ``test_predictions.csv``; the objective is the trial's value and
   the headline metrics (:data:`HEADLINE_METRICS`) its user attributes;
 * once the study process has uploaded the model: its MLflow model id, on the study
-  (:data:`STUDY_ATTR_MODEL_ID`: a finished trial cannot be changed).
+  (:data:`STUDY_ATTR_MODEL_ID`: a finished trial cannot be changed);
+* when the first worker opens the study's MLflow run: its id, on the study
+  (:data:`STUDY_ATTR_RUN_ID`: the run every later worker reopens).
 
 :class:`LedgerEntry` is one trial's record, typed and free of Optuna and MLflow types: the
 registry reads it through a structural interface (it does not import Optuna),
@@ -47,6 +49,8 @@ ATTR_CHECKPOINTS = "checkpoint_sha256"
 # the trial's outcome, and Optuna refuses to change a finished trial: the study process records
 # it on the study, one attribute per trial number (:func:`record_model_id`).
 STUDY_ATTR_MODEL_ID = "model_id:{number}"
+# The study's own MLflow run (the parent of its trial runs), recorded by the worker that created it.
+STUDY_ATTR_RUN_ID = "mlflow_run_id"
 
 # What a completed trial's outcome records as user attributes: the threshold and the
 # catalogue's summary metrics of both splits (point values), the values `promote` ranks by

@@ -26,6 +26,7 @@ from clot_hpo.errors import ConfigError, FatalError, Preempted
 from clot_hpo.evaluate.catalogue import headline_keys
 from clot_hpo.search.fidelity import study_rung_epochs
 from clot_hpo.search.folds import check_study_folds, study_folds
+from clot_hpo.search.ledger import STUDY_ATTR_RUN_ID
 from clot_hpo.search.objectives import get_objective
 from clot_hpo.search.optimize import StudyRunner
 from clot_hpo.search.progress import print_top_trials
@@ -36,6 +37,7 @@ from clot_hpo.search.storage import (
     redact_url,
     study_lock,
 )
+from clot_hpo.tracking.base import StudyTracker
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,24 @@ def open_study(config: ExperimentConfig, spaces: dict[str, str]) -> tuple[optuna
     # Under the study's lock: workers starting together on an empty study enqueue them once.
     lock = study_lock(config.search.storage, config.study_name)
     return study, enqueue_default_trials(study, spaces, lock=lock)
+
+
+def open_study_run(study: optuna.Study, storage_url: str, tracker: StudyTracker, **start: Any) -> str:
+    """Open the study's MLflow run (``tracker.start_study(**start)``): one per study, however many workers.
+
+    The Optuna storage is the ledger of which run that is: under the study's lock, each worker
+    reopens the run the study records (:data:`~clot_hpo.search.ledger.STUDY_ATTR_RUN_ID`), or
+    creates one and records it. Workers started together thus wait for the first, then join
+    its run; a tracking server that cannot be reached records nothing, and a later worker tries.
+    """
+    with study_lock(storage_url, study.study_name):
+        recorded = study.user_attrs.get(STUDY_ATTR_RUN_ID)
+        run_id = tracker.start_study(
+            study.study_name, run_id=recorded if isinstance(recorded, str) else None, **start
+        )
+        if run_id and run_id != recorded:
+            study.set_user_attr(STUDY_ATTR_RUN_ID, run_id)
+    return run_id
 
 
 @dataclass
@@ -232,8 +252,10 @@ def run_search(
     # Queued like everything else the tracker does from here on: it overlaps the first trial.
     runner.parent_run = runner.uploads.submit(
         "open the study's run",
-        tracker.start_study,
-        study_name,
+        open_study_run,
+        study,
+        config.search.storage,
+        tracker,
         tags={"optuna.storage": redact_url(config.search.storage)},
         # Recorded for `promote` and the run's headline: Optuna's own direction.
         objective=runner.objective.history_key,

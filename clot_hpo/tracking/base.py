@@ -77,11 +77,14 @@ class StudyTracker(ABC):
         objective: str | None = None,
         direction: str | None = None,
         headline: Sequence[str] = (),
+        run_id: str | None = None,
     ) -> str:
         """Open (or reopen, on resume) the study's parent run; return its id.
 
         Args:
             study_name: the Optuna study.
+            run_id: the run the Optuna storage records as the study's: reopened when it is
+                this study's run on this tracking server (else found by its tags, or created).
             tags: extra tags of the parent run.
             objective: the metric the study optimizes, as trial runs log it (``val_auc``).
             direction: Optuna's direction for it, ``"maximize"`` or ``"minimize"``.
@@ -209,6 +212,7 @@ class NullTracker(Tracker):
         objective: str | None = None,
         direction: str | None = None,
         headline: Sequence[str] = (),
+        run_id: str | None = None,
     ) -> str:
         return ""
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,15 @@ from clot_hpo.tracking.base import TRIAL_STATES, StudyTracker, to_plain
 from clot_hpo.tracking.headline import study_headline
 from clot_hpo.tracking.mlflow_backend import MlflowBackend, now_ms
 from clot_hpo.tracking.source import source_tags
-from clot_hpo.tracking.store import MAX_DIGEST_LENGTH, MAX_TAG_LENGTH, entities, quote, search_all_runs
+from clot_hpo.tracking.store import (
+    MAX_DIGEST_LENGTH,
+    MAX_TAG_LENGTH,
+    MlflowException,
+    entities,
+    is_not_found,
+    quote,
+    search_all_runs,
+)
 from clot_hpo.tracking.tags import (
     DIRECTIONS,
     ROLE_STUDY,
@@ -79,8 +86,14 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         objective: str | None = None,
         direction: str | None = None,
         headline: Sequence[str] = (),
+        run_id: str | None = None,
     ) -> str:
-        """Open the study's parent run, or reopen it on resume (found by its tags).
+        """Open the study's parent run, or reopen it on resume.
+
+        Reopened on resume: ``run_id`` (the run the Optuna storage records for the study) when
+        it is this study's run in this experiment, else the latest run tagged as the study's.
+        Workers of one study call this one at a time (``search.study.open_study_run``), so the
+        first creates the run and the others reopen it.
 
         ``objective`` (the metric trial runs log, e.g. ``val_auc``) and ``direction``
         (Optuna's, ``"maximize"`` or ``"minimize"``) are recorded as the run's tags
@@ -99,12 +112,17 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
             TAG_HEADLINE: ",".join(self.headline),
         }
         all_tags = {**(tags or {}), **{k: v for k, v in extra.items() if v}}
-        run_id = self._call(
-            f"start the study run of {study_name!r}", self._start_study, study_name, all_tags, default=""
+        opened = self._call(
+            f"start the study run of {study_name!r}",
+            self._start_study,
+            study_name,
+            all_tags,
+            run_id,
+            default="",
         )
-        self.parent_run_id = run_id or None
+        self.parent_run_id = opened or None
         self._store_ui_view()
-        return str(run_id)
+        return str(opened)
 
     def _store_ui_view(self) -> None:
         """Store the view the link `make mlflow-server` prints opens (see ``ui_view``)."""
@@ -117,25 +135,20 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
                 ui_view_state(self.objective, self.headline, direction=self.direction, params=self.searched),
             )
 
-    def _start_study(self, study_name: str, tags: dict[str, str]) -> str:
+    def _start_study(self, study_name: str, tags: dict[str, str], run_id: str | None) -> str:
         exp_id = self._get_or_create_experiment()
+        all_tags = {k: str(v)[:MAX_TAG_LENGTH] for k, v in {**source_tags(), **tags}.items()}
+        all_tags.update({TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, TAG_OPTUNA_STUDY: study_name})
+        recorded = self._study_run(exp_id, study_name, run_id) if run_id else None
+        if recorded is not None:
+            return self._reopen_study(recorded, all_tags)
         study_filter = f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = {quote(study_name)}"
         found = self.client.search_runs(
             [exp_id], filter_string=study_filter, max_results=1, order_by=["attributes.start_time DESC"]
         )
-        all_tags = {k: str(v)[:MAX_TAG_LENGTH] for k, v in {**source_tags(), **tags}.items()}
-        all_tags.update({TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, TAG_OPTUNA_STUDY: study_name})
         if found:
             return self._reopen_study(found[0], all_tags)
         run = self.client.create_run(exp_id, run_name=study_name, tags=all_tags)
-        # Workers started together may each have created a parent run: let the others' land,
-        # then every worker adopts the earliest and deletes its own duplicate.
-        time.sleep(1.0)
-        every = self.client.search_runs([exp_id], filter_string=study_filter, max_results=100)
-        first = min(every, key=lambda r: (r.info.start_time, r.info.run_id), default=run)
-        if first.info.run_id != run.info.run_id:
-            self.client.delete_run(run.info.run_id)
-            return str(first.info.run_id)
         log.info(
             "tracking: study run %s of %r in experiment %r at %s",
             run.info.run_id,
@@ -144,6 +157,35 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
             self.tracking_uri,
         )
         return str(run.info.run_id)
+
+    def _study_run(self, exp_id: str, study_name: str, run_id: str) -> Any | None:
+        """Run ``run_id`` if it is ``study_name``'s live study run in experiment ``exp_id``; else None.
+
+        Not found is None (the study's storage may name a run of another tracking server);
+        any other error propagates, to be retried.
+        """
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        tags = run.data.tags
+        if (
+            run.info.experiment_id != exp_id
+            or run.info.lifecycle_stage != "active"
+            or tags.get(TAG_ROLE) != ROLE_STUDY
+            or tags.get(TAG_STUDY) != study_name
+        ):
+            log.warning(
+                "tracking: run %s, which the Optuna storage records for study %r, is not its live "
+                "study run in experiment %r; opening another",
+                run_id,
+                study_name,
+                self.experiment_name,
+            )
+            return None
+        return run
 
     def _reopen_study(self, run: Any, tags: dict[str, str]) -> str:
         """Resume: the parent run is RUNNING again, and what it recorded fills what this process lacks."""

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from clot_hpo.search.ledger import STUDY_ATTR_RUN_ID
 from tests.support import studies, together
 from tests.support.postgres import PostgresServer, postgres_session  # noqa: F401 - fixture
 
@@ -346,10 +347,8 @@ def _runs(tracking_uri: str, study: str) -> tuple[Any, list[Any]]:
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(study)
     assert experiment is not None, f"no MLflow experiment named {study!r}"
-    # Active runs only: a duplicate parent run a worker deleted again is not part of the study.
-    runs = client.search_runs(
-        [experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000
-    )
+    # Deleted runs too: no worker may have created a second parent run, even briefly.
+    runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return parents, children
@@ -415,7 +414,7 @@ _JOIN_AT_ONCE = (
 import sys
 from clot_hpo.config import load_config
 from clot_hpo.search.storage import open_storage
-from clot_hpo.search.study import create_or_load_study
+from clot_hpo.search.study import create_or_load_study, open_study_run
 from clot_hpo.tracking import tracker_from_config
 
 config_path, tracking_uri, barrier, name, *storages = sys.argv[1:]
@@ -425,8 +424,8 @@ for r, storage in enumerate(storages):
                                        "search.study_name": study})
     tracker = tracker_from_config(config.tracking, experiment_name=study)
     wait_for_go(f"{barrier}/{r}", name)  # every process ready for this round: go together
-    create_or_load_study(config, open_storage(storage, heartbeat_interval=1))
-    print("parent run", r, tracker.start_study(study), flush=True)
+    opened = create_or_load_study(config, open_storage(storage, heartbeat_interval=1))
+    print("parent run", r, open_study_run(opened, storage, tracker), flush=True)
 """
 )
 
@@ -441,9 +440,10 @@ def test_workers_starting_together_join_one_study_and_one_parent_run(
     """`docker compose up --scale worker=4` on a fresh stack: every worker starts at once.
 
     Opening the storage creates Optuna's tables (a race on a fresh database) and each worker
-    opens the study's parent run (a race in MLflow). Several rounds, because a race may be lost:
-    each process joins a fresh database and experiment per round, all processes of a round at
-    the same instant (``tests/support/together.py``), so the imports are paid once per process.
+    opens the study's parent run (a race in MLflow, which the Optuna storage settles). Several
+    rounds, because a race may be lost: each process joins a fresh database and experiment per
+    round, all processes of a round at the same instant (``tests/support/together.py``), so
+    the imports are paid once per process.
     """
     rounds, per_round = 3, 3
     storages = [postgres_session.create_database(f"join_{r}") for r in range(rounds)]
@@ -475,10 +475,12 @@ def test_workers_starting_together_join_one_study_and_one_parent_run(
     assert sorted(results) == list(range(rounds)), results
     for r, run_ids in results.items():
         assert len(run_ids) == per_round, f"round {r}: {run_ids}"
-        assert len(studies.load_study(postgres_session.url(f"join_{r}"), f"join-{r}").trials) == 0
+        study = studies.load_study(postgres_session.url(f"join_{r}"), f"join-{r}")
+        assert len(study.trials) == 0
         parents, _ = _runs(mlflow_pg.uri, f"join-{r}")
         assert len(parents) == 1, f"round {r}: {len(parents)} parent runs for one study"
         assert set(run_ids) == {parents[0].info.run_id}, f"round {r}: workers use different parent runs"
+        assert study.user_attrs[STUDY_ATTR_RUN_ID] == parents[0].info.run_id, f"round {r}: not on record"
 
 
 @pytest.mark.timeout(420)
