@@ -83,13 +83,13 @@ class StudyTracker(ABC):
 
         Args:
             study_name: the Optuna study.
-            run_id: the run the Optuna storage records as the study's: reopened when it is
-                this study's run on this tracking server (else found by its tags, or created).
             tags: extra tags of the parent run.
             objective: the metric the study optimizes, as trial runs log it (``val_auc``).
             direction: Optuna's direction for it, ``"maximize"`` or ``"minimize"``.
             headline: the best trial's metrics the study run shows (``test_auc`` and its
                 interval), from the metric catalogue.
+            run_id: the run the Optuna storage records as the study's: reopened when it is
+                this study's run on this tracking server (else found by its tags, or created).
         """
 
     @abstractmethod
