@@ -66,24 +66,25 @@ RUN_ID_WAIT_SECONDS = 10.0
 UPLOAD_GRACE_SECONDS = 600.0
 
 
-def runs_in_use(trials: Iterable[optuna.trial.FrozenTrial], uploading: set[int]) -> set[int]:
-    """Trials whose runs are legitimately open: running, or finished and still uploading.
+def orphaned_runs(trials: Iterable[optuna.trial.FrozenTrial], uploading: set[int]) -> set[int]:
+    """Trials whose runs should be closed if still open: over, and no longer uploading.
+
+    Only trials this snapshot says are over: one that another worker starts after it (a new
+    one, or a WAITING one it claims) is not among them, even when the snapshot is acted on
+    later, on the upload thread (that trial's run is then open, and must stay so).
 
     Args:
         trials: the study's trials.
         uploading: trial numbers whose runs this worker still closes (:class:`TrialRun`).
     """
     now = time.time()
-    trials = list(trials)
-    recent = {
-        t.number
-        for t in trials
-        if t.state in FINISHED
-        and t.datetime_complete is not None
-        and now - t.datetime_complete.timestamp() < UPLOAD_GRACE_SECONDS
-    }
-    running = {t.number for t in trials if t.state == TrialState.RUNNING}
-    return running | recent | uploading.copy()
+
+    def uploaded(t: optuna.trial.FrozenTrial) -> bool:
+        # A worker uploads a finished trial's model before closing its run: give it time.
+        ended = t.datetime_complete
+        return t.state not in FINISHED or ended is None or now - ended.timestamp() >= UPLOAD_GRACE_SECONDS
+
+    return {t.number for t in trials if t.state.is_finished() and t.number not in uploading and uploaded(t)}
 
 
 class _Budget:
@@ -227,7 +228,7 @@ class StudyRunner:
                 self.uploads.submit(
                     "close the runs of dead workers' trials",
                     self.tracker.close_orphaned_trials,
-                    keep=runs_in_use(trials, self._uploading),
+                    only=orphaned_runs(trials, self._uploading),
                     reason="its worker stopped beating (killed?); Optuna marked the trial FAIL",
                 )
                 progress.update(trials)
@@ -476,4 +477,4 @@ class StudyRunner:
         return path
 
 
-__all__ = ["StudyRunner", "runs_in_use"]
+__all__ = ["StudyRunner", "orphaned_runs"]

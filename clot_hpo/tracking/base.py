@@ -119,9 +119,9 @@ class StudyTracker(ABC):
         """Close a trial's run with its final Optuna ``state`` and why it ended so."""
 
     def close_orphaned_trials(
-        self, *, keep: set[int] | None = None, reason: str = "the study process ended before this trial did"
+        self, *, only: set[int] | None = None, reason: str = "the study process ended before this trial did"
     ) -> list[int]:
-        """Close trial runs a dead worker left RUNNING, except trial numbers in ``keep``.
+        """Close trial runs a dead worker left RUNNING: those of the trial numbers in ``only`` (None: all).
 
         Returns the trial numbers closed. The default tracker has no runs to close.
         """

@@ -406,12 +406,13 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         return max((int(metric.step) + 1 for metric in history), default=0)
 
     def close_orphaned_trials(
-        self, *, keep: set[int] | None = None, reason: str = "the study process ended before this trial did"
+        self, *, only: set[int] | None = None, reason: str = "the study process ended before this trial did"
     ) -> list[int]:
         """End the study's child runs still RUNNING (a crash left them) as FAILED.
 
-        For resume: pass the trial numbers that are legitimately running elsewhere (other
-        workers of a shared study) as ``keep``. Returns the trial numbers closed.
+        ``only``: the trial numbers whose trials are over (Optuna says so), when other workers
+        of a shared study may be running the rest, or may start a trial (and its run) at any
+        moment. None: every run still RUNNING. Returns the trial numbers closed.
         """
         if not self.parent_run_id:
             return []
@@ -431,7 +432,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         closed = []
         for run in runs:
             number = run.data.tags.get(TAG_TRIAL_NUMBER)
-            if number is not None and keep and int(number) in keep:
+            if only is not None and (number is None or int(number) not in only):
                 continue
             self._end_run(run.info.run_id, "FAIL", reason, None)
             if number is not None:

@@ -188,10 +188,14 @@ def test_resume_reopens_the_study_run_and_the_trial_run(store: dict[str, Any]) -
     client = _client(store)
     assert client.get_run(parent).info.status == "RUNNING"
     assert second.start_trial(0) == trial0  # the same trial number maps to the same run
-    assert second.close_orphaned_trials(keep={5}) == [0]
+    # Trial 1 is another worker's, started after this worker read which trials are over ({0}).
+    trial1 = second.start_trial(1)
+    assert second.close_orphaned_trials(only={0}) == [0]
     assert client.get_run(trial0).info.status == "FAILED"
+    assert client.get_run(trial1).info.status == "RUNNING"
+    assert second.close_orphaned_trials() == [1]  # None: every run still RUNNING
     second.end_study()
-    assert len(client.search_runs([client.get_experiment_by_name("exp-resume").experiment_id])) == 2
+    assert len(client.search_runs([client.get_experiment_by_name("exp-resume").experiment_id])) == 3
 
 
 def test_epoch_metrics_are_one_batch_per_epoch(
