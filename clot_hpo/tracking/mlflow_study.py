@@ -446,11 +446,13 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         if not self.parent_run_id:
             return
         exp_id = self._get_or_create_experiment()
+        # Stamped when the runs are read, not when the result is logged: of two workers logging
+        # at once, MLflow shows the later stamp, which is the one that read more finished trials.
+        ts = now_ms()
         children = search_all_runs(self.client, exp_id, f"tags.`{TAG_PARENT}` = {quote(self.parent_run_id)}")
         headline = study_headline(
             children, objective=self.objective, direction=self.direction, headline=self.headline
         )
-        ts = now_ms()
         metrics = [entities.Metric(k, v, ts, 0) for k, v in headline.items()]
         self.client.log_batch(self.parent_run_id, metrics=metrics)
 

@@ -177,6 +177,39 @@ def parent_of(store: dict[str, Any], experiment: str) -> str:
     return run.info.run_id
 
 
+def test_of_two_workers_logging_the_headline_at_once_the_later_reader_wins(
+    store: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker A reads the trial runs, worker B ends a better trial and logs, then A logs what it read."""
+    import clot_hpo.tracking.mlflow_study as mlflow_study
+
+    a = _tracker(store, "exp-two-headlines")
+    parent = a.start_study("two-headlines", objective="val_auc", direction="maximize")
+    b = _tracker(store, "exp-two-headlines")
+    assert b.start_study("two-headlines", run_id=parent) == parent
+
+    def finish(tracker: MlflowTracker, number: int, value: float) -> None:
+        run_id = tracker.start_trial(number)
+        tracker.log_evaluation(run_id, metrics={"val_auc": value}, artifacts={}, figures={})
+        tracker.end_trial(run_id, "COMPLETE", attrs={"value": value})
+
+    finish(a, 0, 0.7)
+    read = mlflow_study.search_all_runs
+
+    def a_reads_then_b_ends_a_trial(*args: Any, **kwargs: Any) -> Any:
+        runs = list(read(*args, **kwargs))  # read now (it pages lazily)
+        monkeypatch.setattr(mlflow_study, "search_all_runs", read)  # once
+        time.sleep(0.01)  # B's stamps come later, as on two machines
+        finish(b, 1, 0.9)
+        return runs
+
+    monkeypatch.setattr(mlflow_study, "search_all_runs", a_reads_then_b_ends_a_trial)
+    a._log_headline()  # A logs last, what it read before trial 1 ended
+    metrics = _client(store).get_run(parent).data.metrics
+    assert (metrics["best_trial"], metrics["best_val_auc"]) == (1, 0.9)
+    assert metrics["n_trials_complete"] == 2
+
+
 def test_resume_reopens_the_study_run_and_the_trial_run(store: dict[str, Any]) -> None:
     first = _tracker(store, "exp-resume")
     parent = first.start_study("study-resume")
