@@ -179,7 +179,7 @@ class MlflowStudyTracker(MlflowBackend, StudyTracker):
         ):
             log.warning(
                 "tracking: run %s, which the Optuna storage records for study %r, is not its live "
-                "study run in experiment %r; opening another",
+                "study run in experiment %r; finding it by its tags instead",
                 run_id,
                 study_name,
                 self.experiment_name,
