@@ -67,7 +67,7 @@ def test_workers_opening_at_once_share_one_run_that_the_study_records(
 
     def worker() -> None:
         tracker, study = _tracker(stores), _study(stores)
-        start.wait()
+        start.wait(timeout=60)  # a worker that failed to start breaks the barrier, not the test run
         opened.append(open_study_run(study, stores["storage"], tracker))
 
     threads = [threading.Thread(target=worker) for _ in range(workers)]
