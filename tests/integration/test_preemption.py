@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from clot_hpo.search.ledger import ATTR_CHECKPOINTS
+from clot_hpo.search.ledger import recorded_checkpoints
 from clot_hpo.search.trial.resume import GracefulStop, epochs_spent
 from tests.support import studies
 
@@ -174,7 +174,7 @@ def test_sigkill_after_a_checkpoint_resumes_at_the_next_epoch(
     assert own == EPOCHS - k and original.user_attrs["epochs_run"] in (k - 1, k)
     # A kill after checkpoint k+1's sha256 reached the ledger but before its file replaced
     # checkpoint k's: epoch k+1 was trained twice, and the budget says so.
-    last = max(int(e) for e in original.user_attrs[ATTR_CHECKPOINTS])
+    last = max(recorded_checkpoints(original.user_attrs))
     assert last in (k, k + 1)
     assert epochs_spent([original, retry]) == EPOCHS + last - k
     # Same seed, same data order, same optimizer state: the uninterrupted run's result.
