@@ -182,6 +182,7 @@ def evaluate_registered_model(
 
 def evaluate_command(args: argparse.Namespace) -> int:
     """``clot-hpo evaluate``: the product's table as Markdown, then as JSON (``--json``: JSON only)."""
+    from clot_hpo.data.dicom import DicomSettings
     from clot_hpo.evaluate import format_table
     from clot_hpo.evaluate.catalogue import format_level
 
@@ -189,8 +190,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         "max_pixels": getattr(args, "max_pixels", None),
         "allow_outside_root": getattr(args, "allow_outside_root", None),
     }
-    if getattr(args, "dicom_window", None) is not None or getattr(args, "dicom_frame", None) is not None:
-        overrides["dicom"] = {"window": args.dicom_window, "frame": args.dicom_frame}
+    given = DicomSettings.given_in(args)
+    if given is not None:
+        overrides["dicom"] = given.as_metadata()
     result = evaluate_registered_model(
         args.tracking_uri, args.model, args.data, config_path=args.config, data_overrides=overrides
     )
